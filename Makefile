@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PIP     = $(VENV)/bin/pip
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: setup setup-dev demo test bench clean
+
+# Installed once per pyproject change. torch is pinned and installed first, on its own, so
+# that later extras see it satisfied; here pip takes the CPU wheel on disk and never a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip 'setuptools<81' wheel
+	$(PIP) install -q 'torch==$(TORCH_VERSION)'
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/unipgen demo
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+bench: setup
+	$(VENV)/bin/unipgen bench memory --json
+
+clean:
+	rm -rf $(VENV) .unipgen demo-report

@@ -1,0 +1,1 @@
+"""The FastAPI service: tenants, API keys, uploads, async jobs."""

@@ -1,0 +1,1 @@
+"""User modeling: encoders, preference model, retrieval, prompt composition, context building."""

@@ -1,0 +1,53 @@
+"""The one exception hierarchy of unipgen. Each class has a stable ``code`` (see docs/errors.md).
+
+Errors a caller can fix (bad input, unknown ids) are apart from runtime failures. Every class
+passes its message to ``Exception.__init__`` so that it pickles across processes (Ray).
+"""
+
+from __future__ import annotations
+
+
+class UnipgenError(Exception):
+    """Root of every error unipgen raises on purpose."""
+
+    code = "unipgen_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInputError(UnipgenError):
+    """The input is malformed: a bad timestamp, an unknown event type, a wrong vector size."""
+
+    code = "invalid_input"
+
+
+class NotFoundError(UnipgenError):
+    """A tenant, user or item named by the caller does not exist (in that tenant)."""
+
+    code = "not_found"
+
+
+class ConflictError(UnipgenError):
+    """The write would duplicate an id that must be unique, or import into a non-empty place."""
+
+    code = "conflict"
+
+
+class UnsupportedMediaError(InvalidInputError):
+    """A file is not of the kind required (an image that is not an image, audio that is not audio)."""
+
+    code = "unsupported_media"
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """A blob is over the configured size limit (`Settings.max_blob_bytes`)."""
+
+    code = "payload_too_large"
+
+
+class StoreError(UnipgenError):
+    """A runtime failure of the store (not the caller's fault): I/O, a corrupt index file."""
+
+    code = "store_error"

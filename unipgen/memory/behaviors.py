@@ -1,0 +1,138 @@
+"""The catalog (items) and behavior events: bulk writes in one transaction each."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from unipgen.errors import ConflictError, InvalidInputError, NotFoundError
+from unipgen.memory.lookups import tenant_id_of, user_id_of
+from unipgen.memory.media import check_size, sniff_image
+from unipgen.memory.models import BehaviorEvent, Item, User
+from unipgen.schema.memory import EventIn, ItemIn
+
+if TYPE_CHECKING:
+    from unipgen.memory.store import MemoryStore
+
+_CHUNK = 20_000  # rows per executemany: bounded memory, few round trips
+
+
+class BehaviorsMixin:
+    def add_items(
+        self: MemoryStore, tenant: str, items: Iterable[ItemIn | dict[str, Any]], *, exist_ok: bool = False
+    ) -> int:
+        """Add catalog items in one transaction; returns how many were new.
+
+        With `exist_ok`, items whose id is already there are skipped (their content is kept).
+        """
+        parsed = _parse_all(items, ItemIn, "item")
+        _refuse_duplicates([i.key for i in parsed], "item")
+        with self._write() as w:
+            tenant_id = tenant_id_of(w.session, tenant)
+            existing = _existing_keys(w.session, Item, tenant_id, [i.key for i in parsed])
+            if existing and not exist_ok:
+                raise ConflictError(f"item {sorted(existing)[0]!r} already exists in {tenant!r}")
+            new = [i for i in parsed if i.key not in existing]
+            rows = [self._item_row(w, tenant_id, i) for i in new]
+            for start in range(0, len(rows), _CHUNK):
+                w.session.execute(insert(Item), rows[start : start + _CHUNK])
+            return len(new)
+
+    def _item_row(self: MemoryStore, w: Any, tenant_id: int, item: ItemIn) -> dict[str, Any]:
+        image_sha = None
+        if item.image is not None:
+            what = f"image of item {item.key!r}"
+            check_size(item.image, self.max_blob_bytes, what)
+            image_sha = w.put_blob(item.image, sniff_image(item.image, what))
+        return {"tenant_id": tenant_id, "key": item.key, "text": item.text,
+                "image_sha": image_sha, "meta": item.meta}
+
+    def ingest_events(self: MemoryStore, tenant: str, events: Iterable[EventIn | dict[str, Any]]) -> int:
+        """Write behavior events in one transaction: all of them, or on any error none.
+
+        Users and items must exist. Returns the number of events written.
+        """
+        parsed = _parse_all(events, EventIn, "event")
+        with self._write() as w:
+            tenant_id = tenant_id_of(w.session, tenant)
+            users = _ids_by_key(w.session, User, tenant_id, {e.user for e in parsed}, "user", tenant)
+            items = _ids_by_key(w.session, Item, tenant_id, {e.item for e in parsed}, "item", tenant)
+            rows = [
+                {"user_id": users[e.user], "item_id": items[e.item], "type": e.type,
+                 "value": e.value, "ts": e.ts, "meta": e.meta}
+                for e in parsed
+            ]
+            for start in range(0, len(rows), _CHUNK):
+                w.session.execute(insert(BehaviorEvent), rows[start : start + _CHUNK])
+        return len(rows)
+
+    def events(self: MemoryStore, tenant: str, user: str, limit: int | None = None) -> list[EventIn]:
+        """A user's events, oldest first (the last `limit` if given)."""
+        with self.session() as session:
+            user_id = user_id_of(session, tenant, user)
+            query = (
+                select(BehaviorEvent, Item.key)
+                .join(Item, Item.id == BehaviorEvent.item_id)
+                .where(BehaviorEvent.user_id == user_id)
+                .order_by(BehaviorEvent.ts.desc(), BehaviorEvent.id.desc())
+                .limit(limit)
+            )
+            rows = session.execute(query).all()
+        return [
+            EventIn(user=user, type=e.type, item=key, ts=e.ts, value=e.value, meta=e.meta)
+            for e, key in reversed(rows)
+        ]
+
+
+def _parse_all(rows: Iterable[Any], model: type, what: str) -> list[Any]:
+    parsed = []
+    for number, row in enumerate(rows):
+        if isinstance(row, model):
+            parsed.append(row)
+            continue
+        try:
+            parsed.append(model.model_validate(row))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, err['loc'])) or 'value'}: {err['msg']}" for err in exc.errors()
+            )
+            raise InvalidInputError(f"{what} #{number} is invalid: {problems}") from None
+    return parsed
+
+
+def _refuse_duplicates(keys: Sequence[str], what: str) -> None:
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            raise ConflictError(f"duplicate {what} id {key!r} in the request")
+        seen.add(key)
+
+
+def _existing_keys(session: Session, model: Any, tenant_id: int, keys: Sequence[str]) -> set[str]:
+    return set(_ids_by_key(session, model, tenant_id, set(keys), None, None))
+
+
+def _ids_by_key(
+    session: Session, model: Any, tenant_id: int, keys: set[str], what: str | None, tenant: str | None
+) -> dict[str, int]:
+    """Row ids of `keys` in the tenant; with `what` set, an unknown key is a `NotFoundError`."""
+    found: dict[str, int] = {}
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), 900):  # stays under SQLite's bound-parameter limit
+        chunk = ordered[start : start + 900]
+        found.update(
+            session.execute(
+                select(model.key, model.id).where(model.tenant_id == tenant_id, model.key.in_(chunk))
+            ).all()
+        )
+    if what is not None and len(found) != len(keys):
+        missing = sorted(keys - found.keys())
+        raise NotFoundError(
+            f"unknown {what} {missing[0]!r} in tenant {tenant!r}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
+    return found

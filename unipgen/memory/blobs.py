@@ -1,0 +1,63 @@
+"""A content-addressed blob store: files named by their sha256, behind fsspec.
+
+The default is a local directory; any fsspec URL works (``s3://bucket/prefix`` with ``s3fs``).
+The store itself keeps no reference counts: which blobs are still needed is derived from the
+database rows that name them (see `unipgen.memory.models.BLOB_COLUMNS`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class BlobStore:
+    """Put, get and delete immutable blobs by sha256 under one fsspec root."""
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        self.url = url
+        self._fs, self._root = fsspec.core.url_to_fs(url)
+
+    def _path(self, sha: str) -> str:
+        return f"{self._root}/{sha[:2]}/{sha}"
+
+    def put(self, data: bytes) -> tuple[str, bool]:
+        """Store `data`; returns its sha256 and whether a new file was written."""
+        sha = sha256_hex(data)
+        path = self._path(sha)
+        if self._fs.exists(path):
+            return sha, False
+        self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        # Write beside, then rename: a reader never sees half a blob.
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with self._fs.open(tmp, "wb") as handle:
+            handle.write(data)
+        self._fs.mv(tmp, path)
+        return sha, True
+
+    def get(self, sha: str) -> bytes:
+        with self._fs.open(self._path(sha), "rb") as handle:
+            return handle.read()
+
+    def exists(self, sha: str) -> bool:
+        return self._fs.exists(self._path(sha))
+
+    def delete(self, sha: str) -> None:
+        if self._fs.exists(self._path(sha)):
+            self._fs.rm(self._path(sha))
+
+    def list(self) -> Iterator[str]:
+        """Every blob's sha256 (a full scan: for residue checks and garbage collection)."""
+        if not self._fs.exists(self._root):
+            return
+        for path in self._fs.find(self._root):
+            name = path.rsplit("/", 1)[-1]
+            if len(name) == 64 and not name.endswith(".tmp"):
+                yield name

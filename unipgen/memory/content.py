@@ -1,0 +1,330 @@
+"""What a user brings and what unipgen derives: documents, faces, subjects, voice samples,
+artifacts with their lineage, and embeddings with vector search."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from unipgen.errors import ConflictError, InvalidInputError, NotFoundError
+from unipgen.memory.lookups import check_key, tenant_id_of, user_id_of
+from unipgen.memory.media import check_size, sniff_audio, sniff_image
+from unipgen.memory.models import (
+    Artifact,
+    Document,
+    Embedding,
+    EmbeddingSpace,
+    Face,
+    Item,
+    Lineage,
+    Subject,
+    SubjectImage,
+    User,
+    VoiceSample,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from unipgen.memory.store import MemoryStore, _Write
+
+#: Row model of each kind of memory item, and whether its key is unique per user or per tenant.
+OWNER_MODELS: dict[str, tuple[Any, bool]] = {
+    "item": (Item, False),
+    "artifact": (Artifact, False),
+    "document": (Document, True),
+    "face": (Face, True),
+    "subject": (Subject, True),
+    "voice": (VoiceSample, True),
+}
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the memory item a vector belongs to, and its score under the space's metric."""
+
+    kind: str
+    key: str
+    score: float
+
+
+class ContentMixin:
+    # -- documents, faces, subjects, voices ----------------------------------------------------
+
+    def add_document(
+        self: MemoryStore, tenant: str, user: str, key: str, text: str, *,
+        kind: str = "note", ts: datetime | None = None, meta: dict[str, Any] | None = None,
+    ) -> None:
+        check_key(key, "document")
+        if not text.strip():
+            raise InvalidInputError(f"document {key!r} has no text")
+        if ts is not None and ts.tzinfo is None:
+            raise InvalidInputError(f"document {key!r}: timestamp must carry a time zone")
+        with self._write() as w:
+            user_id = user_id_of(w.session, tenant, user)
+            _refuse_existing(w.session, Document, user_id, key, "document")
+            w.session.add(Document(user_id=user_id, key=key, kind=kind, text=text,
+                                   ts=ts or utcnow(), meta=meta))
+
+    def add_face(
+        self: MemoryStore, tenant: str, user: str, key: str, image: bytes, *,
+        consent: bool, embedding: np.ndarray | None = None, space: str = "face",
+    ) -> None:
+        """Store a face photo (biometric: needs the user's consent) and its identity embedding."""
+        check_key(key, "face")
+        _require_consent(consent, f"face {key!r}")
+        check_size(image, self.max_blob_bytes, f"face {key!r}")
+        media_type = sniff_image(image, f"face {key!r}")
+        with self._write() as w:
+            user_id = user_id_of(w.session, tenant, user)
+            _refuse_existing(w.session, Face, user_id, key, "face")
+            face = Face(user_id=user_id, key=key, blob_sha=w.put_blob(image, media_type), consent=True)
+            w.session.add(face)
+            if embedding is not None:
+                w.session.flush()
+                self._put_embeddings(w, _tenant_of(w.session, user_id), space, [(face.id, user_id, embedding)], "face")
+
+    def add_subject(
+        self: MemoryStore, tenant: str, user: str, key: str, *, name: str, class_noun: str,
+        images: Sequence[bytes],
+    ) -> None:
+        """A personal subject (a pet, a bag) with its reference images, in order."""
+        check_key(key, "subject")
+        if not images:
+            raise InvalidInputError(f"subject {key!r} needs at least one reference image")
+        media = []
+        for position, image in enumerate(images):
+            check_size(image, self.max_blob_bytes, f"image {position} of subject {key!r}")
+            media.append(sniff_image(image, f"image {position} of subject {key!r}"))
+        with self._write() as w:
+            user_id = user_id_of(w.session, tenant, user)
+            _refuse_existing(w.session, Subject, user_id, key, "subject")
+            subject = Subject(user_id=user_id, key=key, name=name, class_noun=class_noun)
+            subject.images = [
+                SubjectImage(position=p, blob_sha=w.put_blob(image, media[p]))
+                for p, image in enumerate(images)
+            ]
+            w.session.add(subject)
+
+    def add_voice(
+        self: MemoryStore, tenant: str, user: str, key: str, audio: bytes, *,
+        consent: bool, embedding: np.ndarray | None = None, space: str = "voice",
+    ) -> None:
+        """Store a voice sample (biometric: needs consent) and its speaker embedding."""
+        check_key(key, "voice sample")
+        _require_consent(consent, f"voice sample {key!r}")
+        check_size(audio, self.max_blob_bytes, f"voice sample {key!r}")
+        info = sniff_audio(audio, f"voice sample {key!r}")
+        with self._write() as w:
+            user_id = user_id_of(w.session, tenant, user)
+            _refuse_existing(w.session, VoiceSample, user_id, key, "voice sample")
+            voice = VoiceSample(user_id=user_id, key=key, blob_sha=w.put_blob(audio, info.media_type),
+                                consent=True, duration_s=info.duration_s, sample_rate=info.sample_rate)
+            w.session.add(voice)
+            if embedding is not None:
+                w.session.flush()
+                self._put_embeddings(w, _tenant_of(w.session, user_id), space, [(voice.id, user_id, embedding)], "voice")
+
+    # -- artifacts and lineage -------------------------------------------------------------------
+
+    def add_artifact(
+        self: MemoryStore, tenant: str, key: str, *, kind: str, media_type: str,
+        data: bytes | None = None, user: str | None = None,
+        derived_from: Sequence[tuple[str, str]] = (), meta: dict[str, Any] | None = None,
+    ) -> None:
+        """Record something unipgen derived (an output, an adapter) and what it was derived from.
+
+        `derived_from` lists (kind, key) pairs: kinds of `OWNER_MODELS`, or ``("user", key)``
+        for data derived from the user's whole history. User-owned kinds resolve in `user`.
+        """
+        check_key(key, "artifact")
+        if data is not None:
+            check_size(data, self.max_blob_bytes, f"artifact {key!r}")
+        with self._write() as w:
+            tenant_id = tenant_id_of(w.session, tenant)
+            user_id = user_id_of(w.session, tenant, user) if user is not None else None
+            if w.session.scalar(select(Artifact.id).where(Artifact.tenant_id == tenant_id, Artifact.key == key)):
+                raise ConflictError(f"artifact {key!r} already exists in {tenant!r}")
+            sources = [self._resolve(w.session, tenant, tenant_id, user_id, k, s) for k, s in derived_from]
+            blob_sha = w.put_blob(data, media_type) if data is not None else None
+            artifact = Artifact(tenant_id=tenant_id, user_id=user_id, key=key, kind=kind,
+                                media_type=media_type, blob_sha=blob_sha, meta=meta)
+            w.session.add(artifact)
+            w.session.flush()
+            w.session.add_all(
+                Lineage(tenant_id=tenant_id, derived_kind="artifact", derived_id=artifact.id,
+                        source_kind=k, source_id=i) for k, i in dict.fromkeys(sources)
+            )
+
+    def _resolve(
+        self: MemoryStore, session: Session, tenant: str, tenant_id: int, user_id: int | None,
+        kind: str, key: str,
+    ) -> tuple[str, int]:
+        """(kind, row id) of a memory item named by kind and public key."""
+        if kind == "user":
+            return kind, user_id_of(session, tenant, key)
+        if kind not in OWNER_MODELS:
+            raise InvalidInputError(f"unknown kind {kind!r}; expected 'user' or one of {sorted(OWNER_MODELS)}")
+        model, per_user = OWNER_MODELS[kind]
+        if per_user and user_id is None:
+            raise InvalidInputError(f"{kind} {key!r} belongs to a user: name the user")
+        scope = model.user_id == user_id if per_user else model.tenant_id == tenant_id
+        row_id = session.scalar(select(model.id).where(scope, model.key == key))
+        if row_id is None:
+            raise NotFoundError(f"unknown {kind} {key!r}")
+        return kind, row_id
+
+    def artifact_blob(self: MemoryStore, tenant: str, key: str) -> tuple[bytes, str]:
+        """The bytes and media type of an artifact."""
+        with self.session() as session:
+            artifact = session.scalar(
+                select(Artifact).where(Artifact.tenant_id == tenant_id_of(session, tenant), Artifact.key == key)
+            )
+            if artifact is None or artifact.blob_sha is None:
+                raise NotFoundError(f"unknown artifact {key!r} (or it has no file)")
+            return self.blobs.get(artifact.blob_sha), artifact.media_type
+
+    # -- embeddings and search -------------------------------------------------------------------
+
+    def add_embeddings(
+        self: MemoryStore, tenant: str, space: str, kind: str,
+        vectors: Sequence[tuple[str, np.ndarray]], *, user: str | None = None, metric: str = "ip",
+    ) -> None:
+        """Store one vector per memory item of `kind` in `space`, replacing any it had there.
+
+        The first vectors written to a space fix its dimension and metric (``ip``: inner
+        product, callers L2-normalise for cosine; ``l2``: squared distance).
+        """
+        with self._write() as w:
+            tenant_id = tenant_id_of(w.session, tenant)
+            user_id = user_id_of(w.session, tenant, user) if user is not None else None
+            rows = []
+            for key, vector in vectors:
+                _, owner_id = self._resolve(w.session, tenant, tenant_id, user_id, kind, key)
+                rows.append((owner_id, _owner_user(w.session, kind, owner_id), vector))
+            self._put_embeddings(w, tenant_id, space, rows, kind, metric=metric)
+
+    def _put_embeddings(
+        self: MemoryStore, w: _Write, tenant_id: int, space: str,
+        rows: Sequence[tuple[int, int | None, np.ndarray]], kind: str, *, metric: str = "ip",
+    ) -> None:
+        matrix = _as_matrix([r[2] for r in rows], space)
+        space_row = _space(w.session, tenant_id, space, matrix.shape[1], metric)
+        before = space_row.generation
+        owner_ids = [r[0] for r in rows]
+        removed = np.array(list(w.session.scalars(
+            select(Embedding.id).where(Embedding.tenant_id == tenant_id, Embedding.space == space,
+                                       Embedding.owner_kind == kind, Embedding.owner_id.in_(owner_ids))
+        )), dtype=np.int64)
+        if len(removed):
+            w.session.execute(delete(Embedding).where(Embedding.id.in_(removed.tolist())))
+        objects = [Embedding(tenant_id=tenant_id, space=space, user_id=u, owner_kind=kind,
+                             owner_id=o, vector=matrix[i].tobytes()) for i, (o, u, _) in enumerate(rows)]
+        w.session.add_all(objects)
+        space_row.generation = before + 1
+        w.session.flush()
+        ids = np.array([e.id for e in objects], dtype=np.int64)
+        users = np.array([-1 if u is None else u for _, u, _ in rows], dtype=np.int64)
+        w.after_commit.append(lambda: self.indexes.apply(
+            tenant_id, space, before, before + 1, added=(ids, users, matrix), removed=removed))
+
+    def search(
+        self: MemoryStore, tenant: str, space: str, query: np.ndarray, k: int = 10, *,
+        user: str | None = None,
+    ) -> list[Hit]:
+        """Top-k memory items nearest `query`: among `user`'s items only, or in the catalog."""
+        with self.session() as session:
+            tenant_id = tenant_id_of(session, tenant)
+            user_id = user_id_of(session, tenant, user) if user is not None else None
+            space_row = session.get(EmbeddingSpace, (tenant_id, space))
+            if space_row is None:
+                raise NotFoundError(f"no embedding space {space!r} in tenant {tenant!r}")
+            query = _as_matrix([query], space)[0]
+            if query.shape[0] != space_row.dim:
+                raise InvalidInputError(f"query has dimension {query.shape[0]}, space {space!r} has {space_row.dim}")
+            index = self.indexes.get(tenant_id, space)
+            if user_id is None:
+                ids, scores = index.search_global(query, k)
+            else:
+                ids, scores = index.search_user(user_id, query, k)
+            return _hits(session, ids, scores)
+
+
+def _hits(session: Session, ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
+    owners = {
+        row.id: (row.owner_kind, row.owner_id)
+        for row in session.execute(
+            select(Embedding.id, Embedding.owner_kind, Embedding.owner_id).where(Embedding.id.in_(ids.tolist()))
+        )
+    }
+    keys: dict[tuple[str, int], str] = {}
+    for kind in {kind for kind, _ in owners.values()}:
+        model = OWNER_MODELS[kind][0]
+        wanted = [oid for k, oid in owners.values() if k == kind]
+        keys.update({(kind, i): key for i, key in session.execute(
+            select(model.id, model.key).where(model.id.in_(wanted)))})
+    return [Hit(owners[i][0], keys[owners[i]], float(s)) for i, s in zip(ids.tolist(), scores.tolist())
+            if i in owners]
+
+
+def _as_matrix(vectors: Sequence[np.ndarray], space: str) -> np.ndarray:
+    try:
+        matrix = np.asarray(np.stack([np.asarray(v, dtype=np.float32).ravel() for v in vectors]))
+    except ValueError as exc:
+        raise InvalidInputError(f"vectors for space {space!r} differ in dimension: {exc}") from None
+    if not np.isfinite(matrix).all():
+        raise InvalidInputError(f"vectors for space {space!r} contain NaN or infinity")
+    return matrix
+
+
+def _space(session: Session, tenant_id: int, name: str, dim: int, metric: str) -> EmbeddingSpace:
+    if metric not in ("ip", "l2"):
+        raise InvalidInputError(f"unknown metric {metric!r}; expected 'ip' or 'l2'")
+    row = session.get(EmbeddingSpace, (tenant_id, name), with_for_update=True)
+    if row is None:
+        row = EmbeddingSpace(tenant_id=tenant_id, name=name, dim=dim, metric=metric, generation=0)
+        session.add(row)
+    elif row.dim != dim:
+        raise InvalidInputError(f"embedding has dimension {dim}, but space {name!r} holds {row.dim}-d vectors")
+    elif row.metric != metric:
+        raise InvalidInputError(f"space {name!r} uses metric {row.metric!r}, not {metric!r}")
+    return row
+
+
+def bump_generation(session: Session, tenant_id: int, spaces: Sequence[str]) -> dict[str, int]:
+    """Mark spaces changed (inside the caller's transaction); returns each one's generation before."""
+    before = {}
+    for name in spaces:
+        row = session.get(EmbeddingSpace, (tenant_id, name), with_for_update=True)
+        if row is not None:
+            before[name] = row.generation
+            session.execute(update(EmbeddingSpace).where(EmbeddingSpace.tenant_id == tenant_id,
+                            EmbeddingSpace.name == name).values(generation=row.generation + 1))
+    return before
+
+
+def _owner_user(session: Session, kind: str, owner_id: int) -> int | None:
+    """The user a memory item belongs to (None for catalog items)."""
+    if kind == "item":
+        return None
+    model = OWNER_MODELS[kind][0]
+    return session.scalar(select(model.user_id).where(model.id == owner_id))
+
+
+def _tenant_of(session: Session, user_id: int) -> int:
+    return session.scalar(select(User.tenant_id).where(User.id == user_id))  # type: ignore[return-value]
+
+
+def _refuse_existing(session: Session, model: Any, user_id: int, key: str, what: str) -> None:
+    if session.scalar(select(model.id).where(model.user_id == user_id, model.key == key)) is not None:
+        raise ConflictError(f"{what} {key!r} already exists for this user")
+
+
+def _require_consent(consent: bool, what: str) -> None:
+    if consent is not True:
+        raise InvalidInputError(f"{what} is biometric data: it needs consent=True from the user")

@@ -1,0 +1,203 @@
+"""Forget a user, or one memory item, and prove it: rows, vectors, blobs and everything derived.
+
+A forget runs in three steps. Plan: the items to delete are the target plus every artifact
+reachable from it through lineage. Delete: one transaction removes the rows, lineage edges and
+embeddings, and the blob rows no other row still names. Then, after the commit, the blob files
+go, the indexes drop the vectors and are rewritten on disk, and a scan of the database, the
+index files and the blob store lists anything left (`ForgetReport.residue`, empty when clean).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import delete, func, or_, select, tuple_
+from sqlalchemy.orm import Session
+
+from unipgen.memory.content import OWNER_MODELS, bump_generation
+from unipgen.memory.lookups import tenant_id_of, user_id_of
+from unipgen.memory.models import (
+    BLOB_COLUMNS,
+    BehaviorEvent,
+    Blob,
+    Embedding,
+    Lineage,
+    ProfileAttribute,
+    SubjectImage,
+    User,
+)
+from unipgen.memory.vectors import VectorIndex
+from unipgen.schema.memory import ForgetReport
+
+if TYPE_CHECKING:
+    from unipgen.memory.store import MemoryStore
+
+#: Kinds deleted by id, in an order that respects foreign keys (artifacts may name items' blobs).
+_DELETE_ORDER = ("artifact", "document", "face", "subject", "voice", "item")
+
+
+@dataclass
+class _Plan:
+    tenant_id: int
+    user_ids: list[int] = field(default_factory=list)
+    rows: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    blob_shas: set[str] = field(default_factory=set)
+    embeddings: dict[str, list[int]] = field(default_factory=dict)  # space -> embedding ids
+
+    def nodes(self) -> list[tuple[str, int]]:
+        """Every (kind, id) being deleted, as lineage names them."""
+        nodes = [("user", u) for u in self.user_ids]
+        return nodes + [(kind, i) for kind, ids in self.rows.items() for i in ids]
+
+
+class ForgetMixin:
+    def forget_user(self: MemoryStore, tenant: str, user: str) -> ForgetReport:
+        """Delete a user and everything derived from their data; report any residue."""
+        with self.session() as session:
+            user_id = user_id_of(session, tenant, user)
+            plan = _Plan(tenant_id_of(session, tenant), user_ids=[user_id])
+            for kind, (model, per_user) in OWNER_MODELS.items():
+                if kind != "item":
+                    plan.rows[kind].update(session.scalars(select(model.id).where(model.user_id == user_id)))
+        return self._forget(plan, f"user {user!r}", tenant)
+
+    def forget_item(self: MemoryStore, tenant: str, kind: str, key: str, *, user: str | None = None) -> ForgetReport:
+        """Delete one memory item (a photo, a document, a catalog item...) and what was derived from it.
+
+        Forgetting a catalog item also deletes the behavior events that point to it.
+        """
+        with self.session() as session:
+            tenant_id = tenant_id_of(session, tenant)
+            user_id = user_id_of(session, tenant, user) if user is not None else None
+            kind, row_id = self._resolve(session, tenant, tenant_id, user_id, kind, key)
+            plan = _Plan(tenant_id)
+            plan.rows[kind].add(row_id)
+        return self._forget(plan, f"{kind} {key!r}", tenant)
+
+    def _forget(self: MemoryStore, plan: _Plan, target: str, tenant: str) -> ForgetReport:
+        with self._write() as w:
+            _add_derived(w.session, plan)
+            _collect(w.session, plan)
+            deleted = _delete(w.session, plan)
+            before = bump_generation(w.session, plan.tenant_id, list(plan.embeddings))
+        for space, ids in plan.embeddings.items():
+            self.indexes.apply(plan.tenant_id, space, before[space], before[space] + 1,
+                               removed=np.array(ids, dtype=np.int64))
+        self.indexes.save(plan.tenant_id)  # the files must not keep a forgotten vector
+        for sha in plan.blob_shas:
+            self.blobs.delete(sha)
+        return ForgetReport(tenant=tenant, target=target, deleted=deleted, residue=self._residue(plan))
+
+    def _residue(self: MemoryStore, plan: _Plan) -> list[str]:
+        """Anything of the plan still in the database, the indexes (memory and files) or the blob store."""
+        residue = []
+        with self.session() as session:
+            residue += _rows_left(session, plan)
+            for space, ids in plan.embeddings.items():
+                residue += _vectors_left(self.indexes.get(plan.tenant_id, space), ids, space, "index")
+                path = self.indexes.path(plan.tenant_id, space)
+                if path.exists():
+                    residue += _vectors_left(VectorIndex.load(path)[0], ids, space, "index file")
+        stored = set(self.blobs.list())
+        residue += [f"blob {sha} (file)" for sha in sorted(plan.blob_shas & stored)]
+        with self.session() as session:
+            known = set(session.scalars(select(Blob.sha256)))
+        residue += [f"blob {sha} (file without a row)" for sha in sorted(stored - known)]
+        return residue
+
+
+def _add_derived(session: Session, plan: _Plan) -> None:
+    """Grow the plan with every artifact reachable from it through lineage (to a fixed point)."""
+    frontier = plan.nodes()
+    while frontier:
+        derived = set(
+            session.scalars(
+                select(Lineage.derived_id).where(
+                    Lineage.derived_kind == "artifact",
+                    tuple_(Lineage.source_kind, Lineage.source_id).in_(frontier),
+                )
+            )
+        ) - plan.rows["artifact"]
+        plan.rows["artifact"] |= derived
+        frontier = [("artifact", i) for i in derived]
+
+
+def _collect(session: Session, plan: _Plan) -> None:
+    """The embeddings and blobs the plan's rows hold."""
+    owners = [tuple_(Embedding.owner_kind, Embedding.owner_id).in_(plan.nodes())]
+    if plan.user_ids:
+        owners.append(Embedding.user_id.in_(plan.user_ids))
+    for space, emb_id in session.execute(select(Embedding.space, Embedding.id).where(or_(*owners))):
+        plan.embeddings.setdefault(space, []).append(emb_id)
+    for column in BLOB_COLUMNS:
+        model = column.class_
+        if model is SubjectImage:
+            where = SubjectImage.subject_id.in_(plan.rows["subject"])
+        else:
+            kind = next(k for k, (m, _) in OWNER_MODELS.items() if m is model)
+            where = model.id.in_(plan.rows[kind])
+        plan.blob_shas.update(s for s in session.scalars(select(column).where(where)) if s)
+
+
+def _delete(session: Session, plan: _Plan) -> dict[str, int]:
+    nodes = plan.nodes()
+    deleted: dict[str, int] = {}
+
+    def run(name: str, statement: Any) -> None:
+        count = session.execute(statement).rowcount
+        if count:
+            deleted[name] = deleted.get(name, 0) + count
+
+    all_embeddings = [i for ids in plan.embeddings.values() for i in ids]
+    run("embeddings", delete(Embedding).where(Embedding.id.in_(all_embeddings)))
+    run("lineage", delete(Lineage).where(or_(
+        tuple_(Lineage.derived_kind, Lineage.derived_id).in_(nodes),
+        tuple_(Lineage.source_kind, Lineage.source_id).in_(nodes))))
+    run("events", delete(BehaviorEvent).where(or_(
+        BehaviorEvent.user_id.in_(plan.user_ids), BehaviorEvent.item_id.in_(plan.rows["item"]))))
+    run("profile_attributes", delete(ProfileAttribute).where(ProfileAttribute.user_id.in_(plan.user_ids)))
+    run("subject_images", delete(SubjectImage).where(SubjectImage.subject_id.in_(plan.rows["subject"])))
+    for kind in _DELETE_ORDER:
+        model = OWNER_MODELS[kind][0]
+        run(model.__tablename__, delete(model).where(model.id.in_(plan.rows[kind])))
+    run("users", delete(User).where(User.id.in_(plan.user_ids)))
+    plan.blob_shas -= _still_used(session, plan.blob_shas)
+    run("blobs", delete(Blob).where(Blob.sha256.in_(plan.blob_shas)))
+    return deleted
+
+
+def _still_used(session: Session, shas: set[str]) -> set[str]:
+    """The blobs among `shas` that some remaining row still names (shared with another user)."""
+    used: set[str] = set()
+    for column in BLOB_COLUMNS:
+        used.update(session.scalars(select(column).where(column.in_(shas)).distinct()))
+    return used
+
+
+def _rows_left(session: Session, plan: _Plan) -> list[str]:
+    left = []
+    for kind, ids in plan.rows.items():
+        model = OWNER_MODELS[kind][0]
+        left += [f"row {model.__tablename__}#{i}" for i in session.scalars(select(model.id).where(model.id.in_(ids)))]
+    for model in (User, BehaviorEvent, ProfileAttribute, Embedding):
+        column = model.id if model is User else model.user_id
+        count = session.scalar(select(func.count()).select_from(model).where(column.in_(plan.user_ids)))
+        if count:
+            left.append(f"{count} rows in {model.__tablename__} of the forgotten user")
+    ids = [i for v in plan.embeddings.values() for i in v]
+    left += [f"row embeddings#{i}" for i in session.scalars(select(Embedding.id).where(Embedding.id.in_(ids)))]
+    nodes = plan.nodes()
+    edges = session.scalar(select(func.count()).select_from(Lineage).where(or_(
+        tuple_(Lineage.derived_kind, Lineage.derived_id).in_(nodes),
+        tuple_(Lineage.source_kind, Lineage.source_id).in_(nodes))))
+    if edges:
+        left.append(f"{edges} lineage edges")
+    left += [f"row blobs#{s}" for s in session.scalars(select(Blob.sha256).where(Blob.sha256.in_(plan.blob_shas)))]
+    return left
+
+
+def _vectors_left(index: VectorIndex, ids: list[int], space: str, where: str) -> list[str]:
+    return [f"vector {space}#{i} in {where}" for i in ids if i in index]

@@ -1,0 +1,116 @@
+"""Keeps each (tenant, space)'s faiss index in step with the `embeddings` table.
+
+The table is the truth. An index in memory or on disk carries the space's `generation` it was
+built at; when the database's generation differs (another process wrote, or the file is older
+than the last change), the index is rebuilt from the table and saved again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from unipgen.memory.models import Embedding, EmbeddingSpace
+from unipgen.memory.vectors import CATALOG, VectorIndex
+
+
+@dataclass
+class _Cached:
+    index: VectorIndex
+    generation: int
+    dirty: bool = field(default=False)
+
+
+class IndexManager:
+    """Indexes per (tenant id, space name), loaded lazily, persisted under `directory`."""
+
+    def __init__(self, engine: Engine, directory: Path) -> None:
+        self._engine = engine
+        self.directory = directory
+        self._cache: dict[tuple[int, str], _Cached] = {}
+
+    def path(self, tenant_id: int, space: str) -> Path:
+        return self.directory / f"tenant-{tenant_id}" / space
+
+    def get(self, tenant_id: int, space: str) -> VectorIndex:
+        """The index of this space, current with the database."""
+        with Session(self._engine) as session:
+            row = session.get(EmbeddingSpace, (tenant_id, space))
+            if row is None:
+                raise KeyError(space)
+            cached = self._cache.get((tenant_id, space))
+            if cached is None or cached.generation != row.generation:
+                cached = self._load_or_rebuild(session, row)
+                self._cache[(tenant_id, space)] = cached
+            return cached.index
+
+    def _load_or_rebuild(self, session: Session, space: EmbeddingSpace) -> _Cached:
+        path = self.path(space.tenant_id, space.name)
+        try:
+            index, meta = VectorIndex.load(path)
+            if meta.get("generation") == space.generation and index.dim == space.dim:
+                return _Cached(index, space.generation)
+        except (FileNotFoundError, ValueError, OSError):
+            pass  # missing or unreadable: rebuild below
+        cached = _Cached(rebuild(session, space), space.generation)
+        self._save(path, cached)
+        return cached
+
+    def apply(
+        self,
+        tenant_id: int,
+        space: str,
+        generation_before: int,
+        generation_after: int,
+        added: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        removed: np.ndarray | None = None,
+    ) -> None:
+        """Fold a committed change into the cached index, or drop it if it missed a change."""
+        cached = self._cache.get((tenant_id, space))
+        if cached is None:
+            return
+        if cached.generation != generation_before:
+            del self._cache[(tenant_id, space)]
+            return
+        if removed is not None and len(removed):
+            cached.index.remove(removed)
+        if added is not None and len(added[0]):
+            cached.index.add(*added)
+        cached.generation = generation_after
+        cached.dirty = True
+
+    def save(self, tenant_id: int | None = None) -> None:
+        """Write changed indexes to disk (all tenants, or one)."""
+        for (tid, space), cached in self._cache.items():
+            if cached.dirty and (tenant_id is None or tid == tenant_id):
+                self._save(self.path(tid, space), cached)
+
+    def _save(self, path: Path, cached: _Cached) -> None:
+        cached.index.save(path, {"generation": cached.generation})
+        cached.dirty = False
+
+    def forget_cache(self) -> None:
+        self._cache.clear()
+
+
+def rebuild(session: Session, space: EmbeddingSpace) -> VectorIndex:
+    """A fresh index holding every vector of `space`, read from the table."""
+    index = VectorIndex(space.dim, metric=space.metric)  # type: ignore[arg-type]
+    rows = session.execute(
+        select(Embedding.id, Embedding.user_id, Embedding.vector)
+        .where(Embedding.tenant_id == space.tenant_id, Embedding.space == space.name)
+        .order_by(Embedding.id)
+        .execution_options(yield_per=50_000)
+    )
+    for chunk in rows.partitions():
+        ids = np.fromiter((r[0] for r in chunk), dtype=np.int64, count=len(chunk))
+        users = np.fromiter(
+            (CATALOG if r[1] is None else r[1] for r in chunk), dtype=np.int64, count=len(chunk)
+        )
+        vectors = np.frombuffer(b"".join(r[2] for r in chunk), dtype=np.float32)
+        index.add(ids, users, vectors.reshape(len(chunk), space.dim))
+    return index

@@ -1,0 +1,221 @@
+"""`MemoryStore`: the user-memory store every later layer reads.
+
+One object ties together the database (SQLAlchemy), the blob store (fsspec) and the faiss
+indexes. Each public method is one short transaction; a failure anywhere in it leaves nothing
+written, including blob files. The methods are grouped by job in mixins:
+`unipgen.memory.behaviors` (catalog and events), `unipgen.memory.content` (documents, faces,
+subjects, voices, artifacts, embeddings), `unipgen.memory.forget` and `unipgen.memory.archive`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from unipgen.errors import ConflictError, InvalidInputError, NotFoundError
+from unipgen.memory.archive import ArchiveMixin
+from unipgen.memory.behaviors import BehaviorsMixin
+from unipgen.memory.blobs import BlobStore
+from unipgen.memory.content import ContentMixin
+from unipgen.memory.db import make_engine, migrate
+from unipgen.memory.forget import ForgetMixin
+from unipgen.memory.indexes import IndexManager
+from unipgen.memory.lookups import check_key, tenant_id_of, user_id_of
+from unipgen.memory.models import Blob, ProfileAttribute, Tenant, User, utcnow
+from unipgen.settings import Settings
+
+_VALUE_TYPES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
+
+
+class _Write:
+    """One open write: its session and the blob files it created (removed again on failure)."""
+
+    def __init__(self, session: Session, blobs: BlobStore) -> None:
+        self.session = session
+        self._blobs = blobs
+        self.new_blobs: list[str] = []
+        self.after_commit: list[Callable[[], None]] = []
+
+    def put_blob(self, data: bytes, media_type: str) -> str:
+        sha, created = self._blobs.put(data)
+        if created:
+            self.new_blobs.append(sha)
+        if self.session.get(Blob, sha) is None:
+            self.session.add(Blob(sha256=sha, size=len(data), media_type=media_type))
+            self.session.flush()  # rows naming the blob have no relationship to order them after it
+        return sha
+
+
+class MemoryStore(BehaviorsMixin, ContentMixin, ForgetMixin, ArchiveMixin):
+    """Tenants, users and everything unipgen remembers about them.
+
+    Build it with `MemoryStore.open(settings)` (migrates the database) or pass the parts.
+    """
+
+    def __init__(
+        self, engine: Engine, blobs: BlobStore, indexes: IndexManager, max_blob_bytes: int
+    ) -> None:
+        self.engine = engine
+        self.blobs = blobs
+        self.indexes = indexes
+        self.max_blob_bytes = max_blob_bytes
+
+    @classmethod
+    def open(cls, settings: Settings | None = None) -> MemoryStore:
+        """The store described by `settings` (read from the environment when None), migrated."""
+        settings = settings or Settings()
+        engine = make_engine(settings.resolved_database_url())
+        migrate(engine)
+        indexes = IndexManager(engine, settings.resolved_index_dir())
+        return cls(engine, BlobStore(settings.resolved_blob_url()), indexes, settings.max_blob_bytes)
+
+    def close(self) -> None:
+        """Persist changed indexes and release database connections."""
+        self.indexes.save()
+        self.engine.dispose()
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def session(self) -> Session:
+        """A new session for reads the caller composes itself (the caller owns and closes it)."""
+        return Session(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def _write(self) -> Iterator[_Write]:
+        """A transaction; on failure it rolls back and removes the blob files it wrote."""
+        write = _Write(Session(self.engine, expire_on_commit=False), self.blobs)
+        try:
+            with write.session, write.session.begin():
+                yield write
+            for callback in write.after_commit:
+                callback()
+        except IntegrityError as exc:
+            self._drop_unreferenced(write.new_blobs)
+            raise ConflictError(f"write refused by the database: {exc.orig}") from exc
+        except BaseException:
+            self._drop_unreferenced(write.new_blobs)
+            raise
+
+    def _drop_unreferenced(self, shas: list[str]) -> None:
+        if not shas:
+            return
+        with Session(self.engine) as session:
+            kept = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(shas))))
+        for sha in set(shas) - kept:
+            self.blobs.delete(sha)
+
+    # -- tenants and users -------------------------------------------------------------------
+
+    def create_tenant(self, key: str) -> None:
+        check_key(key, "tenant")
+        with self._write() as w:
+            if w.session.scalar(select(Tenant.id).where(Tenant.key == key)) is not None:
+                raise ConflictError(f"tenant {key!r} already exists")
+            w.session.add(Tenant(key=key))
+
+    def ensure_tenant(self, key: str) -> None:
+        """Create the tenant unless it exists."""
+        with self.session() as session:
+            if session.scalar(select(Tenant.id).where(Tenant.key == key)) is not None:
+                return
+        self.create_tenant(key)
+
+    def create_user(self, tenant: str, key: str) -> None:
+        self.create_users(tenant, [key])
+
+    def create_users(self, tenant: str, keys: list[str], *, exist_ok: bool = False) -> int:
+        """Create users in one transaction; returns how many were new."""
+        for key in keys:
+            check_key(key, "user")
+        if len(set(keys)) != len(keys):
+            raise ConflictError("duplicate user ids in the request")
+        with self._write() as w:
+            tenant_id = tenant_id_of(w.session, tenant)
+            existing = set(
+                w.session.scalars(
+                    select(User.key).where(User.tenant_id == tenant_id, User.key.in_(keys))
+                )
+            )
+            if existing and not exist_ok:
+                raise ConflictError(f"user {sorted(existing)[0]!r} already exists in {tenant!r}")
+            w.session.add_all(User(tenant_id=tenant_id, key=k) for k in keys if k not in existing)
+            return len(keys) - len(existing)
+
+    def list_users(self, tenant: str) -> list[str]:
+        with self.session() as session:
+            tenant_id = tenant_id_of(session, tenant)
+            return list(
+                session.scalars(select(User.key).where(User.tenant_id == tenant_id).order_by(User.key))
+            )
+
+    def list_tenants(self) -> list[str]:
+        with self.session() as session:
+            return list(session.scalars(select(Tenant.key).order_by(Tenant.key)))
+
+    # -- profile -----------------------------------------------------------------------------
+
+    def set_profile(
+        self, tenant: str, user: str, name: str, value: Any, *, at: datetime | None = None
+    ) -> None:
+        """Set one profile attribute; the previous value is kept as history."""
+        check_key(name, "profile attribute")
+        value_type = _VALUE_TYPES.get(type(value))
+        if value_type is None:
+            raise InvalidInputError(
+                f"profile attribute {name!r}: unsupported value type {type(value).__name__}"
+            )
+        at = at or utcnow()
+        with self._write() as w:
+            user_id = user_id_of(w.session, tenant, user)
+            current = w.session.scalar(_current_attribute(user_id, name))
+            if current is not None:
+                current.valid_to = at
+            w.session.add(
+                ProfileAttribute(
+                    user_id=user_id, name=name, value=value, value_type=value_type, valid_from=at
+                )
+            )
+
+    def profile(self, tenant: str, user: str) -> dict[str, Any]:
+        """The current value of every profile attribute."""
+        with self.session() as session:
+            user_id = user_id_of(session, tenant, user)
+            rows = session.scalars(
+                select(ProfileAttribute)
+                .where(ProfileAttribute.user_id == user_id, ProfileAttribute.valid_to.is_(None))
+                .order_by(ProfileAttribute.name)
+            )
+            return {row.name: row.value for row in rows}
+
+    def profile_history(self, tenant: str, user: str, name: str) -> list[tuple[Any, datetime]]:
+        """Every value `name` has had, oldest first, with the time it was set."""
+        with self.session() as session:
+            user_id = user_id_of(session, tenant, user)
+            rows = session.scalars(
+                select(ProfileAttribute)
+                .where(ProfileAttribute.user_id == user_id, ProfileAttribute.name == name)
+                .order_by(ProfileAttribute.valid_from, ProfileAttribute.id)
+            )
+            return [(row.value, row.valid_from) for row in rows]
+
+    def count_rows(self, model: type) -> int:
+        with self.session() as session:
+            return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def _current_attribute(user_id: int, name: str) -> Any:
+    return select(ProfileAttribute).where(
+        ProfileAttribute.user_id == user_id,
+        ProfileAttribute.name == name,
+        ProfileAttribute.valid_to.is_(None),
+    )

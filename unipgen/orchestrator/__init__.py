@@ -1,0 +1,1 @@
+"""Executors that run generation and training: inline (one process) and Ray."""

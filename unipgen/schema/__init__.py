@@ -1,0 +1,13 @@
+"""Pydantic types shared by every layer. Nothing heavy is imported here."""
+
+from unipgen.schema.memory import (
+    EVENT_TYPES,
+    EventIn,
+    ForgetReport,
+    ItemIn,
+    ItemKind,
+    ProfileValue,
+    UserSummary,
+)
+
+__all__ = ["EVENT_TYPES", "EventIn", "ForgetReport", "ItemIn", "ItemKind", "ProfileValue", "UserSummary"]

@@ -1,0 +1,98 @@
+"""Types crossing the memory layer's boundary: what callers write and what they get back."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal, Union
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+#: Behavior event types and the sign they carry for preference (used by the user model).
+EVENT_TYPES: dict[str, int] = {
+    "view": 1,
+    "click": 1,
+    "like": 1,
+    "rate": 1,
+    "purchase": 1,
+    "skip": -1,
+    "dislike": -1,
+}
+
+#: Kinds of memory item that can be forgotten one by one and that lineage can point to.
+ItemKind = Literal["item", "document", "face", "subject", "voice", "artifact"]
+
+#: A profile attribute value: the JSON scalars, or a list/dict for structured attributes.
+ProfileValue = Union[bool, int, float, str, list, dict]
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(timezone.utc)
+
+
+class EventIn(BaseModel):
+    """One behavior event to ingest: `user` did `type` on catalog item `item` at `ts`.
+
+    `ts` accepts an aware ISO-8601 string, an aware datetime or Unix seconds; it is stored in UTC.
+    `value` is the rating for `rate` events, optional otherwise.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user: str = Field(min_length=1, max_length=255)
+    type: str
+    item: str = Field(min_length=1, max_length=255)
+    ts: AwareDatetime
+    value: float | None = None
+    meta: dict[str, Any] | None = None
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _epoch_seconds(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, tz=timezone.utc)
+        return value
+
+    @field_validator("ts")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return _utc(value)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {value!r}; expected one of {sorted(EVENT_TYPES)}")
+        return value
+
+
+class UserSummary(BaseModel):
+    """What the store holds about one user: counts per kind and the current profile."""
+
+    tenant: str
+    user: str
+    created_at: datetime
+    profile: dict[str, Any]
+    counts: dict[str, int]
+    first_event_at: datetime | None = None
+    last_event_at: datetime | None = None
+    top_items: list[str] = Field(default_factory=list, description="Most interacted-with item texts.")
+
+
+class ForgetReport(BaseModel):
+    """What a forget removed, and the residue a full scan found afterwards (empty when clean)."""
+
+    tenant: str
+    target: str
+    deleted: dict[str, int]
+    residue: list[str]
+
+
+class ItemIn(BaseModel):
+    """A catalog entry to add: public id, the text that describes it, optional image and metadata."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = Field(min_length=1, max_length=255)
+    text: str
+    image: bytes | None = None
+    meta: dict[str, Any] | None = None

@@ -1,0 +1,42 @@
+"""Settings, read from the environment (prefix ``UNIPGEN_``) when `Settings()` is built, never at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where unipgen keeps its data, and the limits it enforces on input.
+
+    ``home`` holds the embedded default: the SQLite file, the faiss index files and the blob
+    directory. Point ``database_url`` at PostgreSQL and ``blob_url`` at an fsspec URL (for
+    example ``s3://bucket/prefix``) to scale out; the same code runs both.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="UNIPGEN_", extra="ignore")
+
+    home: Path = Field(default=Path(".unipgen"), description="Data directory.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file `unipgen.db` in `home`."
+    )
+    blob_url: str | None = Field(
+        default=None, description="fsspec URL of the blob store; default: `home`/blobs."
+    )
+    index_dir: Path | None = Field(
+        default=None, description="Directory of the persisted faiss indexes; default: `home`/indexes."
+    )
+    max_blob_bytes: int = Field(
+        default=25 * 1024 * 1024, gt=0, description="Largest accepted upload (image, audio...)."
+    )
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'unipgen.db').as_posix()}"
+
+    def resolved_blob_url(self) -> str:
+        return self.blob_url or (self.home / "blobs").as_posix()
+
+    def resolved_index_dir(self) -> Path:
+        return self.index_dir or self.home / "indexes"
