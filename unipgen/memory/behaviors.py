@@ -51,14 +51,22 @@ class BehaviorsMixin:
         return {"tenant_id": tenant_id, "key": item.key, "text": item.text,
                 "image_sha": image_sha, "meta": item.meta}
 
-    def ingest_events(self: MemoryStore, tenant: str, events: Iterable[EventIn | dict[str, Any]]) -> int:
+    def ingest_events(
+        self: MemoryStore, tenant: str, events: Iterable[EventIn | dict[str, Any]], *, create_users: bool = False
+    ) -> int:
         """Write behavior events in one transaction: all of them, or on any error none.
 
-        Users and items must exist. Returns the number of events written.
+        Items must exist; users too, unless `create_users` (then they are created in the same
+        transaction). Returns the number of events written.
         """
         parsed = _parse_all(events, EventIn, "event")
         with self._write() as w:
             tenant_id = tenant_id_of(w.session, tenant)
+            if create_users:
+                wanted = {e.user for e in parsed}
+                new = sorted(wanted - _existing_keys(w.session, User, tenant_id, list(wanted)))
+                if new:
+                    w.session.execute(insert(User), [{"tenant_id": tenant_id, "key": k} for k in new])
             users = _ids_by_key(w.session, User, tenant_id, {e.user for e in parsed}, "user", tenant)
             items = _ids_by_key(w.session, Item, tenant_id, {e.item for e in parsed}, "item", tenant)
             rows = [

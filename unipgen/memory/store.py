@@ -27,7 +27,21 @@ from unipgen.memory.db import make_engine, migrate
 from unipgen.memory.forget import ForgetMixin
 from unipgen.memory.indexes import IndexManager
 from unipgen.memory.lookups import check_key, tenant_id_of, user_id_of
-from unipgen.memory.models import Blob, ProfileAttribute, Tenant, User, utcnow
+from unipgen.memory.models import (
+    Artifact,
+    BehaviorEvent,
+    Blob,
+    Document,
+    Face,
+    Item,
+    ProfileAttribute,
+    Subject,
+    Tenant,
+    User,
+    VoiceSample,
+    utcnow,
+)
+from unipgen.schema.memory import UserSummary
 from unipgen.settings import Settings
 
 _VALUE_TYPES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
@@ -207,6 +221,31 @@ class MemoryStore(BehaviorsMixin, ContentMixin, ForgetMixin, ArchiveMixin):
                 .order_by(ProfileAttribute.valid_from, ProfileAttribute.id)
             )
             return [(row.value, row.valid_from) for row in rows]
+
+    def user_summary(self, tenant: str, user: str, top: int = 5) -> UserSummary:
+        """Counts of everything held for `user`, the current profile and the most-rated items."""
+        profile = self.profile(tenant, user)
+        with self.session() as session:
+            user_id = user_id_of(session, tenant, user)
+            row = session.get(User, user_id)
+            counts = {
+                model.__tablename__: session.scalar(
+                    select(func.count()).select_from(model).where(model.user_id == user_id)
+                ) or 0
+                for model in (BehaviorEvent, Document, Face, Subject, VoiceSample, Artifact)
+            }
+            first, last = session.execute(
+                select(func.min(BehaviorEvent.ts), func.max(BehaviorEvent.ts)).where(BehaviorEvent.user_id == user_id)
+            ).one()
+            top_items = session.scalars(
+                select(Item.text).join(BehaviorEvent, BehaviorEvent.item_id == Item.id)
+                .where(BehaviorEvent.user_id == user_id)
+                .order_by(BehaviorEvent.value.desc().nulls_last(), BehaviorEvent.ts.desc()).limit(top)
+            ).all()
+        return UserSummary(
+            tenant=tenant, user=user, created_at=row.created_at, profile=profile, counts=counts,
+            first_event_at=first, last_event_at=last, top_items=list(top_items),
+        )
 
     def count_rows(self, model: type) -> int:
         with self.session() as session:

@@ -338,6 +338,8 @@ class VectorIndex:
             )
         if len(ids) and ids.min() < 0:
             raise ValueError("ids must be >= 0 (faiss uses -1 for 'no result')")
+        if len(user_ids) and user_ids.min() < CATALOG:
+            raise ValueError(f"user_ids must be >= 0, or CATALOG ({CATALOG}) for catalog vectors")
         if len(np.unique(ids)) != len(ids):
             raise ValueError("duplicate ids within the batch")
         present = [vid for vid in ids.tolist() if vid in self._owner]

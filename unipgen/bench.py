@@ -1,0 +1,23 @@
+"""Find and run a benchmark module of the source checkout's `benchmarks/` directory."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from unipgen.errors import NotFoundError
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run_benchmark(name: str, **options: Any) -> dict[str, Any]:
+    """Import `benchmarks/<name>.py` and return its `run(**options)` result."""
+    path = BENCHMARKS_DIR / f"{name}.py"
+    if not path.is_file():
+        raise NotFoundError(f"benchmark {name!r} not found at {path}: benchmarks run from a source checkout")
+    spec = importlib.util.spec_from_file_location(f"unipgen_benchmarks.{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.run(**options)

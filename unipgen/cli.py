@@ -1,0 +1,164 @@
+"""The `unipgen` command line. With `--json`, a command prints exactly one JSON object.
+
+Heavy modules (the store, numpy, faiss) are imported inside the commands so that
+`unipgen --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from unipgen.errors import UnipgenError
+
+if TYPE_CHECKING:
+    from unipgen.memory import MemoryStore
+
+app = typer.Typer(help="unipgen: unified personalized generation.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Load data sets into the store.", no_args_is_help=True)
+users_app = typer.Typer(help="Inspect, export, import and forget users.", no_args_is_help=True)
+bench_app = typer.Typer(help="Run benchmarks (results go to docs/benchmarks.md).", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(users_app, name="users")
+app.add_typer(bench_app, name="bench")
+
+Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+_state: dict[str, Any] = {}
+
+
+@app.callback()
+def _root(home: Annotated[Path | None, typer.Option(help="Data directory (else UNIPGEN_HOME).")] = None) -> None:
+    _state["home"] = home
+
+
+def _store() -> MemoryStore:
+    from unipgen.memory import MemoryStore
+    from unipgen.settings import Settings
+
+    settings = Settings(home=_state["home"]) if _state.get("home") else Settings()
+    return MemoryStore.open(settings)
+
+
+def _emit(payload: Any, as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(payload, default=str, indent=None if as_json else 2) if as_json else text)
+
+
+@ingest_app.command("movielens")
+def ingest_movielens(
+    directory: Path, users: Annotated[int | None, typer.Option(help="Only the first N users.")] = None,
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    """Movies as items (title + genres), ratings as `rate` events with their timestamps."""
+    from unipgen.memory.loaders import load_movielens
+
+    with _store() as store:
+        report = load_movielens(store, tenant, directory, users=users)
+    payload = {"tenant": tenant, **report.__dict__}
+    _emit(payload, as_json, f"{report.items_added} items, {report.users_added} users "
+          f"({report.users_skipped} already there), {report.events_added} events loaded into {tenant!r}")
+
+
+@users_app.command("list")
+def users_list(tenant: Tenant = "default", as_json: Json = False) -> None:
+    with _store() as store:
+        users = store.list_users(tenant)
+    _emit({"tenant": tenant, "users": users}, as_json, "\n".join(users))
+
+
+@users_app.command("show")
+def users_show(user: str, tenant: Tenant = "default", as_json: Json = False) -> None:
+    with _store() as store:
+        summary = store.user_summary(tenant, user)
+    _emit(summary.model_dump(mode="json"), as_json, _summary_text(summary.model_dump(mode="json")))
+
+
+def _summary_text(s: dict[str, Any]) -> str:
+    lines = [f"user {s['user']} (tenant {s['tenant']}), since {s['created_at']}"]
+    lines += [f"  {name}: {count}" for name, count in s["counts"].items()]
+    if s["first_event_at"]:
+        lines.append(f"  behaviors from {s['first_event_at']} to {s['last_event_at']}")
+    lines += [f"  profile {k} = {v!r}" for k, v in s["profile"].items()]
+    lines += ["  top items:"] + [f"    - {t}" for t in s["top_items"]] if s["top_items"] else []
+    return "\n".join(lines)
+
+
+@users_app.command("export")
+def users_export(
+    user: str, output: Annotated[Path, typer.Option("-o", "--output", help="Zip file to write.")],
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    with _store() as store:
+        counts = store.export_user(tenant, user, output)
+    _emit({"tenant": tenant, "user": user, "file": str(output), "counts": counts}, as_json,
+          f"exported {user!r} to {output}")
+
+
+@users_app.command("import")
+def users_import(
+    archive: Path, tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None, as_json: Json = False,
+) -> None:
+    with _store() as store:
+        tenant_key, user = store.import_user(archive, tenant=tenant)
+    _emit({"tenant": tenant_key, "user": user}, as_json, f"imported {user!r} into {tenant_key!r}")
+
+
+@users_app.command("forget")
+def users_forget(user: str, tenant: Tenant = "default", as_json: Json = False) -> None:
+    """Delete the user and everything derived from their data; print the residue (empty when clean)."""
+    with _store() as store:
+        report = store.forget_user(tenant, user)
+    text = f"forgot {user!r}: deleted {report.deleted}\nresidue: {report.residue or 'none'}"
+    _emit(report.model_dump(), as_json, text)
+    if report.residue:
+        raise typer.Exit(1)
+
+
+@bench_app.command("memory")
+def bench_memory(
+    quick: Annotated[bool, typer.Option(help="Smaller sizes (minutes, not tens of minutes).")] = False,
+    as_json: Json = False,
+) -> None:
+    """Ingest, per-user search, global ANN search and forget, each beside a baseline."""
+    from unipgen.bench import run_benchmark
+
+    results = run_benchmark("memory_bench", quick=quick)
+    _emit(results, as_json, json.dumps(results, indent=2))
+
+
+@app.command()
+def demo(tenant: Tenant = "demo") -> None:
+    """Load the MovieLens sample into a fresh store, show a user, export, re-import, forget."""
+    from unipgen.demo import run_demo
+
+    run_demo(_state.get("home"), tenant)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UnipgenError as exc:
+        if "--json" in sys.argv[1:]:
+            typer.echo(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
+        else:
+            typer.echo(f"error [{exc.code}]: {exc.message}", err=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()
