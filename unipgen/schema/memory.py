@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any, Literal, Union
 
@@ -56,6 +57,15 @@ class EventIn(BaseModel):
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
         return _utc(value)
+
+    @field_validator("meta")
+    @classmethod
+    def _json_meta(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"must be JSON (no NaN, no objects): {exc}") from None
+        return value
 
     @field_validator("type")
     @classmethod

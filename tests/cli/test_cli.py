@@ -1,0 +1,77 @@
+"""The command line contract: `--json` prints one JSON object; errors exit 2 and name the problem."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SAMPLE
+
+
+def run(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "UNIPGEN_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-m", "unipgen.cli", *args], capture_output=True, text=True, env=env)
+    if ok:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def as_json(done: subprocess.CompletedProcess) -> dict:
+    return json.loads(done.stdout)
+
+
+def test_ingest_show_export_import_forget(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    loaded = as_json(run(home, "ingest", "movielens", str(SAMPLE), "--users", "3", "--json"))
+    assert loaded == {"tenant": "default", "items_added": 828, "users_added": 3, "users_skipped": 0,
+                      "events_added": 232 + 29 + 39}
+    again = as_json(run(home, "ingest", "movielens", str(SAMPLE), "--users", "3", "--json"))
+    assert again["events_added"] == 0 and again["users_skipped"] == 3
+    assert as_json(run(home, "users", "list", "--json"))["users"] == ["1", "2", "3"]
+    shown = as_json(run(home, "users", "show", "2", "--json"))
+    assert shown["counts"]["behavior_events"] == 29 and len(shown["top_items"]) == 5
+    archive = tmp_path / "u2.zip"
+    run(home, "users", "export", "2", "-o", str(archive), "--json")
+    forgot = as_json(run(home, "users", "forget", "2", "--json"))
+    assert forgot["residue"] == [] and forgot["deleted"]["events"] == 29
+    assert as_json(run(home, "users", "import", str(archive), "--json")) == {"tenant": "default", "user": "2"}
+    assert as_json(run(home, "users", "show", "2", "--json"))["counts"]["behavior_events"] == 29
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (("users", "show", "nobody", "--json"), "not_found", "unknown user 'nobody'"),
+        (("users", "list", "--tenant", "ghost", "--json"), "not_found", "unknown tenant 'ghost'"),
+        (("ingest", "movielens", "/nonexistent", "--json"), "invalid_input", "movies.csv not found"),
+    ],
+)
+def test_errors_are_json_with_a_stable_code(tmp_path: Path, args, code, message) -> None:  # noqa: ANN001
+    run(tmp_path, "ingest", "movielens", str(SAMPLE), "--users", "1")
+    done = run(tmp_path, *args, ok=False)
+    assert done.returncode == 2
+    error = as_json(done)["error"]
+    assert error["code"] == code and message in error["message"]
+
+
+def test_malformed_import_file_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.zip"
+    bad.write_text("{not a zip")
+    done = run(tmp_path, "users", "import", str(bad), ok=False)
+    assert done.returncode == 2 and "bad.zip is not a readable unipgen export" in done.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    done = run(tmp_path, "demo")
+    assert "identical bytes" in done.stdout and "residue after a scan of database, indexes and blobs: none" in done.stdout
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = "import sys, unipgen.cli; print(sorted(m for m in ('torch','faiss','numpy','sqlalchemy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

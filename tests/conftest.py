@@ -1,0 +1,92 @@
+"""Shared fixtures: a fresh store per test on SQLite and, when configured, on real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+
+# One thread for BLAS/faiss/torch: on 2 shared cores, 2 threads can run 10x slower.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from unipgen.memory import MemoryStore
+from unipgen.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "unipgen" / "data" / "movielens-sample"
+
+
+def postgres_url() -> str | None:
+    url = os.environ.get("UNIPGEN_TEST_POSTGRES_URL")
+    if not url and os.environ.get("UNIPGEN_REQUIRE_POSTGRES"):
+        pytest.fail("UNIPGEN_REQUIRE_POSTGRES is set but UNIPGEN_TEST_POSTGRES_URL is not")
+    return url
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    url = postgres_url()
+    if not url:
+        pytest.skip("set UNIPGEN_TEST_POSTGRES_URL to run the PostgreSQL suite (CI does)")
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    name = f"unipgen_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings of a fresh data dir; the database is SQLite in it, or a fresh PostgreSQL database."""
+    database_url = None
+    if request.param == "postgres":
+        database_url = request.getfixturevalue("postgres_database")
+    return Settings(home=tmp_path / "home", database_url=database_url, max_blob_bytes=200_000)
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[MemoryStore]:
+    with MemoryStore.open(settings) as opened:
+        yield opened
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[MemoryStore]:
+    with MemoryStore.open(Settings(home=tmp_path / "sqlite-home")) as opened:
+        yield opened
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The full data sets (../shared/data or UNIPGEN_SHARED_DATA); skips where absent."""
+    root = Path(os.environ.get("UNIPGEN_SHARED_DATA", REPO.parent / "shared" / "data"))
+    if not root.is_dir():
+        pytest.skip(f"full data sets not found at {root} (set UNIPGEN_SHARED_DATA); CI has them")
+    return root
+
+
+@pytest.fixture
+def populated(store: MemoryStore) -> MemoryStore:
+    """Tenant `acme` with users alice and bob, five catalog items and a few ratings."""
+    store.create_tenant("acme")
+    store.create_users("acme", ["alice", "bob"])
+    store.add_items("acme", [{"key": f"m{i}", "text": f"movie {i}"} for i in range(5)])
+    store.ingest_events("acme", [
+        {"user": "alice", "type": "rate", "item": "m1", "value": 4.5, "ts": 1_000_000_000},
+        {"user": "alice", "type": "click", "item": "m2", "ts": "2020-01-01T10:00:00+02:00"},
+        {"user": "bob", "type": "like", "item": "m1", "ts": 1_100_000_000},
+    ])
+    return store

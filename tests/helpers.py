@@ -1,0 +1,28 @@
+"""Small real inputs for tests: a PNG, a WAV, unit vectors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+
+def png_bytes(color: str = "red", size: tuple[int, int] = (8, 8)) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def wav_bytes(seconds: float = 0.5, rate: int = 16_000, freq: float = 220.0) -> bytes:
+    import soundfile
+
+    t = np.arange(int(seconds * rate)) / rate
+    buffer = io.BytesIO()
+    soundfile.write(buffer, 0.2 * np.sin(2 * np.pi * freq * t), rate, format="WAV")
+    return buffer.getvalue()
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    return (vector / np.linalg.norm(vector)).astype(np.float32)

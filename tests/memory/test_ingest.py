@@ -1,0 +1,109 @@
+"""Bulk behavior ingest: one transaction, all or nothing, with errors that name the bad row."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from unipgen.errors import InvalidInputError, NotFoundError
+from unipgen.memory import MemoryStore
+from unipgen.memory.models import BehaviorEvent, User
+from unipgen.schema import EventIn
+
+
+def _events(n: int, user: str = "alice") -> list[dict]:
+    return [{"user": user, "type": "view", "item": f"m{i % 5}", "ts": 1_600_000_000 + i} for i in range(n)]
+
+
+def test_bulk_ingest_writes_every_event_in_order(populated: MemoryStore) -> None:
+    before = populated.count_rows(BehaviorEvent)
+    assert populated.ingest_events("acme", _events(1000)) == 1000
+    assert populated.count_rows(BehaviorEvent) == before + 1000
+    events = populated.events("acme", "alice")
+    assert [e.ts for e in events] == sorted(e.ts for e in events)
+    assert events[0] == EventIn(user="alice", type="rate", item="m1", value=4.5, ts=1_000_000_000)
+
+
+def test_timestamps_are_stored_in_utc(populated: MemoryStore) -> None:
+    clicked = [e for e in populated.events("acme", "alice") if e.type == "click"][0]
+    assert clicked.ts == datetime(2020, 1, 1, 8, 0, tzinfo=timezone.utc)
+    assert clicked.ts.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        ({"item": "missing"}, NotFoundError, "unknown item 'missing'"),
+        ({"user": "zed"}, NotFoundError, "unknown user 'zed'"),
+        ({"ts": "yesterday"}, InvalidInputError, r"event #999 is invalid: ts"),
+        ({"ts": "2020-01-01T00:00:00"}, InvalidInputError, "event #999 is invalid: ts.*timezone"),
+        ({"type": "teleport"}, InvalidInputError, "unknown event type 'teleport'"),
+        ({"value": "lots"}, InvalidInputError, "event #999 is invalid: value"),
+        ({"extra": 1}, InvalidInputError, "event #999 is invalid: extra"),
+    ],
+)
+def test_a_bad_event_anywhere_rolls_back_the_whole_batch(populated: MemoryStore, bad, error, message) -> None:  # noqa: ANN001
+    events = _events(1000)
+    events[-1] = {**events[-1], **bad}
+    before = populated.count_rows(BehaviorEvent)
+    with pytest.raises(error, match=message):
+        populated.ingest_events("acme", events)
+    assert populated.count_rows(BehaviorEvent) == before
+
+
+def test_failure_after_rows_were_sent_leaves_nothing(populated: MemoryStore) -> None:
+    """A database error on the second executemany chunk: the first chunk is undone too."""
+    from sqlalchemy import event
+
+    from unipgen.memory import behaviors
+
+    sent = []
+
+    def fail_second_chunk(conn, cursor, statement, params, context, executemany):  # noqa: ANN001
+        if statement.startswith("INSERT INTO behavior_events"):
+            sent.append(len(params))
+            if len(sent) == 2:
+                raise RuntimeError("disk full (injected)")
+
+    before = populated.count_rows(BehaviorEvent)
+    event.listen(populated.engine, "before_cursor_execute", fail_second_chunk)
+    try:
+        with pytest.raises(RuntimeError, match="injected"):
+            populated.ingest_events("acme", _events(behaviors._CHUNK + 10))
+    finally:
+        event.remove(populated.engine, "before_cursor_execute", fail_second_chunk)
+    assert sent[0] == behaviors._CHUNK
+    assert populated.count_rows(BehaviorEvent) == before
+
+
+def test_metadata_must_be_json(populated: MemoryStore) -> None:
+    events = _events(3)
+    events[1] = events[1] | {"meta": {"score": float("nan")}}
+    with pytest.raises(InvalidInputError, match="event #1 is invalid: meta"):
+        populated.ingest_events("acme", events)
+
+
+def test_created_users_roll_back_with_the_events(populated: MemoryStore) -> None:
+    events = _events(10, user="newcomer") + [{"user": "other", "type": "view", "item": "nope", "ts": 5}]
+    with pytest.raises(NotFoundError, match="unknown item 'nope'"):
+        populated.ingest_events("acme", events, create_users=True)
+    assert populated.count_rows(User) == 2
+    assert populated.ingest_events("acme", _events(10, user="newcomer"), create_users=True) == 10
+    assert "newcomer" in populated.list_users("acme")
+
+
+def test_events_of_another_tenant_do_not_resolve(populated: MemoryStore) -> None:
+    populated.create_tenant("other")
+    with pytest.raises(NotFoundError, match="unknown user 'alice' in tenant 'other'"):
+        populated.ingest_events("other", _events(1))
+
+
+def test_items_bulk_add(populated: MemoryStore) -> None:
+    assert populated.add_items("acme", [{"key": "m1", "text": "x"}, {"key": "m9", "text": "new"}], exist_ok=True) == 1
+    from unipgen.errors import ConflictError
+
+    with pytest.raises(ConflictError, match="item 'm1' already exists"):
+        populated.add_items("acme", [{"key": "m1", "text": "x"}])
+    with pytest.raises(ConflictError, match="duplicate item id 'z'"):
+        populated.add_items("acme", [{"key": "z", "text": "x"}, {"key": "z", "text": "y"}])
