@@ -38,7 +38,7 @@ def test_timestamps_are_stored_in_utc(populated: MemoryStore) -> None:
         ({"user": "zed"}, NotFoundError, "unknown user 'zed'"),
         ({"ts": "yesterday"}, InvalidInputError, r"event #999 is invalid: ts"),
         ({"ts": "2020-01-01T00:00:00"}, InvalidInputError, "event #999 is invalid: ts.*timezone"),
-        ({"type": "teleport"}, InvalidInputError, "unknown event type 'teleport'"),
+        ({"type": "teleport"}, InvalidInputError, "event #999 is invalid: type: Input should be 'view'"),
         ({"value": "lots"}, InvalidInputError, "event #999 is invalid: value"),
         ({"extra": 1}, InvalidInputError, "event #999 is invalid: extra"),
     ],
@@ -52,28 +52,32 @@ def test_a_bad_event_anywhere_rolls_back_the_whole_batch(populated: MemoryStore,
     assert populated.count_rows(BehaviorEvent) == before
 
 
-def test_failure_after_rows_were_sent_leaves_nothing(populated: MemoryStore) -> None:
-    """A database error on the second executemany chunk: the first chunk is undone too."""
-    from sqlalchemy import event
+_FAIL_TRIGGER = {
+    "sqlite": ["CREATE TRIGGER fail_marked BEFORE INSERT ON behavior_events WHEN NEW.value = -999 "
+               "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"],
+    "postgresql": [
+        "CREATE FUNCTION fail_marked() RETURNS trigger AS $$ BEGIN IF NEW.value = -999 THEN "
+        "RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER fail_marked BEFORE INSERT ON behavior_events FOR EACH ROW EXECUTE FUNCTION fail_marked()",
+    ],
+}
 
-    from unipgen.memory import behaviors
 
-    sent = []
+def test_database_failure_on_the_last_row_leaves_nothing(populated: MemoryStore) -> None:
+    """A trigger makes the database itself refuse the last row, after whole chunks went in."""
+    from sqlalchemy import text
 
-    def fail_second_chunk(conn, cursor, statement, params, context, executemany):  # noqa: ANN001
-        if statement.startswith("INSERT INTO behavior_events"):
-            sent.append(len(params))
-            if len(sent) == 2:
-                raise RuntimeError("disk full (injected)")
+    from unipgen.errors import StoreError
+    from unipgen.memory import bulk
 
+    with populated.engine.begin() as conn:
+        for statement in _FAIL_TRIGGER[conn.dialect.name]:
+            conn.execute(text(statement))
+    events = _events(bulk._CHUNK + 10)
+    events[-1] = events[-1] | {"value": -999}
     before = populated.count_rows(BehaviorEvent)
-    event.listen(populated.engine, "before_cursor_execute", fail_second_chunk)
-    try:
-        with pytest.raises(RuntimeError, match="injected"):
-            populated.ingest_events("acme", _events(behaviors._CHUNK + 10))
-    finally:
-        event.remove(populated.engine, "before_cursor_execute", fail_second_chunk)
-    assert sent[0] == behaviors._CHUNK
+    with pytest.raises(StoreError, match="injected failure"):
+        populated.ingest_events("acme", events)
     assert populated.count_rows(BehaviorEvent) == before
 
 

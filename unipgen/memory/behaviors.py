@@ -10,6 +10,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from unipgen.errors import ConflictError, InvalidInputError, NotFoundError
+from unipgen.memory.bulk import insert_events
 from unipgen.memory.lookups import tenant_id_of, user_id_of
 from unipgen.memory.media import check_size, sniff_image
 from unipgen.memory.models import BehaviorEvent, Item, User
@@ -69,13 +70,8 @@ class BehaviorsMixin:
                     w.session.execute(insert(User), [{"tenant_id": tenant_id, "key": k} for k in new])
             users = _ids_by_key(w.session, User, tenant_id, {e.user for e in parsed}, "user", tenant)
             items = _ids_by_key(w.session, Item, tenant_id, {e.item for e in parsed}, "item", tenant)
-            rows = [
-                {"user_id": users[e.user], "item_id": items[e.item], "type": e.type,
-                 "value": e.value, "ts": e.ts, "meta": e.meta}
-                for e in parsed
-            ]
-            for start in range(0, len(rows), _CHUNK):
-                w.session.execute(insert(BehaviorEvent), rows[start : start + _CHUNK])
+            rows = [(users[e.user], items[e.item], e.type, e.value, e.ts, e.meta) for e in parsed]
+            insert_events(w.session.connection(), rows)
         return len(rows)
 
     def events(self: MemoryStore, tenant: str, user: str, limit: int | None = None) -> list[EventIn]:

@@ -36,8 +36,8 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
+        if value is None or value.tzinfo is timezone.utc:
+            return value
         if value.tzinfo is None:
             raise ValueError("naive datetime given; unipgen stores aware UTC datetimes only")
         return value.astimezone(timezone.utc)

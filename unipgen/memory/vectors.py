@@ -177,7 +177,7 @@ class VectorIndex:
 
     @property
     def metric(self) -> Metric:
-        """"ip" (inner product, larger is better) or "l2" (squared distance, smaller is better)."""
+        """Either "ip" (inner product, larger is better) or "l2" (squared distance, smaller is better)."""
         return self._metric
 
     @property
@@ -295,8 +295,8 @@ class VectorIndex:
         the previous save readable. Retrains the IVF first if it is due.
         """
         directory = Path(directory)
-        manifest = json.dumps(self._manifest(meta))  # fails early if meta is not JSON
         self._refresh_ann()
+        manifest = json.dumps(self._manifest(meta))
         directory.mkdir(parents=True, exist_ok=True)
         snapshot = _SNAPSHOT_PREFIX + uuid.uuid4().hex
         self._write_snapshot(directory / snapshot, manifest)
