@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ def run_benchmark(name: str, **options: Any) -> dict[str, Any]:
     path = BENCHMARKS_DIR / f"{name}.py"
     if not path.is_file():
         raise NotFoundError(f"benchmark {name!r} not found at {path}: benchmarks run from a source checkout")
+    if str(BENCHMARKS_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS_DIR))  # benchmark modules import their siblings
     spec = importlib.util.spec_from_file_location(f"unipgen_benchmarks.{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -1,0 +1,195 @@
+"""`unipgen bench memory`: the store's speed, each figure beside a baseline run in the same process.
+
+- ingest: bulk behavior ingest (`MemoryStore.ingest_events`, from plain dicts, validation
+  included) vs a naive loop that looks up user and item and adds one ORM object per event;
+  on SQLite, and on PostgreSQL when UNIPGEN_BENCH_POSTGRES_URL (or UNIPGEN_TEST_POSTGRES_URL) is set;
+- per-user top-10 search and global ANN search: see `vector_bench.py`;
+- forget: a user with 10k events and 50 blobs, vs deleting the same rows one ORM object at a time.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import io
+import platform
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import vector_bench
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from unipgen.memory import MemoryStore
+from unipgen.memory.models import BehaviorEvent, Item, User
+from unipgen.schema import EventIn
+from unipgen.settings import Settings
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine(), "quick": quick}
+    n_events, n_naive = (20_000, 2_000) if quick else (100_000, 5_000)
+    results |= _suffixed(bench_ingest(None, n_events, n_naive), "sqlite")
+    pg_url = os.environ.get("UNIPGEN_BENCH_POSTGRES_URL") or os.environ.get("UNIPGEN_TEST_POSTGRES_URL")
+    if pg_url:
+        with fresh_postgres(pg_url) as url:
+            results |= _suffixed(bench_ingest(url, n_events, n_naive), "postgres")
+    results["ingest_speedup_vs_naive"] = results["ingest_speedup_vs_naive_sqlite"]
+    results |= vector_bench.bench_user_search(n_users=200 if quick else 1000)
+    results |= vector_bench.bench_ann(n=100_000 if quick else 1_000_000)
+    results |= bench_forget(events=10_000, blobs=50)
+    return results
+
+
+def machine() -> dict[str, Any]:
+    import faiss
+    import sqlalchemy
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "faiss": faiss.__version__, "sqlalchemy": sqlalchemy.__version__,
+            "sqlite": sqlite3.sqlite_version}
+
+
+def _suffixed(values: dict[str, Any], suffix: str) -> dict[str, Any]:
+    return {f"{key}_{suffix}": value for key, value in values.items()}
+
+
+@contextmanager
+def fresh_postgres(url: str) -> Iterator[str]:
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    name = f"unipgen_bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# -- ingest --------------------------------------------------------------------------------------
+
+
+def _catalog(store: MemoryStore, tenant: str, users: int = 1000, items: int = 1000) -> None:
+    store.create_tenant(tenant)
+    store.create_users(tenant, [f"u{i}" for i in range(users)])
+    store.add_items(tenant, [{"key": f"i{i}", "text": f"item {i}"} for i in range(items)])
+
+
+def _event_dicts(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [{"user": f"u{i % 1000}", "type": "rate", "item": f"i{(i * 7) % 1000}", "value": 3.5,
+             "ts": 1_600_000_000 + i} for i in range(start, start + n)]
+
+
+def naive_ingest(store: MemoryStore, tenant: str, events: list[dict[str, Any]]) -> None:
+    """The baseline: validate, look up user and item, add one ORM object per event, commit once."""
+    with Session(store.engine) as session, session.begin():
+        for raw in events:
+            event = EventIn.model_validate(raw)
+            user = session.scalars(select(User).where(User.key == event.user)).one()
+            item = session.scalars(select(Item).where(Item.key == event.item)).one()
+            session.add(BehaviorEvent(user_id=user.id, item_id=item.id, type=event.type, value=event.value,
+                                      ts=event.ts, meta=event.meta))
+            session.flush()
+
+
+def bench_ingest(database_url: str | None, n_events: int, n_naive: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as home:
+        store = MemoryStore.open(Settings(home=Path(home), database_url=database_url))
+        _catalog(store, "bench")
+        events = _event_dicts(n_events)
+        start = time.perf_counter()
+        store.ingest_events("bench", events)
+        bulk_s = time.perf_counter() - start
+        naive_events = _event_dicts(n_naive, start=n_events)
+        start = time.perf_counter()
+        naive_ingest(store, "bench", naive_events)
+        naive_s = time.perf_counter() - start
+        store.close()
+    bulk_rate, naive_rate = n_events / bulk_s, n_naive / naive_s
+    return {"ingest_events_per_s": round(bulk_rate), "naive_events_per_s": round(naive_rate),
+            "ingest_speedup_vs_naive": round(bulk_rate / naive_rate, 1), "ingest_events": n_events}
+
+
+# -- forget --------------------------------------------------------------------------------------
+
+
+def _png(seed: int) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _heavy_user(store: MemoryStore, tenant: str, user: str, events: int, blobs: int, seed: int) -> None:
+    """`events` ratings, `blobs` distinct files (faces, subject images, artifacts), 100 embedded documents."""
+    rng = np.random.default_rng(seed)
+    store.create_user(tenant, user)
+    store.ingest_events(tenant, [e | {"user": user} for e in _event_dicts(events)])
+    faces, subject_images = blobs // 5, blobs // 5
+    for i in range(faces):
+        store.add_face(tenant, user, f"f{i}", _png(seed * 1000 + i), consent=True, embedding=rng.normal(size=128))
+    store.add_subject(tenant, user, "pet", name="Pet", class_noun="dog",
+                      images=[_png(seed * 1000 + faces + i) for i in range(subject_images)])
+    for i in range(blobs - faces - subject_images):
+        store.add_artifact(tenant, f"{user}-a{i}", kind="output", media_type="application/octet-stream",
+                           data=rng.bytes(4096), user=user, derived_from=[("subject", "pet")])
+    for i in range(100):
+        store.add_document(tenant, user, f"d{i}", f"document {i}")
+    store.add_embeddings(tenant, "text", "document", [(f"d{i}", rng.normal(size=384)) for i in range(100)], user=user)
+
+
+def naive_forget(store: MemoryStore, tenant: str, user: str) -> None:
+    """The baseline: load every row of the user as an ORM object and delete them one by one."""
+    from unipgen.memory.models import Artifact, Document, Embedding, Face, Subject, SubjectImage
+
+    with Session(store.engine) as session, session.begin():
+        user_row = session.scalars(select(User).where(User.key == user)).one()
+        subjects = session.scalars(select(Subject).where(Subject.user_id == user_row.id)).all()
+        rows: list[Any] = [i for s in subjects for i in session.scalars(
+            select(SubjectImage).where(SubjectImage.subject_id == s.id))]
+        for model in (BehaviorEvent, Embedding, Artifact, Document, Face):
+            rows += session.scalars(select(model).where(model.user_id == user_row.id)).all()
+        for row in rows + list(subjects) + [user_row]:
+            session.delete(row)
+            session.flush()
+
+
+def bench_forget(events: int, blobs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as home:
+        store = MemoryStore.open(Settings(home=Path(home)))
+        _catalog(store, "bench", users=0)
+        _heavy_user(store, "bench", "target", events, blobs, seed=1)
+        _heavy_user(store, "bench", "twin", events, blobs, seed=2)
+        start = time.perf_counter()
+        report = store.forget_user("bench", "target")
+        forget_s = time.perf_counter() - start
+        start = time.perf_counter()
+        naive_forget(store, "bench", "twin")
+        naive_s = time.perf_counter() - start
+        store.close()
+    assert not report.residue, report.residue
+    return {"forget_s": round(forget_s, 3), "naive_forget_s": round(naive_s, 3),
+            "forget_deleted": report.deleted, "forget_includes": "residue scan of database, index files and blobs"}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
