@@ -18,19 +18,16 @@ import platform
 import sqlite3
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import vector_bench
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from unipgen.memory import MemoryStore
+from unipgen.memory.db import temporary_database
 from unipgen.memory.models import BehaviorEvent, Item, User
 from unipgen.schema import EventIn
 from unipgen.settings import Settings
@@ -42,7 +39,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     results |= _suffixed(bench_ingest(None, n_events, n_naive), "sqlite")
     pg_url = os.environ.get("UNIPGEN_BENCH_POSTGRES_URL") or os.environ.get("UNIPGEN_TEST_POSTGRES_URL")
     if pg_url:
-        with fresh_postgres(pg_url) as url:
+        with temporary_database(pg_url, "unipgen_bench") as url:
             results |= _suffixed(bench_ingest(url, n_events, n_naive), "postgres")
     results["ingest_speedup_vs_naive"] = results["ingest_speedup_vs_naive_sqlite"]
     results |= vector_bench.bench_user_search(n_users=200 if quick else 1000)
@@ -64,20 +61,6 @@ def machine() -> dict[str, Any]:
 
 def _suffixed(values: dict[str, Any], suffix: str) -> dict[str, Any]:
     return {f"{key}_{suffix}": value for key, value in values.items()}
-
-
-@contextmanager
-def fresh_postgres(url: str) -> Iterator[str]:
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    name = f"unipgen_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 # -- ingest --------------------------------------------------------------------------------------

@@ -50,8 +50,8 @@ def bench_user_search(
         "user_search_p99_ms": _pct(indexed, 99),
         "baseline_user_search_p50_ms": _pct(naive, 50),
         "baseline_user_search_p99_ms": _pct(naive, 99),
-        "add_s": round(add_s, 2),
-        "config": {
+        "user_search_add_s": round(add_s, 2),
+        "user_search_config": {
             "n_users": n_users,
             "per_user": per_user,
             "dim": dim,
@@ -100,8 +100,8 @@ def bench_ann(
         "ann_build_s": round(build_s, 1),
         "exact_p50_ms": _pct(exact_ms, 50),
         "exact_p99_ms": _pct(exact_ms, 99),
-        "index": index.ann_params,
-        "config": {
+        "ann_index": index.ann_params,
+        "ann_config": {
             "n": n,
             "dim": dim,
             "queries": queries,

@@ -8,15 +8,14 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from unipgen.memory import MemoryStore
+from unipgen.memory.db import make_engine, migrate, temporary_database
 from unipgen.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,22 +29,25 @@ def postgres_url() -> str | None:
     return url
 
 
-@pytest.fixture
-def postgres_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[tuple[str, str]]:
+    """A migrated PostgreSQL database that each test copies (CREATE DATABASE ... TEMPLATE): fast."""
     url = postgres_url()
     if not url:
         pytest.skip("set UNIPGEN_TEST_POSTGRES_URL to run the PostgreSQL suite (CI does)")
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    name = f"unipgen_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database(url, "unipgen_template") as template_url:
+        engine = make_engine(template_url)
+        migrate(engine)
+        engine.dispose()  # a template database must have no open connections
+        yield url, make_url(template_url).database
+
+
+@pytest.fixture
+def postgres_database(postgres_template: tuple[str, str]) -> Iterator[str]:
+    """A new PostgreSQL database for one test, already migrated, dropped afterwards."""
+    admin_url, template = postgres_template
+    with temporary_database(admin_url, "unipgen_test", template) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

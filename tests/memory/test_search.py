@@ -90,3 +90,15 @@ def test_index_of_another_process_is_stale_after_a_write(settings, with_vectors:
         other.add_document("acme", "alice", "late", "written elsewhere")
         other.add_embeddings("acme", "text", "document", [("late", query)], user="alice")
     assert with_vectors.search("acme", "text", query, k=1, user="alice")[0].key == "late"
+
+
+def test_index_file_older_than_the_database_is_rebuilt(settings, with_vectors: MemoryStore) -> None:  # noqa: ANN001
+    """A process that wrote vectors and died before saving leaves a stale file behind."""
+    with_vectors.close()  # file saved at the current generation
+    crashed = MemoryStore.open(settings)
+    crashed.add_document("acme", "bob", "unsaved", "never saved to the index file")
+    query = unit(np.arange(16, dtype=np.float32))
+    crashed.add_embeddings("acme", "text", "document", [("unsaved", query)], user="bob")
+    crashed.engine.dispose()  # no close(): the index file keeps the old generation
+    with MemoryStore.open(settings) as fresh:
+        assert fresh.search("acme", "text", query, k=1, user="bob")[0].key == "unsaved"

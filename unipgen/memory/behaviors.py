@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+import gc
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
@@ -60,7 +63,10 @@ class BehaviorsMixin:
         Items must exist; users too, unless `create_users` (then they are created in the same
         transaction). Returns the number of events written.
         """
-        parsed = _parse_all(events, EventIn, "event")
+        with _gc_paused():
+            return self._ingest(tenant, _parse_all(events, EventIn, "event"), create_users)
+
+    def _ingest(self: MemoryStore, tenant: str, parsed: list[EventIn], create_users: bool) -> int:
         with self._write() as w:
             tenant_id = tenant_id_of(w.session, tenant)
             if create_users:
@@ -92,20 +98,36 @@ class BehaviorsMixin:
         ]
 
 
-def _parse_all(rows: Iterable[Any], model: type, what: str) -> list[Any]:
-    parsed = []
-    for number, row in enumerate(rows):
-        if isinstance(row, model):
-            parsed.append(row)
-            continue
-        try:
-            parsed.append(model.model_validate(row))
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, err['loc'])) or 'value'}: {err['msg']}" for err in exc.errors()
-            )
-            raise InvalidInputError(f"{what} #{number} is invalid: {problems}") from None
-    return parsed
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: bulk parsing allocates many objects and no cycles,
+    and collections triggered by that allocation alone cost about a fifth of ingest time."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parse_all(rows: Iterable[Any], model: type[BaseModel], what: str) -> list[Any]:
+    """Validate rows (dicts or `model` instances) in one pass; an error names the first bad row."""
+    rows = list(rows)
+    try:
+        return _list_adapter(model).validate_python(rows)
+    except ValidationError as exc:
+        number = exc.errors()[0]["loc"][0]
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'][1:])) or 'value'}: {err['msg']}"
+            for err in exc.errors() if err["loc"][0] == number
+        )
+        raise InvalidInputError(f"{what} #{number} is invalid: {problems}") from None
+
+
+@functools.cache
+def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
 
 
 def _refuse_duplicates(keys: Sequence[str], what: str) -> None:

@@ -80,14 +80,7 @@ class ContentMixin:
         _require_consent(consent, f"face {key!r}")
         check_size(image, self.max_blob_bytes, f"face {key!r}")
         media_type = sniff_image(image, f"face {key!r}")
-        with self._write() as w:
-            user_id = user_id_of(w.session, tenant, user)
-            _refuse_existing(w.session, Face, user_id, key, "face")
-            face = Face(user_id=user_id, key=key, blob_sha=w.put_blob(image, media_type), consent=True)
-            w.session.add(face)
-            if embedding is not None:
-                w.session.flush()
-                self._put_embeddings(w, _tenant_of(w.session, user_id), space, [(face.id, user_id, embedding)], "face")
+        self._add_biometric(tenant, user, Face(key=key), image, media_type, embedding, space)
 
     def add_subject(
         self: MemoryStore, tenant: str, user: str, key: str, *, name: str, class_noun: str,
@@ -120,15 +113,24 @@ class ContentMixin:
         _require_consent(consent, f"voice sample {key!r}")
         check_size(audio, self.max_blob_bytes, f"voice sample {key!r}")
         info = sniff_audio(audio, f"voice sample {key!r}")
+        row = VoiceSample(key=key, duration_s=info.duration_s, sample_rate=info.sample_rate)
+        self._add_biometric(tenant, user, row, audio, info.media_type, embedding, space)
+
+    def _add_biometric(
+        self: MemoryStore, tenant: str, user: str, row: Face | VoiceSample, data: bytes, media_type: str,
+        embedding: np.ndarray | None, space: str,
+    ) -> None:
+        """Write a face or voice row (consent already checked), its blob and its embedding at once."""
+        kind = "face" if isinstance(row, Face) else "voice"
         with self._write() as w:
-            user_id = user_id_of(w.session, tenant, user)
-            _refuse_existing(w.session, VoiceSample, user_id, key, "voice sample")
-            voice = VoiceSample(user_id=user_id, key=key, blob_sha=w.put_blob(audio, info.media_type),
-                                consent=True, duration_s=info.duration_s, sample_rate=info.sample_rate)
-            w.session.add(voice)
+            row.user_id = user_id_of(w.session, tenant, user)
+            _refuse_existing(w.session, type(row), row.user_id, row.key, kind)
+            row.blob_sha, row.consent = w.put_blob(data, media_type), True
+            w.session.add(row)
             if embedding is not None:
                 w.session.flush()
-                self._put_embeddings(w, _tenant_of(w.session, user_id), space, [(voice.id, user_id, embedding)], "voice")
+                tenant_id = _tenant_of(w.session, row.user_id)
+                self._put_embeddings(w, tenant_id, space, [(row.id, row.user_id, embedding)], kind)
 
     # -- artifacts and lineage -------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Literal, Union
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -29,13 +29,11 @@ ItemKind = Literal["item", "document", "face", "subject", "voice", "artifact"]
 ProfileValue = Union[bool, int, float, str, list, dict]
 
 
-_ZERO = timedelta(0)
-
-
 def _utc(value: datetime) -> datetime:
-    # replace() is several times cheaper than astimezone() for the common case, already UTC.
-    if value.utcoffset() == _ZERO:
-        return value.replace(tzinfo=timezone.utc)
+    # Normalise to the standard library's UTC: pydantic's own tzinfo makes every later
+    # datetime call (replace, utcoffset) go through a slow foreign call.
+    if value.tzinfo is timezone.utc:
+        return value
     return value.astimezone(timezone.utc)
 
 
@@ -54,6 +52,16 @@ class EventIn(BaseModel):
     ts: AwareDatetime
     value: float | None = None
     meta: dict[str, Any] | None = None
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _epoch_seconds(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                return datetime.fromtimestamp(value, tz=timezone.utc)
+            except (OverflowError, OSError, ValueError) as exc:
+                raise ValueError(f"{value!r} is not a valid Unix time: {exc}") from None
+        return value
 
     @field_validator("ts")
     @classmethod
