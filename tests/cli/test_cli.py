@@ -51,7 +51,7 @@ def test_ingest_show_export_import_forget(tmp_path: Path) -> None:
         (("ingest", "movielens", "/nonexistent", "--json"), "invalid_input", "movies.csv not found"),
     ],
 )
-def test_errors_are_json_with_a_stable_code(tmp_path: Path, args, code, message) -> None:  # noqa: ANN001
+def test_errors_are_json_with_a_stable_code(tmp_path: Path, args, code, message) -> None:
     run(tmp_path, "ingest", "movielens", str(SAMPLE), "--users", "1")
     done = run(tmp_path, *args, ok=False)
     assert done.returncode == 2

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from tests.helpers import png_bytes, unit, wav_bytes
-from unipgen.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError, UnsupportedMediaError
+from unipgen.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnsupportedMediaError,
+)
 from unipgen.memory import MemoryStore
 from unipgen.memory.models import Blob, Face, Lineage, VoiceSample
 
@@ -60,7 +66,7 @@ def test_same_key_twice_is_a_conflict(populated: MemoryStore) -> None:
          InvalidInputError, "NaN"),
     ],
 )
-def test_bad_uploads_are_refused_and_change_nothing(populated: MemoryStore, call, error, message) -> None:  # noqa: ANN001
+def test_bad_uploads_are_refused_and_change_nothing(populated: MemoryStore, call, error, message) -> None:
     with pytest.raises(error, match=message):
         call(populated)
     assert _blob_files(populated) == set()
@@ -90,3 +96,22 @@ def test_artifact_records_lineage(populated: MemoryStore) -> None:
                                derived_from=[("song", "x")])
     assert populated.count_rows(Lineage) == 3
     assert _blob_files(populated) == {__import__("hashlib").sha256(b"hi").hexdigest()}
+
+
+def test_documents_in_bulk_are_all_or_nothing(populated: MemoryStore) -> None:
+    from unipgen.memory.models import Document
+
+    docs = [{"key": f"d{i}", "text": f"post {i}", "kind": "post", "ts": "2024-05-01T12:00:00+02:00"}
+            for i in range(50)]
+    assert populated.add_documents("acme", "alice", docs) == 50
+    with pytest.raises(InvalidInputError, match="document #2 is invalid: text"):
+        populated.add_documents("acme", "alice", [{"key": "x", "text": "a"}, {"key": "y", "text": "b"},
+                                                  {"key": "z", "text": "   "}])
+    with pytest.raises(InvalidInputError, match="document #0 is invalid: ts"):
+        populated.add_documents("acme", "alice", [{"key": "x", "text": "a", "ts": "last tuesday"}])
+    with pytest.raises(ConflictError, match="document 'd7' already exists"):
+        populated.add_documents("acme", "alice", [{"key": "new", "text": "a"}, {"key": "d7", "text": "b"}])
+    assert populated.count_rows(Document) == 50
+    with populated.session() as session:
+        stored = session.query(Document).filter_by(key="d0").one()
+    assert stored.ts.isoformat() == "2024-05-01T10:00:00+00:00"

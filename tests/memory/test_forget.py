@@ -8,7 +8,15 @@ import pytest
 from tests.helpers import png_bytes, unit, wav_bytes
 from unipgen.errors import NotFoundError
 from unipgen.memory import MemoryStore
-from unipgen.memory.models import Artifact, BehaviorEvent, Blob, Embedding, Lineage, ProfileAttribute, User
+from unipgen.memory.models import (
+    Artifact,
+    BehaviorEvent,
+    Blob,
+    Embedding,
+    Lineage,
+    ProfileAttribute,
+    User,
+)
 from unipgen.memory.vectors import VectorIndex
 
 

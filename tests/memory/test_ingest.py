@@ -26,7 +26,7 @@ def test_bulk_ingest_writes_every_event_in_order(populated: MemoryStore) -> None
 
 
 def test_timestamps_are_stored_in_utc(populated: MemoryStore) -> None:
-    clicked = [e for e in populated.events("acme", "alice") if e.type == "click"][0]
+    clicked = next(e for e in populated.events("acme", "alice") if e.type == "click")
     assert clicked.ts == datetime(2020, 1, 1, 8, 0, tzinfo=timezone.utc)
     assert clicked.ts.utcoffset() == timedelta(0)
 
@@ -43,7 +43,7 @@ def test_timestamps_are_stored_in_utc(populated: MemoryStore) -> None:
         ({"extra": 1}, InvalidInputError, "event #999 is invalid: extra"),
     ],
 )
-def test_a_bad_event_anywhere_rolls_back_the_whole_batch(populated: MemoryStore, bad, error, message) -> None:  # noqa: ANN001
+def test_a_bad_event_anywhere_rolls_back_the_whole_batch(populated: MemoryStore, bad, error, message) -> None:
     events = _events(1000)
     events[-1] = {**events[-1], **bad}
     before = populated.count_rows(BehaviorEvent)
@@ -53,11 +53,11 @@ def test_a_bad_event_anywhere_rolls_back_the_whole_batch(populated: MemoryStore,
 
 
 _FAIL_TRIGGER = {
-    "sqlite": ["CREATE TRIGGER fail_marked BEFORE INSERT ON behavior_events WHEN NEW.value = -999 "
-               "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"],
+    "sqlite": [("CREATE TRIGGER fail_marked BEFORE INSERT ON behavior_events WHEN NEW.value = -999 "
+               "BEGIN SELECT RAISE(ABORT, 'injected failure'); END")],
     "postgresql": [
-        "CREATE FUNCTION fail_marked() RETURNS trigger AS $$ BEGIN IF NEW.value = -999 THEN "
-        "RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+        ("CREATE FUNCTION fail_marked() RETURNS trigger AS $$ BEGIN IF NEW.value = -999 THEN "
+        "RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"),
         "CREATE TRIGGER fail_marked BEFORE INSERT ON behavior_events FOR EACH ROW EXECUTE FUNCTION fail_marked()",
     ],
 }

@@ -70,7 +70,7 @@ def test_wrong_dimension_and_unknown_space_are_named(with_vectors: MemoryStore) 
     assert with_vectors.count_rows(Embedding) == before
 
 
-def test_index_file_rebuilt_when_missing(settings, with_vectors: MemoryStore) -> None:  # noqa: ANN001
+def test_index_file_rebuilt_when_missing(settings, with_vectors: MemoryStore) -> None:
     query = _vector(with_vectors, "document", "alice-d1")
     expected = with_vectors.search("acme", "text", query, k=3, user="alice")
     with_vectors.close()
@@ -82,7 +82,7 @@ def test_index_file_rebuilt_when_missing(settings, with_vectors: MemoryStore) ->
         assert path.exists()  # rebuilt and saved
 
 
-def test_index_of_another_process_is_stale_after_a_write(settings, with_vectors: MemoryStore) -> None:  # noqa: ANN001
+def test_index_of_another_process_is_stale_after_a_write(settings, with_vectors: MemoryStore) -> None:
     """Two stores on one database: a write through one makes the other's cached index stale."""
     query = unit(np.arange(16, dtype=np.float32))
     with_vectors.search("acme", "text", query, k=1, user="alice")  # warm the cache
@@ -92,7 +92,7 @@ def test_index_of_another_process_is_stale_after_a_write(settings, with_vectors:
     assert with_vectors.search("acme", "text", query, k=1, user="alice")[0].key == "late"
 
 
-def test_index_file_older_than_the_database_is_rebuilt(settings, with_vectors: MemoryStore) -> None:  # noqa: ANN001
+def test_index_file_older_than_the_database_is_rebuilt(settings, with_vectors: MemoryStore) -> None:
     """A process that wrote vectors and died before saving leaves a stale file behind."""
     with_vectors.close()  # file saved at the current generation
     crashed = MemoryStore.open(settings)

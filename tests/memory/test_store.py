@@ -61,7 +61,7 @@ def test_duplicate_tenant_is_a_conflict(populated: MemoryStore) -> None:
         (lambda s: s.events("acme", "zed"), "unknown user 'zed'"),
     ],
 )
-def test_unknown_ids_are_named(populated: MemoryStore, call, message) -> None:  # noqa: ANN001
+def test_unknown_ids_are_named(populated: MemoryStore, call, message) -> None:
     with pytest.raises(NotFoundError, match=message):
         call(populated)
     assert populated.count_rows(ProfileAttribute) == 0
@@ -76,7 +76,7 @@ def test_bad_ids_and_values_are_refused(populated: MemoryStore) -> None:
     assert populated.count_rows(ProfileAttribute) == 0
 
 
-def test_store_reopens_with_its_data(settings) -> None:  # noqa: ANN001
+def test_store_reopens_with_its_data(settings) -> None:
     with MemoryStore.open(settings) as first:
         first.create_tenant("t")
         first.create_user("t", "u")

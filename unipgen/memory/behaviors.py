@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 import gc
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from unipgen.errors import ConflictError, InvalidInputError, NotFoundError
+from unipgen.errors import ConflictError, NotFoundError
 from unipgen.memory.bulk import insert_events
 from unipgen.memory.lookups import tenant_id_of, user_id_of
 from unipgen.memory.media import check_size, sniff_image
 from unipgen.memory.models import BehaviorEvent, Item, User
+from unipgen.memory.parsing import parse_rows, refuse_duplicates
 from unipgen.schema.memory import EventIn, ItemIn
 
 if TYPE_CHECKING:
@@ -33,13 +32,13 @@ class BehaviorsMixin:
 
         With `exist_ok`, items whose id is already there are skipped (their content is kept).
         """
-        parsed = _parse_all(items, ItemIn, "item")
-        _refuse_duplicates([i.key for i in parsed], "item")
+        parsed = parse_rows(items, ItemIn, "item")
+        refuse_duplicates([i.key for i in parsed], "item")
         with self._write() as w:
             tenant_id = tenant_id_of(w.session, tenant)
             existing = _existing_keys(w.session, Item, tenant_id, [i.key for i in parsed])
             if existing and not exist_ok:
-                raise ConflictError(f"item {sorted(existing)[0]!r} already exists in {tenant!r}")
+                raise ConflictError(f"item {min(existing)!r} already exists in {tenant!r}")
             new = [i for i in parsed if i.key not in existing]
             rows = [self._item_row(w, tenant_id, i) for i in new]
             for start in range(0, len(rows), _CHUNK):
@@ -64,7 +63,7 @@ class BehaviorsMixin:
         transaction). Returns the number of events written.
         """
         with _gc_paused():
-            return self._ingest(tenant, _parse_all(events, EventIn, "event"), create_users)
+            return self._ingest(tenant, parse_rows(events, EventIn, "event"), create_users)
 
     def _ingest(self: MemoryStore, tenant: str, parsed: list[EventIn], create_users: bool) -> int:
         with self._write() as w:
@@ -109,33 +108,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _parse_all(rows: Iterable[Any], model: type[BaseModel], what: str) -> list[Any]:
-    """Validate rows (dicts or `model` instances) in one pass; an error names the first bad row."""
-    rows = list(rows)
-    try:
-        return _list_adapter(model).validate_python(rows)
-    except ValidationError as exc:
-        number = exc.errors()[0]["loc"][0]
-        problems = "; ".join(
-            f"{'.'.join(map(str, err['loc'][1:])) or 'value'}: {err['msg']}"
-            for err in exc.errors() if err["loc"][0] == number
-        )
-        raise InvalidInputError(f"{what} #{number} is invalid: {problems}") from None
-
-
-@functools.cache
-def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
-    return TypeAdapter(list[model])  # type: ignore[valid-type]
-
-
-def _refuse_duplicates(keys: Sequence[str], what: str) -> None:
-    seen: set[str] = set()
-    for key in keys:
-        if key in seen:
-            raise ConflictError(f"duplicate {what} id {key!r} in the request")
-        seen.add(key)
 
 
 def _existing_keys(session: Session, model: Any, tenant_id: int, keys: Sequence[str]) -> set[str]:

@@ -3,13 +3,14 @@ artifacts with their lineage, and embeddings with vector search."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from unipgen.errors import ConflictError, InvalidInputError, NotFoundError
@@ -25,10 +26,13 @@ from unipgen.memory.models import (
     Lineage,
     Subject,
     SubjectImage,
+    Tenant,
     User,
     VoiceSample,
     utcnow,
 )
+from unipgen.memory.parsing import parse_rows, refuse_duplicates
+from unipgen.schema.memory import DocumentIn
 
 if TYPE_CHECKING:
     from unipgen.memory.store import MemoryStore, _Write
@@ -60,16 +64,25 @@ class ContentMixin:
         self: MemoryStore, tenant: str, user: str, key: str, text: str, *,
         kind: str = "note", ts: datetime | None = None, meta: dict[str, Any] | None = None,
     ) -> None:
-        check_key(key, "document")
-        if not text.strip():
-            raise InvalidInputError(f"document {key!r} has no text")
-        if ts is not None and ts.tzinfo is None:
-            raise InvalidInputError(f"document {key!r}: timestamp must carry a time zone")
+        """One text the user wrote (a review, a post); see `add_documents` for many."""
+        self.add_documents(tenant, user, [DocumentIn(key=key, text=text, kind=kind, ts=ts, meta=meta)])
+
+    def add_documents(
+        self: MemoryStore, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]]
+    ) -> int:
+        """Add a user's documents in one transaction (all or none); returns how many."""
+        parsed = parse_rows(documents, DocumentIn, "document")
+        refuse_duplicates([d.key for d in parsed], "document")
         with self._write() as w:
             user_id = user_id_of(w.session, tenant, user)
-            _refuse_existing(w.session, Document, user_id, key, "document")
-            w.session.add(Document(user_id=user_id, key=key, kind=kind, text=text,
-                                   ts=ts or utcnow(), meta=meta))
+            taken = w.session.scalars(select(Document.key).where(
+                Document.user_id == user_id, Document.key.in_([d.key for d in parsed]))).first()
+            if taken is not None:
+                raise ConflictError(f"document {taken!r} already exists for this user")
+            now = utcnow()
+            w.session.add_all(Document(user_id=user_id, key=d.key, kind=d.kind, text=d.text,
+                                       ts=d.ts or now, meta=d.meta) for d in parsed)
+        return len(parsed)
 
     def add_face(
         self: MemoryStore, tenant: str, user: str, key: str, image: bytes, *,
@@ -239,37 +252,62 @@ class ContentMixin:
         self: MemoryStore, tenant: str, space: str, query: np.ndarray, k: int = 10, *,
         user: str | None = None,
     ) -> list[Hit]:
-        """Top-k memory items nearest `query`: among `user`'s items only, or in the catalog."""
-        with self.session() as session:
-            tenant_id = tenant_id_of(session, tenant)
-            user_id = user_id_of(session, tenant, user) if user is not None else None
-            space_row = session.get(EmbeddingSpace, (tenant_id, space))
-            if space_row is None:
-                raise NotFoundError(f"no embedding space {space!r} in tenant {tenant!r}")
+        """Top-k memory items nearest `query`: among `user`'s items only, or in the catalog.
+
+        A hot path: a few Core queries on one connection, no ORM objects.
+        """
+        with self.engine.connect() as conn:
+            tenant_id, user_id, dim, generation = _search_target(conn, tenant, user, space)
             query = _as_matrix([query], space)[0]
-            if query.shape[0] != space_row.dim:
-                raise InvalidInputError(f"query has dimension {query.shape[0]}, space {space!r} has {space_row.dim}")
-            index = self.indexes.get(tenant_id, space)
+            if query.shape[0] != dim:
+                raise InvalidInputError(f"query has dimension {query.shape[0]}, space {space!r} has {dim}")
+            index = self.indexes.get(tenant_id, space, generation)
             if user_id is None:
                 ids, scores = index.search_global(query, k)
             else:
                 ids, scores = index.search_user(user_id, query, k)
-            return _hits(session, ids, scores)
+            return _hits(conn, ids, scores)
 
 
-def _hits(session: Session, ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
-    owners = {
-        row.id: (row.owner_kind, row.owner_id)
-        for row in session.execute(
-            select(Embedding.id, Embedding.owner_kind, Embedding.owner_id).where(Embedding.id.in_(ids.tolist()))
-        )
+@functools.cache
+def _statements() -> dict[str, Any]:
+    """The search path's statements, built once with bind parameters (building costs more than running)."""
+    def of_space(column: Any) -> Any:
+        return select(column).where(EmbeddingSpace.tenant_id == Tenant.id,
+                                    EmbeddingSpace.name == bindparam("space")).scalar_subquery()
+
+    user_id = select(User.id).where(User.tenant_id == Tenant.id, User.key == bindparam("user")).scalar_subquery()
+    ids = bindparam("ids", expanding=True)
+    statements = {
+        "target": select(Tenant.id, user_id, of_space(EmbeddingSpace.dim), of_space(EmbeddingSpace.generation))
+        .where(Tenant.key == bindparam("tenant")),
+        "owners": select(Embedding.id, Embedding.owner_kind, Embedding.owner_id).where(Embedding.id.in_(ids)),
     }
+    for kind, (model, _) in OWNER_MODELS.items():
+        statements[kind] = select(model.id, model.key).where(model.id.in_(ids))
+    return statements
+
+
+def _search_target(conn: Connection, tenant: str, user: str | None, space: str) -> tuple[int, int | None, int, int]:
+    """Tenant id, user id, space dimension and generation in one query; unknown ones are named."""
+    row = conn.execute(_statements()["target"], {"tenant": tenant, "user": user, "space": space}).first()
+    if row is None:
+        raise NotFoundError(f"unknown tenant {tenant!r}")
+    if user is not None and row[1] is None:
+        raise NotFoundError(f"unknown user {user!r} in tenant {tenant!r}")
+    if row[2] is None:
+        raise NotFoundError(f"no embedding space {space!r} in tenant {tenant!r}")
+    return row[0], row[1], row[2], row[3]
+
+
+def _hits(conn: Connection, ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
+    """Map embedding ids to the (kind, key) of the items they were derived from."""
+    statements = _statements()
+    owners = {e: (kind, o) for e, kind, o in conn.execute(statements["owners"], {"ids": ids.tolist()})}
     keys: dict[tuple[str, int], str] = {}
     for kind in {kind for kind, _ in owners.values()}:
-        model = OWNER_MODELS[kind][0]
-        wanted = [oid for k, oid in owners.values() if k == kind]
-        keys.update({(kind, i): key for i, key in session.execute(
-            select(model.id, model.key).where(model.id.in_(wanted)))})
+        wanted = [owner_id for k, owner_id in owners.values() if k == kind]
+        keys.update({(kind, o): key for o, key in conn.execute(statements[kind], {"ids": wanted})})
     return [Hit(owners[i][0], keys[owners[i]], float(s)) for i, s in zip(ids.tolist(), scores.tolist())
             if i in owners]
 

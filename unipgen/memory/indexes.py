@@ -36,8 +36,14 @@ class IndexManager:
     def path(self, tenant_id: int, space: str) -> Path:
         return self.directory / f"tenant-{tenant_id}" / space
 
-    def get(self, tenant_id: int, space: str) -> VectorIndex:
-        """The index of this space, current with the database."""
+    def get(self, tenant_id: int, space: str, generation: int | None = None) -> VectorIndex:
+        """The index of this space, current with the database.
+
+        A caller that has just read the space's `generation` passes it to save a query.
+        """
+        cached = self._cache.get((tenant_id, space))
+        if cached is not None and generation is not None and cached.generation == generation:
+            return cached.index
         with Session(self._engine) as session:
             row = session.get(EmbeddingSpace, (tenant_id, space))
             if row is None:

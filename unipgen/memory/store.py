@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from unipgen.errors import ConflictError, InvalidInputError, NotFoundError
+from unipgen.errors import ConflictError, InvalidInputError
 from unipgen.memory.archive import ArchiveMixin
 from unipgen.memory.behaviors import BehaviorsMixin
 from unipgen.memory.blobs import BlobStore
@@ -161,7 +161,7 @@ class MemoryStore(BehaviorsMixin, ContentMixin, ForgetMixin, ArchiveMixin):
                 )
             )
             if existing and not exist_ok:
-                raise ConflictError(f"user {sorted(existing)[0]!r} already exists in {tenant!r}")
+                raise ConflictError(f"user {min(existing)!r} already exists in {tenant!r}")
             w.session.add_all(User(tenant_id=tenant_id, key=k) for k in keys if k not in existing)
             return len(keys) - len(existing)
 

@@ -2,6 +2,7 @@
 
 from unipgen.schema.memory import (
     EVENT_TYPES,
+    DocumentIn,
     EventIn,
     ForgetReport,
     ItemIn,
@@ -10,4 +11,4 @@ from unipgen.schema.memory import (
     UserSummary,
 )
 
-__all__ = ["EVENT_TYPES", "EventIn", "ForgetReport", "ItemIn", "ItemKind", "ProfileValue", "UserSummary"]
+__all__ = ["EVENT_TYPES", "DocumentIn", "EventIn", "ForgetReport", "ItemIn", "ItemKind", "ProfileValue", "UserSummary"]

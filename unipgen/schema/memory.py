@@ -109,3 +109,27 @@ class ItemIn(BaseModel):
     text: str
     image: bytes | None = None
     meta: dict[str, Any] | None = None
+
+
+class DocumentIn(BaseModel):
+    """A text the user wrote: public id, kind (review, post, email...), time (default: now)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = Field(min_length=1, max_length=255)
+    text: str = Field(min_length=1)
+    kind: str = Field(default="note", min_length=1, max_length=64)
+    ts: AwareDatetime | None = None
+    meta: dict[str, Any] | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is blank")
+        return value
+
+    @field_validator("ts")
+    @classmethod
+    def _to_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _utc(value)
