@@ -87,6 +87,9 @@ class ForgetMixin:
             self.indexes.apply(plan.tenant_id, space, before[space], before[space] + 1,
                                removed=np.array(ids, dtype=np.int64))
         self.indexes.save(plan.tenant_id)  # the files must not keep a forgotten vector
+        with self.session() as session:  # a writer may have stored the same bytes again since the commit
+            reused = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(plan.blob_shas))))
+        plan.blob_shas -= reused
         for sha in plan.blob_shas:
             self.blobs.delete(sha)
         return ForgetReport(tenant=tenant, target=target, deleted=deleted, residue=self._residue(plan))
