@@ -16,6 +16,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import io
 import platform
 import sqlite3
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,17 +37,25 @@ from unipgen.settings import Settings
 def run(quick: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": machine(), "quick": quick}
     n_events, n_naive = (20_000, 2_000) if quick else (100_000, 5_000)
-    results |= _suffixed(bench_ingest(None, n_events, n_naive), "sqlite")
     pg_url = os.environ.get("UNIPGEN_BENCH_POSTGRES_URL") or os.environ.get("UNIPGEN_TEST_POSTGRES_URL")
-    if pg_url:
-        with temporary_database(pg_url, "unipgen_bench") as url:
-            results |= _suffixed(bench_ingest(url, n_events, n_naive), "postgres")
+    stages = [
+        ("ingest, SQLite", lambda: _suffixed(bench_ingest(None, n_events, n_naive), "sqlite")),
+        ("ingest, PostgreSQL", lambda: _postgres_ingest(pg_url, n_events, n_naive) if pg_url else {}),
+        ("per-user search (index)", lambda: vector_bench.bench_user_search(n_users=200 if quick else 1000)),
+        ("per-user search (store)", lambda: bench_store_search(n_users=20 if quick else 200)),
+        ("global ANN search", lambda: vector_bench.bench_ann(n=100_000 if quick else 1_000_000)),
+        ("forget", lambda: bench_forget(events=10_000, blobs=50)),
+    ]
+    for number, (name, stage) in enumerate(stages, 1):
+        print(f"[{number}/{len(stages)}] {name}...", file=sys.stderr, flush=True)
+        results |= stage()
     results["ingest_speedup_vs_naive"] = results["ingest_speedup_vs_naive_sqlite"]
-    results |= vector_bench.bench_user_search(n_users=200 if quick else 1000)
-    results |= bench_store_search(n_users=20 if quick else 200)
-    results |= vector_bench.bench_ann(n=100_000 if quick else 1_000_000)
-    results |= bench_forget(events=10_000, blobs=50)
     return results
+
+
+def _postgres_ingest(admin_url: str, n_events: int, n_naive: int) -> dict[str, Any]:
+    with temporary_database(admin_url, "unipgen_bench") as url:
+        return _suffixed(bench_ingest(url, n_events, n_naive), "postgres")
 
 
 def machine() -> dict[str, Any]:
@@ -207,6 +216,5 @@ def bench_forget(events: int, blobs: int) -> dict[str, Any]:
 
 if __name__ == "__main__":
     import json
-    import sys
 
     print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
