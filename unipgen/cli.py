@@ -60,7 +60,8 @@ def ingest_movielens(
         report = load_movielens(store, tenant, directory, users=users)
     payload = {"tenant": tenant, **report.__dict__}
     _emit(payload, as_json, f"{report.items_added} items, {report.users_added} users "
-          f"({report.users_skipped} already there), {report.events_added} events loaded into {tenant!r}")
+          f"({report.users_skipped} already there), {report.events_added} events, "
+          f"{report.documents_added} tag documents loaded into {tenant!r}")
 
 
 @users_app.command("list")

@@ -29,12 +29,13 @@ def test_ingest_show_export_import_forget(tmp_path: Path) -> None:
     home = tmp_path / "home"
     loaded = as_json(run(home, "ingest", "movielens", str(SAMPLE), "--users", "3", "--json"))
     assert loaded == {"tenant": "default", "items_added": 828, "users_added": 3, "users_skipped": 0,
-                      "events_added": 232 + 29 + 39}
+                      "events_added": 232 + 29 + 39, "documents_added": 9}
     again = as_json(run(home, "ingest", "movielens", str(SAMPLE), "--users", "3", "--json"))
     assert again["events_added"] == 0 and again["users_skipped"] == 3
     assert as_json(run(home, "users", "list", "--json"))["users"] == ["1", "2", "3"]
     shown = as_json(run(home, "users", "show", "2", "--json"))
     assert shown["counts"]["behavior_events"] == 29 and len(shown["top_items"]) == 5
+    assert shown["counts"]["documents"] == 9  # user 2's tags
     archive = tmp_path / "u2.zip"
     run(home, "users", "export", "2", "-o", str(archive), "--json")
     forgot = as_json(run(home, "users", "forget", "2", "--json"))

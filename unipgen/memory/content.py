@@ -84,6 +84,14 @@ class ContentMixin:
                                        ts=d.ts or now, meta=d.meta) for d in parsed)
         return len(parsed)
 
+    def documents(self: MemoryStore, tenant: str, user: str) -> list[DocumentIn]:
+        """A user's documents, oldest first."""
+        with self.session() as session:
+            user_id = user_id_of(session, tenant, user)
+            rows = session.scalars(select(Document).where(Document.user_id == user_id)
+                                   .order_by(Document.ts, Document.id))
+            return [DocumentIn(key=d.key, text=d.text, kind=d.kind, ts=d.ts, meta=d.meta) for d in rows]
+
     def add_face(
         self: MemoryStore, tenant: str, user: str, key: str, image: bytes, *,
         consent: bool, embedding: np.ndarray | None = None, space: str = "face",

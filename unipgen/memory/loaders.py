@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import re
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from unipgen.errors import InvalidInputError
-from unipgen.schema.memory import EventIn, ItemIn
+from unipgen.schema.memory import DocumentIn, EventIn, ItemIn
 
 if TYPE_CHECKING:
     from unipgen.memory.store import MemoryStore
@@ -23,6 +24,7 @@ class LoadReport:
     users_added: int
     users_skipped: int
     events_added: int
+    documents_added: int
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -42,26 +44,43 @@ def movie_item(row: dict[str, str]) -> ItemIn:
 
 
 def load_movielens(store: MemoryStore, tenant: str, directory: Path, *, users: int | None = None) -> LoadReport:
-    """Load a MovieLens directory: every movie as an item, ratings of the first `users` users.
+    """Load a MovieLens directory: every movie as an item, ratings of the first `users` users as
+    `rate` events, and their tags (short texts they wrote, if tags.csv is there) as documents.
 
-    Users already in the store are skipped with all their ratings, so loading twice adds nothing.
+    Users already in the store are skipped with all their data, so loading twice adds nothing.
     """
     movies = _rows(directory / "movies.csv")
     ratings = _rows(directory / "ratings.csv")
+    tags = _rows(directory / "tags.csv") if (directory / "tags.csv").is_file() else []
     store.ensure_tenant(tenant)
     existing = set(store.list_users(tenant))
     try:
         wanted = set(sorted({r["userId"] for r in ratings}, key=int)[:users])
+        new = wanted - existing
         items = [movie_item(row) for row in movies]
         events = [
             EventIn(user=r["userId"], type="rate", item=r["movieId"], value=float(r["rating"]),
                     ts=int(r["timestamp"]))
             for r in ratings
-            if r["userId"] in wanted and r["userId"] not in existing
+            if r["userId"] in new
         ]
+        documents = _tag_documents([t for t in tags if t["userId"] in new])
     except (KeyError, ValueError) as exc:
         raise InvalidInputError(f"{directory}: malformed MovieLens file ({exc})") from None
     items_added = store.add_items(tenant, items, exist_ok=True)
     added = store.ingest_events(tenant, events, create_users=True)
-    skipped = len(wanted & existing)
-    return LoadReport(items_added, len(wanted) - skipped, skipped, added)
+    for user, docs in documents.items():
+        store.add_documents(tenant, user, docs)
+    return LoadReport(items_added, len(new), len(wanted & existing), added,
+                      sum(len(d) for d in documents.values()))
+
+
+def _tag_documents(tags: list[dict[str, str]]) -> dict[str, list[DocumentIn]]:
+    """Tags by user, as documents of kind ``tag`` (one per movie and tag text)."""
+    documents: dict[str, dict[str, DocumentIn]] = {}
+    for t in tags:
+        key = f"tag:{t['movieId']}:{t['tag']}"[:255]
+        documents.setdefault(t["userId"], {})[key] = DocumentIn(
+            key=key, text=t["tag"], kind="tag", ts=datetime.fromtimestamp(int(t["timestamp"]), timezone.utc),
+            meta={"item": t["movieId"]})
+    return {user: list(docs.values()) for user, docs in documents.items()}
