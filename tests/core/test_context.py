@@ -1,0 +1,91 @@
+"""Context building on real data: the MovieLens sample, real MiniLM text vectors, tiny CLIP."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import SAMPLE
+from unipgen.core.usermodel import UserModel
+from unipgen.demo import PERSONA_SAMPLE
+from unipgen.errors import NotFoundError
+from unipgen.memory import MemoryStore
+from unipgen.memory.loaders import load_movielens
+from unipgen.settings import Settings
+
+pytest.importorskip("sentence_transformers")
+
+
+def _two_user_sample(directory: Path) -> Path:
+    """Users 2 and 3 of the sample, with only the movies they rated."""
+    directory.mkdir()
+    ratings = [r for r in csv.DictReader((SAMPLE / "ratings.csv").open()) if r["userId"] in ("2", "3")]
+    movies = {r["movieId"] for r in ratings}
+    for name, keep in (("ratings.csv", lambda r: r in ratings), ("movies.csv", lambda r: r["movieId"] in movies),
+                       ("tags.csv", lambda r: r["userId"] in ("2", "3"))):
+        rows = [r for r in csv.DictReader((SAMPLE / name).open()) if keep(r)]
+        with (directory / name).open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserModel]:
+    root = tmp_path_factory.mktemp("context")
+    store = MemoryStore.open(Settings(home=root / "home"))
+    load_movielens(store, "ml", _two_user_sample(root / "ml"))
+    user_model = UserModel(store, "tiny", cache_dir=root / "cache")
+    user_model.embed_catalog("ml")
+    user_model.add_documents("ml", "2", [{"key": "review", "text": "Boxing films move me: Warrior is a raw fight story"}])
+    photos = [(PERSONA_SAMPLE / "subject" / f"dog-0{i}.jpg").read_bytes() for i in range(2)]
+    user_model.add_subject("ml", "2", "rex", name="Rex", class_noun="dog", images=photos)
+    yield user_model
+    store.close()
+
+
+def test_every_catalog_item_is_embedded_once(model: UserModel) -> None:
+    vectors = model.store.vectors("ml", "text", "item")
+    assert len(vectors) == len(model.store.item_texts("ml"))
+    assert model.embed_catalog("ml") == 0
+    assert all(v.shape == (384,) and abs(float(np.linalg.norm(v)) - 1) < 1e-4 for v in vectors.values())
+
+
+def test_context_for_an_image_request(model: UserModel) -> None:
+    context = model.context("ml", "2", "image", "a photo of my dog at the gym")
+    prefs = context.preferences[0]
+    assert prefs.space == "text" and prefs.events == 29 and len(prefs.positive_keywords) == 8
+    assert {k.text for k in prefs.positive_keywords} & {"Drama", "Action", "Thriller", "Crime", "Documentary"}
+    assert context.conditioning.subjects[0].key == "rex" and len(context.conditioning.subjects[0].image_shas) == 2
+    assert {"user:2", "subject:rex"} <= set(context.provenance)
+    plan = model.plan(context)
+    assert plan.method == "ip_adapter" and plan.subject == "rex"
+    assert plan.prompt.startswith("a photo of my dog at the gym, ")
+
+
+def test_evidence_is_relevant_and_the_users_own(model: UserModel) -> None:
+    context = model.context("ml", "2", "text", "a story about boxing and fighting")
+    keys = [e.key for e in context.evidence]
+    assert "review" in keys[:2]  # the user's own words about boxing
+    assert "89774" in keys  # Warrior (2011), rated by user 2
+    mine = {e.item for e in model.store.events("ml", "2")} | {d.key for d in model.store.documents("ml", "2")}
+    assert set(keys) <= mine
+    assert all(f"{e.kind}:{e.key}" in context.provenance for e in context.evidence)
+
+
+def test_context_is_plain_json(model: UserModel) -> None:
+    context = model.context("ml", "3", "audio", "music for a rainy evening")
+    again = type(context).model_validate_json(context.model_dump_json())
+    assert again == context
+    assert json.loads(context.model_dump_json())["preferences"][0]["long_term"]
+
+
+def test_unknown_user_is_named(model: UserModel) -> None:
+    with pytest.raises(NotFoundError, match="unknown user 'nobody'"):
+        model.context("ml", "nobody", "text", "hello")

@@ -1,0 +1,174 @@
+"""Build a `UserContext` from the memory store: the recipe of one request's user modeling.
+
+`ContextBuilder.build` reads, in order: the profile; the behavior log, turned into preference
+vectors and keywords per space; evidence retrieved for the instruction from the user's
+documents and items; conditioning assets (subjects and their adapters, faces, voice). Every
+memory item it uses is listed in `provenance`, so an output can record what it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unipgen.core.preference import PreferenceConfig, build, drift, preference_vectors
+from unipgen.core.retrieval import Candidate, hybrid_search
+from unipgen.core.vocabulary import Vocabulary, build_vocabulary, catalog_words
+from unipgen.memory import MemoryStore
+from unipgen.memory.models import utcnow
+from unipgen.schema.context import (
+    AdapterRef,
+    Conditioning,
+    Keyword,
+    Modality,
+    Preferences,
+    SubjectAsset,
+    UserContext,
+)
+from unipgen.schema.memory import EventIn
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """Knobs of context building; the defaults suit a chat- or prompt-sized context."""
+
+    evidence_k: int = 5
+    keywords_k: int = 8
+    negative_keywords_k: int = 5
+    top_items_k: int = 5
+    recency_half_life_days: float | None = None
+    include_vectors: bool = True
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
+
+
+class ContextBuilder:
+    """Turns what the store holds about a user into a `UserContext` (no LLM call involved)."""
+
+    def __init__(self, store: MemoryStore, encoders: Any, config: ContextConfig | None = None,
+                 cache_dir: Path | None = None) -> None:
+        self.store = store
+        self.encoders = encoders
+        self.config = config or ContextConfig()
+        self.cache_dir = cache_dir
+        self._vocabularies: dict[str, Vocabulary] = {}
+
+    def build(self, tenant: str, user: str, modality: Modality, instruction: str) -> UserContext:
+        profile = self.store.profile(tenant, user)
+        events = self.store.events(tenant, user)
+        provenance = [f"user:{user}"] if events else []
+        preferences = [p for p in [self.text_preferences(tenant, events)] if p is not None]
+        evidence = self.evidence(tenant, user, instruction, events)
+        provenance += [f"{e.kind}:{e.key}" for e in evidence]
+        conditioning, used = self.conditioning(tenant, user)
+        provenance += used
+        return UserContext(tenant=tenant, user=user, modality=modality, instruction=instruction, profile=profile,
+                           evidence=evidence, preferences=preferences, conditioning=conditioning,
+                           provenance=list(dict.fromkeys(provenance)), built_at=utcnow())
+
+    # -- preferences ------------------------------------------------------------------------
+
+    def text_preferences(self, tenant: str, events: list[EventIn], space: str = "text") -> Preferences | None:
+        """Preference vectors and keywords in the text space, from events on embedded items."""
+        vectors = self.store.vectors(tenant, space, "item", {e.item for e in events})
+        usable = [(e.item, e.type, e.value, e.ts) for e in events if e.item in vectors]
+        if not usable:
+            return None
+        state = build(usable, vectors, self.config.preference)
+        units = preference_vectors(state)
+        taste = units.long + self.config.preference.short_term_weight * units.short
+        taste = taste / (np.linalg.norm(taste) or 1.0)
+        vocabulary = self.vocabulary(tenant)
+        positive = vocabulary.nearest(taste, self.config.keywords_k)
+        negative = vocabulary.nearest(units.negative, self.config.negative_keywords_k, exclude=[w for w, _ in positive])
+        keep = self.config.include_vectors
+        return Preferences(
+            space=space, events=len(usable), drift=drift(state),
+            long_term=units.long.tolist() if keep else None, short_term=units.short.tolist() if keep else None,
+            negative=units.negative.tolist() if keep and units.negative_weight else None,
+            positive_keywords=[Keyword(text=w, score=s, source="vocabulary") for w, s in positive],
+            negative_keywords=[Keyword(text=w, score=s, source="vocabulary") for w, s in negative],
+            top_items=self.nearest_items(tenant, space, taste, {e.item for e in events}),
+        )
+
+    def nearest_items(self, tenant: str, space: str, taste: np.ndarray, seen: set[str]) -> list[Keyword]:
+        """Catalog items nearest the user's taste that they have not interacted with yet."""
+        k = self.config.top_items_k + min(len(seen), 500)
+        hits = self.store.search(tenant, space, taste.astype(np.float32), k=k)
+        fresh = [h for h in hits if h.key not in seen][: self.config.top_items_k]
+        texts = self.store.item_texts(tenant, [h.key for h in fresh])
+        return [Keyword(text=texts[h.key], score=h.score, source="item") for h in fresh]
+
+    def vocabulary(self, tenant: str) -> Vocabulary:
+        if tenant not in self._vocabularies:
+            words = catalog_words(self.store.item_texts(tenant).values(), self.store.item_meta(tenant))
+            encoder = self.encoders.text
+            self._vocabularies[tenant] = build_vocabulary(words, encoder.encode, encoder.ref, self.cache_dir)
+        return self._vocabularies[tenant]
+
+    # -- evidence ---------------------------------------------------------------------------
+
+    def evidence(self, tenant: str, user: str, instruction: str, events: list[EventIn]) -> list:
+        """Hybrid retrieval over the user's documents and positively-rated items."""
+        candidates = self.candidates(tenant, user, events)
+        if not candidates:
+            return []
+        query = self.encoders.text.encode([instruction])[0]
+        return hybrid_search(instruction, query, candidates, self.config.evidence_k,
+                             recency_half_life_days=self.config.recency_half_life_days, now=utcnow())
+
+    def candidates(self, tenant: str, user: str, events: list[EventIn]) -> list[Candidate]:
+        documents = self.store.documents(tenant, user)
+        doc_vectors = self.store.vectors(tenant, "text", "document", user=user)
+        found = [Candidate("document", d.key, d.text, doc_vectors.get(d.key), d.ts) for d in documents]
+        liked = _last_positive(events, self.config.preference)
+        texts = self.store.item_texts(tenant, list(liked))
+        item_vectors = self.store.vectors(tenant, "text", "item", list(liked))
+        found += [Candidate("item", key, texts[key], item_vectors.get(key), ts) for key, ts in liked.items()]
+        return found
+
+    # -- conditioning -----------------------------------------------------------------------
+
+    def conditioning(self, tenant: str, user: str) -> tuple[Conditioning, list[str]]:
+        """Subjects with their adapters, user-level adapters, face and voice embeddings; and
+        the 'kind:key' of each memory item used."""
+        adapters = self.store.artifacts(tenant, user, kind="adapter")
+        subjects = [
+            SubjectAsset(key=s.key, name=s.name, class_noun=s.class_noun, image_shas=s.image_shas,
+                         adapters=[_adapter(a) for a in adapters if ("subject", s.key) in a.derived_from])
+            for s in self.store.subjects(tenant, user)
+        ]
+        user_adapters = [_adapter(a) for a in adapters if not any(k == "subject" for k, _ in a.derived_from)]
+        spaces = self.store.spaces(tenant)
+        faces = self.store.vectors(tenant, "face", "face", user=user) if "face" in spaces else {}
+        voices = self.store.vectors(tenant, "voice", "voice", user=user) if "voice" in spaces else {}
+        conditioning = Conditioning(subjects=subjects, adapters=user_adapters,
+                                    face_embeddings=[v.tolist() for _, v in sorted(faces.items())],
+                                    voice_embedding=_mean_unit(list(voices.values())))
+        used = [f"subject:{s.key}" for s in subjects] + [f"artifact:{a.key}" for a in adapters]
+        used += [f"face:{key}" for key in sorted(faces)] + [f"voice:{key}" for key in sorted(voices)]
+        return conditioning, used
+
+
+def _adapter(record: Any) -> AdapterRef:
+    return AdapterRef(key=record.key, method=(record.meta or {}).get("method", "lora"), blob_sha=record.blob_sha,
+                      meta=record.meta)
+
+
+def _last_positive(events: list[EventIn], config: PreferenceConfig) -> dict[str, datetime]:
+    """Items with a positive event, with the time of their latest one (newest first)."""
+    latest: dict[str, datetime] = {}
+    for event in events:
+        if config.event_weight(event.type, event.value) > 0:
+            latest[event.item] = max(event.ts, latest.get(event.item, event.ts))
+    return dict(sorted(latest.items(), key=lambda pair: pair[1], reverse=True))
+
+
+def _mean_unit(vectors: list[np.ndarray]) -> list[float] | None:
+    if not vectors:
+        return None
+    mean = np.mean(np.stack(vectors), axis=0)
+    return (mean / (np.linalg.norm(mean) or 1.0)).tolist()

@@ -1,0 +1,55 @@
+"""Encoders: one registry from a type name to the class that implements it, resolved lazily.
+
+A profile (`unipgen.schema.profiles`) says which type and model fill each role (text, image,
+face, voice); `load_encoder` builds it. Plugins add types with `register_encoder`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from unipgen.core.encoders.base import Encoder, MissingDependencyError, NoFaceFoundError, l2_normalize
+from unipgen.errors import NotFoundError
+from unipgen.schema.profiles import ComponentSpec
+
+#: type name → "module:Class". Modules are imported on first use only.
+ENCODERS: dict[str, str] = {
+    "sentence-transformers": "unipgen.core.encoders.text:SentenceTransformerEncoder",
+    "clip": "unipgen.core.encoders.image:ClipEncoder",
+    "dlib-face": "unipgen.core.encoders.face:DlibFaceEncoder",
+    "resemblyzer": "unipgen.core.encoders.voice:ResemblyzerVoiceEncoder",
+}
+
+
+def register_encoder(type_name: str, target: str) -> None:
+    """Make `type_name` usable in profiles; `target` is "package.module:Class"."""
+    ENCODERS[type_name] = target
+
+
+def encoder_class(type_name: str) -> type:
+    if type_name not in ENCODERS:
+        raise NotFoundError(f"unknown encoder type {type_name!r}; known: {sorted(ENCODERS)}")
+    module, _, name = ENCODERS[type_name].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_encoder(spec: ComponentSpec) -> Any:
+    """Build the encoder a profile entry describes (models load on first use)."""
+    cls = encoder_class(spec.type)
+    kwargs = dict(spec.options)
+    if spec.ref is not None:
+        kwargs["ref"] = spec.ref
+    return cls(**kwargs)
+
+
+__all__ = [
+    "ENCODERS",
+    "Encoder",
+    "MissingDependencyError",
+    "NoFaceFoundError",
+    "encoder_class",
+    "l2_normalize",
+    "load_encoder",
+    "register_encoder",
+]

@@ -1,0 +1,86 @@
+"""CLIP through transformers: images and texts into one space (image preference, CLIP scores).
+
+`ref` is a Hub id (`openai/clip-vit-base-patch32` in the cpu profile), a local folder, or
+``tiny-random`` for the tiny model built offline (`unipgen.core.encoders.tiny`).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unipgen.core.encoders.base import l2_normalize, require
+from unipgen.core.encoders.tiny import TINY_CLIP, tiny_clip_dir
+from unipgen.errors import InvalidInputError, UnsupportedMediaError
+
+
+class ClipEncoder:
+    """Images (bytes or PIL) → L2-normalised CLIP image vectors; `encode_text` for the text side."""
+
+    space = "image"
+    metric = "ip"
+
+    def __init__(self, ref: str = TINY_CLIP, device: str = "cpu") -> None:
+        self.ref = ref
+        self.device = device
+        self._parts: tuple[Any, Any, Any] | None = None
+
+    def _load(self) -> tuple[Any, Any, Any]:
+        if self._parts is None:
+            transformers = require("transformers", "ml")
+            path: str | Path = tiny_clip_dir() if self.ref == TINY_CLIP else self.ref
+            model = transformers.CLIPModel.from_pretrained(path).to(self.device).eval()
+            # The PIL processor (transformers 5) needs no torchvision; 4.x has only the one class.
+            processor = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)
+            self._parts = (model, transformers.AutoTokenizer.from_pretrained(path),
+                           processor.from_pretrained(path))
+        return self._parts
+
+    @property
+    def dim(self) -> int:
+        return int(self._load()[0].config.projection_dim)
+
+    def encode(self, inputs: Sequence[Any]) -> np.ndarray:
+        import torch
+
+        model, _, processor = self._load()
+        images = [_to_image(item, number) for number, item in enumerate(inputs)]
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
+        with torch.inference_mode():
+            return l2_normalize(_pooled(model.get_image_features(pixel_values=pixels)).cpu().numpy())
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts into the image space (for CLIP-T scores and text-to-image preference)."""
+        import torch
+
+        model, tokenizer, _ = self._load()
+        if any(not isinstance(t, str) or not t.strip() for t in texts):
+            raise InvalidInputError("every text must be a non-empty string")
+        tokens = tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            features = model.get_text_features(input_ids=tokens["input_ids"],
+                                               attention_mask=tokens["attention_mask"])
+        return l2_normalize(_pooled(features).cpu().numpy())
+
+
+def _pooled(output: Any) -> Any:
+    # transformers 5 returns a model output whose pooler_output is the projection; 4.x the tensor.
+    return getattr(output, "pooler_output", output)
+
+
+def _to_image(item: Any, number: int) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(item, Image.Image):
+        return item.convert("RGB")
+    try:
+        with Image.open(io.BytesIO(item)) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, TypeError) as exc:
+        raise UnsupportedMediaError(f"image #{number} is not a readable image: {exc}") from None

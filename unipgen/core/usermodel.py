@@ -1,0 +1,103 @@
+"""`UserModel`: the store plus encoders. Writes embed on the way in; reads build contexts.
+
+Each write encodes first and then stores rows and vectors in one transaction, so a file the
+encoder refuses (no face in the photo, audio too short) leaves nothing behind. Encoders come
+from a model profile (`tiny`, `cpu`, `gpu`) and load on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unipgen.core.context import ContextBuilder, ContextConfig
+from unipgen.core.encoders import load_encoder
+from unipgen.core.router import route
+from unipgen.errors import NotFoundError
+from unipgen.memory import MemoryStore
+from unipgen.schema.context import Modality, PersonalizationPlan, UserContext
+from unipgen.schema.memory import DocumentIn, ItemIn
+from unipgen.schema.profiles import ModelProfile, load_profile
+
+
+class Encoders:
+    """The encoders of one profile by role (`text`, `image`, `face`, `voice`), built on first use."""
+
+    def __init__(self, profile: ModelProfile) -> None:
+        self.profile = profile
+        self._loaded: dict[str, Any] = {}
+
+    def __getattr__(self, role: str) -> Any:
+        if role.startswith("_"):
+            raise AttributeError(role)
+        if role not in self._loaded:
+            if role not in self.profile.encoders:
+                raise NotFoundError(f"profile {self.profile.name!r} has no {role!r} encoder")
+            self._loaded[role] = load_encoder(self.profile.encoders[role])
+        return self._loaded[role]
+
+
+class UserModel:
+    """Personal memory in, `UserContext` and `PersonalizationPlan` out."""
+
+    def __init__(self, store: MemoryStore, profile: str | ModelProfile = "tiny", *,
+                 config: ContextConfig | None = None, cache_dir: Path | None = None) -> None:
+        self.store = store
+        self.profile = load_profile(profile) if isinstance(profile, str) else profile
+        self.encoders = Encoders(self.profile)
+        self.builder = ContextBuilder(store, self.encoders, config, cache_dir)
+
+    # -- writes that embed ----------------------------------------------------------------------
+
+    def add_items(self, tenant: str, items: Sequence[ItemIn | dict[str, Any]], *, exist_ok: bool = False) -> int:
+        """Catalog items with their text vectors (space ``text``)."""
+        parsed = [i if isinstance(i, ItemIn) else ItemIn.model_validate(i) for i in items]
+        vectors = self.encoders.text.encode([i.text for i in parsed])
+        return self.store.add_items(tenant, parsed, exist_ok=exist_ok, vectors=("text", vectors))
+
+    def embed_catalog(self, tenant: str, batch_size: int = 512) -> int:
+        """Text vectors for catalog items that have none yet (after a bulk load); returns how many."""
+        texts = self.store.item_texts(tenant)
+        done = set(self.store.vectors(tenant, "text", "item")) if "text" in self.store.spaces(tenant) else set()
+        todo = [key for key in texts if key not in done]
+        for start in range(0, len(todo), batch_size):
+            keys = todo[start : start + batch_size]
+            vectors = self.encoders.text.encode([texts[k] for k in keys])
+            self.store.add_embeddings(tenant, "text", "item", list(zip(keys, vectors)))
+        return len(todo)
+
+    def add_documents(self, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]]) -> int:
+        parsed = [d if isinstance(d, DocumentIn) else DocumentIn.model_validate(d) for d in documents]
+        vectors = self.encoders.text.encode([d.text for d in parsed])
+        return self.store.add_documents(tenant, user, parsed, vectors=("text", vectors))
+
+    def add_face(self, tenant: str, user: str, key: str, image: bytes, *, consent: bool) -> None:
+        encoder = self.encoders.face
+        embedding = encoder.encode([image])[0]
+        self.store.add_face(tenant, user, key, image, consent=consent, embedding=embedding,
+                            space=encoder.space, metric=encoder.metric)
+
+    def add_voice(self, tenant: str, user: str, key: str, audio: bytes, *, consent: bool) -> None:
+        encoder = self.encoders.voice
+        embedding = encoder.encode([audio])[0]
+        self.store.add_voice(tenant, user, key, audio, consent=consent, embedding=embedding,
+                             space=encoder.space, metric=encoder.metric)
+
+    def add_subject(self, tenant: str, user: str, key: str, *, name: str, class_noun: str,
+                    images: Sequence[bytes]) -> None:
+        """A subject with the mean image vector of its reference photos (space ``image``)."""
+        vectors = self.encoders.image.encode(list(images))
+        mean = vectors.mean(axis=0)
+        self.store.add_subject(tenant, user, key, name=name, class_noun=class_noun, images=images,
+                               embedding=mean / (np.linalg.norm(mean) or 1.0))
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def context(self, tenant: str, user: str, modality: Modality, instruction: str) -> UserContext:
+        return self.builder.build(tenant, user, modality, instruction)
+
+    def plan(self, context: UserContext, options: dict[str, Any] | None = None) -> PersonalizationPlan:
+        return route(context, options)

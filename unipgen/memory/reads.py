@@ -1,0 +1,103 @@
+"""Read what the store holds about a user, as plain values the user model builds on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import select
+
+from unipgen.memory.content import OWNER_MODELS
+from unipgen.memory.lookups import tenant_id_of, user_id_of
+from unipgen.memory.models import Artifact, Embedding, EmbeddingSpace, Item, Lineage, Subject
+
+if TYPE_CHECKING:
+    from unipgen.memory.store import MemoryStore
+
+
+@dataclass(frozen=True)
+class SubjectRecord:
+    key: str
+    name: str
+    class_noun: str
+    image_shas: list[str]
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    key: str
+    kind: str
+    media_type: str
+    blob_sha: str | None
+    meta: dict[str, Any] | None
+    derived_from: list[tuple[str, str]]  # (kind, key) within the same user or the catalog
+
+
+class ReadsMixin:
+    def item_texts(self: MemoryStore, tenant: str, keys: Sequence[str] | None = None) -> dict[str, str]:
+        """Text of catalog items (all of them when `keys` is None)."""
+        with self.session() as session:
+            query = select(Item.key, Item.text).where(Item.tenant_id == tenant_id_of(session, tenant))
+            if keys is not None:
+                query = query.where(Item.key.in_(list(keys)))
+            return dict(session.execute(query).all())
+
+    def item_meta(self: MemoryStore, tenant: str) -> dict[str, dict[str, Any]]:
+        """Metadata of every catalog item that has some (genres, year...)."""
+        with self.session() as session:
+            rows = session.execute(select(Item.key, Item.meta).where(
+                Item.tenant_id == tenant_id_of(session, tenant), Item.meta.is_not(None)))
+            return {key: meta for key, meta in rows}
+
+    def spaces(self: MemoryStore, tenant: str) -> dict[str, tuple[int, str]]:
+        """The tenant's embedding spaces: name → (dimension, metric)."""
+        with self.session() as session:
+            rows = session.execute(select(EmbeddingSpace.name, EmbeddingSpace.dim, EmbeddingSpace.metric).where(
+                EmbeddingSpace.tenant_id == tenant_id_of(session, tenant)))
+            return {name: (dim, metric) for name, dim, metric in rows}
+
+    def subjects(self: MemoryStore, tenant: str, user: str) -> list[SubjectRecord]:
+        with self.session() as session:
+            user_id = user_id_of(session, tenant, user)
+            rows = session.scalars(select(Subject).where(Subject.user_id == user_id).order_by(Subject.key))
+            return [SubjectRecord(s.key, s.name, s.class_noun, [i.blob_sha for i in s.images]) for s in rows]
+
+    def artifacts(self: MemoryStore, tenant: str, user: str, kind: str | None = None) -> list[ArtifactRecord]:
+        """A user's artifacts (of one `kind` if given) with what each was derived from."""
+        with self.session() as session:
+            user_id = user_id_of(session, tenant, user)
+            query = select(Artifact).where(Artifact.user_id == user_id).order_by(Artifact.key)
+            if kind is not None:
+                query = query.where(Artifact.kind == kind)
+            return [ArtifactRecord(a.key, a.kind, a.media_type, a.blob_sha, a.meta, _sources(session, a.id))
+                    for a in session.scalars(query)]
+
+    def vectors(
+        self: MemoryStore, tenant: str, space: str, kind: str, keys: Sequence[str] | None = None, *,
+        user: str | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Stored vectors of `kind` items in `space` by key: a user's (with `user`), else the catalog's."""
+        model, per_user = OWNER_MODELS[kind]
+        with self.session() as session:
+            tenant_id = tenant_id_of(session, tenant)
+            query = (select(model.key, Embedding.vector)
+                     .join(Embedding, (Embedding.owner_kind == kind) & (Embedding.owner_id == model.id))
+                     .where(Embedding.tenant_id == tenant_id, Embedding.space == space))
+            if user is not None and per_user:
+                query = query.where(Embedding.user_id == user_id_of(session, tenant, user))
+            if keys is not None:
+                query = query.where(model.key.in_(list(keys)))
+            return {key: np.frombuffer(blob, dtype=np.float32) for key, blob in session.execute(query)}
+
+
+def _sources(session: Any, artifact_id: int) -> list[tuple[str, str]]:
+    edges = session.execute(select(Lineage.source_kind, Lineage.source_id).where(
+        Lineage.derived_kind == "artifact", Lineage.derived_id == artifact_id)).all()
+    named = []
+    for kind, source_id in edges:
+        if kind in OWNER_MODELS:
+            key = session.scalar(select(OWNER_MODELS[kind][0].key).where(OWNER_MODELS[kind][0].id == source_id))
+            named.append((kind, key))
+    return sorted(named)
