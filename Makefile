@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -U pip 'setuptools<81' wheel
 	$(PIP) install -q 'torch==$(TORCH_VERSION)'
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,ml,identity]'
 	touch $@
 
 setup: $(VENV)/.installed
