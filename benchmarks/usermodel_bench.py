@@ -170,6 +170,7 @@ class Spaces:
     def __init__(self, data: MovieLens, split: Split, content: np.ndarray) -> None:
         self.data, self.split, self.content = data, split, content
         self._factors: dict[tuple[int, float, bool], np.ndarray] = {}
+        self._matrices: dict[SpaceConfig, np.ndarray] = {}
 
     def factors(self, dim: int, power: float, implicit: bool) -> np.ndarray:
         """Behavior factors fit on every user's training ratings (held-out ones never seen)."""
@@ -183,7 +184,13 @@ class Spaces:
         return self._factors[key]
 
     def matrix(self, space: SpaceConfig) -> np.ndarray:
-        """The item matrix (n_items, dim) the preference model ranks in."""
+        """The item matrix (n_items, dim) the preference model ranks in (memoised)."""
+        if space not in self._matrices:
+            self._matrices[space] = self._blend(space)
+        return self._matrices[space]
+
+    def _blend(self, space: SpaceConfig) -> np.ndarray:
+        """Behavior factors, content vectors, or both side by side."""
         if space.content_blend is None:
             return self.content
         factors = self.factors(space.dim, space.power, space.implicit)
@@ -259,17 +266,17 @@ class Evaluator:
 
 #: Coordinate-ascent grid: each knob is tried with the others fixed, twice over.
 CONFIG_GRID: dict[str, list[Any]] = {
-    "rating_neutral": [0.0, 2.0, 2.5, 3.0, 3.5],
-    "long_half_life_days": [30.0, 90.0, 365.0, 1825.0],
-    "short_half_life_days": [0.02, 0.25, 1.0, 7.0],
-    "short_term_weight": [0.0, 0.25, 0.5, 1.0, 2.0],
+    "rating_neutral": [0.0, 2.0, 2.5, 3.0, 3.5, 4.0],
+    "long_half_life_days": [7.0, 30.0, 90.0, 365.0, 1825.0],
+    "short_half_life_days": [0.005, 0.02, 0.1, 0.5, 2.0, 7.0],
+    "short_term_weight": [0.0, 0.5, 1.0, 2.0, 4.0, 8.0],
     "negative_weight": [0.0, 0.1, 0.3, 0.6],
 }
 SPACE_GRID: dict[str, list[Any]] = {
-    "dim": [32, 64, 128],
-    "power": [0.0, 0.5, 1.0],
+    "dim": [32, 64, 128, 256],
+    "power": [0.0, 0.25, 0.5, 1.0],
     "implicit": [True, False],
-    "content_blend": [0.0, 0.25, 0.5, 1.0],
+    "content_blend": [0.0, 0.5, 1.0, 1.5, 2.0, 3.0],
 }
 NO_DECAY_KNOBS = ("rating_neutral", "negative_weight")  # the others only matter with decay
 

@@ -76,3 +76,31 @@ def test_help_does_not_import_heavy_modules() -> None:
     code = "import sys, unipgen.cli; print(sorted(m for m in ('torch','faiss','numpy','sqlalchemy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_context_command_prints_context_and_plan(tmp_path: Path) -> None:
+    pytest.importorskip("sentence_transformers")
+    home = tmp_path / "home"
+    run(home, "ingest", "movielens", str(SAMPLE), "--users", "2")
+    done = run(home, "context", "2", "--modality", "image", "--instruction", "a sunset over the sea", "--json")
+    payload = as_json(done)
+    assert payload["plan"]["method"] == "prompt_only"
+    assert payload["plan"]["prompt"].startswith("a sunset over the sea, ")
+    keywords = payload["context"]["preferences"][0]["positive_keywords"]
+    assert len(keywords) == 8 and payload["context"]["preferences"][0]["long_term"] is None
+    assert "embedded 828 catalog items" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("context", "2", "-m", "smell", "-i", "x"), "unknown modality 'smell'"),
+        (("context", "2", "-m", "text", "-i", "  "), "--instruction is empty"),
+        (("context", "nobody", "-m", "text", "-i", "hi"), "unknown user 'nobody'"),
+        (("context", "2", "-m", "text", "-i", "hi", "--profile", "huge"), "unknown model profile 'huge'"),
+    ],
+)
+def test_context_bad_input(tmp_path: Path, args, message) -> None:  # noqa: ANN001
+    run(tmp_path, "ingest", "movielens", str(SAMPLE), "--users", "2")
+    done = run(tmp_path, *args, "--json", ok=False)
+    assert done.returncode == 2 and message in as_json(done)["error"]["message"]

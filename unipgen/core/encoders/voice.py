@@ -70,7 +70,7 @@ def _import_resemblyzer() -> Any:
         warnings.simplefilter("ignore", category=UserWarning)
         warnings.simplefilter("ignore", category=DeprecationWarning)
         try:
-            return require("resemblyzer", "voice")
+            return require("resemblyzer", "identity")
         except MissingDependencyError as exc:
             if "pkg_resources" in str(exc):
                 raise MissingDependencyError(
