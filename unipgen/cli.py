@@ -152,8 +152,8 @@ def context(
     with _store() as store:
         model = UserModel(store, profile, config=ContextConfig(include_vectors=vectors), cache_dir=_cache_dir())
         store.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
-        if missing := model.embed_catalog(tenant):
-            typer.echo(f"embedded {missing} catalog items", err=True)
+        if missing := model.embed_catalog(tenant) + model.embed_documents(tenant, user):
+            typer.echo(f"embedded {missing} catalog items and documents", err=True)
         built = model.context(tenant, user, modality, instruction)  # type: ignore[arg-type]
         plan = model.plan(built)
     payload = {"context": built.model_dump(mode="json"), "plan": plan.model_dump(mode="json")}

@@ -1,7 +1,9 @@
-"""`unipgen demo`: the store's round trip on the samples that ship in the package.
+"""`unipgen demo`: the store and the user model on the samples that ship in the package.
 
 A MovieLens slice gives users their ratings and tags; the persona sample gives one of them a
-face photo, a voice sample and a personal subject (a dog with two reference photos).
+face photo, a voice sample and a personal subject (a dog with two reference photos). The demo
+then shows that user's context for an image request, exports and re-imports the user, and
+forgets them with a residue scan.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ DATA = Path(__file__).with_name("data")
 MOVIELENS_SAMPLE = DATA / "movielens-sample"
 PERSONA_SAMPLE = DATA / "persona-sample"
 DEMO_USER = "2"  # a MovieLens user who also wrote tags
+DEMO_REQUEST = "a photo of my dog on the beach"
 
 
 def run_demo(home: Path | None, tenant: str = "demo") -> None:
-    """Load the samples into a fresh store, show a user, export, re-import elsewhere, forget."""
+    """Load the samples into a fresh store, build a context, export, re-import elsewhere, forget."""
+    from unipgen.core.usermodel import UserModel
     from unipgen.memory import MemoryStore
     from unipgen.memory.loaders import load_movielens
     from unipgen.settings import Settings
@@ -30,29 +34,47 @@ def run_demo(home: Path | None, tenant: str = "demo") -> None:
         report = load_movielens(store, tenant, MOVIELENS_SAMPLE)
         say(f"1. loaded the MovieLens sample into {root / 'store'}: {report.items_added} movies, "
             f"{report.users_added} users, {report.events_added} ratings, {report.documents_added} tags")
-        attach_persona(store, tenant, DEMO_USER)
-        say(f"2. gave user {DEMO_USER} a face photo, a voice sample and a subject (a dog, 2 photos), with consent")
+        model = UserModel(store, "tiny", cache_dir=root / "cache")
+        say(f"   embedded {model.embed_missing(tenant)} movie and tag texts with all-MiniLM-L6-v2")
+        attach_persona(model, tenant, DEMO_USER)
+        say(f"2. gave user {DEMO_USER} a face photo, a voice sample and a subject (a dog, 2 photos), with consent;"
+            " embedded with dlib, Resemblyzer and a tiny CLIP")
         show_user(store, tenant, DEMO_USER, say)
+        show_context(model, tenant, DEMO_USER, say)
         archive = root / f"user-{DEMO_USER}.zip"
         counts = store.export_user(tenant, DEMO_USER, archive)
-        say(f"4. exported user {DEMO_USER} to {archive}: {counts['events']} events, "
-            f"{counts['documents']} documents, {counts['blobs']} files")
+        say(f"5. exported user {DEMO_USER} to {archive}: {counts['events']} events, "
+            f"{counts['documents']} documents, {counts['embeddings']} vectors, {counts['blobs']} files")
         same = reimport_is_identical(archive, root, tenant)
-        say(f"5. imported it into an empty store and exported again: {'identical' if same else 'DIFFERENT'} bytes")
+        say(f"6. imported it into an empty store and exported again: {'identical' if same else 'DIFFERENT'} bytes")
         forget = store.forget_user(tenant, DEMO_USER)
-        say(f"6. forgot user {DEMO_USER}: deleted {forget.deleted}")
+        say(f"7. forgot user {DEMO_USER}: deleted {forget.deleted}")
         say(f"   residue after a scan of database, indexes and blobs: {forget.residue or 'none'}")
         say(f"   users left: {len(store.list_users(tenant))}, blob files left: {len(list(store.blobs.list()))}")
     if not same or forget.residue:
         raise typer.Exit(1)
 
 
-def attach_persona(store, tenant: str, user: str) -> None:  # noqa: ANN001
-    store.add_face(tenant, user, "portrait", (PERSONA_SAMPLE / "faces" / "s1-1.pgm").read_bytes(), consent=True)
+def attach_persona(model, tenant: str, user: str) -> None:  # noqa: ANN001
+    model.add_face(tenant, user, "portrait", (PERSONA_SAMPLE / "faces" / "s1-1.pgm").read_bytes(), consent=True)
     voice = PERSONA_SAMPLE / "voice" / "1688-142285-0002.flac"
-    store.add_voice(tenant, user, "greeting", voice.read_bytes(), consent=True)
+    model.add_voice(tenant, user, "greeting", voice.read_bytes(), consent=True)
     photos = [(PERSONA_SAMPLE / "subject" / f"dog-0{i}.jpg").read_bytes() for i in range(2)]
-    store.add_subject(tenant, user, "dog", name="Rex", class_noun="dog", images=photos)
+    model.add_subject(tenant, user, "dog", name="Rex", class_noun="dog", images=photos)
+
+
+def show_context(model, tenant: str, user: str, say) -> None:  # noqa: ANN001
+    context = model.context(tenant, user, "image", DEMO_REQUEST)
+    plan = model.plan(context)
+    prefs = context.preferences[0]
+    say(f"4. context of user {user} for the image request {DEMO_REQUEST!r}:")
+    say(f"     likes: {', '.join(k.text for k in prefs.positive_keywords)}")
+    say(f"     dislikes: {', '.join(k.text for k in prefs.negative_keywords)}")
+    say(f"     might enjoy next: {'; '.join(k.text for k in prefs.top_items[:3])}")
+    say("     evidence: " + "; ".join(f"{e.text} ({e.kind})" for e in context.evidence[:3]))
+    say(f"     plan: {plan.method}, because {'; '.join(plan.reasons)}")
+    say(f"     prompt: {plan.prompt}")
+    say(f"     negative prompt: {plan.negative_prompt}")
 
 
 def show_user(store, tenant: str, user: str, say) -> None:  # noqa: ANN001

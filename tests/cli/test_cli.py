@@ -88,7 +88,7 @@ def test_context_command_prints_context_and_plan(tmp_path: Path) -> None:
     assert payload["plan"]["prompt"].startswith("a sunset over the sea, ")
     keywords = payload["context"]["preferences"][0]["positive_keywords"]
     assert len(keywords) == 8 and payload["context"]["preferences"][0]["long_term"] is None
-    assert "embedded 828 catalog items" in done.stderr
+    assert "embedded 837 catalog items and documents" in done.stderr  # 828 movies, 9 tags of user 2
 
 
 @pytest.mark.parametrize(

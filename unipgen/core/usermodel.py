@@ -69,6 +69,21 @@ class UserModel:
             self.store.add_embeddings(tenant, "text", "item", list(zip(keys, vectors)))
         return len(todo)
 
+    def embed_documents(self, tenant: str, user: str) -> int:
+        """Text vectors for a user's documents that have none yet (after a bulk load)."""
+        done = set(self.store.vectors(tenant, "text", "document", user=user)) if "text" in self.store.spaces(
+            tenant) else set()
+        todo = [d for d in self.store.documents(tenant, user) if d.key not in done]
+        if todo:
+            vectors = self.encoders.text.encode([d.text for d in todo])
+            self.store.add_embeddings(tenant, "text", "document", list(zip([d.key for d in todo], vectors)),
+                                      user=user)
+        return len(todo)
+
+    def embed_missing(self, tenant: str) -> int:
+        """Embed every catalog item and every user's document that lacks a text vector."""
+        return self.embed_catalog(tenant) + sum(self.embed_documents(tenant, u) for u in self.store.list_users(tenant))
+
     def add_documents(self, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]]) -> int:
         parsed = [d if isinstance(d, DocumentIn) else DocumentIn.model_validate(d) for d in documents]
         vectors = self.encoders.text.encode([d.text for d in parsed])
