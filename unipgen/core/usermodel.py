@@ -18,6 +18,7 @@ from unipgen.core.encoders import load_encoder
 from unipgen.core.router import route
 from unipgen.errors import NotFoundError
 from unipgen.memory import MemoryStore
+from unipgen.memory.parsing import parse_rows
 from unipgen.schema.context import Modality, PersonalizationPlan, UserContext
 from unipgen.schema.memory import DocumentIn, ItemIn
 from unipgen.schema.profiles import ModelProfile, load_profile
@@ -54,7 +55,7 @@ class UserModel:
 
     def add_items(self, tenant: str, items: Sequence[ItemIn | dict[str, Any]], *, exist_ok: bool = False) -> int:
         """Catalog items with their text vectors (space ``text``)."""
-        parsed = [i if isinstance(i, ItemIn) else ItemIn.model_validate(i) for i in items]
+        parsed = parse_rows(items, ItemIn, "item")
         vectors = self.encoders.text.encode([i.text for i in parsed])
         return self.store.add_items(tenant, parsed, exist_ok=exist_ok, vectors=("text", vectors))
 
@@ -85,7 +86,7 @@ class UserModel:
         return self.embed_catalog(tenant) + sum(self.embed_documents(tenant, u) for u in self.store.list_users(tenant))
 
     def add_documents(self, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]]) -> int:
-        parsed = [d if isinstance(d, DocumentIn) else DocumentIn.model_validate(d) for d in documents]
+        parsed = parse_rows(documents, DocumentIn, "document")
         vectors = self.encoders.text.encode([d.text for d in parsed])
         return self.store.add_documents(tenant, user, parsed, vectors=("text", vectors))
 

@@ -282,6 +282,9 @@ class ContentMixin:
     ) -> list[Hit]:
         """Top-k memory items nearest `query`: among `user`'s items only, or in the catalog.
 
+        Scores follow the space's metric: inner product (cosine for unit vectors, higher is
+        nearer) in an ``ip`` space, squared Euclidean distance (lower is nearer) in an ``l2`` one.
+
         A hot path: a few Core queries on one connection, no ORM objects.
         """
         with self.engine.connect() as conn:
