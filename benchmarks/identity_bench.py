@@ -31,13 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from unipgen.bench import shared_data_dir
 from unipgen.errors import InvalidInputError
 
 IMAGE_SUFFIXES = {".pgm", ".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 AUDIO_SUFFIXES = {".flac", ".wav", ".ogg"}
 #: The pixel baseline's image size: ORL's 92x112 shrunk 4x (a classic eigenfaces resolution).
 PIXEL_SIZE = (23, 28)
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def bench_faces(data_dir: Path) -> dict[str, Any]:
@@ -115,7 +115,7 @@ def bench_voice(data_dir: Path) -> dict[str, Any]:
 
 def run(faces_dir: str | Path | None = None, voice_dir: str | Path | None = None) -> dict[str, Any]:
     """Both benchmarks, on the shared data sets unless other folders are given."""
-    root = Path(os.environ.get("UNIPGEN_SHARED_DATA", DEFAULT_DATA))
+    root = shared_data_dir()
     faces = Path(faces_dir) if faces_dir else root / "orl-faces"
     voice = Path(voice_dir) if voice_dir else root / "librispeech-test-other-mini"
     return {"faces_dir": str(faces), **bench_faces(faces),

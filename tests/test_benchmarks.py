@@ -47,3 +47,31 @@ def test_unknown_benchmark_is_named() -> None:
 
     with pytest.raises(NotFoundError, match="benchmark 'nope' not found"):
         run_benchmark("nope")
+
+
+def test_usermodel_ranking_harness_on_the_sample() -> None:
+    """The leave-last-out harness end to end on the shipped 8-user sample. Item texts are
+    embedded by a cheap deterministic stand-in: the harness, not the encoder, is under test."""
+    import hashlib
+    import sys
+
+    import numpy as np
+
+    from tests.conftest import SAMPLE
+    from unipgen.bench import BENCHMARKS_DIR
+
+    def hashed(texts: list[str]) -> np.ndarray:
+        rows = [np.frombuffer(hashlib.sha256(t.encode()).digest(), dtype=np.uint8)[:16] for t in texts]
+        matrix = np.stack(rows).astype(np.float32) - 127.5
+        return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+    sys.path.insert(0, str(BENCHMARKS_DIR))
+    try:
+        import usermodel_bench
+    finally:
+        sys.path.remove(str(BENCHMARKS_DIR))
+    result = usermodel_bench.bench_ranking(SAMPLE, quick=True, text_encoder=hashed)
+    assert result["users_evaluated"] >= 1
+    for key in ("ndcg_at_10", "hr_at_10", "popularity_ndcg_at_10", "no_decay_ndcg_at_10", "update_events_per_s"):
+        assert key in result
+    assert 0.0 <= result["ndcg_at_10"] <= result["hr_at_10"] <= 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,12 @@ from typing import Any
 from unipgen.errors import NotFoundError
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def shared_data_dir() -> Path:
+    """The full data sets: `UNIPGEN_SHARED_DATA`, else ../shared/data beside the checkout."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(os.environ.get("UNIPGEN_SHARED_DATA", default))
 
 
 def run_benchmark(name: str, **options: Any) -> dict[str, Any]:
@@ -22,5 +29,6 @@ def run_benchmark(name: str, **options: Any) -> dict[str, Any]:
     spec = importlib.util.spec_from_file_location(f"unipgen_benchmarks.{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module.run(**options)

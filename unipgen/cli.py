@@ -131,6 +131,21 @@ def bench_memory(
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
+@bench_app.command("usermodel")
+def bench_usermodel(
+    quick: Annotated[bool, typer.Option(help="Fewer users and tuning rounds (about a minute).")] = False,
+    data: Annotated[Path | None, typer.Option(help="MovieLens-layout folder (ratings.csv, movies.csv).")] = None,
+    voice_data: Annotated[Path | None, typer.Option(help="One sub-folder of audio per speaker.")] = None,
+    face_data: Annotated[Path | None, typer.Option(help="One sub-folder of photos per person.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Preference-model ranking vs popularity (leave-last-out), speaker and face checks."""
+    from unipgen.bench import run_benchmark
+
+    results = run_benchmark("usermodel_bench", quick=quick, data_dir=data, voice_dir=voice_data, face_dir=face_data)
+    _emit(results, as_json, json.dumps(results, indent=2))
+
+
 @app.command()
 def context(
     user: str,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,9 @@ def basis(dim: int, i: int) -> np.ndarray:
     return v
 
 
-def apply_all(events: list[tuple], vectors: np.ndarray, config: PreferenceConfig) -> PreferenceState:
+def apply_all(
+    events: list[tuple], vectors: np.ndarray, config: PreferenceConfig
+) -> PreferenceState:
     """`update` event by event, as the incremental path does."""
     state = PreferenceState.empty(vectors.shape[1], config)
     for item, event_type, value, ts in events:
@@ -82,15 +85,19 @@ def test_incremental_equals_rebuild_bit_for_bit_even_out_of_order() -> None:
     kinds = ["view", "click", "like", "rate", "purchase", "skip", "dislike"]
     pick = random.Random(0)
     events = [
-        (int(rng.integers(40)), pick.choice(kinds), float(rng.integers(1, 11)) / 2,
-         T0 + float(rng.integers(0, 400 * 86_400)))
+        (
+            int(rng.integers(40)),
+            pick.choice(kinds),
+            float(rng.integers(1, 11)) / 2,
+            T0 + float(rng.integers(0, 400 * 86_400)),
+        )
         for _ in range(300)
     ]  # timestamps deliberately unsorted
     config = PreferenceConfig()
     assert_states_equal(apply_all(events, vectors, config), build(events, vectors, config))
 
 
-def test_incremental_equals_rebuild_on_movielens_sample(sample_factors) -> None:  # noqa: ANN001
+def test_incremental_equals_rebuild_on_movielens_sample(sample_factors) -> None:
     ratings, factors = sample_factors
     config = PreferenceConfig(short_half_life_days=1.0)
     for user in {r[0] for r in ratings}:
@@ -113,11 +120,13 @@ def test_arrival_order_does_not_change_the_preference() -> None:
 
 
 def test_build_accepts_a_mapping_and_datetimes() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     vectors = {"a": basis(3, 0), "b": basis(3, 1)}
-    when = datetime(2024, 1, 1, tzinfo=timezone.utc)
-    state = build([("a", "like", None, when), ("b", "view", None, when)], vectors, PreferenceConfig())
+    when = datetime(2024, 1, 1, tzinfo=UTC)
+    state = build(
+        [("a", "like", None, when), ("b", "view", None, when)], vectors, PreferenceConfig()
+    )
     assert state.count == 2 and state.last_ts == when.timestamp()
 
 
@@ -204,7 +213,9 @@ def test_drift_is_zero_for_a_stable_user_and_high_after_a_switch() -> None:
     for day in range(360, 374):  # two weeks of horror after a year of comedy
         update(switched, horror, "like", None, T0 + day * DAY, config)
     assert drift(switched) > 0.5
-    assert float(preference_vectors(switched).long @ comedy) > float(preference_vectors(switched).long @ horror)
+    assert float(preference_vectors(switched).long @ comedy) > float(
+        preference_vectors(switched).long @ horror
+    )
 
 
 # ---------------------------------------------------------------- scoring and MMR
@@ -213,21 +224,29 @@ def test_drift_is_zero_for_a_stable_user_and_high_after_a_switch() -> None:
 def test_score_items_ranks_liked_neighbours_above_disliked_ones() -> None:
     rng = np.random.default_rng(2)
     liked_centre, disliked_centre = rng.standard_normal(16), rng.standard_normal(16)
-    items = np.vstack([
-        liked_centre + 0.3 * rng.standard_normal((10, 16)),
-        disliked_centre + 0.3 * rng.standard_normal((10, 16)),
-    ])
+    items = np.vstack(
+        [
+            liked_centre + 0.3 * rng.standard_normal((10, 16)),
+            disliked_centre + 0.3 * rng.standard_normal((10, 16)),
+        ]
+    )
     items /= np.linalg.norm(items, axis=1, keepdims=True)
     config = PreferenceConfig()
-    events = [(0, "like", None, T0), (1, "rate", 5.0, T0 + 60), (10, "dislike", None, T0 + 120),
-              (11, "rate", 0.5, T0 + 180)]
+    events = [
+        (0, "like", None, T0),
+        (1, "rate", 5.0, T0 + 60),
+        (10, "dislike", None, T0 + 120),
+        (11, "rate", 0.5, T0 + 180),
+    ]
     scores = score_items(build(events, items, config), items, config)
     assert scores[2:10].min() > scores[12:20].max()  # unseen neighbours of liked vs disliked
 
 
 def test_score_items_is_zero_without_events() -> None:
     items = np.eye(3)
-    assert np.array_equal(score_items(PreferenceState.empty(3, PreferenceConfig()), items), np.zeros(3))
+    assert np.array_equal(
+        score_items(PreferenceState.empty(3, PreferenceConfig()), items), np.zeros(3)
+    )
 
 
 def test_mmr_without_diversity_is_top_k_by_relevance() -> None:
@@ -264,7 +283,7 @@ def test_config_round_trips_through_json() -> None:
 # ---------------------------------------------------------------- collaborative factors
 
 
-def test_item_factors_shape_determinism_and_unrated_items(sample_factors) -> None:  # noqa: ANN001
+def test_item_factors_shape_determinism_and_unrated_items(sample_factors) -> None:
     ratings, factors = sample_factors
     users, items = np.array([r[0] for r in ratings]), np.array([r[1] for r in ratings])
     n_items = factors.shape[0]
@@ -286,7 +305,7 @@ def test_item_factors_put_co_chosen_items_together() -> None:
     assert not factors[10:].any()  # items 10 and 11: nobody chose them
 
 
-def test_preference_over_item_factors_recommends_what_similar_users_chose(sample_factors) -> None:  # noqa: ANN001
+def test_preference_over_item_factors_recommends_what_similar_users_chose(sample_factors) -> None:
     ratings, factors = sample_factors
     counts = np.bincount([r[1] for r in ratings], minlength=len(factors))
     config = PreferenceConfig()

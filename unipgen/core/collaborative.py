@@ -29,7 +29,9 @@ def interaction_matrix(
     users = np.asarray(user_idx, dtype=np.int64)
     n_users = int(users.max()) + 1 if len(users) else 1
     data = np.asarray(weights, dtype=np.float64)
-    matrix = csr_matrix((data, (users, np.asarray(item_idx, dtype=np.int64))), shape=(n_users, n_items))
+    matrix = csr_matrix(
+        (data, (users, np.asarray(item_idx, dtype=np.int64))), shape=(n_users, n_items)
+    )
     matrix.sum_duplicates()
     return matrix
 

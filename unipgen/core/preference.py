@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -56,6 +56,11 @@ class PreferenceConfig:
 
     A `PreferenceState` is tied to the half-lives and `decay` it was built with; changing them
     means rebuilding states from the event log (`build`).
+
+    The defaults are product defaults (a year / two weeks), not tuned values. On MovieLens
+    next-item ranking (benchmarks/usermodel_bench.py) tuning picks far shorter ones (~7 days /
+    ~30 minutes, rating_neutral 3.5): MovieLens users rate in sessions and the next rating
+    follows the last few.
     """
 
     view: float = 0.3
@@ -366,7 +371,9 @@ def score_items(
     return matrix @ query.astype(matrix.dtype)
 
 
-def mmr(candidate_vectors: np.ndarray, relevance: np.ndarray, k: int, diversity: float) -> list[int]:
+def mmr(
+    candidate_vectors: np.ndarray, relevance: np.ndarray, k: int, diversity: float
+) -> list[int]:
     """Maximal marginal relevance: pick `k` candidates that are relevant but not alike.
 
     Each step takes the candidate maximising ``(1 − diversity)·rel − diversity·max_sim``, where
