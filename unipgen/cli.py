@@ -153,6 +153,7 @@ def context(
     instruction: Annotated[str, typer.Option("--instruction", "-i", help="What to generate.")] = "",
     profile: Annotated[str, typer.Option(help="Model profile: tiny, cpu, gpu or a .toml path.")] = "tiny",
     vectors: Annotated[bool, typer.Option(help="Include the raw preference vectors.")] = False,
+    diversity: Annotated[float, typer.Option(min=0.0, max=1.0, help="0: most similar items; up to 1: less of the same.")] = 0.0,
     tenant: Tenant = "default", as_json: Json = False,
 ) -> None:
     """Build USER's context for a request and the personalization plan chosen for it."""
@@ -165,7 +166,7 @@ def context(
     if not instruction.strip():
         raise InvalidInputError("--instruction is empty: say what to generate")
     with _store() as store:
-        model = UserModel(store, profile, config=ContextConfig(include_vectors=vectors), cache_dir=_cache_dir())
+        model = UserModel(store, profile, config=ContextConfig(include_vectors=vectors, diversity=diversity), cache_dir=_cache_dir())
         store.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
         if missing := model.embed_catalog(tenant) + model.embed_documents(tenant, user):
             typer.echo(f"embedded {missing} catalog items and documents", err=True)

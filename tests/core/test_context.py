@@ -89,3 +89,16 @@ def test_context_is_plain_json(model: UserModel) -> None:
 def test_unknown_user_is_named(model: UserModel) -> None:
     with pytest.raises(NotFoundError, match="unknown user 'nobody'"):
         model.context("ml", "nobody", "text", "hello")
+
+
+def test_diversity_changes_the_suggested_items(model: UserModel) -> None:
+    from dataclasses import replace
+
+    similar = model.context("ml", "3", "image", "a poster").preferences[0].top_items
+    model.builder.config = replace(model.builder.config, diversity=0.9)
+    try:
+        varied = model.context("ml", "3", "image", "a poster").preferences[0].top_items
+    finally:
+        model.builder.config = replace(model.builder.config, diversity=0.0)
+    assert varied[0] == similar[0]  # MMR keeps the most relevant first
+    assert [k.text for k in varied] != [k.text for k in similar]

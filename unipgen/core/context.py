@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from unipgen.core.preference import PreferenceConfig, build, drift, preference_vectors
+from unipgen.core.preference import PreferenceConfig, build, drift, mmr, preference_vectors
 from unipgen.core.retrieval import Candidate, hybrid_search
 from unipgen.core.vocabulary import Vocabulary, build_vocabulary, catalog_words
 from unipgen.memory import MemoryStore
@@ -41,6 +41,7 @@ class ContextConfig:
     negative_keywords_k: int = 5
     top_items_k: int = 5
     recency_half_life_days: float | None = None
+    diversity: float = 0.0  # 0: nearest items only; up to 1: less of the same (MMR re-ranking)
     include_vectors: bool = True
     preference: PreferenceConfig = field(default_factory=PreferenceConfig)
 
@@ -95,10 +96,17 @@ class ContextBuilder:
         )
 
     def nearest_items(self, tenant: str, space: str, taste: np.ndarray, seen: set[str]) -> list[Keyword]:
-        """Catalog items nearest the user's taste that they have not interacted with yet."""
-        k = self.config.top_items_k + min(len(seen), 500)
-        hits = self.store.search(tenant, space, taste.astype(np.float32), k=k)
-        fresh = [h for h in hits if h.key not in seen][: self.config.top_items_k]
+        """Catalog items near the user's taste that they have not interacted with yet; with
+        `diversity` > 0, re-ranked by maximal marginal relevance among 4x as many candidates."""
+        want = self.config.top_items_k * (4 if self.config.diversity > 0 else 1)
+        hits = self.store.search(tenant, space, taste.astype(np.float32), k=want + min(len(seen), 500))
+        fresh = [h for h in hits if h.key not in seen][:want]
+        if self.config.diversity > 0 and fresh:
+            vectors = self.store.vectors(tenant, space, "item", [h.key for h in fresh])
+            order = mmr(np.stack([vectors[h.key] for h in fresh]), np.array([h.score for h in fresh]),
+                        self.config.top_items_k, self.config.diversity)
+            fresh = [fresh[i] for i in order]
+        fresh = fresh[: self.config.top_items_k]
         texts = self.store.item_texts(tenant, [h.key for h in fresh])
         return [Keyword(text=texts[h.key], score=h.score, source="item") for h in fresh]
 
