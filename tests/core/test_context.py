@@ -102,3 +102,23 @@ def test_diversity_changes_the_suggested_items(model: UserModel) -> None:
         model.builder.config = replace(model.builder.config, diversity=0.0)
     assert varied[0] == similar[0]  # MMR keeps the most relevant first
     assert [k.text for k in varied] != [k.text for k in similar]
+
+
+def test_items_with_images_give_image_space_preferences(tmp_path: Path) -> None:
+    from tests.helpers import png_bytes
+
+    with MemoryStore.open(Settings(home=tmp_path / "home")) as store:
+        store.create_tenant("shop")
+        store.create_user("shop", "ann")
+        model = UserModel(store, "tiny", cache_dir=tmp_path / "cache")
+        colors = ["red", "blue", "green", "yellow"]
+        model.add_items("shop", [{"key": c, "text": f"a {c} scarf", "image": png_bytes(c, (40, 40))} for c in colors]
+                        + [{"key": "plain", "text": "a plain scarf"}])
+        assert set(store.vectors("shop", "image", "item")) == set(colors)
+        assert len(store.vectors("shop", "text", "item")) == 5
+        store.ingest_events("shop", [{"user": "ann", "type": "purchase", "item": "red", "ts": 1},
+                                     {"user": "ann", "type": "like", "item": "plain", "ts": 2}])
+        context = model.context("shop", "ann", "image", "a scarf for winter")
+        by_space = {p.space: p for p in context.preferences}
+        assert by_space["text"].events == 2 and by_space["image"].events == 1  # "plain" has no image
+        assert len(by_space["image"].positive_keywords) == 8  # words from CLIP's text tower

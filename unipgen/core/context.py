@@ -32,6 +32,10 @@ from unipgen.schema.context import (
 from unipgen.schema.memory import EventIn
 
 
+#: Spaces in which item vectors can carry preferences: words for ``text``, looks for ``image``.
+PREFERENCE_SPACES = ("text", "image")
+
+
 @dataclass(frozen=True)
 class ContextConfig:
     """Knobs of context building; the defaults suit a chat- or prompt-sized context."""
@@ -55,13 +59,15 @@ class ContextBuilder:
         self.encoders = encoders
         self.config = config or ContextConfig()
         self.cache_dir = cache_dir
-        self._vocabularies: dict[str, Vocabulary] = {}
+        self._vocabularies: dict[tuple[str, str], Vocabulary] = {}
 
     def build(self, tenant: str, user: str, modality: Modality, instruction: str) -> UserContext:
         profile = self.store.profile(tenant, user)
         events = self.store.events(tenant, user)
         provenance = [f"user:{user}"] if events else []
-        preferences = [p for p in [self.text_preferences(tenant, events)] if p is not None]
+        spaces = self.store.spaces(tenant)
+        preferences = [p for p in (self.preferences(tenant, events, space) for space in PREFERENCE_SPACES
+                                   if space in spaces) if p is not None]
         evidence = self.evidence(tenant, user, instruction, events)
         provenance += [f"{e.kind}:{e.key}" for e in evidence]
         conditioning, used = self.conditioning(tenant, user)
@@ -72,8 +78,8 @@ class ContextBuilder:
 
     # -- preferences ------------------------------------------------------------------------
 
-    def text_preferences(self, tenant: str, events: list[EventIn], space: str = "text") -> Preferences | None:
-        """Preference vectors and keywords in the text space, from events on embedded items."""
+    def preferences(self, tenant: str, events: list[EventIn], space: str) -> Preferences | None:
+        """Preference vectors and keywords in one space, from events on items embedded there."""
         vectors = self.store.vectors(tenant, space, "item", {e.item for e in events})
         usable = [(e.item, e.type, e.value, e.ts) for e in events if e.item in vectors]
         if not usable:
@@ -82,7 +88,7 @@ class ContextBuilder:
         units = preference_vectors(state)
         taste = units.long + self.config.preference.short_term_weight * units.short
         taste = taste / (np.linalg.norm(taste) or 1.0)
-        vocabulary = self.vocabulary(tenant)
+        vocabulary = self.vocabulary(tenant, space)
         positive = vocabulary.nearest(taste, self.config.keywords_k)
         negative = vocabulary.nearest(units.negative, self.config.negative_keywords_k, exclude=[w for w, _ in positive])
         keep = self.config.include_vectors
@@ -110,12 +116,16 @@ class ContextBuilder:
         texts = self.store.item_texts(tenant, [h.key for h in fresh])
         return [Keyword(text=texts[h.key], score=h.score, source="item") for h in fresh]
 
-    def vocabulary(self, tenant: str) -> Vocabulary:
-        if tenant not in self._vocabularies:
+    def vocabulary(self, tenant: str, space: str = "text") -> Vocabulary:
+        """The tenant's keyword vocabulary embedded in `space`: by the text encoder for ``text``,
+        by CLIP's text tower for ``image`` (CLIP puts words and images in one space)."""
+        if (tenant, space) not in self._vocabularies:
             words = catalog_words(self.store.item_texts(tenant).values(), self.store.item_meta(tenant))
-            encoder = self.encoders.text
-            self._vocabularies[tenant] = build_vocabulary(words, encoder.encode, encoder.ref, self.cache_dir)
-        return self._vocabularies[tenant]
+            encoder = self.encoders.text if space == "text" else self.encoders.image
+            encode = encoder.encode if space == "text" else encoder.encode_text
+            vocabulary = build_vocabulary(words, encode, f"{space}:{encoder.ref}", self.cache_dir)
+            self._vocabularies[(tenant, space)] = vocabulary
+        return self._vocabularies[(tenant, space)]
 
     # -- evidence ---------------------------------------------------------------------------
 

@@ -54,10 +54,16 @@ class UserModel:
     # -- writes that embed ----------------------------------------------------------------------
 
     def add_items(self, tenant: str, items: Sequence[ItemIn | dict[str, Any]], *, exist_ok: bool = False) -> int:
-        """Catalog items with their text vectors (space ``text``)."""
+        """Catalog items with their text vectors (space ``text``) and, for items with an image,
+        CLIP image vectors (space ``image``)."""
         parsed = parse_rows(items, ItemIn, "item")
-        vectors = self.encoders.text.encode([i.text for i in parsed])
-        return self.store.add_items(tenant, parsed, exist_ok=exist_ok, vectors=("text", vectors))
+        keys = [i.key for i in parsed]
+        vectors = {"text": dict(zip(keys, self.encoders.text.encode([i.text for i in parsed])))}
+        pictured = [i for i in parsed if i.image is not None]
+        if pictured:
+            images = self.encoders.image.encode([i.image for i in pictured])
+            vectors["image"] = dict(zip([i.key for i in pictured], images))
+        return self.store.add_items(tenant, parsed, exist_ok=exist_ok, vectors=vectors)
 
     def embed_catalog(self, tenant: str, batch_size: int = 512) -> int:
         """Text vectors for catalog items that have none yet (after a bulk load); returns how many."""
@@ -88,7 +94,8 @@ class UserModel:
     def add_documents(self, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]]) -> int:
         parsed = parse_rows(documents, DocumentIn, "document")
         vectors = self.encoders.text.encode([d.text for d in parsed])
-        return self.store.add_documents(tenant, user, parsed, vectors=("text", vectors))
+        return self.store.add_documents(tenant, user, parsed, vectors={"text": dict(zip([d.key for d in parsed],
+                                                                                       vectors))})
 
     def add_face(self, tenant: str, user: str, key: str, image: bytes, *, consent: bool) -> None:
         encoder = self.encoders.face

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +28,13 @@ _CHUNK = 20_000  # rows per executemany: bounded memory, few round trips
 class BehaviorsMixin:
     def add_items(
         self: MemoryStore, tenant: str, items: Iterable[ItemIn | dict[str, Any]], *, exist_ok: bool = False,
-        vectors: tuple[str, np.ndarray] | None = None,
+        vectors: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     ) -> int:
         """Add catalog items in one transaction; returns how many were new.
 
         With `exist_ok`, items whose id is already there are skipped (their content is kept).
-        `vectors` = (space, matrix with one row per given item) stores the new items' embeddings
-        in the same transaction.
+        `vectors` ({space: {item key: vector}}) stores the new items' embeddings in the same
+        transaction.
         """
         parsed = parse_rows(items, ItemIn, "item")
         refuse_duplicates([i.key for i in parsed], "item")
@@ -53,14 +53,17 @@ class BehaviorsMixin:
 
     def _put_item_vectors(
         self: MemoryStore, w: Any, tenant_id: int, parsed: list[ItemIn], existing: set[str],
-        vectors: tuple[str, np.ndarray],
+        vectors: Mapping[str, Mapping[str, np.ndarray]],
     ) -> None:
-        space, matrix = vectors
-        if len(matrix) != len(parsed):
-            raise InvalidInputError(f"{len(matrix)} vectors given for {len(parsed)} items")
-        keep = [n for n, item in enumerate(parsed) if item.key not in existing]
-        ids = _ids_by_key(w.session, Item, tenant_id, {parsed[n].key for n in keep}, "item", None)
-        self._put_embeddings(w, tenant_id, space, [(ids[parsed[n].key], None, matrix[n]) for n in keep], "item")
+        new = {i.key for i in parsed} - existing
+        for space, by_key in vectors.items():
+            unknown = set(by_key) - {i.key for i in parsed}
+            if unknown:
+                raise InvalidInputError(f"vector given for item {min(unknown)!r}, which is not in the request")
+            ids = _ids_by_key(w.session, Item, tenant_id, new & set(by_key), "item", None)
+            rows = [(ids[key], None, vector) for key, vector in by_key.items() if key in new]
+            if rows:
+                self._put_embeddings(w, tenant_id, space, rows, "item")
 
     def _item_row(self: MemoryStore, w: Any, tenant_id: int, item: ItemIn) -> dict[str, Any]:
         image_sha = None

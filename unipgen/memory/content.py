@@ -4,7 +4,7 @@ artifacts with their lineage, and embeddings with vector search."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -69,12 +69,12 @@ class ContentMixin:
 
     def add_documents(
         self: MemoryStore, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]], *,
-        vectors: tuple[str, np.ndarray] | None = None,
+        vectors: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     ) -> int:
         """Add a user's documents in one transaction (all or none); returns how many.
 
-        `vectors` = (space, matrix with one row per document) stores their embeddings in the
-        same transaction.
+        `vectors` ({space: {document key: vector}}) stores their embeddings in the same
+        transaction.
         """
         parsed = parse_rows(documents, DocumentIn, "document")
         refuse_duplicates([d.key for d in parsed], "document")
@@ -88,13 +88,16 @@ class ContentMixin:
             rows = [Document(user_id=user_id, key=d.key, kind=d.kind, text=d.text, ts=d.ts or now, meta=d.meta)
                     for d in parsed]
             w.session.add_all(rows)
-            if vectors is not None:
-                space, matrix = vectors
-                _check_rows(matrix, len(rows), "documents")
+            if vectors:
                 w.session.flush()
                 tenant_id = _tenant_of(w.session, user_id)
-                self._put_embeddings(w, tenant_id, space, [(d.id, user_id, v) for d, v in zip(rows, matrix)],
-                                     "document")
+                by_key = {d.key: d.id for d in rows}
+                for space, vectors_by_key in vectors.items():
+                    unknown = set(vectors_by_key) - set(by_key)
+                    if unknown:
+                        raise InvalidInputError(f"vector given for document {min(unknown)!r}, not in the request")
+                    self._put_embeddings(w, tenant_id, space, [(by_key[k], user_id, v) for k, v in
+                                                               vectors_by_key.items()], "document")
         return len(parsed)
 
     def documents(self: MemoryStore, tenant: str, user: str) -> list[DocumentIn]:
@@ -341,11 +344,6 @@ def _hits(conn: Connection, ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
         keys.update({(kind, o): key for o, key in conn.execute(statements[kind], {"ids": wanted})})
     return [Hit(owners[i][0], keys[owners[i]], float(s)) for i, s in zip(ids.tolist(), scores.tolist())
             if i in owners]
-
-
-def _check_rows(matrix: np.ndarray, expected: int, what: str) -> None:
-    if len(matrix) != expected:
-        raise InvalidInputError(f"{len(matrix)} vectors given for {expected} {what}")
 
 
 def _as_matrix(vectors: Sequence[np.ndarray], space: str) -> np.ndarray:
