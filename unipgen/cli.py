@@ -64,6 +64,18 @@ def ingest_movielens(
           f"{report.documents_added} tag documents loaded into {tenant!r}")
 
 
+@ingest_app.command("dreambench")
+def ingest_dreambench(directory: Path, tenant: Tenant = "default", as_json: Json = False) -> None:
+    """One user per DreamBench subject: the subject with its class noun and reference photos."""
+    from unipgen.memory.loaders import load_dreambench
+
+    with _store() as store:
+        report = load_dreambench(store, tenant, directory)
+    _emit({"tenant": tenant, **report.__dict__}, as_json,
+          f"{report.users_added} subjects ({report.users_skipped} already there), {report.images_added} photos "
+          f"loaded into {tenant!r}")
+
+
 @users_app.command("list")
 def users_list(tenant: Tenant = "default", as_json: Json = False) -> None:
     with _store() as store:
@@ -174,6 +186,38 @@ def context(
         plan = model.plan(built)
     payload = {"context": built.model_dump(mode="json"), "plan": plan.model_dump(mode="json")}
     _emit(payload, as_json, _context_text(payload))
+
+
+@app.command()
+def generate(
+    user: str,
+    modality: Annotated[str, typer.Option("--modality", "-m", help="text or image (more with later backends).")] = "text",
+    instruction: Annotated[str, typer.Option("--instruction", "-i", help="What to generate.")] = "",
+    profile: Annotated[str, typer.Option(help="Model profile: tiny, cpu, gpu, offline or a .toml path.")] = "tiny",
+    seed: Annotated[int, typer.Option(help="Same seed, same output.")] = 0,
+    num_outputs: Annotated[int, typer.Option("--num-outputs", "-n", min=1, max=16)] = 1,
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    """Generate a personalized output for USER; prints the stored artifacts and their files."""
+    from unipgen.core.usermodel import UserModel
+    from unipgen.errors import InvalidInputError
+    from unipgen.orchestrator.inline import InlineGenerator
+    from unipgen.schema.generation import GenerationOptions
+
+    if not instruction.strip():
+        raise InvalidInputError("--instruction is empty: say what to generate")
+    with _store() as store:
+        model = UserModel(store, profile, cache_dir=_cache_dir())
+        store.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
+        model.embed_catalog(tenant)
+        model.embed_documents(tenant, user)
+        options = GenerationOptions(seed=seed, num_outputs=num_outputs)
+        made = InlineGenerator(model).generate(tenant, user, modality, instruction, options)  # type: ignore[arg-type]
+    payload = {"tenant": tenant, "user": user, "plan": made[0].plan.model_dump(mode="json") if made else None,
+               "artifacts": [{"key": a.key, "media_type": a.media_type, "blob_sha": a.blob_sha, "path": a.path}
+                             for a in made]}
+    text = "\n".join(f"{a.key} ({a.media_type}): {a.path}" for a in made)
+    _emit(payload, as_json, text)
 
 
 def _cache_dir() -> Path:

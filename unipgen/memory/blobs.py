@@ -53,6 +53,12 @@ class BlobStore:
         if self._fs.exists(self._path(sha)):
             self._fs.rm(self._path(sha))
 
+    def local_path(self, sha: str) -> str | None:
+        """The file's path when the store is a local directory (None for remote stores)."""
+        protocol = self._fs.protocol
+        local = "file" in protocol or "local" in protocol if isinstance(protocol, tuple) else protocol in ("file", "local")
+        return self._path(sha) if local else None
+
     def list(self) -> Iterator[str]:
         """Every blob's sha256 (a full scan: for residue checks and garbage collection)."""
         if not self._fs.exists(self._root):

@@ -84,3 +84,48 @@ def _tag_documents(tags: list[dict[str, str]]) -> dict[str, list[DocumentIn]]:
             key=key, text=t["tag"], kind="tag", ts=datetime.fromtimestamp(int(t["timestamp"]), timezone.utc),
             meta={"item": t["movieId"]})
     return {user: list(docs.values()) for user, docs in documents.items()}
+
+
+@dataclass(frozen=True)
+class DreamBenchReport:
+    users_added: int
+    users_skipped: int
+    images_added: int
+
+
+def dreambench_classes(directory: Path) -> dict[str, str]:
+    """Subject folder name → class noun, from the data set's prompts_and_classes.txt."""
+    path = directory / "prompts_and_classes.txt"
+    if not path.is_file():
+        raise InvalidInputError(f"{path} not found: expected the DreamBench layout (one folder per subject)")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        start = lines.index("subject_name,class") + 1
+    except ValueError:
+        raise InvalidInputError(f"{path}: no 'subject_name,class' header") from None
+    classes = {}
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        name, _, noun = line.partition(",")
+        classes[name.strip()] = noun.strip()
+    return classes
+
+
+def load_dreambench(store: MemoryStore, tenant: str, directory: Path) -> DreamBenchReport:
+    """One user per subject folder (user id = subject name), holding that subject with its class
+    noun and reference photos. Users already in the store are skipped."""
+    classes = dreambench_classes(directory)
+    folders = sorted(p for p in directory.iterdir() if p.is_dir() and p.name in classes)
+    store.ensure_tenant(tenant)
+    existing = set(store.list_users(tenant))
+    added = images = 0
+    for folder in folders:
+        if folder.name in existing:
+            continue
+        photos = [p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+        store.create_user(tenant, folder.name)
+        store.add_subject(tenant, folder.name, folder.name, name=folder.name, class_noun=classes[folder.name],
+                          images=photos)
+        added, images = added + 1, images + len(photos)
+    return DreamBenchReport(added, len(folders) - added, images)

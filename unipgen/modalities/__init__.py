@@ -1,1 +1,38 @@
-"""One backend per modality (text, image, video, audio, 3D) and the personalization methods."""
+"""One backend per modality (text, image, video, audio, 3D) and the personalization methods.
+
+`BACKENDS` maps a profile's backend type to its class, imported on first use; plugins add
+types with `register_backend`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from unipgen.errors import NotFoundError
+from unipgen.schema.profiles import ComponentSpec
+
+BACKENDS: dict[str, str] = {
+    "transformers-lm": "unipgen.modalities.text:TransformersTextBackend",
+    "diffusers-sd": "unipgen.modalities.image:DiffusersImageBackend",
+}
+
+
+def register_backend(type_name: str, target: str) -> None:
+    """Make `type_name` usable in profiles; `target` is "package.module:Class"."""
+    BACKENDS[type_name] = target
+
+
+def load_backend(spec: ComponentSpec) -> Any:
+    """Build (not yet set up) the backend a profile entry describes."""
+    if spec.type not in BACKENDS:
+        raise NotFoundError(f"unknown backend type {spec.type!r}; known: {sorted(BACKENDS)}")
+    module, _, name = BACKENDS[spec.type].partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    kwargs = dict(spec.options)
+    if spec.ref is not None:
+        kwargs["ref"] = spec.ref
+    return cls(**kwargs)
+
+
+__all__ = ["BACKENDS", "load_backend", "register_backend"]

@@ -34,6 +34,7 @@ class ModelProfile(BaseModel):
     name: str
     description: str = ""
     encoders: dict[str, ComponentSpec] = Field(default_factory=dict)
+    backends: dict[str, ComponentSpec] = Field(default_factory=dict, description="Generator per modality.")
 
 
 def profile_names() -> list[str]:

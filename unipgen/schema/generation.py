@@ -1,0 +1,52 @@
+"""What crosses the boundary of a modality backend: a request in, outputs back.
+
+A backend receives the `UserContext` and `PersonalizationPlan` core built, plus generation
+options; it returns bytes with a media type and metadata. It never opens the database: the
+files it needs (subject photos, adapters) come through a `BlobFetcher` by sha256, and what it
+returns is stored as an artifact, with lineage, by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from unipgen.schema.context import PersonalizationPlan, UserContext
+
+#: sha256 → bytes of a stored blob (subject reference images, adapter files).
+BlobFetcher = Callable[[str], bytes]
+
+
+class GenerationOptions(BaseModel):
+    """Knobs shared by backends; each backend reads the ones that apply to it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = 0
+    num_outputs: int = Field(default=1, ge=1, le=16)
+    max_new_tokens: int = Field(default=128, ge=1, le=4096, description="Text: length of the answer.")
+    steps: int | None = Field(default=None, ge=1, le=500, description="Diffusion steps; None: the profile's.")
+    guidance_scale: float | None = Field(default=None, ge=0, le=50)
+    width: int | None = Field(default=None, ge=16, le=4096)
+    height: int | None = Field(default=None, ge=16, le=4096)
+    ip_adapter_scale: float = Field(default=0.6, ge=0, le=2)
+
+
+class GenerationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    context: UserContext
+    plan: PersonalizationPlan
+    options: GenerationOptions = Field(default_factory=GenerationOptions)
+
+
+class GeneratedOutput(BaseModel):
+    """One output: its bytes, media type, and how it was made (model, method, prompt, seed...)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: bytes
+    media_type: str
+    meta: dict[str, Any] = Field(default_factory=dict)
