@@ -170,18 +170,10 @@ def context(
 ) -> None:
     """Build USER's context for a request and the personalization plan chosen for it."""
     from unipgen.core.context import ContextConfig
-    from unipgen.core.usermodel import UserModel
-    from unipgen.errors import InvalidInputError
 
-    if modality not in ("text", "image", "video", "audio", "3d"):
-        raise InvalidInputError(f"unknown modality {modality!r}; expected text, image, video, audio or 3d")
-    if not instruction.strip():
-        raise InvalidInputError("--instruction is empty: say what to generate")
+    _check_request(modality, instruction)
     with _store() as store:
-        model = UserModel(store, profile, config=ContextConfig(include_vectors=vectors, diversity=diversity), cache_dir=_cache_dir())
-        store.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
-        if missing := model.embed_catalog(tenant) + model.embed_documents(tenant, user):
-            typer.echo(f"embedded {missing} catalog items and documents", err=True)
+        model = _user_model(store, profile, tenant, user, ContextConfig(include_vectors=vectors, diversity=diversity))
         built = model.context(tenant, user, modality, instruction)  # type: ignore[arg-type]
         plan = model.plan(built)
     payload = {"context": built.model_dump(mode="json"), "plan": plan.model_dump(mode="json")}
@@ -199,18 +191,12 @@ def generate(
     tenant: Tenant = "default", as_json: Json = False,
 ) -> None:
     """Generate a personalized output for USER; prints the stored artifacts and their files."""
-    from unipgen.core.usermodel import UserModel
-    from unipgen.errors import InvalidInputError
     from unipgen.orchestrator.inline import InlineGenerator
     from unipgen.schema.generation import GenerationOptions
 
-    if not instruction.strip():
-        raise InvalidInputError("--instruction is empty: say what to generate")
+    _check_request(modality, instruction)
     with _store() as store:
-        model = UserModel(store, profile, cache_dir=_cache_dir())
-        store.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
-        model.embed_catalog(tenant)
-        model.embed_documents(tenant, user)
+        model = _user_model(store, profile, tenant, user)
         options = GenerationOptions(seed=seed, num_outputs=num_outputs)
         made = InlineGenerator(model).generate(tenant, user, modality, instruction, options)  # type: ignore[arg-type]
     payload = {"tenant": tenant, "user": user, "plan": made[0].plan.model_dump(mode="json") if made else None,
@@ -218,6 +204,26 @@ def generate(
                              for a in made]}
     text = "\n".join(f"{a.key} ({a.media_type}): {a.path}" for a in made)
     _emit(payload, as_json, text)
+
+
+def _check_request(modality: str, instruction: str) -> None:
+    from unipgen.errors import InvalidInputError
+
+    if modality not in ("text", "image", "video", "audio", "3d"):
+        raise InvalidInputError(f"unknown modality {modality!r}; expected text, image, video, audio or 3d")
+    if not instruction.strip():
+        raise InvalidInputError("--instruction is empty: say what to generate")
+
+
+def _user_model(store: MemoryStore, profile: str, tenant: str, user: str, config: Any = None) -> Any:
+    """The user model of `profile`, with the catalog and the user's documents embedded."""
+    from unipgen.core.usermodel import UserModel
+
+    model = UserModel(store, profile, config=config, cache_dir=_cache_dir())
+    store.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
+    if missing := model.embed_catalog(tenant) + model.embed_documents(tenant, user):
+        typer.echo(f"embedded {missing} catalog items and documents", err=True)
+    return model
 
 
 def _cache_dir() -> Path:
