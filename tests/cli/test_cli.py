@@ -70,6 +70,7 @@ def test_malformed_import_file_is_named(tmp_path: Path) -> None:
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     done = run(tmp_path, "demo")
     assert "identical bytes" in done.stdout and "residue after a scan of database, indexes and blobs: none" in done.stdout
+    assert "5. generated for user 2" in done.stdout and "artifacts" in done.stdout
 
 
 def test_help_does_not_import_heavy_modules() -> None:
