@@ -206,6 +206,29 @@ def generate(
     _emit(payload, as_json, text)
 
 
+@app.command()
+def train(
+    user: str,
+    method: Annotated[str, typer.Option(help="What to train: text-lora (more to come).")] = "text-lora",
+    steps: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
+    seed: Annotated[int, typer.Option()] = 0,
+    profile: Annotated[str, typer.Option(help="Model profile whose base model is adapted.")] = "tiny",
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    """Train USER's personal adapter; prints the adapter artifact and its loss curve."""
+    from unipgen.core.usermodel import UserModel
+    from unipgen.orchestrator.training import train as run_training
+
+    with _store() as store:
+        store.user_summary(tenant, user)
+        trained = run_training(UserModel(store, profile, cache_dir=_cache_dir()), tenant, user, method,
+                               steps=steps, seed=seed)
+    payload = {"tenant": tenant, "user": user, "artifact": trained.key, "method": trained.method,
+               "losses": trained.losses}
+    _emit(payload, as_json, f"trained {trained.method} {trained.key}: loss {trained.losses[0]:.3f} -> "
+                            f"{trained.losses[-1]:.3f} over {len(trained.losses)} steps")
+
+
 def _check_request(modality: str, instruction: str) -> None:
     from unipgen.errors import InvalidInputError
 

@@ -105,3 +105,12 @@ def test_context_bad_input(tmp_path: Path, args, message) -> None:  # noqa: ANN0
     run(tmp_path, "ingest", "movielens", str(SAMPLE), "--users", "2")
     done = run(tmp_path, *args, "--json", ok=False)
     assert done.returncode == 2 and message in as_json(done)["error"]["message"]
+
+
+def test_train_text_lora_from_the_command_line(tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    run(tmp_path, "ingest", "movielens", str(SAMPLE), "--users", "2")
+    trained = as_json(run(tmp_path, "train", "2", "--method", "text-lora", "--steps", "3", "--json"))
+    assert trained["artifact"].startswith("text-lora-") and len(trained["losses"]) == 3
+    done = run(tmp_path, "train", "1", "--method", "text-lora", "--json", ok=False)
+    assert done.returncode == 2 and "has no documents" in as_json(done)["error"]["message"]

@@ -63,3 +63,32 @@ def test_forgetting_the_subject_removes_its_outputs(generator: InlineGenerator) 
 def test_unknown_modality_backend_is_named(generator: InlineGenerator) -> None:
     with pytest.raises(NotFoundError, match="profile 'tiny' has no 'video' generator"):
         generator.generate("ml", "2", "video", "a clip")
+
+
+def test_trained_text_adapter_is_routed_and_forgotten_with_its_documents(generator: InlineGenerator) -> None:
+    from unipgen.orchestrator.training import train
+
+    model = generator.model
+    n = len(model.store.documents("ml", "2"))
+    trained = train(model, "ml", "2", "text-lora", steps=2 * n)  # two passes over the user's documents
+    first, second = trained.losses[:n], trained.losses[n:]
+    assert sum(second) < sum(first)  # the same documents cost less the second time
+    [made] = generator.generate("ml", "2", "text", "Describe my taste in films")
+    assert made.plan.method == "lora" and made.plan.adapters == [trained.key]
+    record = next(a for a in model.store.artifacts("ml", "2") if a.key == made.key)
+    assert ("artifact", trained.key) in record.derived_from
+    # one tag document of user 2 is enough to take the adapter and its outputs with it
+    report = model.store.forget_item("ml", "document", model.store.documents("ml", "2")[0].key, user="2")
+    assert report.residue == [] and report.deleted["artifacts"] >= 2  # the adapter and what it made
+    assert trained.key not in {a.key for a in model.store.artifacts("ml", "2")}
+    assert generator.generate("ml", "2", "text", "Describe my taste in films")[0].plan.method == "rag_prompt"
+
+
+def test_training_refuses_unknown_methods_and_empty_histories(generator: InlineGenerator) -> None:
+    from unipgen.errors import InvalidInputError
+    from unipgen.orchestrator.training import train
+
+    with pytest.raises(InvalidInputError, match="unknown training method 'dreambooth'"):
+        train(generator.model, "ml", "2", "dreambooth")
+    with pytest.raises(InvalidInputError, match="user '1' has no documents"):
+        train(generator.model, "ml", "1", "text-lora")
