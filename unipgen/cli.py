@@ -158,6 +158,18 @@ def bench_usermodel(
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
+@bench_app.command("generation")
+def bench_generation(
+    quick: Annotated[bool, typer.Option(help="Fewer runs, tiny models only.")] = False,
+    as_json: Json = False,
+) -> None:
+    """unipgen's generate vs direct transformers/diffusers calls; adapter switching; mixed batches."""
+    from unipgen.bench import run_benchmark
+
+    results = run_benchmark("generation_bench", quick=quick)
+    _emit(results, as_json, json.dumps(results, indent=2))
+
+
 @app.command()
 def context(
     user: str,
@@ -209,7 +221,8 @@ def generate(
 @app.command()
 def train(
     user: str,
-    method: Annotated[str, typer.Option(help="What to train: text-lora (more to come).")] = "text-lora",
+    method: Annotated[str, typer.Option(help="text-lora, lora (DreamBooth-LoRA) or textual-inversion.")] = "text-lora",
+    subject: Annotated[str | None, typer.Option(help="The subject to learn (image methods).")] = None,
     steps: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
     seed: Annotated[int, typer.Option()] = 0,
     profile: Annotated[str, typer.Option(help="Model profile whose base model is adapted.")] = "tiny",
@@ -222,7 +235,7 @@ def train(
     with _store() as store:
         store.user_summary(tenant, user)
         trained = run_training(UserModel(store, profile, cache_dir=_cache_dir()), tenant, user, method,
-                               steps=steps, seed=seed)
+                               subject=subject, steps=steps, seed=seed, progress=not as_json)
     payload = {"tenant": tenant, "user": user, "artifact": trained.key, "method": trained.method,
                "losses": trained.losses}
     _emit(payload, as_json, f"trained {trained.method} {trained.key}: loss {trained.losses[0]:.3f} -> "

@@ -92,3 +92,23 @@ def test_training_refuses_unknown_methods_and_empty_histories(generator: InlineG
         train(generator.model, "ml", "2", "dreambooth")
     with pytest.raises(InvalidInputError, match="user '1' has no documents"):
         train(generator.model, "ml", "1", "text-lora")
+
+
+@pytest.mark.slow
+def test_subject_lora_is_trained_routed_and_used(tmp_path: Path) -> None:
+    from unipgen.orchestrator.training import train
+
+    with MemoryStore.open(Settings(home=tmp_path / "home")) as store:
+        store.create_tenant("t")
+        store.create_user("t", "ann")
+        model = UserModel(store, "tiny", cache_dir=tmp_path / "cache")
+        photos = [(PERSONA_SAMPLE / "subject" / f"dog-0{i}.jpg").read_bytes() for i in range(2)]
+        model.add_subject("t", "ann", "rex", name="Rex", class_noun="dog", images=photos)
+        trained = train(model, "t", "ann", "lora", steps=3)
+        [made] = InlineGenerator(model).generate("t", "ann", "image", "Rex on a sofa")
+        assert made.plan.method == "lora" and made.plan.adapters == [trained.key]
+        assert "sks dog" in made.plan.prompt
+        ti = train(model, "t", "ann", "textual-inversion", subject="rex", steps=2)
+        assert next(a for a in store.artifacts("t", "ann") if a.key == ti.key).meta["token"] == "<rex>"
+        assert store.forget_item("t", "subject", "rex", user="ann").residue == []
+        assert store.artifacts("t", "ann") == []
