@@ -74,9 +74,9 @@ def build_tiny_sd(directory: Path, seed: int = 0) -> Path:
     from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModel
 
     # The tokenizer the tiny CLIP uses, trained offline on a small word list.
-    from unipgen.core.encoders.tiny import _tokenizer
+    from unipgen.tiny import build_tiny_tokenizer
 
-    tokenizer = _tokenizer()
+    tokenizer = build_tiny_tokenizer()
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,

@@ -10,17 +10,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from unipgen.tiny import build_tiny_tokenizer
+
 TINY_CLIP = "tiny-random"
 _VERSION = "1"
-
-# Words the tiny tokenizer learns from: prompts and nouns of the kind unipgen sees.
-_CORPUS = (
-    "a photo of a dog cat backpack vase clock toy sneaker candle bowl bear plushie robot duck teapot "
-    "in the jungle snow beach city street on top of a wooden floor with a blue house in the background "
-    "red green blue yellow purple shiny wet cube a cartoon painting watercolor sketch style of van gogh "
-    "action adventure animation children comedy crime documentary drama fantasy horror musical mystery "
-    "romance sci-fi thriller war western noir portrait landscape sunset mountain river forest"
-).split()
 
 
 def tiny_clip_dir(seed: int = 0) -> Path:
@@ -31,27 +24,12 @@ def tiny_clip_dir(seed: int = 0) -> Path:
     return directory
 
 
-def _tokenizer(max_length: int = 77):  # noqa: ANN202
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    special = ["<pad>", "<bos>", "<eos>", "<unk>"]
-    backend = Tokenizer(models.BPE(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.decoder = decoders.BPEDecoder()
-    backend.train_from_iterator([" ".join(_CORPUS)] * 4, trainers.BpeTrainer(vocab_size=300, special_tokens=special))
-    backend.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", 1), ("<eos>", 2)])
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
-                                   eos_token="<eos>", unk_token="<unk>", model_max_length=max_length)
-
-
 def build_tiny_clip(directory: Path, seed: int = 0) -> Path:
     """Save a tiny CLIP (model, tokenizer, image processor) to `directory`."""
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    tokenizer = _tokenizer()
+    tokenizer = build_tiny_tokenizer()
     text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
             "num_attention_heads": 4, "max_position_embeddings": 77, "pad_token_id": 0, "bos_token_id": 1,
             "eos_token_id": 2}
