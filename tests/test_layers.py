@@ -1,0 +1,36 @@
+"""The import direction of ARCHITECTURE.md holds: each layer imports only the layers below it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "unipgen"
+SHARED = {"errors", "settings", "tiny", "schema"}  # top-level modules any layer may use
+ALLOWED = {
+    "schema": {"errors", "settings"},
+    "memory": SHARED,
+    "core": SHARED | {"memory"},
+    "modalities": SHARED,
+    "orchestrator": SHARED | {"memory", "core", "modalities"},
+    "eval": SHARED | {"core", "modalities"},
+}
+
+
+def _unipgen_imports(path: Path) -> set[str]:
+    """First component after `unipgen.` of every import in a file (including lazy ones)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+        names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+        found |= {n.split(".")[1] for n in names if n.startswith("unipgen.") and n.count(".") >= 1}
+    return found
+
+
+def test_layers_import_downward_only() -> None:
+    wrong = []
+    for layer, allowed in ALLOWED.items():
+        for path in (PACKAGE / layer).rglob("*.py"):
+            for imported in _unipgen_imports(path) - allowed - {layer}:
+                wrong.append(f"{path.relative_to(PACKAGE)} imports unipgen.{imported}")
+    assert wrong == []
