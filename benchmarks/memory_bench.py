@@ -87,7 +87,7 @@ def _event_dicts(n: int, start: int = 0) -> list[dict[str, Any]]:
              "ts": 1_600_000_000 + i} for i in range(start, start + n)]
 
 
-def naive_ingest(store: MemoryStore, tenant: str, events: list[dict[str, Any]]) -> None:
+def naive_ingest(store: MemoryStore, events: list[dict[str, Any]]) -> None:
     """The baseline: validate, look up user and item, add one ORM object per event, commit once."""
     with Session(store.engine) as session, session.begin():
         for raw in events:
@@ -109,7 +109,7 @@ def bench_ingest(database_url: str | None, n_events: int, n_naive: int) -> dict[
         bulk_s = time.perf_counter() - start
         naive_events = _event_dicts(n_naive, start=n_events)
         start = time.perf_counter()
-        naive_ingest(store, "bench", naive_events)
+        naive_ingest(store, naive_events)
         naive_s = time.perf_counter() - start
         store.close()
     bulk_rate, naive_rate = n_events / bulk_s, n_naive / naive_s
@@ -180,7 +180,7 @@ def _heavy_user(store: MemoryStore, tenant: str, user: str, events: int, blobs: 
     store.add_embeddings(tenant, "text", "document", [(f"d{i}", rng.normal(size=384)) for i in range(100)], user=user)
 
 
-def naive_forget(store: MemoryStore, tenant: str, user: str) -> None:
+def naive_forget(store: MemoryStore, user: str) -> None:
     """The baseline: load every row of the user as an ORM object and delete them one by one."""
     from unipgen.memory.models import Artifact, Document, Embedding, Face, Subject, SubjectImage
 
@@ -206,7 +206,7 @@ def bench_forget(events: int, blobs: int) -> dict[str, Any]:
         report = store.forget_user("bench", "target")
         forget_s = time.perf_counter() - start
         start = time.perf_counter()
-        naive_forget(store, "bench", "twin")
+        naive_forget(store, "twin")
         naive_s = time.perf_counter() - start
         store.close()
     assert not report.residue, report.residue

@@ -67,9 +67,8 @@ class UserModel:
 
     def embed_catalog(self, tenant: str, batch_size: int = 512) -> int:
         """Text vectors for catalog items that have none yet (after a bulk load); returns how many."""
-        texts = self.store.item_texts(tenant)
-        done = set(self.store.vectors(tenant, "text", "item")) if "text" in self.store.spaces(tenant) else set()
-        todo = [key for key in texts if key not in done]
+        todo = self.store.keys_without_vector(tenant, "text", "item")
+        texts = self.store.item_texts(tenant, todo) if todo else {}
         for start in range(0, len(todo), batch_size):
             keys = todo[start : start + batch_size]
             vectors = self.encoders.text.encode([texts[k] for k in keys])
@@ -78,9 +77,8 @@ class UserModel:
 
     def embed_documents(self, tenant: str, user: str) -> int:
         """Text vectors for a user's documents that have none yet (after a bulk load)."""
-        done = set(self.store.vectors(tenant, "text", "document", user=user)) if "text" in self.store.spaces(
-            tenant) else set()
-        todo = [d for d in self.store.documents(tenant, user) if d.key not in done]
+        missing = set(self.store.keys_without_vector(tenant, "text", "document", user=user))
+        todo = [d for d in self.store.documents(tenant, user) if d.key in missing] if missing else []
         if todo:
             vectors = self.encoders.text.encode([d.text for d in todo])
             self.store.add_embeddings(tenant, "text", "document", list(zip([d.key for d in todo], vectors)),

@@ -99,9 +99,6 @@ class IndexManager:
         cached.index.save(path, {"generation": cached.generation})
         cached.dirty = False
 
-    def forget_cache(self) -> None:
-        self._cache.clear()
-
 
 def rebuild(session: Session, space: EmbeddingSpace) -> VectorIndex:
     """A fresh index holding every vector of `space`, read from the table."""

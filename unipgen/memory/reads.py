@@ -74,6 +74,19 @@ class ReadsMixin:
             return [ArtifactRecord(a.key, a.kind, a.media_type, a.blob_sha, a.meta, _sources(session, a.id))
                     for a in session.scalars(query)]
 
+    def keys_without_vector(
+        self: MemoryStore, tenant: str, space: str, kind: str, *, user: str | None = None
+    ) -> list[str]:
+        """Keys of the catalog's items (or, with `user`, that user's `kind` items) with no vector
+        in `space` yet, in insertion order: what still needs embedding after a bulk load."""
+        model, per_user = OWNER_MODELS[kind]
+        with self.session() as session:
+            if per_user:
+                scope = model.user_id == user_id_of(session, tenant, user or "")
+            else:
+                scope = model.tenant_id == tenant_id_of(session, tenant)
+            return _missing(session, model, kind, space, scope)
+
     def vectors(
         self: MemoryStore, tenant: str, space: str, kind: str, keys: Sequence[str] | None = None, *,
         user: str | None = None,
@@ -90,6 +103,13 @@ class ReadsMixin:
             if keys is not None:
                 query = query.where(model.key.in_(list(keys)))
             return {key: np.frombuffer(blob, dtype=np.float32) for key, blob in session.execute(query)}
+
+
+def _missing(session: Any, model: Any, owner_kind: str, space: str, scope: Any) -> list[str]:
+    """Keys of `model` rows in `scope` that have no vector in `space` (one anti-join query)."""
+    vector = select(Embedding.id).where(Embedding.owner_kind == owner_kind, Embedding.owner_id == model.id,
+                                        Embedding.space == space).exists()
+    return list(session.scalars(select(model.key).where(scope, ~vector).order_by(model.id)))
 
 
 def _sources(session: Any, artifact_id: int) -> list[tuple[str, str]]:
