@@ -30,6 +30,7 @@ from unipgen.memory.models import (
     Embedding,
     EmbeddingSpace,
     Face,
+    Feedback,
     Item,
     Lineage,
     ProfileAttribute,
@@ -152,6 +153,7 @@ def _manifest(session: Session, tenant: str, user_id: int) -> dict[str, Any]:
             for a in artifacts
         ],
     }
+    manifest["feedback"] = _feedback(session, user_id, keys)
     manifest["spaces"], manifest["embeddings"] = _embeddings(session, user_id, keys)
     manifest["blobs"] = _blob_index(session, manifest)
     return manifest
@@ -179,6 +181,13 @@ def _sources(session: Session, artifact_id: int, keys: dict[tuple[str, int], str
     )
     # An edge to data outside this user's export (another user's) cannot travel; it is left out.
     return sorted([kind, keys[(kind, i)]] for kind, i in edges if (kind, i) in keys)
+
+
+def _feedback(session: Session, user_id: int, keys: dict[tuple[str, int], str]) -> list[dict[str, Any]]:
+    rows = session.scalars(select(Feedback).where(Feedback.user_id == user_id).order_by(Feedback.ts, Feedback.id))
+    return [{"type": f.type, "output": keys[("artifact", f.artifact_id)],
+             "rejected": keys[("artifact", f.rejected_id)] if f.rejected_id is not None else None,
+             "ts": _iso(f.ts), "meta": f.meta} for f in rows]
 
 
 def _embeddings(session: Session, user_id: int, keys: dict[tuple[str, int], str]) -> tuple[dict, list]:
@@ -243,6 +252,9 @@ def _restore(store: MemoryStore, w: _Write, tenant_id: int, m: dict[str, Any]) -
     for a in m["artifacts"]:
         s.add_all(Lineage(tenant_id=tenant_id, derived_kind="artifact", derived_id=ids[("artifact", a["key"])],
                           source_kind=kind, source_id=ids[(kind, key)]) for kind, key in a["derived_from"])
+    s.add_all(Feedback(user_id=user.id, type=f["type"], artifact_id=ids[("artifact", f["output"])],
+                       rejected_id=ids[("artifact", f["rejected"])] if f["rejected"] is not None else None,
+                       ts=_dt(f["ts"]), meta=f["meta"]) for f in m.get("feedback", []))  # absent before 0002
     _restore_embeddings(store, w, tenant_id, user.id, m, ids)
 
 

@@ -24,6 +24,7 @@ from unipgen.memory.models import (
     BehaviorEvent,
     Blob,
     Embedding,
+    Feedback,
     Lineage,
     ProfileAttribute,
     SubjectImage,
@@ -161,6 +162,9 @@ def _delete(session: Session, plan: _Plan) -> dict[str, int]:
         tuple_(Lineage.source_kind, Lineage.source_id).in_(nodes))))
     run("events", delete(BehaviorEvent).where(or_(
         BehaviorEvent.user_id.in_(plan.user_ids), BehaviorEvent.item_id.in_(plan.rows["item"]))))
+    artifacts = plan.rows["artifact"]
+    run("feedback", delete(Feedback).where(or_(Feedback.user_id.in_(plan.user_ids), Feedback.artifact_id.in_(artifacts),
+                                               Feedback.rejected_id.in_(artifacts))))
     run("profile_attributes", delete(ProfileAttribute).where(ProfileAttribute.user_id.in_(plan.user_ids)))
     run("subject_images", delete(SubjectImage).where(SubjectImage.subject_id.in_(plan.rows["subject"])))
     for kind in _DELETE_ORDER:
@@ -185,7 +189,7 @@ def _rows_left(session: Session, plan: _Plan) -> list[str]:
     for kind, ids in plan.rows.items():
         model = OWNER_MODELS[kind][0]
         left += [f"row {model.__tablename__}#{i}" for i in session.scalars(select(model.id).where(model.id.in_(ids)))]
-    for model in (User, BehaviorEvent, ProfileAttribute, Embedding):
+    for model in (User, BehaviorEvent, ProfileAttribute, Embedding, Feedback):
         column = model.id if model is User else model.user_id
         count = session.scalar(select(func.count()).select_from(model).where(column.in_(plan.user_ids)))
         if count:

@@ -208,6 +208,24 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Feedback(Base):
+    """A user's judgement of generated outputs: thumbs up or down on one, or a choice of two.
+
+    `artifact_id` is the output rated (or the one chosen); `rejected_id` the other output of a
+    pairwise choice. Forgetting either output deletes the judgement with it.
+    """
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_user", "user_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(16))
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), index=True)
+    rejected_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), index=True)
+    ts: Mapped[datetime]
+    meta: Mapped[dict[str, Any] | None]
+
+
 class Lineage(Base):
     """Edge `derived` ← `source`: the derived artifact was made from the source memory item.
 

@@ -4,7 +4,8 @@ One object ties together the database (SQLAlchemy), the blob store (fsspec) and 
 indexes. Each public method is one short transaction; a failure anywhere in it leaves nothing
 written, including blob files. The methods are grouped by job in mixins:
 `unipgen.memory.behaviors` (catalog and events), `unipgen.memory.content` (documents, faces,
-subjects, voices, artifacts, embeddings), `unipgen.memory.forget` and `unipgen.memory.archive`.
+subjects, voices, artifacts, embeddings), `unipgen.memory.feedback` (judgements of outputs),
+`unipgen.memory.forget` and `unipgen.memory.archive`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from unipgen.memory.behaviors import BehaviorsMixin
 from unipgen.memory.blobs import BlobStore
 from unipgen.memory.content import ContentMixin
 from unipgen.memory.db import make_engine, migrate
+from unipgen.memory.feedback import FeedbackMixin
 from unipgen.memory.forget import ForgetMixin
 from unipgen.memory.indexes import IndexManager
 from unipgen.memory.reads import ReadsMixin
@@ -34,6 +36,7 @@ from unipgen.memory.models import (
     Blob,
     Document,
     Face,
+    Feedback,
     Item,
     ProfileAttribute,
     Subject,
@@ -67,7 +70,7 @@ class _Write:
         return sha
 
 
-class MemoryStore(BehaviorsMixin, ContentMixin, ReadsMixin, ForgetMixin, ArchiveMixin):
+class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, ReadsMixin, ForgetMixin, ArchiveMixin):
     """Tenants, users and everything unipgen remembers about them.
 
     Build it with `MemoryStore.open(settings)` (migrates the database) or pass the parts.
@@ -233,7 +236,7 @@ class MemoryStore(BehaviorsMixin, ContentMixin, ReadsMixin, ForgetMixin, Archive
                 model.__tablename__: session.scalar(
                     select(func.count()).select_from(model).where(model.user_id == user_id)
                 ) or 0
-                for model in (BehaviorEvent, Document, Face, Subject, VoiceSample, Artifact)
+                for model in (BehaviorEvent, Document, Face, Subject, VoiceSample, Artifact, Feedback)
             }
             first, last = session.execute(
                 select(func.min(BehaviorEvent.ts), func.max(BehaviorEvent.ts)).where(BehaviorEvent.user_id == user_id)

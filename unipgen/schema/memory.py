@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Literal, Union
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Behavior event types and the sign they carry for preference (used by the user model).
 EVENT_TYPES: dict[str, int] = {
@@ -21,6 +21,9 @@ EVENT_TYPES: dict[str, int] = {
 
 #: The event type names, checked by pydantic's core (fast: bulk ingest validates every row).
 EventType = Literal[tuple(EVENT_TYPES)]  # type: ignore[valid-type]
+
+#: Judgements of generated outputs: on one output (up/down), or a choice between two.
+FeedbackType = Literal["thumbs_up", "thumbs_down", "pairwise"]
 
 #: Kinds of memory item that can be forgotten one by one and that lineage can point to.
 ItemKind = Literal["item", "document", "face", "subject", "voice", "artifact"]
@@ -128,6 +131,40 @@ class DocumentIn(BaseModel):
         if not value.strip():
             raise ValueError("is blank")
         return value
+
+    @field_validator("ts")
+    @classmethod
+    def _to_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _utc(value)
+
+
+class FeedbackIn(BaseModel):
+    """A user's judgement of generated outputs, named by artifact key.
+
+    ``thumbs_up``/``thumbs_down`` rate `output`; ``pairwise`` says the user chose `output` over
+    `rejected` (two outputs of the same instruction). `ts` defaults to now. Preference training
+    (DPO) learns from these.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user: str = Field(min_length=1, max_length=255)
+    type: FeedbackType
+    output: str = Field(min_length=1, max_length=255, description="The output rated, or the one chosen.")
+    rejected: str | None = Field(default=None, min_length=1, max_length=255,
+                                 description="Pairwise only: the output not chosen.")
+    ts: AwareDatetime | None = None
+    meta: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> FeedbackIn:
+        if self.type == "pairwise" and self.rejected is None:
+            raise ValueError("a pairwise choice needs `rejected`, the output not chosen")
+        if self.type != "pairwise" and self.rejected is not None:
+            raise ValueError(f"{self.type} rates one output: `rejected` is for pairwise choices")
+        if self.rejected == self.output:
+            raise ValueError("`output` and `rejected` must be different outputs")
+        return self
 
     @field_validator("ts")
     @classmethod
