@@ -221,7 +221,8 @@ def generate(
 @app.command()
 def train(
     user: str,
-    method: Annotated[str, typer.Option(help="text-lora, lora (DreamBooth-LoRA) or textual-inversion.")] = "text-lora",
+    method: Annotated[str, typer.Option(
+        help="text-lora, dpo (text, from feedback), lora (DreamBooth-LoRA) or textual-inversion.")] = "text-lora",
     subject: Annotated[str | None, typer.Option(help="The subject to learn (image methods).")] = None,
     steps: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
     seed: Annotated[int, typer.Option()] = 0,
@@ -240,6 +241,27 @@ def train(
                "losses": trained.losses}
     _emit(payload, as_json, f"trained {trained.method} {trained.key}: loss {trained.losses[0]:.3f} -> "
                             f"{trained.losses[-1]:.3f} over {len(trained.losses)} steps")
+
+
+@app.command()
+def feedback(
+    user: str,
+    output: Annotated[str, typer.Argument(help="The output judged (its artifact id), or the one chosen.")],
+    up: Annotated[bool, typer.Option("--up", help="Thumbs up.")] = False,
+    down: Annotated[bool, typer.Option("--down", help="Thumbs down.")] = False,
+    over: Annotated[str | None, typer.Option(help="Pairwise: OUTPUT was chosen over this output.")] = None,
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    """Record USER's judgement of a generated output; `train --method dpo` learns from them."""
+    from unipgen.errors import InvalidInputError
+
+    if up + down + (over is not None) != 1:
+        raise InvalidInputError("give exactly one of --up, --down or --over OTHER_OUTPUT")
+    kind = "pairwise" if over is not None else "thumbs_up" if up else "thumbs_down"
+    with _store() as store:
+        store.add_feedback(tenant, [{"user": user, "type": kind, "output": output, "rejected": over}])
+    payload = {"tenant": tenant, "user": user, "type": kind, "output": output, "rejected": over}
+    _emit(payload, as_json, f"recorded {kind} on {output}" + (f" over {over}" if over else ""))
 
 
 def _check_request(modality: str, instruction: str) -> None:

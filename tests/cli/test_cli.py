@@ -114,3 +114,19 @@ def test_train_text_lora_from_the_command_line(tmp_path: Path) -> None:
     assert trained["artifact"].startswith("text-lora-") and len(trained["losses"]) == 3
     done = run(tmp_path, "train", "1", "--method", "text-lora", "--json", ok=False)
     assert done.returncode == 2 and "has no documents" in as_json(done)["error"]["message"]
+
+
+def test_feedback_then_dpo_from_the_command_line(tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    run(tmp_path, "ingest", "movielens", str(SAMPLE), "--users", "2")
+    made = as_json(run(tmp_path, "generate", "2", "-i", "Recommend a film", "-n", "2", "--json"))["artifacts"]
+    first, second = (a["key"] for a in made)
+    chosen = as_json(run(tmp_path, "feedback", "2", first, "--over", second, "--json"))
+    assert chosen == {"tenant": "default", "user": "2", "type": "pairwise", "output": first, "rejected": second}
+    assert Path(made[0]["path"]).read_bytes() != Path(made[1]["path"]).read_bytes()  # seeds 0 and 1 differ
+    trained = as_json(run(tmp_path, "train", "2", "--method", "dpo", "--steps", "2", "--json"))
+    assert trained["artifact"].startswith("dpo-") and len(trained["losses"]) == 2
+    both = run(tmp_path, "feedback", "2", first, "--up", "--down", "--json", ok=False)
+    assert both.returncode == 2 and "exactly one of --up, --down or --over" in as_json(both)["error"]["message"]
+    unknown = run(tmp_path, "feedback", "2", "nope", "--up", "--json", ok=False)
+    assert unknown.returncode == 2 and "no output 'nope'" in as_json(unknown)["error"]["message"]

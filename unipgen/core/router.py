@@ -60,10 +60,11 @@ def _plan(context: UserContext, method: str, reasons: list[str], budget: int, **
 
 def _text(context: UserContext, budget: int) -> PersonalizationPlan:
     adapters = [a for a in context.conditioning.adapters if (a.meta or {}).get("modality") == "text"]
-    if adapters:
-        return _plan(context, "lora", [f"the user has a trained text adapter {adapters[0].key!r}",
+    if adapters:  # the newest: a DPO adapter trained on feedback supersedes an older one
+        newest = adapters[-1]
+        return _plan(context, "lora", [f"the user has a trained text adapter {newest.key!r} ({newest.method})",
                                        f"{len(context.evidence)} evidence items added to the prompt"],
-                     budget, adapters=[adapters[0].key])
+                     budget, adapters=[newest.key])
     if context.evidence:
         return _plan(context, "rag_prompt", [f"{len(context.evidence)} relevant items retrieved from the "
                                              "user's documents and behaviors; no text adapter trained"], budget)

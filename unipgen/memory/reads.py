@@ -65,10 +65,10 @@ class ReadsMixin:
             return [SubjectRecord(s.key, s.name, s.class_noun, [i.blob_sha for i in s.images]) for s in rows]
 
     def artifacts(self: MemoryStore, tenant: str, user: str, kind: str | None = None) -> list[ArtifactRecord]:
-        """A user's artifacts (of one `kind` if given) with what each was derived from."""
+        """A user's artifacts (of one `kind` if given), oldest first, with what each was derived from."""
         with self.session() as session:
             user_id = user_id_of(session, tenant, user)
-            query = select(Artifact).where(Artifact.user_id == user_id).order_by(Artifact.key)
+            query = select(Artifact).where(Artifact.user_id == user_id).order_by(Artifact.created_at, Artifact.id)
             if kind is not None:
                 query = query.where(Artifact.kind == kind)
             return [ArtifactRecord(a.key, a.kind, a.media_type, a.blob_sha, a.meta, _sources(session, a.id))

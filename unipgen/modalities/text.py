@@ -129,6 +129,16 @@ def resolve_ref(ref: str, gguf_file: str | None = None) -> tuple[str, str | None
     return ref, gguf_file
 
 
+def prompt_text(tokenizer: Any, prompt: str) -> tuple[str, bool]:
+    """(text to tokenize, whether it is already templated) for a user prompt: the chat template
+    with the generation prompt where the model has one. Training and serving both use it, so an
+    adapter learns on exactly the input it is served with."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), True
+    return prompt, False
+
+
 # ---------------------------------------------------------------------------------------------
 # Adapters: zipped PEFT folders, stored as blobs
 
@@ -207,6 +217,27 @@ class TrainedTextAdapter:
     losses: list[float]
 
 
+def load_trainable(ref: str, gguf_file: str | None, rank: int, target_modules: str | list[str],
+                   seed: int) -> tuple[Any, Any]:
+    """(tokenizer, base model in float32 wrapped with a fresh LoRA in train mode) for training.
+
+    The LoRA starts as the identity (PEFT zero-initialises B), so step 0 is the base model.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, gguf = resolve_ref(ref, gguf_file)
+    extra = {"gguf_file": gguf} if gguf else {}
+    tokenizer = AutoTokenizer.from_pretrained(path, **extra)
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **extra)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=target_modules, task_type="CAUSAL_LM")
+    model = get_peft_model(base, config)
+    model.train()
+    return tokenizer, model
+
+
 def train_text_lora(ref: str, documents: Sequence[str], steps: int = 20, rank: int = 8, learning_rate: float = 1e-3,
                     seed: int = 0, max_length: int = 256, target_modules: str | list[str] = "all-linear",
                     gguf_file: str | None = None) -> TrainedTextAdapter:
@@ -216,20 +247,11 @@ def train_text_lora(ref: str, documents: Sequence[str], steps: int = 20, rank: i
     from any serving backend, so training never touches the weights being served.
     """
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     texts = [doc for doc in documents if doc.strip()]
     if not texts:
         raise InvalidInputError("train_text_lora needs at least one non-empty document")
-    path, gguf = resolve_ref(ref, gguf_file)
-    extra = {"gguf_file": gguf} if gguf else {}
-    tokenizer = AutoTokenizer.from_pretrained(path, **extra)
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **extra)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=target_modules, task_type="CAUSAL_LM")
-    model = get_peft_model(base, config)
-    model.train()
+    tokenizer, model = load_trainable(ref, gguf_file, rank, target_modules, seed)
     # The answer ends with EOS, so the adapter also learns where to stop.
     batches = [tokenizer(text + (tokenizer.eos_token or ""), return_tensors="pt", truncation=True,
                          max_length=max_length)["input_ids"] for text in texts]
@@ -379,13 +401,6 @@ class TransformersTextBackend:
 
     # -- prompts -------------------------------------------------------------------------------
 
-    def _prompt_text(self, prompt: str) -> tuple[str, bool]:
-        """(text to tokenize, whether it is already templated) for a user prompt."""
-        if getattr(self.tokenizer, "chat_template", None):
-            messages = [{"role": "user", "content": prompt}]
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), True
-        return prompt, False
-
     def _encode(self, rows: list[_Row]) -> tuple[Any, Any]:
         """Left-padded input ids and attention mask; prompts keep their last tokens if too long."""
         import torch
@@ -395,7 +410,7 @@ class TransformersTextBackend:
             raise InvalidInputError(f"max_new_tokens leaves no room for the prompt in max_context={self.max_context}")
         encoded = []
         for row in rows:
-            text, templated = self._prompt_text(row.text)
+            text, templated = prompt_text(self.tokenizer, row.text)
             # A chat template writes its own special tokens; a raw prompt gets the tokenizer's (BOS).
             ids = self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
             encoded.append(ids[-budget:])
@@ -479,5 +494,5 @@ class TransformersTextBackend:
         return GeneratedOutput(data=text.encode("utf-8"), media_type=MEDIA_TYPE, meta=meta)
 
 
-__all__ = ["TrainedTextAdapter", "TransformersTextBackend", "adapter_sha", "build_tiny_lm", "packaged_gguf", "resolve_ref",
-           "save_text_adapter", "tiny_lm_dir", "train_text_lora", "unpack_adapter"]
+__all__ = ["TrainedTextAdapter", "TransformersTextBackend", "adapter_sha", "build_tiny_lm", "load_trainable", "packaged_gguf",
+           "prompt_text", "resolve_ref", "save_text_adapter", "tiny_lm_dir", "train_text_lora", "unpack_adapter"]
