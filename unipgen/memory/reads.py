@@ -71,8 +71,10 @@ class ReadsMixin:
             query = select(Artifact).where(Artifact.user_id == user_id).order_by(Artifact.created_at, Artifact.id)
             if kind is not None:
                 query = query.where(Artifact.kind == kind)
-            return [ArtifactRecord(a.key, a.kind, a.media_type, a.blob_sha, a.meta, _sources(session, a.id))
-                    for a in session.scalars(query)]
+            artifacts = session.scalars(query).all()
+            sources = _sources(session, [a.id for a in artifacts])
+            return [ArtifactRecord(a.key, a.kind, a.media_type, a.blob_sha, a.meta, sources.get(a.id, []))
+                    for a in artifacts]
 
     def keys_without_vector(
         self: MemoryStore, tenant: str, space: str, kind: str, *, user: str | None = None
@@ -112,12 +114,17 @@ def _missing(session: Any, model: Any, owner_kind: str, space: str, scope: Any) 
     return list(session.scalars(select(model.key).where(scope, ~vector).order_by(model.id)))
 
 
-def _sources(session: Any, artifact_id: int) -> list[tuple[str, str]]:
-    edges = session.execute(select(Lineage.source_kind, Lineage.source_id).where(
-        Lineage.derived_kind == "artifact", Lineage.derived_id == artifact_id)).all()
-    named = []
-    for kind, source_id in edges:
-        if kind in OWNER_MODELS:
-            key = session.scalar(select(OWNER_MODELS[kind][0].key).where(OWNER_MODELS[kind][0].id == source_id))
-            named.append((kind, key))
-    return sorted(named)
+def _sources(session: Any, artifact_ids: list[int]) -> dict[int, list[tuple[str, str]]]:
+    """(kind, key) sources of each artifact, sorted: one query for the edges, one per source kind."""
+    edges = session.execute(select(Lineage.derived_id, Lineage.source_kind, Lineage.source_id).where(
+        Lineage.derived_kind == "artifact", Lineage.derived_id.in_(artifact_ids))).all()
+    keys: dict[tuple[str, int], str] = {}
+    for kind in {kind for _, kind, _ in edges if kind in OWNER_MODELS}:
+        model = OWNER_MODELS[kind][0]
+        wanted = [source for _, k, source in edges if k == kind]
+        keys.update(((kind, i), key) for i, key in session.execute(select(model.id, model.key).where(model.id.in_(wanted))))
+    named: dict[int, list[tuple[str, str]]] = {}
+    for derived, kind, source in edges:
+        if (kind, source) in keys:
+            named.setdefault(derived, []).append((kind, keys[(kind, source)]))
+    return {derived: sorted(pairs) for derived, pairs in named.items()}
