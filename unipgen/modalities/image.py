@@ -9,8 +9,11 @@ on a fresh pipeline.
 
 The `ip_adapter` option names IP-Adapter weights as "repo:subfolder:weight_name" with an
 optional ":image_encoder_folder" (diffusers' `load_ip_adapter` arguments), e.g.
-"h94/IP-Adapter:models:ip-adapter_sd15.safetensors". The tiny pipeline ships its own random
-IP-Adapter, used when the option is left out.
+"h94/IP-Adapter:models:ip-adapter_sd15.safetensors"; the subfolder may be empty. The
+`face_adapter` option names IP-Adapter FaceID weights the same way, with no image encoder:
+FaceID takes the user's face embedding (`conditioning.face_embeddings`, averaged), not an
+image, e.g. "h94/IP-Adapter-FaceID::ip-adapter-faceid_sd15.bin". The tiny pipeline ships its own
+random IP-Adapter and FaceID weights (`image_tiny`), used when the options are left out.
 """
 
 from __future__ import annotations
@@ -24,126 +27,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unipgen.errors import InvalidInputError, NotFoundError, UnsupportedMediaError
+from unipgen.modalities.image_tiny import (
+    TINY_FACE_WEIGHT_NAME,
+    TINY_SD,
+    build_tiny_sd,
+    tiny_face_adapter_dir,
+    tiny_ip_adapter_weights,
+    tiny_sd_dir,
+)
 from unipgen.schema.context import AdapterRef, UserContext
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
 
 if TYPE_CHECKING:
     import torch
 
-TINY_SD = "tiny-random"
-_VERSION = "1"
 #: LoRA weight file name as written by `StableDiffusionPipeline.save_lora_weights`.
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 _LORA_CACHE = 8  # LoRAs kept loaded (disabled when unused); more are deleted, oldest first
-
-
-# ---------------------------------------------------------------- the tiny pipeline, offline
-
-
-def tiny_sd_dir(seed: int = 0) -> Path:
-    """The folder of the tiny Stable Diffusion pipeline for `seed`, built on first use."""
-    directory = Path(tempfile.gettempdir()) / "unipgen-tiny" / f"sd-v{_VERSION}-seed{seed}"
-    if not (directory / "model_index.json").is_file():
-        _build_atomically(directory, seed)
-    return directory
-
-
-def _build_atomically(directory: Path, seed: int) -> None:
-    """Build into a scratch folder and rename it, so that concurrent builders never see half."""
-    import os
-    import shutil
-
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
-    build_tiny_sd(scratch, seed)
-    try:
-        os.rename(scratch, directory)
-    except OSError:  # another process won the race: its copy is as good as ours
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def build_tiny_sd(directory: Path, seed: int = 0) -> Path:
-    """Save a tiny random StableDiffusionPipeline plus a tiny random IP-Adapter to `directory`."""
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModel
-
-    # The tokenizer the tiny CLIP uses, trained offline on a small word list.
-    from unipgen.tiny import build_tiny_tokenizer
-
-    tokenizer = build_tiny_tokenizer()
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32)
-    vae = AutoencoderKL(
-        block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=77, pad_token_id=0, bos_token_id=1, eos_token_id=2))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
-    # The feature extractor prepares IP-Adapter reference images for the tiny image encoder.
-    features = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=features,
-                                   image_encoder=None, requires_safety_checker=False)
-    pipe.save_pretrained(directory)
-    _save_tiny_ip_adapter(directory / "ip_adapter", unet, seed)
-    return directory
-
-
-def _save_tiny_ip_adapter(directory: Path, unet: Any, seed: int) -> None:
-    """A tiny CLIP image encoder and random IP-Adapter weights in `load_ip_adapter`'s layout."""
-    import torch
-    from safetensors.torch import save_file
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(seed + 1)
-    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
-        image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-        num_attention_heads=4, projection_dim=32))
-    encoder.save_pretrained(directory / "image_encoder")
-    weights = tiny_ip_adapter_weights(unet, encoder.config.projection_dim, seed)
-    save_file(weights, str(directory / "ip-adapter_tiny.safetensors"))
-
-
-def tiny_ip_adapter_weights(unet: Any, image_embed_dim: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random IP-Adapter (plain, 4 image tokens) weights for `unet`, keyed as the safetensors file.
-
-    "image_proj.*" is diffusers' `ImageProjection` in the original naming (proj, norm);
-    "ip_adapter.{k}.to_k_ip/to_v_ip" are numbered 1, 3, 5... over the UNet's cross-attention
-    processors in `unet.attn_processors` order, which is how `load_ip_adapter` reads them.
-    """
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    cross = unet.config.cross_attention_dim
-    weights = {
-        "image_proj.proj.weight": torch.randn(4 * cross, image_embed_dim, generator=generator) / image_embed_dim**0.5,
-        "image_proj.proj.bias": torch.zeros(4 * cross),
-        "image_proj.norm.weight": torch.ones(cross),
-        "image_proj.norm.bias": torch.zeros(cross),
-    }
-    key_id = 1
-    for name in unet.attn_processors:
-        if name.endswith("attn1.processor"):
-            continue  # self-attention: no image tokens
-        attention = unet.get_submodule(name.removesuffix(".processor"))
-        # Start from the text projections so the image tokens weigh as much as text ones.
-        for proj in ("to_k", "to_v"):
-            base = getattr(attention, proj).weight.detach()
-            noise = torch.randn(base.shape, generator=generator) * base.std()
-            weights[f"ip_adapter.{key_id}.{proj}_ip.weight"] = (base + noise).contiguous()
-        key_id += 2
-    return weights
+#: The job method of a self-portrait conditioned on the user's face (public meta: "ip_adapter").
+_FACE_METHOD = "ip_adapter_faceid"
 
 
 # ---------------------------------------------------------------- the backend
@@ -156,16 +58,17 @@ class _IpAdapterSpec:
     source: str
     subfolder: str
     weight_name: str
-    image_encoder_folder: str = "image_encoder"
+    image_encoder_folder: str | None = "image_encoder"  # None: no encoder (FaceID takes embeddings)
 
     @classmethod
-    def parse(cls, text: str) -> _IpAdapterSpec:
-        """Read "repo:subfolder:weight_name[:image_encoder_folder]"."""
+    def parse(cls, text: str, option: str = "ip_adapter", encoder: bool = True) -> _IpAdapterSpec:
+        """Read "repo:subfolder:weight_name[:image_encoder_folder]" (the subfolder may be empty)."""
         parts = text.split(":")
-        if len(parts) not in (3, 4) or not all(parts):
-            raise InvalidInputError(
-                f"ip_adapter {text!r}: expected 'repo:subfolder:weight_name[:image_encoder_folder]'")
-        return cls(*parts)
+        sizes = (3, 4) if encoder else (3,)
+        if len(parts) not in sizes or not parts[0] or not all(parts[2:]):
+            shape = "repo:subfolder:weight_name" + ("[:image_encoder_folder]" if encoder else "")
+            raise InvalidInputError(f"{option} {text!r}: expected {shape!r}")
+        return cls(*parts) if encoder else cls(*parts, image_encoder_folder=None)
 
 
 @dataclass(frozen=True)
@@ -180,18 +83,21 @@ class _Job:
     loras: tuple[tuple[str, float], ...] = ()            # (adapter name, weight)
     tokens: tuple[tuple[str, str], ...] = ()             # (token, blob sha) for textual inversion
     subject_shas: tuple[str, ...] = ()                   # IP-Adapter reference images
-    ip_scale: float = 0.0
+    ip_scale: float = 0.0                                # IP-Adapter (subject or face) scale
+    # FaceID: the user's mean face embedding. Part of the key because the pipeline repeats
+    # `ip_adapter_image_embeds` for every prompt of a call: one face per call.
+    face: tuple[float, ...] = ()
 
 
 class DiffusersImageBackend:
-    """Stable Diffusion text-to-image with IP-Adapter, LoRA and textual inversion personalization."""
+    """Stable Diffusion text-to-image with IP-Adapter (subject or face), LoRA and textual inversion."""
 
     modality = "image"
     methods = frozenset({"prompt_only", "ip_adapter", "lora", "textual_inversion"})
 
     def __init__(self, ref: str = TINY_SD, device: str = "cpu", dtype: str = "float32", steps: int = 2,
                  guidance_scale: float = 5.0, width: int | None = None, height: int | None = None,
-                 ip_adapter: str | None = None) -> None:
+                 ip_adapter: str | None = None, face_adapter: str | None = None) -> None:
         self.ref = ref
         self.device = device
         self.dtype = dtype
@@ -200,9 +106,13 @@ class DiffusersImageBackend:
         self.width = width
         self.height = height
         self.ip_adapter = ip_adapter
+        self.face_adapter = face_adapter
         self._pipe: Any = None
         # Parsed now: a malformed profile fails when built, not on the first request.
         self._ip_spec = _IpAdapterSpec.parse(ip_adapter) if ip_adapter is not None else None
+        self._face_spec = (_IpAdapterSpec.parse(face_adapter, "face_adapter", encoder=False)
+                           if face_adapter is not None else None)
+        self._face_dim: int | None = None  # the FaceID id embedding size, read from the weights once
         self._loras: OrderedDict[str, str] = OrderedDict()  # adapter name → key, most recent last
         self._image_encoder: Any = None  # kept across IP-Adapter unloads: reloading it is slow
         self._workdir: Path | None = None
@@ -259,13 +169,30 @@ class DiffusersImageBackend:
         loras = tuple((self._load_lora(ref, fetch), float((ref.meta or {}).get("weight", 1.0)))
                       for ref in refs if ref.method == "lora")
         tokens = tuple((_ti_token(ref), _blob_sha(ref)) for ref in refs if ref.method == "textual_inversion")
-        shas = _subject_shas(request) if plan.method == "ip_adapter" and self._ip_spec is not None else ()
-        method = plan.method if plan.method != "ip_adapter" or shas else "prompt_only"
+        method, shas = self._conditioning(request)
+        face = _mean_face(request.context.conditioning.face_embeddings) if method == _FACE_METHOD else ()
         return _Job(method=method, steps=options.steps or self.steps,
                     guidance_scale=self.guidance_scale if options.guidance_scale is None else options.guidance_scale,
                     width=options.width or self.width, height=options.height or self.height,
                     loras=loras, tokens=tokens, subject_shas=shas,
-                    ip_scale=options.ip_adapter_scale if shas else 0.0)
+                    ip_scale=options.ip_adapter_scale if shas or face else 0.0, face=face)
+
+    def _conditioning(self, request: GenerationRequest) -> tuple[str, tuple[str, ...]]:
+        """The method a request runs with, and its subject's reference images for IP-Adapter.
+
+        IP-Adapter conditions on the subject's photos; with no subject, on the user's face
+        (FaceID); with neither, or no weights for it, the request falls back to its prompt.
+        """
+        plan = request.plan
+        if plan.method != "ip_adapter":
+            return plan.method, ()
+        shas = _subject_shas(request) if self._ip_spec is not None else ()
+        if shas:
+            return "ip_adapter", shas
+        if plan.subject is None and request.context.conditioning.face_embeddings and self._face_weights():
+            self._check_face_size(request)
+            return _FACE_METHOD, ()
+        return "prompt_only", ()
 
     def _run(self, job: _Job, requests: list[GenerationRequest], fetch: BlobFetcher) -> list[list[GeneratedOutput]]:
         """One pipeline call for requests of the same job, with its personalization applied then undone."""
@@ -274,6 +201,9 @@ class DiffusersImageBackend:
         if job.subject_shas:
             kwargs["ip_adapter_image"] = [[_open_image(fetch(sha), sha) for sha in job.subject_shas]]
             self._load_ip_adapter(job.ip_scale)
+        if job.method == _FACE_METHOD:
+            kwargs["ip_adapter_image_embeds"] = [self._face_embeds(job)]
+            self._load_face_adapter(job.ip_scale, job.loras)
         if job.tokens:
             self._load_tokens(job.tokens, fetch)
         try:
@@ -284,6 +214,8 @@ class DiffusersImageBackend:
             if job.subject_shas:
                 self._image_encoder = self._pipe.image_encoder
                 self._pipe.unload_ip_adapter()
+            if job.method == _FACE_METHOD:
+                self._unload_face_adapter()
         return self._package(job, requests, images)
 
     def _call(self, job: _Job, requests: list[GenerationRequest], kwargs: dict[str, Any]) -> list[Any]:
@@ -309,15 +241,19 @@ class DiffusersImageBackend:
             for offset in range(request.options.num_outputs):
                 image = images[position]
                 position += 1
-                meta = {"model": self.ref, "method": job.method, "prompt": request.plan.prompt,
+                method = "ip_adapter" if job.method == _FACE_METHOD else job.method
+                meta = {"model": self.ref, "method": method, "prompt": request.plan.prompt,
                         "negative_prompt": request.plan.negative_prompt, "seed": request.options.seed + offset,
                         "steps": job.steps, "guidance_scale": job.guidance_scale, "width": image.width,
                         "height": image.height, "adapters": list(request.plan.adapters),
                         "subject": request.plan.subject}
-                if job.method != request.plan.method:
+                if method != request.plan.method:
                     meta["requested_method"] = request.plan.method  # fell back: no reference images/weights
-                if job.subject_shas:
+                if job.subject_shas or job.method == _FACE_METHOD:
                     meta["ip_adapter_scale"] = job.ip_scale
+                    meta["conditioning"] = "subject" if job.subject_shas else "face"
+                if job.method == _FACE_METHOD:
+                    meta["face_embeddings"] = len(request.context.conditioning.face_embeddings)
                 produced.append(GeneratedOutput(data=_png(image), media_type="image/png", meta=meta))
             results.append(produced)
         return results
@@ -333,6 +269,79 @@ class DiffusersImageBackend:
         self._pipe.load_ip_adapter(spec.source, subfolder=spec.subfolder, weight_name=spec.weight_name,
                                    image_encoder_folder=spec.image_encoder_folder)
         self._pipe.set_ip_adapter_scale(scale)
+
+    # -- IP-Adapter FaceID: the user's face
+
+    def _face_weights(self) -> _IpAdapterSpec | None:
+        """The FaceID weights: configured, or the tiny pipeline's own (built on first use)."""
+        if self._face_spec is None and self.ref == TINY_SD:
+            self._face_spec = _IpAdapterSpec(str(tiny_face_adapter_dir()), "", TINY_FACE_WEIGHT_NAME, None)
+        return self._face_spec
+
+    def face_id_dim(self) -> int:
+        """The id embedding size the FaceID weights take (loaded once to read it, then unloaded)."""
+        if self._face_dim is None:
+            from diffusers.models.embeddings import IPAdapterFaceIDImageProjection
+
+            self.setup()
+            if self._face_weights() is None:
+                raise InvalidInputError(f"model {self.ref!r}: no face_adapter configured")
+            self._load_face_adapter(0.0, ())
+            try:
+                projection = self._pipe.unet.encoder_hid_proj.image_projection_layers[0]
+            finally:
+                self._unload_face_adapter()
+            if not isinstance(projection, IPAdapterFaceIDImageProjection):
+                raise InvalidInputError(f"face_adapter {self.face_adapter!r} is not IP-Adapter FaceID weights "
+                                        f"(its projection is {type(projection).__name__})")
+            self._face_dim = int(projection.ff.net[0].proj.in_features)
+        return self._face_dim
+
+    def _check_face_size(self, request: GenerationRequest) -> None:
+        """Refuse face embeddings whose size is not the adapter's id embedding size."""
+        sizes = sorted({len(e) for e in request.context.conditioning.face_embeddings})
+        expected = self.face_id_dim()
+        if sizes != [expected]:
+            raise InvalidInputError(
+                f"user {request.context.user!r}: face embeddings of size {'/'.join(map(str, sizes))}, but the "
+                f"FaceID adapter takes {expected}-d id embeddings (h94's FaceID weights take 512-d ArcFace "
+                "embeddings from insightface; the dlib face encoder gives 128-d)")
+
+    def _face_embeds(self, job: _Job) -> torch.Tensor:
+        """`ip_adapter_image_embeds[0]` for the job's face: (1 prompt, 1 image, dim), or (2, 1, dim).
+
+        The pipeline repeats it for every prompt of the call. With classifier-free guidance it
+        splits the tensor in halves on dim 0, negative first: zeros here, as in diffusers' docs.
+        """
+        import torch
+
+        embeds = torch.tensor(job.face).view(1, 1, -1).to(device=self.device, dtype=self._pipe.unet.dtype)
+        guided = job.guidance_scale > 1 and self._pipe.unet.config.time_cond_proj_dim is None
+        return torch.cat([torch.zeros_like(embeds), embeds]) if guided else embeds
+
+    def _load_face_adapter(self, scale: float, loras: tuple[tuple[str, float], ...]) -> None:
+        """Load the FaceID weights with no image encoder; their own LoRA joins the request's."""
+        spec = self._face_weights()
+        assert spec is not None  # _conditioning only picks FaceID when it has weights
+        self._pipe.load_ip_adapter(spec.source, subfolder=spec.subfolder, weight_name=spec.weight_name,
+                                   image_encoder_folder=None)
+        self._pipe.set_ip_adapter_scale(scale)
+        faceid = self._face_loras()
+        if faceid:  # h94's FaceID weights carry a LoRA, loaded as "faceid_0"; active even if LoRA was off
+            self._pipe.enable_lora()
+            self._pipe.set_adapters([*faceid, *(name for name, _ in loras)],
+                                    adapter_weights=[1.0] * len(faceid) + [weight for _, weight in loras])
+
+    def _unload_face_adapter(self) -> None:
+        """Undo `_load_face_adapter`: `unload_ip_adapter` leaves FaceID's LoRA in, so delete it too."""
+        self._pipe.unload_ip_adapter()
+        faceid = self._face_loras()
+        if faceid:
+            self._pipe.delete_adapters(faceid)
+
+    def _face_loras(self) -> list[str]:
+        """The LoRA adapters `load_ip_adapter` added for FaceID weights ("faceid_0", ...)."""
+        return [name for name in getattr(self._pipe.unet, "peft_config", None) or {} if name.startswith("faceid_")]
 
     # -- LoRA
 
@@ -426,6 +435,15 @@ def _subject_shas(request: GenerationRequest) -> tuple[str, ...]:
     return ()
 
 
+def _mean_face(embeddings: list[list[float]]) -> tuple[float, ...]:
+    """The mean of a user's face embeddings, L2-normalised (as the per-photo embeddings are)."""
+    import torch
+
+    mean = torch.tensor(embeddings, dtype=torch.float64).mean(dim=0)
+    norm = mean.norm()
+    return tuple((mean / norm if norm > 0 else mean).float().tolist())
+
+
 def _open_image(data: bytes, sha: str) -> Any:
     from PIL import Image, UnidentifiedImageError
 
@@ -449,5 +467,5 @@ def _drop_partial_adapter(pipe: Any, name: str) -> None:
         pipe.delete_adapters(name)
 
 
-__all__ = ["LORA_WEIGHT_NAME", "TINY_SD", "DiffusersImageBackend", "build_tiny_sd", "tiny_ip_adapter_weights",
-           "tiny_sd_dir"]
+__all__ = ["LORA_WEIGHT_NAME", "TINY_SD", "DiffusersImageBackend", "build_tiny_sd", "tiny_face_adapter_dir",
+           "tiny_ip_adapter_weights", "tiny_sd_dir"]
