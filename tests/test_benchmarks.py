@@ -3,13 +3,17 @@ speed itself is measured by `unipgen bench memory`, never asserted in tests)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
 import pytest
 
 from unipgen.bench import run_benchmark
 
 
 @pytest.fixture(scope="module")
-def memory_bench():  # noqa: ANN201
+def memory_bench():
     import importlib
     import sys
 
@@ -22,7 +26,7 @@ def memory_bench():  # noqa: ANN201
         sys.path.remove(str(BENCHMARKS_DIR))
 
 
-def test_ingest_and_forget_stages(memory_bench) -> None:  # noqa: ANN001
+def test_ingest_and_forget_stages(memory_bench) -> None:
     ingest = memory_bench.bench_ingest(None, 300, 30)
     assert ingest["ingest_events"] == 300 and ingest["ingest_events_per_s"] > 0
     assert ingest["ingest_speedup_vs_naive"] == pytest.approx(
@@ -31,7 +35,7 @@ def test_ingest_and_forget_stages(memory_bench) -> None:  # noqa: ANN001
     assert forget["forget_deleted"]["blobs"] == 5 and forget["forget_deleted"]["events"] == 100
 
 
-def test_search_stages(memory_bench) -> None:  # noqa: ANN001
+def test_search_stages(memory_bench) -> None:
     import vector_bench
 
     store = memory_bench.bench_store_search(n_users=2, per_user=50, dim=16, queries=50)
@@ -75,3 +79,72 @@ def test_usermodel_ranking_harness_on_the_sample() -> None:
     for key in ("ndcg_at_10", "hr_at_10", "popularity_ndcg_at_10", "no_decay_ndcg_at_10", "update_events_per_s"):
         assert key in result
     assert 0.0 <= result["ndcg_at_10"] <= result["hr_at_10"] <= 1.0
+
+
+# ---------------------------------------------------------------- generation (toy sizes)
+# The stages of `unipgen bench generation` on the tiny models with one timed run each: every key
+# the Generation section of docs/benchmarks.md quotes is there, ratios are positive and the
+# identical-output checks hold.
+
+
+@pytest.fixture(scope="module")
+def generation_bench() -> Iterator[ModuleType]:
+    import importlib
+    import sys
+
+    pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    from unipgen.bench import BENCHMARKS_DIR
+
+    sys.path.insert(0, str(BENCHMARKS_DIR))  # generation_bench imports its sibling training_bench
+    try:
+        yield importlib.import_module("generation_bench")
+    finally:
+        sys.path.remove(str(BENCHMARKS_DIR))
+
+
+def _positive(result: dict[str, Any], *keys: str) -> None:
+    for key in keys:
+        assert result[key] > 0, (key, result[key])
+
+
+def test_generation_text_overhead_stage(generation_bench: ModuleType) -> None:
+    from unipgen.modalities.text import TINY_LM
+
+    result = generation_bench.bench_text_overhead(TINY_LM, runs=1, max_new_tokens=4)
+    for label in ("", "_greedy"):
+        _positive(result, f"overhead_ratio_text{label}", f"text_unipgen_ms{label}", f"text_direct_ms{label}")
+        assert result[f"identical_output_text{label}"] is True
+    assert result["text_settings"]["model"] == TINY_LM
+
+
+def test_generation_image_overhead_stage(generation_bench: ModuleType) -> None:
+    result = generation_bench.bench_image_overhead(runs=1, steps=2)
+    _positive(result, "overhead_ratio_image", "image_unipgen_ms", "image_direct_ms")
+    assert result["identical_output_image"] is True
+    assert result["image_settings"]["steps"] == 2
+
+
+def test_generation_adapter_switch_stage(generation_bench: ModuleType) -> None:
+    result = generation_bench.bench_adapter_switch(runs=1, steps=2)
+    _positive(result, "adapter_switch_speedup", "adapter_switch_ms", "adapter_naive_reload_ms",
+              "adapter_serve_speedup", "adapter_serve_ms", "adapter_naive_serve_ms", "adapter_cold_load_ms",
+              "adapter_warm_load_ms", "adapter_cold_vs_warm")
+
+
+def test_generation_mixed_batch_stage(generation_bench: ModuleType) -> None:
+    result = generation_bench.bench_mixed_batch(runs=1, users=2, per_user=2, max_new_tokens=4)
+    _positive(result, "mixed_batch_speedup", "mixed_batch_ms", "one_by_one_ms")
+    assert result["mixed_batch_identical"] is True
+    assert result["mixed_batch_settings"]["requests"] == 4
+
+
+def test_generation_training_step_stage(generation_bench: ModuleType) -> None:
+    """unipgen's DreamBooth-LoRA and the loop written on diffusers compute the same losses."""
+    import training_bench
+
+    result = training_bench.bench_training_step(steps=2, rounds=1, warmup=1)
+    _positive(result, "train_step_ms_unipgen", "train_step_ms_direct", "train_overhead_ratio")
+    assert result["train_losses_identical"] is True and result["train_loss_max_rel_diff"] == 0.0
+    assert len(result["train_losses_unipgen"]) == 4  # warm-up + timed + the closing step
+    assert result["train_settings"]["prior_preservation"] is True
