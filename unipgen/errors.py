@@ -51,3 +51,9 @@ class StoreError(UnipgenError):
     """A runtime failure of the store (not the caller's fault): I/O, a corrupt index file."""
 
     code = "store_error"
+
+
+class QueueFullError(UnipgenError):
+    """The job queue is at its limit (`Settings.max_queued_jobs`): retry later (HTTP 429)."""
+
+    code = "queue_full"

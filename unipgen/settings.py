@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     max_blob_bytes: int = Field(
         default=25 * 1024 * 1024, gt=0, description="Largest accepted upload (image, audio...)."
     )
+    max_queued_jobs: int = Field(
+        default=1000, gt=0, description="Jobs a tenant may have queued or running; beyond, submit is refused."
+    )
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'unipgen.db').as_posix()}"

@@ -188,24 +188,32 @@ class ContentMixin:
         `derived_from` lists (kind, key) pairs: kinds of `OWNER_MODELS`, or ``("user", key)``
         for data derived from the user's whole history. User-owned kinds resolve in `user`.
         """
+        with self._write() as w:
+            self._insert_artifact(w, tenant, key, kind=kind, media_type=media_type, data=data, user=user,
+                                  derived_from=derived_from, meta=meta)
+
+    def _insert_artifact(
+        self: MemoryStore, w: _Write, tenant: str, key: str, *, kind: str, media_type: str,
+        data: bytes | None, user: str | None, derived_from: Sequence[tuple[str, str]], meta: dict[str, Any] | None,
+    ) -> None:
+        """`add_artifact` inside an open write (a job stores its outputs and its end together)."""
         check_key(key, "artifact")
         if data is not None:
             check_size(data, self.max_blob_bytes, f"artifact {key!r}", allow_empty=True)  # a model may say nothing
-        with self._write() as w:
-            tenant_id = tenant_id_of(w.session, tenant)
-            user_id = user_id_of(w.session, tenant, user) if user is not None else None
-            if w.session.scalar(select(Artifact.id).where(Artifact.tenant_id == tenant_id, Artifact.key == key)):
-                raise ConflictError(f"artifact {key!r} already exists in {tenant!r}")
-            sources = [self._resolve(w.session, tenant, tenant_id, user_id, k, s) for k, s in derived_from]
-            blob_sha = w.put_blob(data, media_type) if data is not None else None
-            artifact = Artifact(tenant_id=tenant_id, user_id=user_id, key=key, kind=kind,
-                                media_type=media_type, blob_sha=blob_sha, meta=meta)
-            w.session.add(artifact)
-            w.session.flush()
-            w.session.add_all(
-                Lineage(tenant_id=tenant_id, derived_kind="artifact", derived_id=artifact.id,
-                        source_kind=k, source_id=i) for k, i in dict.fromkeys(sources)
-            )
+        tenant_id = tenant_id_of(w.session, tenant)
+        user_id = user_id_of(w.session, tenant, user) if user is not None else None
+        if w.session.scalar(select(Artifact.id).where(Artifact.tenant_id == tenant_id, Artifact.key == key)):
+            raise ConflictError(f"artifact {key!r} already exists in {tenant!r}")
+        sources = [self._resolve(w.session, tenant, tenant_id, user_id, k, s) for k, s in derived_from]
+        blob_sha = w.put_blob(data, media_type) if data is not None else None
+        artifact = Artifact(tenant_id=tenant_id, user_id=user_id, key=key, kind=kind,
+                            media_type=media_type, blob_sha=blob_sha, meta=meta)
+        w.session.add(artifact)
+        w.session.flush()
+        w.session.add_all(
+            Lineage(tenant_id=tenant_id, derived_kind="artifact", derived_id=artifact.id,
+                    source_kind=k, source_id=i) for k, i in dict.fromkeys(sources)
+        )
 
     def _resolve(
         self: MemoryStore, session: Session, tenant: str, tenant_id: int, user_id: int | None,

@@ -25,6 +25,7 @@ from unipgen.memory.models import (
     Blob,
     Embedding,
     Feedback,
+    Job,
     Lineage,
     ProfileAttribute,
     SubjectImage,
@@ -165,6 +166,7 @@ def _delete(session: Session, plan: _Plan) -> dict[str, int]:
     artifacts = plan.rows["artifact"]
     run("feedback", delete(Feedback).where(or_(Feedback.user_id.in_(plan.user_ids), Feedback.artifact_id.in_(artifacts),
                                                Feedback.rejected_id.in_(artifacts))))
+    run("jobs", delete(Job).where(Job.user_id.in_(plan.user_ids)))  # their requests hold the user's words
     run("profile_attributes", delete(ProfileAttribute).where(ProfileAttribute.user_id.in_(plan.user_ids)))
     run("subject_images", delete(SubjectImage).where(SubjectImage.subject_id.in_(plan.rows["subject"])))
     for kind in _DELETE_ORDER:
@@ -189,7 +191,7 @@ def _rows_left(session: Session, plan: _Plan) -> list[str]:
     for kind, ids in plan.rows.items():
         model = OWNER_MODELS[kind][0]
         left += [f"row {model.__tablename__}#{i}" for i in session.scalars(select(model.id).where(model.id.in_(ids)))]
-    for model in (User, BehaviorEvent, ProfileAttribute, Embedding, Feedback):
+    for model in (User, BehaviorEvent, ProfileAttribute, Embedding, Feedback, Job):
         column = model.id if model is User else model.user_id
         count = session.scalar(select(func.count()).select_from(model).where(column.in_(plan.user_ids)))
         if count:

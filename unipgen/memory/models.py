@@ -226,6 +226,43 @@ class Feedback(Base):
     meta: Mapped[dict[str, Any] | None]
 
 
+class Job(Base):
+    """A generation or training job, kept so that a restart of the service loses none.
+
+    `key` is the public job id (the caller's, for idempotent submission, or a new uuid).
+    `status` moves queued → running → succeeded | failed | cancelled; a failed attempt with
+    retries left goes back to queued with `run_after` set (backoff). A running job holds a
+    lease (`lease_until`) that its worker renews; an expired lease means the worker died, and
+    the job is queued again. `cancel_requested` asks a running job's worker to stop.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "key"),
+        Index("ix_jobs_status", "status", "run_after"),
+        Index("ix_jobs_user", "user_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(Key)
+    kind: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[dict[str, Any] | None]
+    worker: Mapped[str | None] = mapped_column(String(255))
+    run_after: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
 class Lineage(Base):
     """Edge `derived` ← `source`: the derived artifact was made from the source memory item.
 

@@ -4,7 +4,7 @@ One object ties together the database (SQLAlchemy), the blob store (fsspec) and 
 indexes. Each public method is one short transaction; a failure anywhere in it leaves nothing
 written, including blob files. The methods are grouped by job in mixins:
 `unipgen.memory.behaviors` (catalog and events), `unipgen.memory.content` (documents, faces,
-subjects, voices, artifacts, embeddings), `unipgen.memory.feedback` (judgements of outputs),
+subjects, voices, artifacts, embeddings), `unipgen.memory.feedback` (judgements of outputs), `unipgen.memory.jobs` (the job queue),
 `unipgen.memory.forget` and `unipgen.memory.archive`.
 """
 
@@ -28,6 +28,7 @@ from unipgen.memory.db import make_engine, migrate
 from unipgen.memory.feedback import FeedbackMixin
 from unipgen.memory.forget import ForgetMixin
 from unipgen.memory.indexes import IndexManager
+from unipgen.memory.jobs import JobsMixin
 from unipgen.memory.reads import ReadsMixin
 from unipgen.memory.lookups import check_key, tenant_id_of, user_id_of
 from unipgen.memory.models import (
@@ -70,19 +71,21 @@ class _Write:
         return sha
 
 
-class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, ReadsMixin, ForgetMixin, ArchiveMixin):
+class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsMixin, ForgetMixin, ArchiveMixin):
     """Tenants, users and everything unipgen remembers about them.
 
     Build it with `MemoryStore.open(settings)` (migrates the database) or pass the parts.
     """
 
     def __init__(
-        self, engine: Engine, blobs: BlobStore, indexes: IndexManager, max_blob_bytes: int
+        self, engine: Engine, blobs: BlobStore, indexes: IndexManager, max_blob_bytes: int,
+        max_queued_jobs: int = 1000,
     ) -> None:
         self.engine = engine
         self.blobs = blobs
         self.indexes = indexes
         self.max_blob_bytes = max_blob_bytes
+        self.max_queued_jobs = max_queued_jobs
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> MemoryStore:
@@ -91,7 +94,8 @@ class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, ReadsMixin, Forge
         engine = make_engine(settings.resolved_database_url())
         migrate(engine)
         indexes = IndexManager(engine, settings.resolved_index_dir())
-        return cls(engine, BlobStore(settings.resolved_blob_url()), indexes, settings.max_blob_bytes)
+        return cls(engine, BlobStore(settings.resolved_blob_url()), indexes, settings.max_blob_bytes,
+                   settings.max_queued_jobs)
 
     def close(self) -> None:
         """Persist changed indexes and release database connections."""

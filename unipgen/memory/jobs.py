@@ -1,0 +1,222 @@
+"""The job queue, kept in the store: a restart of the service or a dead worker loses no job.
+
+Every state change is one short transaction, and the ones that hand a job to a worker are
+conditional updates (`... WHERE status = 'queued'`), so several processes may claim from the
+same database and each job goes to one of them. A job's outputs are written in the same
+transaction that marks it succeeded (`finish_job`), so a job that is retried after its worker
+died never stores its outputs twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from unipgen.errors import ConflictError, NotFoundError, QueueFullError
+from unipgen.memory.lookups import check_key, tenant_id_of, user_id_of
+from unipgen.memory.models import Job, Tenant, User, utcnow
+from unipgen.schema.jobs import TERMINAL, JobRecord
+
+if TYPE_CHECKING:
+    from unipgen.memory.store import MemoryStore
+
+_PENDING = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class OutputArtifact:
+    """An artifact a job made, stored when the job is marked succeeded (see `add_artifact`)."""
+
+    key: str
+    kind: str
+    media_type: str
+    data: bytes | None
+    derived_from: Sequence[tuple[str, str]] = ()
+    meta: dict[str, Any] | None = None
+
+
+class JobsMixin:
+    def submit_job(self: MemoryStore, tenant: str, user: str, spec: dict[str, Any], *, key: str | None = None,
+                   max_attempts: int = 3) -> JobRecord:
+        """Queue a job for `user`. With `key`, submitting the same job again returns the first
+        one (idempotent); the same key with a different spec is a `ConflictError`."""
+        if key is not None:
+            check_key(key, "job")
+        with self._write() as w:
+            tenant_id = tenant_id_of(w.session, tenant)
+            user_id = user_id_of(w.session, tenant, user)
+            if key is not None:
+                found = w.session.scalar(select(Job).where(Job.tenant_id == tenant_id, Job.key == key))
+                if found is not None:
+                    if found.spec != spec or found.user_id != user_id:
+                        raise ConflictError(f"job {key!r} exists with a different request")
+                    return _record(w.session, found)
+            pending = w.session.scalar(select(func.count()).select_from(Job).where(
+                Job.tenant_id == tenant_id, Job.status.in_(_PENDING)))
+            if pending >= self.max_queued_jobs:
+                raise QueueFullError(f"tenant {tenant!r} has {pending} jobs queued or running (the limit): "
+                                     "retry later")
+            now = utcnow()
+            job = Job(tenant_id=tenant_id, user_id=user_id, key=key or f"job-{uuid.uuid4().hex}",
+                      kind=str(spec.get("kind")), spec=spec, status="queued", progress=0.0, attempts=0,
+                      max_attempts=max_attempts, cancel_requested=False, run_after=now, created_at=now,
+                      updated_at=now)
+            w.session.add(job)
+            w.session.flush()
+            return _record(w.session, job)
+
+    def job(self: MemoryStore, tenant: str, key: str) -> JobRecord:
+        with self.session() as session:
+            return _record(session, _job(session, tenant, key))
+
+    def jobs(self: MemoryStore, tenant: str, *, user: str | None = None, status: str | None = None,
+             limit: int = 100) -> list[JobRecord]:
+        """Jobs of a tenant (or of one user), newest first."""
+        with self.session() as session:
+            query = select(Job).where(Job.tenant_id == tenant_id_of(session, tenant))
+            if user is not None:
+                query = query.where(Job.user_id == user_id_of(session, tenant, user))
+            if status is not None:
+                query = query.where(Job.status == status)
+            rows = session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)).all()
+            return [_record(session, job) for job in rows]
+
+    def claim_job(self: MemoryStore, worker: str, lease_s: float, *, tenant: str | None = None,
+                  key: str | None = None) -> JobRecord | None:
+        """Hand the oldest runnable queued job (or job `key`) to `worker` for `lease_s` seconds.
+
+        Jobs whose worker's lease ran out are queued again first. Returns None when nothing is
+        runnable. Safe with concurrent claimers: a job goes to exactly one of them.
+        """
+        self.requeue_expired()
+        with self._write() as w:
+            now = utcnow()
+            query = select(Job.id).where(Job.status == "queued", Job.run_after <= now)
+            if tenant is not None:
+                query = query.where(Job.tenant_id == tenant_id_of(w.session, tenant))
+            if key is not None:
+                query = query.where(Job.key == key)
+            for job_id in w.session.scalars(query.order_by(Job.run_after, Job.id).limit(8)):
+                claimed = w.session.execute(
+                    update(Job).where(Job.id == job_id, Job.status == "queued")
+                    .values(status="running", worker=worker, attempts=Job.attempts + 1,
+                            lease_until=now + timedelta(seconds=lease_s), updated_at=now)
+                ).rowcount
+                if claimed:
+                    return _record(w.session, w.session.get(Job, job_id, populate_existing=True))
+        return None
+
+    def renew_lease(self: MemoryStore, tenant: str, key: str, worker: str, lease_s: float,
+                    progress: float | None = None) -> bool:
+        """Extend `worker`'s lease on a running job (and record its progress, 0..1).
+
+        Returns whether cancellation was requested. A worker that lost the job (its lease ran
+        out and the job went to another) gets a `ConflictError` and must stop.
+        """
+        with self._write() as w:
+            job = _job(w.session, tenant, key)
+            _own(job, worker)
+            now = utcnow()
+            job.lease_until = now + timedelta(seconds=lease_s)
+            job.updated_at = now
+            if progress is not None:
+                job.progress = min(max(progress, 0.0), 1.0)
+            return job.cancel_requested
+
+    def finish_job(self: MemoryStore, tenant: str, key: str, worker: str, result: dict[str, Any],
+                   outputs: Sequence[OutputArtifact] = ()) -> JobRecord:
+        """Store the job's outputs and mark it succeeded, in one transaction."""
+        with self._write() as w:
+            job = _job(w.session, tenant, key)
+            _own(job, worker)
+            user = w.session.scalar(select(User.key).where(User.id == job.user_id))
+            for out in outputs:
+                self._insert_artifact(w, tenant, out.key, kind=out.kind, media_type=out.media_type, data=out.data,
+                                      user=user, derived_from=out.derived_from, meta={**(out.meta or {}), "job": key})
+            _end(job, "succeeded", progress=1.0)
+            job.result = result
+            return _record(w.session, job)
+
+    def fail_job(self: MemoryStore, tenant: str, key: str, worker: str, error: dict[str, Any], *,
+                 retryable: bool, backoff_s: float = 1.0) -> JobRecord:
+        """Record a failed attempt. A retryable failure with attempts left queues the job again
+        after `backoff_s` × 2^(attempts − 1) seconds; otherwise the job has failed."""
+        with self._write() as w:
+            job = _job(w.session, tenant, key)
+            _own(job, worker)
+            job.error = error
+            if retryable and job.attempts < job.max_attempts and not job.cancel_requested:
+                now = utcnow()
+                job.status, job.worker, job.lease_until, job.updated_at = "queued", None, None, now
+                job.run_after = now + timedelta(seconds=backoff_s * 2 ** (job.attempts - 1))
+            else:
+                _end(job, "cancelled" if job.cancel_requested else "failed")
+            return _record(w.session, job)
+
+    def cancel_job(self: MemoryStore, tenant: str, key: str) -> JobRecord:
+        """Cancel a queued job now; ask a running job's worker to stop (it ends as cancelled)."""
+        with self._write() as w:
+            job = _job(w.session, tenant, key)
+            if job.status in TERMINAL:
+                raise ConflictError(f"job {key!r} has already {job.status}: nothing to cancel")
+            if job.status == "queued":
+                _end(job, "cancelled")
+            else:
+                job.cancel_requested = True
+                job.updated_at = utcnow()
+            return _record(w.session, job)
+
+    def mark_cancelled(self: MemoryStore, tenant: str, key: str, worker: str) -> JobRecord:
+        """The worker stopped a running job because cancellation was requested."""
+        with self._write() as w:
+            job = _job(w.session, tenant, key)
+            _own(job, worker)
+            _end(job, "cancelled")
+            return _record(w.session, job)
+
+    def requeue_expired(self: MemoryStore) -> int:
+        """Queue again the running jobs whose lease ran out (their worker died or hung)."""
+        with self._write() as w:
+            now = utcnow()
+            return w.session.execute(
+                update(Job).where(Job.status == "running", Job.lease_until < now)
+                .values(status="queued", worker=None, lease_until=None, run_after=now, updated_at=now)
+            ).rowcount
+
+
+def _job(session: Session, tenant: str, key: str) -> Job:
+    job = session.scalar(select(Job).where(Job.tenant_id == tenant_id_of(session, tenant), Job.key == key))
+    if job is None:
+        raise NotFoundError(f"unknown job {key!r} in tenant {tenant!r}")
+    return job
+
+
+def _own(job: Job, worker: str) -> None:
+    if job.status != "running" or job.worker != worker:
+        raise ConflictError(f"job {job.key!r} is no longer held by worker {worker!r} (status {job.status})")
+
+
+def _end(job: Job, status: str, progress: float | None = None) -> None:
+    now = utcnow()
+    job.status, job.lease_until, job.finished_at, job.updated_at = status, None, now, now
+    if progress is not None:
+        job.progress = progress
+
+
+def _record(session: Session, job: Job) -> JobRecord:
+    tenant = session.scalar(select(Tenant.key).where(Tenant.id == job.tenant_id))
+    user = session.scalar(select(User.key).where(User.id == job.user_id))
+    return JobRecord(key=job.key, tenant=tenant, user=user, kind=job.kind, spec=job.spec, status=job.status,
+                     progress=job.progress, attempts=job.attempts, max_attempts=job.max_attempts,
+                     cancel_requested=job.cancel_requested, result=job.result, error=job.error, worker=job.worker,
+                     created_at=job.created_at, updated_at=job.updated_at, finished_at=job.finished_at,
+                     run_after=job.run_after)
+
+
+__all__ = ["JobsMixin", "OutputArtifact"]

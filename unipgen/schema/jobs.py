@@ -1,0 +1,70 @@
+"""Jobs: what a caller asks the orchestrator to do, and the record the store keeps of it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from unipgen.schema.context import Modality
+from unipgen.schema.generation import GenerationOptions
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+#: Statuses a job does not leave.
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GenerateSpec(_Frozen):
+    """Generate personalized outputs of `modality` for the job's user."""
+
+    kind: Literal["generate"] = "generate"
+    modality: Modality
+    instruction: str = Field(min_length=1)
+    options: GenerationOptions = Field(default_factory=GenerationOptions)
+
+
+class TrainSpec(_Frozen):
+    """Train the job's user a personal adapter (see `unipgen.orchestrator.training.METHODS`)."""
+
+    kind: Literal["train"] = "train"
+    method: str
+    subject: str | None = None
+    steps: int = Field(default=20, ge=1, le=10_000)
+    seed: int = 0
+
+
+JobSpec = Annotated[Union[GenerateSpec, TrainSpec], Field(discriminator="kind")]
+
+
+class JobRecord(BaseModel):
+    """A job as the store keeps it. `result` lists the artifacts it made; `error` has a stable
+    `code` and a `message`. `attempts` counts starts, retries included."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    tenant: str
+    user: str
+    kind: str
+    spec: dict[str, Any]
+    status: JobStatus
+    progress: float
+    attempts: int
+    max_attempts: int
+    cancel_requested: bool
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    worker: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    run_after: datetime
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
