@@ -43,7 +43,7 @@ from unipgen.modalities.image import LORA_WEIGHT_NAME, DiffusersImageBackend, ti
 from unipgen.modalities.text import (
     TINY_LM,
     TransformersTextBackend,
-    _row_seed,  # the direct call seeds as unipgen seeds output 0, so the draws can match
+    row_seed,  # the direct call seeds as unipgen seeds output 0, so the draws can match
     save_text_adapter,
     tiny_lm_dir,
 )
@@ -172,13 +172,13 @@ def direct_text(model: Any, tokenizer: Any, prompt: str, seed: int, max_new_toke
                 top_p: float) -> str:
     """The plain transformers way: chat template, `generate` with sampling, decode the new tokens.
 
-    Seeded as unipgen seeds output 0 of a request (`_row_seed(seed, 0)`) so the draws can match;
+    Seeded as unipgen seeds output 0 of a request (`row_seed(seed, 0)`) so the draws can match;
     top_k=0 because unipgen's sampler has no top-k (transformers' default would be 50).
     """
     inputs = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                            return_dict=True, return_tensors="pt")
     eos = _eos_ids(model, tokenizer)
-    torch.manual_seed(_row_seed(seed, 0))
+    torch.manual_seed(row_seed(seed, 0))
     with torch.inference_mode():
         out = model.generate(**inputs, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
                              top_p=top_p if temperature > 0 else None, top_k=0 if temperature > 0 else None,

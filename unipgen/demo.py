@@ -2,7 +2,8 @@
 
 A MovieLens slice gives users their ratings and tags; the persona sample gives one of them a
 face photo, a voice sample and a personal subject (a dog with two reference photos). The demo
-then shows that user's context for an image request, exports and re-imports the user, and
+then shows that user's context for an image request, generates personalized text and images,
+learns from the user's choice between two answers (DPO), exports and re-imports the user, and
 forgets them with a residue scan.
 """
 
@@ -23,12 +24,15 @@ PERSONA_SAMPLE = DATA / "persona-sample"
 DEMO_USER = "2"  # a MovieLens user who also wrote tags
 DEMO_REQUEST = "a photo of my dog on the beach"
 DEMO_TEXT_REQUEST = "In two sentences, recommend a movie for my Friday night and say why it suits me."
+DEMO_PORTRAIT_REQUEST = "a portrait of me in a garden"
+DEMO_FEEDBACK_REQUEST = "Name one film I should watch this weekend."
 
 
 def run_demo(home: Path | None, tenant: str = "demo") -> None:
     """Load the samples into a fresh store, build a context, export, re-import elsewhere, forget."""
     for library in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
         os.environ.setdefault(library, "error")  # keep the demo's output to what it shows
+    _quiet_progress_bars()
     from unipgen.core.usermodel import UserModel
     from unipgen.memory import MemoryStore
     from unipgen.memory.loaders import load_movielens
@@ -48,19 +52,32 @@ def run_demo(home: Path | None, tenant: str = "demo") -> None:
             " embedded with dlib, Resemblyzer and a tiny CLIP")
         show_user(store, tenant, DEMO_USER, say)
         show_context(model, tenant, DEMO_USER, say)
-        show_generation(model, tenant, DEMO_USER, say)
+        from unipgen.orchestrator.inline import InlineGenerator
+
+        generator = InlineGenerator(model)  # loads each model once for the steps below
+        show_generation(generator, tenant, DEMO_USER, say)
+        show_feedback_loop(generator, tenant, DEMO_USER, say)
         archive = root / f"user-{DEMO_USER}.zip"
         counts = store.export_user(tenant, DEMO_USER, archive)
-        say(f"6. exported user {DEMO_USER} to {archive}: {counts['events']} events, "
+        say(f"7. exported user {DEMO_USER} to {archive}: {counts['events']} events, "
             f"{counts['documents']} documents, {counts['embeddings']} vectors, {counts['blobs']} files")
         same = reimport_is_identical(archive, root, tenant)
-        say(f"7. imported it into an empty store and exported again: {'identical' if same else 'DIFFERENT'} bytes")
+        say(f"8. imported it into an empty store and exported again: {'identical' if same else 'DIFFERENT'} bytes")
         forget = store.forget_user(tenant, DEMO_USER)
-        say(f"8. forgot user {DEMO_USER}: deleted {forget.deleted}")
+        say(f"9. forgot user {DEMO_USER}: deleted {forget.deleted}")
         say(f"   residue after a scan of database, indexes and blobs: {forget.residue or 'none'}")
         say(f"   users left: {len(store.list_users(tenant))}, blob files left: {len(list(store.blobs.list()))}")
     if not same or forget.residue:
         raise typer.Exit(1)
+
+
+def _quiet_progress_bars() -> None:
+    """No per-file loading bars from transformers/diffusers: the demo says what it loads."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
 
 
 def attach_persona(model, tenant: str, user: str) -> None:  # noqa: ANN001
@@ -85,18 +102,42 @@ def demo_profile() -> str:
     return "offline"
 
 
-def show_generation(model, tenant: str, user: str, say) -> None:  # noqa: ANN001
-    from unipgen.orchestrator.inline import InlineGenerator
+def show_generation(generator, tenant: str, user: str, say) -> None:  # noqa: ANN001
     from unipgen.schema.generation import GenerationOptions
 
-    generator = InlineGenerator(model)
+    model = generator.model
     say(f"5. generated for user {user} with the {model.profile.name!r} profile (stored with lineage):")
     [text] = generator.generate(tenant, user, "text", DEMO_TEXT_REQUEST, GenerationOptions(max_new_tokens=60))
     answer = model.store.artifact_blob(tenant, text.key)[0].decode("utf-8", "replace").strip()
     say(f"     text ({text.plan.method}): {DEMO_TEXT_REQUEST!r}")
     say("       -> " + " ".join(answer.split())[:400])
     [image] = generator.generate(tenant, user, "image", DEMO_REQUEST)
-    say(f"     image ({image.plan.method}, tiny random diffusion model): {image.path}")
+    say(f"     image ({image.plan.method} on the dog's photos, tiny random diffusion model): {image.path}")
+    [portrait] = generator.generate(tenant, user, "image", DEMO_PORTRAIT_REQUEST)
+    say(f"     image ({portrait.plan.method} FaceID on the face embedding, {DEMO_PORTRAIT_REQUEST!r}): {portrait.path}")
+
+
+def show_feedback_loop(generator, tenant: str, user: str, say) -> None:  # noqa: ANN001
+    """Two answers, the user picks the shorter, DPO learns it, the next answer uses the adapter."""
+    from unipgen.orchestrator.training import train
+    from unipgen.schema.generation import GenerationOptions
+
+    model = generator.model
+    options = GenerationOptions(num_outputs=2, max_new_tokens=40)
+    pair = generator.generate(tenant, user, "text", DEMO_FEEDBACK_REQUEST, options)
+    texts = [model.store.artifact_blob(tenant, a.key)[0].decode("utf-8", "replace") for a in pair]
+    chosen, rejected = sorted(range(2), key=lambda i: len(texts[i]))
+    model.store.add_feedback(tenant, [{"user": user, "type": "pairwise", "output": pair[chosen].key,
+                                       "rejected": pair[rejected].key}])
+    say(f"6. feedback: of two answers to {DEMO_FEEDBACK_REQUEST!r}, user {user} chose the shorter "
+        f"({len(texts[chosen])} vs {len(texts[rejected])} characters)")
+    trained = train(model, tenant, user, "dpo", steps=4)
+    meta = next(a.meta for a in model.store.artifacts(tenant, user, kind="adapter") if a.key == trained.key) or {}
+    say(f"   trained a DPO adapter {trained.key}: loss {trained.losses[0]:.3f} -> {trained.losses[-1]:.3f}; "
+        f"log-prob margin chosen - rejected {meta['margin_before']:.1f} -> {meta['margin_after']:.1f}")
+    [after] = generator.generate(tenant, user, "text", DEMO_FEEDBACK_REQUEST, GenerationOptions(max_new_tokens=40))
+    answer = model.store.artifact_blob(tenant, after.key)[0].decode("utf-8", "replace")
+    say(f"   next answer ({after.plan.method}, adapter {after.plan.adapters[0]}): " + " ".join(answer.split())[:300])
 
 
 def show_context(model, tenant: str, user: str, say) -> None:  # noqa: ANN001

@@ -25,7 +25,7 @@ import tempfile
 import warnings
 import zipfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,7 +149,8 @@ def save_text_adapter(peft_model: Any, adapter_name: str = "default") -> bytes:
     The zip is deterministic (sorted names, fixed timestamps): the same weights give the same sha256.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        peft_model.save_pretrained(tmp, selected_adapters=[adapter_name])
+        # Only LoRA weights: the embeddings are not trained (and "auto" would look for a Hub config).
+        peft_model.save_pretrained(tmp, selected_adapters=[adapter_name], save_embedding_layers=False)
         folder = _adapter_folder(Path(tmp))
         if folder is None:
             raise InvalidInputError(f"adapter {adapter_name!r}: PEFT wrote no adapter_config.json")
@@ -233,18 +234,21 @@ def load_trainable(ref: str, gguf_file: str | None, rank: int, target_modules: s
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **extra)
     config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=target_modules, task_type="CAUSAL_LM")
-    model = get_peft_model(base, config)
+    with warnings.catch_warnings():  # PEFT calls a transformers property deprecated in 5.x
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = get_peft_model(base, config)
     model.train()
     return tokenizer, model
 
 
 def train_text_lora(ref: str, documents: Sequence[str], steps: int = 20, rank: int = 8, learning_rate: float = 1e-3,
                     seed: int = 0, max_length: int = 256, target_modules: str | list[str] = "all-linear",
-                    gguf_file: str | None = None) -> TrainedTextAdapter:
+                    gguf_file: str | None = None, should_stop: Callable[[], bool] | None = None) -> TrainedTextAdapter:
     """Fit a LoRA on `ref` to the user's `documents` (causal-LM loss, one document per step, cycling).
 
     A few steps on CPU are enough to shift style and vocabulary; the base model is loaded apart
-    from any serving backend, so training never touches the weights being served.
+    from any serving backend, so training never touches the weights being served. `should_stop`
+    is asked before each step; True ends training with what was learned so far.
     """
     import torch
 
@@ -258,6 +262,8 @@ def train_text_lora(ref: str, documents: Sequence[str], steps: int = 20, rank: i
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
     losses = []
     for step in range(steps):
+        if should_stop is not None and should_stop():
+            break
         ids = batches[step % len(batches)]
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
@@ -309,7 +315,7 @@ def _top_p(probs: Any, top_p: float) -> Any:
     return torch.zeros_like(probs).scatter_(1, order, sorted_probs)
 
 
-def _row_seed(seed: int, index: int) -> int:
+def row_seed(seed: int, index: int) -> int:
     """A generator seed for output `index` of a request seeded `seed` (outputs of seed s and s+1 differ)."""
     digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
@@ -437,7 +443,7 @@ class TransformersTextBackend:
                 name = adapter_sha(request, keys[0])
                 paths[name] = unpack_adapter(keys[0], name, fetch, self.adapter_cache)
             options = request.options
-            rows += [_Row(number, index, request.plan.prompt, name, keys, _row_seed(options.seed, index),
+            rows += [_Row(number, index, request.plan.prompt, name, keys, row_seed(options.seed, index),
                           options.max_new_tokens) for index in range(options.num_outputs)]
         return rows, paths
 
@@ -495,4 +501,4 @@ class TransformersTextBackend:
 
 
 __all__ = ["TrainedTextAdapter", "TransformersTextBackend", "adapter_sha", "build_tiny_lm", "load_trainable", "packaged_gguf",
-           "prompt_text", "resolve_ref", "save_text_adapter", "tiny_lm_dir", "train_text_lora", "unpack_adapter"]
+           "prompt_text", "resolve_ref", "row_seed", "save_text_adapter", "tiny_lm_dir", "train_text_lora", "unpack_adapter"]

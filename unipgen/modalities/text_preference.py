@@ -16,7 +16,7 @@ pairs and a few steps; the function below is checked against hand-computed value
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,8 +61,12 @@ def dpo_loss(policy_chosen: Any, policy_rejected: Any, ref_chosen: Any, ref_reje
 def train_text_dpo(ref: str, pairs: Sequence[PreferencePair], steps: int = 20, beta: float = 0.1, rank: int = 8,
                    learning_rate: float = 5e-4, batch_size: int = 4, seed: int = 0, max_length: int = 512,
                    target_modules: str | list[str] = "all-linear",
-                   gguf_file: str | None = None) -> TrainedPreferenceAdapter:
-    """Fit a LoRA on `ref` to preference `pairs` by DPO (`batch_size` pairs per step, cycling)."""
+                   gguf_file: str | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> TrainedPreferenceAdapter:
+    """Fit a LoRA on `ref` to preference `pairs` by DPO (`batch_size` pairs per step, cycling).
+
+    `should_stop` is asked before each step; True ends training with what was learned so far.
+    """
     import torch
 
     if not pairs:
@@ -77,6 +81,8 @@ def train_text_dpo(ref: str, pairs: Sequence[PreferencePair], steps: int = 20, b
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
     losses = []
     for step in range(steps):
+        if should_stop is not None and should_stop():
+            break
         batch = [(step * batch_size + i) % len(pairs) for i in range(min(batch_size, len(pairs)))]
         chosen, rejected = _pair_logps(model, batch, encoded)
         loss, _ = dpo_loss(chosen, rejected, ref_logps[0][batch], ref_logps[1][batch], beta)

@@ -15,6 +15,7 @@ from typing import Any
 from unipgen.core.usermodel import UserModel
 from unipgen.errors import NotFoundError
 from unipgen.memory.blobs import sha256_hex
+from unipgen.memory.jobs import OutputArtifact
 from unipgen.modalities import load_backend
 from unipgen.schema.context import Modality, PersonalizationPlan
 from unipgen.schema.generation import GeneratedOutput, GenerationOptions, GenerationRequest
@@ -32,6 +33,33 @@ class GeneratedArtifact:
     blob_sha: str
     path: str | None
     plan: PersonalizationPlan
+
+
+@dataclass(frozen=True)
+class PreparedGeneration:
+    """A backend request built from the store, and the memory items its outputs derive from."""
+
+    request: GenerationRequest
+    sources: list[tuple[str, str]]
+
+
+def prepare_generation(model: UserModel, tenant: str, user: str, modality: Modality, instruction: str,
+                       options: GenerationOptions | None = None) -> PreparedGeneration:
+    """Context → plan → request; everything a backend needs, as plain data."""
+    context = model.context(tenant, user, modality, instruction)
+    plan = model.plan(context)
+    request = GenerationRequest(context=context, plan=plan, options=options or GenerationOptions())
+    return PreparedGeneration(request, _sources(context.provenance, plan))
+
+
+def output_artifacts(model: UserModel, prepared: PreparedGeneration,
+                     outputs: list[GeneratedOutput]) -> list[OutputArtifact]:
+    """The artifacts to store for a request's outputs, each derived from what the request used."""
+    plan = prepared.request.plan
+    return [OutputArtifact(key=f"out-{uuid.uuid4().hex[:16]}", kind="output", media_type=output.media_type,
+                           data=output.data, derived_from=prepared.sources,
+                           meta={**output.meta, "modality": plan.modality, "profile": model.profile.name})
+            for output in outputs]
 
 
 class InlineGenerator:
@@ -55,22 +83,19 @@ class InlineGenerator:
                  options: GenerationOptions | None = None) -> list[GeneratedArtifact]:
         """Personalized outputs for one request, stored as artifacts of `user`."""
         backend = self.backend(modality)  # an unknown modality fails before any work
-        context = self.model.context(tenant, user, modality, instruction)
-        plan = self.model.plan(context)
-        request = GenerationRequest(context=context, plan=plan, options=options or GenerationOptions())
-        outputs = backend.generate([request], self.model.store.blobs.get)[0]
-        sources = _sources(context.provenance, plan)
-        return [self._store(tenant, user, output, plan, sources) for output in outputs]
+        prepared = prepare_generation(self.model, tenant, user, modality, instruction, options)
+        outputs = backend.generate([prepared.request], self.model.store.blobs.get)[0]
+        stored = []
+        for out in output_artifacts(self.model, prepared, outputs):
+            self.model.store.add_artifact(tenant, out.key, kind=out.kind, media_type=out.media_type, data=out.data,
+                                          user=user, derived_from=out.derived_from, meta=out.meta)
+            stored.append(generated_artifact(self.model, out, prepared.request.plan))
+        return stored
 
-    def _store(self, tenant: str, user: str, output: GeneratedOutput, plan: PersonalizationPlan,
-               sources: list[tuple[str, str]]) -> GeneratedArtifact:
-        store = self.model.store
-        key = f"out-{uuid.uuid4().hex[:16]}"
-        meta = {**output.meta, "modality": plan.modality, "profile": self.model.profile.name}
-        store.add_artifact(tenant, key, kind="output", media_type=output.media_type, data=output.data, user=user,
-                           derived_from=sources, meta=meta)
-        sha = sha256_hex(output.data)
-        return GeneratedArtifact(key, output.media_type, sha, store.blobs.local_path(sha), plan)
+
+def generated_artifact(model: UserModel, out: OutputArtifact, plan: PersonalizationPlan) -> GeneratedArtifact:
+    sha = sha256_hex(out.data or b"")
+    return GeneratedArtifact(out.key, out.media_type, sha, model.store.blobs.local_path(sha), plan)
 
 
 def _sources(provenance: list[str], plan: PersonalizationPlan) -> list[tuple[str, str]]:

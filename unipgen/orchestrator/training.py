@@ -1,4 +1,4 @@
-"""Train a user's personal adapter in this process and store it as an artifact with lineage.
+"""Train a user's personal adapter and store it as an artifact with lineage.
 
 - ``text-lora``: a LoRA of the profile's LM fitted on the user's documents;
 - ``lora``: DreamBooth-LoRA of the image model on one of the user's subjects, with prior
@@ -7,14 +7,18 @@
 - ``dpo``: a LoRA of the profile's LM fitted by DPO to the user's feedback on text outputs
   (pairwise choices, and thumbs-up × thumbs-down outputs of the same prompt).
 
-Each adapter records what it learned from (the documents, the subject, or the outputs judged),
-so forgetting one of them removes the adapter and every output generated through it.
+Training runs in three steps so that the middle one can run on any worker: `prepare_training`
+reads what the method learns from out of the store (plain data), `run_training` fits the
+adapter without touching the store, and the caller stores the result (`train` here, or a job's
+end). Each adapter records what it learned from (the documents, the subject, or the outputs
+judged), so forgetting one of them removes the adapter and every output generated through it.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from unipgen.core.usermodel import UserModel
@@ -30,16 +34,114 @@ class TrainedArtifact:
     losses: list[float]
 
 
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What one training run needs, read from the store: it can travel to a worker as is."""
+
+    method: str
+    ref: str
+    base: str | None  # the profile's model reference, recorded in the adapter's meta
+    steps: int
+    seed: int
+    derived_from: list[tuple[str, str]]
+    gguf_file: str | None = None
+    texts: list[str] = field(default_factory=list)   # text-lora: the user's documents
+    pairs: list[Any] = field(default_factory=list)   # dpo: PreferencePair
+    images: list[bytes] = field(default_factory=list)  # lora, textual-inversion: the subject's photos
+    subject: str | None = None
+    class_noun: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainedAdapter:
+    """An adapter ready to store: bytes, media type, sources and meta (with its loss curve)."""
+
+    method: str
+    data: bytes
+    media_type: str
+    derived_from: list[tuple[str, str]]
+    meta: dict[str, Any]
+    losses: list[float]
+
+    def key(self) -> str:
+        return f"{self.method}-{self.meta.get('subject') or 'user'}-{uuid.uuid4().hex[:12]}"
+
+
 def train(model: UserModel, tenant: str, user: str, method: str, *, subject: str | None = None,
           steps: int = 20, seed: int = 0, progress: bool = False) -> TrainedArtifact:
-    """Train `method` for `user` with the profile's base model; returns the adapter artifact."""
+    """Train `method` for `user` with the profile's base model in this process and store it."""
+    inputs = prepare_training(model, tenant, user, method, subject=subject, steps=steps, seed=seed)
+    trained = run_training(inputs, progress=progress)
+    key = trained.key()
+    model.store.add_artifact(tenant, key, kind="adapter", media_type=trained.media_type, data=trained.data,
+                             user=user, derived_from=trained.derived_from, meta=trained.meta)
+    return TrainedArtifact(key, method, trained.losses)
+
+
+def prepare_training(model: UserModel, tenant: str, user: str, method: str, *, subject: str | None = None,
+                     steps: int = 20, seed: int = 0) -> TrainingInputs:
+    """Read from the store what `method` learns from; errors name what is missing."""
     if method not in METHODS:
         raise InvalidInputError(f"unknown training method {method!r}; available here: {list(METHODS)}")
+    modality = "text" if method in ("text-lora", "dpo") else "image"
+    spec = model.profile.backends.get(modality)
+    if spec is None:
+        raise NotFoundError(f"profile {model.profile.name!r} has no {modality} generator to adapt")
+    common = {"method": method, "ref": spec.ref or "tiny-random", "base": spec.ref, "steps": steps, "seed": seed,
+              "gguf_file": spec.options.get("gguf_file")}
     if method == "text-lora":
-        return _text_lora(model, tenant, user, steps, seed)
+        documents = model.store.documents(tenant, user)
+        if not documents:
+            raise InvalidInputError(f"user {user!r} has no documents to train a text adapter on")
+        return TrainingInputs(**common, texts=[d.text for d in documents],
+                              derived_from=[("document", d.key) for d in documents])
     if method == "dpo":
-        return _dpo(model, tenant, user, steps, seed)
-    return _subject_adapter(model, tenant, user, method, subject, steps, seed, progress)
+        pairs, used = preference_pairs(model, tenant, user)
+        return TrainingInputs(**common, pairs=pairs, derived_from=[("artifact", k) for k in used])
+    record = _pick_subject(model, tenant, user, subject)
+    return TrainingInputs(**common, images=[model.store.blobs.get(sha) for sha in record.image_shas],
+                          subject=record.key, class_noun=record.class_noun, derived_from=[("subject", record.key)])
+
+
+def run_training(inputs: TrainingInputs, *, should_stop: Callable[[], bool] | None = None,
+                 progress: bool = False) -> TrainedAdapter:
+    """Fit the adapter `inputs` describe (no store access: runs in any process)."""
+    meta: dict[str, Any] = {"base": inputs.base, "steps": inputs.steps, "seed": inputs.seed}
+    if inputs.method in ("text-lora", "dpo"):
+        return _text_adapter(inputs, meta, should_stop)
+    from unipgen.modalities.image_training import train_dreambooth_lora, train_textual_inversion
+
+    if inputs.method == "lora":
+        trained = train_dreambooth_lora(inputs.ref, inputs.images, inputs.class_noun or "object", steps=inputs.steps,
+                                        seed=inputs.seed, progress=progress, should_stop=should_stop)
+        meta |= {"method": "lora", "token": "sks"}
+    else:
+        token = f"<{inputs.subject}>"
+        trained = train_textual_inversion(inputs.ref, inputs.images, token=token, steps=inputs.steps,
+                                          seed=inputs.seed, progress=progress, should_stop=should_stop)
+        meta |= {"method": "textual_inversion", "token": token}
+    meta |= {"modality": "image", "steps": trained.steps_done, "losses": trained.losses, "subject": inputs.subject}
+    return TrainedAdapter(inputs.method, trained.data, "application/octet-stream", inputs.derived_from, meta,
+                          trained.losses)
+
+
+def _text_adapter(inputs: TrainingInputs, meta: dict[str, Any],
+                  should_stop: Callable[[], bool] | None) -> TrainedAdapter:
+    if inputs.method == "text-lora":
+        from unipgen.modalities.text import train_text_lora
+
+        trained = train_text_lora(inputs.ref, inputs.texts, steps=inputs.steps, seed=inputs.seed,
+                                  gguf_file=inputs.gguf_file, should_stop=should_stop)
+        meta |= {"method": "lora"}
+    else:
+        from unipgen.modalities.text_preference import train_text_dpo
+
+        trained = train_text_dpo(inputs.ref, inputs.pairs, steps=inputs.steps, seed=inputs.seed,
+                                 gguf_file=inputs.gguf_file, should_stop=should_stop)
+        meta |= {"method": "dpo", "pairs": len(inputs.pairs), "margin_before": trained.margin_before,
+                 "margin_after": trained.margin_after, "accuracy_after": trained.accuracy_after}
+    meta |= {"modality": "text", "losses": trained.losses}
+    return TrainedAdapter(inputs.method, trained.data, "application/zip", inputs.derived_from, meta, trained.losses)
 
 
 def _pick_subject(model: UserModel, tenant: str, user: str, subject: str | None) -> Any:
@@ -52,53 +154,6 @@ def _pick_subject(model: UserModel, tenant: str, user: str, subject: str | None)
         if record.key == subject:
             return record
     raise NotFoundError(f"unknown subject {subject!r} of user {user!r}")
-
-
-def _subject_adapter(model: UserModel, tenant: str, user: str, method: str, subject: str | None, steps: int,
-                     seed: int, progress: bool) -> TrainedArtifact:
-    from unipgen.modalities.image_training import train_dreambooth_lora, train_textual_inversion
-
-    record = _pick_subject(model, tenant, user, subject)
-    spec = _backend_spec(model, "image")
-    images = [model.store.blobs.get(sha) for sha in record.image_shas]
-    ref = spec.ref or "tiny-random"
-    if method == "lora":
-        trained = train_dreambooth_lora(ref, images, record.class_noun, steps=steps, seed=seed, progress=progress)
-        meta = {"method": "lora", "token": "sks"}
-    else:
-        token = f"<{record.key}>"
-        trained = train_textual_inversion(ref, images, token=token, steps=steps, seed=seed, progress=progress)
-        meta = {"method": "textual_inversion", "token": token}
-    key = f"{method}-{record.key}-{uuid.uuid4().hex[:8]}"
-    meta |= {"modality": "image", "base": spec.ref, "steps": trained.steps_done, "seed": seed,
-             "losses": trained.losses, "subject": record.key}
-    model.store.add_artifact(tenant, key, kind="adapter", media_type="application/octet-stream", data=trained.data,
-                             user=user, derived_from=[("subject", record.key)], meta=meta)
-    return TrainedArtifact(key, method, trained.losses)
-
-
-def _backend_spec(model: UserModel, modality: str) -> Any:
-    spec = model.profile.backends.get(modality)
-    if spec is None:
-        raise NotFoundError(f"profile {model.profile.name!r} has no {modality} generator to adapt")
-    return spec
-
-
-def _text_lora(model: UserModel, tenant: str, user: str, steps: int, seed: int) -> TrainedArtifact:
-    from unipgen.modalities.text import train_text_lora
-
-    documents = model.store.documents(tenant, user)
-    if not documents:
-        raise InvalidInputError(f"user {user!r} has no documents to train a text adapter on")
-    spec = _backend_spec(model, "text")
-    trained = train_text_lora(spec.ref or "tiny-random", [d.text for d in documents], steps=steps, seed=seed,
-                              gguf_file=spec.options.get("gguf_file"))
-    key = f"text-lora-{uuid.uuid4().hex[:12]}"
-    meta = {"method": "lora", "modality": "text", "base": spec.ref, "steps": steps, "seed": seed,
-            "losses": trained.losses}
-    model.store.add_artifact(tenant, key, kind="adapter", media_type="application/zip", data=trained.data,
-                             user=user, derived_from=[("document", d.key) for d in documents], meta=meta)
-    return TrainedArtifact(key, "text-lora", trained.losses)
 
 
 def preference_pairs(model: UserModel, tenant: str, user: str) -> tuple[list[Any], list[str]]:
@@ -130,19 +185,3 @@ def preference_pairs(model: UserModel, tenant: str, user: str) -> tuple[list[Any
     text = {key: store.artifact_blob(tenant, key)[0].decode("utf-8") for key in {k for pair in keyed for k in pair}}
     pairs = [PreferencePair(prompt=prompt(c) or "", chosen=text[c], rejected=text[r]) for c, r in keyed]
     return pairs, sorted(text)
-
-
-def _dpo(model: UserModel, tenant: str, user: str, steps: int, seed: int) -> TrainedArtifact:
-    from unipgen.modalities.text_preference import train_text_dpo
-
-    spec = _backend_spec(model, "text")
-    pairs, used = preference_pairs(model, tenant, user)
-    trained = train_text_dpo(spec.ref or "tiny-random", pairs, steps=steps, seed=seed,
-                             gguf_file=spec.options.get("gguf_file"))
-    key = f"dpo-{uuid.uuid4().hex[:12]}"
-    meta = {"method": "dpo", "modality": "text", "base": spec.ref, "steps": steps, "seed": seed, "pairs": len(pairs),
-            "losses": trained.losses, "margin_before": trained.margin_before, "margin_after": trained.margin_after,
-            "accuracy_after": trained.accuracy_after}
-    model.store.add_artifact(tenant, key, kind="adapter", media_type="application/zip", data=trained.data,
-                             user=user, derived_from=[("artifact", k) for k in used], meta=meta)
-    return TrainedArtifact(key, "dpo", trained.losses)

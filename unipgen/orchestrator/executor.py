@@ -1,0 +1,200 @@
+"""Executors run the jobs of the store's queue: `InlineExecutor` in this process; the Ray
+executor (`unipgen.orchestrator.ray_executor`) on a Ray cluster. Both share the driver side
+here: the job's inputs are read from the store before the work (`prepare`), and its outputs
+are stored in the same transaction that marks it succeeded (`finish`), so a retried job never
+stores twice. Only the middle step, the backend call or the training loop, differs.
+
+Failures: an error of the caller's making (a `UnipgenError`: unknown subject, no documents...)
+fails the job at once with its code; anything else is retried with exponential backoff up to
+the job's `max_attempts`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import TypeAdapter
+
+from unipgen.core.usermodel import UserModel
+from unipgen.errors import ConflictError, UnipgenError
+from unipgen.memory.jobs import OutputArtifact
+from unipgen.orchestrator.inline import InlineGenerator, PreparedGeneration, output_artifacts, prepare_generation
+from unipgen.orchestrator.training import TrainedAdapter, TrainingInputs, prepare_training
+from unipgen.schema.jobs import GenerateSpec, JobRecord, JobSpec, TrainSpec
+
+_SPEC: TypeAdapter[GenerateSpec | TrainSpec] = TypeAdapter(JobSpec)
+
+
+class Executor(Protocol):
+    """What callers (CLI, service) use; the choice of executor is configuration."""
+
+    name: str
+
+    def submit(self, tenant: str, user: str, spec: GenerateSpec | TrainSpec, *, key: str | None = None,
+               max_attempts: int = 3) -> JobRecord: ...
+
+    def wait(self, tenant: str, key: str, timeout: float | None = None) -> JobRecord: ...
+
+    def cancel(self, tenant: str, key: str) -> JobRecord: ...
+
+
+class JobCancelled(Exception):
+    """Raised inside a job's work when its cancellation was requested."""
+
+
+@dataclass
+class Lease:
+    """A running job's hold: renews the lease at most every `every` seconds and reports
+    progress; calling it (as a trainer's `should_stop`) says whether to stop."""
+
+    store: Any
+    job: JobRecord
+    worker: str
+    lease_s: float
+    total_steps: int = 1
+    steps: int = 0
+    _renewed: float = 0.0
+    cancelled: bool = False
+
+    def __call__(self) -> bool:
+        self.steps += 1
+        if time.monotonic() - self._renewed >= min(self.lease_s / 3, 5.0):
+            self.renew()
+        return self.cancelled
+
+    def renew(self, progress: float | None = None) -> bool:
+        done = progress if progress is not None else min(self.steps / max(self.total_steps, 1), 0.99)
+        self.cancelled = self.store.renew_lease(self.job.tenant, self.job.key, self.worker, self.lease_s, done)
+        self._renewed = time.monotonic()
+        return self.cancelled
+
+
+def parse_spec(job: JobRecord) -> GenerateSpec | TrainSpec:
+    return _SPEC.validate_python(job.spec)
+
+
+def prepare(model: UserModel, job: JobRecord) -> PreparedGeneration | TrainingInputs:
+    """Read from the store what the job's work needs (plain data, so it can go to a worker)."""
+    spec = parse_spec(job)
+    if isinstance(spec, GenerateSpec):
+        return prepare_generation(model, job.tenant, job.user, spec.modality, spec.instruction, spec.options)
+    return prepare_training(model, job.tenant, job.user, spec.method, subject=spec.subject, steps=spec.steps,
+                            seed=spec.seed)
+
+
+def finish(model: UserModel, job: JobRecord, worker: str, work: PreparedGeneration | TrainingInputs,
+           produced: list[Any] | TrainedAdapter) -> JobRecord:
+    """Store what the work produced and mark the job succeeded, in one transaction."""
+    if isinstance(work, PreparedGeneration):
+        outputs = output_artifacts(model, work, produced)  # type: ignore[arg-type]
+        result = {"artifacts": [o.key for o in outputs], "plan": work.request.plan.model_dump(mode="json")}
+    else:
+        assert isinstance(produced, TrainedAdapter)
+        outputs = [OutputArtifact(produced.key(), "adapter", produced.media_type, produced.data,
+                                  produced.derived_from, produced.meta)]
+        result = {"artifacts": [outputs[0].key], "method": produced.method, "losses": produced.losses}
+    return model.store.finish_job(job.tenant, job.key, worker, result, outputs)
+
+
+def run_claimed(model: UserModel, job: JobRecord, worker: str, lease_s: float,
+                work_fn: Callable[[PreparedGeneration | TrainingInputs, Lease], Any],
+                backoff_s: float = 1.0) -> JobRecord:
+    """Run a job this worker claimed: prepare, `work_fn` (the executor's part), finish; record
+    failures (retryable or not) and cancellation."""
+    store = model.store
+    lease = Lease(store, job, worker, lease_s)
+    try:
+        if lease.renew(progress=0.0):
+            raise JobCancelled
+        work = prepare(model, job)
+        lease.total_steps = work.steps if isinstance(work, TrainingInputs) else 1
+        produced = work_fn(work, lease)
+        if lease.renew():  # asked to stop while the work ran: drop what it made
+            raise JobCancelled
+        return finish(model, job, worker, work, produced)
+    except JobCancelled:
+        return store.mark_cancelled(job.tenant, job.key, worker)
+    except ConflictError:
+        current = store.job(job.tenant, job.key)
+        if current.worker != worker:  # our lease ran out and the job went on elsewhere
+            return current
+        return store.fail_job(job.tenant, job.key, worker, _error("conflict", current), retryable=False)
+    except UnipgenError as exc:
+        return store.fail_job(job.tenant, job.key, worker, {"code": exc.code, "message": exc.message},
+                              retryable=False)
+    except Exception as exc:  # a crash of the work itself: worth another attempt
+        return store.fail_job(job.tenant, job.key, worker,
+                              {"code": "internal", "message": f"{type(exc).__name__}: {exc}"},
+                              retryable=True, backoff_s=backoff_s)
+
+
+def _error(code: str, job: JobRecord) -> dict[str, str]:
+    return {"code": code, "message": f"job {job.key!r} conflicted with the store's state ({job.status})"}
+
+
+class InlineExecutor:
+    """Runs jobs in this process, one at a time, with each backend loaded once.
+
+    `submit` queues a job (idempotent by key); `wait` runs it here if it is still queued and
+    returns its record; `run_pending` works through the queue (what `unipgen worker` does).
+    """
+
+    name = "inline"
+
+    def __init__(self, model: UserModel, *, worker: str | None = None, lease_s: float = 300.0,
+                 backoff_s: float = 1.0) -> None:
+        self.model = model
+        self.generator = InlineGenerator(model)
+        self.worker = worker or f"inline-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.lease_s = lease_s
+        self.backoff_s = backoff_s
+
+    def submit(self, tenant: str, user: str, spec: GenerateSpec | TrainSpec, *, key: str | None = None,
+               max_attempts: int = 3) -> JobRecord:
+        return self.model.store.submit_job(tenant, user, spec.model_dump(mode="json"), key=key,
+                                           max_attempts=max_attempts)
+
+    def wait(self, tenant: str, key: str, timeout: float | None = None) -> JobRecord:
+        """Run job `key` here until it ends (retries included), unless another worker holds it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.model.store.job(tenant, key)
+            if job.done or (deadline is not None and time.monotonic() > deadline):
+                return job
+            claimed = self.model.store.claim_job(self.worker, self.lease_s, tenant=tenant, key=key)
+            if claimed is not None:
+                self._run(claimed)
+            else:  # backing off before a retry, or running elsewhere
+                time.sleep(0.05)
+
+    def cancel(self, tenant: str, key: str) -> JobRecord:
+        return self.model.store.cancel_job(tenant, key)
+
+    def run_pending(self, limit: int | None = None) -> list[JobRecord]:
+        """Run runnable queued jobs (oldest first) until none is left or `limit` ran."""
+        ran: list[JobRecord] = []
+        while limit is None or len(ran) < limit:
+            job = self.model.store.claim_job(self.worker, self.lease_s)
+            if job is None:
+                return ran
+            ran.append(self._run(job))
+        return ran
+
+    def _run(self, job: JobRecord) -> JobRecord:
+        return run_claimed(self.model, job, self.worker, self.lease_s, self._work, self.backoff_s)
+
+    def _work(self, work: PreparedGeneration | TrainingInputs, lease: Lease) -> Any:
+        if isinstance(work, PreparedGeneration):
+            backend = self.generator.backend(work.request.context.modality)
+            return backend.generate([work.request], self.model.store.blobs.get)[0]
+        from unipgen.orchestrator.training import run_training
+
+        return run_training(work, should_stop=lease)
+
+
+__all__ = ["Executor", "InlineExecutor", "JobCancelled", "Lease", "finish", "parse_spec", "prepare", "run_claimed"]
