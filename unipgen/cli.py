@@ -22,9 +22,11 @@ app = typer.Typer(help="unipgen: unified personalized generation.", no_args_is_h
 ingest_app = typer.Typer(help="Load data sets into the store.", no_args_is_help=True)
 users_app = typer.Typer(help="Inspect, export, import and forget users.", no_args_is_help=True)
 bench_app = typer.Typer(help="Run benchmarks (results go to docs/benchmarks.md).", no_args_is_help=True)
+jobs_app = typer.Typer(help="Inspect and cancel generation and training jobs.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(users_app, name="users")
 app.add_typer(bench_app, name="bench")
+app.add_typer(jobs_app, name="jobs")
 
 Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -170,6 +172,32 @@ def bench_generation(
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
+@bench_app.command("preference")
+def bench_preference(
+    quick: Annotated[bool, typer.Option(help="Tiny random LM, fewer instructions (a smoke run).")] = False,
+    as_json: Json = False,
+) -> None:
+    """Feedback on real outputs → DPO adapter → held-out win rate of the simulated user's preference."""
+    from unipgen.bench import run_benchmark
+
+    results = run_benchmark("preference_bench", quick=quick)
+    _emit(results, as_json, json.dumps(results, indent=2))
+
+
+@bench_app.command("textpersonalization")
+def bench_textpersonalization(
+    quick: Annotated[bool, typer.Option(help="Tiny random LM, a handful of questions (harness check).")] = False,
+    data: Annotated[Path | None, typer.Option(help="MovieLens folder (movies.csv, tags.csv) or a LaMP task "
+                                                   "(questions.json + outputs.json).")] = None,
+    as_json: Json = False,
+) -> None:
+    """LaMP-style tagging with SmolLM2: no history vs retrieved history (RAG) vs a per-user LoRA."""
+    from unipgen.bench import run_benchmark
+
+    results = run_benchmark("textpersonalization_bench", quick=quick, data_dir=data)
+    _emit(results, as_json, json.dumps(results, indent=2))
+
+
 @app.command()
 def context(
     user: str,
@@ -192,6 +220,11 @@ def context(
     _emit(payload, as_json, _context_text(payload))
 
 
+Executor = Annotated[str, typer.Option(help="Who runs the job: inline (this process; the embedded default).")]
+JobId = Annotated[str | None, typer.Option("--job-id", help="Idempotency key: the same id returns the same job.")]
+Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Run the job now, or only queue it for `unipgen worker`.")]
+
+
 @app.command()
 def generate(
     user: str,
@@ -200,22 +233,47 @@ def generate(
     profile: Annotated[str, typer.Option(help="Model profile: tiny, cpu, gpu, offline or a .toml path.")] = "tiny",
     seed: Annotated[int, typer.Option(help="Same seed, same output.")] = 0,
     num_outputs: Annotated[int, typer.Option("--num-outputs", "-n", min=1, max=16)] = 1,
+    executor: Executor = "inline", job_id: JobId = None, wait: Wait = True,
     tenant: Tenant = "default", as_json: Json = False,
 ) -> None:
-    """Generate a personalized output for USER; prints the stored artifacts and their files."""
-    from unipgen.orchestrator.inline import InlineGenerator
+    """Generate a personalized output for USER as a job; prints the job and its artifacts' files."""
     from unipgen.schema.generation import GenerationOptions
+    from unipgen.schema.jobs import GenerateSpec
 
     _check_request(modality, instruction)
+    spec = GenerateSpec(modality=modality, instruction=instruction,  # type: ignore[arg-type]
+                        options=GenerationOptions(seed=seed, num_outputs=num_outputs))
     with _store() as store:
-        model = _user_model(store, profile, tenant, user)
-        options = GenerationOptions(seed=seed, num_outputs=num_outputs)
-        made = InlineGenerator(model).generate(tenant, user, modality, instruction, options)  # type: ignore[arg-type]
-    payload = {"tenant": tenant, "user": user, "plan": made[0].plan.model_dump(mode="json") if made else None,
-               "artifacts": [{"key": a.key, "media_type": a.media_type, "blob_sha": a.blob_sha, "path": a.path}
-                             for a in made]}
-    text = "\n".join(f"{a.key} ({a.media_type}): {a.path}" for a in made)
+        job = _run_job(store, profile, executor, tenant, user, spec, job_id, wait)
+        artifacts = [_artifact_file(store, tenant, key) for key in (job.result or {}).get("artifacts", [])]
+    payload = {"tenant": tenant, "user": user, "job": job.key, "status": job.status,
+               "plan": (job.result or {}).get("plan"), "artifacts": artifacts}
+    text = "\n".join(f"{a['key']} ({a['media_type']}): {a['path']}" for a in artifacts) or f"job {job.key}: {job.status}"
     _emit(payload, as_json, text)
+
+
+def _run_job(store: MemoryStore, profile: str, executor: str, tenant: str, user: str, spec: Any, job_id: str | None,
+             wait: bool, progress: bool = False) -> Any:
+    """Submit a job (idempotent by `job_id`) and, with `wait`, run it; a failed job raises its error."""
+    from unipgen.errors import InvalidInputError, error_from
+    from unipgen.orchestrator.executor import InlineExecutor
+
+    if executor != "inline":
+        raise InvalidInputError(f"unknown executor {executor!r}; available: inline")
+    store.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
+    if not wait:
+        return store.submit_job(tenant, user, spec.model_dump(mode="json"), key=job_id)
+    runner = InlineExecutor(_user_model(store, profile, tenant, user), progress=progress)
+    job = runner.wait(tenant, runner.submit(tenant, user, spec, key=job_id).key)
+    if job.status == "failed":
+        raise error_from(job.error or {})
+    return job
+
+
+def _artifact_file(store: MemoryStore, tenant: str, key: str) -> dict[str, Any]:
+    record = store.artifact(tenant, key)
+    return {"key": key, "media_type": record.media_type, "blob_sha": record.blob_sha,
+            "path": store.blobs.local_path(record.blob_sha) if record.blob_sha else None}
 
 
 @app.command()
@@ -227,20 +285,88 @@ def train(
     steps: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
     seed: Annotated[int, typer.Option()] = 0,
     profile: Annotated[str, typer.Option(help="Model profile whose base model is adapted.")] = "tiny",
+    executor: Executor = "inline", job_id: JobId = None, wait: Wait = True,
     tenant: Tenant = "default", as_json: Json = False,
 ) -> None:
-    """Train USER's personal adapter; prints the adapter artifact and its loss curve."""
-    from unipgen.core.usermodel import UserModel
-    from unipgen.orchestrator.training import train as run_training
+    """Train USER's personal adapter as a job; prints the adapter artifact and its loss curve."""
+    from unipgen.schema.jobs import TrainSpec
 
+    spec = TrainSpec(method=method, subject=subject, steps=steps, seed=seed)
     with _store() as store:
-        store.user_summary(tenant, user)
-        trained = run_training(UserModel(store, profile, cache_dir=_cache_dir()), tenant, user, method,
-                               subject=subject, steps=steps, seed=seed, progress=not as_json)
-    payload = {"tenant": tenant, "user": user, "artifact": trained.key, "method": trained.method,
-               "losses": trained.losses}
-    _emit(payload, as_json, f"trained {trained.method} {trained.key}: loss {trained.losses[0]:.3f} -> "
-                            f"{trained.losses[-1]:.3f} over {len(trained.losses)} steps")
+        job = _run_job(store, profile, executor, tenant, user, spec, job_id, wait, progress=not as_json)
+    result = job.result or {}
+    losses = result.get("losses", [])
+    payload = {"tenant": tenant, "user": user, "job": job.key, "status": job.status,
+               "artifact": (result.get("artifacts") or [None])[0], "method": method, "losses": losses}
+    summary = f"{losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps" if losses else job.status
+    _emit(payload, as_json, f"trained {method} {payload['artifact']}: loss {summary}")
+
+
+def _job_payload(job: Any) -> dict[str, Any]:
+    return job.model_dump(mode="json")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    user: Annotated[str | None, typer.Option(help="Only this user's jobs.")] = None,
+    status: Annotated[str | None, typer.Option(help="queued, running, succeeded, failed or cancelled.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    """The newest jobs, with their status and progress."""
+    with _store() as store:
+        found = store.jobs(tenant, user=user, status=status, limit=limit)
+    lines = [f"{j.key}  {j.kind:<8} {j.status:<9} {j.progress:4.0%}  user {j.user}  {j.created_at:%Y-%m-%d %H:%M:%S}"
+             for j in found]
+    _emit({"tenant": tenant, "jobs": [_job_payload(j) for j in found]}, as_json, "\n".join(lines) or "no jobs")
+
+
+@jobs_app.command("show")
+def jobs_show(key: str, tenant: Tenant = "default", as_json: Json = False) -> None:
+    """One job: its request, status, attempts, result or error."""
+    with _store() as store:
+        job = store.job(tenant, key)
+    _emit(_job_payload(job), as_json, json.dumps(_job_payload(job), indent=2))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(key: str, tenant: Tenant = "default", as_json: Json = False) -> None:
+    """Cancel a queued job, or ask a running one to stop (it ends as cancelled)."""
+    with _store() as store:
+        job = store.cancel_job(tenant, key)
+    _emit(_job_payload(job), as_json, f"job {key}: {job.status}" + (" (stop requested)" if job.cancel_requested else ""))
+
+
+@app.command()
+def worker(
+    profile: Annotated[str, typer.Option(help="Model profile the worker loads.")] = "tiny",
+    executor: Executor = "inline",
+    once: Annotated[bool, typer.Option(help="Run what is queued now, then exit.")] = False,
+    poll: Annotated[float, typer.Option(help="Seconds between looks at an empty queue.", min=0.05)] = 1.0,
+    as_json: Json = False,
+) -> None:
+    """Run queued jobs (of every tenant) until stopped, or once with --once."""
+    import time
+
+    from unipgen.core.usermodel import UserModel
+    from unipgen.errors import InvalidInputError
+    from unipgen.orchestrator.executor import InlineExecutor
+
+    if executor != "inline":
+        raise InvalidInputError(f"unknown executor {executor!r}; available: inline")
+    ran: list[Any] = []
+    with _store() as store:
+        runner = InlineExecutor(UserModel(store, profile, cache_dir=_cache_dir()))
+        while True:
+            done = runner.run_pending()
+            ran += done
+            for job in done:
+                if not as_json:
+                    typer.echo(f"{job.key}: {job.status}")
+            if once:
+                break
+            time.sleep(poll)
+    _emit({"worker": runner.worker, "jobs": [_job_payload(j) for j in ran]}, as_json, f"ran {len(ran)} jobs")
 
 
 @app.command()

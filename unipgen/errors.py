@@ -57,3 +57,18 @@ class QueueFullError(UnipgenError):
     """The job queue is at its limit (`Settings.max_queued_jobs`): retry later (HTTP 429)."""
 
     code = "queue_full"
+
+
+def error_from(record: dict[str, str]) -> UnipgenError:
+    """The error a recorded `{"code", "message"}` stands for (a failed job's, for example),
+    as the class with that code, so that a caller sees the same error as if it ran here."""
+
+    def subclasses(cls: type[UnipgenError]) -> list[type[UnipgenError]]:
+        return [cls] + [sub for child in cls.__subclasses__() for sub in subclasses(child)]
+
+    for cls in subclasses(UnipgenError):
+        if cls.code == record.get("code"):
+            return cls(record.get("message", ""))
+    error = UnipgenError(record.get("message", ""))
+    error.code = record.get("code", UnipgenError.code)
+    return error

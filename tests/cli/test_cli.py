@@ -130,3 +130,20 @@ def test_feedback_then_dpo_from_the_command_line(tmp_path: Path) -> None:
     assert both.returncode == 2 and "exactly one of --up, --down or --over" in as_json(both)["error"]["message"]
     unknown = run(tmp_path, "feedback", "2", "nope", "--up", "--json", ok=False)
     assert unknown.returncode == 2 and "no output 'nope'" in as_json(unknown)["error"]["message"]
+
+
+def test_jobs_queue_run_by_a_worker_and_idempotent_by_id(tmp_path: Path) -> None:
+    run(tmp_path, "ingest", "movielens", str(SAMPLE), "--users", "2")
+    queued = as_json(run(tmp_path, "generate", "2", "-i", "Recommend a film", "--job-id", "j1", "--no-wait", "--json"))
+    assert queued["job"] == "j1" and queued["status"] == "queued" and queued["artifacts"] == []
+    listed = as_json(run(tmp_path, "jobs", "list", "--status", "queued", "--json"))["jobs"]
+    assert [j["key"] for j in listed] == ["j1"]
+    ran = as_json(run(tmp_path, "worker", "--once", "--json"))
+    assert [(j["key"], j["status"]) for j in ran["jobs"]] == [("j1", "succeeded")]
+    again = as_json(run(tmp_path, "generate", "2", "-i", "Recommend a film", "--job-id", "j1", "--json"))
+    shown = as_json(run(tmp_path, "jobs", "show", "j1", "--json"))
+    assert again["status"] == "succeeded" and [a["key"] for a in again["artifacts"]] == shown["result"]["artifacts"]
+    other = run(tmp_path, "generate", "2", "-i", "Something else", "--job-id", "j1", "--json", ok=False)
+    assert other.returncode == 2 and "job 'j1' exists with a different request" in as_json(other)["error"]["message"]
+    late = run(tmp_path, "jobs", "cancel", "j1", "--json", ok=False)
+    assert late.returncode == 2 and "has already succeeded" in as_json(late)["error"]["message"]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import select
 
+from unipgen.errors import NotFoundError
 from unipgen.memory.content import OWNER_MODELS
 from unipgen.memory.lookups import tenant_id_of, user_id_of
 from unipgen.memory.models import Artifact, Embedding, EmbeddingSpace, Item, Lineage, Subject
@@ -75,6 +76,16 @@ class ReadsMixin:
             sources = _sources(session, [a.id for a in artifacts])
             return [ArtifactRecord(a.key, a.kind, a.media_type, a.blob_sha, a.meta, sources.get(a.id, []))
                     for a in artifacts]
+
+    def artifact(self: MemoryStore, tenant: str, key: str) -> ArtifactRecord:
+        """One artifact of the tenant by key, with what it was derived from."""
+        with self.session() as session:
+            found = session.scalar(select(Artifact).where(Artifact.tenant_id == tenant_id_of(session, tenant),
+                                                          Artifact.key == key))
+            if found is None:
+                raise NotFoundError(f"unknown artifact {key!r} in tenant {tenant!r}")
+            return ArtifactRecord(found.key, found.kind, found.media_type, found.blob_sha, found.meta,
+                                  _sources(session, [found.id]).get(found.id, []))
 
     def keys_without_vector(
         self: MemoryStore, tenant: str, space: str, kind: str, *, user: str | None = None

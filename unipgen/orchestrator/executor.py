@@ -147,8 +147,9 @@ class InlineExecutor:
     name = "inline"
 
     def __init__(self, model: UserModel, *, worker: str | None = None, lease_s: float = 300.0,
-                 backoff_s: float = 1.0) -> None:
+                 backoff_s: float = 1.0, progress: bool = False) -> None:
         self.model = model
+        self.progress = progress  # training progress bars on stderr
         self.generator = InlineGenerator(model)
         self.worker = worker or f"inline-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.lease_s = lease_s
@@ -194,7 +195,7 @@ class InlineExecutor:
             return backend.generate([work.request], self.model.store.blobs.get)[0]
         from unipgen.orchestrator.training import run_training
 
-        return run_training(work, should_stop=lease)
+        return run_training(work, should_stop=lease, progress=self.progress)
 
 
 __all__ = ["Executor", "InlineExecutor", "JobCancelled", "Lease", "finish", "parse_spec", "prepare", "run_claimed"]
