@@ -38,12 +38,33 @@ def _root(home: Annotated[Path | None, typer.Option(help="Data directory (else U
     _state["home"] = home
 
 
-def _store() -> MemoryStore:
-    from unipgen.memory import MemoryStore
+def _settings() -> Any:
     from unipgen.settings import Settings
 
-    settings = Settings(home=_state["home"]) if _state.get("home") else Settings()
-    return MemoryStore.open(settings)
+    return Settings(home=_state["home"]) if _state.get("home") else Settings()
+
+
+def _store() -> MemoryStore:
+    from unipgen.memory import MemoryStore
+
+    return MemoryStore.open(_settings())
+
+
+def _executor(model: Any, name: str | None, progress: bool = False) -> Any:
+    """The executor `name` (default: `UNIPGEN_EXECUTOR`) over `model`'s store."""
+    from unipgen.errors import InvalidInputError
+
+    settings = _settings()
+    name = name or settings.executor
+    if name == "inline":
+        from unipgen.orchestrator.executor import InlineExecutor
+
+        return InlineExecutor(model, progress=progress)
+    if name == "ray":
+        from unipgen.orchestrator.ray_executor import RayExecutor
+
+        return RayExecutor(model, home=settings.home, address=settings.ray_address)
+    raise InvalidInputError(f"unknown executor {name!r}; available: inline, ray")
 
 
 def _emit(payload: Any, as_json: bool, text: str) -> None:
@@ -220,7 +241,9 @@ def context(
     _emit(payload, as_json, _context_text(payload))
 
 
-Executor = Annotated[str, typer.Option(help="Who runs the job: inline (this process; the embedded default).")]
+Executor = Annotated[str | None, typer.Option(
+    help="Who runs the job: inline (this process) or ray (a local or UNIPGEN_RAY_ADDRESS cluster); "
+         "default UNIPGEN_EXECUTOR, else inline.")]
 JobId = Annotated[str | None, typer.Option("--job-id", help="Idempotency key: the same id returns the same job.")]
 Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Run the job now, or only queue it for `unipgen worker`.")]
 
@@ -233,7 +256,7 @@ def generate(
     profile: Annotated[str, typer.Option(help="Model profile: tiny, cpu, gpu, offline or a .toml path.")] = "tiny",
     seed: Annotated[int, typer.Option(help="Same seed, same output.")] = 0,
     num_outputs: Annotated[int, typer.Option("--num-outputs", "-n", min=1, max=16)] = 1,
-    executor: Executor = "inline", job_id: JobId = None, wait: Wait = True,
+    executor: Executor = None, job_id: JobId = None, wait: Wait = True,
     tenant: Tenant = "default", as_json: Json = False,
 ) -> None:
     """Generate a personalized output for USER as a job; prints the job and its artifacts' files."""
@@ -255,16 +278,17 @@ def generate(
 def _run_job(store: MemoryStore, profile: str, executor: str, tenant: str, user: str, spec: Any, job_id: str | None,
              wait: bool, progress: bool = False) -> Any:
     """Submit a job (idempotent by `job_id`) and, with `wait`, run it; a failed job raises its error."""
-    from unipgen.errors import InvalidInputError, error_from
-    from unipgen.orchestrator.executor import InlineExecutor
+    from unipgen.errors import error_from
 
-    if executor != "inline":
-        raise InvalidInputError(f"unknown executor {executor!r}; available: inline")
     store.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
     if not wait:
         return store.submit_job(tenant, user, spec.model_dump(mode="json"), key=job_id)
-    runner = InlineExecutor(_user_model(store, profile, tenant, user), progress=progress)
-    job = runner.wait(tenant, runner.submit(tenant, user, spec, key=job_id).key)
+    runner = _executor(_user_model(store, profile, tenant, user), executor, progress)
+    try:
+        job = runner.wait(tenant, runner.submit(tenant, user, spec, key=job_id).key)
+    finally:
+        if hasattr(runner, "shutdown"):
+            runner.shutdown()
     if job.status == "failed":
         raise error_from(job.error or {})
     return job
@@ -285,7 +309,7 @@ def train(
     steps: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
     seed: Annotated[int, typer.Option()] = 0,
     profile: Annotated[str, typer.Option(help="Model profile whose base model is adapted.")] = "tiny",
-    executor: Executor = "inline", job_id: JobId = None, wait: Wait = True,
+    executor: Executor = None, job_id: JobId = None, wait: Wait = True,
     tenant: Tenant = "default", as_json: Json = False,
 ) -> None:
     """Train USER's personal adapter as a job; prints the adapter artifact and its loss curve."""
@@ -340,32 +364,36 @@ def jobs_cancel(key: str, tenant: Tenant = "default", as_json: Json = False) -> 
 @app.command()
 def worker(
     profile: Annotated[str, typer.Option(help="Model profile the worker loads.")] = "tiny",
-    executor: Executor = "inline",
+    executor: Executor = None,
     once: Annotated[bool, typer.Option(help="Run what is queued now, then exit.")] = False,
     poll: Annotated[float, typer.Option(help="Seconds between looks at an empty queue.", min=0.05)] = 1.0,
     as_json: Json = False,
 ) -> None:
-    """Run queued jobs (of every tenant) until stopped, or once with --once."""
+    """Run queued jobs (of every tenant) until stopped, or once with --once.
+
+    With the Ray executor this process drives the queue and the work runs on the cluster's
+    model actors; on a multi-node cluster run it where the database and blob store are reachable.
+    """
     import time
 
     from unipgen.core.usermodel import UserModel
-    from unipgen.errors import InvalidInputError
-    from unipgen.orchestrator.executor import InlineExecutor
 
-    if executor != "inline":
-        raise InvalidInputError(f"unknown executor {executor!r}; available: inline")
     ran: list[Any] = []
     with _store() as store:
-        runner = InlineExecutor(UserModel(store, profile, cache_dir=_cache_dir()))
-        while True:
-            done = runner.run_pending()
-            ran += done
-            for job in done:
-                if not as_json:
-                    typer.echo(f"{job.key}: {job.status}")
-            if once:
-                break
-            time.sleep(poll)
+        runner = _executor(UserModel(store, profile, cache_dir=_cache_dir()), executor)
+        try:
+            while True:
+                done = runner.run_pending()
+                ran += done
+                for job in done:
+                    if not as_json:
+                        typer.echo(f"{job.key}: {job.status}")
+                if once:
+                    break
+                time.sleep(poll)
+        finally:
+            if hasattr(runner, "shutdown"):
+                runner.shutdown()
     _emit({"worker": runner.worker, "jobs": [_job_payload(j) for j in ran]}, as_json, f"ran {len(ran)} jobs")
 
 

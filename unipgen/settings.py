@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,12 @@ class Settings(BaseSettings):
     )
     max_blob_bytes: int = Field(
         default=25 * 1024 * 1024, gt=0, description="Largest accepted upload (image, audio...)."
+    )
+    executor: Literal["inline", "ray"] = Field(
+        default="inline", description="Who runs jobs: this process, or a Ray cluster."
+    )
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster to join (e.g. `10.0.0.5:6379`); default: start a local one."
     )
     max_queued_jobs: int = Field(
         default=1000, gt=0, description="Jobs a tenant may have queued or running; beyond, submit is refused."

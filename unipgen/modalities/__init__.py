@@ -18,6 +18,10 @@ BACKENDS: dict[str, str] = {
 }
 
 
+#: Profile options that say where a backend runs (read by the Ray executor), not how it is built.
+PLACEMENT_KEYS = ("num_gpus", "max_batch_requests", "max_wait_ms")
+
+
 def register_backend(type_name: str, target: str) -> None:
     """Make `type_name` usable in profiles; `target` is "package.module:Class"."""
     BACKENDS[type_name] = target
@@ -29,10 +33,10 @@ def load_backend(spec: ComponentSpec) -> Any:
         raise NotFoundError(f"unknown backend type {spec.type!r}; known: {sorted(BACKENDS)}")
     module, _, name = BACKENDS[spec.type].partition(":")
     cls = getattr(importlib.import_module(module), name)
-    kwargs = dict(spec.options)
+    kwargs = {key: value for key, value in spec.options.items() if key not in PLACEMENT_KEYS}
     if spec.ref is not None:
         kwargs["ref"] = spec.ref
     return cls(**kwargs)
 
 
-__all__ = ["BACKENDS", "load_backend", "register_backend"]
+__all__ = ["BACKENDS", "PLACEMENT_KEYS", "load_backend", "register_backend"]

@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -103,27 +104,32 @@ def finish(model: UserModel, job: JobRecord, worker: str, work: PreparedGenerati
 
 def run_claimed(model: UserModel, job: JobRecord, worker: str, lease_s: float,
                 work_fn: Callable[[PreparedGeneration | TrainingInputs, Lease], Any],
-                backoff_s: float = 1.0) -> JobRecord:
+                backoff_s: float = 1.0, store_lock: AbstractContextManager[Any] | None = None) -> JobRecord:
     """Run a job this worker claimed: prepare, `work_fn` (the executor's part), finish; record
-    failures (retryable or not) and cancellation."""
+    failures (retryable or not) and cancellation. With several jobs in flight in threads,
+    `store_lock` serializes their reads and writes of the store (the work runs outside it)."""
     store = model.store
     lease = Lease(store, job, worker, lease_s)
+    lock = store_lock or nullcontext()
     try:
         if lease.renew(progress=0.0):
             raise JobCancelled
-        work = prepare(model, job)
+        with lock:
+            work = prepare(model, job)
         lease.total_steps = work.steps if isinstance(work, TrainingInputs) else 1
         produced = work_fn(work, lease)
         if lease.renew():  # asked to stop while the work ran: drop what it made
             raise JobCancelled
-        return finish(model, job, worker, work, produced)
+        with lock:
+            return finish(model, job, worker, work, produced)
     except JobCancelled:
         return store.mark_cancelled(job.tenant, job.key, worker)
-    except ConflictError:
+    except ConflictError as exc:
         current = store.job(job.tenant, job.key)
-        if current.worker != worker:  # our lease ran out and the job went on elsewhere
+        if current.worker != worker or current.status != "running":  # the job went on elsewhere
             return current
-        return store.fail_job(job.tenant, job.key, worker, _error("conflict", current), retryable=False)
+        return store.fail_job(job.tenant, job.key, worker, {"code": exc.code, "message": exc.message},
+                              retryable=False)
     except UnipgenError as exc:
         return store.fail_job(job.tenant, job.key, worker, {"code": exc.code, "message": exc.message},
                               retryable=False)
@@ -131,10 +137,6 @@ def run_claimed(model: UserModel, job: JobRecord, worker: str, lease_s: float,
         return store.fail_job(job.tenant, job.key, worker,
                               {"code": "internal", "message": f"{type(exc).__name__}: {exc}"},
                               retryable=True, backoff_s=backoff_s)
-
-
-def _error(code: str, job: JobRecord) -> dict[str, str]:
-    return {"code": code, "message": f"job {job.key!r} conflicted with the store's state ({job.status})"}
 
 
 class QueueExecutor:

@@ -1,0 +1,213 @@
+"""The Ray executor on a real local cluster with two fake GPUs: placement, same bytes as inline,
+batching across users, a worker killed mid-job, cancellation, loopback-only listeners."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SAMPLE
+from unipgen.core.usermodel import UserModel
+from unipgen.memory import MemoryStore
+from unipgen.memory.loaders import load_movielens
+from unipgen.orchestrator.executor import InlineExecutor
+from unipgen.schema.generation import GenerationOptions
+from unipgen.schema.jobs import GenerateSpec, TrainSpec
+from unipgen.schema.profiles import load_profile
+from unipgen.settings import Settings
+
+pytest.importorskip("ray")
+pytest.importorskip("diffusers")
+pytestmark = pytest.mark.slow
+
+from unipgen.orchestrator.ray_cluster import connect  # noqa: E402  (after the skip: needs ray)
+from unipgen.orchestrator.ray_executor import RayExecutor  # noqa: E402
+
+TEXT = GenerateSpec(modality="text", instruction="Recommend me a film", options=GenerationOptions(max_new_tokens=8))
+IMAGE = GenerateSpec(modality="image", instruction="a poster of a desert road", options=GenerationOptions(seed=3))
+
+
+def placed_profile() -> Any:
+    """The tiny profile with the text model on half a GPU and the image model on a whole one."""
+    profile = load_profile("tiny")
+    backends = dict(profile.backends)
+    backends["text"] = backends["text"].model_copy(update={"options": {"num_gpus": 0.5, "max_wait_ms": 200}})
+    backends["image"] = backends["image"].model_copy(update={"options": {"num_gpus": 1}})
+    return profile.model_copy(update={"backends": backends})
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ray-home")
+
+
+@pytest.fixture(scope="module")
+def cluster(home: Path) -> Iterator[Any]:
+    started = connect(home, num_cpus=2, num_gpus=2)
+    yield started
+    started.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model(home: Path) -> Iterator[UserModel]:
+    store = MemoryStore.open(Settings(home=home / "store"))
+    load_movielens(store, "ml", SAMPLE, users=4)
+    model = UserModel(store, placed_profile(), cache_dir=home / "cache")
+    model.embed_missing("ml")
+    yield model
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def executor(model: UserModel, cluster: Any) -> Iterator[RayExecutor]:
+    runner = RayExecutor(model, cluster=cluster, lease_s=30, backoff_s=0.0, poll_s=0.2)
+    yield runner
+    runner.shutdown()
+
+
+def blob_shas(model: UserModel, job: Any) -> list[str | None]:
+    return [model.store.artifact(job.tenant, key).blob_sha for key in job.result["artifacts"]]
+
+
+def test_local_cluster_is_loopback_only_with_its_token_in_the_data_dir(cluster: Any, home: Path) -> None:
+    import ray
+
+    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
+    token = home / "ray" / "auth_token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and os.environ["RAY_AUTH_TOKEN_PATH"] == str(token)
+    listening = _listening_addresses(_processes_of(cluster.temp_dir))
+    assert listening and all(address in LOOPBACK for address in listening), listening
+
+
+def test_actors_are_placed_on_their_gpu_share(executor: RayExecutor) -> None:
+    import ray
+
+    text, image = (ray.get(executor.actor(m).info.remote()) for m in ("text", "image"))
+    assert len(text["gpu_ids"]) == 1 and len(image["gpu_ids"]) == 1
+    assert text["gpu_ids"] != image["gpu_ids"]  # half a GPU and a whole one do not fit on one
+    assert image["cuda_visible_devices"] == image["gpu_ids"][0]
+
+
+def test_ray_and_inline_give_the_same_bytes(executor: RayExecutor, model: UserModel) -> None:
+    inline = InlineExecutor(model)
+    for spec in (TEXT, IMAGE):
+        on_ray = executor.wait("ml", executor.submit("ml", "2", spec).key)
+        here = inline.wait("ml", inline.submit("ml", "2", spec).key)
+        assert on_ray.status == here.status == "succeeded"
+        assert blob_shas(model, on_ray) == blob_shas(model, here)
+
+
+def test_requests_of_different_users_are_batched(executor: RayExecutor, model: UserModel) -> None:
+    import ray
+
+    keys = [executor.submit("ml", user, TEXT, key=f"batch-{user}-{n}").key for user in ("1", "2", "3") for n in (0, 1)]
+    done = executor.run_pending()
+    assert {job.key for job in done} == set(keys) and {job.status for job in done} == {"succeeded"}
+    assert max(ray.get(executor.actor("text").info.remote())["batches"]) > 1
+
+
+@pytest.mark.parametrize("kill", ["ray.kill", "SIGKILL"])
+def test_a_worker_killed_mid_job_is_retried_and_nothing_is_lost_or_duplicated(
+        executor: RayExecutor, model: UserModel, kill: str) -> None:
+    import ray
+
+    actor = executor.actor("image")
+    slow = GenerateSpec(modality="image", instruction="a lighthouse at dusk",
+                        options=GenerationOptions(seed=5, steps=200))
+    job = executor.submit("ml", "2", slow, key=f"killed-{kill}")
+    finished: list[Any] = []
+    runner = threading.Thread(target=lambda: finished.append(executor.wait("ml", job.key)))
+    runner.start()
+    while not ray.get(actor.info.remote())["running"]:  # wait until it is inside the diffusion loop
+        time.sleep(0.05)
+    if kill == "SIGKILL":
+        os.kill(ray.get(actor.info.remote())["pid"], signal.SIGKILL)
+    else:
+        ray.kill(actor, no_restart=False)
+    runner.join(timeout=180)
+    [done] = finished
+    assert done.status == "succeeded", done.error
+    assert done.attempts == 2 and "Actor" in done.error["message"]
+    made = [a.key for a in model.store.artifacts("ml", "2") if (a.meta or {}).get("job") == job.key]
+    assert made == done.result["artifacts"] and len(made) == 1
+
+
+def test_cancel_stops_training_on_ray(executor: RayExecutor, model: UserModel) -> None:
+    job = executor.submit("ml", "2", TrainSpec(method="text-lora", steps=10_000), key="ray-train-cancel")
+    finished: list[Any] = []
+    runner = threading.Thread(target=lambda: finished.append(executor.wait("ml", job.key)))
+    runner.start()
+    while model.store.job("ml", job.key).status != "running":
+        time.sleep(0.05)
+    time.sleep(2.0)
+    executor.cancel("ml", job.key)
+    runner.join(timeout=60)
+    assert finished and finished[0].status == "cancelled"
+    assert not [a for a in model.store.artifacts("ml", "2") if (a.meta or {}).get("job") == job.key]
+
+
+# -- which addresses the cluster's processes listen on (from /proc, no extra packages) ------------
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def _processes_of(temp_dir: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if temp_dir.encode() in (entry / "cmdline").read_bytes() or int(entry.name) == os.getpid():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _listening_addresses(pids: list[int]) -> set[str]:
+    inodes: set[str] = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for table, parse in (("tcp", _ipv4), ("tcp6", _ipv6)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.add(parse(fields[1].split(":")[0]))
+    return found
+
+
+def _ipv4(hex_address: str) -> str:
+    return ".".join(str(int(hex_address[i: i + 2], 16)) for i in (6, 4, 2, 0))
+
+
+def _ipv6(hex_address: str) -> str:
+    import ipaddress
+
+    words = [hex_address[i: i + 8] for i in range(0, 32, 8)]
+    raw = b"".join(bytes.fromhex(word)[::-1] for word in words)
+    address = ipaddress.IPv6Address(raw)
+    return f"::ffff:{address.ipv4_mapped}" if address.ipv4_mapped else str(address)
+
+
+def test_generate_from_the_command_line_on_ray(tmp_path: Path) -> None:
+    """`unipgen generate --executor ray` starts its own local cluster, runs the job, stops it."""
+    from tests.cli.test_cli import as_json, run
+
+    run(tmp_path, "ingest", "movielens", str(SAMPLE), "--users", "2")
+    made = as_json(run(tmp_path, "generate", "2", "-i", "Recommend a film", "--executor", "ray", "--json"))
+    assert made["status"] == "succeeded" and len(made["artifacts"]) == 1
+    assert (tmp_path / "ray" / "auth_token").is_file()  # UNIPGEN_HOME=tmp_path in `run`

@@ -1,0 +1,103 @@
+"""Start or join the Ray cluster unipgen runs jobs on.
+
+Without an address, unipgen starts a local cluster that listens on loopback only and keeps its
+auth token in the data dir. Ray 2.60 does neither by default: it binds all interfaces, registers
+the machine's LAN address, and writes a world-readable token to ``~/.ray/auth_token``. Two
+settings fix that, and both must be in place before ``import ray``:
+
+- ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes Ray use 127.0.0.1 as the node address, so
+  every server binds loopback (`_node_ip_address="127.0.0.1"` is rewritten to the LAN address);
+- ``RAY_AUTH_TOKEN_PATH`` points at ``<home>/ray/auth_token`` (created here, mode 600). A new
+  local cluster turns token authentication on by itself.
+
+If ray was imported before these could be set, the node-address switch is set on Ray's
+constants module instead (a private name, checked by the tests). Joining a remote cluster is
+explicit (`Settings.ray_address`); the caller's environment must then carry that cluster's
+token (``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unipgen.errors import InvalidInputError, UnipgenError
+
+
+@dataclass
+class RayCluster:
+    """The cluster this process is connected to; `shutdown` stops it if unipgen started it."""
+
+    address: str
+    started_here: bool
+    temp_dir: str | None = None
+
+    def shutdown(self) -> None:
+        import ray
+
+        ray.shutdown()
+        if self.temp_dir:  # ray.shutdown leaves its session files
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def token_path(home: Path) -> Path:
+    """The local cluster's auth token file, created (mode 600) on first use."""
+    path = home / "ray" / "auth_token"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path
+
+
+def connect(home: Path, address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
+            **init_kwargs: Any) -> RayCluster:
+    """Join `address`, or start a local loopback-only cluster with its token under `home`.
+
+    `num_cpus`/`num_gpus` size a local cluster (fake GPUs included: tests use `num_gpus=2`).
+    Re-entrant: an existing connection is reused.
+    """
+    try:
+        import_loopback_ray()
+        import ray
+    except ImportError as exc:
+        raise UnipgenError("the Ray executor needs Ray: pip install 'unipgen[ray]'") from exc
+    if ray.is_initialized():
+        context = ray.get_runtime_context()
+        return RayCluster(address=context.gcs_address, started_here=False)
+    if address is not None:
+        ray.init(address=address, **init_kwargs)
+        return RayCluster(address=address, started_here=False)
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path(home))
+    # Unix socket paths are capped at 107 bytes: a short temp dir, not one under `home`.
+    temp_dir = tempfile.mkdtemp(prefix="unipgen-ray-", dir="/tmp")
+    context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                       _temp_dir=temp_dir, configure_logging=False, log_to_driver=False, **init_kwargs)
+    node_ip = context.address_info["node_ip_address"]
+    if node_ip != "127.0.0.1":
+        ray.shutdown()
+        raise UnipgenError(f"the local Ray cluster registered {node_ip}, not loopback: refusing to run it")
+    return RayCluster(address=context.address_info["gcs_address"], started_here=True, temp_dir=temp_dir)
+
+
+def import_loopback_ray() -> None:
+    """Make the next local cluster use 127.0.0.1 as its node address (see the module doc)."""
+    if "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        return
+    import ray._private.ray_constants as constants
+
+    if not hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        raise InvalidInputError("this Ray version has no ENABLE_RAY_CLUSTER switch; import unipgen's Ray "
+                                "executor before ray, or set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0")
+    constants.ENABLE_RAY_CLUSTER = False
+
+
+__all__ = ["RayCluster", "connect", "token_path"]

@@ -1,0 +1,241 @@
+"""Run jobs' work on a Ray cluster: one model actor per (modality, base model), training tasks.
+
+The driver (this process) keeps the job queue: it claims jobs, prepares their inputs from the
+store, renews their leases and stores their results, exactly as the inline executor does
+(`executor.QueueExecutor`). Only the work goes to Ray:
+
+- **Generation** goes to a `ModelWorker` actor that holds the profile's backend for that
+  modality on its GPU share (the backend option ``num_gpus``, fractional where models fit). The
+  backend's own LRU caches keep per-user adapters loaded by content hash between requests.
+  Requests arriving within ``max_wait_ms`` of each other (from different users) are run as one
+  batch: mixed adapters in one text batch, grouped by adapter for images.
+- **Training** runs as a Ray task that reserves the same GPU share.
+
+A worker that dies mid-job (killed, out of memory, a lost node) surfaces as a `RayActorError`
+in the driver; the job is retried with backoff and the actor restarts (``max_restarts=-1``).
+Outputs are stored by the driver when the job ends, so a retry stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from unipgen.core.usermodel import UserModel
+from unipgen.modalities import PLACEMENT_KEYS
+from unipgen.orchestrator.executor import JobCancelled, Lease, QueueExecutor, run_claimed
+from unipgen.orchestrator.inline import PreparedGeneration
+from unipgen.orchestrator.ray_cluster import RayCluster, connect
+from unipgen.orchestrator.training import TrainingInputs
+from unipgen.schema.jobs import JobRecord
+from unipgen.schema.profiles import ComponentSpec
+
+
+
+class ModelWorker:
+    """A Ray actor holding one backend; concurrent `generate` calls are micro-batched."""
+
+    def __init__(self, spec: dict[str, Any], blob_url: str, max_batch: int = 16, max_wait_ms: float = 10.0,
+                 torch_threads: int = 1) -> None:
+        import torch
+
+        from unipgen.memory.blobs import BlobStore
+        from unipgen.modalities import load_backend
+
+        torch.set_num_threads(torch_threads)  # the same arithmetic as an inline run: same bytes
+        self.backend = load_backend(ComponentSpec(**spec))
+        self.backend.setup()
+        self.blobs = BlobStore(blob_url)
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000
+        self._pending: list[tuple[Any, asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
+        self._lock: asyncio.Lock | None = None
+        self.batches: list[int] = []  # size of each backend call, for tests and the benchmark
+        self.running = 0  # requests in the backend call under way
+
+    async def generate(self, request: Any) -> list[Any]:
+        """The outputs of one request, generated in a batch with whatever else arrived meanwhile."""
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        if len(self._pending) >= self.max_batch:
+            await self._flush()
+        elif self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_later())
+        return await future
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.max_wait_s)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:  # one backend call at a time: backends are not thread-safe
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+            if not batch:
+                return
+            self.batches.append(len(batch))
+            requests = [request for request, _ in batch]
+            self.running = len(batch)
+            try:
+                results = await asyncio.get_running_loop().run_in_executor(
+                    None, self.backend.generate, requests, self.blobs.get)
+            except Exception as exc:  # every request of the batch gets the error
+                for _, future in batch:
+                    future.set_exception(exc)
+            else:
+                for (_, future), outputs in zip(batch, results, strict=True):
+                    future.set_result(outputs)
+            finally:
+                self.running = 0
+            if self._pending:
+                self._flusher = asyncio.create_task(self._flush_later())
+
+    def info(self) -> dict[str, Any]:
+        """Where the actor runs: its process and the GPUs Ray gave it."""
+        import ray
+
+        return {"pid": os.getpid(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "batches": list(self.batches),
+                "running": self.running}
+
+
+def _train(inputs: TrainingInputs) -> Any:
+    import torch
+
+    from unipgen.orchestrator.training import run_training
+
+    torch.set_num_threads(1)
+    return run_training(inputs)
+
+
+class RayExecutor(QueueExecutor):
+    """Runs each job's work on Ray; this process drives the queue (see the module doc).
+
+    `run_pending` keeps up to `concurrency` jobs in flight, so that requests of different
+    users reach the same model actor together and are batched.
+    """
+
+    name = "ray"
+
+    def __init__(self, model: UserModel, *, home: Any = None, address: str | None = None,
+                 cluster: RayCluster | None = None, concurrency: int = 8, worker: str | None = None,
+                 lease_s: float = 300.0, backoff_s: float = 1.0, poll_s: float = 0.5,
+                 restart_timeout_s: float = 300.0) -> None:
+        super().__init__(model, worker=worker, lease_s=lease_s, backoff_s=backoff_s)
+        from pathlib import Path
+
+        self.cluster = cluster or connect(Path(home) if home else Path.home() / ".unipgen", address)
+        self.concurrency = concurrency
+        self.poll_s = poll_s
+        self.restart_timeout_s = restart_timeout_s
+        self._actors: dict[str, Any] = {}
+        # Jobs in flight share this process's store and encoders: their reads and writes take turns.
+        self._store_lock = threading.RLock()
+
+    # -- placement ------------------------------------------------------------------------------
+
+    def actor(self, modality: str) -> Any:
+        """The model actor of `modality` (created on first use, restarted by Ray if it dies)."""
+        with self._store_lock:
+            return self._actor(modality)
+
+    def _actor(self, modality: str) -> Any:
+        if modality not in self._actors:
+            import ray
+
+            spec = self.model.profile.backends.get(modality)
+            if spec is None:
+                from unipgen.errors import NotFoundError
+
+                raise NotFoundError(f"profile {self.model.profile.name!r} has no {modality!r} generator")
+            options = dict(spec.options)
+            placement = {key: options.pop(key) for key in PLACEMENT_KEYS if key in options}
+            remote = ray.remote(ModelWorker).options(
+                num_cpus=0, num_gpus=placement.get("num_gpus", 0), max_restarts=-1, max_task_retries=0,
+                max_concurrency=64, name=f"unipgen-{self.model.profile.name}-{modality}-{os.getpid()}")
+            self._actors[modality] = remote.remote(
+                {"type": spec.type, "ref": spec.ref, "options": options}, self.model.store.blobs.url,
+                placement.get("max_batch_requests", 16), placement.get("max_wait_ms", 10.0))
+        return self._actors[modality]
+
+    def _gpus(self, modality: str) -> float:
+        spec = self.model.profile.backends.get(modality)
+        return float(spec.options.get("num_gpus", 0)) if spec is not None else 0.0
+
+    # -- work -----------------------------------------------------------------------------------
+
+    def _work(self, work: PreparedGeneration | TrainingInputs, lease: Lease) -> Any:
+        import ray
+
+        if isinstance(work, PreparedGeneration):
+            actor = self.actor(work.request.context.modality)
+            try:
+                return self._await(actor.generate.remote(work.request), lease, force_cancel=False)
+            except ray.exceptions.RayActorError:
+                # The worker died mid-job: the job will be retried; first let Ray bring the
+                # actor back (it reloads its model), so that the retry does not find it down.
+                self._wait_alive(actor)
+                raise
+        else:
+            modality = "text" if work.method in ("text-lora", "dpo") else "image"
+            ref = ray.remote(_train).options(num_cpus=0, num_gpus=self._gpus(modality), max_retries=0).remote(work)
+            return self._await(ref, lease, force_cancel=True)
+
+    def _wait_alive(self, actor: Any) -> None:
+        """Return once `actor` answers again (Ray restarts it), or after `restart_timeout_s`."""
+        import time
+
+        import ray
+
+        deadline = time.monotonic() + self.restart_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                ray.get(actor.info.remote(), timeout=max(deadline - time.monotonic(), 0.1))
+                return
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                time.sleep(0.2)
+
+    def _await(self, ref: Any, lease: Lease, force_cancel: bool) -> Any:
+        """The result of `ref`, renewing the job's lease meanwhile; on cancellation, stop it."""
+        import ray
+
+        while True:
+            ready, _ = ray.wait([ref], timeout=self.poll_s)
+            if ready:
+                return ray.get(ref)
+            if lease.renew():  # cancelled while it ran: stop the work and store nothing
+                ray.cancel(ref, force=force_cancel)  # force kills a training task's process
+                raise JobCancelled
+
+    def _run(self, job: JobRecord) -> JobRecord:
+        return run_claimed(self.model, job, self.worker, self.lease_s, self._work, self.backoff_s, self._store_lock)
+
+    def run_pending(self, limit: int | None = None) -> list[JobRecord]:
+        """Claim and run queued jobs with up to `concurrency` in flight, until none is left."""
+        ran: list[JobRecord] = []
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            while limit is None or len(ran) < limit:
+                want = self.concurrency if limit is None else min(self.concurrency, limit - len(ran))
+                claimed = [job for job in (self.model.store.claim_job(self.worker, self.lease_s) for _ in range(want))
+                           if job is not None]
+                if not claimed:
+                    return ran
+                ran += list(pool.map(self._run, claimed))
+        return ran
+
+    def shutdown(self) -> None:
+        """Stop the actors (and the local cluster, if this executor started it)."""
+        import ray
+
+        for actor in self._actors.values():
+            ray.kill(actor)
+        self._actors.clear()
+        if self.cluster.started_here:
+            self.cluster.shutdown()
+
+
+__all__ = ["ModelWorker", "RayExecutor"]
