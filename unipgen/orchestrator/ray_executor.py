@@ -100,7 +100,7 @@ class ModelWorker:
 
         return {"pid": os.getpid(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "batches": list(self.batches),
-                "running": self.running}
+                "running": self.running, "adapter_cache": dict(getattr(self.backend, "adapter_cache", {}))}
 
 
 def _train(inputs: TrainingInputs) -> Any:
