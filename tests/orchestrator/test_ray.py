@@ -28,8 +28,8 @@ pytest.importorskip("ray")
 pytest.importorskip("diffusers")
 pytestmark = pytest.mark.slow
 
-from unipgen.orchestrator.ray_cluster import connect  # noqa: E402  (after the skip: needs ray)
-from unipgen.orchestrator.ray_executor import RayExecutor  # noqa: E402
+from unipgen.orchestrator.ray_cluster import connect
+from unipgen.orchestrator.ray_executor import RayExecutor
 
 TEXT = GenerateSpec(modality="text", instruction="Recommend me a film", options=GenerationOptions(max_new_tokens=8))
 IMAGE = GenerateSpec(modality="image", instruction="a poster of a desert road", options=GenerationOptions(seed=3))

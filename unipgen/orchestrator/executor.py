@@ -24,7 +24,12 @@ from pydantic import TypeAdapter
 from unipgen.core.usermodel import UserModel
 from unipgen.errors import ConflictError, UnipgenError
 from unipgen.memory.jobs import OutputArtifact
-from unipgen.orchestrator.inline import InlineGenerator, PreparedGeneration, output_artifacts, prepare_generation
+from unipgen.orchestrator.inline import (
+    InlineGenerator,
+    PreparedGeneration,
+    output_artifacts,
+    prepare_generation,
+)
 from unipgen.orchestrator.training import TrainedAdapter, TrainingInputs, prepare_training
 from unipgen.schema.jobs import GenerateSpec, JobRecord, JobSpec, TrainSpec
 
@@ -133,7 +138,7 @@ def run_claimed(model: UserModel, job: JobRecord, worker: str, lease_s: float,
     except UnipgenError as exc:
         return store.fail_job(job.tenant, job.key, worker, {"code": exc.code, "message": exc.message},
                               retryable=False)
-    except Exception as exc:  # a crash of the work itself: worth another attempt
+    except Exception as exc:  # noqa: BLE001  (a crash of the work itself: worth another attempt)
         return store.fail_job(job.tenant, job.key, worker,
                               {"code": "internal", "message": f"{type(exc).__name__}: {exc}"},
                               retryable=True, backoff_s=backoff_s)
@@ -214,4 +219,4 @@ class InlineExecutor(QueueExecutor):
         return run_training(work, should_stop=lease, progress=self.progress)
 
 
-__all__ = ["Executor", "InlineExecutor", "QueueExecutor", "JobCancelled", "Lease", "finish", "parse_spec", "prepare", "run_claimed"]
+__all__ = ["Executor", "InlineExecutor", "JobCancelled", "Lease", "QueueExecutor", "finish", "parse_spec", "prepare", "run_claimed"]

@@ -34,7 +34,6 @@ from unipgen.schema.jobs import JobRecord
 from unipgen.schema.profiles import ComponentSpec
 
 
-
 class ModelWorker:
     """A Ray actor holding one backend; concurrent `generate` calls are micro-batched."""
 
@@ -83,7 +82,7 @@ class ModelWorker:
             try:
                 results = await asyncio.get_running_loop().run_in_executor(
                     None, self.backend.generate, requests, self.blobs.get)
-            except Exception as exc:  # every request of the batch gets the error
+            except Exception as exc:  # noqa: BLE001  (every request of the batch gets the error)
                 for _, future in batch:
                     future.set_exception(exc)
             else:
