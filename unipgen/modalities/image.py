@@ -114,7 +114,7 @@ class DiffusersImageBackend:
                            if face_adapter is not None else None)
         self._face_dim: int | None = None  # the FaceID id embedding size, read from the weights once
         self._loras: OrderedDict[str, str] = OrderedDict()  # adapter name → key, most recent last
-        self.adapter_cache = {"hits": 0, "misses": 0}  # LoRA uses served loaded vs loaded for them
+        self.adapter_cache_stats = {"hits": 0, "misses": 0}  # LoRA uses served loaded vs loaded for them
         self._image_encoder: Any = None  # kept across IP-Adapter unloads: reloading it is slow
         self._workdir: Path | None = None
 
@@ -352,9 +352,9 @@ class DiffusersImageBackend:
         name = sha[:16]
         if name in self._loras:
             self._loras.move_to_end(name)
-            self.adapter_cache["hits"] += 1
+            self.adapter_cache_stats["hits"] += 1
             return name
-        self.adapter_cache["misses"] += 1
+        self.adapter_cache_stats["misses"] += 1
         path = self._write_blob(ref, fetch, LORA_WEIGHT_NAME)
         try:
             self._pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)

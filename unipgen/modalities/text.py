@@ -360,7 +360,7 @@ class TransformersTextBackend:
         self.tokenizer: Any = None
         self.model: Any = None  # the base model, or the PeftModel wrapping it once an adapter is loaded
         self._adapters: OrderedDict[str, None] = OrderedDict()  # loaded adapter names, least recent first
-        self.adapter_cache = {"hits": 0, "misses": 0}  # adapter uses served loaded vs loaded for them
+        self.adapter_cache_stats = {"hits": 0, "misses": 0}  # adapter uses served loaded vs loaded for them
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -386,7 +386,7 @@ class TransformersTextBackend:
 
         needed = list(dict.fromkeys(row.adapter for row in rows if row.adapter != BASE_ADAPTER))
         for name in needed:
-            self.adapter_cache["hits" if name in self._adapters else "misses"] += 1
+            self.adapter_cache_stats["hits" if name in self._adapters else "misses"] += 1
             if name not in self._adapters:
                 key = next(row.adapter_keys for row in rows if row.adapter == name)
                 try:

@@ -99,7 +99,7 @@ class ModelWorker:
 
         return {"pid": os.getpid(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "batches": list(self.batches),
-                "running": self.running, "adapter_cache": dict(getattr(self.backend, "adapter_cache", {}))}
+                "running": self.running, "adapter_cache": dict(getattr(self.backend, "adapter_cache_stats", {}))}
 
 
 def _train(inputs: TrainingInputs) -> Any:
