@@ -193,6 +193,18 @@ def bench_generation(
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
+@bench_app.command("orchestrator")
+def bench_orchestrator(
+    quick: Annotated[bool, typer.Option(help="Fewer repeats and requests (a minute or two).")] = False,
+    as_json: Json = False,
+) -> None:
+    """Jobs on Ray vs raw Ray calls; micro-batching across users; adapter cache hit rate; inline jobs/s."""
+    from unipgen.bench import run_benchmark
+
+    results = run_benchmark("orchestrator_bench", quick=quick)
+    _emit(results, as_json, json.dumps(results, indent=2))
+
+
 @bench_app.command("preference")
 def bench_preference(
     quick: Annotated[bool, typer.Option(help="Tiny random LM, fewer instructions (a smoke run).")] = False,

@@ -155,7 +155,7 @@ class RayExecutor(QueueExecutor):
             placement = {key: options.pop(key) for key in PLACEMENT_KEYS if key in options}
             remote = ray.remote(ModelWorker).options(
                 num_cpus=0, num_gpus=placement.get("num_gpus", 0), max_restarts=-1, max_task_retries=0,
-                max_concurrency=64, name=f"unipgen-{self.model.profile.name}-{modality}-{os.getpid()}")
+                max_concurrency=64, name=f"unipgen-{self.model.profile.name}-{modality}-{self.worker}")
             self._actors[modality] = remote.remote(
                 {"type": spec.type, "ref": spec.ref, "options": options}, self.model.store.blobs.url,
                 placement.get("max_batch_requests", 16), placement.get("max_wait_ms", 10.0))
