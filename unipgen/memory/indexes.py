@@ -7,6 +7,7 @@ than the last change), the index is rebuilt from the table and saved again.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,12 +27,17 @@ class _Cached:
 
 
 class IndexManager:
-    """Indexes per (tenant id, space name), loaded lazily, persisted under `directory`."""
+    """Indexes per (tenant id, space name), loaded lazily, persisted under `directory`.
+
+    Safe to share between threads (an executor prepares several jobs at once): loading,
+    folding in changes and saving take one lock, so no thread reads a file another is writing.
+    """
 
     def __init__(self, engine: Engine, directory: Path) -> None:
         self._engine = engine
         self.directory = directory
         self._cache: dict[tuple[int, str], _Cached] = {}
+        self._lock = threading.RLock()
 
     def path(self, tenant_id: int, space: str) -> Path:
         return self.directory / f"tenant-{tenant_id}" / space
@@ -44,7 +50,7 @@ class IndexManager:
         cached = self._cache.get((tenant_id, space))
         if cached is not None and generation is not None and cached.generation == generation:
             return cached.index
-        with Session(self._engine) as session:
+        with self._lock, Session(self._engine) as session:
             row = session.get(EmbeddingSpace, (tenant_id, space))
             if row is None:
                 raise KeyError(space)
@@ -76,6 +82,11 @@ class IndexManager:
         removed: np.ndarray | None = None,
     ) -> None:
         """Fold a committed change into the cached index, or drop it if it missed a change."""
+        with self._lock:
+            self._apply(tenant_id, space, generation_before, generation_after, added, removed)
+
+    def _apply(self, tenant_id: int, space: str, generation_before: int, generation_after: int,
+               added: tuple[np.ndarray, np.ndarray, np.ndarray] | None, removed: np.ndarray | None) -> None:
         cached = self._cache.get((tenant_id, space))
         if cached is None:
             return
@@ -91,9 +102,10 @@ class IndexManager:
 
     def save(self, tenant_id: int | None = None) -> None:
         """Write changed indexes to disk (all tenants, or one)."""
-        for (tid, space), cached in self._cache.items():
-            if cached.dirty and (tenant_id is None or tid == tenant_id):
-                self._save(self.path(tid, space), cached)
+        with self._lock:
+            for (tid, space), cached in self._cache.items():
+                if cached.dirty and (tenant_id is None or tid == tenant_id):
+                    self._save(self.path(tid, space), cached)
 
     def _save(self, path: Path, cached: _Cached) -> None:
         cached.index.save(path, {"generation": cached.generation})

@@ -112,15 +112,14 @@ def run_claimed(model: UserModel, job: JobRecord, worker: str, lease_s: float,
                 backoff_s: float = 1.0, store_lock: AbstractContextManager[Any] | None = None) -> JobRecord:
     """Run a job this worker claimed: prepare, `work_fn` (the executor's part), finish; record
     failures (retryable or not) and cancellation. With several jobs in flight in threads,
-    `store_lock` serializes their reads and writes of the store (the work runs outside it)."""
+    `store_lock` serializes their ends (the writes); preparing reads in parallel."""
     store = model.store
     lease = Lease(store, job, worker, lease_s)
     lock = store_lock or nullcontext()
     try:
         if lease.renew(progress=0.0):
             raise JobCancelled
-        with lock:
-            work = prepare(model, job)
+        work = prepare(model, job)
         lease.total_steps = work.steps if isinstance(work, TrainingInputs) else 1
         produced = work_fn(work, lease)
         if lease.renew():  # asked to stop while the work ran: drop what it made

@@ -76,6 +76,7 @@ def connect(home: Path, address: str | None = None, *, num_cpus: int | None = No
         ray.init(address=address, **init_kwargs)
         return RayCluster(address=address, started_here=False)
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path(home))
+    _forget_cached_token()  # a second cluster in this process has its own token
     # Unix socket paths are capped at 107 bytes: a short temp dir, not one under `home`.
     temp_dir = tempfile.mkdtemp(prefix="unipgen-ray-", dir="/tmp")
     context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
@@ -85,6 +86,13 @@ def connect(home: Path, address: str | None = None, *, num_cpus: int | None = No
         ray.shutdown()
         raise UnipgenError(f"the local Ray cluster registered {node_ip}, not loopback: refusing to run it")
     return RayCluster(address=context.address_info["gcs_address"], started_here=True, temp_dir=temp_dir)
+
+
+def _forget_cached_token() -> None:
+    """Make Ray read the token again: its loader caches the first one for the process."""
+    from ray._raylet import AuthenticationTokenLoader
+
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def import_loopback_ray() -> None:
