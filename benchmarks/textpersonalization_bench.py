@@ -134,7 +134,7 @@ def run(quick: bool = False, data_dir: Path | None = None, settings: Settings | 
     task = load_task(directory, settings)
     print(f"{task.name}: {len(task.questions)} questions, {len(task.profiles)} users", file=sys.stderr, flush=True)
     answers, seconds = answer_all(task, settings)
-    results: dict[str, Any] = {"machine": machine(), "quick": quick, "data": str(directory), "task": task.name,
+    results: dict[str, Any] = {"machine": machine(), "quick": quick, "data": _shown(directory), "task": task.name,
                                "kind": task.kind, "n_questions": len(task.questions), "n_users": len(task.profiles),
                                "labels": list(task.labels), **task.notes}
     results |= score_all(task, answers)
@@ -507,3 +507,12 @@ if __name__ == "__main__":
     import json
 
     print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
+
+
+def _shown(directory: Path) -> str:
+    """The data folder as the docs name it: relative to the shared data sets when it is one."""
+    shared = shared_data_dir()
+    try:
+        return f"../shared/data/{Path(directory).resolve().relative_to(shared.resolve()).as_posix()}"
+    except ValueError:
+        return str(directory)
