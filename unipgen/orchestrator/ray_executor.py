@@ -102,13 +102,38 @@ class ModelWorker:
                 "running": self.running, "adapter_cache": dict(getattr(self.backend, "adapter_cache_stats", {}))}
 
 
-def _train(inputs: TrainingInputs) -> Any:
+class ProgressBoard:
+    """A small Ray actor where training tasks post their step count for the driver to read."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, int] = {}
+
+    def post(self, key: str, steps: int) -> None:
+        self.steps[key] = steps
+
+    def take(self, key: str) -> int:
+        return self.steps.get(key, 0)
+
+    def drop(self, key: str) -> None:
+        self.steps.pop(key, None)
+
+
+def _train(inputs: TrainingInputs, board: Any = None, key: str = "") -> Any:
     import torch
 
     from unipgen.orchestrator.training import run_training
 
     torch.set_num_threads(1)
-    return run_training(inputs)
+    steps = 0
+
+    def report() -> bool:  # the trainers' should_stop, asked before each step
+        nonlocal steps
+        steps += 1
+        if board is not None:
+            board.post.remote(key, steps - 1)  # fire and forget: never slows a step down
+        return False
+
+    return run_training(inputs, should_stop=report)
 
 
 class RayExecutor(QueueExecutor):
@@ -132,6 +157,7 @@ class RayExecutor(QueueExecutor):
         self.poll_s = poll_s
         self.restart_timeout_s = restart_timeout_s
         self._actors: dict[str, Any] = {}
+        self._progress: Any = None  # the ProgressBoard actor, created with the first training job
         # Jobs in flight share this process's store and encoders: their reads and writes take turns.
         self._store_lock = threading.RLock()
 
@@ -181,8 +207,13 @@ class RayExecutor(QueueExecutor):
                 raise
         else:
             modality = "text" if work.method in ("text-lora", "dpo") else "image"
-            ref = ray.remote(_train).options(num_cpus=0, num_gpus=self._gpus(modality), max_retries=0).remote(work)
-            return self._await(ref, lease, force_cancel=True)
+            board = self._board()
+            ref = ray.remote(_train).options(num_cpus=0, num_gpus=self._gpus(modality), max_retries=0).remote(
+                work, board, lease.job.key)
+            try:
+                return self._await(ref, lease, force_cancel=True, board=board)
+            finally:
+                board.drop.remote(lease.job.key)
 
     def _wait_alive(self, actor: Any) -> None:
         """Return once `actor` answers again (Ray restarts it), or after `restart_timeout_s`."""
@@ -198,14 +229,25 @@ class RayExecutor(QueueExecutor):
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
                 time.sleep(0.2)
 
-    def _await(self, ref: Any, lease: Lease, force_cancel: bool) -> Any:
-        """The result of `ref`, renewing the job's lease meanwhile; on cancellation, stop it."""
+    def _board(self) -> Any:
+        with self._store_lock:
+            if self._progress is None:
+                import ray
+
+                self._progress = ray.remote(ProgressBoard).options(num_cpus=0).remote()
+            return self._progress
+
+    def _await(self, ref: Any, lease: Lease, force_cancel: bool, board: Any = None) -> Any:
+        """The result of `ref`, renewing the job's lease (with the training's progress, from
+        `board`) meanwhile; on cancellation, stop it."""
         import ray
 
         while True:
             ready, _ = ray.wait([ref], timeout=self.poll_s)
             if ready:
                 return ray.get(ref)
+            if board is not None:
+                lease.steps = ray.get(board.take.remote(lease.job.key))
             if lease.renew():  # cancelled while it ran: stop the work and store nothing
                 ray.cancel(ref, force=force_cancel)  # force kills a training task's process
                 raise JobCancelled
@@ -230,11 +272,12 @@ class RayExecutor(QueueExecutor):
         """Stop the actors (and the local cluster, if this executor started it)."""
         import ray
 
-        for actor in self._actors.values():
+        for actor in [*self._actors.values(), *([self._progress] if self._progress is not None else [])]:
             ray.kill(actor)
         self._actors.clear()
+        self._progress = None
         if self.cluster.started_here:
             self.cluster.shutdown()
 
 
-__all__ = ["ModelWorker", "RayExecutor"]
+__all__ = ["ModelWorker", "ProgressBoard", "RayExecutor"]
