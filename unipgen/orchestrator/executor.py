@@ -69,6 +69,11 @@ class Lease:
 
     def __call__(self) -> bool:
         self.steps += 1
+        return self.check()
+
+    def check(self) -> bool:
+        """Renew if due (at most every min(lease_s / 3, 5 s)); whether to stop. Cheap to call
+        often: with many jobs in flight, a renewal per poll would be a write per poll."""
         if time.monotonic() - self._renewed >= min(self.lease_s / 3, 5.0):
             self.renew()
         return self.cancelled

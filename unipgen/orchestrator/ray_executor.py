@@ -248,7 +248,7 @@ class RayExecutor(QueueExecutor):
                 return ray.get(ref)
             if board is not None:
                 lease.steps = ray.get(board.take.remote(lease.job.key))
-            if lease.renew():  # cancelled while it ran: stop the work and store nothing
+            if lease.check():  # cancelled while it ran: stop the work and store nothing
                 ray.cancel(ref, force=force_cancel)  # force kills a training task's process
                 raise JobCancelled
 
