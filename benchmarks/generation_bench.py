@@ -25,7 +25,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import hashlib
 import importlib.util
 import io
-import platform
 import statistics
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 from training_bench import bench_training_step  # a sibling module: benchmarks/ is on sys.path
 
+from unipgen.bench import machine as bench_machine
 from unipgen.modalities.image import LORA_WEIGHT_NAME, DiffusersImageBackend, tiny_sd_dir
 from unipgen.modalities.text import (
     TINY_LM,
@@ -82,16 +82,8 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     """CPU, library versions and thread count the figures were taken with."""
-    import diffusers
-    import peft
-    import transformers
-
-    cpuinfo = Path("/proc/cpuinfo")
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if cpuinfo.exists() else platform.processor()
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "diffusers": diffusers.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-            "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    return bench_machine("torch", "diffusers", "transformers", "peft") | {
+        "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
 
 def _smollm2_available() -> bool:

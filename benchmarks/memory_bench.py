@@ -14,7 +14,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import io
-import platform
 import sqlite3
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import vector_bench
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from unipgen.bench import machine as bench_machine
 from unipgen.memory import MemoryStore
 from unipgen.memory.db import temporary_database
 from unipgen.memory.models import BehaviorEvent, Item, User
@@ -59,14 +59,7 @@ def _postgres_ingest(admin_url: str, n_events: int, n_naive: int) -> dict[str, A
 
 
 def machine() -> dict[str, Any]:
-    import faiss
-    import sqlalchemy
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "faiss": faiss.__version__, "sqlalchemy": sqlalchemy.__version__,
-            "sqlite": sqlite3.sqlite_version}
+    return bench_machine("numpy", "faiss", "sqlalchemy") | {"sqlite": sqlite3.sqlite_version}
 
 
 def _suffixed(values: dict[str, Any], suffix: str) -> dict[str, Any]:

@@ -44,6 +44,7 @@ def run(quick: bool = False, steps: int | None = None) -> dict[str, Any]:
     """All figures; `quick` uses the tiny random LM and fewer instructions."""
     import torch
 
+    from unipgen.bench import machine
     from unipgen.core.usermodel import UserModel
     from unipgen.memory import MemoryStore
     from unipgen.orchestrator.inline import InlineGenerator
@@ -56,7 +57,7 @@ def run(quick: bool = False, steps: int | None = None) -> dict[str, Any]:
     profile = load_profile("tiny" if quick else "offline")
     train_set, held_out = (TRAIN[:3], HELD_OUT[:2]) if quick else (TRAIN, HELD_OUT)
     max_new_tokens = 16 if quick else 48
-    results: dict[str, Any] = {"quick": quick, "model": profile.backends["text"].ref, "max_new_tokens": max_new_tokens}
+    results: dict[str, Any] = {"machine": machine("torch", "transformers", "peft"), "quick": quick, "model": profile.backends["text"].ref, "max_new_tokens": max_new_tokens}
     with tempfile.TemporaryDirectory() as tmp, MemoryStore.open(Settings(home=Path(tmp) / "home")) as store:
         store.create_tenant("t")
         store.create_users("t", ["ann", "base"])

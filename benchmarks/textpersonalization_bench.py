@@ -33,7 +33,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import copy
 import hashlib
 import math
-import platform
 import re
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from typing import Any
 
 import torch
 
+from unipgen.bench import machine as bench_machine
 from unipgen.bench import shared_data_dir
 from unipgen.core.retrieval import Candidate, hybrid_search
 from unipgen.errors import NotFoundError
@@ -149,16 +149,7 @@ def run(quick: bool = False, data_dir: Path | None = None, settings: Settings | 
 
 def machine() -> dict[str, Any]:
     """CPU, library versions and threads the figures were taken with."""
-    import peft
-    import transformers
-
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
-               platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__,
-            "torch_threads": torch.get_num_threads()}
+    return bench_machine("torch", "transformers", "peft") | {"torch_threads": torch.get_num_threads()}
 
 
 # -- tasks ---------------------------------------------------------------------------------------

@@ -42,11 +42,11 @@ if __name__ == "__main__":  # one BLAS thread (2 on these shared cores can be 10
 import numpy as np
 
 from unipgen.bench import shared_data_dir
-from unipgen.memory.loaders import movie_item
-from unipgen.errors import NotFoundError
-
 from unipgen.core.collaborative import fit_item_factors
 from unipgen.core.preference import PreferenceConfig, PreferenceState, build, score_items, update
+from unipgen.errors import NotFoundError
+from unipgen.memory.loaders import movie_item
+
 
 def default_data_dir() -> Path:
     return shared_data_dir() / "movielens-latest-small"

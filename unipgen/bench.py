@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,16 @@ def shared_data_dir() -> Path:
     """The full data sets: `UNIPGEN_SHARED_DATA`, else ../shared/data beside the checkout."""
     default = Path(__file__).resolve().parents[2] / "shared" / "data"
     return Path(os.environ.get("UNIPGEN_SHARED_DATA", default))
+
+
+def machine(*modules: str) -> dict[str, Any]:
+    """The CPU, core count and Python a benchmark ran on, and the `__version__` of `modules`."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+               platform.processor())
+    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+    return info | {name: importlib.import_module(name).__version__ for name in modules}
 
 
 def run_benchmark(name: str, **options: Any) -> dict[str, Any]:

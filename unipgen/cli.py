@@ -299,8 +299,7 @@ def _run_job(store: MemoryStore, profile: str, executor: str, tenant: str, user:
     try:
         job = runner.wait(tenant, runner.submit(tenant, user, spec, key=job_id).key)
     finally:
-        if hasattr(runner, "shutdown"):
-            runner.shutdown()
+        runner.shutdown()
     if job.status == "failed":
         raise error_from(job.error or {})
     return job
@@ -404,8 +403,7 @@ def worker(
                     break
                 time.sleep(poll)
         finally:
-            if hasattr(runner, "shutdown"):
-                runner.shutdown()
+            runner.shutdown()
     _emit({"worker": runner.worker, "jobs": [_job_payload(j) for j in ran]}, as_json, f"ran {len(ran)} jobs")
 
 

@@ -79,13 +79,14 @@ class JobsMixin:
              limit: int = 100) -> list[JobRecord]:
         """Jobs of a tenant (or of one user), newest first."""
         with self.session() as session:
-            query = select(Job).where(Job.tenant_id == tenant_id_of(session, tenant))
+            query = (select(Job, User.key).join(User, User.id == Job.user_id)
+                     .where(Job.tenant_id == tenant_id_of(session, tenant)))
             if user is not None:
                 query = query.where(Job.user_id == user_id_of(session, tenant, user))
             if status is not None:
                 query = query.where(Job.status == status)
-            rows = session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)).all()
-            return [_record(session, job) for job in rows]
+            rows = session.execute(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)).all()
+            return [_record(session, job, tenant, user_key) for job, user_key in rows]
 
     def claim_job(self: MemoryStore, worker: str, lease_s: float, *, tenant: str | None = None,
                   key: str | None = None) -> JobRecord | None:
@@ -209,9 +210,10 @@ def _end(job: Job, status: str, progress: float | None = None) -> None:
         job.progress = progress
 
 
-def _record(session: Session, job: Job) -> JobRecord:
-    tenant = session.scalar(select(Tenant.key).where(Tenant.id == job.tenant_id))
-    user = session.scalar(select(User.key).where(User.id == job.user_id))
+def _record(session: Session, job: Job, tenant: str | None = None, user: str | None = None) -> JobRecord:
+    """The public record of a job row; `tenant`/`user` keys are looked up unless given."""
+    tenant = tenant or session.scalar(select(Tenant.key).where(Tenant.id == job.tenant_id))
+    user = user or session.scalar(select(User.key).where(User.id == job.user_id))
     return JobRecord(key=job.key, tenant=tenant, user=user, kind=job.kind, spec=job.spec, status=job.status,
                      progress=job.progress, attempts=job.attempts, max_attempts=job.max_attempts,
                      cancel_requested=job.cancel_requested, result=job.result, error=job.error, worker=job.worker,

@@ -30,7 +30,12 @@ from unipgen.orchestrator.inline import (
     output_artifacts,
     prepare_generation,
 )
-from unipgen.orchestrator.training import TrainedAdapter, TrainingInputs, prepare_training
+from unipgen.orchestrator.training import (
+    TrainedAdapter,
+    TrainingInputs,
+    prepare_training,
+    run_training,
+)
 from unipgen.schema.jobs import GenerateSpec, JobRecord, JobSpec, TrainSpec
 
 _SPEC: TypeAdapter[GenerateSpec | TrainSpec] = TypeAdapter(JobSpec)
@@ -48,6 +53,10 @@ class Executor(Protocol):
 
     def cancel(self, tenant: str, key: str) -> JobRecord: ...
 
+    def run_pending(self, limit: int | None = None) -> list[JobRecord]: ...
+
+    def shutdown(self) -> None: ...
+
 
 class JobCancelled(Exception):
     """Raised inside a job's work when its cancellation was requested."""
@@ -55,8 +64,9 @@ class JobCancelled(Exception):
 
 @dataclass
 class Lease:
-    """A running job's hold: renews the lease at most every `every` seconds and reports
-    progress; calling it (as a trainer's `should_stop`) says whether to stop."""
+    """A running job's hold: renews the lease when due and reports progress (steps done /
+    `total_steps`); calling it (as a trainer's `should_stop`) counts a step and says whether
+    to stop."""
 
     store: Any
     job: JobRecord
@@ -106,7 +116,7 @@ def finish(model: UserModel, job: JobRecord, worker: str, work: PreparedGenerati
         result = {"artifacts": [o.key for o in outputs], "plan": work.request.plan.model_dump(mode="json")}
     else:
         assert isinstance(produced, TrainedAdapter)
-        outputs = [OutputArtifact(produced.key(), "adapter", produced.media_type, produced.data,
+        outputs = [OutputArtifact(produced.new_key(), "adapter", produced.media_type, produced.data,
                                   produced.derived_from, produced.meta)]
         result = {"artifacts": [outputs[0].key], "method": produced.method, "losses": produced.losses}
     return model.store.finish_job(job.tenant, job.key, worker, result, outputs)
@@ -198,6 +208,9 @@ class QueueExecutor:
     def _work(self, work: PreparedGeneration | TrainingInputs, lease: Lease) -> Any:
         raise NotImplementedError
 
+    def shutdown(self) -> None:
+        """Release what the executor holds (nothing here; the Ray executor stops its actors)."""
+
 
 class InlineExecutor(QueueExecutor):
     """Runs each job's work in this process, one at a time, with each backend loaded once.
@@ -218,8 +231,6 @@ class InlineExecutor(QueueExecutor):
         if isinstance(work, PreparedGeneration):
             backend = self.generator.backend(work.request.context.modality)
             return backend.generate([work.request], self.model.store.blobs.get)[0]
-        from unipgen.orchestrator.training import run_training
-
         return run_training(work, should_stop=lease, progress=self.progress)
 
 

@@ -29,7 +29,7 @@ from unipgen.modalities import PLACEMENT_KEYS
 from unipgen.orchestrator.executor import JobCancelled, Lease, QueueExecutor, run_claimed
 from unipgen.orchestrator.inline import PreparedGeneration
 from unipgen.orchestrator.ray_cluster import RayCluster, connect
-from unipgen.orchestrator.training import TrainingInputs
+from unipgen.orchestrator.training import TrainingInputs, modality_of
 from unipgen.schema.jobs import JobRecord
 from unipgen.schema.profiles import ComponentSpec
 
@@ -152,13 +152,15 @@ class RayExecutor(QueueExecutor):
         super().__init__(model, worker=worker, lease_s=lease_s, backoff_s=backoff_s)
         from pathlib import Path
 
-        self.cluster = cluster or connect(Path(home) if home else Path.home() / ".unipgen", address)
+        from unipgen.settings import Settings
+
+        self.cluster = cluster or connect(Path(home) if home else Settings().home, address)
         self.concurrency = concurrency
         self.poll_s = poll_s
         self.restart_timeout_s = restart_timeout_s
         self._actors: dict[str, Any] = {}
         self._progress: Any = None  # the ProgressBoard actor, created with the first training job
-        # Jobs in flight share this process's store and encoders: their reads and writes take turns.
+        # Jobs in flight share this process: their ends (store writes) and actor creation take turns.
         self._store_lock = threading.RLock()
 
     # -- placement ------------------------------------------------------------------------------
@@ -172,24 +174,23 @@ class RayExecutor(QueueExecutor):
         if modality not in self._actors:
             import ray
 
-            spec = self.model.profile.backends.get(modality)
-            if spec is None:
-                from unipgen.errors import NotFoundError
-
-                raise NotFoundError(f"profile {self.model.profile.name!r} has no {modality!r} generator")
-            options = dict(spec.options)
-            placement = {key: options.pop(key) for key in PLACEMENT_KEYS if key in options}
+            spec, placement = self._placement(modality)
             remote = ray.remote(ModelWorker).options(
                 num_cpus=0, num_gpus=placement.get("num_gpus", 0), max_restarts=-1, max_task_retries=0,
                 max_concurrency=64, name=f"unipgen-{self.model.profile.name}-{modality}-{self.worker}")
-            self._actors[modality] = remote.remote(
-                {"type": spec.type, "ref": spec.ref, "options": options}, self.model.store.blobs.url,
+            self._actors[modality] = remote.remote(  # load_backend leaves the placement keys out
+                spec.model_dump(), self.model.store.blobs.url,
                 placement.get("max_batch_requests", 16), placement.get("max_wait_ms", 10.0))
         return self._actors[modality]
 
-    def _gpus(self, modality: str) -> float:
+    def _placement(self, modality: str) -> tuple[ComponentSpec, dict[str, Any]]:
+        """The profile's backend of `modality` and its placement options (`PLACEMENT_KEYS`)."""
         spec = self.model.profile.backends.get(modality)
-        return float(spec.options.get("num_gpus", 0)) if spec is not None else 0.0
+        if spec is None:
+            from unipgen.errors import NotFoundError
+
+            raise NotFoundError(f"profile {self.model.profile.name!r} has no {modality!r} generator")
+        return spec, {key: value for key, value in spec.options.items() if key in PLACEMENT_KEYS}
 
     # -- work -----------------------------------------------------------------------------------
 
@@ -206,9 +207,9 @@ class RayExecutor(QueueExecutor):
                 self._wait_alive(actor)
                 raise
         else:
-            modality = "text" if work.method in ("text-lora", "dpo") else "image"
+            gpus = self._placement(modality_of(work.method))[1].get("num_gpus", 0)
             board = self._board()
-            ref = ray.remote(_train).options(num_cpus=0, num_gpus=self._gpus(modality), max_retries=0).remote(
+            ref = ray.remote(_train).options(num_cpus=0, num_gpus=gpus, max_retries=0).remote(
                 work, board, lease.job.key)
             try:
                 return self._await(ref, lease, force_cancel=True, board=board)

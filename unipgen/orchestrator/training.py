@@ -25,6 +25,13 @@ from unipgen.core.usermodel import UserModel
 from unipgen.errors import InvalidInputError, NotFoundError
 
 METHODS = ("text-lora", "lora", "textual-inversion", "dpo")
+#: The methods that adapt the profile's text model; the others adapt its image model.
+TEXT_METHODS = ("text-lora", "dpo")
+
+
+def modality_of(method: str) -> str:
+    """The modality whose base model `method` adapts."""
+    return "text" if method in TEXT_METHODS else "image"
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,8 @@ class TrainedAdapter:
     meta: dict[str, Any]
     losses: list[float]
 
-    def key(self) -> str:
+    def new_key(self) -> str:
+        """A fresh artifact key for it (a new random suffix on each call)."""
         return f"{self.method}-{self.meta.get('subject') or 'user'}-{uuid.uuid4().hex[:12]}"
 
 
@@ -72,7 +80,7 @@ def train(model: UserModel, tenant: str, user: str, method: str, *, subject: str
     """Train `method` for `user` with the profile's base model in this process and store it."""
     inputs = prepare_training(model, tenant, user, method, subject=subject, steps=steps, seed=seed)
     trained = run_training(inputs, progress=progress)
-    key = trained.key()
+    key = trained.new_key()
     model.store.add_artifact(tenant, key, kind="adapter", media_type=trained.media_type, data=trained.data,
                              user=user, derived_from=trained.derived_from, meta=trained.meta)
     return TrainedArtifact(key, method, trained.losses)
@@ -83,7 +91,7 @@ def prepare_training(model: UserModel, tenant: str, user: str, method: str, *, s
     """Read from the store what `method` learns from; errors name what is missing."""
     if method not in METHODS:
         raise InvalidInputError(f"unknown training method {method!r}; available here: {list(METHODS)}")
-    modality = "text" if method in ("text-lora", "dpo") else "image"
+    modality = modality_of(method)
     spec = model.profile.backends.get(modality)
     if spec is None:
         raise NotFoundError(f"profile {model.profile.name!r} has no {modality} generator to adapt")
@@ -107,7 +115,7 @@ def run_training(inputs: TrainingInputs, *, should_stop: Callable[[], bool] | No
                  progress: bool = False) -> TrainedAdapter:
     """Fit the adapter `inputs` describe (no store access: runs in any process)."""
     meta: dict[str, Any] = {"base": inputs.base, "steps": inputs.steps, "seed": inputs.seed}
-    if inputs.method in ("text-lora", "dpo"):
+    if modality_of(inputs.method) == "text":
         return _text_adapter(inputs, meta, should_stop)
     from unipgen.modalities.image_training import train_dreambooth_lora, train_textual_inversion
 
