@@ -122,3 +122,21 @@ def test_items_with_images_give_image_space_preferences(tmp_path: Path) -> None:
         by_space = {p.space: p for p in context.preferences}
         assert by_space["text"].events == 2 and by_space["image"].events == 1  # "plain" has no image
         assert len(by_space["image"].positive_keywords) == 8  # words from CLIP's text tower
+
+
+def test_build_many_gives_the_contexts_build_gives(model: UserModel) -> None:
+    requests = [("2", "text", "a review of a boxing film"), ("3", "image", "a poster of my favourite genre"),
+                ("nobody", "text", "hello"), ("2", "image", "a portrait of Rex in the snow")]
+    many = model.contexts("ml", requests)
+    assert isinstance(many[2], NotFoundError) and "unknown user 'nobody'" in str(many[2])
+    for (user, modality, instruction), built in zip(requests, many):
+        if user == "nobody":
+            continue
+        one = model.context("ml", user, modality, instruction)
+        # batched encoding may differ from a single call in the last float bits: compare what was chosen
+        assert [e.key for e in built.evidence] == [e.key for e in one.evidence]
+        assert built.provenance == one.provenance and built.profile == one.profile
+        assert [p.positive_keywords for p in built.preferences] == [p.positive_keywords for p in one.preferences]
+        assert built.conditioning == one.conditioning
+    assert many[0].evidence[0].key == "review"  # the boxing review is what the boxing request retrieves
+    assert many[3].conditioning.subjects[0].key == "rex"

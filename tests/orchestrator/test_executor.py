@@ -113,3 +113,21 @@ def test_a_job_of_a_dead_worker_is_finished_by_another(model: UserModel) -> None
     [done] = InlineExecutor(model).run_pending()
     assert done.key == "orphan" and done.status == "succeeded" and done.attempts == 2
     assert len(outputs_of(model, "orphan")) == 1
+
+
+def test_jobs_prepared_together_fail_alone(model: UserModel) -> None:
+    """`prepare_many` (the Ray executor's batch path): a job whose user is gone gets its own
+    error; the others are prepared as `prepare` would."""
+    from unipgen.orchestrator.executor import prepare, prepare_many
+
+    store = model.store
+    store.create_user("ml", "ghost")
+    jobs = [store.submit_job("ml", user, TEXT.model_dump(mode="json"), key=f"batch-{user}") for user in ("2", "ghost")]
+    store.forget_user("ml", "ghost")  # gone between claim and prepare
+    jobs.append(store.submit_job("ml", "2", TrainSpec(method="text-lora", steps=1).model_dump(mode="json"),
+                                 key="batch-train"))
+    ok, gone, train = prepare_many(model, jobs)
+    assert isinstance(gone, Exception) and "ghost" in str(gone)
+    single = prepare(model, jobs[0])
+    assert ok.request.plan == single.request.plan and ok.sources == single.sources
+    assert train.steps == 1 and train.method == "text-lora"

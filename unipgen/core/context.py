@@ -1,13 +1,16 @@
 """Build a `UserContext` from the memory store: the recipe of one request's user modeling.
 
-`ContextBuilder.build` reads, in order: the profile; the behavior log, turned into preference
-vectors and keywords per space; evidence retrieved for the instruction from the user's
-documents and items; conditioning assets (subjects and their adapters, faces, voice). Every
+`ContextBuilder.build` reads the user in one store call (`MemoryStore.user_snapshot`), then
+derives, in order: the profile; the behavior log, turned into preference vectors and keywords
+per space; evidence retrieved for the instruction from the user's documents and items;
+conditioning assets (subjects and their adapters, faces, voice). `build_many` does the same for
+several requests with their instructions encoded in one batch. Every
 memory item it uses is listed in `provenance`, so an output can record what it came from.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +23,7 @@ from unipgen.core.retrieval import Candidate, hybrid_search
 from unipgen.core.vocabulary import Vocabulary, build_vocabulary, catalog_words
 from unipgen.memory import MemoryStore
 from unipgen.memory.models import utcnow
+from unipgen.memory.snapshot import UserSnapshot
 from unipgen.schema.context import (
     AdapterRef,
     Conditioning,
@@ -30,7 +34,6 @@ from unipgen.schema.context import (
     UserContext,
 )
 from unipgen.schema.memory import EventIn
-
 
 #: Spaces in which item vectors can carry preferences: words for ``text``, looks for ``image``.
 PREFERENCE_SPACES = ("text", "image")
@@ -61,26 +64,40 @@ class ContextBuilder:
         self.cache_dir = cache_dir
         self._vocabularies: dict[tuple[str, str], Vocabulary] = {}
 
-    def build(self, tenant: str, user: str, modality: Modality, instruction: str) -> UserContext:
-        profile = self.store.profile(tenant, user)
-        events = self.store.events(tenant, user)
-        provenance = [f"user:{user}"] if events else []
-        spaces = self.store.spaces(tenant)
-        preferences = [p for p in (self.preferences(tenant, events, space) for space in PREFERENCE_SPACES
-                                   if space in spaces) if p is not None]
-        evidence = self.evidence(tenant, user, instruction, events)
+    def build(self, tenant: str, user: str, modality: Modality, instruction: str,
+              query: np.ndarray | None = None) -> UserContext:
+        """The context of one request; `query` is the instruction's text vector if already
+        encoded (else it is encoded here, and only when there is evidence to search)."""
+        snapshot = self.store.user_snapshot(tenant, user, PREFERENCE_SPACES)
+        provenance = [f"user:{user}"] if snapshot.events else []
+        preferences = [p for p in (self.preferences(tenant, snapshot, space) for space in PREFERENCE_SPACES
+                                   if space in snapshot.spaces) if p is not None]
+        evidence = self.evidence(snapshot, instruction, query)
         provenance += [f"{e.kind}:{e.key}" for e in evidence]
-        conditioning, used = self.conditioning(tenant, user)
+        conditioning, used = self.conditioning(snapshot)
         provenance += used
-        return UserContext(tenant=tenant, user=user, modality=modality, instruction=instruction, profile=profile,
-                           evidence=evidence, preferences=preferences, conditioning=conditioning,
-                           provenance=list(dict.fromkeys(provenance)), built_at=utcnow())
+        return UserContext(tenant=tenant, user=user, modality=modality, instruction=instruction,
+                           profile=snapshot.profile, evidence=evidence, preferences=preferences,
+                           conditioning=conditioning, provenance=list(dict.fromkeys(provenance)), built_at=utcnow())
+
+    def build_many(self, tenant: str, requests: Sequence[tuple[str, Modality, str]]) -> list[UserContext | Exception]:
+        """Contexts of several (user, modality, instruction) requests, their instructions encoded
+        in one batch (a text encoder call per request costs several times more on a CPU).
+        A request that fails (an unknown user) gets its error in its place; the others go on."""
+        queries = self.encoders.text.encode([instruction for _, _, instruction in requests]) if requests else []
+        built: list[UserContext | Exception] = []
+        for (user, modality, instruction), query in zip(requests, queries):
+            try:
+                built.append(self.build(tenant, user, modality, instruction, query))
+            except Exception as exc:  # noqa: BLE001  (returned to the caller, one per request)
+                built.append(exc)
+        return built
 
     # -- preferences ------------------------------------------------------------------------
 
-    def preferences(self, tenant: str, events: list[EventIn], space: str) -> Preferences | None:
+    def preferences(self, tenant: str, snapshot: UserSnapshot, space: str) -> Preferences | None:
         """Preference vectors and keywords in one space, from events on items embedded there."""
-        vectors = self.store.vectors(tenant, space, "item", {e.item for e in events})
+        events, vectors = snapshot.events, snapshot.item_vectors.get(space, {})
         usable = [(e.item, e.type, e.value, e.ts) for e in events if e.item in vectors]
         if not usable:
             return None
@@ -129,40 +146,38 @@ class ContextBuilder:
 
     # -- evidence ---------------------------------------------------------------------------
 
-    def evidence(self, tenant: str, user: str, instruction: str, events: list[EventIn]) -> list:
+    def evidence(self, snapshot: UserSnapshot, instruction: str, query: np.ndarray | None = None) -> list:
         """Hybrid retrieval over the user's documents and positively-rated items."""
-        candidates = self.candidates(tenant, user, events)
+        candidates = self.candidates(snapshot)
         if not candidates:
             return []
-        query = self.encoders.text.encode([instruction])[0]
+        if query is None:
+            query = self.encoders.text.encode([instruction])[0]
         return hybrid_search(instruction, query, candidates, self.config.evidence_k,
                              recency_half_life_days=self.config.recency_half_life_days, now=utcnow())
 
-    def candidates(self, tenant: str, user: str, events: list[EventIn]) -> list[Candidate]:
-        documents = self.store.documents(tenant, user)
-        doc_vectors = self.store.vectors(tenant, "text", "document", user=user)
-        found = [Candidate("document", d.key, d.text, doc_vectors.get(d.key), d.ts) for d in documents]
-        liked = _last_positive(events, self.config.preference)
-        texts = self.store.item_texts(tenant, list(liked))
-        item_vectors = self.store.vectors(tenant, "text", "item", list(liked))
-        found += [Candidate("item", key, texts[key], item_vectors.get(key), ts) for key, ts in liked.items()]
+    def candidates(self, snapshot: UserSnapshot) -> list[Candidate]:
+        vectors = snapshot.document_vectors
+        found = [Candidate("document", d.key, d.text, vectors.get(d.key), d.ts) for d in snapshot.documents]
+        liked = _last_positive(snapshot.events, self.config.preference)
+        item_vectors = snapshot.item_vectors.get("text", {})
+        found += [Candidate("item", key, snapshot.item_texts[key], item_vectors.get(key), ts)
+                  for key, ts in liked.items()]
         return found
 
     # -- conditioning -----------------------------------------------------------------------
 
-    def conditioning(self, tenant: str, user: str) -> tuple[Conditioning, list[str]]:
+    def conditioning(self, snapshot: UserSnapshot) -> tuple[Conditioning, list[str]]:
         """Subjects with their adapters, user-level adapters, face and voice embeddings; and
         the 'kind:key' of each memory item used."""
-        adapters = self.store.artifacts(tenant, user, kind="adapter")
+        adapters = snapshot.adapters
         subjects = [
             SubjectAsset(key=s.key, name=s.name, class_noun=s.class_noun, image_shas=s.image_shas,
                          adapters=[_adapter(a) for a in adapters if ("subject", s.key) in a.derived_from])
-            for s in self.store.subjects(tenant, user)
+            for s in snapshot.subjects
         ]
         user_adapters = [_adapter(a) for a in adapters if not any(k == "subject" for k, _ in a.derived_from)]
-        spaces = self.store.spaces(tenant)
-        faces = self.store.vectors(tenant, "face", "face", user=user) if "face" in spaces else {}
-        voices = self.store.vectors(tenant, "voice", "voice", user=user) if "voice" in spaces else {}
+        faces, voices = snapshot.faces, snapshot.voices
         conditioning = Conditioning(subjects=subjects, adapters=user_adapters,
                                     face_embeddings=[v.tolist() for _, v in sorted(faces.items())],
                                     voice_embedding=_mean_unit(list(voices.values())))

@@ -120,5 +120,10 @@ class UserModel:
     def context(self, tenant: str, user: str, modality: Modality, instruction: str) -> UserContext:
         return self.builder.build(tenant, user, modality, instruction)
 
+    def contexts(self, tenant: str, requests: Sequence[tuple[str, Modality, str]]) -> list[UserContext | Exception]:
+        """Contexts of several (user, modality, instruction) requests, instructions encoded in one
+        batch; a request that fails gets its exception in its place."""
+        return self.builder.build_many(tenant, requests)
+
     def plan(self, context: UserContext, options: dict[str, Any] | None = None) -> PersonalizationPlan:
         return route(context, options)

@@ -5,7 +5,8 @@ indexes. Each public method is one short transaction; a failure anywhere in it l
 written, including blob files. The methods are grouped by job in mixins:
 `unipgen.memory.behaviors` (catalog and events), `unipgen.memory.content` (documents, faces,
 subjects, voices, artifacts, embeddings), `unipgen.memory.feedback` (judgements of outputs), `unipgen.memory.jobs` (the job queue),
-`unipgen.memory.forget` and `unipgen.memory.archive`.
+`unipgen.memory.snapshot` (one read of a user for context building), `unipgen.memory.forget`
+and `unipgen.memory.archive`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from unipgen.memory.forget import ForgetMixin
 from unipgen.memory.indexes import IndexManager
 from unipgen.memory.jobs import JobsMixin
 from unipgen.memory.reads import ReadsMixin
+from unipgen.memory.snapshot import SnapshotMixin
 from unipgen.memory.lookups import check_key, tenant_id_of, user_id_of
 from unipgen.memory.models import (
     Artifact,
@@ -71,7 +73,8 @@ class _Write:
         return sha
 
 
-class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsMixin, ForgetMixin, ArchiveMixin):
+class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsMixin, SnapshotMixin, ForgetMixin,
+                  ArchiveMixin):
     """Tenants, users and everything unipgen remembers about them.
 
     Build it with `MemoryStore.open(settings)` (migrates the database) or pass the parts.

@@ -29,6 +29,7 @@ from unipgen.orchestrator.inline import (
     PreparedGeneration,
     output_artifacts,
     prepare_generation,
+    prepared_from,
 )
 from unipgen.orchestrator.training import (
     TrainedAdapter,
@@ -108,6 +109,36 @@ def prepare(model: UserModel, job: JobRecord) -> PreparedGeneration | TrainingIn
                             seed=spec.seed)
 
 
+def prepare_many(model: UserModel, jobs: list[JobRecord]) -> list[PreparedGeneration | TrainingInputs | Exception]:
+    """`prepare` for jobs claimed together: the generation jobs' instructions are encoded in one
+    batch per tenant (`UserModel.contexts`). A job whose inputs fail gets its exception."""
+    prepared: list[PreparedGeneration | TrainingInputs | Exception | None] = [None] * len(jobs)
+    by_tenant: dict[str, list[tuple[int, GenerateSpec]]] = {}
+    for index, job in enumerate(jobs):
+        try:
+            spec = parse_spec(job)
+        except Exception as exc:  # noqa: BLE001  (a bad stored spec fails its own job only)
+            prepared[index] = exc
+            continue
+        if isinstance(spec, GenerateSpec):
+            by_tenant.setdefault(job.tenant, []).append((index, spec))
+        else:
+            prepared[index] = _attempt(lambda job=job: prepare(model, job))
+    for tenant, wanted in by_tenant.items():
+        contexts = model.contexts(tenant, [(jobs[i].user, spec.modality, spec.instruction) for i, spec in wanted])
+        for (index, spec), context in zip(wanted, contexts, strict=True):
+            prepared[index] = context if isinstance(context, Exception) else \
+                _attempt(lambda context=context, spec=spec: prepared_from(model, context, spec.options))
+    return prepared  # type: ignore[return-value]
+
+
+def _attempt(make: Callable[[], Any]) -> Any:
+    try:
+        return make()
+    except Exception as exc:  # noqa: BLE001  (handed to run_claimed, which records it on the job)
+        return exc
+
+
 def finish(model: UserModel, job: JobRecord, worker: str, work: PreparedGeneration | TrainingInputs,
            produced: list[Any] | TrainedAdapter) -> JobRecord:
     """Store what the work produced and mark the job succeeded, in one transaction."""
@@ -124,17 +155,21 @@ def finish(model: UserModel, job: JobRecord, worker: str, work: PreparedGenerati
 
 def run_claimed(model: UserModel, job: JobRecord, worker: str, lease_s: float,
                 work_fn: Callable[[PreparedGeneration | TrainingInputs, Lease], Any],
-                backoff_s: float = 1.0, store_lock: AbstractContextManager[Any] | None = None) -> JobRecord:
-    """Run a job this worker claimed: prepare, `work_fn` (the executor's part), finish; record
-    failures (retryable or not) and cancellation. With several jobs in flight in threads,
-    `store_lock` serializes their ends (the writes); preparing reads in parallel."""
+                backoff_s: float = 1.0, store_lock: AbstractContextManager[Any] | None = None,
+                prepared: PreparedGeneration | TrainingInputs | Exception | None = None) -> JobRecord:
+    """Run a job this worker claimed: prepare (unless `prepared`, from `prepare_many`, is
+    given), `work_fn` (the executor's part), finish; record failures (retryable or not) and
+    cancellation. With several jobs in flight in threads, `store_lock` serializes their ends
+    (the writes); preparing reads in parallel."""
     store = model.store
     lease = Lease(store, job, worker, lease_s)
     lock = store_lock or nullcontext()
     try:
         if lease.renew(progress=0.0):
             raise JobCancelled
-        work = prepare(model, job)
+        if isinstance(prepared, Exception):
+            raise prepared
+        work = prepared if prepared is not None else prepare(model, job)
         lease.total_steps = work.steps if isinstance(work, TrainingInputs) else 1
         produced = work_fn(work, lease)
         if lease.renew():  # asked to stop while the work ran: drop what it made
@@ -234,4 +269,5 @@ class InlineExecutor(QueueExecutor):
         return run_training(work, should_stop=lease, progress=self.progress)
 
 
-__all__ = ["Executor", "InlineExecutor", "JobCancelled", "Lease", "QueueExecutor", "finish", "parse_spec", "prepare", "run_claimed"]
+__all__ = ["Executor", "InlineExecutor", "JobCancelled", "Lease", "QueueExecutor", "finish", "parse_spec", "prepare",
+           "prepare_many", "run_claimed"]

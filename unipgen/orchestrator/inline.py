@@ -17,7 +17,7 @@ from unipgen.errors import NotFoundError
 from unipgen.memory.blobs import sha256_hex
 from unipgen.memory.jobs import OutputArtifact
 from unipgen.modalities import load_backend
-from unipgen.schema.context import Modality, PersonalizationPlan
+from unipgen.schema.context import Modality, PersonalizationPlan, UserContext
 from unipgen.schema.generation import GeneratedOutput, GenerationOptions, GenerationRequest
 
 #: Provenance kinds that lineage can point to (UserContext.provenance uses "kind:key").
@@ -46,7 +46,11 @@ class PreparedGeneration:
 def prepare_generation(model: UserModel, tenant: str, user: str, modality: Modality, instruction: str,
                        options: GenerationOptions | None = None) -> PreparedGeneration:
     """Context → plan → request; everything a backend needs, as plain data."""
-    context = model.context(tenant, user, modality, instruction)
+    return prepared_from(model, model.context(tenant, user, modality, instruction), options)
+
+
+def prepared_from(model: UserModel, context: UserContext, options: GenerationOptions | None) -> PreparedGeneration:
+    """The request for a built context: its plan, the options, and the lineage sources."""
     plan = model.plan(context)
     request = GenerationRequest(context=context, plan=plan, options=options or GenerationOptions())
     return PreparedGeneration(request, _sources(context.provenance, plan))

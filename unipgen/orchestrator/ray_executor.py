@@ -26,7 +26,7 @@ from typing import Any
 
 from unipgen.core.usermodel import UserModel
 from unipgen.modalities import PLACEMENT_KEYS
-from unipgen.orchestrator.executor import JobCancelled, Lease, QueueExecutor, run_claimed
+from unipgen.orchestrator.executor import JobCancelled, Lease, QueueExecutor, prepare_many, run_claimed
 from unipgen.orchestrator.inline import PreparedGeneration
 from unipgen.orchestrator.ray_cluster import RayCluster, connect
 from unipgen.orchestrator.training import TrainingInputs, modality_of
@@ -253,8 +253,9 @@ class RayExecutor(QueueExecutor):
                 ray.cancel(ref, force=force_cancel)  # force kills a training task's process
                 raise JobCancelled
 
-    def _run(self, job: JobRecord) -> JobRecord:
-        return run_claimed(self.model, job, self.worker, self.lease_s, self._work, self.backoff_s, self._store_lock)
+    def _run(self, job: JobRecord, prepared: Any = None) -> JobRecord:
+        return run_claimed(self.model, job, self.worker, self.lease_s, self._work, self.backoff_s, self._store_lock,
+                           prepared)
 
     def run_pending(self, limit: int | None = None) -> list[JobRecord]:
         """Claim and run queued jobs with up to `concurrency` in flight, until none is left."""
@@ -266,7 +267,9 @@ class RayExecutor(QueueExecutor):
                            if job is not None]
                 if not claimed:
                     return ran
-                ran += list(pool.map(self._run, claimed))
+                # Prepared together (one encoder call for all instructions), then sent off
+                # together, so that the model actor sees them within one batching window.
+                ran += list(pool.map(self._run, claimed, prepare_many(self.model, claimed)))
         return ran
 
     def shutdown(self) -> None:

@@ -1,0 +1,53 @@
+"""`MemoryStore.user_snapshot` reads in one transaction what the separate reads return."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unipgen.errors import NotFoundError
+from unipgen.memory import MemoryStore
+from unipgen.memory.models import BehaviorEvent
+
+
+def _vectors_equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_snapshot_matches_the_separate_reads(populated: MemoryStore) -> None:
+    store = populated
+    rng = np.random.default_rng(0)
+    store.add_embeddings("acme", "text", "item", [(f"m{i}", rng.normal(size=4).astype(np.float32)) for i in range(5)])
+    store.set_profile("acme", "alice", "city", "Lyon")
+    store.add_documents("acme", "alice", [{"key": "d1", "text": "I love quiet films"}],
+                        vectors={"text": {"d1": rng.normal(size=4).astype(np.float32)}})
+    store.add_artifact("acme", "lora-a", kind="adapter", media_type="application/zip", data=b"weights", user="alice",
+                       derived_from=[("document", "d1")], meta={"method": "lora"})
+    store.add_artifact("acme", "out-a", kind="output", media_type="text/plain", data=b"hi", user="alice")
+
+    snap = store.user_snapshot("acme", "alice")
+    assert snap.profile == store.profile("acme", "alice") == {"city": "Lyon"}
+    assert snap.events == store.events("acme", "alice") and [e.item for e in snap.events] == ["m1", "m2"]
+    assert snap.spaces == store.spaces("acme")
+    assert set(snap.item_vectors) == {"text"}  # no image space in this tenant
+    assert _vectors_equal(snap.item_vectors["text"], store.vectors("acme", "text", "item", ["m1", "m2"]))
+    assert snap.item_texts == store.item_texts("acme", ["m1", "m2"])
+    assert snap.documents == store.documents("acme", "alice")
+    assert _vectors_equal(snap.document_vectors, store.vectors("acme", "text", "document", user="alice"))
+    assert snap.adapters == store.artifacts("acme", "alice", kind="adapter")
+    assert [a.derived_from for a in snap.adapters] == [[("document", "d1")]]
+    assert snap.subjects == [] and snap.faces == {} and snap.voices == {}
+
+
+def test_snapshot_of_a_user_without_memory(populated: MemoryStore) -> None:
+    populated.create_user("acme", "carol")
+    snap = populated.user_snapshot("acme", "carol")
+    assert (snap.events, snap.documents, snap.adapters, snap.item_texts) == ([], [], [], {})
+
+
+def test_snapshot_names_what_is_unknown(populated: MemoryStore) -> None:
+    with pytest.raises(NotFoundError, match="unknown user 'zoe'"):
+        populated.user_snapshot("acme", "zoe")
+    with pytest.raises(NotFoundError, match="unknown tenant 'nope'"):
+        populated.user_snapshot("nope", "alice")
+    assert populated.count_rows(BehaviorEvent) == 3
