@@ -126,3 +126,32 @@ def test_forgetting_the_user_deletes_their_jobs(populated: MemoryStore) -> None:
     report = populated.forget_user("acme", "alice")
     assert report.deleted["jobs"] == 1 and report.residue == []
     assert [j.key for j in populated.jobs("acme")] == ["b"]
+
+
+def test_claim_jobs_takes_several_oldest_first(populated: MemoryStore) -> None:
+    for i in range(5):
+        populated.submit_job("acme", "alice" if i % 2 else "bob", SPEC, key=f"j{i}")
+    first = populated.claim_jobs("w1", 30, 3)
+    assert [j.key for j in first] == ["j0", "j1", "j2"] and {j.status for j in first} == {"running"}
+    assert [j.user for j in first] == ["bob", "alice", "bob"] and {j.worker for j in first} == {"w1"}
+    rest = populated.claim_jobs("w2", 30, 3)
+    assert [j.key for j in rest] == ["j3", "j4"] and populated.claim_jobs("w3", 30, 3) == []
+
+
+def test_concurrent_batch_claimers_take_each_job_once(populated: MemoryStore) -> None:
+    for i in range(30):
+        populated.submit_job("acme", "alice", SPEC, key=f"j{i}")
+    taken: list[str] = []
+    lock = threading.Lock()
+
+    def claimer(name: str) -> None:
+        while batch := populated.claim_jobs(name, 30, 4):
+            with lock:
+                taken.extend(job.key for job in batch)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{n}",)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(taken) == sorted(f"j{i}" for i in range(30))

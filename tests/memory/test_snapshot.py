@@ -27,7 +27,9 @@ def test_snapshot_matches_the_separate_reads(populated: MemoryStore) -> None:
 
     snap = store.user_snapshot("acme", "alice")
     assert snap.profile == store.profile("acme", "alice") == {"city": "Lyon"}
-    assert snap.events == store.events("acme", "alice") and [e.item for e in snap.events] == ["m1", "m2"]
+    assert [tuple(e) for e in snap.events] == [(e.user, e.type, e.item, e.ts, e.value, e.meta)
+                                               for e in store.events("acme", "alice")]
+    assert [e.item for e in snap.events] == ["m1", "m2"]
     assert snap.spaces == store.spaces("acme")
     assert set(snap.item_vectors) == {"text"}  # no image space in this tenant
     assert _vectors_equal(snap.item_vectors["text"], store.vectors("acme", "text", "item", ["m1", "m2"]))

@@ -23,7 +23,7 @@ from unipgen.core.retrieval import Candidate, hybrid_search
 from unipgen.core.vocabulary import Vocabulary, build_vocabulary, catalog_words
 from unipgen.memory import MemoryStore
 from unipgen.memory.models import utcnow
-from unipgen.memory.snapshot import UserSnapshot
+from unipgen.memory.snapshot import EventRow, UserSnapshot
 from unipgen.schema.context import (
     AdapterRef,
     Conditioning,
@@ -191,7 +191,7 @@ def _adapter(record: Any) -> AdapterRef:
                       meta=record.meta)
 
 
-def _last_positive(events: list[EventIn], config: PreferenceConfig) -> dict[str, datetime]:
+def _last_positive(events: Sequence[EventIn | EventRow], config: PreferenceConfig) -> dict[str, datetime]:
     """Items with a positive event, with the time of their latest one (newest first)."""
     latest: dict[str, datetime] = {}
     for event in events:

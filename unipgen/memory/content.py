@@ -204,7 +204,7 @@ class ContentMixin:
         user_id = user_id_of(w.session, tenant, user) if user is not None else None
         if w.session.scalar(select(Artifact.id).where(Artifact.tenant_id == tenant_id, Artifact.key == key)):
             raise ConflictError(f"artifact {key!r} already exists in {tenant!r}")
-        sources = [self._resolve(w.session, tenant, tenant_id, user_id, k, s) for k, s in derived_from]
+        sources = self._resolve_all(w.session, tenant, tenant_id, user_id, derived_from)
         blob_sha = w.put_blob(data, media_type) if data is not None else None
         artifact = Artifact(tenant_id=tenant_id, user_id=user_id, key=key, kind=kind,
                             media_type=media_type, blob_sha=blob_sha, meta=meta)
@@ -214,6 +214,31 @@ class ContentMixin:
             Lineage(tenant_id=tenant_id, derived_kind="artifact", derived_id=artifact.id,
                     source_kind=k, source_id=i) for k, i in dict.fromkeys(sources)
         )
+
+    def _resolve_all(
+        self: MemoryStore, session: Session, tenant: str, tenant_id: int, user_id: int | None,
+        pairs: Sequence[tuple[str, str]],
+    ) -> list[tuple[str, int]]:
+        """`_resolve` for many (kind, key) pairs: one query per kind, not per pair."""
+        by_kind: dict[str, set[str]] = {}
+        for kind, key in pairs:
+            by_kind.setdefault(kind, set()).add(key)
+        found: dict[tuple[str, str], int] = {}
+        for kind, keys in by_kind.items():
+            if kind == "user" or kind not in OWNER_MODELS or len(keys) == 1:
+                found.update({(kind, key): self._resolve(session, tenant, tenant_id, user_id, kind, key)[1]
+                              for key in keys})
+                continue
+            model, per_user = OWNER_MODELS[kind]
+            if per_user and user_id is None:
+                raise InvalidInputError(f"{kind} {min(keys)!r} belongs to a user: name the user")
+            scope = model.user_id == user_id if per_user else model.tenant_id == tenant_id
+            ids = dict(session.execute(select(model.key, model.id).where(scope, model.key.in_(keys))).all())
+            missing = sorted(keys - ids.keys())
+            if missing:
+                raise NotFoundError(f"unknown {kind} {missing[0]!r}")
+            found.update({(kind, key): row_id for key, row_id in ids.items()})
+        return [(kind, found[(kind, key)]) for kind, key in pairs]
 
     def _resolve(
         self: MemoryStore, session: Session, tenant: str, tenant_id: int, user_id: int | None,

@@ -95,6 +95,13 @@ class JobsMixin:
         Jobs whose worker's lease ran out are queued again first. Returns None when nothing is
         runnable. Safe with concurrent claimers: a job goes to exactly one of them.
         """
+        claimed = self.claim_jobs(worker, lease_s, 1, tenant=tenant, key=key)
+        return claimed[0] if claimed else None
+
+    def claim_jobs(self: MemoryStore, worker: str, lease_s: float, limit: int, *, tenant: str | None = None,
+                   key: str | None = None) -> list[JobRecord]:
+        """`claim_job` for up to `limit` jobs in one transaction, oldest first (a worker that
+        runs several at once claims them together)."""
         self.requeue_expired()
         with self._write() as w:
             now = utcnow()
@@ -103,15 +110,20 @@ class JobsMixin:
                 query = query.where(Job.tenant_id == tenant_id_of(w.session, tenant))
             if key is not None:
                 query = query.where(Job.key == key)
-            for job_id in w.session.scalars(query.order_by(Job.run_after, Job.id).limit(8)):
-                claimed = w.session.execute(
+            claimed = []
+            # Read more than wanted: a concurrent claimer may take some first (the update's
+            # status condition makes each job go to one claimer only).
+            for job_id in w.session.scalars(query.order_by(Job.run_after, Job.id).limit(limit + 8)):
+                taken = w.session.execute(
                     update(Job).where(Job.id == job_id, Job.status == "queued")
                     .values(status="running", worker=worker, attempts=Job.attempts + 1,
                             lease_until=now + timedelta(seconds=lease_s), updated_at=now)
                 ).rowcount
-                if claimed:
-                    return _record(w.session, w.session.get(Job, job_id, populate_existing=True))
-        return None
+                if taken:
+                    claimed.append(_record(w.session, w.session.get(Job, job_id, populate_existing=True)))
+                    if len(claimed) == limit:
+                        break
+            return claimed
 
     def renew_lease(self: MemoryStore, tenant: str, key: str, worker: str, lease_s: float,
                     progress: float | None = None) -> bool:
@@ -192,8 +204,10 @@ class JobsMixin:
 
 
 def _job(session: Session, tenant: str, key: str) -> Job:
-    job = session.scalar(select(Job).where(Job.tenant_id == tenant_id_of(session, tenant), Job.key == key))
+    job = session.scalar(select(Job).join(Tenant, Tenant.id == Job.tenant_id)
+                         .where(Tenant.key == tenant, Job.key == key))
     if job is None:
+        tenant_id_of(session, tenant)  # names the tenant when that is what is unknown
         raise NotFoundError(f"unknown job {key!r} in tenant {tenant!r}")
     return job
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import select
@@ -31,10 +32,22 @@ from unipgen.memory.models import (
     VoiceSample,
 )
 from unipgen.memory.reads import ArtifactRecord, SubjectRecord, _sources
-from unipgen.schema.memory import DocumentIn, EventIn
+from unipgen.schema.memory import DocumentIn
 
 if TYPE_CHECKING:
     from unipgen.memory.store import MemoryStore
+
+
+class EventRow(NamedTuple):
+    """One stored behavior event (the fields of `EventIn`); a plain tuple, because a user with
+    a long history has thousands and they were validated on the way in."""
+
+    user: str
+    type: str
+    item: str
+    ts: datetime
+    value: float | None
+    meta: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,7 @@ class UserSnapshot:
     tenant: str
     user: str
     profile: dict[str, Any]
-    events: list[EventIn]  # oldest first
+    events: list[EventRow]  # oldest first
     spaces: dict[str, tuple[int, str]]  # the tenant's spaces: name → (dimension, metric)
     item_vectors: dict[str, dict[str, np.ndarray]]
     item_texts: dict[str, str]
@@ -112,14 +125,13 @@ def _user_and_tenant(session: Any, tenant: str, user: str) -> tuple[int, int]:
     return found[0], found[1]
 
 
-def _events(session: Any, user_id: int, user: str) -> list[EventIn]:
-    """The user's events, oldest first. Rows were validated on the way in: no re-validation."""
+def _events(session: Any, user_id: int, user: str) -> list[EventRow]:
+    """The user's events, oldest first."""
     rows = session.execute(
         select(BehaviorEvent.type, Item.key, BehaviorEvent.ts, BehaviorEvent.value, BehaviorEvent.meta)
         .join(Item, Item.id == BehaviorEvent.item_id).where(BehaviorEvent.user_id == user_id)
         .order_by(BehaviorEvent.ts, BehaviorEvent.id))
-    return [EventIn.model_construct(user=user, type=kind, item=key, ts=ts, value=value, meta=meta)
-            for kind, key, ts, value, meta in rows]
+    return [EventRow(user, kind, key, ts, value, meta) for kind, key, ts, value, meta in rows]
 
 
 def _own_vectors(session: Any, user_id: int) -> dict[tuple[str, str], dict[str, np.ndarray]]:
@@ -139,4 +151,4 @@ def _vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.float32)
 
 
-__all__ = ["SnapshotMixin", "UserSnapshot"]
+__all__ = ["EventRow", "SnapshotMixin", "UserSnapshot"]

@@ -162,10 +162,10 @@ def run_claimed(model: UserModel, job: JobRecord, worker: str, lease_s: float,
     cancellation. With several jobs in flight in threads, `store_lock` serializes their ends
     (the writes); preparing reads in parallel."""
     store = model.store
-    lease = Lease(store, job, worker, lease_s)
+    lease = Lease(store, job, worker, lease_s, _renewed=time.monotonic())  # the claim took the lease
     lock = store_lock or nullcontext()
     try:
-        if lease.renew(progress=0.0):
+        if job.cancel_requested:
             raise JobCancelled
         if isinstance(prepared, Exception):
             raise prepared

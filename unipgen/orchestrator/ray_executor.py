@@ -263,8 +263,7 @@ class RayExecutor(QueueExecutor):
         with ThreadPoolExecutor(self.concurrency) as pool:
             while limit is None or len(ran) < limit:
                 want = self.concurrency if limit is None else min(self.concurrency, limit - len(ran))
-                claimed = [job for job in (self.model.store.claim_job(self.worker, self.lease_s) for _ in range(want))
-                           if job is not None]
+                claimed = self.model.store.claim_jobs(self.worker, self.lease_s, want)
                 if not claimed:
                     return ran
                 # Prepared together (one encoder call for all instructions), then sent off
