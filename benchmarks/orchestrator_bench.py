@@ -65,7 +65,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     torch.set_num_threads(THREADS)
     results: dict[str, Any] = {"machine": machine(), "quick": quick}
     home = Path(tempfile.mkdtemp(prefix="unipgen-orch-bench-"))
-    print("[0/5] set-up: store, Ray cluster, model actors...", file=sys.stderr, flush=True)
+    print("[0] set-up: store, Ray cluster, model actors...", file=sys.stderr, flush=True)
     started = time.perf_counter()
     bench = _Setup(home)
     results["setup_s"] = round(time.perf_counter() - started, 1)
@@ -74,7 +74,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         stages: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("ray overhead (image)", lambda: bench.ray_overhead("image", runs=3 if quick else 15)),
             ("ray overhead (text)", lambda: bench.ray_overhead("text", runs=3 if quick else 15)),
+            ("ray overhead (image, 8 and 16 steps)", lambda: bench.ray_overhead_sweep(runs=3 if quick else 9)),
             ("batching", lambda: bench.batching(repeats=1 if quick else 5, actor_repeats=1 if quick else 7)),
+            ("batching (64 tokens)", lambda: bench.batching(repeats=1 if quick else 3, actor_repeats=1 if quick else 3,
+                                                            tokens=64, suffix="_64_tokens")),
             ("inline executor", lambda: bench.inline(jobs=8 if quick else 40, runs=3 if quick else 15)),
             ("adapter cache", lambda: bench_adapter_cache(users=40, requests=80 if quick else 600)),
         ]
@@ -217,14 +220,14 @@ class _Setup:
 
     # -- figure 1: Ray overhead --------------------------------------------------------------------
 
-    def ray_overhead(self, modality: str, runs: int) -> dict[str, Any]:
+    def ray_overhead(self, modality: str, runs: int, steps: int = IMAGE_STEPS, suffix: str | None = None) -> dict[str, Any]:
         """One job through RayExecutor vs the same backend call on a raw actor, same request."""
         from unipgen.orchestrator.inline import prepare_generation
 
         user = self.users[0]
         if modality == "image":
             spec = GenerateSpec(modality="image", instruction="a poster of a desert road",
-                                options=GenerationOptions(seed=3, steps=IMAGE_STEPS))
+                                options=GenerationOptions(seed=3, steps=steps))
         else:
             spec = GenerateSpec(modality="text", instruction=INSTRUCTIONS[0],
                                 options=GenerationOptions(seed=3, max_new_tokens=TEXT_TOKENS))
@@ -238,19 +241,33 @@ class _Setup:
             return _sha(self._ray.get(raw.generate.remote(modality, request))[0].data)
 
         ours_s, base_s, ratio, pairs = paired_medians(ours, base, runs, warmup=2)
-        suffix = "" if modality == "image" else "_text"
+        if suffix is None:
+            suffix = "" if modality == "image" else "_text"
         return {f"ray_overhead_ratio{suffix}": round(ratio, 3), f"ray_job_ms{suffix}": _ms(ours_s),
                 f"ray_raw_call_ms{suffix}": _ms(base_s), f"ray_overhead_ms{suffix}": _ms(ours_s - base_s),
                 f"ray_identical_output{suffix}": all(a == b for a, b in pairs),
                 f"ray_overhead_settings{suffix}": {
                     "modality": modality, "method": request.plan.method, "runs": runs,
-                    **({"steps": IMAGE_STEPS, "seed": 3} if modality == "image"
+                    **({"steps": steps, "seed": 3} if modality == "image"
                        else {"max_new_tokens": TEXT_TOKENS, "seed": 3}),
                     "max_wait_ms": self.profile.backends[modality].options.get("max_wait_ms", 10.0)}}
 
+    def ray_overhead_sweep(self, runs: int) -> dict[str, Any]:
+        """The image figure at more diffusion steps: the job's cost beside the raw call is about
+        fixed, so the ratio falls as the call grows."""
+        sweep = {}
+        for steps in (8, 16):
+            found = self.ray_overhead("image", runs, steps=steps, suffix="_sweep")
+            sweep[str(steps)] = {"ratio": found["ray_overhead_ratio_sweep"], "job_ms": found["ray_job_ms_sweep"],
+                                 "raw_call_ms": found["ray_raw_call_ms_sweep"],
+                                 "overhead_ms": found["ray_overhead_ms_sweep"],
+                                 "identical_output": found["ray_identical_output_sweep"]}
+        return {"ray_overhead_by_steps": sweep}
+
     # -- figure 2: batching --------------------------------------------------------------------------
 
-    def batching(self, repeats: int, actor_repeats: int, jobs_per_user: int = 4) -> dict[str, Any]:
+    def batching(self, repeats: int, actor_repeats: int, jobs_per_user: int = 4, tokens: int = TEXT_TOKENS,
+                 suffix: str = "") -> dict[str, Any]:
         """32 LoRA text jobs of 8 users with 32 in flight vs one at a time, alternating; and the
         model actor alone: the same 32 prepared requests sent all at once vs one after another."""
         from unipgen.orchestrator.inline import prepare_generation
@@ -259,7 +276,7 @@ class _Setup:
         for number in range(jobs_per_user):
             for user in self.users:
                 plan.append((user, GenerateSpec(modality="text", instruction=INSTRUCTIONS[number % len(INSTRUCTIONS)],
-                                                options=GenerationOptions(seed=number, max_new_tokens=TEXT_TOKENS))))
+                                                options=GenerationOptions(seed=number, max_new_tokens=tokens))))
         executor = self.executor
         actor = executor.actor("text")
 
@@ -309,7 +326,7 @@ class _Setup:
         info = self.actor_info("text")
         med = statistics.median
         worker = self.profile.backends["text"].options
-        return {"batching_speedup": round(med(ratios), 2),
+        figures = {"batching_speedup": round(med(ratios), 2),
                 "batching_jobs_per_s": round(len(plan) / med(parallel_s), 1),
                 "sequential_jobs_per_s": round(len(plan) / med(serial_s), 1),
                 "batching_ms": _ms(med(parallel_s)), "sequential_ms": _ms(med(serial_s)),
@@ -321,12 +338,13 @@ class _Setup:
                 "actor_one_by_one_ms": _ms(a_single_s), "actor_batch_sizes": _sizes(actor_batches),
                 "batching_actor_adapter_cache": info["adapter_cache"],
                 "batching_settings": {"jobs": len(plan), "users": len(self.users), "method": "lora (one adapter per user)",
-                                      "concurrency": [len(plan), 1], "max_new_tokens": TEXT_TOKENS,
+                                      "concurrency": [len(plan), 1], "max_new_tokens": tokens,
                                       "repeats": repeats, "actor_repeats": actor_repeats,
                                       "max_batch_requests": worker.get("max_batch_requests", 16),
                                       "max_wait_ms": worker.get("max_wait_ms", 10.0),
                                       "backend_max_batch": worker.get("max_batch", 16),
                                       "max_adapters": worker.get("max_adapters", 8)}}
+        return {f"{name}{suffix}": value for name, value in figures.items()}
 
     # -- figure 4: inline executor ---------------------------------------------------------------------
 

@@ -88,6 +88,12 @@ def test_orchestrator_bench_quick_reports_every_figure() -> None:
     assert max(int(size) for size in result["batching_batch_sizes"]) > 1  # the actor did batch
     assert max(int(size) for size in result["actor_batch_sizes"]) > 1
     assert result["batching_actor_adapter_cache"]["misses"] >= 1
+    assert result["batching_identical_outputs_64_tokens"] is True
+    assert result["batching_settings_64_tokens"]["max_new_tokens"] == 64
+    # the image figure at 8 and 16 steps: same bytes, and a longer call than at 4 steps
+    sweep = result["ray_overhead_by_steps"]
+    assert set(sweep) == {"8", "16"} and all(s["identical_output"] for s in sweep.values())
+    assert sweep["16"]["raw_call_ms"] > result["ray_raw_call_ms"]
     # adapter cache: Zipf vs uniform over 40 adapters, the default LRU size
     zipf, uniform = result["adapter_cache_hit_rate"], result["adapter_cache_hit_rate_uniform"]
     assert 0.0 <= uniform <= zipf <= 1.0

@@ -52,19 +52,9 @@ def _store() -> MemoryStore:
 
 def _executor(model: Any, name: str | None, progress: bool = False) -> Any:
     """The executor `name` (default: `UNIPGEN_EXECUTOR`) over `model`'s store."""
-    from unipgen.errors import InvalidInputError
+    from unipgen.orchestrator.executor import make_executor
 
-    settings = _settings()
-    name = name or settings.executor
-    if name == "inline":
-        from unipgen.orchestrator.executor import InlineExecutor
-
-        return InlineExecutor(model, progress=progress)
-    if name == "ray":
-        from unipgen.orchestrator.ray_executor import RayExecutor
-
-        return RayExecutor(model, home=settings.home, address=settings.ray_address)
-    raise InvalidInputError(f"unknown executor {name!r}; available: inline, ray")
+    return make_executor(model, _settings(), name, progress=progress)
 
 
 def _emit(payload: Any, as_json: bool, text: str) -> None:

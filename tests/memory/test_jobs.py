@@ -155,3 +155,13 @@ def test_concurrent_batch_claimers_take_each_job_once(populated: MemoryStore) ->
     for thread in threads:
         thread.join()
     assert sorted(taken) == sorted(f"j{i}" for i in range(30))
+
+
+def test_finishing_a_job_asked_to_cancel_drops_its_outputs(populated: MemoryStore) -> None:
+    populated.submit_job("acme", "alice", SPEC, key="c")
+    populated.claim_job("w1", lease_s=30)
+    populated.cancel_job("acme", "c")  # while the work ran
+    out = OutputArtifact(key="out-c", kind="output", media_type="text/plain", data=b"late")
+    ended = populated.finish_job("acme", "c", "w1", {"artifacts": ["out-c"]}, [out])
+    assert ended.status == "cancelled" and ended.result is None
+    assert populated.artifacts("acme", "alice") == []

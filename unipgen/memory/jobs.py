@@ -144,10 +144,14 @@ class JobsMixin:
 
     def finish_job(self: MemoryStore, tenant: str, key: str, worker: str, result: dict[str, Any],
                    outputs: Sequence[OutputArtifact] = ()) -> JobRecord:
-        """Store the job's outputs and mark it succeeded, in one transaction."""
+        """Store the job's outputs and mark it succeeded, in one transaction. If cancellation
+        was requested meanwhile, the job ends cancelled instead and the outputs are dropped."""
         with self._write() as w:
             job = _job(w.session, tenant, key)
             _own(job, worker)
+            if job.cancel_requested:
+                _end(job, "cancelled")
+                return _record(w.session, job)
             user = w.session.scalar(select(User.key).where(User.id == job.user_id))
             for out in outputs:
                 self._insert_artifact(w, tenant, out.key, kind=out.kind, media_type=out.media_type, data=out.data,

@@ -172,9 +172,7 @@ def run_claimed(model: UserModel, job: JobRecord, worker: str, lease_s: float,
         work = prepared if prepared is not None else prepare(model, job)
         lease.total_steps = work.steps if isinstance(work, TrainingInputs) else 1
         produced = work_fn(work, lease)
-        if lease.renew():  # asked to stop while the work ran: drop what it made
-            raise JobCancelled
-        with lock:
+        with lock:  # asked to stop while the work ran: finish_job drops what it made
             return finish(model, job, worker, work, produced)
     except JobCancelled:
         return store.mark_cancelled(job.tenant, job.key, worker)
@@ -269,5 +267,20 @@ class InlineExecutor(QueueExecutor):
         return run_training(work, should_stop=lease, progress=self.progress)
 
 
-__all__ = ["Executor", "InlineExecutor", "JobCancelled", "Lease", "QueueExecutor", "finish", "parse_spec", "prepare",
+def make_executor(model: UserModel, settings: Any, name: str | None = None, *, progress: bool = False) -> Executor:
+    """The executor `name` (default: `settings.executor`) over `model`'s store: ``inline`` or
+    ``ray`` (a local cluster, or `settings.ray_address`)."""
+    from unipgen.errors import InvalidInputError
+
+    name = name or settings.executor
+    if name == "inline":
+        return InlineExecutor(model, progress=progress)
+    if name == "ray":
+        from unipgen.orchestrator.ray_executor import RayExecutor
+
+        return RayExecutor(model, home=settings.home, address=settings.ray_address)
+    raise InvalidInputError(f"unknown executor {name!r}; available: inline, ray")
+
+
+__all__ = ["Executor", "InlineExecutor", "JobCancelled", "Lease", "QueueExecutor", "finish", "make_executor", "parse_spec", "prepare",
            "prepare_many", "run_claimed"]
