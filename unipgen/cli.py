@@ -23,10 +23,12 @@ ingest_app = typer.Typer(help="Load data sets into the store.", no_args_is_help=
 users_app = typer.Typer(help="Inspect, export, import and forget users.", no_args_is_help=True)
 bench_app = typer.Typer(help="Run benchmarks (results go to docs/benchmarks.md).", no_args_is_help=True)
 jobs_app = typer.Typer(help="Inspect and cancel generation and training jobs.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke the service's API keys.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(users_app, name="users")
 app.add_typer(bench_app, name="bench")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(keys_app, name="keys")
 
 Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -459,6 +461,66 @@ def _context_text(payload: dict[str, Any]) -> str:
     if plan["negative_prompt"]:
         lines.append(f"  negative prompt: {plan['negative_prompt']}")
     return "\n".join(lines)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on (default: loopback only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    profile: Annotated[str, typer.Option(help="Model profile: tiny, cpu or gpu.")] = "tiny",
+    run_jobs: Annotated[bool, typer.Option(help="Run queued jobs in this process (else: `unipgen worker`).")] = True,
+) -> None:
+    """Start the HTTP service (FastAPI + uvicorn) on the configured store and executor."""
+    import uvicorn
+
+    from unipgen.api import create_app
+
+    uvicorn.run(create_app(_settings(), profile=profile, run_jobs=run_jobs), host=host, port=port)
+
+
+@app.command()
+def purge(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Delete data older than its retention period (`UNIPGEN_RETENTION_DAYS`, e.g.
+    '{"face": 365, "voice": 365}'), with everything derived from it."""
+    settings = _settings()
+    with _store() as store:
+        report = store.purge_expired(settings.retention_days, dry_run=dry_run)
+    payload = {"dry_run": dry_run, "purged": report.purged, "derived": report.derived,
+               "cutoffs": {k: v.isoformat() for k, v in report.cutoffs.items()}}
+    verb = "would purge" if dry_run else "purged"
+    summary = ", ".join(f"{n} {kind}" for kind, n in report.purged.items()) or "nothing (no retention configured)"
+    _emit(payload, as_json, f"{verb} {summary}; {report.derived} derived artifacts")
+
+
+@keys_app.command("create")
+def keys_create(name: str, tenant: Tenant = "default", as_json: Json = False) -> None:
+    """A new API key for the tenant (created if new). The key is printed once."""
+    with _store() as store:
+        store.ensure_tenant(tenant)
+        created = store.create_api_key(tenant, name)
+    _emit({"tenant": tenant, "prefix": created.record.prefix, "name": name, "key": created.key}, as_json,
+          f"{created.key}\n(tenant {tenant!r}, key {created.record.prefix}: store it now, it is not shown again)")
+
+
+@keys_app.command("list")
+def keys_list(tenant: Tenant = "default", as_json: Json = False) -> None:
+    with _store() as store:
+        keys = store.list_api_keys(tenant)
+    rows = [{"prefix": k.prefix, "name": k.name, "created_at": k.created_at.isoformat(),
+             "revoked": k.revoked_at is not None} for k in keys]
+    _emit({"tenant": tenant, "keys": rows}, as_json,
+          "\n".join(f"{r['prefix']}  {r['name']}{'  (revoked)' if r['revoked'] else ''}" for r in rows))
+
+
+@keys_app.command("revoke")
+def keys_revoke(prefix: str, tenant: Tenant = "default", as_json: Json = False) -> None:
+    with _store() as store:
+        record = store.revoke_api_key(tenant, prefix)
+    _emit({"tenant": tenant, "prefix": prefix, "revoked_at": str(record.revoked_at)}, as_json,
+          f"key {prefix} of {tenant!r} revoked")
 
 
 @app.command()

@@ -59,6 +59,18 @@ class QueueFullError(UnipgenError):
     code = "queue_full"
 
 
+class UnauthorizedError(UnipgenError):
+    """No API key, an unknown or revoked one, or a tenant key on an admin route (HTTP 401)."""
+
+    code = "unauthorized"
+
+
+class RateLimitedError(UnipgenError):
+    """The API key made more requests than `Settings.rate_limit_per_minute` allows (HTTP 429)."""
+
+    code = "rate_limited"
+
+
 def error_from(record: dict[str, str]) -> UnipgenError:
     """The error a recorded `{"code", "message"}` stands for (a failed job's, for example),
     as the class with that code, so that a caller sees the same error as if it ran here."""

@@ -42,6 +42,21 @@ class Settings(BaseSettings):
         default=1000, gt=0, description="Jobs a tenant may have queued or running; beyond, submit is refused."
     )
 
+    admin_key: str | None = Field(
+        default=None, description="Key of the service's admin routes (tenants, API keys); unset: admin routes refuse.",
+    )
+    rate_limit_per_minute: int = Field(
+        default=600, gt=0, description="Requests one API key may make per minute (per service process).",
+    )
+    max_audio_seconds: float = Field(
+        default=120.0, gt=0, description="Longest voice sample accepted.",
+    )
+    retention_days: dict[str, float] = Field(
+        default_factory=dict,
+        description="Days each kind of data is kept (face, voice, document, event, output); `unipgen purge` "
+                    "deletes older ones with what was derived from them. A kind not listed is kept.",
+    )
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'unipgen.db').as_posix()}"
 

@@ -27,3 +27,33 @@ def test_tenants_are_isolated(store: MemoryStore) -> None:
     assert [h.key for h in store.search("b", "text", np.ones(4), user="u")] == ["d"]
     assert [h.key for h in store.search("b", "text", np.ones(4))] == ["x"]
     assert store.user_summary("b", "u").counts["faces"] == 1  # same photo, other tenant: kept
+
+
+def test_creating_the_same_new_users_at_once_fails_for_no_one(store: MemoryStore) -> None:
+    """`create_users(exist_ok=True)` and `ingest_events(create_users=True)` from concurrent
+    requests: each user is created once and no request fails on the unique key."""
+    import threading
+
+    store.create_tenant("race")
+    store.add_items("race", [{"key": "i", "text": "item"}])
+    failures: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def request(number: int) -> None:
+        try:
+            start.wait()
+            if number % 2:
+                store.create_users("race", [f"u{k}" for k in range(6)], exist_ok=True)
+            else:
+                store.ingest_events("race", [{"user": f"u{k}", "type": "click", "item": "i", "ts": number * 10 + k}
+                                             for k in range(6)], create_users=True)
+        except BaseException as exc:  # noqa: BLE001  (asserted below)
+            failures.append(exc)
+
+    threads = [threading.Thread(target=request, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [] and store.list_users("race") == [f"u{k}" for k in range(6)]
+    assert sum(len(store.events("race", f"u{k}")) for k in range(6)) == 4 * 6

@@ -1,1 +1,14 @@
-"""The FastAPI service: tenants, API keys, uploads, async jobs."""
+"""The HTTP service (FastAPI): `create_app`. Needs the `api` extra (fastapi, uvicorn)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def create_app(*args: Any, **kwargs: Any) -> Any:
+    from unipgen.api.app import create_app as build
+
+    return build(*args, **kwargs)
+
+
+__all__ = ["create_app"]

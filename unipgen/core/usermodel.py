@@ -18,6 +18,7 @@ from unipgen.core.encoders import load_encoder
 from unipgen.core.router import route
 from unipgen.errors import NotFoundError
 from unipgen.memory import MemoryStore
+from unipgen.memory.content import require_consent
 from unipgen.memory.parsing import parse_rows
 from unipgen.schema.context import Modality, PersonalizationPlan, UserContext
 from unipgen.schema.memory import DocumentIn, ItemIn
@@ -96,12 +97,14 @@ class UserModel:
                                                                                        vectors))})
 
     def add_face(self, tenant: str, user: str, key: str, image: bytes, *, consent: bool) -> None:
+        require_consent(consent, f"face {key!r}")  # before the encoder sees the photo
         encoder = self.encoders.face
         embedding = encoder.encode([image])[0]
         self.store.add_face(tenant, user, key, image, consent=consent, embedding=embedding,
                             space=encoder.space, metric=encoder.metric)
 
     def add_voice(self, tenant: str, user: str, key: str, audio: bytes, *, consent: bool) -> None:
+        require_consent(consent, f"voice sample {key!r}")  # before the encoder hears it
         encoder = self.encoders.voice
         embedding = encoder.encode([audio])[0]
         self.store.add_voice(tenant, user, key, audio, consent=consent, embedding=embedding,

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from unipgen.errors import ConflictError, InvalidInputError, NotFoundError
 from unipgen.memory.bulk import insert_events
-from unipgen.memory.lookups import tenant_id_of, user_id_of
+from unipgen.memory.lookups import insert_missing_users, tenant_id_of, user_id_of
 from unipgen.memory.media import check_size, sniff_image
 from unipgen.memory.models import BehaviorEvent, Item, User
 from unipgen.memory.parsing import parse_rows, refuse_duplicates
@@ -90,9 +90,8 @@ class BehaviorsMixin:
             tenant_id = tenant_id_of(w.session, tenant)
             if create_users:
                 wanted = {e.user for e in parsed}
-                new = sorted(wanted - _existing_keys(w.session, User, tenant_id, list(wanted)))
-                if new:
-                    w.session.execute(insert(User), [{"tenant_id": tenant_id, "key": k} for k in new])
+                insert_missing_users(w.session, tenant_id,
+                                     sorted(wanted - _existing_keys(w.session, User, tenant_id, list(wanted))))
             users = _ids_by_key(w.session, User, tenant_id, {e.user for e in parsed}, "user", tenant)
             items = _ids_by_key(w.session, Item, tenant_id, {e.item for e in parsed}, "item", tenant)
             rows = [(users[e.user], items[e.item], e.type, e.value, e.ts, e.meta) for e in parsed]

@@ -115,7 +115,7 @@ class ContentMixin:
         """Store a face photo (biometric: needs the user's consent) and its identity embedding
         (compared by Euclidean distance by default, as dlib descriptors are)."""
         check_key(key, "face")
-        _require_consent(consent, f"face {key!r}")
+        require_consent(consent, f"face {key!r}")
         check_size(image, self.max_blob_bytes, f"face {key!r}")
         media_type = sniff_image(image, f"face {key!r}")
         self._add_biometric(tenant, user, Face(key=key), image, media_type, embedding, (space, metric))
@@ -153,7 +153,7 @@ class ContentMixin:
     ) -> None:
         """Store a voice sample (biometric: needs consent) and its speaker embedding."""
         check_key(key, "voice sample")
-        _require_consent(consent, f"voice sample {key!r}")
+        require_consent(consent, f"voice sample {key!r}")
         check_size(audio, self.max_blob_bytes, f"voice sample {key!r}")
         info = sniff_audio(audio, f"voice sample {key!r}")
         row = VoiceSample(key=key, duration_s=info.duration_s, sample_rate=info.sample_rate)
@@ -432,6 +432,7 @@ def _refuse_existing(session: Session, model: Any, user_id: int, key: str, what:
         raise ConflictError(f"{what} {key!r} already exists for this user")
 
 
-def _require_consent(consent: bool, what: str) -> None:
+def require_consent(consent: bool, what: str) -> None:
+    """Biometric data (faces, voices) is neither processed nor stored without the user's consent."""
     if consent is not True:
         raise InvalidInputError(f"{what} is biometric data: it needs consent=True from the user")

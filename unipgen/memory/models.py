@@ -318,6 +318,46 @@ class Embedding(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+
+class ApiKey(Base):
+    """A tenant's key to the HTTP service. Only the sha256 of the whole key is kept (the key is
+    shown once, at creation); `prefix` is its public id, for listing and revoking."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_tenant", "tenant_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    prefix: Mapped[str] = mapped_column(String(8), unique=True, index=True)
+    key_hash: Mapped[str] = mapped_column(Sha256, unique=True, index=True)
+    name: Mapped[str] = mapped_column(Key)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    """One audited action (who read or changed what), ids only.
+
+    `user_key` is the user's public id as a plain string, not a foreign key, so that the record
+    of who read a user's data outlives `forget_user`. It names, never copies, the data.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_tenant_ts", "tenant_id", "ts"),
+        Index("ix_audit_tenant_user", "tenant_id", "user_key"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    ts: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(Key)
+    action: Mapped[str] = mapped_column(String(64))
+    user_key: Mapped[str | None] = mapped_column(Key)
+    object_kind: Mapped[str | None] = mapped_column(String(32))
+    object_key: Mapped[str | None] = mapped_column(Key)
+    detail: Mapped[dict[str, Any] | None]
+
+
 #: Columns that point at a blob; a blob is needed while any row names it here.
 BLOB_COLUMNS = (
     Item.image_sha,

@@ -12,7 +12,19 @@ from sqlalchemy import select
 from unipgen.errors import NotFoundError
 from unipgen.memory.content import OWNER_MODELS
 from unipgen.memory.lookups import tenant_id_of, user_id_of
-from unipgen.memory.models import Artifact, Embedding, EmbeddingSpace, Item, Lineage, Subject
+from unipgen.memory.models import (
+    Artifact,
+    Blob,
+    Embedding,
+    EmbeddingSpace,
+    Face,
+    Item,
+    Lineage,
+    Subject,
+    VoiceSample,
+)
+
+_MEDIA_MODELS: dict[str, Any] = {"face": Face, "voice": VoiceSample}
 
 if TYPE_CHECKING:
     from unipgen.memory.store import MemoryStore
@@ -86,6 +98,26 @@ class ReadsMixin:
                 raise NotFoundError(f"unknown artifact {key!r} in tenant {tenant!r}")
             return ArtifactRecord(found.key, found.kind, found.media_type, found.blob_sha, found.meta,
                                   _sources(session, [found.id]).get(found.id, []))
+
+    def media(self: MemoryStore, tenant: str, user: str, kind: str) -> list[tuple[str, str]]:
+        """(key, media type) of a user's face photos (`kind` ``face``) or voice samples (``voice``)."""
+        model = _MEDIA_MODELS[kind]
+        with self.session() as session:
+            user_id = user_id_of(session, tenant, user)
+            return [(key, media_type) for key, media_type in session.execute(
+                select(model.key, Blob.media_type).join(Blob, Blob.sha256 == model.blob_sha)
+                .where(model.user_id == user_id).order_by(model.key))]
+
+    def media_blob(self: MemoryStore, tenant: str, user: str, kind: str, key: str) -> tuple[bytes, str]:
+        """The bytes and media type of one face photo or voice sample."""
+        model = _MEDIA_MODELS[kind]
+        with self.session() as session:
+            user_id = user_id_of(session, tenant, user)
+            found = session.execute(select(model.blob_sha, Blob.media_type).join(Blob, Blob.sha256 == model.blob_sha)
+                                    .where(model.user_id == user_id, model.key == key)).first()
+        if found is None:
+            raise NotFoundError(f"unknown {kind} {key!r} of user {user!r}")
+        return self.blobs.get(found[0]), found[1]
 
     def keys_without_vector(
         self: MemoryStore, tenant: str, space: str, kind: str, *, user: str | None = None

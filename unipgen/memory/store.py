@@ -5,8 +5,10 @@ indexes. Each public method is one short transaction; a failure anywhere in it l
 written, including blob files. The methods are grouped by job in mixins:
 `unipgen.memory.behaviors` (catalog and events), `unipgen.memory.content` (documents, faces,
 subjects, voices, artifacts, embeddings), `unipgen.memory.feedback` (judgements of outputs), `unipgen.memory.jobs` (the job queue),
-`unipgen.memory.snapshot` (one read of a user for context building), `unipgen.memory.forget`
-and `unipgen.memory.archive`.
+`unipgen.memory.snapshot` (one read of a user for context building), `unipgen.memory.forget`,
+`unipgen.memory.archive`, `unipgen.memory.apikeys` (keys of the HTTP service),
+`unipgen.memory.audit` (who read or changed what) and `unipgen.memory.retention` (purge of
+expired data).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from unipgen.errors import ConflictError, InvalidInputError
+from unipgen.memory.apikeys import ApiKeysMixin
 from unipgen.memory.archive import ArchiveMixin
+from unipgen.memory.audit import AuditMixin
 from unipgen.memory.behaviors import BehaviorsMixin
 from unipgen.memory.blobs import BlobStore
 from unipgen.memory.content import ContentMixin
@@ -31,8 +35,9 @@ from unipgen.memory.forget import ForgetMixin
 from unipgen.memory.indexes import IndexManager
 from unipgen.memory.jobs import JobsMixin
 from unipgen.memory.reads import ReadsMixin
+from unipgen.memory.retention import RetentionMixin
 from unipgen.memory.snapshot import SnapshotMixin
-from unipgen.memory.lookups import check_key, tenant_id_of, user_id_of
+from unipgen.memory.lookups import check_key, insert_missing_users, tenant_id_of, user_id_of
 from unipgen.memory.models import (
     Artifact,
     BehaviorEvent,
@@ -74,7 +79,7 @@ class _Write:
 
 
 class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsMixin, SnapshotMixin, ForgetMixin,
-                  ArchiveMixin):
+                  ArchiveMixin, ApiKeysMixin, AuditMixin, RetentionMixin):
     """Tenants, users and everything unipgen remembers about them.
 
     Build it with `MemoryStore.open(settings)` (migrates the database) or pass the parts.
@@ -173,8 +178,10 @@ class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsM
             )
             if existing and not exist_ok:
                 raise ConflictError(f"user {min(existing)!r} already exists in {tenant!r}")
-            w.session.add_all(User(tenant_id=tenant_id, key=k) for k in keys if k not in existing)
-            return len(keys) - len(existing)
+            if exist_ok:  # another request may be creating the same users right now
+                return insert_missing_users(w.session, tenant_id, [k for k in keys if k not in existing])
+            w.session.add_all(User(tenant_id=tenant_id, key=k) for k in keys)
+            return len(keys)
 
     def list_users(self, tenant: str) -> list[str]:
         with self.session() as session:

@@ -1,0 +1,64 @@
+"""50 clients ingest events at once through the live service: none lost, none duplicated;
+and the per-key rate limit answers 429 with a code once a key is over it."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import ADMIN_KEY, Live, live_service
+from unipgen.client import Client
+from unipgen.errors import RateLimitedError
+from unipgen.settings import Settings
+
+CLIENTS = 50
+EVENTS_EACH = 10
+
+
+def test_fifty_clients_ingesting_at_once_lose_and_duplicate_nothing(live: Live) -> None:
+    with live.client() as api:
+        api.add_items([{"key": f"c{i}", "text": f"item {i}"} for i in range(EVENTS_EACH)])
+    errors: list[BaseException] = []
+    start = threading.Barrier(CLIENTS)
+
+    def one_client(number: int) -> None:
+        try:
+            with live.client() as api:
+                start.wait()
+                for i in range(EVENTS_EACH):
+                    api.add_event({"user": f"u{number % 5}", "type": "click", "item": f"c{i}",
+                                   "ts": 1_700_000_000 + number * 100 + i}) if i else \
+                        api.add_events([{"user": f"u{number % 5}", "type": "click", "item": "c0",
+                                         "ts": 1_700_000_000 + number * 100}], create_users=True)
+        except BaseException as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one_client, args=(n,)) for n in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with live.client() as api:
+        seen = [(u, e.item, e.ts.timestamp()) for u in (f"u{k}" for k in range(5)) for e in api.events(u)]
+    expected = {(f"u{n % 5}", f"c{i}", 1_700_000_000 + n * 100 + i) for n in range(CLIENTS) for i in range(EVENTS_EACH)}
+    assert len(seen) == CLIENTS * EVENTS_EACH and set(seen) == expected
+
+
+def test_a_key_over_its_rate_limit_gets_429(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, admin_key=ADMIN_KEY, rate_limit_per_minute=5)
+    with live_service(settings, run_jobs=False) as (url, _):
+        with Client(url, api_key=ADMIN_KEY) as admin:
+            admin.create_tenant("t")
+            key = admin.create_api_key("t", "k").key
+            other = admin.create_api_key("t", "k2").key
+        with Client(url, api_key=key) as api:
+            for _ in range(5):
+                api.list_users()
+            with pytest.raises(RateLimitedError, match="made 5 requests in the last minute") as caught:
+                api.list_users()
+            assert caught.value.status_code == 429  # type: ignore[attr-defined]
+        with Client(url, api_key=other) as api:
+            assert api.list_users() == []  # the limit is per key

@@ -1,0 +1,89 @@
+"""Generations and training as jobs: create (202, idempotent by `job_id`), poll, cancel, and
+follow progress as server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from unipgen.api.deps import CallerDep, ServiceDep
+from unipgen.schema.api import GenerationCreate, TrainingCreate
+from unipgen.schema.jobs import GenerateSpec, JobRecord, JobStatus, TrainSpec
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+SSE_POLL_S = 0.25
+
+
+@router.post("/users/{user}/generations", status_code=status.HTTP_202_ACCEPTED, response_model=JobRecord)
+def create_generation(user: str, body: GenerationCreate, svc: ServiceDep, who: CallerDep) -> JobRecord:
+    """Queue a personalized generation; poll `GET /v1/jobs/{key}` or follow its events."""
+    spec = GenerateSpec(modality=body.modality, instruction=body.instruction, options=body.options)
+    job = svc.executor.submit(who.tenant, user, spec, key=body.job_id)
+    svc.store.record_audit(who.tenant, who.actor, "generate", user=user, object_kind="job", object_key=job.key,
+                           detail={"modality": body.modality})
+    svc.queued()
+    return job
+
+
+@router.post("/users/{user}/trainings", status_code=status.HTTP_202_ACCEPTED, response_model=JobRecord)
+def create_training(user: str, body: TrainingCreate, svc: ServiceDep, who: CallerDep) -> JobRecord:
+    """Queue the training of a personal adapter (LoRA, textual inversion, DPO...)."""
+    spec = TrainSpec(method=body.method, subject=body.subject, steps=body.steps, seed=body.seed)
+    job = svc.executor.submit(who.tenant, user, spec, key=body.job_id)
+    svc.store.record_audit(who.tenant, who.actor, "train", user=user, object_kind="job", object_key=job.key,
+                           detail={"method": body.method})
+    svc.queued()
+    return job
+
+
+@router.get("/jobs", response_model=list[JobRecord])
+def list_jobs(svc: ServiceDep, who: CallerDep, user: str | None = None, job_status: Annotated[
+        JobStatus | None, Query(alias="status")] = None, limit: int = Query(default=50, ge=1, le=1000)) -> list[JobRecord]:
+    """The tenant's jobs, newest first."""
+    return svc.store.jobs(who.tenant, user=user, status=job_status, limit=limit)
+
+
+@router.get("/jobs/{key}", response_model=JobRecord)
+def get_job(key: str, svc: ServiceDep, who: CallerDep) -> JobRecord:
+    return svc.store.job(who.tenant, key)
+
+
+@router.post("/jobs/{key}/cancel", response_model=JobRecord)
+def cancel_job(key: str, svc: ServiceDep, who: CallerDep) -> JobRecord:
+    """Cancel a queued job now, or ask a running one to stop (it ends as cancelled)."""
+    return svc.executor.cancel(who.tenant, key)
+
+
+@router.get("/jobs/{key}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "`progress` events (the job record as JSON) until one `end` event."}})
+async def job_events(key: str, svc: ServiceDep, who: CallerDep) -> StreamingResponse:
+    """Server-sent events: the job record each time it changes (`event: progress`), then once
+    more when it ends (`event: end`)."""
+    first = await run_in_threadpool(svc.store.job, who.tenant, key)  # a 404 before the stream starts
+    return StreamingResponse(_events(svc, who.tenant, first), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
+
+
+async def _events(svc: ServiceDep, tenant: str, job: JobRecord) -> AsyncIterator[str]:
+    last = None
+    while True:
+        state = (job.status, job.progress, job.attempts)
+        if job.done:
+            yield _sse("end", job)
+            return
+        if state != last:
+            yield _sse("progress", job)
+            last = state
+        await asyncio.sleep(SSE_POLL_S)
+        job = await run_in_threadpool(svc.store.job, tenant, job.key)
+
+
+def _sse(event: str, job: JobRecord) -> str:
+    return f"event: {event}\ndata: {json.dumps(job.model_dump(mode='json'))}\n\n"

@@ -1,0 +1,112 @@
+"""What the service holds while it runs: the store, the user model, the executor and its job
+runner, the rate limiter. Built in the app's lifespan, closed when it stops."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from unipgen.errors import RateLimitedError
+from unipgen.settings import Settings
+
+log = logging.getLogger("unipgen.api")
+
+
+class RateLimiter:
+    """At most `per_minute` requests per key in any 60-second window (sliding log, in this
+    process: several service processes each allow that many)."""
+
+    def __init__(self, per_minute: int, window_s: float = 60.0) -> None:
+        self.per_minute = per_minute
+        self.window_s = window_s
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, key: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.setdefault(key, deque())
+            while seen and now - seen[0] >= self.window_s:
+                seen.popleft()
+            if len(seen) >= self.per_minute:
+                wait = self.window_s - (now - seen[0])
+                raise RateLimitedError(f"API key {key!r} made {self.per_minute} requests in the last minute "
+                                       f"(the limit): retry in {wait:.0f} s")
+            seen.append(now)
+
+
+class JobRunner:
+    """Runs queued jobs in a background thread of the service (the embedded default). Jobs
+    live in the store, so jobs queued when the service stops run when it starts again."""
+
+    def __init__(self, executor: Any, poll_s: float = 0.5) -> None:
+        self.executor = executor
+        self.poll_s = poll_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="unipgen-jobs", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """A job was queued: look now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ran = self.executor.run_pending(limit=4)  # a few at a time: stop stays prompt
+            except Exception:  # noqa: BLE001  (a store outage must not end the runner)
+                log.exception("job runner: run_pending failed")
+                ran = []
+            if not ran:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+
+
+@dataclass
+class Service:
+    """The running service's parts (see the module doc)."""
+
+    settings: Settings
+    store: Any
+    model: Any
+    executor: Any
+    limiter: RateLimiter
+    runner: JobRunner | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, settings: Settings, *, profile: str = "tiny", run_jobs: bool = True) -> Service:
+        from unipgen.core.usermodel import UserModel
+        from unipgen.memory import MemoryStore
+        from unipgen.orchestrator.executor import make_executor
+
+        store = MemoryStore.open(settings)
+        model = UserModel(store, profile, cache_dir=settings.home / "cache")
+        executor = make_executor(model, settings)
+        service = cls(settings, store, model, executor, RateLimiter(settings.rate_limit_per_minute))
+        if run_jobs:
+            service.runner = JobRunner(executor)
+            service.runner.start()
+        return service
+
+    def queued(self) -> None:
+        if self.runner is not None:
+            self.runner.wake()
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+        self.executor.shutdown()
+        self.store.close()

@@ -1,0 +1,360 @@
+"""The Python SDK of the unipgen service: `Client` (sync) and `AsyncClient` (asyncio), on httpx.
+
+Each route is written once, in `_Routes`, as a description of the request (`_Call`) and how to
+read its answer; `Client` sends it with `httpx.Client`, `AsyncClient` with `httpx.AsyncClient`
+(its methods return coroutines). Errors come back as the same `UnipgenError` subclasses the
+service raised (`NotFoundError`, `UnauthorizedError`...), with the same code and message.
+
+    from unipgen.client import Client
+
+    with Client("http://127.0.0.1:8000", api_key="upg_...") as api:
+        api.create_user("alice")
+        api.add_events([{"user": "alice", "type": "like", "item": "m1", "ts": 1700000000}])
+        job = api.wait(api.generate("alice", "image", "a poster of my favourite film").key)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+
+from unipgen.errors import UnipgenError, error_from
+from unipgen.schema import api as s
+from unipgen.schema.context import UserContext
+from unipgen.schema.jobs import JobRecord
+from unipgen.schema.memory import DocumentIn, EventIn, ForgetReport, UserSummary
+
+#: A file to upload: a path, raw bytes, or (filename, bytes, media type).
+FileLike = str | Path | bytes | tuple[str, bytes, str]
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One request and how to read its answer (`parse` gets the httpx response)."""
+
+    method: str
+    path: str
+    json: Any = None
+    params: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    files: list[tuple[str, tuple[str, bytes, str]]] | None = None
+    parse: Callable[[Any], Any] = field(default=lambda response: response.json())
+
+
+def _as(model: Any) -> Callable[[Any], Any]:
+    adapter = TypeAdapter(model)
+    return lambda response: adapter.validate_python(response.json())
+
+
+def _bytes(response: Any) -> tuple[bytes, str]:
+    return response.content, response.headers.get("content-type", "application/octet-stream")
+
+
+def _file(field_name: str, file: FileLike, default_type: str = "application/octet-stream") -> tuple[str, tuple[str, bytes, str]]:
+    if isinstance(file, tuple):
+        return field_name, file
+    if isinstance(file, bytes):
+        return field_name, ("upload", file, default_type)
+    path = Path(file)
+    return field_name, (path.name, path.read_bytes(), default_type)
+
+
+def _dump(rows: Sequence[BaseModel | dict[str, Any]]) -> list[Any]:
+    return [row.model_dump(mode="json", exclude_none=True) if isinstance(row, BaseModel) else row for row in rows]
+
+
+class _Routes:
+    """Every route of the service; `_send` (sync or async) is the subclass's."""
+
+    def _send(self, call: _Call) -> Any:
+        raise NotImplementedError
+
+    # -- admin (the admin key) --------------------------------------------------------------
+
+    def create_tenant(self, tenant: str) -> s.TenantPublic:
+        return self._send(_Call("POST", "/v1/tenants", json={"key": tenant}, parse=_as(s.TenantPublic)))
+
+    def list_tenants(self) -> list[s.TenantPublic]:
+        return self._send(_Call("GET", "/v1/tenants", parse=_as(list[s.TenantPublic])))
+
+    def create_api_key(self, tenant: str, name: str) -> s.ApiKeyCreated:
+        """A new key for `tenant`; its `key` is shown once."""
+        return self._send(_Call("POST", f"/v1/tenants/{tenant}/api-keys", json={"name": name},
+                                parse=_as(s.ApiKeyCreated)))
+
+    def list_api_keys(self, tenant: str) -> list[s.ApiKeyPublic]:
+        return self._send(_Call("GET", f"/v1/tenants/{tenant}/api-keys", parse=_as(list[s.ApiKeyPublic])))
+
+    def revoke_api_key(self, tenant: str, prefix: str) -> s.ApiKeyPublic:
+        return self._send(_Call("DELETE", f"/v1/tenants/{tenant}/api-keys/{prefix}", parse=_as(s.ApiKeyPublic)))
+
+    # -- users, profile, behaviors, documents, catalog -------------------------------------------
+
+    def health(self) -> s.Health:
+        return self._send(_Call("GET", "/v1/health", parse=_as(s.Health)))
+
+    def create_user(self, user: str) -> s.UserPublic:
+        return self._send(_Call("POST", "/v1/users", json={"key": user}, parse=_as(s.UserPublic)))
+
+    def list_users(self) -> list[str]:
+        return self._send(_Call("GET", "/v1/users"))
+
+    def user(self, user: str) -> UserSummary:
+        return self._send(_Call("GET", f"/v1/users/{user}", parse=_as(UserSummary)))
+
+    def profile(self, user: str) -> dict[str, Any]:
+        return self._send(_Call("GET", f"/v1/users/{user}/profile"))
+
+    def set_profile(self, user: str, name: str, value: Any) -> dict[str, Any]:
+        return self._send(_Call("PUT", f"/v1/users/{user}/profile/{name}", json={"value": value}))
+
+    def add_event(self, event: EventIn | dict[str, Any]) -> int:
+        return self._send(_Call("POST", "/v1/events", json=_dump([event])[0], parse=_count))
+
+    def add_events(self, events: Sequence[EventIn | dict[str, Any]], *, create_users: bool = False) -> int:
+        """All the events or none; returns how many were written."""
+        return self._send(_Call("POST", "/v1/events/bulk", json={"events": _dump(events), "create_users": create_users},
+                                parse=_count))
+
+    def events(self, user: str, limit: int | None = None) -> list[EventIn]:
+        return self._send(_Call("GET", f"/v1/users/{user}/events", params=_params(limit=limit),
+                                parse=_as(list[EventIn])))
+
+    def add_items(self, items: Sequence[dict[str, Any] | BaseModel], *, exist_ok: bool = False) -> int:
+        return self._send(_Call("POST", "/v1/items", json={"items": _dump(items), "exist_ok": exist_ok}, parse=_count))
+
+    def add_documents(self, user: str, documents: Sequence[DocumentIn | dict[str, Any]]) -> int:
+        return self._send(_Call("POST", f"/v1/users/{user}/documents", json={"documents": _dump(documents)},
+                                parse=_count))
+
+    def documents(self, user: str) -> list[DocumentIn]:
+        return self._send(_Call("GET", f"/v1/users/{user}/documents", parse=_as(list[DocumentIn])))
+
+    def context(self, user: str, modality: str, instruction: str) -> UserContext:
+        return self._send(_Call("POST", f"/v1/users/{user}/context",
+                                json={"modality": modality, "instruction": instruction}, parse=_as(UserContext)))
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    def add_face(self, user: str, key: str, image: FileLike, *, consent: bool) -> s.MediaPublic:
+        return self._send(_Call("POST", f"/v1/users/{user}/faces", data={"key": key, "consent": str(consent).lower()},
+                                files=[_file("file", image)], parse=_as(s.MediaPublic)))
+
+    def faces(self, user: str) -> list[s.MediaPublic]:
+        return self._send(_Call("GET", f"/v1/users/{user}/faces", parse=_as(list[s.MediaPublic])))
+
+    def face(self, user: str, key: str) -> tuple[bytes, str]:
+        """The photo's bytes and media type (the read is audited)."""
+        return self._send(_Call("GET", f"/v1/users/{user}/faces/{key}", parse=_bytes))
+
+    def add_voice(self, user: str, key: str, audio: FileLike, *, consent: bool) -> s.MediaPublic:
+        return self._send(_Call("POST", f"/v1/users/{user}/voices", data={"key": key, "consent": str(consent).lower()},
+                                files=[_file("file", audio)], parse=_as(s.MediaPublic)))
+
+    def voices(self, user: str) -> list[s.MediaPublic]:
+        return self._send(_Call("GET", f"/v1/users/{user}/voices", parse=_as(list[s.MediaPublic])))
+
+    def voice(self, user: str, key: str) -> tuple[bytes, str]:
+        return self._send(_Call("GET", f"/v1/users/{user}/voices/{key}", parse=_bytes))
+
+    def add_subject(self, user: str, key: str, *, name: str, class_noun: str,
+                    images: Sequence[FileLike]) -> s.SubjectPublic:
+        return self._send(_Call("POST", f"/v1/users/{user}/subjects",
+                                data={"key": key, "name": name, "class_noun": class_noun},
+                                files=[_file("files", image) for image in images], parse=_as(s.SubjectPublic)))
+
+    def subjects(self, user: str) -> list[s.SubjectPublic]:
+        return self._send(_Call("GET", f"/v1/users/{user}/subjects", parse=_as(list[s.SubjectPublic])))
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def generate(self, user: str, modality: str, instruction: str, *, options: dict[str, Any] | None = None,
+                 job_id: str | None = None) -> JobRecord:
+        """Queue a generation (202); follow it with `job`, `wait` or `job_events`."""
+        body = {"modality": modality, "instruction": instruction, "options": options or {}, "job_id": job_id}
+        return self._send(_Call("POST", f"/v1/users/{user}/generations", json=body, parse=_as(JobRecord)))
+
+    def train(self, user: str, method: str, *, subject: str | None = None, steps: int = 20, seed: int = 0,
+              job_id: str | None = None) -> JobRecord:
+        body = {"method": method, "subject": subject, "steps": steps, "seed": seed, "job_id": job_id}
+        return self._send(_Call("POST", f"/v1/users/{user}/trainings", json=body, parse=_as(JobRecord)))
+
+    def job(self, key: str) -> JobRecord:
+        return self._send(_Call("GET", f"/v1/jobs/{key}", parse=_as(JobRecord)))
+
+    def jobs(self, *, user: str | None = None, status: str | None = None, limit: int = 50) -> list[JobRecord]:
+        return self._send(_Call("GET", "/v1/jobs", params=_params(user=user, status=status, limit=limit),
+                                parse=_as(list[JobRecord])))
+
+    def cancel(self, key: str) -> JobRecord:
+        return self._send(_Call("POST", f"/v1/jobs/{key}/cancel", parse=_as(JobRecord)))
+
+    # -- artifacts, audit, export, forget ----------------------------------------------------------
+
+    def artifacts(self, user: str, kind: str | None = None) -> list[s.ArtifactPublic]:
+        return self._send(_Call("GET", f"/v1/users/{user}/artifacts", params=_params(kind=kind),
+                                parse=_as(list[s.ArtifactPublic])))
+
+    def artifact(self, key: str) -> s.ArtifactPublic:
+        return self._send(_Call("GET", f"/v1/artifacts/{key}", parse=_as(s.ArtifactPublic)))
+
+    def artifact_content(self, key: str) -> tuple[bytes, str]:
+        """The artifact's bytes and media type."""
+        return self._send(_Call("GET", f"/v1/artifacts/{key}/content", parse=_bytes))
+
+    def audit(self, *, user: str | None = None, action: str | None = None, limit: int = 100) -> list[s.AuditPublic]:
+        return self._send(_Call("GET", "/v1/audit", params=_params(user=user, action=action, limit=limit),
+                                parse=_as(list[s.AuditPublic])))
+
+    def export_user(self, user: str) -> bytes:
+        """The user's archive (zip) as bytes."""
+        return self._send(_Call("GET", f"/v1/users/{user}/export", parse=lambda r: r.content))
+
+    def forget_user(self, user: str) -> ForgetReport:
+        return self._send(_Call("DELETE", f"/v1/users/{user}", parse=_as(ForgetReport)))
+
+    def forget(self, user: str, kind: str, key: str) -> ForgetReport:
+        """Forget one of the user's `faces`, `voices`, `documents` or `subjects`."""
+        return self._send(_Call("DELETE", f"/v1/users/{user}/{kind}/{key}", parse=_as(ForgetReport)))
+
+
+def _count(response: Any) -> int:
+    return int(response.json()["count"])
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _raise_for(response: Any) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"code": "http_error", "message": f"HTTP {response.status_code}: {response.text[:200]}"}
+    error = error_from(body) if isinstance(body, dict) and "code" in body else UnipgenError(str(body))
+    error.status_code = response.status_code  # type: ignore[attr-defined]
+    raise error
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+class Client(_Routes):
+    """The service's routes as blocking calls. Use as a context manager, or call `close`."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 60.0,
+                 transport: Any = None) -> None:
+        import httpx
+
+        self._http = httpx.Client(base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport)
+
+    def _send(self, call: _Call) -> Any:
+        response = self._http.request(call.method, call.path, json=call.json, params=call.params, data=call.data,
+                                      files=call.files)
+        _raise_for(response)
+        return call.parse(response)
+
+    def wait(self, key: str, *, timeout: float = 600.0, poll_s: float = 0.2) -> JobRecord:
+        """Poll job `key` until it ends (or `timeout` seconds pass: the record as it is then)."""
+        deadline = time.monotonic() + timeout
+        while not (job := self.job(key)).done and time.monotonic() < deadline:
+            time.sleep(poll_s)
+        return job
+
+    def job_events(self, key: str) -> Iterator[tuple[str, JobRecord]]:
+        """The job's server-sent events: ("progress", record)... then ("end", record)."""
+        with self._http.stream("GET", f"/v1/jobs/{key}/events", timeout=None) as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise_for(response)
+            yield from _parse_sse(response.iter_lines())
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient(_Routes):
+    """The same routes as coroutines (`await api.create_user("alice")`)."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 60.0,
+                 transport: Any = None) -> None:
+        import httpx
+
+        self._http = httpx.AsyncClient(base_url=base_url, headers=_headers(api_key), timeout=timeout,
+                                       transport=transport)
+
+    async def _send(self, call: _Call) -> Any:  # type: ignore[override]
+        response = await self._http.request(call.method, call.path, json=call.json, params=call.params,
+                                            data=call.data, files=call.files)
+        _raise_for(response)
+        return call.parse(response)
+
+    async def wait(self, key: str, *, timeout: float = 600.0, poll_s: float = 0.2) -> JobRecord:
+        import asyncio
+
+        deadline = time.monotonic() + timeout
+        while not (job := await self.job(key)).done and time.monotonic() < deadline:  # type: ignore[misc]
+            await asyncio.sleep(poll_s)
+        return job
+
+    async def job_events(self, key: str) -> AsyncIterator[tuple[str, JobRecord]]:
+        async with self._http.stream("GET", f"/v1/jobs/{key}/events", timeout=None) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                _raise_for(response)
+            reader = _SSE()
+            async for line in response.aiter_lines():
+                if (done := reader.feed(line)) is not None:
+                    yield done
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class _SSE:
+    """Reads server-sent events line by line: `feed` returns an (event, record) when one ends."""
+
+    def __init__(self) -> None:
+        self.event, self.data = "message", []
+
+    def feed(self, line: str) -> tuple[str, JobRecord] | None:
+        if line.startswith("event:"):
+            self.event = line[6:].strip()
+        elif line.startswith("data:"):
+            self.data.append(line[5:].strip())
+        elif not line and self.data:
+            done = self.event, JobRecord.model_validate(json.loads("\n".join(self.data)))
+            self.event, self.data = "message", []
+            return done
+        return None
+
+
+def _parse_sse(lines: Any) -> Iterator[tuple[str, JobRecord]]:
+    reader = _SSE()
+    for line in lines:
+        if (done := reader.feed(line)) is not None:
+            yield done
+
+
+__all__ = ["AsyncClient", "Client"]

@@ -1,0 +1,167 @@
+"""Bodies of the HTTP service's requests and responses (`unipgen.api`), shared with the SDK
+(`unipgen.client`), which imports them without FastAPI.
+
+Inputs are `*Create` models (extra fields refused), outputs `*Public`: what leaves the service
+is what these models hold, never an ORM row. Memory rows reuse `unipgen.schema.memory`
+(`EventIn`, `ItemIn`, `DocumentIn`, `FeedbackIn`); contexts and jobs reuse their own schemas.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from unipgen.schema.context import Modality
+from unipgen.schema.generation import GenerationOptions
+from unipgen.schema.memory import DocumentIn, EventIn, ItemIn
+
+_KEY = Field(min_length=1, max_length=255, pattern=r"^[^/\s][^/]*$", description="A public id (no slash).")
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    """Every error the service returns: a stable `code` (docs/errors.md) and a message naming
+    the problem; `errors` lists the fields at fault for a malformed body."""
+
+    code: str
+    message: str
+    errors: list[dict[str, Any]] | None = None
+
+
+class TenantCreate(_In):
+    key: str = _KEY
+
+
+class TenantPublic(BaseModel):
+    key: str
+
+
+class ApiKeyCreate(_In):
+    name: str = Field(min_length=1, max_length=255, description="What the key is for, e.g. 'web front end'.")
+
+
+class ApiKeyPublic(BaseModel):
+    """An API key without its secret. `prefix` is its public id (the part after ``upg_``)."""
+
+    tenant: str
+    prefix: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="The key itself. It is shown once: the service keeps only its hash.")
+
+
+class UserCreate(_In):
+    key: str = _KEY
+
+
+class UserPublic(BaseModel):
+    tenant: str
+    key: str
+
+
+class ProfileValue(_In):
+    value: bool | int | float | str | list[Any] | dict[str, Any]
+
+
+class EventsCreate(_In):
+    """Several behavior events in one all-or-nothing write."""
+
+    events: list[EventIn] = Field(min_length=1, max_length=10_000)
+    create_users: bool = Field(default=False, description="Create users named by the events that do not exist.")
+
+
+class ItemsCreate(_In):
+    items: list[ItemIn] = Field(min_length=1, max_length=10_000)
+    exist_ok: bool = False
+
+
+class DocumentsCreate(_In):
+    documents: list[DocumentIn] = Field(min_length=1, max_length=1_000)
+
+
+class Count(BaseModel):
+    """How many rows a write added."""
+
+    count: int
+
+
+class ContextRequest(_In):
+    modality: Modality
+    instruction: str = Field(min_length=1, max_length=10_000)
+
+
+class GenerationCreate(_In):
+    """A generation to run as a job; `job_id` makes the request idempotent (same id, same job)."""
+
+    modality: Modality
+    instruction: str = Field(min_length=1, max_length=10_000)
+    options: GenerationOptions = Field(default_factory=GenerationOptions)
+    job_id: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+class TrainingCreate(_In):
+    """A personal adapter to train as a job (methods: `unipgen.orchestrator.training.METHODS`)."""
+
+    method: str = Field(min_length=1, max_length=64)
+    subject: str | None = Field(default=None, min_length=1, max_length=255)
+    steps: int = Field(default=20, ge=1, le=10_000)
+    seed: int = 0
+    job_id: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+class ArtifactPublic(BaseModel):
+    """A stored artifact: a generated output or a trained adapter, with what it came from."""
+
+    key: str
+    kind: str
+    media_type: str
+    sha256: str | None
+    meta: dict[str, Any] | None
+    derived_from: list[tuple[str, str]]
+
+
+class SubjectPublic(BaseModel):
+    key: str
+    name: str
+    class_noun: str
+    images: int
+
+
+class MediaPublic(BaseModel):
+    """An uploaded face photo or voice sample (the bytes are fetched separately, and audited)."""
+
+    key: str
+    media_type: str
+
+
+class AuditPublic(BaseModel):
+    ts: datetime
+    actor: str
+    action: str
+    user: str | None = None
+    object_kind: str | None = None
+    object_key: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    executor: str
+
+
+__all__ = [
+    "ApiKeyCreate", "ApiKeyCreated", "ApiKeyPublic", "ArtifactPublic", "AuditPublic", "ContextRequest", "Count",
+    "DocumentsCreate", "ErrorBody", "EventsCreate", "GenerationCreate", "Health", "ItemsCreate", "MediaPublic",
+    "ProfileValue", "SubjectPublic", "TenantCreate", "TenantPublic", "TrainingCreate", "UserCreate", "UserPublic",
+]
