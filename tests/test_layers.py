@@ -14,7 +14,10 @@ ALLOWED = {
     "modalities": SHARED,
     "orchestrator": SHARED | {"memory", "core", "modalities"},
     "eval": SHARED | {"core", "modalities"},
+    "api": SHARED | {"memory", "core", "orchestrator"},
 }
+#: Single-module layers: the SDK needs only the shared types (a client installs without the models).
+MODULES = {"client": {"errors", "schema"}}
 
 
 def _unipgen_imports(path: Path) -> set[str]:
@@ -33,4 +36,7 @@ def test_layers_import_downward_only() -> None:
         for path in (PACKAGE / layer).rglob("*.py"):
             for imported in _unipgen_imports(path) - allowed - {layer}:
                 wrong.append(f"{path.relative_to(PACKAGE)} imports unipgen.{imported}")
+    for module, allowed in MODULES.items():
+        path = PACKAGE / f"{module}.py"
+        wrong += [f"{module}.py imports unipgen.{imported}" for imported in _unipgen_imports(path) - allowed]
     assert wrong == []
