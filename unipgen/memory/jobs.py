@@ -102,9 +102,9 @@ class JobsMixin:
                    key: str | None = None) -> list[JobRecord]:
         """`claim_job` for up to `limit` jobs in one transaction, oldest first (a worker that
         runs several at once claims them together)."""
-        self.requeue_expired()
         with self._write() as w:
             now = utcnow()
+            _requeue_expired(w.session, now)  # in the claim's transaction: one write, not two
             query = select(Job.id).where(Job.status == "queued", Job.run_after <= now)
             if tenant is not None:
                 query = query.where(Job.tenant_id == tenant_id_of(w.session, tenant))
@@ -200,11 +200,14 @@ class JobsMixin:
     def requeue_expired(self: MemoryStore) -> int:
         """Queue again the running jobs whose lease ran out (their worker died or hung)."""
         with self._write() as w:
-            now = utcnow()
-            return w.session.execute(
-                update(Job).where(Job.status == "running", Job.lease_until < now)
-                .values(status="queued", worker=None, lease_until=None, run_after=now, updated_at=now)
-            ).rowcount
+            return _requeue_expired(w.session, utcnow())
+
+
+def _requeue_expired(session: Session, now: Any) -> int:
+    return session.execute(
+        update(Job).where(Job.status == "running", Job.lease_until < now)
+        .values(status="queued", worker=None, lease_until=None, run_after=now, updated_at=now)
+    ).rowcount
 
 
 def _job(session: Session, tenant: str, key: str) -> Job:

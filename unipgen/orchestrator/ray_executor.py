@@ -55,16 +55,35 @@ class ModelWorker:
         self._lock: asyncio.Lock | None = None
         self.batches: list[int] = []  # size of each backend call, for tests and the benchmark
         self.running = 0  # requests in the backend call under way
+        self._bursts: dict[str, int] = {}  # burst id -> requests of it arrived so far
 
-    async def generate(self, request: Any) -> list[Any]:
-        """The outputs of one request, generated in a batch with whatever else arrived meanwhile."""
+    async def generate(self, request: Any, burst: tuple[str, int] | None = None) -> list[Any]:
+        """The outputs of one request, generated in a batch with whatever else arrived meanwhile.
+
+        `burst` is (id, size) when the sender dispatched `size` requests together: once all of
+        them are here the batch goes at once, without waiting out `max_wait_ms` (a lone
+        request, a burst of 1, never waits)."""
         future = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
-        if len(self._pending) >= self.max_batch:
+        if burst is not None:
+            arrived = self._bursts.get(burst[0], 0) + 1
+            complete = arrived >= burst[1]
+            if complete:
+                self._bursts.pop(burst[0], None)
+            else:
+                self._bursts[burst[0]] = arrived
+        else:
+            complete = False
+        if len(self._pending) >= self.max_batch or (complete and not self._busy):
             await self._flush()
         elif self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_later())
         return await future
+
+    @property
+    def _busy(self) -> bool:
+        """A backend call is under way: new requests wait for it anyway and join the next batch."""
+        return self._lock is not None and self._lock.locked()
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(self.max_wait_s)
@@ -146,7 +165,8 @@ class RayExecutor(QueueExecutor):
     name = "ray"
 
     def __init__(self, model: UserModel, *, home: Any = None, address: str | None = None,
-                 cluster: RayCluster | None = None, concurrency: int = 8, worker: str | None = None,
+                 cluster: RayCluster | None = None, concurrency: int = 8, prepare_batch: int = 8,
+                 worker: str | None = None,
                  lease_s: float = 300.0, backoff_s: float = 1.0, poll_s: float = 0.5,
                  restart_timeout_s: float = 300.0) -> None:
         super().__init__(model, worker=worker, lease_s=lease_s, backoff_s=backoff_s)
@@ -156,7 +176,9 @@ class RayExecutor(QueueExecutor):
 
         self.cluster = cluster or connect(Path(home) if home else Settings().home, address)
         self.concurrency = concurrency
+        self.prepare_batch = prepare_batch
         self.poll_s = poll_s
+        self._bursts: dict[str, tuple[str, int]] = {}  # job key -> its burst, until its work is sent
         self.restart_timeout_s = restart_timeout_s
         self._actors: dict[str, Any] = {}
         self._progress: Any = None  # the ProgressBoard actor, created with the first training job
@@ -199,8 +221,9 @@ class RayExecutor(QueueExecutor):
 
         if isinstance(work, PreparedGeneration):
             actor = self.actor(work.request.context.modality)
+            burst = self._bursts.pop(lease.job.key, (lease.job.key, 1))  # a job on its own: a burst of 1
             try:
-                return self._await(actor.generate.remote(work.request), lease, force_cancel=False)
+                return self._await(actor.generate.remote(work.request, burst), lease, force_cancel=False)
             except ray.exceptions.RayActorError:
                 # The worker died mid-job: the job will be retried; first let Ray bring the
                 # actor back (it reloads its model), so that the retry does not find it down.
@@ -258,7 +281,12 @@ class RayExecutor(QueueExecutor):
                            prepared)
 
     def run_pending(self, limit: int | None = None) -> list[JobRecord]:
-        """Claim and run queued jobs with up to `concurrency` in flight, until none is left."""
+        """Claim and run queued jobs with up to `concurrency` in flight, until none is left.
+
+        Claimed jobs are prepared `prepare_batch` at a time (one encoder call for their
+        instructions) and each group is sent off as soon as it is ready, as one burst: the model
+        actor batches it at once, and works on it while this process prepares the next group.
+        """
         ran: list[JobRecord] = []
         with ThreadPoolExecutor(self.concurrency) as pool:
             while limit is None or len(ran) < limit:
@@ -266,10 +294,24 @@ class RayExecutor(QueueExecutor):
                 claimed = self.model.store.claim_jobs(self.worker, self.lease_s, want)
                 if not claimed:
                     return ran
-                # Prepared together (one encoder call for all instructions), then sent off
-                # together, so that the model actor sees them within one batching window.
-                ran += list(pool.map(self._run, claimed, prepare_many(self.model, claimed)))
+                running = []
+                for start in range(0, len(claimed), self.prepare_batch):
+                    group = claimed[start : start + self.prepare_batch]
+                    prepared = prepare_many(self.model, group)
+                    self._mark_burst(group, prepared)
+                    running += [pool.submit(self._run, job, work) for job, work in zip(group, prepared)]
+                ran += [future.result() for future in running]
         return ran
+
+    def _mark_burst(self, jobs: list[JobRecord], prepared: list[Any]) -> None:
+        """Tag the generation jobs of one group with their burst: (id, how many go to that actor)."""
+        by_modality: dict[str, list[str]] = {}
+        for job, work in zip(jobs, prepared):
+            if isinstance(work, PreparedGeneration):
+                by_modality.setdefault(work.request.context.modality, []).append(job.key)
+        for modality, keys in by_modality.items():
+            burst = (f"{self.worker}-{keys[0]}-{modality}", len(keys))
+            self._bursts.update(dict.fromkeys(keys, burst))
 
     def shutdown(self) -> None:
         """Stop the actors (and the local cluster, if this executor started it)."""
