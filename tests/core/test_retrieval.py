@@ -51,3 +51,10 @@ def test_recency_halves_the_score_per_half_life() -> None:
 
 def test_nothing_to_search() -> None:
     assert hybrid_search("anything", None, [], k=3) == []
+
+
+def test_bm25_index_reuse_never_serves_stale_texts() -> None:
+    """The index of a text set is kept between requests; other texts are another index."""
+    assert bm25_ranks("cowboys", ["cowboys ride west", "a space opera"]) == {0: 1}
+    assert bm25_ranks("space", ["cowboys ride west", "a space opera"]) == {1: 1}  # same texts, new query
+    assert bm25_ranks("cowboys", ["a space opera", "cowboys ride west"]) == {1: 1}  # the texts changed

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -37,14 +39,25 @@ def bm25_ranks(query: str, texts: Sequence[str]) -> dict[int, int]:
 
     if not texts or not query.strip():
         return {}
-    retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(list(texts), stopwords="en", show_progress=False), show_progress=False)
+    retriever = _bm25_index(tuple(texts))
     tokens = bm25s.tokenize([query], stopwords="en", show_progress=False)
     if not tokens.ids or not tokens.ids[0]:
         return {}  # the query is only stopwords
     ids, scores = retriever.retrieve(tokens, k=len(texts), show_progress=False)
     ranked = [int(i) for i, s in zip(ids[0], scores[0]) if s > 0]
     return {index: rank for rank, index in enumerate(ranked, 1)}
+
+
+@lru_cache(maxsize=256)
+def _bm25_index(texts: tuple[str, ...]) -> Any:
+    """The BM25 index of a user's candidate texts. A user's memory changes far less often than
+    they make requests, so the index of the same texts is kept (most recent 256 sets); any
+    change to the texts is a new key."""
+    import bm25s
+
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(list(texts), stopwords="en", show_progress=False), show_progress=False)
+    return retriever
 
 
 def dense_ranks(query_vector: np.ndarray | None, candidates: Sequence[Candidate]) -> dict[int, int]:
