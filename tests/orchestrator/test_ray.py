@@ -210,3 +210,21 @@ def test_generate_from_the_command_line_on_ray(tmp_path: Path) -> None:
     made = as_json(run(tmp_path, "generate", "2", "-i", "Recommend a film", "--executor", "ray", "--json"))
     assert made["status"] == "succeeded" and len(made["artifacts"]) == 1
     assert (tmp_path / "ray" / "auth_token").is_file()  # UNIPGEN_HOME=tmp_path in `run`
+
+
+def test_the_service_runs_its_jobs_on_ray(cluster: Any, tmp_path: Path) -> None:
+    """`unipgen serve` with UNIPGEN_EXECUTOR=ray: the same routes, the work on the cluster."""
+    pytest.importorskip("fastapi")
+    from tests.api.conftest import ADMIN_KEY, live_service
+    from unipgen.client import Client
+
+    settings = Settings(home=tmp_path / "service", executor="ray", admin_key=ADMIN_KEY)
+    with live_service(settings) as (url, _), Client(url, api_key=ADMIN_KEY) as admin:
+        admin.create_tenant("t")
+        with Client(url, api_key=admin.create_api_key("t", "k").key, timeout=300) as api:
+            assert api.health().executor == "ray"
+            api.add_items([{"key": "m1", "text": "Heat (1995) crime thriller"}])
+            api.create_user("u")
+            job = api.wait(api.generate("u", "text", "hello", options={"max_new_tokens": 3}).key, timeout=300)
+            assert job.status == "succeeded" and job.worker.startswith("ray-")
+            assert api.artifact_content(job.result["artifacts"][0])[0]
