@@ -197,6 +197,18 @@ def bench_orchestrator(
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
+@bench_app.command("service")
+def bench_service(
+    quick: Annotated[bool, typer.Option(help="Fewer rounds and requests (about half a minute).")] = False,
+    as_json: Json = False,
+) -> None:
+    """HTTP service on loopback vs the same calls in-process: event ingest, bulk ingest, context (req/s, p99)."""
+    from unipgen.bench import run_benchmark
+
+    results = run_benchmark("service_bench", quick=quick)
+    _emit(results, as_json, json.dumps(results, indent=2))
+
+
 @bench_app.command("preference")
 def bench_preference(
     quick: Annotated[bool, typer.Option(help="Tiny random LM, fewer instructions (a smoke run).")] = False,

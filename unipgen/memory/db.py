@@ -11,19 +11,66 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
+from unipgen.errors import InvalidInputError
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets foreign keys (for cascades) and WAL (readers beside a writer)."""
+    """An engine for `url`; SQLite gets foreign keys (for cascades) and WAL (readers beside a writer).
+    On both, text holding a NUL character or a lone surrogate is refused before it reaches the
+    database."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
-    event.listen(engine, "connect", _sqlite_pragmas)
+        engine = create_engine(url, pool_pre_ping=True)
+    else:
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "before_cursor_execute", _refuse_bad_text)
     return engine
+
+
+def _refuse_bad_text(_conn: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+    """Refuse, as invalid input, text that no database here can store: a NUL character (U+0000)
+    or a lone surrogate (not encodable as UTF-8), in any statement's parameters.
+
+    PostgreSQL cannot store NUL in a text column (psycopg raises DataError, even for a lookup:
+    ``WHERE key = 'a\\x00b'``); SQLite would store it, so both refuse it, alike. A lone surrogate
+    fails in either driver's encoder. Every id, name and text a caller sends reaches the database
+    as a parameter, so this one check covers them all, reads included. JSON values are sent
+    serialized (escaped) and are checked by the schemas instead (`schema.memory.check_json`).
+    """
+    if not parameters:
+        return
+    # One row's parameters are a dict or a tuple; several rows' (executemany) a list or tuple of
+    # those; a value may be a list (an array parameter). One flat loop, no call per value: bulk
+    # ingest sends 10,000 rows in one statement.
+    rows = parameters if isinstance(parameters, (list, tuple)) and isinstance(parameters[0], (dict, list, tuple)) \
+        else (parameters,)
+    for row in rows:
+        for value in row.values() if isinstance(row, dict) else row if isinstance(row, (list, tuple)) else (row,):
+            if value.__class__ is str:
+                _check_text(value)
+            elif isinstance(value, (list, tuple)):
+                for item in value:
+                    if item.__class__ is str:
+                        _check_text(item)
+
+
+def _check_text(value: str) -> None:
+    if "\x00" in value:
+        raise InvalidInputError(f"text must not contain NUL characters (\\x00): {_shown(value)!r}")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidInputError(f"text must be valid Unicode (a lone surrogate found): {_shown(value)!r}") from None
+
+
+def _shown(value: str) -> str:
+    return value if len(value) <= 40 else value[:40] + "..."
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

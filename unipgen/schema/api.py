@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from unipgen.schema.context import Modality
 from unipgen.schema.generation import GenerationOptions
-from unipgen.schema.memory import DocumentIn, EventIn, ItemIn
+from unipgen.schema.memory import DocumentIn, EventIn, ItemIn, check_json
 
 _KEY = Field(min_length=1, max_length=255, pattern=r"^[^/\s][^/]*$", description="A public id (no slash).")
 
@@ -71,6 +71,11 @@ class UserPublic(BaseModel):
 
 class ProfileValue(_In):
     value: bool | int | float | str | list[Any] | dict[str, Any]
+
+    @field_validator("value")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        return check_json(value)
 
 
 class EventsCreate(_In):

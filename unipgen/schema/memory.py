@@ -37,7 +37,20 @@ def _utc(value: datetime) -> datetime:
     # datetime call (replace, utcoffset) go through a slow foreign call.
     if value.tzinfo is timezone.utc:
         return value
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # year 1 at +23:59 has no UTC time: invalid input, not a crash
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+def check_json(value: Any) -> Any:
+    """`value` if it is JSON that survives a round trip as UTF-8: no NaN, no objects, no lone
+    surrogates (JSON text may escape one, "\\ud800", that no UTF-8 response can carry back)."""
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode()
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        raise ValueError(f"must be JSON of valid Unicode text (no NaN, no objects, no lone surrogates): {exc}") from None
+    return value
 
 
 class EventIn(BaseModel):
@@ -74,11 +87,7 @@ class EventIn(BaseModel):
     @field_validator("meta")
     @classmethod
     def _json_meta(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"must be JSON (no NaN, no objects): {exc}") from None
-        return value
+        return check_json(value)
 
 
 class UserSummary(BaseModel):
@@ -113,6 +122,11 @@ class ItemIn(BaseModel):
     image: bytes | None = None
     meta: dict[str, Any] | None = None
 
+    @field_validator("meta")
+    @classmethod
+    def _json_meta(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_json(value)
+
 
 class DocumentIn(BaseModel):
     """A text the user wrote: public id, kind (review, post, email...), time (default: now)."""
@@ -124,6 +138,11 @@ class DocumentIn(BaseModel):
     kind: str = Field(default="note", min_length=1, max_length=64)
     ts: AwareDatetime | None = None
     meta: dict[str, Any] | None = None
+
+    @field_validator("meta")
+    @classmethod
+    def _json_meta(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_json(value)
 
     @field_validator("text")
     @classmethod
@@ -155,6 +174,11 @@ class FeedbackIn(BaseModel):
                                  description="Pairwise only: the output not chosen.")
     ts: AwareDatetime | None = None
     meta: dict[str, Any] | None = None
+
+    @field_validator("meta")
+    @classmethod
+    def _json_meta(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_json(value)
 
     @model_validator(mode="after")
     def _pair(self) -> FeedbackIn:

@@ -11,7 +11,16 @@ from fastapi import APIRouter, BackgroundTasks, Query, status
 from fastapi.responses import FileResponse
 
 from unipgen.api.deps import CallerDep, ServiceDep
-from unipgen.schema.api import ContextRequest, Count, DocumentsCreate, EventsCreate, ItemsCreate, ProfileValue, UserCreate, UserPublic
+from unipgen.schema.api import (
+    ContextRequest,
+    Count,
+    DocumentsCreate,
+    EventsCreate,
+    ItemsCreate,
+    ProfileValue,
+    UserCreate,
+    UserPublic,
+)
 from unipgen.schema.context import UserContext
 from unipgen.schema.memory import DocumentIn, EventIn, ForgetReport, UserSummary
 
