@@ -34,6 +34,8 @@ class ErrorBody(BaseModel):
 
 
 class TenantCreate(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"key": "acme"}]})
+
     key: str = _KEY
 
 
@@ -42,6 +44,8 @@ class TenantPublic(BaseModel):
 
 
 class ApiKeyCreate(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "web front end"}]})
+
     name: str = Field(min_length=1, max_length=255, description="What the key is for, e.g. 'web front end'.")
 
 
@@ -61,6 +65,8 @@ class ApiKeyCreated(ApiKeyPublic):
 
 
 class UserCreate(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"key": "alice"}]})
+
     key: str = _KEY
 
 
@@ -70,6 +76,8 @@ class UserPublic(BaseModel):
 
 
 class ProfileValue(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"value": "Lyon"}]})
+
     value: bool | int | float | str | list[Any] | dict[str, Any]
 
     @field_validator("value")
@@ -81,16 +89,26 @@ class ProfileValue(_In):
 class EventsCreate(_In):
     """Several behavior events in one all-or-nothing write."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"events": [
+        {"user": "alice", "type": "rate", "item": "m1", "value": 5, "ts": "2024-05-01T20:00:00Z"},
+        {"user": "alice", "type": "click", "item": "m2", "ts": 1714593600}], "create_users": False}]})
+
     events: list[EventIn] = Field(min_length=1, max_length=10_000)
     create_users: bool = Field(default=False, description="Create users named by the events that do not exist.")
 
 
 class ItemsCreate(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"items": [{"key": "m1", "text": "Alien (1979) Horror, Sci-Fi", "meta": {"year": 1979}}], "exist_ok": False}]})
+
     items: list[ItemIn] = Field(min_length=1, max_length=10_000)
     exist_ok: bool = False
 
 
 class DocumentsCreate(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"documents": [{"key": "review-1", "text": "Slow, tense and beautiful: my kind of film.", "kind": "review"}]}]})
+
     documents: list[DocumentIn] = Field(min_length=1, max_length=1_000)
 
 
@@ -101,12 +119,17 @@ class Count(BaseModel):
 
 
 class ContextRequest(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"modality": "image", "instruction": "a poster of my favourite kind of film"}]})
+
     modality: Modality
     instruction: str = Field(min_length=1, max_length=10_000)
 
 
 class GenerationCreate(_In):
     """A generation to run as a job; `job_id` makes the request idempotent (same id, same job)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"modality": "text", "instruction": "Recommend me a film for tonight", "options": {"max_new_tokens": 64, "seed": 7}, "job_id": "evening-recommendation-42"}]})
 
     modality: Modality
     instruction: str = Field(min_length=1, max_length=10_000)
@@ -116,6 +139,8 @@ class GenerationCreate(_In):
 
 class TrainingCreate(_In):
     """A personal adapter to train as a job (methods: `unipgen.orchestrator.training.METHODS`)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"method": "lora", "subject": "rex", "steps": 200, "seed": 0}]})
 
     method: str = Field(min_length=1, max_length=64)
     subject: str | None = Field(default=None, min_length=1, max_length=255)

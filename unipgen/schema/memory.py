@@ -60,7 +60,8 @@ class EventIn(BaseModel):
     `value` is the rating for `rate` events, optional otherwise.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [
+        {"user": "alice", "type": "rate", "item": "m1", "value": 4.5, "ts": "2024-05-01T20:00:00Z"}]})
 
     user: str = Field(min_length=1, max_length=255)
     type: EventType
