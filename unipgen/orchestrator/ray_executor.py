@@ -267,9 +267,10 @@ class RayExecutor(QueueExecutor):
         import ray
 
         while True:
-            ready, _ = ray.wait([ref], timeout=self.poll_s)
-            if ready:
-                return ray.get(ref)
+            try:  # one call when the result is ready (ray.wait then ray.get costs a round trip more)
+                return ray.get(ref, timeout=self.poll_s)
+            except ray.exceptions.GetTimeoutError:
+                pass
             if board is not None:
                 lease.steps = ray.get(board.take.remote(lease.job.key))
             if lease.check():  # cancelled while it ran: stop the work and store nothing
