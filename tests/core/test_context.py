@@ -140,3 +140,18 @@ def test_build_many_gives_the_contexts_build_gives(model: UserModel) -> None:
         assert built.conditioning == one.conditioning
     assert many[0].evidence[0].key == "review"  # the boxing review is what the boxing request retrieves
     assert many[3].conditioning.subjects[0].key == "rex"
+
+
+def test_a_context_for_generation_builds_only_what_the_plan_reads(model: UserModel) -> None:
+    full_text = model.context("ml", "2", "text", "a review of a boxing film")
+    text = model.context("ml", "2", "text", "a review of a boxing film", for_generation=True)
+    assert text.evidence == full_text.evidence and text.preferences == [] and full_text.preferences
+    full_image = model.context("ml", "2", "image", "a poster about boxing")
+    image = model.context("ml", "2", "image", "a poster about boxing", for_generation=True)
+    assert image.preferences == full_image.preferences and image.evidence == [] and full_image.evidence
+    assert not any(p.startswith("document:") for p in image.provenance)  # the image did not use the review
+    assert model.plan(image).prompt == model.plan(full_image).prompt  # the plan is the same either way
+    assert model.plan(text).prompt == model.plan(full_text).prompt
+    many = model.contexts("ml", [("2", "text", "a review of a boxing film"), ("2", "image", "a poster about boxing")],
+                          for_generation=True)
+    assert [c.evidence for c in many] == [text.evidence, []] and many[1].preferences == image.preferences

@@ -20,6 +20,7 @@ import numpy as np
 
 from unipgen.core.preference import PreferenceConfig, build, drift, mmr, preference_vectors
 from unipgen.core.retrieval import Candidate, hybrid_search
+from unipgen.core.router import ALL_PARTS, CONTEXT_PARTS
 from unipgen.core.vocabulary import Vocabulary, build_vocabulary, catalog_words
 from unipgen.memory import MemoryStore
 from unipgen.memory.models import utcnow
@@ -65,14 +66,21 @@ class ContextBuilder:
         self._vocabularies: dict[tuple[str, str], Vocabulary] = {}
 
     def build(self, tenant: str, user: str, modality: Modality, instruction: str,
-              query: np.ndarray | None = None) -> UserContext:
+              query: np.ndarray | None = None, *, for_generation: bool = False) -> UserContext:
         """The context of one request; `query` is the instruction's text vector if already
-        encoded (else it is encoded here, and only when there is evidence to search)."""
+        encoded (else it is encoded here, and only when there is evidence to search).
+
+        With `for_generation`, only the parts the router's plan for `modality` reads are built
+        (`router.CONTEXT_PARTS`): text prompts use evidence, not preference keywords; image,
+        video, audio and 3D prompts the reverse. The output's lineage then names only memory
+        the generation could have used, and the work of the unused part is not done.
+        """
+        parts = CONTEXT_PARTS[modality] if for_generation else ALL_PARTS
         snapshot = self.store.user_snapshot(tenant, user, PREFERENCE_SPACES)
         provenance = [f"user:{user}"] if snapshot.events else []
         preferences = [p for p in (self.preferences(tenant, snapshot, space) for space in PREFERENCE_SPACES
-                                   if space in snapshot.spaces) if p is not None]
-        evidence = self.evidence(snapshot, instruction, query)
+                                   if space in snapshot.spaces) if p is not None] if "preferences" in parts else []
+        evidence = self.evidence(snapshot, instruction, query) if "evidence" in parts else []
         provenance += [f"{e.kind}:{e.key}" for e in evidence]
         conditioning, used = self.conditioning(snapshot)
         provenance += used
@@ -80,15 +88,20 @@ class ContextBuilder:
                            profile=snapshot.profile, evidence=evidence, preferences=preferences,
                            conditioning=conditioning, provenance=list(dict.fromkeys(provenance)), built_at=utcnow())
 
-    def build_many(self, tenant: str, requests: Sequence[tuple[str, Modality, str]]) -> list[UserContext | Exception]:
+    def build_many(self, tenant: str, requests: Sequence[tuple[str, Modality, str]], *,
+                   for_generation: bool = False) -> list[UserContext | Exception]:
         """Contexts of several (user, modality, instruction) requests, their instructions encoded
         in one batch (a text encoder call per request costs several times more on a CPU).
         A request that fails (an unknown user) gets its error in its place; the others go on."""
-        queries = self.encoders.text.encode([instruction for _, _, instruction in requests]) if requests else []
+        searched = [i for i, (_, modality, _) in enumerate(requests)
+                    if not for_generation or "evidence" in CONTEXT_PARTS[modality]]
+        vectors = self.encoders.text.encode([requests[i][2] for i in searched]) if searched else []
+        queries = dict(zip(searched, vectors))
         built: list[UserContext | Exception] = []
-        for (user, modality, instruction), query in zip(requests, queries):
+        for index, (user, modality, instruction) in enumerate(requests):
             try:
-                built.append(self.build(tenant, user, modality, instruction, query))
+                built.append(self.build(tenant, user, modality, instruction, queries.get(index),
+                                        for_generation=for_generation))
             except Exception as exc:  # noqa: BLE001  (returned to the caller, one per request)
                 built.append(exc)
         return built

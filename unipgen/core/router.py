@@ -17,6 +17,13 @@ _SELF = re.compile(r"\b(me|myself|my face|of me)\b", re.IGNORECASE)
 _SPEECH = re.compile(r"^\s*(say|read|speak|narrate|pronounce)\b", re.IGNORECASE)
 _IMAGE_LIKE = ("image", "video", "3d")
 
+#: The parts of a `UserContext`, besides profile and conditioning, that plans read per modality:
+#: text prompts carry retrieved evidence (RAG); the others fold in preference keywords.
+ALL_PARTS: frozenset[str] = frozenset({"evidence", "preferences"})
+CONTEXT_PARTS: dict[str, frozenset[str]] = {"text": frozenset({"evidence"}), "image": frozenset({"preferences"}),
+                                            "video": frozenset({"preferences"}), "audio": frozenset({"preferences"}),
+                                            "3d": frozenset({"preferences"})}
+
 
 def mentioned_subject(instruction: str, subjects: list[SubjectAsset]) -> SubjectAsset | None:
     """The subject the instruction names: by id, by name, or as "my <class noun>"."""

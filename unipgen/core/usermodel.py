@@ -120,13 +120,16 @@ class UserModel:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def context(self, tenant: str, user: str, modality: Modality, instruction: str) -> UserContext:
-        return self.builder.build(tenant, user, modality, instruction)
+    def context(self, tenant: str, user: str, modality: Modality, instruction: str, *,
+                for_generation: bool = False) -> UserContext:
+        """The user's context for a request; `for_generation` builds only what the plan reads."""
+        return self.builder.build(tenant, user, modality, instruction, for_generation=for_generation)
 
-    def contexts(self, tenant: str, requests: Sequence[tuple[str, Modality, str]]) -> list[UserContext | Exception]:
+    def contexts(self, tenant: str, requests: Sequence[tuple[str, Modality, str]], *,
+                 for_generation: bool = False) -> list[UserContext | Exception]:
         """Contexts of several (user, modality, instruction) requests, instructions encoded in one
         batch; a request that fails gets its exception in its place."""
-        return self.builder.build_many(tenant, requests)
+        return self.builder.build_many(tenant, requests, for_generation=for_generation)
 
     def plan(self, context: UserContext, options: dict[str, Any] | None = None) -> PersonalizationPlan:
         return route(context, options)

@@ -125,7 +125,8 @@ def prepare_many(model: UserModel, jobs: list[JobRecord]) -> list[PreparedGenera
         else:
             prepared[index] = _attempt(lambda job=job: prepare(model, job))
     for tenant, wanted in by_tenant.items():
-        contexts = model.contexts(tenant, [(jobs[i].user, spec.modality, spec.instruction) for i, spec in wanted])
+        contexts = model.contexts(tenant, [(jobs[i].user, spec.modality, spec.instruction) for i, spec in wanted],
+                                  for_generation=True)
         for (index, spec), context in zip(wanted, contexts, strict=True):
             prepared[index] = context if isinstance(context, Exception) else \
                 _attempt(lambda context=context, spec=spec: prepared_from(model, context, spec.options))

@@ -46,7 +46,7 @@ class PreparedGeneration:
 def prepare_generation(model: UserModel, tenant: str, user: str, modality: Modality, instruction: str,
                        options: GenerationOptions | None = None) -> PreparedGeneration:
     """Context → plan → request; everything a backend needs, as plain data."""
-    return prepared_from(model, model.context(tenant, user, modality, instruction), options)
+    return prepared_from(model, model.context(tenant, user, modality, instruction, for_generation=True), options)
 
 
 def prepared_from(model: UserModel, context: UserContext, options: GenerationOptions | None) -> PreparedGeneration:
