@@ -53,3 +53,17 @@ def test_snapshot_names_what_is_unknown(populated: MemoryStore) -> None:
     with pytest.raises(NotFoundError, match="unknown tenant 'nope'"):
         populated.user_snapshot("nope", "alice")
     assert populated.count_rows(BehaviorEvent) == 3
+
+
+def test_snapshots_of_several_users_equal_their_single_snapshots(populated: MemoryStore) -> None:
+    store = populated
+    store.set_profile("acme", "bob", "city", "Oslo")
+    store.add_documents("acme", "alice", [{"key": "d1", "text": "quiet films"}])
+    many = store.user_snapshots("acme", ["alice", "bob", "zoe", "alice"])
+    assert set(many) == {"alice", "bob", "zoe"} and isinstance(many["zoe"], NotFoundError)
+    for user in ("alice", "bob"):
+        assert many[user] == store.user_snapshot("acme", user)
+    assert [e.item for e in many["bob"].events] == ["m1"] and many["bob"].profile == {"city": "Oslo"}
+    assert [d.key for d in many["alice"].documents] == ["d1"] and many["bob"].documents == []
+    with pytest.raises(NotFoundError, match="unknown tenant 'nope'"):
+        store.user_snapshots("nope", ["alice"])

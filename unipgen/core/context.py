@@ -66,7 +66,8 @@ class ContextBuilder:
         self._vocabularies: dict[tuple[str, str], Vocabulary] = {}
 
     def build(self, tenant: str, user: str, modality: Modality, instruction: str,
-              query: np.ndarray | None = None, *, for_generation: bool = False) -> UserContext:
+              query: np.ndarray | None = None, *, for_generation: bool = False,
+              snapshot: UserSnapshot | None = None) -> UserContext:
         """The context of one request; `query` is the instruction's text vector if already
         encoded (else it is encoded here, and only when there is evidence to search).
 
@@ -91,17 +92,23 @@ class ContextBuilder:
     def build_many(self, tenant: str, requests: Sequence[tuple[str, Modality, str]], *,
                    for_generation: bool = False) -> list[UserContext | Exception]:
         """Contexts of several (user, modality, instruction) requests, their instructions encoded
-        in one batch (a text encoder call per request costs several times more on a CPU).
-        A request that fails (an unknown user) gets its error in its place; the others go on."""
+        in one batch (a text encoder call per request costs several times more on a CPU) and
+        their users read in one go (`MemoryStore.user_snapshots`). A request that fails (an
+        unknown user) gets its error in its place; the others go on."""
         searched = [i for i, (_, modality, _) in enumerate(requests)
                     if not for_generation or "evidence" in CONTEXT_PARTS[modality]]
         vectors = self.encoders.text.encode([requests[i][2] for i in searched]) if searched else []
         queries = dict(zip(searched, vectors))
+        snapshots = self.store.user_snapshots(tenant, [user for user, _, _ in requests], PREFERENCE_SPACES)
         built: list[UserContext | Exception] = []
         for index, (user, modality, instruction) in enumerate(requests):
+            snapshot = snapshots[user]
+            if isinstance(snapshot, Exception):
+                built.append(snapshot)
+                continue
             try:
                 built.append(self.build(tenant, user, modality, instruction, queries.get(index),
-                                        for_generation=for_generation))
+                                        for_generation=for_generation, snapshot=snapshot))
             except Exception as exc:  # noqa: BLE001  (returned to the caller, one per request)
                 built.append(exc)
         return built

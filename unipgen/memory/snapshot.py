@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
-from unipgen.memory.lookups import user_id_of
+from unipgen.errors import NotFoundError
+from unipgen.memory.lookups import tenant_id_of
 from unipgen.memory.models import (
     Artifact,
     BehaviorEvent,
@@ -27,7 +29,6 @@ from unipgen.memory.models import (
     Item,
     ProfileAttribute,
     Subject,
-    Tenant,
     User,
     VoiceSample,
 )
@@ -77,73 +78,115 @@ class SnapshotMixin:
     def user_snapshot(self: MemoryStore, tenant: str, user: str,
                       item_spaces: Sequence[str] = ("text", "image")) -> UserSnapshot:
         """Everything `ContextBuilder` reads about `user`, in one read transaction."""
+        found = self.user_snapshots(tenant, [user], item_spaces)[user]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def user_snapshots(self: MemoryStore, tenant: str, users: Sequence[str],
+                       item_spaces: Sequence[str] = ("text", "image")) -> dict[str, UserSnapshot | Exception]:
+        """`user_snapshot` of several users with the same dozen queries as one (jobs prepared
+        together). An unknown user gets a `NotFoundError` in its place; an unknown tenant raises."""
         with self.session() as session:
             if session.get_bind().dialect.name == "postgresql":
                 session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            user_id, tenant_id = _user_and_tenant(session, tenant, user)
-            spaces = {name: (dim, metric) for name, dim, metric in session.execute(
-                select(EmbeddingSpace.name, EmbeddingSpace.dim, EmbeddingSpace.metric)
-                .where(EmbeddingSpace.tenant_id == tenant_id))}
-            events = _events(session, user_id, user)
-            seen_items = select(BehaviorEvent.item_id).where(BehaviorEvent.user_id == user_id)
-            item_vectors: dict[str, dict[str, np.ndarray]] = {space: {} for space in item_spaces if space in spaces}
-            if item_vectors and events:
+            tenant_id = tenant_id_of(session, tenant)
+            ids = dict(session.execute(select(User.key, User.id).where(User.tenant_id == tenant_id,
+                                                                       User.key.in_(set(users)))).all())
+            found: dict[str, UserSnapshot | Exception] = {
+                user: NotFoundError(f"unknown user {user!r} in tenant {tenant!r}") for user in users if user not in ids}
+            if ids:
+                reads = _Reads(session, tenant_id, ids, item_spaces)
+                found |= {user: reads.snapshot(tenant, user) for user in ids}
+        return found
+
+
+class _Reads:
+    """The rows of several users' snapshots, read with one query per kind and grouped by user."""
+
+    def __init__(self, session: Any, tenant_id: int, ids: dict[str, int], item_spaces: Sequence[str]) -> None:
+        user_ids = list(ids.values())
+        self.ids = ids
+        self.spaces = {name: (dim, metric) for name, dim, metric in session.execute(
+            select(EmbeddingSpace.name, EmbeddingSpace.dim, EmbeddingSpace.metric)
+            .where(EmbeddingSpace.tenant_id == tenant_id))}
+        self.events = _events(session, user_ids)
+        seen_items = select(BehaviorEvent.item_id).where(BehaviorEvent.user_id.in_(user_ids))
+        self.item_vectors: dict[str, dict[str, np.ndarray]] = {s: {} for s in item_spaces if s in self.spaces}
+        self.item_texts: dict[str, str] = {}
+        if self.events:
+            if self.item_vectors:
                 rows = session.execute(
                     select(Embedding.space, Item.key, Embedding.vector)
                     .join(Item, (Embedding.owner_kind == "item") & (Embedding.owner_id == Item.id))
-                    .where(Embedding.space.in_(list(item_vectors)), Item.id.in_(seen_items)))
+                    .where(Embedding.space.in_(list(self.item_vectors)), Item.id.in_(seen_items)))
                 for space, key, blob in rows:
-                    item_vectors[space][key] = _vector(blob)
-            item_texts = dict(session.execute(select(Item.key, Item.text).where(Item.id.in_(seen_items))).all()) \
-                if events else {}
-            documents = [DocumentIn.model_construct(key=d.key, text=d.text, kind=d.kind, ts=d.ts, meta=d.meta)
-                         for d in session.scalars(select(Document).where(Document.user_id == user_id)
-                                                  .order_by(Document.ts, Document.id))]
-            own = _own_vectors(session, user_id)
-            adapters = session.scalars(select(Artifact).where(Artifact.user_id == user_id, Artifact.kind == "adapter")
-                                       .order_by(Artifact.created_at, Artifact.id)).all()
-            sources = _sources(session, [a.id for a in adapters]) if adapters else {}
-            subjects = [SubjectRecord(s.key, s.name, s.class_noun, [i.blob_sha for i in s.images])
-                        for s in session.scalars(select(Subject).where(Subject.user_id == user_id)
-                                                 .order_by(Subject.key))]
-            profile = {row.name: row.value for row in session.scalars(
-                select(ProfileAttribute).where(ProfileAttribute.user_id == user_id,
-                                               ProfileAttribute.valid_to.is_(None)).order_by(ProfileAttribute.name))}
+                    self.item_vectors[space][key] = _vector(blob)
+            self.item_texts = dict(session.execute(select(Item.key, Item.text).where(Item.id.in_(seen_items))).all())
+        self.documents = _grouped(session.scalars(select(Document).where(Document.user_id.in_(user_ids))
+                                                  .order_by(Document.ts, Document.id)))
+        self.own = _own_vectors(session, user_ids)
+        adapters = session.scalars(select(Artifact).where(Artifact.user_id.in_(user_ids), Artifact.kind == "adapter")
+                                   .order_by(Artifact.created_at, Artifact.id)).all()
+        sources = _sources(session, [a.id for a in adapters]) if adapters else {}
+        self.adapters = _grouped(adapters, lambda a: ArtifactRecord(a.key, a.kind, a.media_type, a.blob_sha, a.meta,
+                                                                     sources.get(a.id, [])))
+        self.subjects = _grouped(
+            session.scalars(select(Subject).where(Subject.user_id.in_(user_ids)).order_by(Subject.key)
+                            .options(selectinload(Subject.images))),
+            lambda s: SubjectRecord(s.key, s.name, s.class_noun, [i.blob_sha for i in s.images]))
+        self.profiles = _grouped(session.scalars(
+            select(ProfileAttribute).where(ProfileAttribute.user_id.in_(user_ids), ProfileAttribute.valid_to.is_(None))
+            .order_by(ProfileAttribute.name)), lambda row: (row.name, row.value))
+
+    def snapshot(self, tenant: str, user: str) -> UserSnapshot:
+        user_id = self.ids[user]
+        events = [row._replace(user=user) for row in self.events.get(user_id, [])]
+        items = {e.item for e in events}
+        own = self.own.get(user_id, {})
         return UserSnapshot(
-            tenant=tenant, user=user, profile=profile, events=events, spaces=spaces, item_vectors=item_vectors,
-            item_texts=item_texts, documents=documents, document_vectors=own.get(("document", "text"), {}),
-            adapters=[ArtifactRecord(a.key, a.kind, a.media_type, a.blob_sha, a.meta, sources.get(a.id, []))
-                      for a in adapters],
-            subjects=subjects, faces=own.get(("face", "face"), {}), voices=own.get(("voice", "voice"), {}))
+            tenant=tenant, user=user, profile=dict(self.profiles.get(user_id, [])), events=events, spaces=self.spaces,
+            item_vectors={space: {k: v for k, v in vectors.items() if k in items}
+                          for space, vectors in self.item_vectors.items()},
+            item_texts={k: v for k, v in self.item_texts.items() if k in items},
+            documents=[DocumentIn.model_construct(key=d.key, text=d.text, kind=d.kind, ts=d.ts, meta=d.meta)
+                       for d in self.documents.get(user_id, [])],
+            document_vectors=own.get(("document", "text"), {}), adapters=self.adapters.get(user_id, []),
+            subjects=self.subjects.get(user_id, []), faces=own.get(("face", "face"), {}),
+            voices=own.get(("voice", "voice"), {}))
 
 
-def _user_and_tenant(session: Any, tenant: str, user: str) -> tuple[int, int]:
-    found = session.execute(select(User.id, User.tenant_id).join(Tenant)
-                            .where(Tenant.key == tenant, User.key == user)).first()
-    if found is None:
-        user_id_of(session, tenant, user)  # raises, naming the unknown tenant or user
-    return found[0], found[1]
+def _grouped(rows: Any, convert: Any = None) -> dict[int, list[Any]]:
+    """Rows with a `user_id` by user, in their order, each through `convert` if given."""
+    grouped: dict[int, list[Any]] = {}
+    for row in rows:
+        grouped.setdefault(row.user_id, []).append(convert(row) if convert else row)
+    return grouped
 
 
-def _events(session: Any, user_id: int, user: str) -> list[EventRow]:
-    """The user's events, oldest first."""
+def _events(session: Any, user_ids: list[int]) -> dict[int, list[EventRow]]:
+    """The users' events, oldest first (the `user` field is filled in per snapshot)."""
     rows = session.execute(
-        select(BehaviorEvent.type, Item.key, BehaviorEvent.ts, BehaviorEvent.value, BehaviorEvent.meta)
-        .join(Item, Item.id == BehaviorEvent.item_id).where(BehaviorEvent.user_id == user_id)
+        select(BehaviorEvent.user_id, BehaviorEvent.type, Item.key, BehaviorEvent.ts, BehaviorEvent.value,
+               BehaviorEvent.meta)
+        .join(Item, Item.id == BehaviorEvent.item_id).where(BehaviorEvent.user_id.in_(user_ids))
         .order_by(BehaviorEvent.ts, BehaviorEvent.id))
-    return [EventRow(user, kind, key, ts, value, meta) for kind, key, ts, value, meta in rows]
+    grouped: dict[int, list[EventRow]] = {}
+    for user_id, kind, key, ts, value, meta in rows:
+        grouped.setdefault(user_id, []).append(EventRow("", kind, key, ts, value, meta))
+    return grouped
 
 
-def _own_vectors(session: Any, user_id: int) -> dict[tuple[str, str], dict[str, np.ndarray]]:
-    """The user's own items' vectors (documents, faces, voices): (kind, space) → key → vector."""
-    found: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+def _own_vectors(session: Any, user_ids: list[int]) -> dict[int, dict[tuple[str, str], dict[str, np.ndarray]]]:
+    """The users' own items' vectors (documents, faces, voices): user → (kind, space) → key → vector."""
+    found: dict[int, dict[tuple[str, str], dict[str, np.ndarray]]] = {}
     for kind, model in (("document", Document), ("face", Face), ("voice", VoiceSample)):
         rows = session.execute(
-            select(Embedding.space, model.key, Embedding.vector)
+            select(Embedding.user_id, Embedding.space, model.key, Embedding.vector)
             .join(model, (Embedding.owner_kind == kind) & (Embedding.owner_id == model.id))
-            .where(Embedding.user_id == user_id))
-        for space, key, blob in rows:
-            found.setdefault((kind, space), {})[key] = _vector(blob)
+            .where(Embedding.user_id.in_(user_ids)))
+        for user_id, space, key, blob in rows:
+            found.setdefault(user_id, {}).setdefault((kind, space), {})[key] = _vector(blob)
     return found
 
 
