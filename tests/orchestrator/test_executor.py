@@ -131,3 +131,30 @@ def test_jobs_prepared_together_fail_alone(model: UserModel) -> None:
     single = prepare(model, jobs[0])
     assert ok.request.plan == single.request.plan and ok.sources == single.sources
     assert train.steps == 1 and train.method == "text-lora"
+
+
+def test_jobs_finished_together_fail_alone(model: UserModel) -> None:
+    """`finish_many` stores a group in one transaction; when one job of it was lost (its lease
+    ran out and another worker took it), the others are still finished and it is left alone."""
+    from unipgen.orchestrator.executor import finish_many, prepare
+
+    store = model.store
+    for name in ("ok", "lost"):
+        store.submit_job("ml", "2", TEXT.model_dump(mode="json"), key=f"group-{name}")
+    claimed = [store.claim_job("w1", 30, tenant="ml", key=f"group-{name}") for name in ("ok", "lost")]
+    done = [(job, work := prepare(model, job), [_text_output(work)]) for job in claimed]
+    with pytest.raises(Exception, match="no longer held"):  # the all-at-once path refuses the group...
+        lost = next(j for j in claimed if j.key == "group-lost")
+        store.fail_job("ml", lost.key, "w1", {"code": "x", "message": "x"}, retryable=True, backoff_s=0)
+        store.claim_jobs("w2", 30, 1, key=lost.key)  # ...because another worker holds this one now
+        store.finish_jobs("w1", [("ml", j.key, {}, []) for j in claimed])
+    assert store.job("ml", "group-ok").status == "running"  # nothing of the group was stored
+    ended = finish_many(model, "w1", done, backoff_s=0)
+    assert ended["group-ok"].status == "succeeded" and len(ended["group-ok"].result["artifacts"]) == 1
+    assert ended["group-lost"].status == "running" and ended["group-lost"].worker == "w2"
+
+
+def _text_output(work: Any) -> Any:
+    from unipgen.schema.generation import GeneratedOutput
+
+    return GeneratedOutput(data=b"an answer", media_type="text/plain", meta={"prompt": work.request.plan.prompt})

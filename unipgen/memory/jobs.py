@@ -146,19 +146,29 @@ class JobsMixin:
                    outputs: Sequence[OutputArtifact] = ()) -> JobRecord:
         """Store the job's outputs and mark it succeeded, in one transaction. If cancellation
         was requested meanwhile, the job ends cancelled instead and the outputs are dropped."""
+        return self.finish_jobs(worker, [(tenant, key, result, outputs)])[0]
+
+    def finish_jobs(self: MemoryStore, worker: str,
+                    ends: Sequence[tuple[str, str, dict[str, Any], Sequence[OutputArtifact]]]) -> list[JobRecord]:
+        """`finish_job` for several (tenant, key, result, outputs) in one transaction: all of
+        them, or on any error none (the caller may then finish them one by one)."""
         with self._write() as w:
-            job = _job(w.session, tenant, key)
-            _own(job, worker)
-            if job.cancel_requested:
-                _end(job, "cancelled")
-                return _record(w.session, job)
-            user = w.session.scalar(select(User.key).where(User.id == job.user_id))
-            for out in outputs:
-                self._insert_artifact(w, tenant, out.key, kind=out.kind, media_type=out.media_type, data=out.data,
-                                      user=user, derived_from=out.derived_from, meta={**(out.meta or {}), "job": key})
-            _end(job, "succeeded", progress=1.0)
-            job.result = result
-            return _record(w.session, job)
+            return [self._finish(w, tenant, key, worker, result, outputs) for tenant, key, result, outputs in ends]
+
+    def _finish(self: MemoryStore, w: Any, tenant: str, key: str, worker: str, result: dict[str, Any],
+                outputs: Sequence[OutputArtifact]) -> JobRecord:
+        job = _job(w.session, tenant, key)
+        _own(job, worker)
+        if job.cancel_requested:
+            _end(job, "cancelled")
+            return _record(w.session, job, tenant)
+        user = w.session.scalar(select(User.key).where(User.id == job.user_id))
+        for out in outputs:
+            self._insert_artifact(w, tenant, out.key, kind=out.kind, media_type=out.media_type, data=out.data,
+                                  user=user, derived_from=out.derived_from, meta={**(out.meta or {}), "job": key})
+        _end(job, "succeeded", progress=1.0)
+        job.result = result
+        return _record(w.session, job, tenant, user)
 
     def fail_job(self: MemoryStore, tenant: str, key: str, worker: str, error: dict[str, Any], *,
                  retryable: bool, backoff_s: float = 1.0) -> JobRecord:

@@ -143,15 +143,56 @@ def _attempt(make: Callable[[], Any]) -> Any:
 def finish(model: UserModel, job: JobRecord, worker: str, work: PreparedGeneration | TrainingInputs,
            produced: list[Any] | TrainedAdapter) -> JobRecord:
     """Store what the work produced and mark the job succeeded, in one transaction."""
+    return model.store.finish_job(job.tenant, job.key, worker, *_end_of(model, work, produced))
+
+
+def finish_many(model: UserModel, worker: str, done: list[tuple[JobRecord, Any, Any]],
+                backoff_s: float = 1.0) -> dict[str, JobRecord]:
+    """`finish` for several (job, work, produced) in one transaction; if that fails (one job
+    lost its lease, say), each is finished on its own so that only the failing one fails."""
+    if not done:
+        return {}
+    try:
+        ends = [(job.tenant, job.key, *_end_of(model, work, produced)) for job, work, produced in done]
+        return {record.key: record for record in model.store.finish_jobs(worker, ends)}
+    except Exception:  # noqa: BLE001  (sorted out job by job below)
+        ended = {}
+        for job, work, produced in done:
+            try:
+                ended[job.key] = finish(model, job, worker, work, produced)
+            except Exception as exc:  # noqa: BLE001  (recorded on the job)
+                ended[job.key] = record_failure(model, job, worker, exc, backoff_s)
+        return ended
+
+
+def _end_of(model: UserModel, work: PreparedGeneration | TrainingInputs,
+            produced: list[Any] | TrainedAdapter) -> tuple[dict[str, Any], list[OutputArtifact]]:
+    """The job's result record and the artifacts to store for what its work produced."""
     if isinstance(work, PreparedGeneration):
         outputs = output_artifacts(model, work, produced)  # type: ignore[arg-type]
-        result = {"artifacts": [o.key for o in outputs], "plan": work.request.plan.model_dump(mode="json")}
-    else:
-        assert isinstance(produced, TrainedAdapter)
-        outputs = [OutputArtifact(produced.new_key(), "adapter", produced.media_type, produced.data,
-                                  produced.derived_from, produced.meta)]
-        result = {"artifacts": [outputs[0].key], "method": produced.method, "losses": produced.losses}
-    return model.store.finish_job(job.tenant, job.key, worker, result, outputs)
+        return {"artifacts": [o.key for o in outputs], "plan": work.request.plan.model_dump(mode="json")}, outputs
+    assert isinstance(produced, TrainedAdapter)
+    outputs = [OutputArtifact(produced.new_key(), "adapter", produced.media_type, produced.data,
+                              produced.derived_from, produced.meta)]
+    return {"artifacts": [outputs[0].key], "method": produced.method, "losses": produced.losses}, outputs
+
+
+def record_failure(model: UserModel, job: JobRecord, worker: str, exc: BaseException,
+                   backoff_s: float = 1.0) -> JobRecord:
+    """Record how a job's run ended early: cancelled, failed for good (a caller's error), or
+    failed for another attempt (anything else); a job that went on elsewhere is left alone."""
+    store = model.store
+    if isinstance(exc, JobCancelled):
+        return store.mark_cancelled(job.tenant, job.key, worker)
+    if isinstance(exc, ConflictError):
+        current = store.job(job.tenant, job.key)
+        if current.worker != worker or current.status != "running":  # the job went on elsewhere
+            return current
+    if isinstance(exc, UnipgenError):
+        return store.fail_job(job.tenant, job.key, worker, {"code": exc.code, "message": exc.message},
+                              retryable=False)
+    return store.fail_job(job.tenant, job.key, worker, {"code": "internal", "message": f"{type(exc).__name__}: {exc}"},
+                          retryable=True, backoff_s=backoff_s)
 
 
 def run_claimed(model: UserModel, job: JobRecord, worker: str, lease_s: float,
@@ -175,21 +216,8 @@ def run_claimed(model: UserModel, job: JobRecord, worker: str, lease_s: float,
         produced = work_fn(work, lease)
         with lock:  # asked to stop while the work ran: finish_job drops what it made
             return finish(model, job, worker, work, produced)
-    except JobCancelled:
-        return store.mark_cancelled(job.tenant, job.key, worker)
-    except ConflictError as exc:
-        current = store.job(job.tenant, job.key)
-        if current.worker != worker or current.status != "running":  # the job went on elsewhere
-            return current
-        return store.fail_job(job.tenant, job.key, worker, {"code": exc.code, "message": exc.message},
-                              retryable=False)
-    except UnipgenError as exc:
-        return store.fail_job(job.tenant, job.key, worker, {"code": exc.code, "message": exc.message},
-                              retryable=False)
-    except Exception as exc:  # noqa: BLE001  (a crash of the work itself: worth another attempt)
-        return store.fail_job(job.tenant, job.key, worker,
-                              {"code": "internal", "message": f"{type(exc).__name__}: {exc}"},
-                              retryable=True, backoff_s=backoff_s)
+    except Exception as exc:  # noqa: BLE001  (record_failure sorts it: cancelled, the caller's, a crash)
+        return record_failure(model, job, worker, exc, backoff_s)
 
 
 class QueueExecutor:
@@ -283,5 +311,5 @@ def make_executor(model: UserModel, settings: Any, name: str | None = None, *, p
     raise InvalidInputError(f"unknown executor {name!r}; available: inline, ray")
 
 
-__all__ = ["Executor", "InlineExecutor", "JobCancelled", "Lease", "QueueExecutor", "finish", "make_executor", "parse_spec", "prepare",
-           "prepare_many", "run_claimed"]
+__all__ = ["Executor", "InlineExecutor", "JobCancelled", "Lease", "QueueExecutor", "finish", "finish_many", "make_executor", "parse_spec",
+           "prepare", "prepare_many", "record_failure", "run_claimed"]

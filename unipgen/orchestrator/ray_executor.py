@@ -21,12 +21,21 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from unipgen.core.usermodel import UserModel
 from unipgen.modalities import PLACEMENT_KEYS
-from unipgen.orchestrator.executor import JobCancelled, Lease, QueueExecutor, prepare_many, run_claimed
+from unipgen.orchestrator.executor import (
+    JobCancelled,
+    Lease,
+    QueueExecutor,
+    finish_many,
+    prepare_many,
+    record_failure,
+    run_claimed,
+)
 from unipgen.orchestrator.inline import PreparedGeneration
 from unipgen.orchestrator.ray_cluster import RayCluster, connect
 from unipgen.orchestrator.training import TrainingInputs, modality_of
@@ -220,15 +229,7 @@ class RayExecutor(QueueExecutor):
         import ray
 
         if isinstance(work, PreparedGeneration):
-            actor = self.actor(work.request.context.modality)
-            burst = self._bursts.pop(lease.job.key, (lease.job.key, 1))  # a job on its own: a burst of 1
-            try:
-                return self._await(actor.generate.remote(work.request, burst), lease, force_cancel=False)
-            except ray.exceptions.RayActorError:
-                # The worker died mid-job: the job will be retried; first let Ray bring the
-                # actor back (it reloads its model), so that the retry does not find it down.
-                self._wait_alive(actor)
-                raise
+            return self._receive(self._send(work, lease), work, lease)
         else:
             gpus = self._placement(modality_of(work.method))[1].get("num_gpus", 0)
             board = self._board()
@@ -239,10 +240,49 @@ class RayExecutor(QueueExecutor):
             finally:
                 board.drop.remote(lease.job.key)
 
+    def _send(self, work: PreparedGeneration, lease: Lease) -> Any:
+        """Send a generation to its model actor; returns the result's reference."""
+        actor = self.actor(work.request.context.modality)
+        burst = self._bursts.pop(lease.job.key, (lease.job.key, 1))  # a job on its own: a burst of 1
+        return actor.generate.remote(work.request, burst)
+
+    def _receive(self, ref: Any, work: PreparedGeneration, lease: Lease) -> Any:
+        import ray
+
+        try:
+            return self._await(ref, lease, force_cancel=False)
+        except ray.exceptions.RayActorError:
+            # The worker died mid-job: the job will be retried; first let Ray bring the
+            # actor back (it reloads its model), so that the retry does not find it down.
+            self._wait_alive(self.actor(work.request.context.modality))
+            raise
+
+    def _run_group(self, jobs: list[JobRecord], prepared: list[Any]) -> list[JobRecord]:
+        """Generation jobs prepared together: all sent, then all awaited, then all stored in
+        one transaction (`finish_many`: a job that fails fails alone)."""
+        ended: dict[str, JobRecord] = {}
+        sent, done = [], []
+        for job, work in zip(jobs, prepared):
+            lease = Lease(self.model.store, job, self.worker, self.lease_s, _renewed=time.monotonic())
+            try:
+                if job.cancel_requested:
+                    raise JobCancelled
+                if isinstance(work, Exception):
+                    raise work
+                sent.append((job, lease, work, self._send(work, lease)))
+            except Exception as exc:  # noqa: BLE001  (recorded on the job)
+                ended[job.key] = record_failure(self.model, job, self.worker, exc, self.backoff_s)
+        for job, lease, work, ref in sent:
+            try:
+                done.append((job, work, self._receive(ref, work, lease)))
+            except Exception as exc:  # noqa: BLE001  (recorded on the job)
+                ended[job.key] = record_failure(self.model, job, self.worker, exc, self.backoff_s)
+        with self._store_lock:
+            ended |= finish_many(self.model, self.worker, done, self.backoff_s)
+        return [ended[job.key] for job in jobs]
+
     def _wait_alive(self, actor: Any) -> None:
         """Return once `actor` answers again (Ray restarts it), or after `restart_timeout_s`."""
-        import time
-
         import ray
 
         deadline = time.monotonic() + self.restart_timeout_s
@@ -300,8 +340,14 @@ class RayExecutor(QueueExecutor):
                     group = claimed[start : start + self.prepare_batch]
                     prepared = prepare_many(self.model, group)
                     self._mark_burst(group, prepared)
-                    running += [pool.submit(self._run, job, work) for job, work in zip(group, prepared)]
-                ran += [future.result() for future in running]
+                    training = [(job, work) for job, work in zip(group, prepared) if isinstance(work, TrainingInputs)]
+                    running += [pool.submit(self._run, job, work) for job, work in training]
+                    rest = [(job, work) for job, work in zip(group, prepared) if not isinstance(work, TrainingInputs)]
+                    if rest:
+                        running.append(pool.submit(self._run_group, *map(list, zip(*rest))))
+                for future in running:
+                    outcome = future.result()
+                    ran += outcome if isinstance(outcome, list) else [outcome]
         return ran
 
     def _mark_burst(self, jobs: list[JobRecord], prepared: list[Any]) -> None:
