@@ -174,7 +174,7 @@ class RayExecutor(QueueExecutor):
     name = "ray"
 
     def __init__(self, model: UserModel, *, home: Any = None, address: str | None = None,
-                 cluster: RayCluster | None = None, concurrency: int = 8, prepare_batch: int = 8,
+                 cluster: RayCluster | None = None, concurrency: int = 8, prepare_batch: int = 16,
                  worker: str | None = None,
                  lease_s: float = 300.0, backoff_s: float = 1.0, poll_s: float = 0.5,
                  restart_timeout_s: float = 300.0) -> None:
@@ -185,7 +185,7 @@ class RayExecutor(QueueExecutor):
 
         self.cluster = cluster or connect(Path(home) if home else Settings().home, address)
         self.concurrency = concurrency
-        self.prepare_batch = prepare_batch
+        self.prepare_batch = prepare_batch  # as many as a model actor batches at once (its default)
         self.poll_s = poll_s
         self._bursts: dict[str, tuple[str, int]] = {}  # job key -> its burst, until its work is sent
         self.restart_timeout_s = restart_timeout_s
