@@ -15,6 +15,7 @@ from unipgen.schema.profiles import ComponentSpec
 BACKENDS: dict[str, str] = {
     "transformers-lm": "unipgen.modalities.text:TransformersTextBackend",
     "diffusers-sd": "unipgen.modalities.image:DiffusersImageBackend",
+    "transformers-musicgen": "unipgen.modalities.audio:MusicgenAudioBackend",
 }
 
 

@@ -1,0 +1,161 @@
+"""Music from a user's taste: MusicGen (transformers' `MusicgenForConditionalGeneration`).
+
+The router gives music requests a `prompt_only` plan whose prompt carries the user's preference
+keywords (genres, moods); this backend turns it into a WAV file. `audiocraft`, MusicGen's own
+package, cannot be installed beside a current torch (it pins torch 2.1), so the model comes from
+transformers, which loads the same Hub checkpoints (`facebook/musicgen-small`...).
+
+Model references:
+* ``"tiny-random"``: a tiny random-weight MusicGen built locally (tests, offline demos): a
+  2-layer T5 text encoder, a 2-codebook EnCodec at 16 kHz and a 2-layer decoder;
+* a Hub id or a local folder: loaded with `from_pretrained`.
+
+Each request is generated on its own, seeded by `options.seed`, so the same request gives the
+same bytes; `seconds` sets the length (one decoder step per frame of the audio encoder: 50 a
+second for the real models).
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from unipgen.errors import InvalidInputError
+from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
+
+TINY_MUSICGEN = "tiny-random"
+_VERSION = 3  # bump when the tiny model's recipe changes: the cached folder is rebuilt
+
+
+def tiny_musicgen_dir(seed: int = 0) -> Path:
+    """The folder of the tiny random MusicGen for `seed`, built on first use (well under a second)."""
+    directory = Path(tempfile.gettempdir()) / "unipgen-tiny" / f"musicgen-v{_VERSION}-seed{seed}"
+    if not (directory / "config.json").is_file():
+        build_tiny_musicgen(directory, seed)
+    return directory
+
+
+def build_tiny_musicgen(directory: Path, seed: int = 0) -> Path:
+    """Save a tiny random MusicGen and a locally trained tokenizer to `directory` (atomically)."""
+    import torch
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        T5Config,
+    )
+
+    from unipgen.tiny import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer(max_length=256)
+    text = T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
+                    pad_token_id=tokenizer.pad_token_id)
+    # hop 640 at 16 kHz: 25 frames a second (4 s = 100 decoder steps); 0.3 kbps over 6-bit
+    # codebooks: 2 codebooks (the real models: 50 frames a second, 4 codebooks)
+    audio = EncodecConfig(hidden_size=8, num_filters=4, upsampling_ratios=[8, 5, 4, 4], codebook_size=64,
+                          num_residual_layers=1, num_lstm_layers=1, sampling_rate=16_000, audio_channels=1,
+                          codebook_dim=8, target_bandwidths=[0.3])
+    decoder = MusicgenDecoderConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                    ffn_dim=64, num_codebooks=audio.num_quantizers, pad_token_id=64,
+                                    bos_token_id=64, max_position_embeddings=4096, initializer_factor=1.0)
+    # A wide init (not 0.02) makes the logits peaked, so that the music depends on the prompt
+    # through cross-attention rather than being near-uniform noise set by the seed alone.
+    config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict(),
+                            initializer_factor=1.0)
+    torch.manual_seed(seed)
+    model = MusicgenForConditionalGeneration(config).eval()
+    # EnCodec's codebooks start as zeros (training fills them): every code would decode to the
+    # same sound. Random codebooks make the audio follow the generated codes, hence the prompt.
+    with torch.no_grad():
+        for layer in model.audio_encoder.quantizer.layers:
+            layer.codebook.embed.normal_()
+            layer.codebook.embed_avg.copy_(layer.codebook.embed)
+    scratch = Path(tempfile.mkdtemp(dir=directory.parent if directory.parent.exists() else None))
+    model.save_pretrained(scratch)
+    tokenizer.save_pretrained(scratch)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        scratch.rename(directory)
+    except OSError:  # another process built it first
+        shutil.rmtree(scratch, ignore_errors=True)
+    return directory
+
+
+class MusicgenAudioBackend:
+    """Text-to-music with MusicGen; the plan's prompt carries the user's taste."""
+
+    modality = "audio"
+    methods = frozenset({"prompt_only"})
+
+    def __init__(self, ref: str = TINY_MUSICGEN, device: str = "cpu", seconds: float = 4.0,
+                 guidance_scale: float = 3.0, max_seconds: float = 30.0) -> None:
+        self.ref = ref
+        self.device = device
+        self.seconds = seconds
+        self.guidance_scale = guidance_scale
+        self.max_seconds = max_seconds
+        self.model: Any = None
+        self.tokenizer: Any = None
+
+    def setup(self) -> None:
+        """Load the tokenizer and model once (idempotent)."""
+        if self.model is not None:
+            return
+        from transformers import AutoTokenizer, MusicgenForConditionalGeneration
+
+        path = str(tiny_musicgen_dir()) if self.ref == TINY_MUSICGEN else self.ref
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = MusicgenForConditionalGeneration.from_pretrained(path).to(self.device).eval()
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.config.audio_encoder.sampling_rate)
+
+    def generate(self, requests: Sequence[GenerationRequest], fetch: BlobFetcher) -> list[list[GeneratedOutput]]:
+        """One WAV per output of each request, in order; the same bytes for the same seed."""
+        self.setup()
+        for request in requests:
+            if request.plan.method not in self.methods:
+                raise InvalidInputError(f"the music backend cannot apply {request.plan.method!r} "
+                                        f"(speech needs a text-to-speech backend in the profile)")
+        return [[self._one(request, index) for index in range(request.options.num_outputs)] for request in requests]
+
+    def _one(self, request: GenerationRequest, index: int) -> GeneratedOutput:
+        import torch
+
+        from unipgen.modalities.text import row_seed
+
+        prompt = request.plan.prompt
+        inputs = self.tokenizer([prompt], return_tensors="pt", padding=True).to(self.device)
+        steps = self._steps()
+        guidance = request.options.guidance_scale if request.options.guidance_scale is not None else self.guidance_scale
+        torch.manual_seed(row_seed(request.options.seed, index))
+        with torch.inference_mode():
+            audio = self.model.generate(**inputs, max_new_tokens=steps, do_sample=True, guidance_scale=guidance)
+        samples = audio[0, 0].float().cpu().numpy()
+        return GeneratedOutput(data=_wav(samples, self.sample_rate), media_type="audio/wav", meta={
+            "model": self.ref, "method": request.plan.method, "prompt": prompt, "seed": request.options.seed,
+            "sample_rate": self.sample_rate, "seconds": round(len(samples) / self.sample_rate, 3)})
+
+    def _steps(self) -> int:
+        if not 0 < self.seconds <= self.max_seconds:
+            raise InvalidInputError(f"music length {self.seconds} s is outside (0, {self.max_seconds}] s")
+        return max(int(self.seconds * self.model.config.audio_encoder.frame_rate), 1)
+
+
+def _wav(samples: Any, sample_rate: int) -> bytes:
+    """16-bit PCM WAV of float samples in [-1, 1] (clipped)."""
+    import numpy as np
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.clip(samples, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+__all__ = ["MusicgenAudioBackend", "build_tiny_musicgen", "tiny_musicgen_dir"]
