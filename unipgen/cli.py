@@ -267,7 +267,7 @@ Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Run the job now, o
 @app.command()
 def generate(
     user: str,
-    modality: Annotated[str, typer.Option("--modality", "-m", help="text or image (more with later backends).")] = "text",
+    modality: Annotated[str, typer.Option("--modality", "-m", help="text, image or audio (music); video and 3D come later.")] = "text",
     instruction: Annotated[str, typer.Option("--instruction", "-i", help="What to generate.")] = "",
     profile: Annotated[str, typer.Option(help="Model profile: tiny, cpu, gpu, offline or a .toml path.")] = "tiny",
     seed: Annotated[int, typer.Option(help="Same seed, same output.")] = 0,
