@@ -90,3 +90,17 @@ def test_music_for_a_user_carries_their_taste_and_is_stored_with_lineage(model) 
     assert artifact.media_type == "audio/wav" and not any(kind == "document" for kind, _ in artifact.derived_from)
     data, media_type = model.store.artifact_blob("ml", key)
     assert soundfile.read(io.BytesIO(data))[1] == 16_000 and media_type == "audio/wav"
+
+
+def test_every_profile_names_a_music_backend_that_builds() -> None:
+    from unipgen.modalities import load_backend
+    from unipgen.modalities.audio import MusicgenAudioBackend
+    from unipgen.schema.profiles import load_profile, profile_names
+
+    refs = {}
+    for name in profile_names():
+        backend = load_backend(load_profile(name).backends["audio"])  # built, not loaded: no download
+        assert isinstance(backend, MusicgenAudioBackend) and backend.modality == "audio"
+        refs[name] = backend.ref
+    assert refs == {"tiny": "tiny-random", "offline": "tiny-random", "cpu": "facebook/musicgen-small",
+                    "gpu": "facebook/musicgen-medium"}
