@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from unipgen.errors import RateLimitedError
@@ -84,7 +84,6 @@ class Service:
     executor: Any
     limiter: RateLimiter
     runner: JobRunner | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def start(cls, settings: Settings, *, profile: str = "tiny", run_jobs: bool = True) -> Service:

@@ -35,16 +35,19 @@ def _agree(upload: UploadFile, sniffed: str, what: str) -> None:
                                     f"but its content is {sniffed}")
 
 
-async def read_image(upload: UploadFile, limit: int, what: str) -> bytes:
+async def read_image(upload: UploadFile, limit: int, what: str) -> tuple[bytes, str]:
+    """The image's bytes and its sniffed media type."""
     data = await read_limited(upload, limit, what)
-    _agree(upload, sniff_image(data, what), what)
-    return data
+    media_type = sniff_image(data, what)
+    _agree(upload, media_type, what)
+    return data, media_type
 
 
-async def read_audio(upload: UploadFile, limit: int, max_seconds: float, what: str) -> bytes:
+async def read_audio(upload: UploadFile, limit: int, max_seconds: float, what: str) -> tuple[bytes, str]:
+    """The recording's bytes and its sniffed media type."""
     data = await read_limited(upload, limit, what)
     info = sniff_audio(data, what)
     _agree(upload, info.media_type, what)
     if info.duration_s > max_seconds:
         raise PayloadTooLargeError(f"{what} lasts {info.duration_s:.1f} s, over the limit of {max_seconds:g} s")
-    return data
+    return data, info.media_type

@@ -17,14 +17,11 @@ from unipgen.memory.models import (
     Blob,
     Embedding,
     EmbeddingSpace,
-    Face,
     Item,
     Lineage,
     Subject,
-    VoiceSample,
 )
 
-_MEDIA_MODELS: dict[str, Any] = {"face": Face, "voice": VoiceSample}
 
 if TYPE_CHECKING:
     from unipgen.memory.store import MemoryStore
@@ -101,7 +98,7 @@ class ReadsMixin:
 
     def media(self: MemoryStore, tenant: str, user: str, kind: str) -> list[tuple[str, str]]:
         """(key, media type) of a user's face photos (`kind` ``face``) or voice samples (``voice``)."""
-        model = _MEDIA_MODELS[kind]
+        model = OWNER_MODELS[kind][0]  # Face or VoiceSample
         with self.session() as session:
             user_id = user_id_of(session, tenant, user)
             return [(key, media_type) for key, media_type in session.execute(
@@ -110,7 +107,7 @@ class ReadsMixin:
 
     def media_blob(self: MemoryStore, tenant: str, user: str, kind: str, key: str) -> tuple[bytes, str]:
         """The bytes and media type of one face photo or voice sample."""
-        model = _MEDIA_MODELS[kind]
+        model = OWNER_MODELS[kind][0]  # Face or VoiceSample
         with self.session() as session:
             user_id = user_id_of(session, tenant, user)
             found = session.execute(select(model.blob_sha, Blob.media_type).join(Blob, Blob.sha256 == model.blob_sha)

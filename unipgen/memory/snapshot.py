@@ -110,7 +110,7 @@ class _Reads:
         self.spaces = {name: (dim, metric) for name, dim, metric in session.execute(
             select(EmbeddingSpace.name, EmbeddingSpace.dim, EmbeddingSpace.metric)
             .where(EmbeddingSpace.tenant_id == tenant_id))}
-        self.events = _events(session, user_ids)
+        self.events = _events(session, ids)
         seen_items = select(BehaviorEvent.item_id).where(BehaviorEvent.user_id.in_(user_ids))
         self.item_vectors: dict[str, dict[str, np.ndarray]] = {s: {} for s in item_spaces if s in self.spaces}
         self.item_texts: dict[str, str] = {}
@@ -141,7 +141,7 @@ class _Reads:
 
     def snapshot(self, tenant: str, user: str) -> UserSnapshot:
         user_id = self.ids[user]
-        events = [row._replace(user=user) for row in self.events.get(user_id, [])]
+        events = self.events.get(user_id, [])
         items = {e.item for e in events}
         own = self.own.get(user_id, {})
         return UserSnapshot(
@@ -164,16 +164,17 @@ def _grouped(rows: Any, convert: Any = None) -> dict[int, list[Any]]:
     return grouped
 
 
-def _events(session: Any, user_ids: list[int]) -> dict[int, list[EventRow]]:
-    """The users' events, oldest first (the `user` field is filled in per snapshot)."""
+def _events(session: Any, ids: dict[str, int]) -> dict[int, list[EventRow]]:
+    """The users' events (`ids`: user key → row id) by user id, oldest first."""
+    keys = {user_id: key for key, user_id in ids.items()}
     rows = session.execute(
         select(BehaviorEvent.user_id, BehaviorEvent.type, Item.key, BehaviorEvent.ts, BehaviorEvent.value,
                BehaviorEvent.meta)
-        .join(Item, Item.id == BehaviorEvent.item_id).where(BehaviorEvent.user_id.in_(user_ids))
+        .join(Item, Item.id == BehaviorEvent.item_id).where(BehaviorEvent.user_id.in_(list(keys)))
         .order_by(BehaviorEvent.ts, BehaviorEvent.id))
     grouped: dict[int, list[EventRow]] = {}
     for user_id, kind, key, ts, value, meta in rows:
-        grouped.setdefault(user_id, []).append(EventRow("", kind, key, ts, value, meta))
+        grouped.setdefault(user_id, []).append(EventRow(keys[user_id], kind, key, ts, value, meta))
     return grouped
 
 

@@ -24,9 +24,9 @@ MAX_SUBJECT_PHOTOS = 20
 async def add_face(user: str, key: Key, consent: Consent, file: Annotated[UploadFile, File()], svc: ServiceDep,
                    who: CallerDep) -> MediaPublic:
     """A photo of the user's face (JPEG, PNG...): stored with its identity embedding."""
-    image = await read_image(file, svc.settings.max_blob_bytes, f"face {key!r}")
+    image, media_type = await read_image(file, svc.settings.max_blob_bytes, f"face {key!r}")
     await run_in_threadpool(svc.model.add_face, who.tenant, user, key, image, consent=consent)
-    return MediaPublic(key=key, media_type=_media_type(svc, who.tenant, user, "face", key))
+    return MediaPublic(key=key, media_type=media_type)
 
 
 @router.get("/faces", response_model=list[MediaPublic])
@@ -44,10 +44,10 @@ def get_face(user: str, key: str, svc: ServiceDep, who: CallerDep) -> Response:
 async def add_voice(user: str, key: Key, consent: Consent, file: Annotated[UploadFile, File()], svc: ServiceDep,
                     who: CallerDep) -> MediaPublic:
     """A recording of the user's voice (WAV, FLAC, OGG), up to `UNIPGEN_MAX_AUDIO_SECONDS`."""
-    audio = await read_audio(file, svc.settings.max_blob_bytes, svc.settings.max_audio_seconds,
-                             f"voice sample {key!r}")
+    audio, media_type = await read_audio(file, svc.settings.max_blob_bytes, svc.settings.max_audio_seconds,
+                                         f"voice sample {key!r}")
     await run_in_threadpool(svc.model.add_voice, who.tenant, user, key, audio, consent=consent)
-    return MediaPublic(key=key, media_type=_media_type(svc, who.tenant, user, "voice", key))
+    return MediaPublic(key=key, media_type=media_type)
 
 
 @router.get("/voices", response_model=list[MediaPublic])
@@ -70,7 +70,7 @@ async def add_subject(user: str, key: Key, name: Annotated[str, Form(min_length=
     if not 1 <= len(files) <= MAX_SUBJECT_PHOTOS:
         raise InvalidInputError(f"subject {key!r}: send 1 to {MAX_SUBJECT_PHOTOS} photos, not {len(files)}")
     limit = svc.settings.max_blob_bytes
-    images = [await read_image(f, limit, f"subject {key!r} photo {n + 1}") for n, f in enumerate(files)]
+    images = [(await read_image(f, limit, f"subject {key!r} photo {n + 1}"))[0] for n, f in enumerate(files)]
     await run_in_threadpool(svc.model.add_subject, who.tenant, user, key, name=name, class_noun=class_noun,
                             images=images)
     return SubjectPublic(key=key, name=name, class_noun=class_noun, images=len(images))
@@ -80,10 +80,6 @@ async def add_subject(user: str, key: Key, name: Annotated[str, Form(min_length=
 def list_subjects(user: str, svc: ServiceDep, who: CallerDep) -> list[SubjectPublic]:
     return [SubjectPublic(key=s.key, name=s.name, class_noun=s.class_noun, images=len(s.image_shas))
             for s in svc.store.subjects(who.tenant, user)]
-
-
-def _media_type(svc: ServiceDep, tenant: str, user: str, kind: str, key: str) -> str:
-    return dict(svc.store.media(tenant, user, kind))[key]
 
 
 def _read(svc: ServiceDep, who: CallerDep, user: str, kind: str, key: str) -> Response:
