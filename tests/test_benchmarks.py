@@ -148,3 +148,13 @@ def test_generation_training_step_stage(generation_bench: ModuleType) -> None:
     assert result["train_losses_identical"] is True and result["train_loss_max_rel_diff"] == 0.0
     assert len(result["train_losses_unipgen"]) == 4  # warm-up + timed + the closing step
     assert result["train_settings"]["prior_preservation"] is True
+
+
+def test_media_bench_times_video_and_3d_against_their_pipelines() -> None:
+    pytest.importorskip("diffusers")
+    from unipgen.bench import run_benchmark
+
+    result = run_benchmark("media_bench", quick=True)
+    _positive(result, "video_s_per_output", "video_direct_s", "video_overhead_ratio", "shape_s_per_output",
+              "shape_direct_s", "shape_overhead_ratio", "shape_faces", "shape_preview_bytes")
+    assert -1.0 <= result["video_temporal_consistency"] <= 1.0

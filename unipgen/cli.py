@@ -30,6 +30,10 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(keys_app, name="keys")
 
+_MODALITY_ALIASES = {"music": "audio"}  # the CLI says music; the schema's modality is audio
+_MODALITY_NAMES = ("text", "image", "video", "music (= audio)", "speech", "3d")
+_MODALITY_HELP = "text, image, video, music (or audio), speech or 3d."
+
 Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 _state: dict[str, Any] = {}
@@ -185,6 +189,18 @@ def bench_generation(
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
+@bench_app.command("media")
+def bench_media(
+    quick: Annotated[bool, typer.Option(help="Fewer runs (under a minute).")] = False,
+    as_json: Json = False,
+) -> None:
+    """Seconds per video and per 3D object on the tiny models, vs the diffusers pipelines called directly."""
+    from unipgen.bench import run_benchmark
+
+    results = run_benchmark("media_bench", quick=quick)
+    _emit(results, as_json, json.dumps(results, indent=2))
+
+
 @bench_app.command("orchestrator")
 def bench_orchestrator(
     quick: Annotated[bool, typer.Option(help="Fewer repeats and requests (a minute or two).")] = False,
@@ -238,7 +254,7 @@ def bench_textpersonalization(
 @app.command()
 def context(
     user: str,
-    modality: Annotated[str, typer.Option("--modality", "-m", help="text, image, video, audio or 3d.")] = "text",
+    modality: Annotated[str, typer.Option("--modality", "-m", help=_MODALITY_HELP)] = "text",
     instruction: Annotated[str, typer.Option("--instruction", "-i", help="What to generate.")] = "",
     profile: Annotated[str, typer.Option(help="Model profile: tiny, cpu, gpu or a .toml path.")] = "tiny",
     vectors: Annotated[bool, typer.Option(help="Include the raw preference vectors.")] = False,
@@ -248,7 +264,7 @@ def context(
     """Build USER's context for a request and the personalization plan chosen for it."""
     from unipgen.core.context import ContextConfig
 
-    _check_request(modality, instruction)
+    modality = _check_request(modality, instruction)
     with _store() as store:
         model = _user_model(store, profile, tenant, user, ContextConfig(include_vectors=vectors, diversity=diversity))
         built = model.context(tenant, user, modality, instruction)  # type: ignore[arg-type]
@@ -267,11 +283,13 @@ Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Run the job now, o
 @app.command()
 def generate(
     user: str,
-    modality: Annotated[str, typer.Option("--modality", "-m", help="text, image or audio (music); video and 3D come later.")] = "text",
+    modality: Annotated[str, typer.Option("--modality", "-m", help=_MODALITY_HELP)] = "text",
     instruction: Annotated[str, typer.Option("--instruction", "-i", help="What to generate.")] = "",
     profile: Annotated[str, typer.Option(help="Model profile: tiny, cpu, gpu, offline or a .toml path.")] = "tiny",
     seed: Annotated[int, typer.Option(help="Same seed, same output.")] = 0,
     num_outputs: Annotated[int, typer.Option("--num-outputs", "-n", min=1, max=16)] = 1,
+    melody: Annotated[str | None, typer.Option(help="Music: key of one of USER's voice recordings whose tune "
+                                                    "the music follows (needs a melody backend).")] = None,
     executor: Executor = None, job_id: JobId = None, wait: Wait = True,
     tenant: Tenant = "default", as_json: Json = False,
 ) -> None:
@@ -279,9 +297,9 @@ def generate(
     from unipgen.schema.generation import GenerationOptions
     from unipgen.schema.jobs import GenerateSpec
 
-    _check_request(modality, instruction)
+    modality = _check_request(modality, instruction)
     spec = GenerateSpec(modality=modality, instruction=instruction,  # type: ignore[arg-type]
-                        options=GenerationOptions(seed=seed, num_outputs=num_outputs))
+                        options=GenerationOptions(seed=seed, num_outputs=num_outputs, melody=melody))
     with _store() as store:
         job = _run_job(store, profile, executor, tenant, user, spec, job_id, wait)
         artifacts = [_artifact_file(store, tenant, key) for key in (job.result or {}).get("artifacts", [])]
@@ -432,13 +450,17 @@ def feedback(
     _emit(payload, as_json, f"recorded {kind} on {output}" + (f" over {over}" if over else ""))
 
 
-def _check_request(modality: str, instruction: str) -> None:
+def _check_request(modality: str, instruction: str) -> str:
+    """The modality's canonical name ("music" is "audio"); refuses an unknown one or no instruction."""
     from unipgen.errors import InvalidInputError
+    from unipgen.schema.context import MODALITIES
 
-    if modality not in ("text", "image", "video", "audio", "3d"):
-        raise InvalidInputError(f"unknown modality {modality!r}; expected text, image, video, audio or 3d")
+    modality = _MODALITY_ALIASES.get(modality, modality)
+    if modality not in MODALITIES:
+        raise InvalidInputError(f"unknown modality {modality!r}; expected one of {', '.join(_MODALITY_NAMES)}")
     if not instruction.strip():
-        raise InvalidInputError("--instruction is empty: say what to generate")
+        raise InvalidInputError("--instruction is empty: say what to generate (for speech: the words to say)")
+    return modality
 
 
 def _user_model(store: MemoryStore, profile: str, tenant: str, user: str, config: Any = None) -> Any:

@@ -2,9 +2,10 @@
 
 A MovieLens slice gives users their ratings and tags; the persona sample gives one of them a
 face photo, a voice sample and a personal subject (a dog with two reference photos). The demo
-then shows that user's context for an image request, generates personalized text and images,
-learns from the user's choice between two answers (DPO), exports and re-imports the user, and
-forgets them with a residue scan.
+then shows that user's context for an image request, generates one personalized output per
+modality (text, image, video, music, speech in their voice, 3D), learns from the user's choice
+between two answers (DPO), exports and re-imports the user, and forgets them with a residue scan:
+every output derived from their data goes with them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ DEMO_REQUEST = "a photo of my dog on the beach"
 DEMO_TEXT_REQUEST = "In two sentences, recommend a movie for my Friday night and say why it suits me."
 DEMO_PORTRAIT_REQUEST = "a portrait of me in a garden"
 DEMO_FEEDBACK_REQUEST = "Name one film I should watch this weekend."
+DEMO_VIDEO_REQUEST = "a video of my dog running on the beach"
+DEMO_MUSIC_REQUEST = "music for my Friday movie night"
+DEMO_SPEECH_REQUEST = "Good evening! Tonight I recommend a film with a twist you will not see coming."
+DEMO_3D_REQUEST = "a 3d model of my dog"
 
 
 def run_demo(home: Path | None, tenant: str = "demo") -> None:
@@ -115,6 +120,33 @@ def show_generation(generator, tenant: str, user: str, say) -> None:  # noqa: AN
     say(f"     image ({image.plan.method} on the dog's photos, tiny random diffusion model): {image.path}")
     [portrait] = generator.generate(tenant, user, "image", DEMO_PORTRAIT_REQUEST)
     say(f"     image ({portrait.plan.method} FaceID on the face embedding, {DEMO_PORTRAIT_REQUEST!r}): {portrait.path}")
+    show_media(generator, tenant, user, say)
+
+
+def show_media(generator, tenant: str, user: str, say) -> None:  # noqa: ANN001
+    """Video, music, speech and 3D for the same user (tiny random models but the speech voice)."""
+    from unipgen.schema.generation import GenerationOptions
+
+    [video] = generator.generate(tenant, user, "video", DEMO_VIDEO_REQUEST)
+    meta = _meta(generator, tenant, user, video.key)
+    say(f"     video ({video.plan.method} on the dog's photos, {meta['num_frames']} frames at {meta['fps']} fps, "
+        f"temporal consistency {meta['temporal_consistency']:.2f}): {video.path}")
+    melody = "greeting" if generator.model.profile.backends["audio"].type.endswith("-melody") else None
+    [music] = generator.generate(tenant, user, "audio", DEMO_MUSIC_REQUEST, GenerationOptions(melody=melody))
+    say(f"     music ({music.plan.method}: {music.plan.prompt!r}"
+        + (f", following the tune of their recording {melody!r}" if melody else "") + f"): {music.path}")
+    [speech] = generator.generate(tenant, user, "speech", DEMO_SPEECH_REQUEST)
+    meta = _meta(generator, tenant, user, speech.key)
+    say(f"     speech ({speech.plan.method}, {meta['voice']} voice, speaker similarity to their recording "
+        f"{meta.get('speaker_similarity', float('nan')):.2f}): {speech.path}")
+    mesh, preview = generator.generate(tenant, user, "3d", DEMO_3D_REQUEST)
+    meta = _meta(generator, tenant, user, mesh.key)
+    say(f"     3D ({mesh.plan.method} from the dog's photo, {meta['vertices']} vertices): {mesh.path}; "
+        f"preview: {preview.path}")
+
+
+def _meta(generator, tenant: str, user: str, key: str) -> dict:  # noqa: ANN001
+    return next(a.meta for a in generator.model.store.artifacts(tenant, user, kind="output") if a.key == key) or {}
 
 
 def show_feedback_loop(generator, tenant: str, user: str, say) -> None:  # noqa: ANN001

@@ -47,6 +47,12 @@ class PayloadTooLargeError(InvalidInputError):
     code = "payload_too_large"
 
 
+class MissingDependencyError(UnipgenError):
+    """An optional package a model needs is missing or too old; the message says what to install."""
+
+    code = "missing_dependency"
+
+
 class StoreError(UnipgenError):
     """A runtime failure of the store (not the caller's fault): I/O, a corrupt index file."""
 

@@ -1,21 +1,20 @@
-"""A tokenizer trained locally on a small word list, shared by the tiny random models.
+"""Shared pieces of the tiny random models: a locally trained tokenizer and the tiny CLIP.
 
 Tiny models (CLIP for the encoders, Stable Diffusion for the image backend) are built from
 configs with random weights for tests and offline demos; their tokenizer is trained here, so
-nothing is downloaded. It sits at the package top, beside settings and errors, because both
-`unipgen.core` and `unipgen.modalities` use it and neither may import the other.
+nothing is downloaded. The outputs carry no meaning; the code paths (tokenise, encode, project,
+normalise, save, load) are the real ones. This sits at the package top, beside settings and
+errors, because both `unipgen.core` (the image encoder) and `unipgen.modalities` (the video
+backend's frame encoder) use it and neither may import the other.
 """
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 # Words the tiny tokenizer learns from: prompts and nouns of the kind unipgen sees.
-_CORPUS = (
-    "a photo of a dog cat backpack vase clock toy sneaker candle bowl bear plushie robot duck teapot "
-    "in the jungle snow beach city street on top of a wooden floor with a blue house in the background "
-    "red green blue yellow purple shiny wet cube a cartoon painting watercolor sketch style of van gogh "
-    "action adventure animation children comedy crime documentary drama fantasy horror musical mystery "
-    "romance sci-fi thriller war western noir portrait landscape sunset mountain river forest"
-).split()
+_CORPUS = ["a", "photo", "of", "a", "dog", "cat", "backpack", "vase", "clock", "toy", "sneaker", "candle", "bowl", "bear", "plushie", "robot", "duck", "teapot", "in", "the", "jungle", "snow", "beach", "city", "street", "on", "top", "of", "a", "wooden", "floor", "with", "a", "blue", "house", "in", "the", "background", "red", "green", "blue", "yellow", "purple", "shiny", "wet", "cube", "a", "cartoon", "painting", "watercolor", "sketch", "style", "of", "van", "gogh", "action", "adventure", "animation", "children", "comedy", "crime", "documentary", "drama", "fantasy", "horror", "musical", "mystery", "romance", "sci-fi", "thriller", "war", "western", "noir", "portrait", "landscape", "sunset", "mountain", "river", "forest"]
 
 
 def build_tiny_tokenizer(max_length: int = 77):  # noqa: ANN201
@@ -32,3 +31,35 @@ def build_tiny_tokenizer(max_length: int = 77):  # noqa: ANN201
         single="<bos> $A <eos>", special_tokens=[("<bos>", 1), ("<eos>", 2)])
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
                                    eos_token="<eos>", unk_token="<unk>", model_max_length=max_length)
+
+
+TINY_CLIP = "tiny-random"
+_VERSION = "1"
+
+
+def tiny_clip_dir(seed: int = 0) -> Path:
+    """The folder of the tiny CLIP for `seed`, built on first use (a few seconds)."""
+    directory = Path(tempfile.gettempdir()) / "unipgen-tiny" / f"clip-v{_VERSION}-seed{seed}"
+    if not (directory / "config.json").is_file():
+        build_tiny_clip(directory, seed)
+    return directory
+
+
+def build_tiny_clip(directory: Path, seed: int = 0) -> Path:
+    """Save a tiny CLIP (model, tokenizer, image processor) to `directory`."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    tokenizer = build_tiny_tokenizer()
+    text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "max_position_embeddings": 77, "pad_token_id": 0, "bos_token_id": 1,
+            "eos_token_id": 2}
+    vision = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 37,
+              "num_hidden_layers": 2, "num_attention_heads": 4}
+    torch.manual_seed(seed)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
+    return directory

@@ -20,11 +20,17 @@ def test_profiles_name_an_encoder_per_role() -> None:
     for name in profile_names():
         profile = load_profile(name)
         assert set(profile.encoders) == {"text", "image", "face", "voice"}
-        assert set(profile.backends) == {"text", "image", "audio"}
+        assert set(profile.backends) == {"text", "image", "video", "audio", "speech", "3d"}
         for spec in profile.encoders.values():
             assert encoder_class(spec.type)  # every type resolves to a class
     with pytest.raises(NotFoundError, match="unknown model profile 'xl'"):
         load_profile("xl")
+
+
+def test_video_consistency_is_scored_with_the_profiles_image_encoder() -> None:
+    for name in profile_names():
+        profile = load_profile(name)
+        assert profile.backends["video"].options["frame_encoder"] == profile.encoders["image"].ref, name
 
 
 def test_registry_is_extensible_and_names_unknown_types() -> None:

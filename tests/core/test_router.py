@@ -60,11 +60,13 @@ def test_text_uses_evidence_or_an_adapter() -> None:
     assert route(context("text", "Write me a postcard", adapters=[adapter])).method == "lora"
 
 
-def test_speech_needs_a_voice() -> None:
-    assert route(context("audio", "Say happy birthday", voice_embedding=[1.0, 0.0])).method == "speaker_embedding"
-    without = route(context("audio", "Say happy birthday"))
-    assert without.method == "prompt_only" and "no voice sample" in without.reasons[0]
-    assert route(context("audio", "upbeat music for running")).method == "prompt_only"
+def test_speech_is_read_in_the_users_voice_when_they_have_one() -> None:
+    voiced = route(context("speech", "Happy birthday, Ana!", voice_embedding=[1.0, 0.0]))
+    assert voiced.method == "speaker_embedding"
+    assert voiced.prompt == "Happy birthday, Ana!"  # the words to say, with nothing added
+    without = route(context("speech", "Happy birthday, Ana!"))
+    assert without.method == "prompt_only" and "no voice recording" in without.reasons[0]
+    assert route(context("audio", "say something upbeat", voice_embedding=[1.0, 0.0])).method == "prompt_only"
 
 
 def test_3d_of_a_subject_starts_from_its_image() -> None:

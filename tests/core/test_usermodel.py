@@ -14,6 +14,7 @@ from unipgen.core.usermodel import UserModel
 from unipgen.demo import PERSONA_SAMPLE
 from unipgen.errors import InvalidInputError
 from unipgen.memory import MemoryStore
+from unipgen.memory.blobs import sha256_hex
 from unipgen.memory.models import Blob, Embedding, Face, VoiceSample
 
 needs_identity = pytest.mark.skipif(find_spec("dlib") is None or find_spec("resemblyzer") is None,
@@ -54,9 +55,13 @@ def test_photo_without_a_face_writes_nothing(model: UserModel) -> None:
 @needs_identity
 def test_voice_is_embedded_and_forgotten(model: UserModel) -> None:
     model.add_voice("t", "alice", "hello", persona("voice", "1688-142285-0002.flac"), consent=True)
-    context = model.context("t", "alice", "audio", "Say good morning")
+    context = model.context("t", "alice", "speech", "Good morning")
     assert context.conditioning.voice_embedding is not None and "voice:hello" in context.provenance
+    sample = persona("voice", "1688-142285-0002.flac")
+    assert context.conditioning.voice_samples == {"hello": sha256_hex(sample)}
     assert model.plan(context).method == "speaker_embedding"
+    image = model.context("t", "alice", "image", "a poster", for_generation=True)  # voices are not an image's
+    assert image.conditioning.voice_embedding is None and "voice:hello" not in image.provenance
     assert model.store.forget_item("t", "voice", "hello", user="alice").residue == []
     assert model.store.count_rows(VoiceSample) == 0 and model.store.count_rows(Embedding) == 0
 

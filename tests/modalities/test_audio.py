@@ -103,4 +103,85 @@ def test_every_profile_names_a_music_backend_that_builds() -> None:
         assert isinstance(backend, MusicgenAudioBackend) and backend.modality == "audio"
         refs[name] = backend.ref
     assert refs == {"tiny": "tiny-random", "offline": "tiny-random", "cpu": "facebook/musicgen-small",
-                    "gpu": "facebook/musicgen-medium"}
+                    "gpu": "facebook/musicgen-melody"}
+
+
+# -- MusicGen-Melody: the user's recorded tune steers the music --------------------------------
+
+
+def _tune(freqs: list[float], rate: int = 16_000, note_s: float = 0.4, container: str = "WAV") -> bytes:
+    """A recorded tune: one sine note after another."""
+    import numpy as np
+
+    t = np.arange(int(rate * note_s)) / rate
+    buffer = io.BytesIO()
+    notes = [np.zeros(0)] + [0.5 * np.sin(2 * np.pi * f * t) for f in freqs]
+    soundfile.write(buffer, np.concatenate(notes), rate, format=container)
+    return buffer.getvalue()
+
+
+C_MAJOR = [261.63, 329.63, 392.0, 523.25]  # C E G C: pitch classes 0 4 7 0
+A_MAJOR = [440.0, 493.88, 554.37, 587.33]  # A B C# D: pitch classes 9 11 1 2
+BLOBS = {"c-major": _tune(C_MAJOR * 2), "a-major": _tune(A_MAJOR * 2, rate=22_050, container="FLAC"),
+         "not-audio": b"this is not a recording", "long": _tune(C_MAJOR * 10)}
+
+
+def _melody_request(melody: str | None, seed: int = 1) -> GenerationRequest:
+    from unipgen.schema.context import Conditioning
+
+    context = UserContext(tenant="t", user="u", modality="audio", instruction="music", profile={},
+                          conditioning=Conditioning(melody=melody), built_at=datetime(2024, 1, 1, tzinfo=UTC))
+    plan = PersonalizationPlan(modality="audio", method="prompt_only", prompt="comedy sunset beach", reasons=["test"],
+                               budget_tokens=120, used_tokens=3)
+    return GenerationRequest(context=context, plan=plan, options=GenerationOptions(seed=seed))
+
+
+@pytest.fixture(scope="module")
+def melody_backend():  # noqa: ANN201
+    from unipgen.modalities.audio_melody import MusicgenMelodyAudioBackend
+
+    music = MusicgenMelodyAudioBackend(seconds=2.0, max_melody_seconds=5.0)
+    music.setup()
+    return music
+
+
+def test_the_chromagram_finds_the_notes_of_a_tune_at_any_sample_rate() -> None:
+    from unipgen.modalities.audio import decode_clip
+    from unipgen.modalities.audio_melody import melody_chroma
+
+    for key, notes in [("c-major", [0, 4, 7, 0]), ("a-major", [9, 11, 1, 2])]:
+        samples = decode_clip(BLOBS[key], 16_000, 30.0, key)  # the A major clip is a 22.05 kHz FLAC
+        assert abs(len(samples) - 16_000 * 3.2) <= 2
+        chroma = melody_chroma(samples, 16_000, n_fft=2048, hop_length=1024)
+        assert chroma.shape == (51, 12) and (chroma.sum(axis=1) == 1).all()  # one-hot rows
+        # the loudest pitch class in the middle of each 0.4 s note (6.25 frames) is that note's
+        assert [int(chroma[int(6.25 * i + 3)].argmax()) for i in range(4)] == notes
+
+
+def test_a_melody_steers_the_music_and_stays_deterministic(melody_backend) -> None:  # noqa: ANN001
+    import numpy as np
+
+    [[plain], [c_major], [a_major], [c_again], [c_seed2]] = melody_backend.generate(
+        [_melody_request(None), _melody_request("c-major"), _melody_request("a-major"), _melody_request("c-major"),
+         _melody_request("c-major", seed=2)], BLOBS.get)
+    waves = [soundfile.read(io.BytesIO(output.data)) for output in (plain, c_major, a_major)]
+    assert all(rate == 16_000 and abs(len(wave) / rate - 2.0) < 0.1 and wave.std() > 0 for wave, rate in waves)
+    assert plain.meta["melody"] is None and plain.meta["melody_seconds"] == 0.0
+    assert c_major.meta["melody"] == "c-major" and c_major.meta["melody_seconds"] == 3.2
+    assert c_major.data == c_again.data and c_major.data != c_seed2.data
+    for one, other in [(0, 1), (0, 2), (1, 2)]:  # none vs each clip, and the two clips
+        assert np.abs(waves[one][0] - waves[other][0]).mean() > 1e-4
+
+
+def test_the_melody_clip_is_cut_to_max_melody_seconds(melody_backend) -> None:  # noqa: ANN001
+    [[long]] = melody_backend.generate([_melody_request("long")], BLOBS.get)
+    assert long.meta["melody_seconds"] == 5.0  # the clip is 16 s
+
+
+def test_a_melody_that_is_not_audio_is_refused(melody_backend) -> None:  # noqa: ANN001
+    from unipgen.errors import UnsupportedMediaError
+
+    with pytest.raises(UnsupportedMediaError, match="melody reference not-audio is not an audio file"):
+        melody_backend.generate([_melody_request("not-audio")], BLOBS.get)
+    with pytest.raises(UnsupportedMediaError, match="no audio samples"):
+        melody_backend.generate([_melody_request("empty")], {"empty": _tune([])}.get)

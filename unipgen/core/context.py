@@ -20,7 +20,7 @@ import numpy as np
 
 from unipgen.core.preference import PreferenceConfig, build, drift, mmr, preference_vectors
 from unipgen.core.retrieval import Candidate, hybrid_search
-from unipgen.core.router import ALL_PARTS, CONTEXT_PARTS
+from unipgen.core.router import ALL_PARTS, CONDITIONING_ALL, CONDITIONING_PARTS, CONTEXT_PARTS
 from unipgen.core.vocabulary import Vocabulary, build_vocabulary, catalog_words
 from unipgen.memory import MemoryStore
 from unipgen.memory.models import utcnow
@@ -77,13 +77,14 @@ class ContextBuilder:
         the generation could have used, and the work of the unused part is not done.
         """
         parts = CONTEXT_PARTS[modality] if for_generation else ALL_PARTS
-        snapshot = self.store.user_snapshot(tenant, user, PREFERENCE_SPACES)
+        if snapshot is None:
+            snapshot = self.store.user_snapshot(tenant, user, PREFERENCE_SPACES)
         provenance = [f"user:{user}"] if snapshot.events else []
         preferences = [p for p in (self.preferences(tenant, snapshot, space) for space in PREFERENCE_SPACES
                                    if space in snapshot.spaces) if p is not None] if "preferences" in parts else []
         evidence = self.evidence(snapshot, instruction, query) if "evidence" in parts else []
         provenance += [f"{e.kind}:{e.key}" for e in evidence]
-        conditioning, used = self.conditioning(snapshot)
+        conditioning, used = self.conditioning(snapshot, CONDITIONING_PARTS[modality] if for_generation else None)
         provenance += used
         return UserContext(tenant=tenant, user=user, modality=modality, instruction=instruction,
                            profile=snapshot.profile, evidence=evidence, preferences=preferences,
@@ -187,23 +188,32 @@ class ContextBuilder:
 
     # -- conditioning -----------------------------------------------------------------------
 
-    def conditioning(self, snapshot: UserSnapshot) -> tuple[Conditioning, list[str]]:
-        """Subjects with their adapters, user-level adapters, face and voice embeddings; and
-        the 'kind:key' of each memory item used."""
+    def conditioning(self, snapshot: UserSnapshot,
+                     parts: frozenset[str] | None = None) -> tuple[Conditioning, list[str]]:
+        """Subjects with their adapters, user-level adapters, face and voice embeddings (only
+        `parts` of them if given, see `router.CONDITIONING_PARTS`); and the 'kind:key' of each
+        memory item used. The list of voice recordings (`voice_samples`) is a directory, not a
+        use: a music request names one as its melody, and only that one joins its lineage."""
+        parts = CONDITIONING_ALL if parts is None else parts
         adapters = snapshot.adapters
         subjects = [
             SubjectAsset(key=s.key, name=s.name, class_noun=s.class_noun, image_shas=s.image_shas,
                          adapters=[_adapter(a) for a in adapters if ("subject", s.key) in a.derived_from])
             for s in snapshot.subjects
-        ]
-        user_adapters = [_adapter(a) for a in adapters if not any(k == "subject" for k, _ in a.derived_from)]
-        faces, voices = snapshot.faces, snapshot.voices
+        ] if "subjects" in parts else []
+        user_adapters = [_adapter(a) for a in adapters if not any(k == "subject" for k, _ in a.derived_from)
+                         ] if "adapters" in parts else []
+        faces = snapshot.faces if "faces" in parts else {}
+        voices = snapshot.voices if "voices" in parts else {}
         conditioning = Conditioning(subjects=subjects, adapters=user_adapters,
                                     face_embeddings=[v.tolist() for _, v in sorted(faces.items())],
-                                    voice_embedding=_mean_unit(list(voices.values())))
-        used = [f"subject:{s.key}" for s in subjects] + [f"artifact:{a.key}" for a in adapters]
+                                    voice_embedding=_mean_unit(list(voices.values())),
+                                    voice_samples=snapshot.voice_blobs if parts & {"voices", "melody"} else {})
+        used = [f"subject:{s.key}" for s in subjects]
+        used += [f"artifact:{a.key}" for s in subjects for a in s.adapters]
+        used += [f"artifact:{a.key}" for a in user_adapters]
         used += [f"face:{key}" for key in sorted(faces)] + [f"voice:{key}" for key in sorted(voices)]
-        return conditioning, used
+        return conditioning, list(dict.fromkeys(used))
 
 
 def _adapter(record: Any) -> AdapterRef:

@@ -1,9 +1,9 @@
 """Prompt composition per modality within a token budget.
 
 Text prompts carry the profile and retrieved evidence (RAG) before the instruction; image,
-video, audio and 3D prompts fold preference keywords after the instruction, the negative
-preferences into a negative prompt. Pieces are added in order of importance until the budget
-is spent, so the instruction itself is never cut.
+video, music (audio) and 3D prompts fold preference keywords after the instruction, the negative
+preferences into a negative prompt; a speech prompt is the text to read, unchanged. Pieces are
+added in order of importance until the budget is spent, so the instruction itself is never cut.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from unipgen.schema.context import Evidence, Keyword, Modality
 
 #: Default budgets. Image/video/3D/audio prompts go through CLIP or T5-like encoders whose
 #: window is 77 tokens for CLIP; text prompts leave room for the answer in a small LM's context.
-TOKEN_BUDGETS: dict[str, int] = {"text": 512, "image": 70, "video": 70, "audio": 120, "3d": 70}
+#: Speech is read as written: its budget only bounds what is counted.
+TOKEN_BUDGETS: dict[str, int] = {"text": 512, "image": 70, "video": 70, "audio": 120, "speech": 1000, "3d": 70}
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -51,6 +52,8 @@ def compose(
     budget = budget or TOKEN_BUDGETS[modality]
     if modality == "text":
         return _text_prompt(instruction, profile, evidence if use_evidence else (), budget)
+    if modality == "speech":  # the words to say: nothing may be added to them
+        return Composed(instruction, used_tokens=count_tokens(instruction))
     return _keyword_prompt(instruction, keywords, negative_keywords, subject_phrase, budget)
 
 

@@ -14,15 +14,23 @@ from unipgen.core.prompts import TOKEN_BUDGETS, compose
 from unipgen.schema.context import PersonalizationPlan, SubjectAsset, UserContext
 
 _SELF = re.compile(r"\b(me|myself|my face|of me)\b", re.IGNORECASE)
-_SPEECH = re.compile(r"^\s*(say|read|speak|narrate|pronounce)\b", re.IGNORECASE)
 _IMAGE_LIKE = ("image", "video", "3d")
 
 #: The parts of a `UserContext`, besides profile and conditioning, that plans read per modality:
-#: text prompts carry retrieved evidence (RAG); the others fold in preference keywords.
+#: text prompts carry retrieved evidence (RAG); speech reads its text as given (its voice comes
+#: from conditioning); the others fold in preference keywords.
 ALL_PARTS: frozenset[str] = frozenset({"evidence", "preferences"})
 CONTEXT_PARTS: dict[str, frozenset[str]] = {"text": frozenset({"evidence"}), "image": frozenset({"preferences"}),
                                             "video": frozenset({"preferences"}), "audio": frozenset({"preferences"}),
-                                            "3d": frozenset({"preferences"})}
+                                            "speech": frozenset(), "3d": frozenset({"preferences"})}
+#: The conditioning assets plans read per modality, so that an output's lineage names only what
+#: its generation could use (forgetting a voice recording must not delete a user's images).
+#: "melody": the list of recordings, of which a music request may name one (`options.melody`).
+CONDITIONING_ALL: frozenset[str] = frozenset({"subjects", "adapters", "faces", "voices"})
+CONDITIONING_PARTS: dict[str, frozenset[str]] = {
+    "text": frozenset({"adapters"}), "image": frozenset({"subjects", "adapters", "faces"}),
+    "video": frozenset({"subjects", "adapters", "faces"}), "audio": frozenset({"melody"}),
+    "speech": frozenset({"voices"}), "3d": frozenset({"subjects"})}
 
 
 def mentioned_subject(instruction: str, subjects: list[SubjectAsset]) -> SubjectAsset | None:
@@ -42,7 +50,9 @@ def route(context: UserContext, options: dict[str, Any] | None = None) -> Person
     if context.modality == "text":
         return _text(context, budget)
     if context.modality == "audio":
-        return _audio(context, budget, options)
+        return _plan(context, "prompt_only", ["music: the prompt carries the user's preference keywords"], budget)
+    if context.modality == "speech":
+        return _speech(context, budget)
     return _visual(context, budget)
 
 
@@ -78,13 +88,12 @@ def _text(context: UserContext, budget: int) -> PersonalizationPlan:
     return _plan(context, "prompt_only", ["nothing relevant retrieved and no adapter: profile only"], budget)
 
 
-def _audio(context: UserContext, budget: int, options: dict[str, Any]) -> PersonalizationPlan:
-    wants_speech = options.get("kind") == "speech" or bool(_SPEECH.match(context.instruction))
-    if wants_speech and context.conditioning.voice_embedding is not None:
-        return _plan(context, "speaker_embedding", ["speech requested and the user has voice samples"], budget)
-    reasons = ["speech requested but the user has no voice sample: default voice"] if wants_speech else [
-        "music: the prompt carries the user's preference keywords"]
-    return _plan(context, "prompt_only", reasons, budget)
+def _speech(context: UserContext, budget: int) -> PersonalizationPlan:
+    if context.conditioning.voice_embedding is not None:
+        count = len(context.conditioning.voice_samples)
+        return _plan(context, "speaker_embedding", [f"the user has {count} voice recording(s): read in a voice "
+                                                    "matched to theirs"], budget)
+    return _plan(context, "prompt_only", ["the user has no voice recording: the default voice"], budget)
 
 
 def _visual(context: UserContext, budget: int) -> PersonalizationPlan:

@@ -72,6 +72,7 @@ class UserSnapshot:
     subjects: list[SubjectRecord]
     faces: dict[str, np.ndarray]  # in space ``face``
     voices: dict[str, np.ndarray]  # in space ``voice``
+    voice_blobs: dict[str, str]  # voice sample key → blob sha256 of the recording
 
 
 class SnapshotMixin:
@@ -135,6 +136,9 @@ class _Reads:
             session.scalars(select(Subject).where(Subject.user_id.in_(user_ids)).order_by(Subject.key)
                             .options(selectinload(Subject.images))),
             lambda s: SubjectRecord(s.key, s.name, s.class_noun, [i.blob_sha for i in s.images]))
+        self.voice_blobs = _grouped(session.execute(
+            select(VoiceSample.user_id, VoiceSample.key, VoiceSample.blob_sha)
+            .where(VoiceSample.user_id.in_(user_ids)).order_by(VoiceSample.key)), lambda row: (row.key, row.blob_sha))
         self.profiles = _grouped(session.scalars(
             select(ProfileAttribute).where(ProfileAttribute.user_id.in_(user_ids), ProfileAttribute.valid_to.is_(None))
             .order_by(ProfileAttribute.name)), lambda row: (row.name, row.value))
@@ -153,7 +157,7 @@ class _Reads:
                        for d in self.documents.get(user_id, [])],
             document_vectors=own.get(("document", "text"), {}), adapters=self.adapters.get(user_id, []),
             subjects=self.subjects.get(user_id, []), faces=own.get(("face", "face"), {}),
-            voices=own.get(("voice", "voice"), {}))
+            voices=own.get(("voice", "voice"), {}), voice_blobs=dict(self.voice_blobs.get(user_id, [])))
 
 
 def _grouped(rows: Any, convert: Any = None) -> dict[int, list[Any]]:

@@ -15,7 +15,12 @@ from unipgen.schema.profiles import ComponentSpec
 BACKENDS: dict[str, str] = {
     "transformers-lm": "unipgen.modalities.text:TransformersTextBackend",
     "diffusers-sd": "unipgen.modalities.image:DiffusersImageBackend",
+    "diffusers-animatediff": "unipgen.modalities.video:AnimateDiffVideoBackend",
     "transformers-musicgen": "unipgen.modalities.audio:MusicgenAudioBackend",
+    "transformers-musicgen-melody": "unipgen.modalities.audio_melody:MusicgenMelodyAudioBackend",
+    "kokoro-voice-match": "unipgen.modalities.speech:KokoroSpeechBackend",
+    "transformers-speecht5": "unipgen.modalities.speech_t5:SpeechT5Backend",
+    "diffusers-shap-e": "unipgen.modalities.shape:ShapEBackend",
 }
 
 

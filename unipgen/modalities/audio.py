@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from unipgen.errors import InvalidInputError
+from unipgen.errors import InvalidInputError, UnsupportedMediaError
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
 
 TINY_MUSICGEN = "tiny-random"
@@ -123,9 +123,18 @@ class MusicgenAudioBackend:
             if request.plan.method not in self.methods:
                 raise InvalidInputError(f"the music backend cannot apply {request.plan.method!r} "
                                         f"(speech needs a text-to-speech backend in the profile)")
-        return [[self._one(request, index) for index in range(request.options.num_outputs)] for request in requests]
+        results = []
+        for request in requests:
+            extra, meta = self._conditioning(request, fetch)  # once per request, shared by its outputs
+            results.append([self._one(request, index, extra, meta) for index in range(request.options.num_outputs)])
+        return results
 
-    def _one(self, request: GenerationRequest, index: int) -> GeneratedOutput:
+    def _conditioning(self, request: GenerationRequest, fetch: BlobFetcher) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Extra `model.generate` inputs for a request, and what to add to its meta (none here)."""
+        return {}, {}
+
+    def _one(self, request: GenerationRequest, index: int, extra: dict[str, Any],
+             meta: dict[str, Any]) -> GeneratedOutput:
         import torch
 
         from unipgen.modalities.text import row_seed
@@ -136,11 +145,12 @@ class MusicgenAudioBackend:
         guidance = request.options.guidance_scale if request.options.guidance_scale is not None else self.guidance_scale
         torch.manual_seed(row_seed(request.options.seed, index))
         with torch.inference_mode():
-            audio = self.model.generate(**inputs, max_new_tokens=steps, do_sample=True, guidance_scale=guidance)
+            audio = self.model.generate(**inputs, **extra, max_new_tokens=steps, do_sample=True,
+                                        guidance_scale=guidance)
         samples = audio[0, 0].float().cpu().numpy()
         return GeneratedOutput(data=_wav(samples, self.sample_rate), media_type="audio/wav", meta={
             "model": self.ref, "method": request.plan.method, "prompt": prompt, "seed": request.options.seed,
-            "sample_rate": self.sample_rate, "seconds": round(len(samples) / self.sample_rate, 3)})
+            "sample_rate": self.sample_rate, "seconds": round(len(samples) / self.sample_rate, 3), **meta})
 
     def _steps(self) -> int:
         if not 0 < self.seconds <= self.max_seconds:
@@ -150,12 +160,50 @@ class MusicgenAudioBackend:
 
 def _wav(samples: Any, sample_rate: int) -> bytes:
     """16-bit PCM WAV of float samples in [-1, 1] (clipped)."""
+    return encode_audio(samples, sample_rate, "wav")
+
+
+#: Output formats: soundfile format, subtype and media type (both lossless, 16-bit).
+AUDIO_FORMATS = {"wav": ("WAV", "PCM_16", "audio/wav"), "flac": ("FLAC", "PCM_16", "audio/flac")}
+
+
+def encode_audio(samples: Any, sample_rate: int, audio_format: str = "wav") -> bytes:
+    """16-bit WAV or FLAC bytes of mono float samples in [-1, 1] (clipped)."""
     import numpy as np
     import soundfile
 
+    container, subtype, _ = AUDIO_FORMATS[audio_format]
     buffer = io.BytesIO()
-    soundfile.write(buffer, np.clip(samples, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
+    soundfile.write(buffer, np.clip(samples, -1.0, 1.0), sample_rate, format=container, subtype=subtype)
     return buffer.getvalue()
 
 
-__all__ = ["MusicgenAudioBackend", "build_tiny_musicgen", "tiny_musicgen_dir"]
+def decode_clip(data: bytes, sample_rate: int, max_seconds: float, what: str) -> Any:
+    """Mono float32 samples of an audio file (WAV, FLAC, OGG...), resampled to `sample_rate`, cut to
+    its first `max_seconds`; `what` names the file in errors (UnsupportedMediaError if not audio)."""
+    import math
+
+    import numpy as np
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (RuntimeError, ValueError, TypeError) as exc:  # soundfile.LibsndfileError is a RuntimeError
+        raise UnsupportedMediaError(f"{what} is not an audio file soundfile can read (WAV, FLAC, OGG): {exc}") from exc
+    mono = samples.mean(axis=1)[: int(max_seconds * rate)]  # cut first: resampling is the costly part
+    if mono.size == 0:
+        raise UnsupportedMediaError(f"{what} holds no audio samples")
+    if rate != sample_rate:
+        try:
+            from scipy.signal import resample_poly
+        except ImportError:  # linear interpolation: coarser, but numpy only
+            times = np.arange(int(len(mono) * sample_rate / rate)) * (rate / sample_rate)
+            mono = np.interp(times, np.arange(len(mono)), mono)
+        else:
+            common = math.gcd(int(rate), int(sample_rate))
+            mono = resample_poly(mono, sample_rate // common, int(rate) // common)
+    return np.asarray(mono, dtype=np.float32)
+
+
+__all__ = ["AUDIO_FORMATS", "MusicgenAudioBackend", "build_tiny_musicgen", "decode_clip", "encode_audio",
+           "tiny_musicgen_dir"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from unipgen.core.usermodel import UserModel
-from unipgen.errors import NotFoundError
+from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.memory.blobs import sha256_hex
 from unipgen.memory.jobs import OutputArtifact
 from unipgen.modalities import load_backend
@@ -51,9 +51,26 @@ def prepare_generation(model: UserModel, tenant: str, user: str, modality: Modal
 
 def prepared_from(model: UserModel, context: UserContext, options: GenerationOptions | None) -> PreparedGeneration:
     """The request for a built context: its plan, the options, and the lineage sources."""
+    options = options or GenerationOptions()
+    context, provenance = _with_melody(context, options.melody)
     plan = model.plan(context)
-    request = GenerationRequest(context=context, plan=plan, options=options or GenerationOptions())
-    return PreparedGeneration(request, _sources(context.provenance, plan))
+    request = GenerationRequest(context=context, plan=plan, options=options)
+    return PreparedGeneration(request, _sources(provenance, plan))
+
+
+def _with_melody(context: UserContext, melody: str | None) -> tuple[UserContext, list[str]]:
+    """The context with the recording `melody` names as its melody, which joins the lineage."""
+    if melody is None:
+        return context, context.provenance
+    if context.modality != "audio":
+        raise InvalidInputError(f"melody applies to music (audio) requests, not {context.modality!r}")
+    shas = context.conditioning.voice_samples
+    if melody not in shas:
+        raise NotFoundError(f"user {context.user!r} has no voice recording {melody!r} to take a melody from; "
+                            f"theirs: {sorted(shas) or 'none'}")
+    conditioning = context.conditioning.model_copy(update={"melody": shas[melody]})
+    provenance = [*context.provenance, f"voice:{melody}"]
+    return context.model_copy(update={"conditioning": conditioning, "provenance": provenance}), provenance
 
 
 def output_artifacts(model: UserModel, prepared: PreparedGeneration,

@@ -11,7 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Modality = Literal["text", "image", "video", "audio", "3d"]
+#: "audio" is music; "speech" is text read aloud (in the user's voice when they have recordings).
+Modality = Literal["text", "image", "video", "audio", "speech", "3d"]
+#: Every modality, in the order docs and the CLI list them.
+MODALITIES: tuple[str, ...] = ("text", "image", "video", "audio", "speech", "3d")
 
 #: How a request is personalized (see docs/usermodel.md for when each is chosen).
 Method = Literal[
@@ -87,6 +90,10 @@ class Conditioning(_Frozen):
     adapters: list[AdapterRef] = Field(default_factory=list, description="User-level adapters.")
     face_embeddings: list[list[float]] = Field(default_factory=list)
     voice_embedding: list[float] | None = Field(default=None, description="Mean of the user's voice samples.")
+    voice_samples: dict[str, str] = Field(
+        default_factory=dict, description="Key → blob sha256 of each of the user's voice recordings (raw audio).")
+    melody: str | None = Field(default=None, description="Music: blob sha256 of the recording whose melody "
+                                                          "conditions the output (`GenerationOptions.melody`).")
 
 
 class PersonalizationPlan(_Frozen):

@@ -32,6 +32,9 @@ class GenerationOptions(BaseModel):
     width: int | None = Field(default=None, ge=16, le=4096)
     height: int | None = Field(default=None, ge=16, le=4096)
     ip_adapter_scale: float = Field(default=0.6, ge=0, le=2)
+    melody: str | None = Field(default=None, max_length=200, description=(
+        "Music: key of one of the user's voice recordings (a hummed or played tune) whose melody the "
+        "music follows; needs a melody-conditioned audio backend."))
 
 
 class GenerationRequest(BaseModel):

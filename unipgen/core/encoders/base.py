@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from unipgen.errors import InvalidInputError, UnipgenError
+from unipgen.errors import InvalidInputError, MissingDependencyError
 
 Metric = Literal["ip", "l2"]
 
@@ -35,12 +35,6 @@ class NoFaceFoundError(InvalidInputError):
     """A face photo in which no face could be detected."""
 
     code = "no_face"
-
-
-class MissingDependencyError(UnipgenError):
-    """An optional package an encoder needs is not installed; the message says what to install."""
-
-    code = "missing_dependency"
 
 
 def l2_normalize(matrix: np.ndarray) -> np.ndarray:

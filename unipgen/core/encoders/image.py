@@ -1,7 +1,7 @@
 """CLIP through transformers: images and texts into one space (image preference, CLIP scores).
 
 `ref` is a Hub id (`openai/clip-vit-base-patch32` in the cpu profile), a local folder, or
-``tiny-random`` for the tiny model built offline (`unipgen.core.encoders.tiny`).
+``tiny-random`` for the tiny model built offline (`unipgen.tiny`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from unipgen.core.encoders.base import l2_normalize, require
-from unipgen.core.encoders.tiny import TINY_CLIP, tiny_clip_dir
 from unipgen.errors import InvalidInputError, UnsupportedMediaError
+from unipgen.tiny import TINY_CLIP, tiny_clip_dir
 
 
 class ClipEncoder:
