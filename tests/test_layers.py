@@ -13,7 +13,8 @@ ALLOWED = {
     "core": SHARED | {"memory"},
     "modalities": SHARED,
     "orchestrator": SHARED | {"memory", "core", "modalities"},
-    "eval": SHARED | {"core", "modalities"},
+    # Metrics use core's encoders; harnesses drive the whole platform (store, jobs) as the CLI does.
+    "eval": SHARED | {"memory", "core", "modalities", "orchestrator", "bench"},
     "api": SHARED | {"memory", "core", "orchestrator"},
 }
 #: Single-module layers: the SDK needs only the shared types (a client installs without the models).

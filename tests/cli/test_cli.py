@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,9 +69,16 @@ def test_malformed_import_file_is_named(tmp_path: Path) -> None:
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    done = run(tmp_path, "demo")
+    done = run(tmp_path, "demo", "--report", str(tmp_path / "report"))
     assert "identical bytes" in done.stdout and "residue after a scan of database, indexes and blobs: none" in done.stdout
     assert "5. generated for user 2" in done.stdout and "artifacts" in done.stdout
+    for modality in ("text", "image", "video", "audio", "speech", "3d"):  # one output per modality
+        assert f"     {modality} (" in done.stdout, modality
+    index = tmp_path / "report" / "index.html"
+    page = index.read_text()
+    assert page.count("Not personalized") >= 7 and "speaker_similarity" in page
+    assets = [tmp_path / "report" / link for link in re.findall(r'(?:src|href)="(assets/[^"]+)"', page)]
+    assert assets and all(path.is_file() for path in assets)
 
 
 def test_help_does_not_import_heavy_modules() -> None:

@@ -1,0 +1,82 @@
+"""The demo's generation step: one request per modality, for the sample user and for a guest.
+
+The guest is a user with no memory at all, so the same request made for them is the
+non-personalized baseline: no preference keywords, no subject, no face, no voice, no melody.
+Each pair is printed as it is made and returned for the demo report (`unipgen.demo_report`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unipgen.demo_report import ReportOutput, ReportPair
+from unipgen.schema.generation import GenerationOptions
+
+GUEST = "guest"  # created empty by the demo: the baseline of every pair
+
+
+@dataclass(frozen=True)
+class DemoRequest:
+    modality: str
+    instruction: str
+    what: str  # what the personalization uses, for the printed line
+    options: dict[str, Any]
+
+
+DEMO_REQUESTS = (
+    DemoRequest("text", "In two sentences, recommend a movie for my Friday night and say why it suits me.",
+                "their tags and ratings, retrieved", {"max_new_tokens": 60}),
+    DemoRequest("image", "a photo of my dog on the beach", "the dog's photos", {}),
+    DemoRequest("image", "a portrait of me in a garden", "their face embedding (FaceID)", {}),
+    DemoRequest("video", "a video of my dog running on the beach", "the dog's photos", {}),
+    DemoRequest("audio", "music for my Friday movie night", "their taste, and the tune of their recording",
+                {"melody": "greeting"}),
+    DemoRequest("speech", "Good evening! Tonight I recommend a film with a twist you will not see coming.",
+                "a voice matched to their recording", {}),
+    DemoRequest("3d", "a 3d model of my dog", "the dog's first photo", {}),
+)
+
+
+def generate_pairs(generator: Any, tenant: str, user: str, say: Callable[[str], None]) -> list[ReportPair]:
+    """Each demo request for `user` and for the guest; prints one line per modality."""
+    pairs = []
+    for request in DEMO_REQUESTS:
+        options = dict(request.options)
+        if request.modality == "audio" and not generator.model.profile.backends["audio"].type.endswith("-melody"):
+            options.pop("melody", None)  # a profile whose music model takes no melody
+        mine = generator.generate(tenant, user, request.modality, request.instruction, GenerationOptions(**options))
+        options.pop("melody", None)  # the guest has no recording to take a tune from
+        theirs = generator.generate(tenant, GUEST, request.modality, request.instruction, GenerationOptions(**options))
+        personal = _output(generator, tenant, user, mine, f"for user {user}")
+        baseline = _output(generator, tenant, GUEST, theirs, f"for {GUEST!r}, a user with no memory")
+        say(f"     {request.modality} ({mine[0].plan.method}, with {request.what}): {_summary(personal)}")
+        pairs.append(ReportPair(personal, baseline, request=request.instruction))
+    return pairs
+
+
+def _output(generator: Any, tenant: str, user: str, made: list, title: str) -> ReportOutput:
+    """The report entry of one request: its first output, with a 3D mesh's preview image (the
+    demo's store is local, so every output has a file)."""
+    main = made[0]
+    meta = next(a.meta for a in generator.model.store.artifacts(tenant, user, kind="output") if a.key == main.key)
+    shown = {key: value for key, value in (meta or {}).items() if key in _SHOWN}
+    preview = made[1] if len(made) > 1 and main.plan.modality == "3d" else None
+    return ReportOutput.from_artifact(main.plan.modality, title, main, shown, preview=preview)
+
+
+#: Meta shown in the report (the rest, such as seeds and sizes, is in the store).
+_SHOWN = ("model", "num_frames", "fps", "temporal_consistency", "seconds", "melody", "voice", "speaker_similarity",
+          "rtf", "vertices", "faces", "format", "subject")
+
+
+def _summary(output: ReportOutput) -> str:
+    meta = output.meta
+    if output.media_type.startswith("text/"):
+        return " ".join(Path(output.path).read_text(encoding="utf-8", errors="replace").split())[:300]
+    figures = [f"{key.replace('_', ' ')} {meta[key]:.2f}" for key in ("temporal_consistency", "speaker_similarity")
+               if isinstance(meta.get(key), float)]
+    figures += [f"{meta['vertices']} vertices"] if "vertices" in meta else []
+    return (f"{', '.join(figures)}: " if figures else "") + str(output.path)
