@@ -1,10 +1,13 @@
-"""Small real inputs for tests: a PNG, a WAV, unit vectors."""
+"""Small real inputs for tests: a PNG, a WAV, unit vectors, and an in-memory blob store."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import numpy as np
+
+from unipgen.errors import NotFoundError
 
 
 def png_bytes(color: str = "red", size: tuple[int, int] = (8, 8)) -> bytes:
@@ -26,3 +29,20 @@ def wav_bytes(seconds: float = 0.5, rate: int = 16_000, freq: float = 220.0) -> 
 
 def unit(vector: np.ndarray) -> np.ndarray:
     return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+#: The in-memory blob store backends fetch from in tests (sha256 → bytes; shared by test modules).
+BLOBS: dict[str, bytes] = {}
+
+
+def fetch(sha: str) -> bytes:
+    if sha not in BLOBS:
+        raise NotFoundError(f"blob {sha} not found")
+    return BLOBS[sha]
+
+
+def put(data: bytes) -> str:
+    """Store `data` in `BLOBS`; its sha256."""
+    sha = hashlib.sha256(data).hexdigest()
+    BLOBS[sha] = data
+    return sha

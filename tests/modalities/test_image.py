@@ -4,7 +4,6 @@ personalization (IP-Adapter, LoRA, textual inversion) applied on request and und
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import tempfile
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
+from tests.helpers import BLOBS, fetch, put
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.modalities.image import LORA_WEIGHT_NAME, DiffusersImageBackend, tiny_sd_dir
 from unipgen.schema.context import (
@@ -28,19 +28,6 @@ from unipgen.schema.generation import GenerationOptions, GenerationRequest
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 PROMPT = "a photo of a dog in the snow"
-BLOBS: dict[str, bytes] = {}  # the in-memory blob store the backend fetches from
-
-
-def fetch(sha: str) -> bytes:
-    if sha not in BLOBS:
-        raise NotFoundError(f"blob {sha} not found")
-    return BLOBS[sha]
-
-
-def put(data: bytes) -> str:
-    sha = hashlib.sha256(data).hexdigest()
-    BLOBS[sha] = data
-    return sha
 
 
 def photo(seed: int) -> bytes:

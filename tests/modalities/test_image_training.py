@@ -4,7 +4,6 @@ inversion (only the new token's row moves, the embedding loads and changes the i
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,7 +15,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from unipgen.errors import InvalidInputError, NotFoundError
+from tests.helpers import fetch, put
+from unipgen.errors import InvalidInputError
 from unipgen.modalities.image import LORA_WEIGHT_NAME, TINY_SD, DiffusersImageBackend, tiny_sd_dir
 from unipgen.modalities.image_training import (
     TrainedImageAdapter,
@@ -26,20 +26,6 @@ from unipgen.modalities.image_training import (
 )
 from unipgen.schema.context import AdapterRef, Conditioning, PersonalizationPlan, UserContext
 from unipgen.schema.generation import GenerationOptions, GenerationRequest
-
-BLOBS: dict[str, bytes] = {}  # the in-memory blob store the backend fetches from
-
-
-def fetch(sha: str) -> bytes:
-    if sha not in BLOBS:
-        raise NotFoundError(f"blob {sha} not found")
-    return BLOBS[sha]
-
-
-def put(data: bytes) -> str:
-    sha = hashlib.sha256(data).hexdigest()
-    BLOBS[sha] = data
-    return sha
 
 
 def reference(color: tuple[int, int, int], shape: str) -> bytes:

@@ -4,7 +4,6 @@ image-to-3D from a subject's photo, and the inputs it refuses."""
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 from datetime import UTC, datetime
 
@@ -16,7 +15,8 @@ trimesh = pytest.importorskip("trimesh")
 
 from PIL import Image
 
-from unipgen.errors import InvalidInputError, NotFoundError, UnsupportedMediaError
+from tests.helpers import fetch, put
+from unipgen.errors import InvalidInputError, UnsupportedMediaError
 from unipgen.modalities.shape import ShapEBackend
 from unipgen.modalities.shape_tiny import marching_cubes_table
 from unipgen.schema.context import Conditioning, PersonalizationPlan, SubjectAsset, UserContext
@@ -24,20 +24,9 @@ from unipgen.schema.generation import GeneratedOutput, GenerationOptions, Genera
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 PROMPT = "a red toy robot"
-BLOBS: dict[str, bytes] = {}
 FRAME = 32  # preview size of the test backends: small, cheap
 
 
-def fetch(sha: str) -> bytes:
-    if sha not in BLOBS:
-        raise NotFoundError(f"blob {sha} not found")
-    return BLOBS[sha]
-
-
-def put(data: bytes) -> str:
-    sha = hashlib.sha256(data).hexdigest()
-    BLOBS[sha] = data
-    return sha
 
 
 def photo(seed: int, mode: str = "RGB") -> bytes:

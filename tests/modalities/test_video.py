@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 av = pytest.importorskip("av")
 
+from tests.helpers import fetch, put
 from tests.modalities.test_image import make_embedding, make_lora, photo
 from unipgen.errors import InvalidInputError, NotFoundError, UnsupportedMediaError
 from unipgen.modalities.video import (
@@ -34,21 +35,6 @@ from unipgen.schema.generation import GenerationOptions, GenerationRequest
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 PROMPT = "a photo of a dog in the snow"
 SIZE = 32  # frames of 32x32: the tiny pipeline is fastest there
-BLOBS: dict[str, bytes] = {}
-
-
-def fetch(sha: str) -> bytes:
-    if sha not in BLOBS:
-        raise NotFoundError(f"blob {sha} not found")
-    return BLOBS[sha]
-
-
-def put(data: bytes) -> str:
-    import hashlib
-
-    sha = hashlib.sha256(data).hexdigest()
-    BLOBS[sha] = data
-    return sha
 
 
 @functools.cache

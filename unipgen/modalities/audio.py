@@ -18,6 +18,7 @@ second for the real models).
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -39,46 +40,53 @@ def tiny_musicgen_dir(seed: int = 0) -> Path:
     return directory
 
 
-def build_tiny_musicgen(directory: Path, seed: int = 0) -> Path:
-    """Save a tiny random MusicGen and a locally trained tokenizer to `directory` (atomically)."""
+#: The tiny melody model's chroma parameters (`preprocessor_config.json`): 15.6 chroma frames a second.
+TINY_CHROMA = {"feature_extractor_type": "MusicgenMelodyFeatureExtractor", "feature_size": 12, "num_chroma": 12,
+               "sampling_rate": 16_000, "hop_length": 1024, "n_fft": 2048, "chunk_length": 8, "padding_value": 0.0,
+               "return_attention_mask": False, "stem_indices": [3, 2]}
+
+
+def build_tiny_musicgen(directory: Path, seed: int = 0, melody: bool = False) -> Path:
+    """Save a tiny random MusicGen (or, with `melody`, MusicGen-Melody and its chroma parameters)
+    and a locally trained tokenizer to `directory` (atomically)."""
     import torch
-    from transformers import (
-        EncodecConfig,
-        MusicgenConfig,
-        MusicgenDecoderConfig,
-        MusicgenForConditionalGeneration,
-        T5Config,
-    )
+    import transformers
 
     from unipgen.tiny import build_tiny_tokenizer
 
+    kind = "MusicgenMelody" if melody else "Musicgen"
     tokenizer = build_tiny_tokenizer(max_length=256)
-    text = T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
-                    pad_token_id=tokenizer.pad_token_id)
+    text = transformers.T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
+                                 pad_token_id=tokenizer.pad_token_id)
     # hop 640 at 16 kHz: 25 frames a second (4 s = 100 decoder steps); 0.3 kbps over 6-bit
     # codebooks: 2 codebooks (the real models: 50 frames a second, 4 codebooks)
-    audio = EncodecConfig(hidden_size=8, num_filters=4, upsampling_ratios=[8, 5, 4, 4], codebook_size=64,
-                          num_residual_layers=1, num_lstm_layers=1, sampling_rate=16_000, audio_channels=1,
-                          codebook_dim=8, target_bandwidths=[0.3])
-    decoder = MusicgenDecoderConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                    ffn_dim=64, num_codebooks=audio.num_quantizers, pad_token_id=64,
-                                    bos_token_id=64, max_position_embeddings=4096, initializer_factor=1.0)
+    audio = transformers.EncodecConfig(hidden_size=8, num_filters=4, upsampling_ratios=[8, 5, 4, 4], codebook_size=64,
+                                       num_residual_layers=1, num_lstm_layers=1, sampling_rate=16_000,
+                                       audio_channels=1, codebook_dim=8, target_bandwidths=[0.3])
+    decoder = getattr(transformers, f"{kind}DecoderConfig")(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
+        num_codebooks=audio.num_quantizers, pad_token_id=64, bos_token_id=64, max_position_embeddings=4096,
+        initializer_factor=1.0)
     # A wide init (not 0.02) makes the logits peaked, so that the music depends on the prompt
-    # through cross-attention rather than being near-uniform noise set by the seed alone.
-    config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict(),
-                            initializer_factor=1.0)
+    # through cross-attention rather than being near-uniform noise set by the seed alone. Melody:
+    # chroma_length 125 = 8 s of chroma frames, read by the decoder as a prefix before the music.
+    extra = {"num_chroma": 12, "chroma_length": 125} if melody else {}
+    config = getattr(transformers, f"{kind}Config")(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(),
+                                                    decoder=decoder.to_dict(), initializer_factor=1.0, **extra)
     torch.manual_seed(seed)
-    model = MusicgenForConditionalGeneration(config).eval()
+    model = getattr(transformers, f"{kind}ForConditionalGeneration")(config).eval()
     # EnCodec's codebooks start as zeros (training fills them): every code would decode to the
     # same sound. Random codebooks make the audio follow the generated codes, hence the prompt.
     with torch.no_grad():
         for layer in model.audio_encoder.quantizer.layers:
             layer.codebook.embed.normal_()
             layer.codebook.embed_avg.copy_(layer.codebook.embed)
-    scratch = Path(tempfile.mkdtemp(dir=directory.parent if directory.parent.exists() else None))
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=directory.parent))
     model.save_pretrained(scratch)
     tokenizer.save_pretrained(scratch)
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    if melody:
+        (scratch / "preprocessor_config.json").write_text(json.dumps(TINY_CHROMA, indent=2))
     try:
         scratch.rename(directory)
     except OSError:  # another process built it first
@@ -205,5 +213,5 @@ def decode_clip(data: bytes, sample_rate: int, max_seconds: float, what: str) ->
     return np.asarray(mono, dtype=np.float32)
 
 
-__all__ = ["AUDIO_FORMATS", "MusicgenAudioBackend", "build_tiny_musicgen", "decode_clip", "encode_audio",
+__all__ = ["AUDIO_FORMATS", "TINY_CHROMA", "MusicgenAudioBackend", "build_tiny_musicgen", "decode_clip", "encode_audio",
            "tiny_musicgen_dir"]

@@ -19,24 +19,16 @@ chroma at 16 kHz with a 1024-sample hop) or a Hub id / local folder (``"facebook
 from __future__ import annotations
 
 import inspect
-import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from unipgen.errors import InvalidInputError, MissingDependencyError
-from unipgen.modalities.audio import MusicgenAudioBackend, decode_clip
+from unipgen.modalities.audio import MusicgenAudioBackend, build_tiny_musicgen, decode_clip
 from unipgen.schema.generation import BlobFetcher, GenerationRequest
 
 TINY_MUSICGEN_MELODY = "tiny-random"
 _VERSION = 1  # bump when the tiny model's recipe changes: the cached folder is rebuilt
-
-#: The tiny model's chroma parameters (`preprocessor_config.json`): 15.6 chroma frames a second.
-_TINY_CHROMA = {"feature_extractor_type": "MusicgenMelodyFeatureExtractor", "feature_size": 12, "num_chroma": 12,
-                "sampling_rate": 16_000, "hop_length": 1024, "n_fft": 2048, "chunk_length": 8, "padding_value": 0.0,
-                "return_attention_mask": False, "stem_indices": [3, 2]}
-
 
 def tiny_musicgen_melody_dir(seed: int = 0) -> Path:
     """The folder of the tiny random MusicGen-Melody for `seed`, built on first use (about a second)."""
@@ -47,47 +39,9 @@ def tiny_musicgen_melody_dir(seed: int = 0) -> Path:
 
 
 def build_tiny_musicgen_melody(directory: Path, seed: int = 0) -> Path:
-    """Save a tiny random MusicGen-Melody, a local tokenizer and the chroma parameters (atomically)."""
-    import torch
-    from transformers import (
-        EncodecConfig,
-        MusicgenMelodyConfig,
-        MusicgenMelodyDecoderConfig,
-        MusicgenMelodyForConditionalGeneration,
-        T5Config,
-    )
-
-    from unipgen.tiny import build_tiny_tokenizer
-
-    tokenizer = build_tiny_tokenizer(max_length=256)
-    text = T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
-                    pad_token_id=tokenizer.pad_token_id)
-    # the tiny MusicGen's EnCodec: 25 frames a second at 16 kHz, 2 codebooks of 64 codes
-    audio = EncodecConfig(hidden_size=8, num_filters=4, upsampling_ratios=[8, 5, 4, 4], codebook_size=64,
-                          num_residual_layers=1, num_lstm_layers=1, sampling_rate=16_000, audio_channels=1,
-                          codebook_dim=8, target_bandwidths=[0.3])
-    decoder = MusicgenMelodyDecoderConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                          ffn_dim=64, num_codebooks=audio.num_quantizers, pad_token_id=64,
-                                          bos_token_id=64, max_position_embeddings=4096, initializer_factor=1.0)
-    # chroma_length 125: 8 s of chroma frames (the decoder reads them as a prefix, then the music)
-    config = MusicgenMelodyConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(),
-                                  decoder=decoder.to_dict(), num_chroma=12, chroma_length=125, initializer_factor=1.0)
-    torch.manual_seed(seed)
-    model = MusicgenMelodyForConditionalGeneration(config).eval()
-    with torch.no_grad():  # random codebooks, as in build_tiny_musicgen: the audio follows the codes
-        for layer in model.audio_encoder.quantizer.layers:
-            layer.codebook.embed.normal_()
-            layer.codebook.embed_avg.copy_(layer.codebook.embed)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=directory.parent))
-    model.save_pretrained(scratch)
-    tokenizer.save_pretrained(scratch)
-    (scratch / "preprocessor_config.json").write_text(json.dumps(_TINY_CHROMA, indent=2))
-    try:
-        scratch.rename(directory)
-    except OSError:  # another process built it first
-        shutil.rmtree(scratch, ignore_errors=True)
-    return directory
+    """Save a tiny random MusicGen-Melody, a local tokenizer and the chroma parameters (atomically):
+    the tiny MusicGen recipe (`build_tiny_musicgen`) with a melody prefix."""
+    return build_tiny_musicgen(directory, seed, melody=True)
 
 
 def melody_chroma(samples: Any, sampling_rate: int, n_fft: int, hop_length: int, num_chroma: int = 12) -> Any:
