@@ -115,6 +115,18 @@ def test_context_bad_input(tmp_path: Path, args, message) -> None:  # noqa: ANN0
     assert done.returncode == 2 and message in as_json(done)["error"]["message"]
 
 
+def test_generate_music_and_3d_from_the_command_line(tmp_path: Path) -> None:
+    pytest.importorskip("diffusers")
+    run(tmp_path, "ingest", "movielens", str(SAMPLE), "--users", "2")
+    music = as_json(run(tmp_path, "generate", "2", "-m", "music", "-i", "music for my evening", "--json"))
+    assert music["plan"]["method"] == "prompt_only" and music["artifacts"][0]["media_type"] == "audio/wav"
+    mesh, preview = as_json(run(tmp_path, "generate", "2", "-m", "3d", "-i", "a red toy robot", "--json"))["artifacts"]
+    assert (mesh["media_type"], preview["media_type"]) == ("model/gltf-binary", "image/png")
+    assert Path(mesh["path"]).read_bytes()[:4] == b"glTF"
+    humming = run(tmp_path, "generate", "2", "-m", "music", "-i", "music", "--melody", "humming", "--json", ok=False)
+    assert humming.returncode == 2 and "no voice recording 'humming'" in as_json(humming)["error"]["message"]
+
+
 def test_train_text_lora_from_the_command_line(tmp_path: Path) -> None:
     pytest.importorskip("peft")
     run(tmp_path, "ingest", "movielens", str(SAMPLE), "--users", "2")

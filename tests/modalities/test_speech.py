@@ -55,10 +55,11 @@ def test_speech_is_a_16_bit_wav_at_24_khz_with_its_meta(backend) -> None:
 
 
 def test_flac_output_and_unknown_formats() -> None:
-    from unipgen.modalities.speech import KokoroSpeechBackend, encode_audio
+    from unipgen.modalities.audio import encode_audio
+    from unipgen.modalities.speech import KokoroSpeechBackend
 
     tone = np.sin(np.linspace(0, 2000, 24_000)).astype(np.float32) * 0.5
-    samples, rate = soundfile.read(io.BytesIO(encode_audio(tone, "flac")))
+    samples, rate = soundfile.read(io.BytesIO(encode_audio(tone, 24_000, "flac")))
     assert rate == 24_000 and np.abs(samples - tone).max() < 1e-3
     with pytest.raises(InvalidInputError, match="audio_format"):
         KokoroSpeechBackend(audio_format="mp3")
@@ -86,14 +87,14 @@ def test_english_phonemes_use_kokoros_symbols(backend) -> None:
 
 
 def test_prompt_only_speaks_with_the_default_voice_and_repeats_itself(backend) -> None:
-    from unipgen.modalities.speech import encode_audio
+    from unipgen.modalities.audio import encode_audio
 
     short = "Hello there, how are you?"
     voice = list(np.full(256, 1 / 16, np.float32))
     [[first], [again]] = backend.generate([_request(short, voice=voice), _request(short, seed=3)], None)
     assert first.data == again.data  # deterministic; the seed changes nothing
     assert first.meta["voice"] == "default" and first.meta["speaker_similarity"] is not None
-    assert first.data == encode_audio(backend.synthesize(short, backend.voices["jf_alpha"]))
+    assert first.data == encode_audio(backend.synthesize(short, backend.voices["jf_alpha"]), 24_000)
 
 
 def test_the_style_search_climbs_and_is_seeded() -> None:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from unipgen.errors import InvalidInputError
+from unipgen.modalities.audio import AUDIO_FORMATS, encode_audio
 from unipgen.modalities.voice_match import SearchResult, match_style
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
 
@@ -48,7 +49,6 @@ ENCODER_RATE = 16_000
 PROBE_TEXT = "She sells bright yellow jars of fresh honey by the quiet river, every Thursday morning."
 #: Kokoro's longest input (tokens between the two boundary tokens); longer sentences are split.
 MAX_TOKENS = 510
-AUDIO_FORMATS = {"wav": "audio/wav", "flac": "audio/flac"}
 
 # eSpeak's IPA (with "^" joining diphthongs) -> the phoneme set Kokoro v1.0 was trained on
 # (misaki's: one letter per diphthong, "ɹ" for r, no length marks in US English). Longest first.
@@ -161,7 +161,8 @@ class KokoroSpeechBackend:
         similarity = None
         if user is not None and seconds > 0:
             similarity = round(float(self.speaker_embedding(samples) @ _unit_embedding(user)), 4)
-        return GeneratedOutput(data=encode_audio(samples, self.audio_format), media_type=AUDIO_FORMATS[self.audio_format],
+        return GeneratedOutput(data=encode_audio(samples, SAMPLE_RATE, self.audio_format),
+                               media_type=AUDIO_FORMATS[self.audio_format][2],
                                meta={"model": self.ref, "method": request.plan.method, "prompt": text,
                                      "seed": request.options.seed, "voice": voice,
                                      "speaker_similarity": similarity, "sample_rate": SAMPLE_RATE,
@@ -264,14 +265,4 @@ def _unit_embedding(values: Sequence[float] | np.ndarray | None) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def encode_audio(samples: np.ndarray, audio_format: str = "wav", rate: int = SAMPLE_RATE) -> bytes:
-    """16-bit PCM WAV or FLAC of float samples in [-1, 1] (clipped)."""
-    import soundfile
-
-    buffer = io.BytesIO()
-    soundfile.write(buffer, np.clip(samples, -1.0, 1.0), rate, format=audio_format.upper(), subtype="PCM_16")
-    return buffer.getvalue()
-
-
-__all__ = ["AUDIO_FORMATS", "PACKAGED", "PROBE_TEXT", "SAMPLE_RATE", "KokoroSpeechBackend", "encode_audio",
-           "kokoro_phonemes"]
+__all__ = ["PACKAGED", "PROBE_TEXT", "SAMPLE_RATE", "KokoroSpeechBackend", "kokoro_phonemes"]
