@@ -590,6 +590,55 @@ def eval_dreambench(
     _emit(result, as_json, json.dumps(result, indent=2))
 
 
+EvalData = Annotated[Path | None, typer.Option("--data", help="A folder of the harness's layout; default: its "
+                                                             "copy in ../shared/data (UNIPGEN_SHARED_DATA).")]
+EvalOut = Annotated[Path | None, typer.Option(help="Report folder (JSON, Markdown, HTML, plots).")]
+EvalQuick = Annotated[bool, typer.Option(help="A small subset: a harness check, not the figures.")]
+
+
+def _run_harness(run: Any, as_json: bool, **options: Any) -> None:
+    result = run(**options, log=None if as_json else (lambda line: typer.echo(line, err=True)))
+    _emit(result, as_json, json.dumps(result, indent=2, default=str))
+
+
+@eval_app.command("movielens")
+def eval_movielens(data: EvalData = None, quick: EvalQuick = False, out: EvalOut = None, as_json: Json = False) -> None:
+    """Next-item ranking, leave-last-out: NDCG@k and HR@k of the user model vs popularity."""
+    from unipgen.eval.movielens import run_movielens
+
+    _run_harness(run_movielens, as_json, data=data, quick=quick, out=out)
+
+
+@eval_app.command("lamp-style")
+def eval_lamp_style(
+    data: Annotated[Path | None, typer.Option("--data", help="A LaMP task folder, a JSONL of users, or a MovieLens "
+                                                             "folder (tags as a LaMP-2-style task; the default).")] = None,
+    profile: Annotated[str | None, typer.Option(help="Its text backend answers; default offline (tiny with --quick).")] = None,
+    method: Annotated[list[str] | None, typer.Option(help="nonpersonal, rag or lora (repeatable; default all).")] = None,
+    quick: EvalQuick = False, out: EvalOut = None, as_json: Json = False,
+) -> None:
+    """Personalized text: answers without history, with retrieved history (RAG), with a per-user LoRA."""
+    from unipgen.eval.lamp import METHODS, run_lamp
+
+    _run_harness(run_lamp, as_json, data=data, profile=profile, methods=method or METHODS, quick=quick, out=out)
+
+
+@eval_app.command("voice")
+def eval_voice(data: EvalData = None, quick: EvalQuick = False, out: EvalOut = None, as_json: Json = False) -> None:
+    """Speaker similarity: same- vs different-speaker cosines of the voice encoder vs MFCCs."""
+    from unipgen.eval.identity import run_voice
+
+    _run_harness(run_voice, as_json, data=data, quick=quick, out=out)
+
+
+@eval_app.command("faces")
+def eval_faces(data: EvalData = None, quick: EvalQuick = False, out: EvalOut = None, as_json: Json = False) -> None:
+    """Face re-identification, leave-one-out: the face encoder vs raw pixels."""
+    from unipgen.eval.identity import run_faces
+
+    _run_harness(run_faces, as_json, data=data, quick=quick, out=out)
+
+
 @app.command()
 def demo(
     tenant: Tenant = "demo",

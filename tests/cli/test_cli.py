@@ -127,6 +127,20 @@ def test_generate_music_and_3d_from_the_command_line(tmp_path: Path) -> None:
     assert humming.returncode == 2 and "no voice recording 'humming'" in as_json(humming)["error"]["message"]
 
 
+def test_eval_harness_writes_its_report(tmp_path: Path) -> None:
+    from unipgen.bench import shared_data_dir
+
+    faces = shared_data_dir() / "orl-faces"
+    if not faces.is_dir():
+        pytest.skip(f"{faces} is absent (CI has ../shared/data)")
+    result = as_json(run(tmp_path, "eval", "faces", "--data", str(faces), "--quick", "--out", str(tmp_path / "r"),
+                         "--json"))
+    assert result["face_pair_auc"] > result["face_pair_auc_pixels"]
+    assert {Path(path).name for path in result["report"].values()} >= {"faces.json", "faces.html"}
+    missing = run(tmp_path, "eval", "voice", "--data", str(tmp_path / "nowhere"), "--json", ok=False)
+    assert missing.returncode == 2 and "nowhere" in as_json(missing)["error"]["message"]
+
+
 def test_train_text_lora_from_the_command_line(tmp_path: Path) -> None:
     pytest.importorskip("peft")
     run(tmp_path, "ingest", "movielens", str(SAMPLE), "--users", "2")

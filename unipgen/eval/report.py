@@ -2,8 +2,9 @@
 
 A report is a title and a list of blocks (`Heading`, `Paragraph`, `Table`, `Image`); the same
 blocks render to Markdown and to a self-contained HTML page whose images are linked files beside
-it. Harnesses build the blocks, draw plots with `scatter_png`, and call `write_report`. Plots use
-matplotlib's Agg canvas directly (no pyplot, no display, no global backend switch).
+it. Harnesses build the blocks, draw plots with `scatter_png`, `bars_png` or `histogram_png`, and
+call `write_report`. Plots use matplotlib's Agg canvas directly (no pyplot, no display, no global
+backend switch).
 """
 
 from __future__ import annotations
@@ -177,3 +178,82 @@ def scatter_png(path: Path, panels: Sequence[Panel], title: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")
     return path
+
+
+@dataclass(frozen=True)
+class BarPanel:
+    """Grouped bars: one group per `groups` entry, one bar per series (label → one value per group)."""
+
+    y_label: str
+    groups: Sequence[str]
+    series: Mapping[str, Sequence[float]]
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class HistogramPanel:
+    """Overlaid histograms of several samples (label → values) on shared bins, normalised to densities."""
+
+    x_label: str
+    series: Mapping[str, Sequence[float]]
+    title: str = ""
+    bins: int = 30
+
+
+def _figure(count: int) -> tuple[Any, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not count:
+        raise InvalidInputError("no panels to plot")
+    figure = Figure(figsize=(5.5 * count, 4.2), dpi=110)
+    return figure, FigureCanvasAgg(figure)
+
+
+def _save(figure: Any, path: Path, title: str) -> Path:
+    if title:
+        figure.suptitle(title, fontsize=11)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
+
+
+def bars_png(path: Path, panels: Sequence[BarPanel], title: str = "") -> Path:
+    """Draw `panels` side by side as grouped bar charts and save a PNG at `path` (matplotlib, Agg)."""
+    figure, _canvas = _figure(len(panels))
+    for number, panel in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), number + 1)
+        width = 0.8 / max(len(panel.series), 1)
+        for index, (label, values) in enumerate(panel.series.items()):
+            if len(values) != len(panel.groups):
+                raise InvalidInputError(f"series {label!r} has {len(values)} values for {len(panel.groups)} groups")
+            xs = [g + (index - (len(panel.series) - 1) / 2) * width for g in range(len(panel.groups))]
+            axes.bar(xs, values, width=width, label=label, color=f"C{index % 10}")
+        axes.set_xticks(range(len(panel.groups)), list(panel.groups))
+        axes.set_ylabel(panel.y_label)
+        axes.set_title(panel.title, fontsize=10)
+        axes.grid(alpha=0.3, axis="y")
+        axes.legend(fontsize=7, loc="best")
+    return _save(figure, path, title)
+
+
+def histogram_png(path: Path, panels: Sequence[HistogramPanel], title: str = "") -> Path:
+    """Draw `panels` side by side as overlaid density histograms and save a PNG at `path`."""
+    figure, _canvas = _figure(len(panels))
+    for number, panel in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), number + 1)
+        samples = [list(map(float, v)) for v in panel.series.values()]
+        pooled = [x for sample in samples for x in sample]
+        low, high = (min(pooled), max(pooled)) if pooled else (0.0, 1.0)
+        edges = [low + (high - low) * i / panel.bins for i in range(panel.bins + 1)] if high > low else panel.bins
+        for index, (label, sample) in enumerate(zip(panel.series, samples, strict=True)):
+            if sample:
+                axes.hist(sample, bins=edges, density=True, alpha=0.5, label=f"{label} (n={len(sample)})",
+                          color=f"C{index % 10}")
+        axes.set_xlabel(panel.x_label)
+        axes.set_ylabel("density")
+        axes.set_title(panel.title, fontsize=10)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7, loc="best")
+    return _save(figure, path, title)

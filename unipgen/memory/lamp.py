@@ -7,12 +7,16 @@ Personalization"): a questions file and an outputs file.
 
 A folder holds them as ``questions.json`` and ``outputs.json``, or under the LaMP release's
 names (``dev_questions.json`` / ``dev_outputs.json``, any ``*_questions.json`` /
-``*_outputs.json`` pair). Parsing only: no model, no torch.
+``*_outputs.json`` pair).
+
+`load_user_jsonl` reads the generic layout instead: a JSONL file, one user a line, with the
+user's past items and one held-out target (see its docstring). Parsing only: no model, no torch.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,4 +142,125 @@ def _question(row: Any, number: int, path: Path, golds: dict[str, str], outputs_
                         gold=golds[qid])
 
 
-__all__ = ["ANSWER_FIELDS", "TASK_KINDS", "LampQuestion", "LampTask", "lamp_files", "load_lamp", "profile_text"]
+# -- the generic JSONL layout -----------------------------------------------------------------------
+
+#: The answer key of a JSONL target -> the task kind it makes.
+JSONL_KINDS = {"label": "classification", "score": "rating", "output": "generation"}
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    """One past item of a user: its text and the user's answer for it (label, score or output), if any."""
+
+    text: str
+    answer: str | None
+
+
+@dataclass(frozen=True)
+class UserHistory:
+    """One JSONL line: the user, the past items, the held-out target's text and gold answer."""
+
+    user: str
+    history: tuple[HistoryItem, ...]
+    input: str
+    gold: str
+    line: int
+
+
+@dataclass(frozen=True)
+class UserHistoryTask:
+    """A JSONL task: its kind (``classification``, ``rating``, ``generation``) and one entry per user."""
+
+    kind: str
+    answer_key: str  # label, score or output
+    users: tuple[UserHistory, ...]
+
+
+def load_user_jsonl(path: Path) -> UserHistoryTask:
+    """Users with past items and one held-out target each, from a JSONL file (blank lines skipped).
+
+    Each line is ``{"user": "u1", "history": [{"text": "...", "label": "..."}, ...],
+    "target": {"text": "...", "label": "..."}}``. The target's answer key sets the task for the
+    whole file: ``label`` (classification), ``score`` (rating, a number from 1 to 5) or
+    ``output`` (generation: the text the user wrote for the target, e.g. a headline). History
+    items (at least one, oldest first) may carry the same key (their answer) or none. Errors
+    name the file, the line and the field.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{path}: cannot read ({exc})") from None
+    users: list[UserHistory] = []
+    seen: dict[str, int] = {}
+    answer_key: str | None = None
+    for number, text in enumerate(lines, 1):
+        if not text.strip():
+            continue
+        where = f"{path}: line {number}"
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"{where}: not valid JSON (column {exc.colno}: {exc.msg})") from None
+        if not isinstance(row, dict):
+            raise InvalidInputError(f"{where}: expected an object with 'user', 'history' and 'target'")
+        user = _field(row, "user", str, path, f"line {number}")
+        target = _field(row, "target", dict, path, f"line {number}")
+        keys = [key for key in JSONL_KINDS if key in target]
+        if len(keys) != 1:
+            raise InvalidInputError(f"{where}: target needs exactly one of 'label', 'score' or 'output', got {keys}")
+        if answer_key is None:
+            answer_key = keys[0]
+        elif keys[0] != answer_key:
+            raise InvalidInputError(f"{where}: target has {keys[0]!r} but earlier lines have {answer_key!r} "
+                                    "(one task per file)")
+        if user in seen:
+            raise InvalidInputError(f"{where}: user {user!r} already on line {seen[user]}")
+        seen[user] = number
+        history = _field(row, "history", list, path, f"line {number}")
+        if not history:
+            raise InvalidInputError(f"{where}: 'history' is empty (a user needs at least one past item)")
+        items = tuple(_history_item(item, i, answer_key, where) for i, item in enumerate(history))
+        users.append(UserHistory(user=user, history=items, input=_text(target, f"{where}: target"),
+                                 gold=_answer(target, answer_key, f"{where}: target"), line=number))
+    if answer_key is None:
+        raise InvalidInputError(f"{path}: no users (expected one JSON object a line)")
+    return UserHistoryTask(kind=JSONL_KINDS[answer_key], answer_key=answer_key, users=tuple(users))
+
+
+def _history_item(item: Any, index: int, answer_key: str, where: str) -> HistoryItem:
+    where = f"{where}: history[{index}]"
+    if not isinstance(item, dict):
+        raise InvalidInputError(f"{where}: expected an object with 'text'")
+    other = [key for key in JSONL_KINDS if key in item and key != answer_key]
+    if other:
+        raise InvalidInputError(f"{where}: has {other[0]!r} but the target has {answer_key!r}")
+    answer = _answer(item, answer_key, where) if item.get(answer_key) is not None else None
+    return HistoryItem(text=_text(item, where), answer=answer)
+
+
+def _text(row: dict[str, Any], where: str) -> str:
+    value = row.get("text")
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError(f"{where}: field 'text' must be a non-empty string")
+    return value.strip()
+
+
+def _answer(row: dict[str, Any], key: str, where: str) -> str:
+    """The answer as text; a score must be a number (or numeric text) from 1 to 5 ("4", "4.5")."""
+    value = row[key]
+    if key == "score":
+        try:
+            score = float(value)
+        except (TypeError, ValueError):
+            score = math.nan
+        if isinstance(value, bool) or not 1 <= score <= 5:
+            raise InvalidInputError(f"{where}: 'score' must be a number from 1 to 5, got {value!r}")
+        return str(int(score)) if score.is_integer() else str(score)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError(f"{where}: {key!r} must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+__all__ = ["ANSWER_FIELDS", "JSONL_KINDS", "TASK_KINDS", "HistoryItem", "LampQuestion", "LampTask", "UserHistory",
+           "UserHistoryTask", "lamp_files", "load_lamp", "load_user_jsonl", "profile_text"]
