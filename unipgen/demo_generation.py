@@ -24,19 +24,23 @@ class DemoRequest:
     instruction: str
     what: str  # what the personalization uses, for the printed line
     options: dict[str, Any]
+    references: tuple[str, ...] = ()  # persona photos the output is scored against (CLIP-I)
+
+
+_DOG = ("subject/dog-00.jpg", "subject/dog-01.jpg")
 
 
 DEMO_REQUESTS = (
     DemoRequest("text", "In two sentences, recommend a movie for my Friday night and say why it suits me.",
                 "their tags and ratings, retrieved", {"max_new_tokens": 60}),
-    DemoRequest("image", "a photo of my dog on the beach", "the dog's photos", {}),
-    DemoRequest("image", "a portrait of me in a garden", "their face embedding (FaceID)", {}),
-    DemoRequest("video", "a video of my dog running on the beach", "the dog's photos", {}),
+    DemoRequest("image", "a photo of my dog on the beach", "the dog's photos", {}, _DOG),
+    DemoRequest("image", "a portrait of me in a garden", "their face embedding (FaceID)", {}, ("faces/s1-1.pgm",)),
+    DemoRequest("video", "a video of my dog running on the beach", "the dog's photos", {}, _DOG),
     DemoRequest("audio", "music for my Friday movie night", "their taste, and the tune of their recording",
                 {"melody": "greeting"}),
     DemoRequest("speech", "Good evening! Tonight I recommend a film with a twist you will not see coming.",
                 "a voice matched to their recording", {}),
-    DemoRequest("3d", "a 3d model of my dog", "the dog's first photo", {}),
+    DemoRequest("3d", "a 3d model of my dog", "the dog's first photo", {}, _DOG),
 )
 
 
@@ -50,21 +54,37 @@ def generate_pairs(generator: Any, tenant: str, user: str, say: Callable[[str], 
         mine = generator.generate(tenant, user, request.modality, request.instruction, GenerationOptions(**options))
         options.pop("melody", None)  # the guest has no recording to take a tune from
         theirs = generator.generate(tenant, GUEST, request.modality, request.instruction, GenerationOptions(**options))
-        personal = _output(generator, tenant, user, mine, f"for user {user}")
-        baseline = _output(generator, tenant, GUEST, theirs, f"for {GUEST!r}, a user with no memory")
+        personal = _output(generator, tenant, user, mine, f"for user {user}", request)
+        baseline = _output(generator, tenant, GUEST, theirs, f"for {GUEST!r}, a user with no memory", request)
         say(f"     {request.modality} ({mine[0].plan.method}, with {request.what}): {_summary(personal)}")
         pairs.append(ReportPair(personal, baseline, request=request.instruction))
     return pairs
 
 
-def _output(generator: Any, tenant: str, user: str, made: list, title: str) -> ReportOutput:
+def _output(generator: Any, tenant: str, user: str, made: list, title: str, request: DemoRequest) -> ReportOutput:
     """The report entry of one request: its first output, with a 3D mesh's preview image (the
-    demo's store is local, so every output has a file)."""
+    demo's store is local, so every output has a file), and its CLIP scores if it is visual."""
     main = made[0]
     meta = next(a.meta for a in generator.model.store.artifacts(tenant, user, kind="output") if a.key == main.key)
     shown = {key: value for key, value in (meta or {}).items() if key in _SHOWN}
     preview = made[1] if len(made) > 1 and main.plan.modality == "3d" else None
+    if request.references:
+        frames = preview.path if preview is not None else main.path
+        shown |= clip_scores(generator.model.encoders.image, frames, main.media_type, request)
     return ReportOutput.from_artifact(main.plan.modality, title, main, shown, preview=preview)
+
+
+def clip_scores(encoder: Any, path: str, media_type: str, request: DemoRequest) -> dict[str, float]:
+    """CLIP-I (to the persona's reference photos: subject fidelity) and CLIP-T (to the request:
+    text alignment) of an image, a 3D preview, or a video's frames, with the profile's encoder."""
+    from unipgen.demo import PERSONA_SAMPLE
+    from unipgen.eval.image_metrics import clip_i, clip_t
+    from unipgen.eval.media_metrics import read_frames
+
+    images = read_frames(path) if media_type.startswith("video/") else [path]
+    references = [PERSONA_SAMPLE / name for name in request.references]
+    return {"clip_i": round(clip_i(images, references, encoder), 4),
+            "clip_t": round(clip_t(images, request.instruction, encoder), 4)}
 
 
 #: Meta shown in the report (the rest, such as seeds and sizes, is in the store).
@@ -76,7 +96,7 @@ def _summary(output: ReportOutput) -> str:
     meta = output.meta
     if output.media_type.startswith("text/"):
         return " ".join(Path(output.path).read_text(encoding="utf-8", errors="replace").split())[:300]
-    figures = [f"{key.replace('_', ' ')} {meta[key]:.2f}" for key in ("temporal_consistency", "speaker_similarity")
-               if isinstance(meta.get(key), float)]
+    scores = ("clip_i", "temporal_consistency", "speaker_similarity")
+    figures = [f"{key.replace('_', ' ')} {meta[key]:.2f}" for key in scores if isinstance(meta.get(key), float)]
     figures += [f"{meta['vertices']} vertices"] if "vertices" in meta else []
     return (f"{', '.join(figures)}: " if figures else "") + str(output.path)

@@ -60,9 +60,12 @@ def test_forgetting_the_subject_removes_its_outputs(generator: InlineGenerator) 
         store.artifact_blob("ml", made.key)
 
 
-def test_unknown_modality_backend_is_named(generator: InlineGenerator) -> None:
-    with pytest.raises(NotFoundError, match="profile 'tiny' has no 'video' generator"):
-        generator.generate("ml", "2", "video", "a clip")
+def test_a_modality_the_profile_lacks_is_named(generator: InlineGenerator) -> None:
+    model = generator.model
+    text_only = model.profile.model_copy(update={"name": "text-only", "backends": {"text": model.profile.backends["text"]}})
+    lacking = InlineGenerator(UserModel(model.store, text_only))
+    with pytest.raises(NotFoundError, match="profile 'text-only' has no 'video' generator"):
+        lacking.generate("ml", "2", "video", "a clip")
 
 
 def test_trained_text_adapter_is_routed_and_forgotten_with_its_documents(generator: InlineGenerator) -> None:
