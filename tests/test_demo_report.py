@@ -3,16 +3,15 @@ Chromium every image, video and audio file really loads (not just exists)."""
 
 from __future__ import annotations
 
-import shutil
-import time
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.browser import CHROMEDRIVER, CHROMIUM, NO_BROWSER, assert_page_loads
 from unipgen.demo_report import (
     ReportData,
     ReportOutput,
@@ -26,7 +25,6 @@ from unipgen.errors import InvalidInputError
 
 PERSONA = Path(__file__).resolve().parents[1] / "unipgen" / "data" / "persona-sample"
 HOSTILE = 'Dog <script>alert("x")</script> & co'
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 def _frames(n: int, size: int = 64) -> list[Image.Image]:
@@ -133,55 +131,10 @@ def test_rewrite_replaces_assets_and_bad_input_names_the_file(tmp_path: Path, da
     assert media_type_of("a.GLB") == "model/gltf-binary" and media_type_of("a.xyz") == "application/octet-stream"
 
 
-_STATE = """
-const media = [...document.querySelectorAll('video, audio')];
-const images = [...document.querySelectorAll('img')];
-return {
-  media: media.map(m => [m.currentSrc || m.src, m.readyState, m.error ? m.error.code : null,
-                         m.tagName === 'VIDEO' ? m.videoWidth : -1]),
-  images: images.map(i => [i.currentSrc, i.complete, i.naturalWidth]),
-  links: [...document.querySelectorAll('a[href]')].map(a => a.href),
-};
-"""
-
-
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=NO_BROWSER)
 def test_every_asset_loads_in_headless_chromium(tmp_path: Path, data: ReportData) -> None:
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install selenium)")
-    from selenium.webdriver.chrome.service import Service
-
-    index = write_report(tmp_path / "report", data)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--mute-audio", "--allow-file-access-from-files"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # an explicit driver path: selenium-manager never runs (it would try to download one)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    try:
-        driver.get(index.as_uri())
-        deadline = time.monotonic() + 20
-        while True:
-            state = driver.execute_script(_STATE)
-            settled = all(ready >= 1 or error for _, ready, error, _ in state["media"])
-            if (settled and all(done for _, done, _ in state["images"])) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
-    finally:
-        driver.quit()
+    state = assert_page_loads(write_report(tmp_path / "report", data))
     assert len(state["media"]) == 3 and len(state["images"]) >= 6
-    for src, ready, error, width in state["media"]:
-        assert error is None and ready >= 1, f"{src}: readyState {ready}, MediaError {error}"
-        assert width != 0, f"{src}: no video frames decoded (is H.264 supported by this Chromium?)"
-    for src, _, natural_width in state["images"]:
-        assert natural_width > 0, f"{src} did not load"
-    assert not errors, errors
-    for href in state["links"]:
-        url = urlparse(href)  # in-page anchors resolve to index.html itself
-        assert url.scheme == "file" and Path(unquote(url.path)).is_file(), href
 
 
 def test_from_artifact_puts_the_plan_first(tmp_path: Path) -> None:

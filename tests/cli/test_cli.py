@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import CHROMEDRIVER, CHROMIUM, assert_page_loads
 from tests.conftest import SAMPLE
 
 
@@ -79,6 +80,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert page.count("Not personalized") >= 7 and "speaker_similarity" in page
     assets = [tmp_path / "report" / link for link in re.findall(r'(?:src|href)="(assets/[^"]+)"', page)]
     assert assets and all(path.is_file() for path in assets)
+    if CHROMIUM and CHROMEDRIVER:  # the real demo page in a browser: every image, player and link works
+        state = assert_page_loads(index)
+        assert len(state["media"]) >= 5  # their voice, and per pair: video, music and speech players
 
 
 def test_help_does_not_import_heavy_modules() -> None:
