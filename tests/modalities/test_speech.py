@@ -48,7 +48,7 @@ def test_speech_is_a_16_bit_wav_at_24_khz_with_its_meta(backend) -> None:
     samples, rate = soundfile.read(io.BytesIO(out.data))
     assert out.media_type == "audio/wav" and rate == 24_000 == out.meta["sample_rate"]
     assert soundfile.info(io.BytesIO(out.data)).subtype == "PCM_16"
-    assert 1.5 < len(samples) / rate < 8 and out.meta["seconds"] == pytest.approx(len(samples) / rate, abs=0.01)
+    assert 8 > len(samples) / rate > 1.5 and out.meta["seconds"] == pytest.approx(len(samples) / rate, abs=0.01)
     assert samples.std() > 0.01  # speech, not silence
     assert out.meta["voice"] == "default" and out.meta["speaker_similarity"] is None
     assert out.meta["rtf"] > 0 and out.meta["method"] == "prompt_only" and out.meta["prompt"] == TEXT
