@@ -594,6 +594,8 @@ EvalData = Annotated[Path | None, typer.Option("--data", help="A folder of the h
                                                              "copy in ../shared/data (UNIPGEN_SHARED_DATA).")]
 EvalOut = Annotated[Path | None, typer.Option(help="Report folder (JSON, Markdown, HTML, plots).")]
 EvalQuick = Annotated[bool, typer.Option(help="A small subset: a harness check, not the figures.")]
+EvalProfile = Annotated[str | None, typer.Option(help="Measure this model profile's encoder (default: the packaged one "
+                                                      "every shipped profile but gpu names).")]
 
 
 def _run_harness(run: Any, as_json: bool, **options: Any) -> None:
@@ -602,11 +604,12 @@ def _run_harness(run: Any, as_json: bool, **options: Any) -> None:
 
 
 @eval_app.command("movielens")
-def eval_movielens(data: EvalData = None, quick: EvalQuick = False, out: EvalOut = None, as_json: Json = False) -> None:
+def eval_movielens(data: EvalData = None, profile: EvalProfile = None, quick: EvalQuick = False, out: EvalOut = None,
+                   as_json: Json = False) -> None:
     """Next-item ranking, leave-last-out: NDCG@k and HR@k of the user model vs popularity."""
     from unipgen.eval.movielens import run_movielens
 
-    _run_harness(run_movielens, as_json, data=data, quick=quick, out=out)
+    _run_harness(run_movielens, as_json, data=data, profile=profile, quick=quick, out=out)
 
 
 @eval_app.command("lamp-style")
@@ -624,19 +627,21 @@ def eval_lamp_style(
 
 
 @eval_app.command("voice")
-def eval_voice(data: EvalData = None, quick: EvalQuick = False, out: EvalOut = None, as_json: Json = False) -> None:
+def eval_voice(data: EvalData = None, profile: EvalProfile = None, quick: EvalQuick = False, out: EvalOut = None,
+               as_json: Json = False) -> None:
     """Speaker similarity: same- vs different-speaker cosines of the voice encoder vs MFCCs."""
     from unipgen.eval.identity import run_voice
 
-    _run_harness(run_voice, as_json, data=data, quick=quick, out=out)
+    _run_harness(run_voice, as_json, data=data, profile=profile, quick=quick, out=out)
 
 
 @eval_app.command("faces")
-def eval_faces(data: EvalData = None, quick: EvalQuick = False, out: EvalOut = None, as_json: Json = False) -> None:
+def eval_faces(data: EvalData = None, profile: EvalProfile = None, quick: EvalQuick = False, out: EvalOut = None,
+               as_json: Json = False) -> None:
     """Face re-identification, leave-one-out: the face encoder vs raw pixels."""
     from unipgen.eval.identity import run_faces
 
-    _run_harness(run_faces, as_json, data=data, quick=quick, out=out)
+    _run_harness(run_faces, as_json, data=data, profile=profile, quick=quick, out=out)
 
 
 @app.command()

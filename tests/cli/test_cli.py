@@ -137,8 +137,9 @@ def test_eval_harness_writes_its_report(tmp_path: Path) -> None:
     faces = shared_data_dir() / "orl-faces"
     if not faces.is_dir():
         pytest.skip(f"{faces} is absent (CI has ../shared/data)")
-    result = as_json(run(tmp_path, "eval", "faces", "--data", str(faces), "--quick", "--out", str(tmp_path / "r"),
-                         "--json"))
+    result = as_json(run(tmp_path, "eval", "faces", "--data", str(faces), "--quick", "--profile", "cpu",
+                         "--out", str(tmp_path / "r"), "--json"))
+    assert result["settings"]["profile"] == "cpu"
     assert result["face_pair_auc"] > result["face_pair_auc_pixels"]
     assert {Path(path).name for path in result["report"].values()} >= {"faces.json", "faces.html"}
     missing = run(tmp_path, "eval", "voice", "--data", str(tmp_path / "nowhere"), "--json", ok=False)

@@ -162,3 +162,14 @@ def test_voice_quick_on_shared_data(tmp_path: Path) -> None:
     assert result["voice_top1"] >= result["voice_mfcc_top1"]
     assert result["voice_pair_auc"] > result["voice_mfcc_pair_auc"]
     assert_report(result, tmp_path, "voice")
+
+
+def test_a_profiles_text_encoder_is_named_by_its_ref_for_the_embedding_cache() -> None:
+    import numpy as np
+
+    from unipgen.eval.movielens import minilm_encoder, profile_text_encoder
+
+    encode = profile_text_encoder("tiny")
+    assert encode.__qualname__ == "sentence-transformers:sentence-transformers/all-MiniLM-L6-v2"
+    texts = ["Heat (1995) — Crime, Thriller", "Toy Story (1995) — Animation"]
+    assert np.allclose(encode(texts), minilm_encoder()(texts), atol=1e-5)  # tiny names the default MiniLM

@@ -38,7 +38,8 @@ QUICK_VOICE = {"identities": 4, "per_identity": 4}
 
 # ---- the figures -------------------------------------------------------------------------------
 
-def face_figures(paths: list[Path], labels: np.ndarray, root: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def face_figures(paths: list[Path], labels: np.ndarray, root: Path,
+                 encoder: Any = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Re-identification of each photo by its nearest other photo (dlib vs raw pixels), and the
     same- / different-person pair distances of both spaces (for the histograms).
 
@@ -48,7 +49,7 @@ def face_figures(paths: list[Path], labels: np.ndarray, root: Path) -> tuple[dic
     from unipgen.core.encoders.base import NoFaceFoundError
     from unipgen.core.encoders.face import DlibFaceEncoder
 
-    encoder = DlibFaceEncoder()
+    encoder = encoder or DlibFaceEncoder()
     started = time.perf_counter()
     vectors, failed = _encode_each(encoder.encode, paths, NoFaceFoundError)
     encode_s = time.perf_counter() - started
@@ -78,7 +79,8 @@ def face_figures(paths: list[Path], labels: np.ndarray, root: Path) -> tuple[dic
     return figures, {"dlib_same": same, "dlib_diff": diff, "pixels_same": pixel_same, "pixels_diff": pixel_diff}
 
 
-def voice_figures(paths: list[Path], labels: np.ndarray, root: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def voice_figures(paths: list[Path], labels: np.ndarray, root: Path,
+                  encoder: Any = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Same- vs different-speaker cosine of utterance pairs (Resemblyzer vs mean MFCCs), and the
     pair cosines of both spaces (for the histograms).
 
@@ -89,7 +91,7 @@ def voice_figures(paths: list[Path], labels: np.ndarray, root: Path) -> tuple[di
     from unipgen.core.encoders.voice import ResemblyzerVoiceEncoder
 
     torch.set_num_threads(1)  # 2 threads on 2 shared cores can be 10x slower
-    encoder = ResemblyzerVoiceEncoder()
+    encoder = encoder or ResemblyzerVoiceEncoder()
     started = time.perf_counter()
     vectors, failed = _encode_each(encoder.encode, paths, InvalidInputError)
     encode_s = time.perf_counter() - started
@@ -125,8 +127,19 @@ def voice_figures(paths: list[Path], labels: np.ndarray, root: Path) -> tuple[di
 
 # ---- the harnesses -----------------------------------------------------------------------------
 
+def profile_encoder(profile: str, role: str) -> Any:
+    """The encoder a model profile names for `role` (built, not yet loaded)."""
+    from unipgen.core.encoders import load_encoder
+    from unipgen.schema.profiles import load_profile
+
+    specs = load_profile(profile).encoders
+    if role not in specs:
+        raise InvalidInputError(f"profile {profile!r} names no {role!r} encoder")
+    return load_encoder(specs[role])
+
+
 def run_faces(data: Path | str | None = None, *, out: Path | str | None = None, quick: bool = False,
-              identities: int | None = None, per_identity: int | None = None,
+              identities: int | None = None, per_identity: int | None = None, profile: str | None = None,
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Face re-identification on `data` (default: the shared orl-faces); with `out`, writes
     `faces.json`, `.md`, `.html` and `faces-distances.png` there.
@@ -138,11 +151,11 @@ def run_faces(data: Path | str | None = None, *, out: Path | str | None = None, 
     from unipgen.bench import shared_data_dir
 
     directory = Path(data) if data is not None else shared_data_dir() / "orl-faces"
-    return _run("faces", directory, out, quick, identities, per_identity, log)
+    return _run("faces", directory, out, quick, identities, per_identity, log, profile)
 
 
 def run_voice(data: Path | str | None = None, *, out: Path | str | None = None, quick: bool = False,
-              identities: int | None = None, per_identity: int | None = None,
+              identities: int | None = None, per_identity: int | None = None, profile: str | None = None,
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Speaker separation on `data` (default: the shared librispeech-test-other-mini); with `out`,
     writes `voice.json`, `.md`, `.html` and `voice-cosines.png` there.
@@ -153,11 +166,13 @@ def run_voice(data: Path | str | None = None, *, out: Path | str | None = None, 
     from unipgen.bench import shared_data_dir
 
     directory = Path(data) if data is not None else shared_data_dir() / "librispeech-test-other-mini"
-    return _run("voice", directory, out, quick, identities, per_identity, log)
+    return _run("voice", directory, out, quick, identities, per_identity, log, profile)
 
 
 def _run(kind: str, directory: Path, out: Path | str | None, quick: bool, identities: int | None,
-         per_identity: int | None, log: Callable[[str], None] | None) -> dict[str, Any]:
+         per_identity: int | None, log: Callable[[str], None] | None, profile: str | None = None) -> dict[str, Any]:
+    """One harness; `profile` names the model profile whose face / voice encoder is measured
+    (default: dlib / Resemblyzer, which every shipped profile names)."""
     from unipgen.bench import machine
 
     started = time.perf_counter()
@@ -168,9 +183,10 @@ def _run(kind: str, directory: Path, out: Path | str | None, quick: bool, identi
     paths, labels = labelled_files(directory, suffixes, identities, per_identity)
     (log or (lambda _message: None))(f"{kind}: {len(paths)} files of {len(set(labels))} identities in {directory}")
     figures_of = face_figures if kind == "faces" else voice_figures
-    figures, scores = figures_of(paths, labels, directory)
+    encoder = profile_encoder(profile, "face" if kind == "faces" else "voice") if profile else None
+    figures, scores = figures_of(paths, labels, directory, encoder)
     result = {"benchmark": kind, "settings": {"data": str(directory), "quick": quick, "identities": identities,
-                                              "per_identity": per_identity},
+                                              "per_identity": per_identity, "profile": profile},
               **figures, "machine": machine("numpy"), "seconds": round(time.perf_counter() - started, 2)}
     if out is not None:
         result["report"] = write_identity_report(Path(out), kind, result, scores)

@@ -167,6 +167,22 @@ def minilm_encoder() -> TextEncoder:
     return SentenceTransformerEncoder(batch_size=128).encode
 
 
+def profile_text_encoder(profile: str) -> TextEncoder:
+    """The text encoder a model profile names, as texts → vectors; its name (the embedding
+    cache's key) is the profile entry's type and ref, so two models never share a cache."""
+    from unipgen.core.encoders import load_encoder
+    from unipgen.schema.profiles import load_profile
+
+    spec = load_profile(profile).encoders["text"]
+    encoder = load_encoder(spec)
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return encoder.encode(texts)
+
+    encode.__qualname__ = f"{spec.type}:{spec.ref}"
+    return encode
+
+
 def text_embeddings(texts: list[str], text_encoder: TextEncoder | None = None) -> np.ndarray:
     """L2-normalised float32 embeddings of `texts`, cached under the temp dir by a hash of the
     texts and the encoder (MiniLM by default: ~70 s for MovieLens' 9.7k titles on one core)."""
@@ -544,6 +560,7 @@ def run_movielens(
     users: int | None = None,
     rounds: int | None = None,
     text_encoder: TextEncoder | None = None,
+    profile: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the protocol on `data` (default: the shared movielens-latest-small) and, when `out` is
@@ -552,7 +569,8 @@ def run_movielens(
     `quick`: 40 tuning and 40 test users (drawn with a fixed seed), one tuning round: a harness
     check whose NDCG@10 gain over popularity has a wide interval (`unipgen bench usermodel
     --quick` uses 150). `users` caps each split, `rounds` sets the tuning rounds (either
-    overrides `quick`). `text_encoder`: texts → vectors for the content space (default MiniLM).
+    overrides `quick`). `text_encoder`: texts → vectors for the content space (default MiniLM);
+    `profile`: use that model profile's text encoder instead.
     `log`: called with progress lines. Returns `bench_ranking`'s keys plus `at_k` ({variant:
     {"ndcg": {k: v}, "hr": {k: v}}}, from `unipgen.eval.ranking_metrics`; k is a string in the
     JSON file), `settings`, `machine`, `seconds` and `report` (paths, when `out` is given).
@@ -562,6 +580,8 @@ def run_movielens(
 
     started = time.perf_counter()
     directory = Path(data) if data is not None else default_data_dir()
+    if profile is not None and text_encoder is None:
+        text_encoder = profile_text_encoder(profile)
     if quick:
         users = users if users is not None else QUICK_EVAL["users"]
         rounds = rounds if rounds is not None else QUICK_EVAL["rounds"]
