@@ -54,18 +54,18 @@ def generate_pairs(generator: Any, tenant: str, user: str, say: Callable[[str], 
         mine = generator.generate(tenant, user, request.modality, request.instruction, GenerationOptions(**options))
         options.pop("melody", None)  # the guest has no recording to take a tune from
         theirs = generator.generate(tenant, GUEST, request.modality, request.instruction, GenerationOptions(**options))
-        personal = _output(generator, tenant, user, mine, f"for user {user}", request)
-        baseline = _output(generator, tenant, GUEST, theirs, f"for {GUEST!r}, a user with no memory", request)
+        personal = _output(generator, tenant, mine, f"for user {user}", request)
+        baseline = _output(generator, tenant, theirs, f"for {GUEST!r}, a user with no memory", request)
         say(f"     {request.modality} ({mine[0].plan.method}, with {request.what}): {_summary(personal)}")
         pairs.append(ReportPair(personal, baseline, request=request.instruction))
     return pairs
 
 
-def _output(generator: Any, tenant: str, user: str, made: list, title: str, request: DemoRequest) -> ReportOutput:
+def _output(generator: Any, tenant: str, made: list, title: str, request: DemoRequest) -> ReportOutput:
     """The report entry of one request: its first output, with a 3D mesh's preview image (the
     demo's store is local, so every output has a file), and its CLIP scores if it is visual."""
     main = made[0]
-    meta = next(a.meta for a in generator.model.store.artifacts(tenant, user, kind="output") if a.key == main.key)
+    meta = generator.model.store.artifact(tenant, main.key).meta
     shown = {key: value for key, value in (meta or {}).items() if key in _SHOWN}
     preview = made[1] if len(made) > 1 and main.plan.modality == "3d" else None
     if request.references:

@@ -98,8 +98,9 @@ def temporal_consistency(video: Any, encoder: Any = None, max_frames: int | None
     frames = read_frames(video, max_frames)
     if len(frames) < 2:
         raise InvalidInputError("temporal consistency needs at least 2 frames")
-    vectors = _unit(embed_images(frames, encoder))
-    return float(np.clip((vectors[:-1] * vectors[1:]).sum(axis=1).mean(), -1.0, 1.0))
+    from unipgen.modalities.video import temporal_consistency as consecutive_cosine  # the backend's own score
+
+    return consecutive_cosine(embed_images(frames, encoder))
 
 
 # ---------------------------------------------------------------- audio

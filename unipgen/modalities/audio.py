@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +48,13 @@ TINY_CHROMA = {"feature_extractor_type": "MusicgenMelodyFeatureExtractor", "feat
 def build_tiny_musicgen(directory: Path, seed: int = 0, melody: bool = False) -> Path:
     """Save a tiny random MusicGen (or, with `melody`, MusicGen-Melody and its chroma parameters)
     and a locally trained tokenizer to `directory` (atomically)."""
+    from unipgen.modalities.image_tiny import _build_atomically
+
+    _build_atomically(directory, lambda scratch: _save_tiny_musicgen(scratch, seed, melody))
+    return directory
+
+
+def _save_tiny_musicgen(scratch: Path, seed: int, melody: bool) -> None:
     import torch
     import transformers
 
@@ -81,17 +87,10 @@ def build_tiny_musicgen(directory: Path, seed: int = 0, melody: bool = False) ->
         for layer in model.audio_encoder.quantizer.layers:
             layer.codebook.embed.normal_()
             layer.codebook.embed_avg.copy_(layer.codebook.embed)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=directory.parent))
     model.save_pretrained(scratch)
     tokenizer.save_pretrained(scratch)
     if melody:
         (scratch / "preprocessor_config.json").write_text(json.dumps(TINY_CHROMA, indent=2))
-    try:
-        scratch.rename(directory)
-    except OSError:  # another process built it first
-        shutil.rmtree(scratch, ignore_errors=True)
-    return directory
 
 
 class MusicgenAudioBackend:

@@ -20,7 +20,6 @@ character tokenizer; offline tests and demos: it babbles) or a Hub id / local fo
 from __future__ import annotations
 
 import io
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 from unipgen.errors import InvalidInputError, MissingDependencyError
 from unipgen.modalities.audio import AUDIO_FORMATS, decode_clip, encode_audio
+from unipgen.modalities.image_tiny import _build_atomically
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
 
 TINY_SPEECHT5 = "tiny-random"
@@ -56,6 +56,11 @@ def tiny_speecht5_dir(seed: int = 0) -> Path:
 
 def build_tiny_speecht5(directory: Path, seed: int = 0) -> Path:
     """Save a tiny random SpeechT5 (256-d speakers), its HiFi-GAN and a char tokenizer (atomically)."""
+    _build_atomically(directory, lambda scratch: _save_tiny_speecht5(scratch, seed))
+    return directory
+
+
+def _save_tiny_speecht5(scratch: Path, seed: int) -> None:
     import sentencepiece
     import torch
     from transformers import (
@@ -66,8 +71,6 @@ def build_tiny_speecht5(directory: Path, seed: int = 0) -> Path:
         SpeechT5Tokenizer,
     )
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=directory.parent))
     # A character-level sentencepiece model with SpeechT5's special ids (<s>=0 <pad>=1 </s>=2 <unk>=3).
     model_file = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
@@ -95,11 +98,6 @@ def build_tiny_speecht5(directory: Path, seed: int = 0) -> Path:
     model.save_pretrained(scratch)
     tokenizer.save_pretrained(scratch)
     vocoder.save_pretrained(scratch / "vocoder")
-    try:
-        scratch.rename(directory)
-    except OSError:  # another process built it first
-        shutil.rmtree(scratch, ignore_errors=True)
-    return directory
 
 
 class SpeechT5Backend:
