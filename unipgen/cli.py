@@ -362,8 +362,11 @@ def train(
     tenant: Tenant = "default", as_json: Json = False,
 ) -> None:
     """Train USER's personal adapter as a job; prints the adapter artifact and its loss curve."""
-    from unipgen.schema.jobs import TrainSpec
+    from unipgen.errors import InvalidInputError
+    from unipgen.schema.jobs import TRAINING_METHODS, TrainSpec
 
+    if method not in TRAINING_METHODS:
+        raise InvalidInputError(f"unknown training method {method!r}; one of {list(TRAINING_METHODS)}")
     spec = TrainSpec(method=method, subject=subject, steps=steps, seed=seed)
     with _store() as store:
         job = _run_job(store, profile, executor, tenant, user, spec, job_id, wait, progress=not as_json)

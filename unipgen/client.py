@@ -127,7 +127,15 @@ class _Routes:
                                 parse=_as(list[EventIn])))
 
     def add_items(self, items: Sequence[dict[str, Any] | BaseModel], *, exist_ok: bool = False) -> int:
+        """Catalog items without images, in one request (`add_item` uploads one with its image)."""
         return self._send(_Call("POST", "/v1/items", json={"items": _dump(items), "exist_ok": exist_ok}, parse=_count))
+
+    def add_item(self, key: str, text: str, *, image: FileLike | None = None, meta: dict[str, Any] | None = None,
+                 exist_ok: bool = False) -> int:
+        """One catalog item, with its image uploaded as a file."""
+        data = {"text": text, "exist_ok": str(exist_ok).lower()} | ({"meta": json.dumps(meta)} if meta else {})
+        return self._send(_Call("POST", f"/v1/items/{key}", data=data,
+                                files=None if image is None else [_file("image", image)], parse=_count))
 
     def add_documents(self, user: str, documents: Sequence[DocumentIn | dict[str, Any]]) -> int:
         return self._send(_Call("POST", f"/v1/users/{user}/documents", json={"documents": _dump(documents)},

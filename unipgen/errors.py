@@ -72,9 +72,19 @@ class UnauthorizedError(UnipgenError):
 
 
 class RateLimitedError(UnipgenError):
-    """The API key made more requests than `Settings.rate_limit_per_minute` allows (HTTP 429)."""
+    """Too many requests: an API key over `Settings.rate_limit_per_minute`, or a client address
+    over `Settings.auth_failures_per_minute` failed logins (HTTP 429, `Retry-After` set from
+    `retry_after_s`)."""
 
     code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: float = 60.0) -> None:
+        Exception.__init__(self, message, retry_after_s)  # both arguments: it pickles whole
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def error_from(record: dict[str, str]) -> UnipgenError:

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
                     "deletes older ones with what was derived from them. A kind not listed is kept.",
     )
 
+    auth_failures_per_minute: int = Field(
+        default=30, gt=0, description="Failed logins (unknown, malformed or revoked keys) one client address may "
+                                      "make per minute; beyond, every request from it answers 429 until the "
+                                      "minute has passed (per service process).",
+    )
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'unipgen.db').as_posix()}"
 

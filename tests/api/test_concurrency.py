@@ -1,11 +1,13 @@
 """50 clients ingest events at once through the live service: none lost, none duplicated;
-and the per-key rate limit answers 429 with a code once a key is over it."""
+the per-key rate limit answers 429 with a code once a key is over it; failed logins are
+throttled per client address."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.api.conftest import ADMIN_KEY, Live, live_service
@@ -62,3 +64,27 @@ def test_a_key_over_its_rate_limit_gets_429(tmp_path: Path) -> None:
             assert caught.value.status_code == 429  # type: ignore[attr-defined]
         with Client(url, api_key=other) as api:
             assert api.list_users() == []  # the limit is per key
+
+
+def test_failed_logins_are_throttled_per_client_address(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, admin_key=ADMIN_KEY, auth_failures_per_minute=3)
+    with live_service(settings, run_jobs=False) as (url, _):
+        with Client(url, api_key=ADMIN_KEY) as admin:
+            admin.create_tenant("t")
+            key = admin.create_api_key("t", "k").key
+        wrong = {"Authorization": "Bearer upg_00000000_" + "x" * 43}
+        with httpx.Client(base_url=url) as attacker:
+            codes = [attacker.get("/v1/users", headers=wrong).status_code for _ in range(3)]
+            assert codes == [401, 401, 401]
+            refused = attacker.get("/v1/users", headers=wrong)
+            assert refused.status_code == 429 and refused.json()["code"] == "rate_limited"
+            assert "UNIPGEN_AUTH_FAILURES_PER_MINUTE" in refused.json()["message"]
+            assert 1 <= int(refused.headers["Retry-After"]) <= 60
+            # Over the limit, even a right key waits: a 200 would tell the guesser it found one.
+            assert attacker.get("/v1/users", headers={"Authorization": f"Bearer {key}"}).status_code == 429
+            assert attacker.get("/v1/tenants", headers={"Authorization": "Bearer nope"}).status_code == 429
+        # Another client address (127.0.0.2 is loopback too) is not affected.
+        elsewhere = httpx.HTTPTransport(local_address="127.0.0.2")
+        with httpx.Client(base_url=url, transport=elsewhere) as honest:
+            assert honest.get("/v1/users", headers={"Authorization": f"Bearer {key}"}).json() == []
+            assert honest.get("/v1/health").status_code == 200

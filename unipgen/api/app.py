@@ -26,8 +26,9 @@ artifacts answer 404, as if they did not exist. Admin routes (`/v1/tenants`) tak
 Errors are JSON `{"code", "message"}` with the codes of docs/errors.md.
 """
 
-#: Error responses every route may give, documented once.
-_ERRORS = {status: {"model": ErrorBody} for status in (401, 404, 422, 429)}
+#: Error responses every route may give, documented once (docs/errors.md says which code each
+#: status carries). 409: a write names an id that exists; 413: a body over its size limit.
+_ERRORS = {status: {"model": ErrorBody} for status in (401, 404, 409, 413, 422, 429)}
 
 
 def create_app(settings: Settings | None = None, *, profile: str = "tiny", run_jobs: bool = True) -> FastAPI:

@@ -1,5 +1,5 @@
 """Dependencies of the routes: the running `Service`, the caller's tenant (from its API key,
-rate-limited per key), and the admin check."""
+rate-limited per key), and the admin check. Failed logins are throttled per client address."""
 
 from __future__ import annotations
 
@@ -32,10 +32,20 @@ class Caller:
     actor: str
 
 
-def caller(svc: ServiceDep, credentials: Credentials) -> Caller:
-    if credentials is None:
-        raise UnauthorizedError("no API key: send the header 'Authorization: Bearer upg_...'")
-    record = svc.store.authenticate(credentials.credentials)
+def _address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+def caller(svc: ServiceDep, credentials: Credentials, request: Request) -> Caller:
+    address = _address(request)
+    svc.auth_throttle.check(address)
+    try:
+        if credentials is None:
+            raise UnauthorizedError("no API key: send the header 'Authorization: Bearer upg_...'")
+        record = svc.store.authenticate(credentials.credentials)
+    except UnauthorizedError:
+        svc.auth_throttle.failed(address)
+        raise
     svc.limiter.check(record.prefix)
     return Caller(record.tenant, f"key:{record.prefix}")
 
@@ -43,12 +53,15 @@ def caller(svc: ServiceDep, credentials: Credentials) -> Caller:
 CallerDep = Annotated[Caller, Depends(caller)]
 
 
-def admin(svc: ServiceDep, credentials: Credentials) -> None:
+def admin(svc: ServiceDep, credentials: Credentials, request: Request) -> None:
+    address = _address(request)
+    svc.auth_throttle.check(address)
     expected = svc.settings.admin_key
     if not expected:
         raise UnauthorizedError("admin routes are disabled: set UNIPGEN_ADMIN_KEY to enable them")
     given = credentials.credentials if credentials is not None else ""
     if not hmac.compare_digest(given.encode(), expected.encode()):
+        svc.auth_throttle.failed(address)
         raise UnauthorizedError("admin routes need the admin key ('Authorization: Bearer <UNIPGEN_ADMIN_KEY>')")
     svc.limiter.check("admin")
 

@@ -35,8 +35,50 @@ class RateLimiter:
             if len(seen) >= self.per_minute:
                 wait = self.window_s - (now - seen[0])
                 raise RateLimitedError(f"API key {key!r} made {self.per_minute} requests in the last minute "
-                                       f"(the limit): retry in {wait:.0f} s")
+                                       f"(the limit): retry in {wait:.0f} s", wait)
             seen.append(now)
+
+
+class AuthThrottle:
+    """Failed logins per client address, at most `per_minute` in any 60-second window.
+
+    An address over the limit is refused before its key is even looked at: answering 401 or 200
+    would still let it test keys at full speed. So a right key from that address waits too, for
+    at most a minute. Behind a proxy, run uvicorn with `--proxy-headers` (and
+    `--forwarded-allow-ips`) so that the address is the client's, not the proxy's.
+    """
+
+    def __init__(self, per_minute: int, window_s: float = 60.0) -> None:
+        self.per_minute = per_minute
+        self.window_s = window_s
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, address: str) -> None:
+        """Raise `RateLimitedError` if `address` is over its failed logins."""
+        now = time.monotonic()
+        with self._lock:
+            failures = self._expire(address, now)
+            if len(failures) >= self.per_minute:
+                wait = self.window_s - (now - failures[0])
+                raise RateLimitedError(f"{self.per_minute} failed logins from {address} in the last minute "
+                                       f"(UNIPGEN_AUTH_FAILURES_PER_MINUTE): retry in {wait:.0f} s", wait)
+
+    def failed(self, address: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._failures) > 10_000:  # many addresses: drop the quiet ones, memory stays bounded
+                for seen in list(self._failures):
+                    self._expire(seen, now)
+            self._failures.setdefault(address, deque()).append(now)
+
+    def _expire(self, address: str, now: float) -> deque[float]:
+        failures = self._failures.get(address, deque())
+        while failures and now - failures[0] >= self.window_s:
+            failures.popleft()
+        if not failures:
+            self._failures.pop(address, None)
+        return failures
 
 
 class JobRunner:
@@ -83,6 +125,7 @@ class Service:
     model: Any
     executor: Any
     limiter: RateLimiter
+    auth_throttle: AuthThrottle
     runner: JobRunner | None = None
 
     @classmethod
@@ -94,7 +137,8 @@ class Service:
         store = MemoryStore.open(settings)
         model = UserModel(store, profile, cache_dir=settings.home / "cache")
         executor = make_executor(model, settings)
-        service = cls(settings, store, model, executor, RateLimiter(settings.rate_limit_per_minute))
+        service = cls(settings, store, model, executor, RateLimiter(settings.rate_limit_per_minute),
+                      AuthThrottle(settings.auth_failures_per_minute))
         if run_jobs:
             service.runner = JobRunner(executor)
             service.runner.start()

@@ -23,8 +23,9 @@ from typing import Any
 
 from unipgen.core.usermodel import UserModel
 from unipgen.errors import InvalidInputError, NotFoundError
+from unipgen.schema.jobs import TRAINING_METHODS
 
-METHODS = ("text-lora", "lora", "textual-inversion", "dpo")
+METHODS = TRAINING_METHODS
 #: The methods that adapt the profile's text model; the others adapt its image model.
 TEXT_METHODS = ("text-lora", "dpo")
 

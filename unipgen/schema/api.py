@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from unipgen.schema.context import Modality
 from unipgen.schema.generation import GenerationOptions
+from unipgen.schema.jobs import TrainingMethod
 from unipgen.schema.memory import DocumentIn, EventIn, ItemIn, check_json
 
 _KEY = Field(min_length=1, max_length=255, pattern=r"^[^/\s][^/]*$", description="A public id (no slash).")
@@ -138,11 +139,11 @@ class GenerationCreate(_In):
 
 
 class TrainingCreate(_In):
-    """A personal adapter to train as a job (methods: `unipgen.orchestrator.training.METHODS`)."""
+    """A personal adapter to train as a job; an unknown method is refused here (422), not when the job runs."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"method": "lora", "subject": "rex", "steps": 200, "seed": 0}]})
 
-    method: str = Field(min_length=1, max_length=64)
+    method: TrainingMethod
     subject: str | None = Field(default=None, min_length=1, max_length=255)
     steps: int = Field(default=20, ge=1, le=10_000)
     seed: int = 0

@@ -11,6 +11,10 @@ from unipgen.schema.context import Modality
 from unipgen.schema.generation import GenerationOptions
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+#: Ways to train a personal adapter: a LoRA of the text model on the user's documents, a
+#: DreamBooth LoRA or a textual inversion of a subject, DPO on the user's judged outputs.
+TrainingMethod = Literal["text-lora", "lora", "textual-inversion", "dpo"]
+TRAINING_METHODS: tuple[str, ...] = TrainingMethod.__args__  # type: ignore[attr-defined]
 #: Statuses a job does not leave.
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -29,10 +33,10 @@ class GenerateSpec(_Frozen):
 
 
 class TrainSpec(_Frozen):
-    """Train the job's user a personal adapter (see `unipgen.orchestrator.training.METHODS`)."""
+    """Train the job's user a personal adapter (methods: `TrainingMethod`)."""
 
     kind: Literal["train"] = "train"
-    method: str
+    method: TrainingMethod
     subject: str | None = None
     steps: int = Field(default=20, ge=1, le=10_000)
     seed: int = 0

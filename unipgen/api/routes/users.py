@@ -3,18 +3,24 @@ user context; export and forget."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Query, status
+from fastapi import APIRouter, BackgroundTasks, File, Form, Query, UploadFile, status
 from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
 
 from unipgen.api.deps import CallerDep, ServiceDep
+from unipgen.api.uploads import read_image
+from unipgen.errors import InvalidInputError
+from unipgen.memory.parsing import parse_rows
 from unipgen.schema.api import (
     ContextRequest,
     Count,
     DocumentsCreate,
+    ErrorBody,
     EventsCreate,
     ItemsCreate,
     ProfileValue,
@@ -22,7 +28,7 @@ from unipgen.schema.api import (
     UserPublic,
 )
 from unipgen.schema.context import UserContext
-from unipgen.schema.memory import DocumentIn, EventIn, ForgetReport, UserSummary
+from unipgen.schema.memory import DocumentIn, EventIn, ForgetReport, ItemIn, UserSummary
 
 router = APIRouter(prefix="/v1", tags=["users"])
 
@@ -77,8 +83,38 @@ def list_events(user: str, svc: ServiceDep, who: CallerDep,
 
 @router.post("/items", status_code=status.HTTP_201_CREATED, response_model=Count)
 def add_items(body: ItemsCreate, svc: ServiceDep, who: CallerDep) -> Count:
-    """Catalog items, embedded on the way in (text; image too where an item has one)."""
+    """Catalog items, their texts embedded on the way in. An item with an image is uploaded
+    with `POST /v1/items/{item}` (a multipart form): JSON carries no files."""
+    pictured = next((item.key for item in body.items if item.image is not None), None)
+    if pictured is not None:
+        raise InvalidInputError(f"item {pictured!r} has an image: upload it with POST /v1/items/{{item}} "
+                                "(multipart form), not inside JSON")
     return Count(count=svc.model.add_items(who.tenant, body.items, exist_ok=body.exist_ok))
+
+
+@router.post("/items/{item}", status_code=status.HTTP_201_CREATED, response_model=Count,
+             responses={415: {"model": ErrorBody}})
+async def add_item(item: str, text: Annotated[str, Form(min_length=1, description="What the item is.")],
+                   svc: ServiceDep, who: CallerDep,
+                   image: Annotated[UploadFile | None, File(description="The item's picture (JPEG, PNG...).")] = None,
+                   meta: Annotated[str | None, Form(description="A JSON object of metadata.")] = None,
+                   exist_ok: Annotated[bool, Form()] = False) -> Count:
+    """One catalog item from a multipart form, with its image: embedded as text and as image."""
+    data = None if image is None else (await read_image(image, svc.settings.max_blob_bytes, f"image of item {item!r}"))[0]
+    row = parse_rows([{"key": item, "text": text, "image": data, "meta": _json_object(meta, "meta")}], ItemIn, "item")
+    return Count(count=await run_in_threadpool(svc.model.add_items, who.tenant, row, exist_ok=exist_ok))
+
+
+def _json_object(text: str | None, what: str) -> dict[str, Any] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInputError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{what} must be a JSON object, not {type(value).__name__}")
+    return value
 
 
 @router.post("/users/{user}/documents", status_code=status.HTTP_201_CREATED, response_model=Count)
