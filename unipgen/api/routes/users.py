@@ -105,11 +105,15 @@ def get_context(user: str, body: ContextRequest, svc: ServiceDep, who: CallerDep
             responses={200: {"content": {"application/zip": {}}, "description": "The user's archive."}})
 def export_user(user: str, svc: ServiceDep, who: CallerDep, cleanup: BackgroundTasks) -> FileResponse:
     """Everything held about the user as one zip (`unipgen users import` reads it back)."""
-    folder = Path(tempfile.mkdtemp(prefix="unipgen-export-"))
-    path = folder / f"{user}.zip"
-    svc.store.export_user(who.tenant, user, path)
-    svc.store.record_audit(who.tenant, who.actor, "export_user", user=user)
-    cleanup.add_task(_remove, folder)
+    folder = Path(tempfile.mkdtemp(prefix="unipgen-export-"))  # 0700: the zip holds the user's data
+    try:
+        path = folder / "export.zip"  # not the user id: it may hold any character, "/" included
+        svc.store.export_user(who.tenant, user, path)
+        svc.store.record_audit(who.tenant, who.actor, "export_user", user=user)
+    except BaseException:  # an unknown user, a missing blob, a full disk: nothing may stay behind
+        _remove(folder)
+        raise
+    cleanup.add_task(_remove, folder)  # once the response is sent
     return FileResponse(path, media_type="application/zip", filename=f"{who.tenant}-{user}.zip")
 
 
