@@ -253,11 +253,11 @@ def run_claimed(model: UserModel, job: JobRecord, worker: str, lease_s: float,
             raise JobCancelled
         if isinstance(prepared, Exception):
             raise prepared
-        work = prepared if prepared is not None else prepare(model, job)
-        if isinstance(work, TrainingInputs):
-            work = with_checkpoints(work, store.job_scratch(job.tenant, job.key), checkpoint_every)
-        lease.total_steps = work.steps if isinstance(work, TrainingInputs) else 1
-        with lease.beating():
+        with lease.beating():  # preparing may load models: it is under the lease too
+            work = prepared if prepared is not None else prepare(model, job)
+            if isinstance(work, TrainingInputs):
+                work = with_checkpoints(work, store.job_scratch(job.tenant, job.key), checkpoint_every)
+            lease.total_steps = work.steps if isinstance(work, TrainingInputs) else 1
             produced = work_fn(work, lease)
         with lock:  # asked to stop while the work ran: finish_job drops what it made
             return finish(model, job, worker, work, produced)

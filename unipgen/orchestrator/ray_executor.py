@@ -23,7 +23,8 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from unipgen.core.usermodel import UserModel
@@ -343,7 +344,8 @@ class RayExecutor(QueueExecutor):
                 running = []
                 for start in range(0, len(claimed), self.prepare_batch):
                     group = claimed[start : start + self.prepare_batch]
-                    prepared = prepare_many(self.model, group)
+                    with self._holding(group):  # preparing may load encoders: keep the claims alive
+                        prepared = prepare_many(self.model, group)
                     self._mark_burst(group, prepared)
                     training = [(job, work) for job, work in zip(group, prepared) if isinstance(work, TrainingInputs)]
                     running += [pool.submit(self._run, job, work) for job, work in training]
@@ -354,6 +356,15 @@ class RayExecutor(QueueExecutor):
                     outcome = future.result()
                     ran += outcome if isinstance(outcome, list) else [outcome]
         return ran
+
+    @contextmanager
+    def _holding(self, jobs: list[JobRecord]) -> Iterator[None]:
+        """Heartbeats for claimed jobs whose own run has not started yet."""
+        with ExitStack() as heartbeats:
+            for job in jobs:
+                heartbeats.enter_context(Lease(self.model.store, job, self.worker, self.lease_s,
+                                               _renewed=time.monotonic(), heartbeat_s=self.heartbeat_s).beating())
+            yield
 
     def _mark_burst(self, jobs: list[JobRecord], prepared: list[Any]) -> None:
         """Tag the generation jobs of one group with their burst: (id, how many go to that actor)."""

