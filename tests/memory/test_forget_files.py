@@ -71,3 +71,34 @@ def test_a_text_another_user_still_holds_is_not_residue(populated: MemoryStore) 
     populated.add_document("acme", "alice", "d1", SECRET)
     populated.add_document("acme", "bob", "d1", SECRET)
     assert populated.forget_user("acme", "alice").residue == []
+
+
+def test_forget_removes_the_users_job_checkpoints(populated: MemoryStore) -> None:
+    """A training job's checkpoint is derived from the user's photos: it goes with the user."""
+    populated.submit_job("acme", "alice", {"kind": "train", "method": "lora"}, key="j1")
+    scratch = populated.job_scratch("acme", "j1")
+    (scratch / "checkpoint.pt").write_bytes(b"weights learned from alice's photos")
+    kept = populated.job_scratch("acme", "bobs-job")
+    report = populated.forget_user("acme", "alice")
+    assert report.residue == [] and report.deleted["jobs"] == 1
+    assert not scratch.exists() and kept.exists()
+
+
+def test_a_job_that_ends_drops_its_checkpoints(populated: MemoryStore) -> None:
+    for key in ("ok", "failed", "cancelled"):
+        populated.submit_job("acme", "bob", {"kind": "train", "method": "lora"}, key=key)
+    folders = {key: populated.job_scratch("acme", key) for key in ("ok", "failed", "cancelled")}
+    populated.claim_job("w", 30, key="ok")
+    populated.finish_job("acme", "ok", "w", {})
+    populated.claim_job("w", 30, key="failed")
+    populated.fail_job("acme", "failed", "w", {"code": "x", "message": "x"}, retryable=False)
+    populated.cancel_job("acme", "cancelled")
+    assert {key: folder.exists() for key, folder in folders.items()} == dict.fromkeys(folders, False)
+
+
+def test_a_retryable_failure_keeps_the_checkpoints(populated: MemoryStore) -> None:
+    populated.submit_job("acme", "bob", {"kind": "train", "method": "lora"}, key="again")
+    scratch = populated.job_scratch("acme", "again")
+    populated.claim_job("w", 30, key="again")
+    populated.fail_job("acme", "again", "w", {"code": "internal", "message": "x"}, retryable=True, backoff_s=0)
+    assert scratch.exists() and populated.job("acme", "again").status == "queued"

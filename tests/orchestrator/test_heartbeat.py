@@ -115,3 +115,44 @@ def test_a_killed_worker_process_loses_its_job_within_the_lease(model: UserModel
         if worker.poll() is None:
             worker.kill()
     store.mark_cancelled("ml", "doomed", "rescuer")
+
+
+class CrashOnce(InlineExecutor):
+    """A worker whose first attempt at a job dies after `crash_at` training steps (a lost GPU
+    process); the checkpoints it wrote stay in the job's scratch folder."""
+
+    crash_at = 5
+
+    def _work(self, work: Any, lease: Lease) -> Any:
+        if lease.job.attempts > 1:
+            return super()._work(work, lease)
+
+        def should_stop() -> bool:
+            if lease.steps + 1 >= self.crash_at:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            return lease()
+
+        from unipgen.orchestrator.training import run_training
+
+        return run_training(work, should_stop=should_stop)
+
+
+@pytest.mark.slow
+def test_a_retried_training_job_resumes_from_its_checkpoint(model: UserModel) -> None:
+    pytest.importorskip("diffusers")
+    from tests.helpers import png_bytes
+
+    store = model.store
+    store.add_subject("ml", "1", "rex", name="Rex", class_noun="dog", images=[png_bytes("red"), png_bytes("blue")])
+    spec = TrainSpec(method="lora", subject="rex", steps=6, seed=1)
+    crashing = CrashOnce(model, backoff_s=0.0, checkpoint_every=3)
+    scratch = store.job_scratch("ml", "cut")
+    resumed = crashing.wait("ml", crashing.submit("ml", "1", spec, key="cut").key)
+    plain = InlineExecutor(model, backoff_s=0.0, checkpoint_every=3)
+    whole = plain.wait("ml", plain.submit("ml", "1", spec, key="whole").key)
+    assert resumed.status == whole.status == "succeeded" and (resumed.attempts, whole.attempts) == (2, 1)
+    assert resumed.error["message"].startswith("RuntimeError: CUDA error")  # the first attempt did die
+    cut, uncut = (store.artifact("ml", job.result["artifacts"][0]) for job in (resumed, whole))
+    assert cut.meta["resumed_from"] == 3 and "resumed_from" not in uncut.meta  # not step 0
+    assert resumed.result["losses"] == whole.result["losses"] and cut.blob_sha == uncut.blob_sha  # bit for bit
+    assert scratch is not None and not scratch.exists()  # the checkpoints went with the job's end
