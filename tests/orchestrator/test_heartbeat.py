@@ -156,3 +156,25 @@ def test_a_retried_training_job_resumes_from_its_checkpoint(model: UserModel) ->
     assert cut.meta["resumed_from"] == 3 and "resumed_from" not in uncut.meta  # not step 0
     assert resumed.result["losses"] == whole.result["losses"] and cut.blob_sha == uncut.blob_sha  # bit for bit
     assert scratch is not None and not scratch.exists()  # the checkpoints went with the job's end
+
+
+def test_a_job_whose_user_is_forgotten_stops_and_leaves_nothing(model: UserModel) -> None:
+    """The heartbeat finds the job deleted: the work stops at its next step, the worker goes
+    on (no error escapes it), and no scratch folder is left."""
+    import threading
+
+    store = model.store
+    store.create_user("ml", "leaving")
+    store.add_documents("ml", "leaving", [{"key": "d", "text": "I only watch silent films"}])
+    executor = InlineExecutor(model, lease_s=1.5, heartbeat_s=0.2)
+    executor.submit("ml", "leaving", TrainSpec(method="text-lora", steps=10_000), key="orphaned")
+    ran: list[Any] = []
+    thread = threading.Thread(target=lambda: ran.append(executor.run_pending(limit=1)), daemon=True)
+    thread.start()
+    while store.job("ml", "orphaned").progress == 0.0:
+        time.sleep(0.05)
+    scratch = store.job_scratch("ml", "orphaned")
+    assert store.forget_user("ml", "leaving").residue == []
+    thread.join(timeout=30)
+    assert not thread.is_alive() and ran and ran[0][0].key == "orphaned"
+    assert not scratch.exists()

@@ -56,6 +56,11 @@ class JobsMixin:
         private_dir(self.scratch_dir)
         return private_dir(scratch_path(self.scratch_dir, tenant, key))
 
+    def drop_job_scratch(self: MemoryStore, tenant: str, key: str) -> None:
+        """Remove job `key`'s scratch folder now (a worker whose job was deleted under it)."""
+        if self.scratch_dir is not None:
+            remove_tree(scratch_path(self.scratch_dir, tenant, key))
+
     def _drop_scratch_after(self: MemoryStore, w: Any, tenant: str, key: str) -> None:
         """Remove the job's scratch folder once the transaction that ends the job commits."""
         if self.scratch_dir is not None:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from pydantic import TypeAdapter
 
 from unipgen.core.usermodel import UserModel
-from unipgen.errors import ConflictError, UnipgenError
+from unipgen.errors import ConflictError, NotFoundError, UnipgenError
 from unipgen.memory.jobs import OutputArtifact
 from unipgen.orchestrator.inline import (
     InlineGenerator,
@@ -127,7 +127,7 @@ class Lease:
         while not stop.wait(self.heartbeat_s):
             try:
                 self.renew()
-            except ConflictError as exc:  # the lease ran out and another worker took the job
+            except (ConflictError, NotFoundError) as exc:  # another worker took the job, or it was deleted
                 self._lost = exc
                 return
             except Exception:  # noqa: BLE001  (a store hiccup: the next beat tries again)
@@ -219,6 +219,14 @@ def record_failure(model: UserModel, job: JobRecord, worker: str, exc: BaseExcep
                    backoff_s: float = 1.0) -> JobRecord:
     """Record how a job's run ended early: cancelled, failed for good (a caller's error), or
     failed for another attempt (anything else); a job that went on elsewhere is left alone."""
+    try:
+        return _record_failure(model, job, worker, exc, backoff_s)
+    except NotFoundError:  # the job was deleted while it ran (its user forgotten): nothing to record or keep
+        model.store.drop_job_scratch(job.tenant, job.key)
+        return job
+
+
+def _record_failure(model: UserModel, job: JobRecord, worker: str, exc: BaseException, backoff_s: float) -> JobRecord:
     store = model.store
     if isinstance(exc, JobCancelled):
         return store.mark_cancelled(job.tenant, job.key, worker)
