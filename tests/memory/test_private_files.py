@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from sqlalchemy import select
 
 from tests.helpers import png_bytes, unit, wav_bytes

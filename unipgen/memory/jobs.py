@@ -64,7 +64,8 @@ class JobsMixin:
     def _drop_scratch_after(self: MemoryStore, w: Any, tenant: str, key: str) -> None:
         """Remove the job's scratch folder once the transaction that ends the job commits."""
         if self.scratch_dir is not None:
-            w.after_commit.append(lambda path=scratch_path(self.scratch_dir, tenant, key): remove_tree(path))
+            path = scratch_path(self.scratch_dir, tenant, key)
+            w.after_commit.append(lambda: remove_tree(path))
 
     def submit_job(self: MemoryStore, tenant: str, user: str, spec: dict[str, Any], *, key: str | None = None,
                    max_attempts: int = 3) -> JobRecord:

@@ -130,7 +130,7 @@ class Lease:
             except (ConflictError, NotFoundError) as exc:  # another worker took the job, or it was deleted
                 self._lost = exc
                 return
-            except Exception:  # noqa: BLE001  (a store hiccup: the next beat tries again)
+            except Exception:  # a store hiccup: the next beat tries again
                 log.warning("heartbeat of job %s failed", self.job.key, exc_info=True)
 
 
