@@ -62,6 +62,18 @@ class Settings(BaseSettings):
                                       "make per minute; beyond, every request from it answers 429 until the "
                                       "minute has passed (per service process).",
     )
+    lease_s: float = Field(
+        default=30.0, gt=0, description="Seconds a worker holds a job without a heartbeat; a dead worker's job is "
+                                        "queued again after this long.",
+    )
+    heartbeat_s: float = Field(
+        default=5.0, gt=0, description="Seconds between a running job's lease renewals (at most a third of "
+                                       "`lease_s` is used).",
+    )
+    checkpoint_every: int = Field(
+        default=10, gt=0, description="Training steps between a training job's checkpoints (a retried job "
+                                      "resumes from the last one).",
+    )
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'unipgen.db').as_posix()}"
@@ -71,3 +83,7 @@ class Settings(BaseSettings):
 
     def resolved_index_dir(self) -> Path:
         return self.index_dir or self.home / "indexes"
+
+    def resolved_scratch_dir(self) -> Path:
+        """Where running jobs keep what a retry needs (training checkpoints), one folder a job."""
+        return self.home / "jobs"

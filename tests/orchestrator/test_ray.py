@@ -83,6 +83,8 @@ def test_local_cluster_is_loopback_only_with_its_token_in_the_data_dir(cluster: 
     assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
     token = home / "ray" / "auth_token"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600 and os.environ["RAY_AUTH_TOKEN_PATH"] == str(token)
+    parent = Path(cluster.temp_dir).parent  # Ray makes its own folders 0777: this one keeps others out
+    assert stat.S_IMODE(parent.stat().st_mode) == 0o700
     listening = _listening_addresses(_processes_of(cluster.temp_dir))
     assert listening and all(address in LOOPBACK for address in listening), listening
 

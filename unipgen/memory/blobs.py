@@ -1,6 +1,7 @@
 """A content-addressed blob store: files named by their sha256, behind fsspec.
 
 The default is a local directory; any fsspec URL works (``s3://bucket/prefix`` with ``s3fs``).
+A local store's folders are 0700 and its files 0600: blobs are face photos and voice recordings.
 The store itself keeps no reference counts: which blobs are still needed is derived from the
 database rows that name them (see `unipgen.memory.models.BLOB_COLUMNS`).
 """
@@ -8,8 +9,12 @@ database rows that name them (see `unipgen.memory.models.BLOB_COLUMNS`).
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+
+from unipgen.memory.private import FILE_MODE, private_dir
 
 
 def sha256_hex(data: bytes) -> str:
@@ -34,13 +39,22 @@ class BlobStore:
         path = self._path(sha)
         if self._fs.exists(path):
             return sha, False
-        self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         # Write beside, then rename: a reader never sees half a blob.
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        with self._fs.open(tmp, "wb") as handle:
-            handle.write(data)
+        if self.is_local:
+            _write_private(path, tmp, data)
+        else:
+            self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            with self._fs.open(tmp, "wb") as handle:
+                handle.write(data)
         self._fs.mv(tmp, path)
         return sha, True
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the store is a folder of this machine (not a remote object store)."""
+        protocol = self._fs.protocol
+        return bool({"file", "local"} & set(protocol if isinstance(protocol, tuple) else (protocol,)))
 
     def get(self, sha: str) -> bytes:
         with self._fs.open(self._path(sha), "rb") as handle:
@@ -55,9 +69,7 @@ class BlobStore:
 
     def local_path(self, sha: str) -> str | None:
         """The file's path when the store is a local directory (None for remote stores)."""
-        protocol = self._fs.protocol
-        local = "file" in protocol or "local" in protocol if isinstance(protocol, tuple) else protocol in ("file", "local")
-        return self._path(sha) if local else None
+        return self._path(sha) if self.is_local else None
 
     def list(self) -> Iterator[str]:
         """Every blob's sha256 (a full scan: for residue checks and garbage collection)."""
@@ -67,3 +79,15 @@ class BlobStore:
             name = path.rsplit("/", 1)[-1]
             if len(name) == 64 and not name.endswith(".tmp"):
                 yield name
+
+
+def _write_private(path: str, tmp: str, data: bytes) -> None:
+    """Write a local blob's scratch file created 0600 (in folders made 0700), never readable by
+    another account, not even for the moment between creation and a chmod."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        private_dir(folder.parent)  # the store's root, on the first blob
+        private_dir(folder)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)

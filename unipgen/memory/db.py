@@ -12,24 +12,64 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from unipgen.errors import InvalidInputError
+from unipgen.memory.private import private_dir, private_file, touch_private
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets foreign keys (for cascades) and WAL (readers beside a writer).
-    On both, text holding a NUL character or a lone surrogate is refused before it reaches the
-    database."""
+    """An engine for `url`; SQLite gets foreign keys (for cascades), WAL (readers beside a writer)
+    and secure delete (a deleted row's bytes are zeroed, not left in free space), and its file
+    is made 0600 before SQLite first opens it (the -wal and -shm files take the database
+    file's mode). On both, text holding a NUL character or a lone surrogate is refused before it
+    reaches the database."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         engine = create_engine(url, pool_pre_ping=True)
     else:
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(Path(parsed.database))
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     event.listen(engine, "before_cursor_execute", _refuse_bad_text)
     return engine
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Create the database file 0600 (in a folder made 0700 if missing) and tighten the files of
+    an existing one: SQLite gives its -wal and -shm files the database file's mode."""
+    if not path.parent.exists():
+        private_dir(path.parent)
+    touch_private(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        private_file(path.with_name(path.name + suffix))
+
+
+def sqlite_files(engine: Engine) -> list[Path]:
+    """The files of a file-backed SQLite database (the database, its -wal and -shm, those that
+    exist); empty for other databases."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return []
+    path = Path(url.database)
+    return [p for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")) if p.exists()]
+
+
+def checkpoint_sqlite(engine: Engine) -> None:
+    """Copy the WAL into the database file and truncate it to zero bytes, so that rows deleted
+    (and zeroed: secure_delete) are not still readable in older WAL frames. A no-op elsewhere.
+    A reader holding an old snapshot blocks the truncation; it is retried for a few seconds."""
+    if engine.url.get_backend_name() != "sqlite":
+        return
+    import time
+
+    deadline = time.monotonic() + 5.0
+    while True:
+        with engine.connect() as conn:
+            busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
+        if not busy or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
 
 
 def _refuse_bad_text(_conn: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any, _many: bool) -> None:
@@ -76,6 +116,7 @@ def _shown(value: str) -> str:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA secure_delete=ON")  # forget must not leave the deleted bytes in free pages
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: bulk ingest touches three B-trees

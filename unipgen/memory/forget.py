@@ -3,14 +3,18 @@
 A forget runs in three steps. Plan: the items to delete are the target plus every artifact
 reachable from it through lineage. Delete: one transaction removes the rows, lineage edges and
 embeddings, and the blob rows no other row still names. Then, after the commit, the blob files
-go, the indexes drop the vectors and are rewritten on disk, and a scan of the database, the
-index files and the blob store lists anything left (`ForgetReport.residue`, empty when clean).
+go, the indexes drop the vectors and are rewritten on disk, the forgotten user's jobs' scratch
+folders (training checkpoints) go, a SQLite database's WAL is checkpointed and truncated (with
+``secure_delete`` on, the deleted rows' bytes were zeroed in their pages), and a scan of the
+database, the raw database files, the index files, the scratch folders and the blob store lists
+anything left (`ForgetReport.residue`, empty when clean).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,13 +22,17 @@ from sqlalchemy import delete, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from unipgen.memory.content import OWNER_MODELS, bump_generation
+from unipgen.memory.db import checkpoint_sqlite, sqlite_files
+from unipgen.memory.jobs import remove_tree, scratch_path
 from unipgen.memory.lookups import tenant_id_of, user_id_of
 from unipgen.memory.models import (
     BLOB_COLUMNS,
     BehaviorEvent,
     Blob,
+    Document,
     Embedding,
     Feedback,
+    Item,
     Job,
     Lineage,
     ProfileAttribute,
@@ -48,6 +56,8 @@ class _Plan:
     rows: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     blob_shas: set[str] = field(default_factory=set)
     embeddings: dict[str, list[int]] = field(default_factory=dict)  # space -> embedding ids
+    texts: dict[str, str] = field(default_factory=dict)  # what a text is ("document 'd1'") -> the text
+    scratch: list[Path] = field(default_factory=list)  # the forgotten jobs' scratch folders
 
     def nodes(self) -> list[tuple[str, int]]:
         """Every (kind, id) being deleted, as lineage names them."""
@@ -64,6 +74,9 @@ class ForgetMixin:
             for kind, (model, per_user) in OWNER_MODELS.items():
                 if kind != "item":
                     plan.rows[kind].update(session.scalars(select(model.id).where(model.user_id == user_id)))
+            if self.scratch_dir is not None:
+                plan.scratch = [scratch_path(self.scratch_dir, tenant, key)
+                                for key in session.scalars(select(Job.key).where(Job.user_id == user_id))]
         return self._forget(plan, f"user {user!r}", tenant)
 
     def forget_item(self: MemoryStore, tenant: str, kind: str, key: str, *, user: str | None = None) -> ForgetReport:
@@ -94,6 +107,9 @@ class ForgetMixin:
         plan.blob_shas -= reused
         for sha in plan.blob_shas:
             self.blobs.delete(sha)
+        for folder in plan.scratch:
+            remove_tree(folder)
+        checkpoint_sqlite(self.engine)  # the WAL's older frames still hold the deleted rows
         return ForgetReport(tenant=tenant, target=target, deleted=deleted, residue=self._residue(plan))
 
     def _residue(self: MemoryStore, plan: _Plan) -> list[str]:
@@ -111,7 +127,52 @@ class ForgetMixin:
         with self.session() as session:
             known = set(session.scalars(select(Blob.sha256)))
         residue += [f"blob {sha} (file without a row)" for sha in sorted(stored - known)]
-        return residue
+        residue += [f"job scratch folder {folder}" for folder in plan.scratch if folder.exists()]
+        return residue + self._texts_in_files(plan)
+
+    def _texts_in_files(self: MemoryStore, plan: _Plan) -> list[str]:
+        """The forgotten texts whose bytes are still in a file of a SQLite database (the file, its
+        WAL or shared memory): deleted but not overwritten. A match that a remaining document or
+        item also contains is not residue."""
+        files = sqlite_files(self.engine)
+        probes = {probe: label for label, text in plan.texts.items() for probe in _probes(text)}
+        if not files or not probes:
+            return []
+        found = {probe for path in files for probe in _find_all(path, list(probes))}
+        if not found:
+            return []
+        with self.session() as session:
+            held = {p for p in found if _still_held(session, p)}
+        return sorted({f"text of {probes[p]} in the database files" for p in found - held})
+
+
+def _probes(text: str) -> list[bytes]:
+    """Byte strings that locate `text` in a SQLite file (stored as UTF-8): its first and last
+    32 bytes (a long text may be split over overflow pages), or all of it when short. Texts
+    under 12 bytes are left out: they would match unrelated bytes."""
+    data = text.encode()
+    if len(data) < 12:
+        return []
+    return list(dict.fromkeys([data[:32], data[-32:]])) if len(data) > 32 else [data]
+
+
+def _find_all(path: Path, probes: list[bytes]) -> set[bytes]:
+    """The probes that occur in the file at `path` (one pass over a memory map)."""
+    import mmap
+    import re
+
+    if path.stat().st_size == 0:
+        return set()
+    pattern = re.compile(b"|".join(re.escape(p) for p in sorted(probes, key=len, reverse=True)))
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return {match.group() for match in pattern.finditer(data)}
+
+
+def _still_held(session: Session, probe: bytes) -> bool:
+    """Whether a remaining document or catalog item holds these bytes (then they are not residue)."""
+    text = probe.decode(errors="ignore")
+    return any(session.scalar(select(func.count()).select_from(model).where(model.text.contains(text, autoescape=True)))
+               for model in (Document, Item))
 
 
 def _add_derived(session: Session, plan: _Plan) -> None:
@@ -131,7 +192,11 @@ def _add_derived(session: Session, plan: _Plan) -> None:
 
 
 def _collect(session: Session, plan: _Plan) -> None:
-    """The embeddings and blobs the plan's rows hold."""
+    """The embeddings, blobs and texts the plan's rows hold."""
+    for model, kind in ((Document, "document"), (Item, "item")):
+        for key, text in session.execute(select(model.key, model.text).where(model.id.in_(plan.rows[kind]))):
+            if text:
+                plan.texts[f"{kind} {key!r}"] = text
     owners = [tuple_(Embedding.owner_kind, Embedding.owner_id).in_(plan.nodes())]
     if plan.user_ids:
         owners.append(Embedding.user_id.in_(plan.user_ids))

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from unipgen.memory.models import Embedding, EmbeddingSpace
+from unipgen.memory.private import private_dir, restrict_tree
 from unipgen.memory.vectors import CATALOG, VectorIndex
 
 
@@ -108,7 +109,9 @@ class IndexManager:
                     self._save(self.path(tid, space), cached)
 
     def _save(self, path: Path, cached: _Cached) -> None:
+        private_dir(self.directory)
         cached.index.save(path, {"generation": cached.generation})
+        restrict_tree(path.parent)  # the tenant's folder: the vectors are derived from people's data
         cached.dirty = False
 
 

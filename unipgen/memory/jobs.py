@@ -9,10 +9,13 @@ died never stores its outputs twice.
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
@@ -21,6 +24,7 @@ from sqlalchemy.orm import Session
 from unipgen.errors import ConflictError, NotFoundError, QueueFullError
 from unipgen.memory.lookups import check_key, tenant_id_of, user_id_of
 from unipgen.memory.models import Job, Tenant, User, utcnow
+from unipgen.memory.private import private_dir
 from unipgen.schema.jobs import TERMINAL, JobRecord
 
 if TYPE_CHECKING:
@@ -42,6 +46,27 @@ class OutputArtifact:
 
 
 class JobsMixin:
+    def job_scratch(self: MemoryStore, tenant: str, key: str) -> Path | None:
+        """The folder where job `key` keeps what a retry of it needs (training checkpoints), made
+        0700 on first use; None when the store has no scratch dir. It is removed when the job
+        ends (succeeded, failed for good, cancelled) and when its user is forgotten: a
+        checkpoint is derived from the user's data."""
+        if self.scratch_dir is None:
+            return None
+        private_dir(self.scratch_dir)
+        return private_dir(scratch_path(self.scratch_dir, tenant, key))
+
+    def drop_job_scratch(self: MemoryStore, tenant: str, key: str) -> None:
+        """Remove job `key`'s scratch folder now (a worker whose job was deleted under it)."""
+        if self.scratch_dir is not None:
+            remove_tree(scratch_path(self.scratch_dir, tenant, key))
+
+    def _drop_scratch_after(self: MemoryStore, w: Any, tenant: str, key: str) -> None:
+        """Remove the job's scratch folder once the transaction that ends the job commits."""
+        if self.scratch_dir is not None:
+            path = scratch_path(self.scratch_dir, tenant, key)
+            w.after_commit.append(lambda: remove_tree(path))
+
     def submit_job(self: MemoryStore, tenant: str, user: str, spec: dict[str, Any], *, key: str | None = None,
                    max_attempts: int = 3) -> JobRecord:
         """Queue a job for `user`. With `key`, submitting the same job again returns the first
@@ -159,6 +184,7 @@ class JobsMixin:
                 outputs: Sequence[OutputArtifact]) -> JobRecord:
         job = _job(w.session, tenant, key)
         _own(job, worker)
+        self._drop_scratch_after(w, tenant, key)  # cancelled or succeeded: no retry will need it
         if job.cancel_requested:
             _end(job, "cancelled")
             return _record(w.session, job, tenant)
@@ -184,6 +210,7 @@ class JobsMixin:
                 job.run_after = now + timedelta(seconds=backoff_s * 2 ** (job.attempts - 1))
             else:
                 _end(job, "cancelled" if job.cancel_requested else "failed")
+                self._drop_scratch_after(w, tenant, key)
             return _record(w.session, job)
 
     def cancel_job(self: MemoryStore, tenant: str, key: str) -> JobRecord:
@@ -194,6 +221,7 @@ class JobsMixin:
                 raise ConflictError(f"job {key!r} has already {job.status}: nothing to cancel")
             if job.status == "queued":
                 _end(job, "cancelled")
+                self._drop_scratch_after(w, tenant, key)  # a retry-to-be's checkpoint
             else:
                 job.cancel_requested = True
                 job.updated_at = utcnow()
@@ -205,12 +233,22 @@ class JobsMixin:
             job = _job(w.session, tenant, key)
             _own(job, worker)
             _end(job, "cancelled")
+            self._drop_scratch_after(w, tenant, key)
             return _record(w.session, job)
 
     def requeue_expired(self: MemoryStore) -> int:
         """Queue again the running jobs whose lease ran out (their worker died or hung)."""
         with self._write() as w:
             return _requeue_expired(w.session, utcnow())
+
+
+def scratch_path(root: Path, tenant: str, key: str) -> Path:
+    """A job's scratch folder: named by a digest of (tenant, key), which may hold any character."""
+    return root / hashlib.sha256(f"{tenant}\0{key}".encode()).hexdigest()[:32]
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _requeue_expired(session: Session, now: Any) -> int:

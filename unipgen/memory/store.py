@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -34,6 +35,7 @@ from unipgen.memory.feedback import FeedbackMixin
 from unipgen.memory.forget import ForgetMixin
 from unipgen.memory.indexes import IndexManager
 from unipgen.memory.jobs import JobsMixin
+from unipgen.memory.private import private_dir
 from unipgen.memory.reads import ReadsMixin
 from unipgen.memory.retention import RetentionMixin
 from unipgen.memory.snapshot import SnapshotMixin
@@ -87,23 +89,28 @@ class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsM
 
     def __init__(
         self, engine: Engine, blobs: BlobStore, indexes: IndexManager, max_blob_bytes: int,
-        max_queued_jobs: int = 1000,
+        max_queued_jobs: int = 1000, scratch_dir: Path | None = None,
     ) -> None:
         self.engine = engine
         self.blobs = blobs
         self.indexes = indexes
         self.max_blob_bytes = max_blob_bytes
         self.max_queued_jobs = max_queued_jobs
+        self.scratch_dir = scratch_dir  # running jobs' checkpoints (`job_scratch`); None: jobs keep none
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> MemoryStore:
-        """The store described by `settings` (read from the environment when None), migrated."""
+        """The store described by `settings` (read from the environment when None), migrated.
+
+        The data dir is made 0700 (tightened, with a warning, when it was open to others): it
+        holds biometric data (see `unipgen.memory.private`)."""
         settings = settings or Settings()
+        private_dir(settings.home)
         engine = make_engine(settings.resolved_database_url())
         migrate(engine)
         indexes = IndexManager(engine, settings.resolved_index_dir())
         return cls(engine, BlobStore(settings.resolved_blob_url()), indexes, settings.max_blob_bytes,
-                   settings.max_queued_jobs)
+                   settings.max_queued_jobs, settings.resolved_scratch_dir())
 
     def close(self) -> None:
         """Persist changed indexes and release database connections."""

@@ -190,7 +190,7 @@ def unpack_adapter(key: str, sha: str, fetch: BlobFetcher, cache_dir: Path) -> P
     data = fetch(sha)
     if hashlib.sha256(data).hexdigest() != sha:
         raise InvalidInputError(f"adapter {key!r}: fetched bytes do not match sha256 {sha[:12]}")
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # a user's adapter: others may not read it
     scratch = Path(tempfile.mkdtemp(dir=cache_dir))
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:

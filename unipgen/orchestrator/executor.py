@@ -11,18 +11,20 @@ the job's `max_attempts`.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from pydantic import TypeAdapter
 
 from unipgen.core.usermodel import UserModel
-from unipgen.errors import ConflictError, UnipgenError
+from unipgen.errors import ConflictError, NotFoundError, UnipgenError
 from unipgen.memory.jobs import OutputArtifact
 from unipgen.orchestrator.inline import (
     InlineGenerator,
@@ -34,10 +36,13 @@ from unipgen.orchestrator.inline import (
 from unipgen.orchestrator.training import (
     TrainedAdapter,
     TrainingInputs,
+    inputs_digest,
     prepare_training,
     run_training,
 )
 from unipgen.schema.jobs import GenerateSpec, JobRecord, JobSpec, TrainSpec
+
+log = logging.getLogger("unipgen.orchestrator")
 
 _SPEC: TypeAdapter[GenerateSpec | TrainSpec] = TypeAdapter(JobSpec)
 
@@ -65,9 +70,10 @@ class JobCancelled(Exception):
 
 @dataclass
 class Lease:
-    """A running job's hold: renews the lease when due and reports progress (steps done /
-    `total_steps`); calling it (as a trainer's `should_stop`) counts a step and says whether
-    to stop."""
+    """A running job's hold: renewed every `heartbeat_s` (by a heartbeat thread while the work
+    runs, see `beating`), so a worker that dies loses the job within `lease_s`; it reports
+    progress (steps done / `total_steps`); calling it (as a trainer's `should_stop`) counts a
+    step and says whether to stop."""
 
     store: Any
     job: JobRecord
@@ -77,15 +83,21 @@ class Lease:
     steps: int = 0
     _renewed: float = 0.0
     cancelled: bool = False
+    heartbeat_s: float = 5.0
+    _lost: BaseException | None = None  # what the heartbeat met: the job went to another worker
+    _beating: bool = False
 
     def __call__(self) -> bool:
         self.steps += 1
         return self.check()
 
     def check(self) -> bool:
-        """Renew if due (at most every min(lease_s / 3, 5 s)); whether to stop. Cheap to call
-        often: with many jobs in flight, a renewal per poll would be a write per poll."""
-        if time.monotonic() - self._renewed >= min(self.lease_s / 3, 5.0):
+        """Whether to stop (cancellation requested). Cheap to call often: the heartbeat thread
+        renews; without one (outside `beating`) the lease is renewed here when due. Raises the
+        `ConflictError` of a lease lost to another worker."""
+        if self._lost is not None:
+            raise self._lost
+        if not self._beating and time.monotonic() - self._renewed >= self.heartbeat_s:
             self.renew()
         return self.cancelled
 
@@ -94,6 +106,32 @@ class Lease:
         self.cancelled = self.store.renew_lease(self.job.tenant, self.job.key, self.worker, self.lease_s, done)
         self._renewed = time.monotonic()
         return self.cancelled
+
+    @contextmanager
+    def beating(self) -> Iterator[Lease]:
+        """Renew the lease every `heartbeat_s` from a thread while the block runs, however long
+        one step of the work blocks (a diffusion step, a Ray call); stopped before the block's
+        end is stored, so no renewal races the job's last write."""
+        stop = threading.Event()
+        thread = threading.Thread(target=self._beat, args=(stop,), name=f"heartbeat-{self.job.key}", daemon=True)
+        self._beating = True
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
+            self._beating = False
+
+    def _beat(self, stop: threading.Event) -> None:
+        while not stop.wait(self.heartbeat_s):
+            try:
+                self.renew()
+            except (ConflictError, NotFoundError) as exc:  # another worker took the job, or it was deleted
+                self._lost = exc
+                return
+            except Exception:  # a store hiccup: the next beat tries again
+                log.warning("heartbeat of job %s failed", self.job.key, exc_info=True)
 
 
 def parse_spec(job: JobRecord) -> GenerateSpec | TrainSpec:
@@ -181,6 +219,14 @@ def record_failure(model: UserModel, job: JobRecord, worker: str, exc: BaseExcep
                    backoff_s: float = 1.0) -> JobRecord:
     """Record how a job's run ended early: cancelled, failed for good (a caller's error), or
     failed for another attempt (anything else); a job that went on elsewhere is left alone."""
+    try:
+        return _record_failure(model, job, worker, exc, backoff_s)
+    except NotFoundError:  # the job was deleted while it ran (its user forgotten): nothing to record or keep
+        model.store.drop_job_scratch(job.tenant, job.key)
+        return job
+
+
+def _record_failure(model: UserModel, job: JobRecord, worker: str, exc: BaseException, backoff_s: float) -> JobRecord:
     store = model.store
     if isinstance(exc, JobCancelled):
         return store.mark_cancelled(job.tenant, job.key, worker)
@@ -198,26 +244,42 @@ def record_failure(model: UserModel, job: JobRecord, worker: str, exc: BaseExcep
 def run_claimed(model: UserModel, job: JobRecord, worker: str, lease_s: float,
                 work_fn: Callable[[PreparedGeneration | TrainingInputs, Lease], Any],
                 backoff_s: float = 1.0, store_lock: AbstractContextManager[Any] | None = None,
-                prepared: PreparedGeneration | TrainingInputs | Exception | None = None) -> JobRecord:
+                prepared: PreparedGeneration | TrainingInputs | Exception | None = None, *,
+                heartbeat_s: float = 5.0, checkpoint_every: int = 10) -> JobRecord:
     """Run a job this worker claimed: prepare (unless `prepared`, from `prepare_many`, is
-    given), `work_fn` (the executor's part), finish; record failures (retryable or not) and
-    cancellation. With several jobs in flight in threads, `store_lock` serializes their ends
-    (the writes); preparing reads in parallel."""
+    given), `work_fn` (the executor's part) with the lease's heartbeat on, finish; record
+    failures (retryable or not) and cancellation. A training job checkpoints into the job's
+    scratch folder every `checkpoint_every` steps, so a retry resumes there. With several jobs
+    in flight in threads, `store_lock` serializes their ends (the writes); preparing reads in
+    parallel."""
     store = model.store
-    lease = Lease(store, job, worker, lease_s, _renewed=time.monotonic())  # the claim took the lease
+    lease = Lease(store, job, worker, lease_s, _renewed=time.monotonic(),  # the claim took the lease
+                  heartbeat_s=min(heartbeat_s, lease_s / 3))
     lock = store_lock or nullcontext()
     try:
         if job.cancel_requested:
             raise JobCancelled
         if isinstance(prepared, Exception):
             raise prepared
-        work = prepared if prepared is not None else prepare(model, job)
-        lease.total_steps = work.steps if isinstance(work, TrainingInputs) else 1
-        produced = work_fn(work, lease)
+        with lease.beating():  # preparing may load models: it is under the lease too
+            work = prepared if prepared is not None else prepare(model, job)
+            if isinstance(work, TrainingInputs):
+                work = with_checkpoints(work, store.job_scratch(job.tenant, job.key), checkpoint_every)
+            lease.total_steps = work.steps if isinstance(work, TrainingInputs) else 1
+            produced = work_fn(work, lease)
         with lock:  # asked to stop while the work ran: finish_job drops what it made
             return finish(model, job, worker, work, produced)
     except Exception as exc:  # noqa: BLE001  (record_failure sorts it: cancelled, the caller's, a crash)
         return record_failure(model, job, worker, exc, backoff_s)
+
+
+def with_checkpoints(work: TrainingInputs, scratch: Any, every: int) -> TrainingInputs:
+    """`work` checkpointing under the job's scratch folder, in a subfolder named by the inputs'
+    digest: a retry with the same inputs resumes, one whose inputs changed (a photo added or
+    forgotten meanwhile) starts afresh instead of failing on a foreign checkpoint."""
+    if scratch is None:
+        return work
+    return replace(work, checkpoint_dir=str(scratch / inputs_digest(work)), checkpoint_every=every)
 
 
 class QueueExecutor:
@@ -226,12 +288,14 @@ class QueueExecutor:
 
     name = "queue"
 
-    def __init__(self, model: UserModel, *, worker: str | None = None, lease_s: float = 300.0,
-                 backoff_s: float = 1.0) -> None:
+    def __init__(self, model: UserModel, *, worker: str | None = None, lease_s: float = 30.0,
+                 backoff_s: float = 1.0, heartbeat_s: float = 5.0, checkpoint_every: int = 10) -> None:
         self.model = model
         self.worker = worker or f"{self.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.lease_s = lease_s
+        self.heartbeat_s = min(heartbeat_s, lease_s / 3)  # a few beats per lease: one late beat loses nothing
         self.backoff_s = backoff_s
+        self.checkpoint_every = checkpoint_every
 
     def submit(self, tenant: str, user: str, spec: GenerateSpec | TrainSpec, *, key: str | None = None,
                max_attempts: int = 3) -> JobRecord:
@@ -265,7 +329,8 @@ class QueueExecutor:
         return ran
 
     def _run(self, job: JobRecord) -> JobRecord:
-        return run_claimed(self.model, job, self.worker, self.lease_s, self._work, self.backoff_s)
+        return run_claimed(self.model, job, self.worker, self.lease_s, self._work, self.backoff_s,
+                           heartbeat_s=self.heartbeat_s, checkpoint_every=self.checkpoint_every)
 
     def _work(self, work: PreparedGeneration | TrainingInputs, lease: Lease) -> Any:
         raise NotImplementedError
@@ -283,9 +348,11 @@ class InlineExecutor(QueueExecutor):
 
     name = "inline"
 
-    def __init__(self, model: UserModel, *, worker: str | None = None, lease_s: float = 300.0,
-                 backoff_s: float = 1.0, progress: bool = False) -> None:
-        super().__init__(model, worker=worker, lease_s=lease_s, backoff_s=backoff_s)
+    def __init__(self, model: UserModel, *, worker: str | None = None, lease_s: float = 30.0,
+                 backoff_s: float = 1.0, progress: bool = False, heartbeat_s: float = 5.0,
+                 checkpoint_every: int = 10) -> None:
+        super().__init__(model, worker=worker, lease_s=lease_s, backoff_s=backoff_s, heartbeat_s=heartbeat_s,
+                         checkpoint_every=checkpoint_every)
         self.generator = InlineGenerator(model)
         self.progress = progress  # training progress bars on stderr
 
@@ -302,14 +369,16 @@ def make_executor(model: UserModel, settings: Any, name: str | None = None, *, p
     from unipgen.errors import InvalidInputError
 
     name = name or settings.executor
+    queue = {"lease_s": settings.lease_s, "heartbeat_s": settings.heartbeat_s,
+             "checkpoint_every": settings.checkpoint_every}
     if name == "inline":
-        return InlineExecutor(model, progress=progress)
+        return InlineExecutor(model, progress=progress, **queue)
     if name == "ray":
         from unipgen.orchestrator.ray_executor import RayExecutor
 
-        return RayExecutor(model, home=settings.home, address=settings.ray_address)
+        return RayExecutor(model, home=settings.home, address=settings.ray_address, **queue)
     raise InvalidInputError(f"unknown executor {name!r}; available: inline, ray")
 
 
 __all__ = ["Executor", "InlineExecutor", "JobCancelled", "Lease", "QueueExecutor", "finish", "finish_many", "make_executor", "parse_spec",
-           "prepare", "prepare_many", "record_failure", "run_claimed"]
+           "prepare", "prepare_many", "record_failure", "run_claimed", "with_checkpoints"]

@@ -43,7 +43,16 @@ class RayCluster:
 
         ray.shutdown()
         if self.temp_dir:  # ray.shutdown leaves its session files
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            shutil.rmtree(Path(self.temp_dir).parent, ignore_errors=True)
+
+
+def private_temp_dir() -> Path:
+    """A temp dir for a local Ray cluster, inside a fresh 0700 folder: Ray makes its own
+    folders 0777 (session logs, spilled objects, sockets), so only the parent can keep other
+    accounts out. Short, under /tmp: Unix socket paths are capped at 107 bytes."""
+    parent = Path(tempfile.mkdtemp(prefix="unipgen-ray-", dir="/tmp"))  # mkdtemp: mode 0700
+    os.chmod(parent, 0o700)
+    return parent / "r"
 
 
 def token_path(home: Path) -> Path:
@@ -77,8 +86,7 @@ def connect(home: Path, address: str | None = None, *, num_cpus: int | None = No
         return RayCluster(address=address, started_here=False)
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path(home))
     _forget_cached_token()  # a second cluster in this process has its own token
-    # Unix socket paths are capped at 107 bytes: a short temp dir, not one under `home`.
-    temp_dir = tempfile.mkdtemp(prefix="unipgen-ray-", dir="/tmp")
+    temp_dir = str(private_temp_dir())
     context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                        _temp_dir=temp_dir, configure_logging=False, log_to_driver=False, **init_kwargs)
     node_ip = context.address_info["node_ip_address"]
@@ -108,4 +116,4 @@ def import_loopback_ray() -> None:
     constants.ENABLE_RAY_CLUSTER = False
 
 
-__all__ = ["RayCluster", "connect", "token_path"]
+__all__ = ["RayCluster", "connect", "private_temp_dir", "token_path"]

@@ -22,7 +22,9 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from unipgen.core.usermodel import UserModel
@@ -176,9 +178,10 @@ class RayExecutor(QueueExecutor):
     def __init__(self, model: UserModel, *, home: Any = None, address: str | None = None,
                  cluster: RayCluster | None = None, concurrency: int = 8, prepare_batch: int = 16,
                  worker: str | None = None,
-                 lease_s: float = 300.0, backoff_s: float = 1.0, poll_s: float = 0.5,
-                 restart_timeout_s: float = 300.0) -> None:
-        super().__init__(model, worker=worker, lease_s=lease_s, backoff_s=backoff_s)
+                 lease_s: float = 30.0, backoff_s: float = 1.0, poll_s: float = 0.5,
+                 restart_timeout_s: float = 300.0, heartbeat_s: float = 5.0, checkpoint_every: int = 10) -> None:
+        super().__init__(model, worker=worker, lease_s=lease_s, backoff_s=backoff_s, heartbeat_s=heartbeat_s,
+                         checkpoint_every=checkpoint_every)
         from pathlib import Path
 
         from unipgen.settings import Settings
@@ -262,21 +265,24 @@ class RayExecutor(QueueExecutor):
         one transaction (`finish_many`: a job that fails fails alone)."""
         ended: dict[str, JobRecord] = {}
         sent, done = [], []
-        for job, work in zip(jobs, prepared):
-            lease = Lease(self.model.store, job, self.worker, self.lease_s, _renewed=time.monotonic())
-            try:
-                if job.cancel_requested:
-                    raise JobCancelled
-                if isinstance(work, Exception):
-                    raise work
-                sent.append((job, lease, work, self._send(work, lease)))
-            except Exception as exc:  # noqa: BLE001  (recorded on the job)
-                ended[job.key] = record_failure(self.model, job, self.worker, exc, self.backoff_s)
-        for job, lease, work, ref in sent:
-            try:
-                done.append((job, work, self._receive(ref, work, lease)))
-            except Exception as exc:  # noqa: BLE001  (recorded on the job)
-                ended[job.key] = record_failure(self.model, job, self.worker, exc, self.backoff_s)
+        with ExitStack() as heartbeats:  # every job of the group keeps its lease until it is stored
+            for job, work in zip(jobs, prepared):
+                lease = Lease(self.model.store, job, self.worker, self.lease_s, _renewed=time.monotonic(),
+                              heartbeat_s=self.heartbeat_s)
+                try:
+                    if job.cancel_requested:
+                        raise JobCancelled
+                    if isinstance(work, Exception):
+                        raise work
+                    heartbeats.enter_context(lease.beating())
+                    sent.append((job, lease, work, self._send(work, lease)))
+                except Exception as exc:  # noqa: BLE001  (recorded on the job)
+                    ended[job.key] = record_failure(self.model, job, self.worker, exc, self.backoff_s)
+            for job, lease, work, ref in sent:
+                try:
+                    done.append((job, work, self._receive(ref, work, lease)))
+                except Exception as exc:  # noqa: BLE001  (recorded on the job)
+                    ended[job.key] = record_failure(self.model, job, self.worker, exc, self.backoff_s)
         with self._store_lock:
             ended |= finish_many(self.model, self.worker, done, self.backoff_s)
         return [ended[job.key] for job in jobs]
@@ -319,7 +325,7 @@ class RayExecutor(QueueExecutor):
 
     def _run(self, job: JobRecord, prepared: Any = None) -> JobRecord:
         return run_claimed(self.model, job, self.worker, self.lease_s, self._work, self.backoff_s, self._store_lock,
-                           prepared)
+                           prepared, heartbeat_s=self.heartbeat_s, checkpoint_every=self.checkpoint_every)
 
     def run_pending(self, limit: int | None = None) -> list[JobRecord]:
         """Claim and run queued jobs with up to `concurrency` in flight, until none is left.
@@ -338,7 +344,8 @@ class RayExecutor(QueueExecutor):
                 running = []
                 for start in range(0, len(claimed), self.prepare_batch):
                     group = claimed[start : start + self.prepare_batch]
-                    prepared = prepare_many(self.model, group)
+                    with self._holding(group):  # preparing may load encoders: keep the claims alive
+                        prepared = prepare_many(self.model, group)
                     self._mark_burst(group, prepared)
                     training = [(job, work) for job, work in zip(group, prepared) if isinstance(work, TrainingInputs)]
                     running += [pool.submit(self._run, job, work) for job, work in training]
@@ -349,6 +356,15 @@ class RayExecutor(QueueExecutor):
                     outcome = future.result()
                     ran += outcome if isinstance(outcome, list) else [outcome]
         return ran
+
+    @contextmanager
+    def _holding(self, jobs: list[JobRecord]) -> Iterator[None]:
+        """Heartbeats for claimed jobs whose own run has not started yet."""
+        with ExitStack() as heartbeats:
+            for job in jobs:
+                heartbeats.enter_context(Lease(self.model.store, job, self.worker, self.lease_s,
+                                               _renewed=time.monotonic(), heartbeat_s=self.heartbeat_s).beating())
+            yield
 
     def _mark_burst(self, jobs: list[JobRecord], prepared: list[Any]) -> None:
         """Tag the generation jobs of one group with their burst: (id, how many go to that actor)."""

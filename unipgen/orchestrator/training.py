@@ -16,9 +16,11 @@ judged), so forgetting one of them removes the adapter and every output generate
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from unipgen.core.usermodel import UserModel
@@ -58,6 +60,10 @@ class TrainingInputs:
     images: list[bytes] = field(default_factory=list)  # lora, textual-inversion: the subject's photos
     subject: str | None = None
     class_noun: str | None = None
+    # Where the image trainers checkpoint (a job's scratch folder, see `executor.with_checkpoints`);
+    # a run finding a checkpoint there resumes from it, bit for bit. The text trainers start over.
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 10
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,18 @@ def prepare_training(model: UserModel, tenant: str, user: str, method: str, *, s
                           subject=record.key, class_noun=record.class_noun, derived_from=[("subject", record.key)])
 
 
+def inputs_digest(inputs: TrainingInputs) -> str:
+    """A digest of what the run learns from and how (not where it checkpoints): equal digests,
+    the same run."""
+    digest = hashlib.sha256()
+    for part in (inputs.method, inputs.ref, inputs.base, inputs.steps, inputs.seed, inputs.gguf_file,
+                 inputs.subject, inputs.class_noun, *inputs.texts, *map(repr, inputs.pairs)):
+        digest.update(repr(part).encode() + b"\0")
+    for image in inputs.images:
+        digest.update(hashlib.sha256(image).digest())
+    return digest.hexdigest()[:24]
+
+
 def run_training(inputs: TrainingInputs, *, should_stop: Callable[[], bool] | None = None,
                  progress: bool = False) -> TrainedAdapter:
     """Fit the adapter `inputs` describe (no store access: runs in any process)."""
@@ -120,16 +138,20 @@ def run_training(inputs: TrainingInputs, *, should_stop: Callable[[], bool] | No
         return _text_adapter(inputs, meta, should_stop)
     from unipgen.modalities.image_training import train_dreambooth_lora, train_textual_inversion
 
+    checkpoints = {"checkpoint_dir": Path(inputs.checkpoint_dir) if inputs.checkpoint_dir else None,
+                   "checkpoint_every": inputs.checkpoint_every}
     if inputs.method == "lora":
         trained = train_dreambooth_lora(inputs.ref, inputs.images, inputs.class_noun or "object", steps=inputs.steps,
-                                        seed=inputs.seed, progress=progress, should_stop=should_stop)
+                                        seed=inputs.seed, progress=progress, should_stop=should_stop, **checkpoints)
         meta |= {"method": "lora", "token": "sks"}
     else:
         token = f"<{inputs.subject}>"
         trained = train_textual_inversion(inputs.ref, inputs.images, token=token, steps=inputs.steps,
-                                          seed=inputs.seed, progress=progress, should_stop=should_stop)
+                                          seed=inputs.seed, progress=progress, should_stop=should_stop, **checkpoints)
         meta |= {"method": "textual_inversion", "token": token}
     meta |= {"modality": "image", "steps": trained.steps_done, "losses": trained.losses, "subject": inputs.subject}
+    if trained.meta.get("resumed_from"):  # a retried job that went on from its last checkpoint
+        meta["resumed_from"] = trained.meta["resumed_from"]
     return TrainedAdapter(inputs.method, trained.data, "application/octet-stream", inputs.derived_from, meta,
                           trained.losses)
 

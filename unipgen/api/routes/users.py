@@ -4,12 +4,15 @@ user context; export and forget."""
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, BackgroundTasks, File, Form, Query, UploadFile, status
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from unipgen.api.deps import CallerDep, ServiceDep
@@ -139,14 +142,34 @@ def get_context(user: str, body: ContextRequest, svc: ServiceDep, who: CallerDep
 
 @router.get("/users/{user}/export", response_class=FileResponse,
             responses={200: {"content": {"application/zip": {}}, "description": "The user's archive."}})
-def export_user(user: str, svc: ServiceDep, who: CallerDep, cleanup: BackgroundTasks) -> FileResponse:
+def export_user(user: str, svc: ServiceDep, who: CallerDep) -> StreamingResponse:
     """Everything held about the user as one zip (`unipgen users import` reads it back)."""
-    folder = Path(tempfile.mkdtemp(prefix="unipgen-export-"))
-    path = folder / f"{user}.zip"
-    svc.store.export_user(who.tenant, user, path)
-    svc.store.record_audit(who.tenant, who.actor, "export_user", user=user)
-    cleanup.add_task(_remove, folder)
-    return FileResponse(path, media_type="application/zip", filename=f"{who.tenant}-{user}.zip")
+    folder = Path(tempfile.mkdtemp(prefix="unipgen-export-"))  # 0700: the zip holds the user's data
+    try:
+        path = folder / "export.zip"  # not the user id: it may hold any character, "/" included
+        svc.store.export_user(who.tenant, user, path)
+        svc.store.record_audit(who.tenant, who.actor, "export_user", user=user)
+        return _zip_response(path, f"{who.tenant}-{user}.zip")
+    finally:  # failed or not, nothing stays behind (an open handle keeps the zip's bytes until sent)
+        _remove(folder)
+
+
+def _zip_response(path: Path, filename: str) -> StreamingResponse:
+    """The zip at `path`, sent from a handle opened now: its folder can go at once, so neither a
+    failure nor a client that leaves mid-download (a background task would then not run) leaves
+    a file behind."""
+    handle = path.open("rb")
+    size = os.fstat(handle.fileno()).st_size
+
+    def chunks() -> Iterator[bytes]:
+        with handle:
+            while block := handle.read(1 << 20):
+                yield block
+
+    quoted = quote(filename)
+    disposition = f'attachment; filename="{filename}"' if quoted == filename else f"attachment; filename*=utf-8''{quoted}"
+    return StreamingResponse(chunks(), media_type="application/zip",
+                             headers={"Content-Length": str(size), "Content-Disposition": disposition})
 
 
 def _remove(folder: Path) -> None:
