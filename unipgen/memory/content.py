@@ -65,7 +65,8 @@ class ContentMixin:
         kind: str = "note", ts: datetime | None = None, meta: dict[str, Any] | None = None,
     ) -> None:
         """One text the user wrote (a review, a post); see `add_documents` for many."""
-        self.add_documents(tenant, user, [DocumentIn(key=key, text=text, kind=kind, ts=ts, meta=meta)])
+        # A dict, not a DocumentIn: `add_documents` turns a bad field into an InvalidInputError.
+        self.add_documents(tenant, user, [{"key": key, "text": text, "kind": kind, "ts": ts, "meta": meta}])
 
     def add_documents(
         self: MemoryStore, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]], *,
