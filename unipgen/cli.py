@@ -717,7 +717,7 @@ def demo(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # without standalone mode, click returns typer.Exit's code
     except UnipgenError as exc:
         if "--json" in sys.argv[1:]:
             typer.echo(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
@@ -735,6 +735,8 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

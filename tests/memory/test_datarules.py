@@ -198,6 +198,7 @@ def test_the_check_lists_stored_rows_that_break_the_rules(populated: MemoryStore
     found = {(v.table, v.column, v.value) for v in populated.check_data()}
     assert found == {("users", "key", "'../../slash/user'"), ("items", "key", "'i/1'"),
                      ("documents", "key", "'d/1'"), ("behavior_events", "value", "inf")}
+    assert [d.key for d in populated.documents("acme", "alice")] == ["d/1"]  # still listed, to be found
 
 
 def test_a_legacy_infinite_rating_is_listed_and_deleted(populated: MemoryStore) -> None:
