@@ -91,7 +91,11 @@ def test_the_ids_of_the_issue_are_refused_on_every_write_path(live: Live, api: C
 
 
 @pytest.mark.parametrize("key", AWKWARD)
-def test_awkward_legal_ids_round_trip_through_the_sdk(api: Client, key: str) -> None:
+def test_awkward_legal_ids_round_trip_through_the_sdk(live: Live, api: Client, key: str) -> None:
+    assert live.admin.create_tenant(key).key == key
+    created = live.admin.create_api_key(key, "k")
+    assert [k.tenant for k in live.admin.list_api_keys(key)] == [key]
+    assert live.admin.revoke_api_key(key, created.prefix).revoked_at is not None
     assert api.create_user(key).key == key
     assert key in api.list_users()
     assert api.user(key).user == key
