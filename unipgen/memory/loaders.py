@@ -78,9 +78,9 @@ def load_movielens(store: MemoryStore, tenant: str, directory: Path, *, users: i
 
 def tag_key(movie: str, tag: str) -> str:
     """The document id of a tag: readable, and valid under the id rule whatever the tag holds
-    (a tag may have a '/', control characters or spaces at its ends: those become '_')."""
+    (a '/' or a control character becomes '_'; whitespace runs become one space, none at the ends)."""
     cleaned = FORBIDDEN_IN_ID.sub("_", " ".join(tag.split()))
-    return f"tag:{movie}:{cleaned}"[:MAX_ID_LENGTH].rstrip() or f"tag:{movie}"
+    return f"tag:{movie}:{cleaned}"[:MAX_ID_LENGTH].rstrip()
 
 
 def _tag_documents(tags: list[dict[str, str]]) -> dict[str, list[DocumentIn]]:
