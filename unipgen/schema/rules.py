@@ -141,5 +141,17 @@ def check_json_value(value: Any, what: str) -> Any:
     return value
 
 
-__all__ = ["FORBIDDEN_IN_ID", "FiniteFloat", "ID_RULE", "MAX_ID_LENGTH", "NOT_FINITE", "PublicId", "check_finite", "check_json",
-           "check_json_value", "check_public_id", "id_problem", "json_problem"]
+__all__ = [
+    "FORBIDDEN_IN_ID",
+    "ID_RULE",
+    "MAX_ID_LENGTH",
+    "NOT_FINITE",
+    "FiniteFloat",
+    "PublicId",
+    "check_finite",
+    "check_json",
+    "check_json_value",
+    "check_public_id",
+    "id_problem",
+    "json_problem",
+]
