@@ -25,12 +25,14 @@ bench_app = typer.Typer(help="Run benchmarks (results go to docs/benchmarks.md).
 jobs_app = typer.Typer(help="Inspect and cancel generation and training jobs.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke the service's API keys.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluation harnesses: standard protocols, JSON results and reports.", no_args_is_help=True)
+events_app = typer.Typer(help="List and delete a user's behavior events.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(users_app, name="users")
 app.add_typer(bench_app, name="bench")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(eval_app, name="eval")
+app.add_typer(events_app, name="events")
 
 _MODALITY_ALIASES = {"music": "audio"}  # the CLI says music; the schema's modality is audio
 _MODALITY_NAMES = ("text", "image", "video", "music (= audio)", "speech", "3d")
@@ -149,6 +151,63 @@ def users_forget(user: str, tenant: Tenant = "default", as_json: Json = False) -
     text = f"forgot {user!r}: deleted {report.deleted}\nresidue: {report.residue or 'none'}"
     _emit(report.model_dump(), as_json, text)
     if report.residue:
+        raise typer.Exit(1)
+
+
+@events_app.command("list")
+def events_list(user: str, tenant: Tenant = "default",
+                limit: Annotated[int | None, typer.Option(help="Only the last N events.")] = None,
+                as_json: Json = False) -> None:
+    """The user's events, oldest first, with the id `events delete --id` takes."""
+    with _store() as store:
+        events = [e.model_dump(mode="json") for e in store.events(tenant, user, limit=limit)]
+    _emit({"tenant": tenant, "user": user, "events": events}, as_json,
+          "\n".join(f"{e['id']}  {e['ts']}  {e['type']} {e['item']}" + (f" {e['value']}" if e["value"] is not None
+                                                                         else "") for e in events))
+
+
+@events_app.command("delete")
+def events_delete(
+    user: str, tenant: Tenant = "default",
+    event_id: Annotated[list[int] | None, typer.Option("--id", help="An event id (repeatable).")] = None,
+    event_type: Annotated[str | None, typer.Option("--type", help="Only events of this type.")] = None,
+    item: Annotated[str | None, typer.Option(help="Only events on this catalog item.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only events at or after this time (ISO 8601 with a zone).")] = None,
+    until: Annotated[str | None, typer.Option(help="Only events before this time (ISO 8601 with a zone).")] = None,
+    as_json: Json = False,
+) -> None:
+    """Delete the user's events (by --id, or matching every filter; all with none) and every
+    output derived from the user's history; print the residue (empty when clean)."""
+    with _store() as store:
+        report = store.delete_events(tenant, user, ids=event_id or None, type=event_type, item=item,
+                                     since=_when(since, "--since"), until=_when(until, "--until"))
+    _emit(report.model_dump(), as_json, f"deleted {report.deleted or 'nothing'}\nresidue: {report.residue or 'none'}")
+    if report.residue:
+        raise typer.Exit(1)
+
+
+def _when(value: str | None, option: str) -> Any:
+    from datetime import datetime
+
+    from unipgen.errors import InvalidInputError
+
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInputError(f"{option} must be an ISO 8601 time, not {value!r}") from None
+
+
+@app.command("check")
+def check(as_json: Json = False) -> None:
+    """List stored rows that break the data rules (ids no URL reaches, non-finite numbers),
+    written before the rules were enforced. Exits 1 when there are any."""
+    with _store() as store:
+        violations = store.check_data()
+    rows = [v.__dict__ for v in violations]
+    _emit({"violations": rows}, as_json, "\n".join(map(str, violations)) or "no stored row breaks the data rules")
+    if violations:
         raise typer.Exit(1)
 
 
@@ -661,7 +720,7 @@ def demo(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # without standalone mode, click returns typer.Exit's code
     except UnipgenError as exc:
         if "--json" in sys.argv[1:]:
             typer.echo(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
@@ -679,6 +738,8 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, TypeAdapter
 
@@ -28,7 +30,7 @@ from unipgen.errors import UnipgenError, error_from
 from unipgen.schema import api as s
 from unipgen.schema.context import UserContext
 from unipgen.schema.jobs import JobRecord
-from unipgen.schema.memory import DocumentIn, EventIn, ForgetReport, UserSummary
+from unipgen.schema.memory import DocumentIn, EventIn, EventRecord, ForgetReport, UserSummary
 
 #: A file to upload: a path, raw bytes, or (filename, bytes, media type).
 FileLike = str | Path | bytes | tuple[str, bytes, str]
@@ -85,14 +87,14 @@ class _Routes:
 
     def create_api_key(self, tenant: str, name: str) -> s.ApiKeyCreated:
         """A new key for `tenant`; its `key` is shown once."""
-        return self._send(_Call("POST", f"/v1/tenants/{tenant}/api-keys", json={"name": name},
+        return self._send(_Call("POST", f"/v1/tenants/{_seg(tenant)}/api-keys", json={"name": name},
                                 parse=_as(s.ApiKeyCreated)))
 
     def list_api_keys(self, tenant: str) -> list[s.ApiKeyPublic]:
-        return self._send(_Call("GET", f"/v1/tenants/{tenant}/api-keys", parse=_as(list[s.ApiKeyPublic])))
+        return self._send(_Call("GET", f"/v1/tenants/{_seg(tenant)}/api-keys", parse=_as(list[s.ApiKeyPublic])))
 
     def revoke_api_key(self, tenant: str, prefix: str) -> s.ApiKeyPublic:
-        return self._send(_Call("DELETE", f"/v1/tenants/{tenant}/api-keys/{prefix}", parse=_as(s.ApiKeyPublic)))
+        return self._send(_Call("DELETE", f"/v1/tenants/{_seg(tenant)}/api-keys/{_seg(prefix)}", parse=_as(s.ApiKeyPublic)))
 
     # -- users, profile, behaviors, documents, catalog -------------------------------------------
 
@@ -106,13 +108,13 @@ class _Routes:
         return self._send(_Call("GET", "/v1/users"))
 
     def user(self, user: str) -> UserSummary:
-        return self._send(_Call("GET", f"/v1/users/{user}", parse=_as(UserSummary)))
+        return self._send(_Call("GET", f"/v1/users/{_seg(user)}", parse=_as(UserSummary)))
 
     def profile(self, user: str) -> dict[str, Any]:
-        return self._send(_Call("GET", f"/v1/users/{user}/profile"))
+        return self._send(_Call("GET", f"/v1/users/{_seg(user)}/profile"))
 
     def set_profile(self, user: str, name: str, value: Any) -> dict[str, Any]:
-        return self._send(_Call("PUT", f"/v1/users/{user}/profile/{name}", json={"value": value}))
+        return self._send(_Call("PUT", f"/v1/users/{_seg(user)}/profile/{_seg(name)}", json={"value": value}))
 
     def add_event(self, event: EventIn | dict[str, Any]) -> int:
         return self._send(_Call("POST", "/v1/events", json=_dump([event])[0], parse=_count))
@@ -122,9 +124,21 @@ class _Routes:
         return self._send(_Call("POST", "/v1/events/bulk", json={"events": _dump(events), "create_users": create_users},
                                 parse=_count))
 
-    def events(self, user: str, limit: int | None = None) -> list[EventIn]:
-        return self._send(_Call("GET", f"/v1/users/{user}/events", params=_params(limit=limit),
-                                parse=_as(list[EventIn])))
+    def events(self, user: str, limit: int | None = None) -> list[EventRecord]:
+        """The user's events, oldest first; each `id` is what `delete_event` takes."""
+        return self._send(_Call("GET", f"/v1/users/{_seg(user)}/events", params=_params(limit=limit),
+                                parse=_as(list[EventRecord])))
+
+    def delete_event(self, user: str, event_id: int) -> ForgetReport:
+        """Delete one event, and every output derived from the user's history."""
+        return self._send(_Call("DELETE", f"/v1/users/{_seg(user)}/events/{_seg(event_id)}", parse=_as(ForgetReport)))
+
+    def delete_events(self, user: str, *, type: str | None = None, item: str | None = None,
+                      since: datetime | None = None, until: datetime | None = None) -> ForgetReport:
+        """Delete the user's events matching every filter given (all with none), and every output
+        derived from the user's history. `since` and `until` are aware datetimes."""
+        params = _params(type=type, item=item, since=since and since.isoformat(), until=until and until.isoformat())
+        return self._send(_Call("DELETE", f"/v1/users/{_seg(user)}/events", params=params, parse=_as(ForgetReport)))
 
     def add_items(self, items: Sequence[dict[str, Any] | BaseModel], *, exist_ok: bool = False) -> int:
         """Catalog items without images, in one request (`add_item` uploads one with its image)."""
@@ -138,47 +152,47 @@ class _Routes:
                                 files=None if image is None else [_file("image", image)], parse=_count))
 
     def add_documents(self, user: str, documents: Sequence[DocumentIn | dict[str, Any]]) -> int:
-        return self._send(_Call("POST", f"/v1/users/{user}/documents", json={"documents": _dump(documents)},
+        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/documents", json={"documents": _dump(documents)},
                                 parse=_count))
 
     def documents(self, user: str) -> list[DocumentIn]:
-        return self._send(_Call("GET", f"/v1/users/{user}/documents", parse=_as(list[DocumentIn])))
+        return self._send(_Call("GET", f"/v1/users/{_seg(user)}/documents", parse=_as(list[DocumentIn])))
 
     def context(self, user: str, modality: str, instruction: str) -> UserContext:
-        return self._send(_Call("POST", f"/v1/users/{user}/context",
+        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/context",
                                 json={"modality": modality, "instruction": instruction}, parse=_as(UserContext)))
 
     # -- uploads ---------------------------------------------------------------------------
 
     def add_face(self, user: str, key: str, image: FileLike, *, consent: bool) -> s.MediaPublic:
-        return self._send(_Call("POST", f"/v1/users/{user}/faces", data={"key": key, "consent": str(consent).lower()},
+        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/faces", data={"key": key, "consent": str(consent).lower()},
                                 files=[_file("file", image)], parse=_as(s.MediaPublic)))
 
     def faces(self, user: str) -> list[s.MediaPublic]:
-        return self._send(_Call("GET", f"/v1/users/{user}/faces", parse=_as(list[s.MediaPublic])))
+        return self._send(_Call("GET", f"/v1/users/{_seg(user)}/faces", parse=_as(list[s.MediaPublic])))
 
     def face(self, user: str, key: str) -> tuple[bytes, str]:
         """The photo's bytes and media type (the read is audited)."""
-        return self._send(_Call("GET", f"/v1/users/{user}/faces/{key}", parse=_bytes))
+        return self._send(_Call("GET", f"/v1/users/{_seg(user)}/faces/{_seg(key)}", parse=_bytes))
 
     def add_voice(self, user: str, key: str, audio: FileLike, *, consent: bool) -> s.MediaPublic:
-        return self._send(_Call("POST", f"/v1/users/{user}/voices", data={"key": key, "consent": str(consent).lower()},
+        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/voices", data={"key": key, "consent": str(consent).lower()},
                                 files=[_file("file", audio)], parse=_as(s.MediaPublic)))
 
     def voices(self, user: str) -> list[s.MediaPublic]:
-        return self._send(_Call("GET", f"/v1/users/{user}/voices", parse=_as(list[s.MediaPublic])))
+        return self._send(_Call("GET", f"/v1/users/{_seg(user)}/voices", parse=_as(list[s.MediaPublic])))
 
     def voice(self, user: str, key: str) -> tuple[bytes, str]:
-        return self._send(_Call("GET", f"/v1/users/{user}/voices/{key}", parse=_bytes))
+        return self._send(_Call("GET", f"/v1/users/{_seg(user)}/voices/{_seg(key)}", parse=_bytes))
 
     def add_subject(self, user: str, key: str, *, name: str, class_noun: str,
                     images: Sequence[FileLike]) -> s.SubjectPublic:
-        return self._send(_Call("POST", f"/v1/users/{user}/subjects",
+        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/subjects",
                                 data={"key": key, "name": name, "class_noun": class_noun},
                                 files=[_file("files", image) for image in images], parse=_as(s.SubjectPublic)))
 
     def subjects(self, user: str) -> list[s.SubjectPublic]:
-        return self._send(_Call("GET", f"/v1/users/{user}/subjects", parse=_as(list[s.SubjectPublic])))
+        return self._send(_Call("GET", f"/v1/users/{_seg(user)}/subjects", parse=_as(list[s.SubjectPublic])))
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -186,35 +200,35 @@ class _Routes:
                  job_id: str | None = None) -> JobRecord:
         """Queue a generation (202); follow it with `job`, `wait` or `job_events`."""
         body = {"modality": modality, "instruction": instruction, "options": options or {}, "job_id": job_id}
-        return self._send(_Call("POST", f"/v1/users/{user}/generations", json=body, parse=_as(JobRecord)))
+        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/generations", json=body, parse=_as(JobRecord)))
 
     def train(self, user: str, method: str, *, subject: str | None = None, steps: int = 20, seed: int = 0,
               job_id: str | None = None) -> JobRecord:
         body = {"method": method, "subject": subject, "steps": steps, "seed": seed, "job_id": job_id}
-        return self._send(_Call("POST", f"/v1/users/{user}/trainings", json=body, parse=_as(JobRecord)))
+        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/trainings", json=body, parse=_as(JobRecord)))
 
     def job(self, key: str) -> JobRecord:
-        return self._send(_Call("GET", f"/v1/jobs/{key}", parse=_as(JobRecord)))
+        return self._send(_Call("GET", f"/v1/jobs/{_seg(key)}", parse=_as(JobRecord)))
 
     def jobs(self, *, user: str | None = None, status: str | None = None, limit: int = 50) -> list[JobRecord]:
         return self._send(_Call("GET", "/v1/jobs", params=_params(user=user, status=status, limit=limit),
                                 parse=_as(list[JobRecord])))
 
     def cancel(self, key: str) -> JobRecord:
-        return self._send(_Call("POST", f"/v1/jobs/{key}/cancel", parse=_as(JobRecord)))
+        return self._send(_Call("POST", f"/v1/jobs/{_seg(key)}/cancel", parse=_as(JobRecord)))
 
     # -- artifacts, audit, export, forget ----------------------------------------------------------
 
     def artifacts(self, user: str, kind: str | None = None) -> list[s.ArtifactPublic]:
-        return self._send(_Call("GET", f"/v1/users/{user}/artifacts", params=_params(kind=kind),
+        return self._send(_Call("GET", f"/v1/users/{_seg(user)}/artifacts", params=_params(kind=kind),
                                 parse=_as(list[s.ArtifactPublic])))
 
     def artifact(self, key: str) -> s.ArtifactPublic:
-        return self._send(_Call("GET", f"/v1/artifacts/{key}", parse=_as(s.ArtifactPublic)))
+        return self._send(_Call("GET", f"/v1/artifacts/{_seg(key)}", parse=_as(s.ArtifactPublic)))
 
     def artifact_content(self, key: str) -> tuple[bytes, str]:
         """The artifact's bytes and media type."""
-        return self._send(_Call("GET", f"/v1/artifacts/{key}/content", parse=_bytes))
+        return self._send(_Call("GET", f"/v1/artifacts/{_seg(key)}/content", parse=_bytes))
 
     def audit(self, *, user: str | None = None, action: str | None = None, limit: int = 100) -> list[s.AuditPublic]:
         return self._send(_Call("GET", "/v1/audit", params=_params(user=user, action=action, limit=limit),
@@ -222,14 +236,19 @@ class _Routes:
 
     def export_user(self, user: str) -> bytes:
         """The user's archive (zip) as bytes."""
-        return self._send(_Call("GET", f"/v1/users/{user}/export", parse=lambda r: r.content))
+        return self._send(_Call("GET", f"/v1/users/{_seg(user)}/export", parse=lambda r: r.content))
 
     def forget_user(self, user: str) -> ForgetReport:
-        return self._send(_Call("DELETE", f"/v1/users/{user}", parse=_as(ForgetReport)))
+        return self._send(_Call("DELETE", f"/v1/users/{_seg(user)}", parse=_as(ForgetReport)))
 
     def forget(self, user: str, kind: str, key: str) -> ForgetReport:
         """Forget one of the user's `faces`, `voices`, `documents` or `subjects`."""
-        return self._send(_Call("DELETE", f"/v1/users/{user}/{kind}/{key}", parse=_as(ForgetReport)))
+        return self._send(_Call("DELETE", f"/v1/users/{_seg(user)}/{_seg(kind)}/{_seg(key)}", parse=_as(ForgetReport)))
+
+
+def _seg(value: Any) -> str:
+    """One path segment, percent-encoded: an id may hold '%', '?', '#', spaces or unicode."""
+    return quote(str(value), safe="")
 
 
 def _count(response: Any) -> int:
@@ -280,7 +299,7 @@ class Client(_Routes):
 
     def job_events(self, key: str) -> Iterator[tuple[str, JobRecord]]:
         """The job's server-sent events: ("progress", record)... then ("end", record)."""
-        with self._http.stream("GET", f"/v1/jobs/{key}/events", timeout=None) as response:
+        with self._http.stream("GET", f"/v1/jobs/{_seg(key)}/events", timeout=None) as response:
             if response.status_code >= 400:
                 response.read()
                 _raise_for(response)
@@ -321,7 +340,7 @@ class AsyncClient(_Routes):
         return job
 
     async def job_events(self, key: str) -> AsyncIterator[tuple[str, JobRecord]]:
-        async with self._http.stream("GET", f"/v1/jobs/{key}/events", timeout=None) as response:
+        async with self._http.stream("GET", f"/v1/jobs/{_seg(key)}/events", timeout=None) as response:
             if response.status_code >= 400:
                 await response.aread()
                 _raise_for(response)

@@ -48,7 +48,8 @@ def tenant_a(live: Live) -> dict[str, str]:
         a.add_subject("alice", "rex", name="Rex", class_noun="dog", images=[DOG])
         job = a.wait(a.generate("alice", "text", "hello", options={"max_new_tokens": 3}, job_id="job-a").key)
         [artifact] = job.result["artifacts"]
-    return {"user": "alice", "name": "city", "job": "job-a", "artifact": artifact}
+        event_id = str(a.events("alice")[0].id)
+    return {"user": "alice", "name": "city", "job": "job-a", "artifact": artifact, "event_id": event_id}
 
 
 @pytest.fixture(scope="module")

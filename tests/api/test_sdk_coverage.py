@@ -56,4 +56,4 @@ def test_every_operation_has_an_sdk_method_and_no_method_calls_a_missing_one() -
     assert set(operations) - called == streamed
     from unipgen.client import AsyncClient, Client
 
-    assert all("/v1/jobs/{key}/events" in inspect.getsource(c.job_events) for c in (Client, AsyncClient))
+    assert all("/v1/jobs/{_seg(key)}/events" in inspect.getsource(c.job_events) for c in (Client, AsyncClient))

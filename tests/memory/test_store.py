@@ -69,7 +69,7 @@ def test_unknown_ids_are_named(populated: MemoryStore, call, message) -> None:
 
 
 def test_bad_ids_and_values_are_refused(populated: MemoryStore) -> None:
-    with pytest.raises(InvalidInputError, match="user id must be a non-empty string"):
+    with pytest.raises(InvalidInputError, match="user id .* is not a valid id: it must not be blank"):
         populated.create_user("acme", "   ")
     with pytest.raises(InvalidInputError, match="unsupported value type"):
         populated.set_profile("acme", "alice", "when", datetime.now(timezone.utc))

@@ -39,6 +39,7 @@ from unipgen.memory.models import (
     User,
     VoiceSample,
 )
+from unipgen.schema.rules import check_public_id
 
 if TYPE_CHECKING:
     from unipgen.memory.store import MemoryStore, _Write
@@ -71,6 +72,7 @@ class ArchiveMixin:
         """Load an export zip; the user must not exist yet. Returns (tenant, user)."""
         manifest, blobs = _read_archive(Path(path))
         tenant = tenant or manifest["tenant"]
+        _check_ids(manifest, tenant)
         self.ensure_tenant(tenant)
         with self._write() as w:
             tenant_id = tenant_id_of(w.session, tenant)
@@ -81,6 +83,19 @@ class ArchiveMixin:
                 w.put_blob(blobs[sha], info["media_type"])
             _restore(self, w, tenant_id, manifest)
         return tenant, key
+
+
+def _check_ids(manifest: dict[str, Any], tenant: str) -> None:
+    """Refuse an archive naming an id the rule refuses (one exported before the rule existed):
+    the import would store a row no URL can reach."""
+    check_public_id(tenant, "tenant")
+    check_public_id(manifest["user"]["key"], "user")
+    for section, what in (("items", "item"), ("documents", "document"), ("faces", "face"),
+                          ("subjects", "subject"), ("voices", "voice sample"), ("artifacts", "artifact")):
+        for row in manifest.get(section, []):
+            check_public_id(row["key"], what)
+    for row in manifest.get("profile", []):
+        check_public_id(row["name"], "profile attribute")
 
 
 def _write_entry(archive: zipfile.ZipFile, name: str, data: bytes) -> None:

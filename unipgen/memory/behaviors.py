@@ -17,7 +17,7 @@ from unipgen.memory.lookups import insert_missing_users, tenant_id_of, user_id_o
 from unipgen.memory.media import check_size, sniff_image
 from unipgen.memory.models import BehaviorEvent, Item, User
 from unipgen.memory.parsing import parse_rows, refuse_duplicates
-from unipgen.schema.memory import EventIn, ItemIn
+from unipgen.schema.memory import EventIn, EventRecord, ItemIn
 
 if TYPE_CHECKING:
     from unipgen.memory.store import MemoryStore
@@ -98,8 +98,9 @@ class BehaviorsMixin:
             insert_events(w.session.connection(), rows)
         return len(rows)
 
-    def events(self: MemoryStore, tenant: str, user: str, limit: int | None = None) -> list[EventIn]:
-        """A user's events, oldest first (the last `limit` if given)."""
+    def events(self: MemoryStore, tenant: str, user: str, limit: int | None = None) -> list[EventRecord]:
+        """A user's events, oldest first (the last `limit` if given), each with the `id` that
+        `delete_events` takes."""
         with self.session() as session:
             user_id = user_id_of(session, tenant, user)
             query = (
@@ -111,7 +112,7 @@ class BehaviorsMixin:
             )
             rows = session.execute(query).all()
         return [
-            EventIn(user=user, type=e.type, item=key, ts=e.ts, value=e.value, meta=e.meta)
+            EventRecord.model_construct(id=e.id, user=user, type=e.type, item=key, ts=e.ts, value=e.value, meta=e.meta)
             for e, key in reversed(rows)
         ]
 

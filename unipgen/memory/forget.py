@@ -1,4 +1,5 @@
-"""Forget a user, or one memory item, and prove it: rows, vectors, blobs and everything derived.
+"""Forget a user, one memory item, or some behavior events, and prove it: rows, vectors, blobs
+and everything derived.
 
 A forget runs in three steps. Plan: the items to delete are the target plus every artifact
 reachable from it through lineage. Delete: one transaction removes the rows, lineage edges and
@@ -8,19 +9,27 @@ folders (training checkpoints) go, a SQLite database's WAL is checkpointed and t
 ``secure_delete`` on, the deleted rows' bytes were zeroed in their pages), and a scan of the
 database, the raw database files, the index files, the scratch folders and the blob store lists
 anything left (`ForgetReport.residue`, empty when clean).
+
+Events are no lineage node: nothing records being derived from one event, only from a user's
+whole history, ``("user", key)`` (a context lists ``user:<key>`` in its provenance when it read
+the user's events). So deleting events deletes every artifact derived from that user's history,
+and what was derived from those in turn: whether an output read the deleted events is not
+recorded, and keeping one that may have is what deleting them must not do.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import delete, func, or_, select, tuple_
+from sqlalchemy import and_, delete, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
+from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.memory.content import OWNER_MODELS, bump_generation
 from unipgen.memory.db import checkpoint_sqlite, sqlite_files
 from unipgen.memory.jobs import remove_tree, scratch_path
@@ -40,7 +49,7 @@ from unipgen.memory.models import (
     User,
 )
 from unipgen.memory.vectors import VectorIndex
-from unipgen.schema.memory import ForgetReport
+from unipgen.schema.memory import EVENT_TYPES, ForgetReport
 
 if TYPE_CHECKING:
     from unipgen.memory.store import MemoryStore
@@ -58,11 +67,17 @@ class _Plan:
     embeddings: dict[str, list[int]] = field(default_factory=dict)  # space -> embedding ids
     texts: dict[str, str] = field(default_factory=dict)  # what a text is ("document 'd1'") -> the text
     scratch: list[Path] = field(default_factory=list)  # the forgotten jobs' scratch folders
+    events: Any = None  # a where clause on behavior_events: the events to delete besides the users'
+    history_of: list[int] = field(default_factory=list)  # users whose history loses those events
 
     def nodes(self) -> list[tuple[str, int]]:
         """Every (kind, id) being deleted, as lineage names them."""
         nodes = [("user", u) for u in self.user_ids]
         return nodes + [(kind, i) for kind, ids in self.rows.items() for i in ids]
+
+    def sources(self) -> list[tuple[str, int]]:
+        """The lineage nodes whose derivatives go: the deleted ones, and the histories changed."""
+        return self.nodes() + [("user", u) for u in self.history_of if u not in self.user_ids]
 
 
 class ForgetMixin:
@@ -91,6 +106,24 @@ class ForgetMixin:
             plan = _Plan(tenant_id)
             plan.rows[kind].add(row_id)
         return self._forget(plan, f"{kind} {key!r}", tenant)
+
+    def delete_events(
+        self: MemoryStore, tenant: str, user: str, *, ids: list[int] | None = None, type: str | None = None,
+        item: str | None = None, since: datetime | None = None, until: datetime | None = None,
+    ) -> ForgetReport:
+        """Delete some of `user`'s behavior events: those of `ids` (`EventRecord.id`), or those
+        matching every filter given (`type`, catalog `item`, `since` <= ts < `until`); with no
+        filter, all of them. Every artifact derived from the user's history goes too (see the
+        module docstring). An unknown id, type or item is an error; no match deletes nothing.
+        """
+        with self.session() as session:
+            tenant_id = tenant_id_of(session, tenant)
+            user_id = user_id_of(session, tenant, user)
+            where = _event_filter(session, tenant_id, user_id, ids, type, item, since, until)
+            plan = _Plan(tenant_id)
+            if session.scalar(select(BehaviorEvent.id).where(where).limit(1)) is not None:
+                plan.events, plan.history_of = where, [user_id]
+        return self._forget(plan, f"events of user {user!r}", tenant)
 
     def _forget(self: MemoryStore, plan: _Plan, target: str, tenant: str) -> ForgetReport:
         with self._write() as w:
@@ -177,7 +210,7 @@ def _still_held(session: Session, probe: bytes) -> bool:
 
 def _add_derived(session: Session, plan: _Plan) -> None:
     """Grow the plan with every artifact reachable from it through lineage (to a fixed point)."""
-    frontier = plan.nodes()
+    frontier = plan.sources()
     while frontier:
         derived = set(
             session.scalars(
@@ -226,8 +259,9 @@ def _delete(session: Session, plan: _Plan) -> dict[str, int]:
     run("lineage", delete(Lineage).where(or_(
         tuple_(Lineage.derived_kind, Lineage.derived_id).in_(nodes),
         tuple_(Lineage.source_kind, Lineage.source_id).in_(nodes))))
+    chosen = [plan.events] if plan.events is not None else []
     run("events", delete(BehaviorEvent).where(or_(
-        BehaviorEvent.user_id.in_(plan.user_ids), BehaviorEvent.item_id.in_(plan.rows["item"]))))
+        BehaviorEvent.user_id.in_(plan.user_ids), BehaviorEvent.item_id.in_(plan.rows["item"]), *chosen)))
     artifacts = plan.rows["artifact"]
     run("feedback", delete(Feedback).where(or_(Feedback.user_id.in_(plan.user_ids), Feedback.artifact_id.in_(artifacts),
                                                Feedback.rejected_id.in_(artifacts))))
@@ -261,6 +295,10 @@ def _rows_left(session: Session, plan: _Plan) -> list[str]:
         count = session.scalar(select(func.count()).select_from(model).where(column.in_(plan.user_ids)))
         if count:
             left.append(f"{count} rows in {model.__tablename__} of the forgotten user")
+    if plan.events is not None:
+        count = session.scalar(select(func.count()).select_from(BehaviorEvent).where(plan.events))
+        if count:
+            left.append(f"{count} of the deleted behavior events")
     ids = [i for v in plan.embeddings.values() for i in v]
     left += [f"row embeddings#{i}" for i in session.scalars(select(Embedding.id).where(Embedding.id.in_(ids)))]
     nodes = plan.nodes()
@@ -275,3 +313,36 @@ def _rows_left(session: Session, plan: _Plan) -> list[str]:
 
 def _vectors_left(index: VectorIndex, ids: list[int], space: str, where: str) -> list[str]:
     return [f"vector {space}#{i} in {where}" for i in ids if i in index]
+
+
+def _event_filter(
+    session: Session, tenant_id: int, user_id: int, ids: list[int] | None, type: str | None, item: str | None,
+    since: datetime | None, until: datetime | None,
+) -> Any:
+    """The where clause on behavior_events selecting the user's events that `delete_events` names."""
+    where = [BehaviorEvent.user_id == user_id]
+    if ids is not None:
+        found = set(session.scalars(select(BehaviorEvent.id).where(BehaviorEvent.id.in_(ids), *where)))
+        missing = sorted(set(ids) - found)
+        if missing:
+            raise NotFoundError(f"unknown event {missing[0]} of this user")
+        where.append(BehaviorEvent.id.in_(ids))
+    if type is not None:
+        if type not in EVENT_TYPES:
+            raise InvalidInputError(f"unknown event type {type!r}; expected one of {sorted(EVENT_TYPES)}")
+        where.append(BehaviorEvent.type == type)
+    if item is not None:
+        item_id = session.scalar(select(Item.id).where(Item.tenant_id == tenant_id, Item.key == item))
+        if item_id is None:
+            raise NotFoundError(f"unknown item {item!r}")
+        where.append(BehaviorEvent.item_id == item_id)
+    for bound in (since, until):
+        if bound is not None and bound.tzinfo is None:
+            raise InvalidInputError("since and until must be aware datetimes (e.g. UTC)")
+    if since is not None and until is not None and since >= until:
+        raise InvalidInputError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
+    if since is not None:
+        where.append(BehaviorEvent.ts >= since)
+    if until is not None:
+        where.append(BehaviorEvent.ts < until)
+    return and_(*where)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import re
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from unipgen.errors import InvalidInputError
 from unipgen.schema.memory import DocumentIn, EventIn, ItemIn
+from unipgen.schema.rules import FORBIDDEN_IN_ID, MAX_ID_LENGTH
 
 if TYPE_CHECKING:
     from unipgen.memory.store import MemoryStore
@@ -75,11 +76,18 @@ def load_movielens(store: MemoryStore, tenant: str, directory: Path, *, users: i
                       sum(len(d) for d in documents.values()))
 
 
+def tag_key(movie: str, tag: str) -> str:
+    """The document id of a tag: readable, and valid under the id rule whatever the tag holds
+    (a '/' or a control character becomes '_'; whitespace runs become one space, none at the ends)."""
+    cleaned = FORBIDDEN_IN_ID.sub("_", " ".join(tag.split()))
+    return f"tag:{movie}:{cleaned}"[:MAX_ID_LENGTH].rstrip()
+
+
 def _tag_documents(tags: list[dict[str, str]]) -> dict[str, list[DocumentIn]]:
     """Tags by user, as documents of kind ``tag`` (one per movie and tag text)."""
     documents: dict[str, dict[str, DocumentIn]] = {}
     for t in tags:
-        key = f"tag:{t['movieId']}:{t['tag']}"[:255]
+        key = tag_key(t["movieId"], t["tag"])
         documents.setdefault(t["userId"], {})[key] = DocumentIn(
             key=key, text=t["tag"], kind="tag", ts=datetime.fromtimestamp(int(t["timestamp"]), timezone.utc),
             meta={"item": t["movieId"]})

@@ -5,13 +5,14 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from unipgen.errors import InvalidInputError, NotFoundError
+from unipgen.errors import NotFoundError
 from unipgen.memory.models import Tenant, User, utcnow
+from unipgen.schema.rules import check_public_id
 
 
 def check_key(key: str, what: str) -> None:
-    if not isinstance(key, str) or not key.strip() or len(key) > 255:
-        raise InvalidInputError(f"{what} id must be a non-empty string of at most 255 characters")
+    """Refuse an id that breaks the public id rule (`unipgen.schema.rules`)."""
+    check_public_id(key, what)
 
 
 def tenant_id_of(session: Session, tenant: str) -> int:

@@ -29,6 +29,7 @@ from unipgen.memory.archive import ArchiveMixin
 from unipgen.memory.audit import AuditMixin
 from unipgen.memory.behaviors import BehaviorsMixin
 from unipgen.memory.blobs import BlobStore
+from unipgen.memory.checks import RuleViolation, find_violations
 from unipgen.memory.content import ContentMixin
 from unipgen.memory.db import make_engine, migrate
 from unipgen.memory.feedback import FeedbackMixin
@@ -56,6 +57,7 @@ from unipgen.memory.models import (
     utcnow,
 )
 from unipgen.schema.memory import UserSummary
+from unipgen.schema.rules import check_json_value
 from unipgen.settings import Settings
 
 _VALUE_TYPES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
@@ -213,6 +215,7 @@ class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsM
             raise InvalidInputError(
                 f"profile attribute {name!r}: unsupported value type {type(value).__name__}"
             )
+        check_json_value(value, f"profile attribute {name!r}")
         at = at or utcnow()
         with self._write() as w:
             user_id = user_id_of(w.session, tenant, user)
@@ -271,6 +274,12 @@ class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsM
             tenant=tenant, user=user, created_at=row.created_at, profile=profile, counts=counts,
             first_event_at=first, last_event_at=last, top_items=list(top_items),
         )
+
+    def check_data(self) -> list[RuleViolation]:
+        """Stored rows that break the data rules (`unipgen.schema.rules`): ids no URL reaches,
+        non-finite numbers. Written before the rules were enforced; empty when clean."""
+        with self.session() as session:
+            return find_violations(session)
 
     def count_rows(self, model: type) -> int:
         with self.session() as session:

@@ -79,7 +79,8 @@ class TrainedAdapter:
 
     def new_key(self) -> str:
         """A fresh artifact key for it (a new random suffix on each call)."""
-        return f"{self.method}-{self.meta.get('subject') or 'user'}-{uuid.uuid4().hex[:12]}"
+        subject = str(self.meta.get("subject") or "user")[:200]  # a subject id may be 255 characters; a key too
+        return f"{self.method}-{subject}-{uuid.uuid4().hex[:12]}"
 
 
 def train(model: UserModel, tenant: str, user: str, method: str, *, subject: str | None = None,

@@ -4,6 +4,7 @@ from unipgen.schema.memory import (
     EVENT_TYPES,
     DocumentIn,
     EventIn,
+    EventRecord,
     ForgetReport,
     ItemIn,
     ItemKind,
@@ -11,4 +12,4 @@ from unipgen.schema.memory import (
     UserSummary,
 )
 
-__all__ = ["EVENT_TYPES", "DocumentIn", "EventIn", "ForgetReport", "ItemIn", "ItemKind", "ProfileValue", "UserSummary"]
+__all__ = ["EVENT_TYPES", "DocumentIn", "EventIn", "EventRecord", "ForgetReport", "ItemIn", "ItemKind", "ProfileValue", "UserSummary"]

@@ -16,9 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from unipgen.schema.context import Modality
 from unipgen.schema.generation import GenerationOptions
 from unipgen.schema.jobs import TrainingMethod
-from unipgen.schema.memory import DocumentIn, EventIn, ItemIn, check_json
-
-_KEY = Field(min_length=1, max_length=255, pattern=r"^[^/\s][^/]*$", description="A public id (no slash).")
+from unipgen.schema.memory import DocumentIn, EventIn, ItemIn
+from unipgen.schema.rules import PublicId, check_json
 
 
 class _In(BaseModel):
@@ -37,7 +36,7 @@ class ErrorBody(BaseModel):
 class TenantCreate(_In):
     model_config = ConfigDict(json_schema_extra={"examples": [{"key": "acme"}]})
 
-    key: str = _KEY
+    key: PublicId
 
 
 class TenantPublic(BaseModel):
@@ -68,7 +67,7 @@ class ApiKeyCreated(ApiKeyPublic):
 class UserCreate(_In):
     model_config = ConfigDict(json_schema_extra={"examples": [{"key": "alice"}]})
 
-    key: str = _KEY
+    key: PublicId
 
 
 class UserPublic(BaseModel):
@@ -135,7 +134,7 @@ class GenerationCreate(_In):
     modality: Modality
     instruction: str = Field(min_length=1, max_length=10_000)
     options: GenerationOptions = Field(default_factory=GenerationOptions)
-    job_id: str | None = Field(default=None, min_length=1, max_length=255)
+    job_id: PublicId | None = None
 
 
 class TrainingCreate(_In):
@@ -144,10 +143,10 @@ class TrainingCreate(_In):
     model_config = ConfigDict(json_schema_extra={"examples": [{"method": "lora", "subject": "rex", "steps": 200, "seed": 0}]})
 
     method: TrainingMethod
-    subject: str | None = Field(default=None, min_length=1, max_length=255)
+    subject: PublicId | None = None
     steps: int = Field(default=20, ge=1, le=10_000)
     seed: int = 0
-    job_id: str | None = Field(default=None, min_length=1, max_length=255)
+    job_id: PublicId | None = None
 
 
 class ArtifactPublic(BaseModel):

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from unipgen.schema.context import PersonalizationPlan, UserContext
+from unipgen.schema.rules import FiniteFloat
 
 #: sha256 → bytes of a stored blob (subject reference images, adapter files).
 BlobFetcher = Callable[[str], bytes]
@@ -28,10 +29,10 @@ class GenerationOptions(BaseModel):
     num_outputs: int = Field(default=1, ge=1, le=16)
     max_new_tokens: int = Field(default=128, ge=1, le=4096, description="Text: length of the answer.")
     steps: int | None = Field(default=None, ge=1, le=500, description="Diffusion steps; None: the profile's.")
-    guidance_scale: float | None = Field(default=None, ge=0, le=50)
+    guidance_scale: FiniteFloat | None = Field(default=None, ge=0, le=50)
     width: int | None = Field(default=None, ge=16, le=4096)
     height: int | None = Field(default=None, ge=16, le=4096)
-    ip_adapter_scale: float = Field(default=0.6, ge=0, le=2)
+    ip_adapter_scale: FiniteFloat = Field(default=0.6, ge=0, le=2)
     melody: str | None = Field(default=None, max_length=200, description=(
         "Music: key of one of the user's voice recordings (a hummed or played tune) whose melody the "
         "music follows; needs a melody-conditioned audio backend."))

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-import json
+import math
 from datetime import datetime, timezone
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+
+from unipgen.schema.rules import FiniteFloat, PublicId, check_json
 
 #: Behavior event types and the sign they carry for preference (used by the user model).
 EVENT_TYPES: dict[str, int] = {
@@ -43,16 +53,6 @@ def _utc(value: datetime) -> datetime:
         raise ValueError("is out of range once converted to UTC") from None
 
 
-def check_json(value: Any) -> Any:
-    """`value` if it is JSON that survives a round trip as UTF-8: no NaN, no objects, no lone
-    surrogates (JSON text may escape one, "\\ud800", that no UTF-8 response can carry back)."""
-    try:
-        json.dumps(value, allow_nan=False, ensure_ascii=False).encode()
-    except (TypeError, ValueError, UnicodeEncodeError) as exc:
-        raise ValueError(f"must be JSON of valid Unicode text (no NaN, no objects, no lone surrogates): {exc}") from None
-    return value
-
-
 class EventIn(BaseModel):
     """One behavior event to ingest: `user` did `type` on catalog item `item` at `ts`.
 
@@ -63,11 +63,11 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [
         {"user": "alice", "type": "rate", "item": "m1", "value": 4.5, "ts": "2024-05-01T20:00:00Z"}]})
 
-    user: str = Field(min_length=1, max_length=255)
+    user: PublicId
     type: EventType
-    item: str = Field(min_length=1, max_length=255)
+    item: PublicId
     ts: AwareDatetime
-    value: float | None = None
+    value: FiniteFloat | None = None
     meta: dict[str, Any] | None = None
 
     @field_validator("ts", mode="before")
@@ -89,6 +89,29 @@ class EventIn(BaseModel):
     @classmethod
     def _json_meta(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         return check_json(value)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+class EventRecord(BaseModel):
+    """A stored event, as listed: what `EventIn` wrote, and its `id`, which addresses it for
+    deletion (``DELETE /v1/users/{user}/events/{id}``). Events have no public key of their own:
+    the same user may do the same thing to the same item at the same time twice.
+
+    An output, not validated: rows stored before the data rules (an infinite rating, an id with
+    a '/') must still be listed to be deleted; a non-finite value reads as null (JSON has no
+    other form) and `unipgen check` names the row.
+    """
+
+    id: int
+    user: str
+    type: str
+    item: str
+    ts: datetime
+    value: Annotated[float | None, PlainSerializer(_finite_or_none)] = None
+    meta: dict[str, Any] | None = None
 
 
 class UserSummary(BaseModel):
@@ -118,7 +141,7 @@ class ItemIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    key: str = Field(min_length=1, max_length=255)
+    key: PublicId
     text: str
     image: bytes | None = None
     meta: dict[str, Any] | None = None
@@ -134,7 +157,7 @@ class DocumentIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    key: str = Field(min_length=1, max_length=255)
+    key: PublicId
     text: str = Field(min_length=1)
     kind: str = Field(default="note", min_length=1, max_length=64)
     ts: AwareDatetime | None = None
@@ -168,11 +191,10 @@ class FeedbackIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    user: str = Field(min_length=1, max_length=255)
+    user: PublicId
     type: FeedbackType
-    output: str = Field(min_length=1, max_length=255, description="The output rated, or the one chosen.")
-    rejected: str | None = Field(default=None, min_length=1, max_length=255,
-                                 description="Pairwise only: the output not chosen.")
+    output: PublicId = Field(description="The output rated, or the one chosen.")
+    rejected: PublicId | None = Field(default=None, description="Pairwise only: the output not chosen.")
     ts: AwareDatetime | None = None
     meta: dict[str, Any] | None = None
 

@@ -12,11 +12,12 @@ from unipgen.api.deps import CallerDep, ServiceDep
 from unipgen.api.uploads import read_audio, read_image
 from unipgen.errors import InvalidInputError
 from unipgen.schema.api import ErrorBody, MediaPublic, SubjectPublic
+from unipgen.schema.rules import PublicId
 
 #: Uploads may also answer 415 (not the media it must be).
 router = APIRouter(prefix="/v1/users/{user}", tags=["media"], responses={415: {"model": ErrorBody}})
 
-Key = Annotated[str, Form(min_length=1, max_length=255, description="The public id of this upload.")]
+Key = Annotated[PublicId, Form(description="The public id of this upload.")]
 Consent = Annotated[bool, Form(description="The user's explicit consent to storing this biometric data.")]
 MAX_SUBJECT_PHOTOS = 20
 

@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -31,7 +32,14 @@ from unipgen.schema.api import (
     UserPublic,
 )
 from unipgen.schema.context import UserContext
-from unipgen.schema.memory import DocumentIn, EventIn, ForgetReport, ItemIn, UserSummary
+from unipgen.schema.memory import (
+    DocumentIn,
+    EventIn,
+    EventRecord,
+    ForgetReport,
+    ItemIn,
+    UserSummary,
+)
 
 router = APIRouter(prefix="/v1", tags=["users"])
 
@@ -78,10 +86,35 @@ def add_events(body: EventsCreate, svc: ServiceDep, who: CallerDep) -> Count:
     return Count(count=svc.store.ingest_events(who.tenant, body.events, create_users=body.create_users))
 
 
-@router.get("/users/{user}/events", response_model=list[EventIn])
+@router.get("/users/{user}/events", response_model=list[EventRecord])
 def list_events(user: str, svc: ServiceDep, who: CallerDep,
-                limit: int | None = Query(default=None, ge=1, le=100_000)) -> list[EventIn]:
+                limit: int | None = Query(default=None, ge=1, le=100_000)) -> list[EventRecord]:
+    """The user's events, oldest first; each `id` addresses the event for deletion."""
     return svc.store.events(who.tenant, user, limit=limit)
+
+
+@router.delete("/users/{user}/events/{event_id}", response_model=ForgetReport)
+def delete_event(user: str, event_id: int, svc: ServiceDep, who: CallerDep) -> ForgetReport:
+    """Delete one event (its `id` from the listing) and every output derived from the user's history."""
+    report = svc.store.delete_events(who.tenant, user, ids=[event_id])
+    svc.store.record_audit(who.tenant, who.actor, "delete_events", user=user, detail={"ids": [event_id]})
+    return report
+
+
+@router.delete("/users/{user}/events", response_model=ForgetReport)
+def delete_events(
+    user: str, svc: ServiceDep, who: CallerDep,
+    type: Annotated[str | None, Query(description="Only events of this type.")] = None,
+    item: Annotated[str | None, Query(description="Only events on this catalog item.")] = None,
+    since: Annotated[datetime | None, Query(description="Only events at or after this time (ISO 8601, zoned).")] = None,
+    until: Annotated[datetime | None, Query(description="Only events before this time (ISO 8601, zoned).")] = None,
+) -> ForgetReport:
+    """Delete the user's events matching every filter given (all of them with none), and every
+    output derived from the user's history."""
+    report = svc.store.delete_events(who.tenant, user, type=type, item=item, since=since, until=until)
+    detail = {k: str(v) for k, v in {"type": type, "item": item, "since": since, "until": until}.items() if v is not None}
+    svc.store.record_audit(who.tenant, who.actor, "delete_events", user=user, detail=detail or None)
+    return report
 
 
 @router.post("/items", status_code=status.HTTP_201_CREATED, response_model=Count)
