@@ -70,7 +70,7 @@ class BehaviorsMixin:
         if item.image is not None:
             what = f"image of item {item.key!r}"
             check_size(item.image, self.max_blob_bytes, what)
-            image_sha = w.put_blob(item.image, sniff_image(item.image, what))
+            image_sha = w.put_blob(item.image, sniff_image(item.image, what, self.media_limits))
         return {"tenant_id": tenant_id, "key": item.key, "text": item.text,
                 "image_sha": image_sha, "meta": item.meta}
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from unipgen.errors import ConflictError, InvalidInputError, NotFoundError
 from unipgen.memory.lookups import check_key, tenant_id_of, user_id_of
-from unipgen.memory.media import check_size, sniff_audio, sniff_image
+from unipgen.memory.media import check_document_length, check_size, sniff_audio, sniff_image
 from unipgen.memory.models import (
     Artifact,
     Document,
@@ -77,6 +77,7 @@ class ContentMixin:
         transaction.
         """
         parsed = parse_rows(documents, DocumentIn, "document")
+        check_document_length(parsed, self.max_document_chars)
         refuse_duplicates([d.key for d in parsed], "document")
         with self._write() as w:
             user_id = user_id_of(w.session, tenant, user)
@@ -117,7 +118,7 @@ class ContentMixin:
         check_key(key, "face")
         require_consent(consent, f"face {key!r}")
         check_size(image, self.max_blob_bytes, f"face {key!r}")
-        media_type = sniff_image(image, f"face {key!r}")
+        media_type = sniff_image(image, f"face {key!r}", self.media_limits)
         self._add_biometric(tenant, user, Face(key=key), image, media_type, embedding, (space, metric))
 
     def add_subject(
@@ -132,7 +133,7 @@ class ContentMixin:
         media = []
         for position, image in enumerate(images):
             check_size(image, self.max_blob_bytes, f"image {position} of subject {key!r}")
-            media.append(sniff_image(image, f"image {position} of subject {key!r}"))
+            media.append(sniff_image(image, f"image {position} of subject {key!r}", self.media_limits))
         with self._write() as w:
             user_id = user_id_of(w.session, tenant, user)
             _refuse_existing(w.session, Subject, user_id, key, "subject")
@@ -155,7 +156,7 @@ class ContentMixin:
         check_key(key, "voice sample")
         require_consent(consent, f"voice sample {key!r}")
         check_size(audio, self.max_blob_bytes, f"voice sample {key!r}")
-        info = sniff_audio(audio, f"voice sample {key!r}")
+        info = sniff_audio(audio, f"voice sample {key!r}", self.media_limits)
         row = VoiceSample(key=key, duration_s=info.duration_s, sample_rate=info.sample_rate)
         self._add_biometric(tenant, user, row, audio, info.media_type, embedding, (space, metric))
 

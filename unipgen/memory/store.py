@@ -54,6 +54,7 @@ from unipgen.memory.models import (
     utcnow,
 )
 from unipgen.schema.memory import UserSummary
+from unipgen.memory.media import MediaLimits
 from unipgen.settings import Settings
 
 _VALUE_TYPES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
@@ -87,13 +88,15 @@ class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsM
 
     def __init__(
         self, engine: Engine, blobs: BlobStore, indexes: IndexManager, max_blob_bytes: int,
-        max_queued_jobs: int = 1000,
+        max_queued_jobs: int = 1000, media_limits: MediaLimits | None = None, max_document_chars: int = 100_000,
     ) -> None:
         self.engine = engine
         self.blobs = blobs
         self.indexes = indexes
         self.max_blob_bytes = max_blob_bytes
         self.max_queued_jobs = max_queued_jobs
+        self.media_limits = media_limits or MediaLimits()
+        self.max_document_chars = max_document_chars
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> MemoryStore:
@@ -103,7 +106,7 @@ class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsM
         migrate(engine)
         indexes = IndexManager(engine, settings.resolved_index_dir())
         return cls(engine, BlobStore(settings.resolved_blob_url()), indexes, settings.max_blob_bytes,
-                   settings.max_queued_jobs)
+                   settings.max_queued_jobs, MediaLimits.from_settings(settings), settings.max_document_chars)
 
     def close(self) -> None:
         """Persist changed indexes and release database connections."""
