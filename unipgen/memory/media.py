@@ -98,10 +98,16 @@ def open_image(data: bytes, what: str, limits: MediaLimits | None = None) -> Any
     """The opened (header read, not decoded) PIL image, its size checked against `limits`."""
     from PIL import Image
 
-    with _decode_errors(what):
-        image = Image.open(io.BytesIO(data))
+    limits = limits or MediaLimits()
+    with _decode_errors(what), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the checks below decide
+        try:
+            image = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:  # over twice Pillow's own limit: no size to report
+            raise PayloadTooLargeError(f"{what} is over the limit of {limits.max_image_pixels} pixels "
+                                       f"(UNIPGEN_MAX_IMAGE_PIXELS): {exc}") from None
     try:
-        check_dimensions(image.width, image.height, what, limits or MediaLimits())
+        check_dimensions(image.width, image.height, what, limits)
     except Exception:
         image.close()
         raise

@@ -57,7 +57,8 @@ class DlibFaceEncoder:
 
     `upsample` is the highest number of times the detector doubles the image to look for small
     faces (the HOG window is 80x80 pixels); level 0 is always tried first and higher levels only
-    when it finds nothing, because each level costs about four times the previous one.
+    when it finds nothing, because each level costs about four times the previous one, and only
+    while the doubled image stays within `max_side` a side.
     `jitters` > 0 averages the descriptor over that many random crops: a little more robust,
     that many times slower. Photos are reduced to at most `max_side` pixels a side first (a JPEG
     is decoded at that scale already): the detector's cost and memory grow with the pixels, and a
@@ -116,6 +117,8 @@ class DlibFaceEncoder:
         for padded in (False, True):
             canvas = _pad(pixels) if padded else pixels  # padding copies: only when needed
             for level in range(self.upsample + 1):
+                if level and max(canvas.shape[:2]) << level > self.max_side:
+                    break  # the detector never looks at more than `max_side` pixels a side
                 boxes = detector(canvas, level)
                 if len(boxes):
                     return canvas, max(boxes, key=lambda box: box.area())
