@@ -20,6 +20,9 @@ _ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "audio/x-wav
 
 async def read_limited(upload: UploadFile, limit: int, what: str) -> bytes:
     """The file's bytes, refused as soon as it is over `limit` (a huge upload is not read whole)."""
+    if upload.size is not None and upload.size > limit:  # the form parser counted it: say its size
+        raise PayloadTooLargeError(f"{what} is {upload.size} bytes, over the limit of {limit} bytes "
+                                   "(UNIPGEN_MAX_BLOB_BYTES)")
     data = await upload.read(limit + 1)
     check_size(data, limit, what)
     return data
