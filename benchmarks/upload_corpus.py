@@ -54,7 +54,7 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def png(width: int, height: int, color: int = 0) -> bytes:
     """A black PNG of any size, made row by row with zlib (never a whole image in memory):
     color type 0 (grey, 1 byte a pixel) or 2 (RGB)."""
@@ -75,18 +75,18 @@ def gif_header(width: int, height: int) -> bytes:
     return b"GIF89a" + screen + frame + b"\x3b"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def noise_image(width: int, height: int, fmt: str) -> bytes:
     import numpy as np
     from PIL import Image
 
     pixels = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, fmt, quality=80) if fmt == "JPEG" else Image.fromarray(pixels).save(buffer, fmt)
+    Image.fromarray(pixels).save(buffer, fmt, **({"quality": 80} if fmt == "JPEG" else {}))
     return buffer.getvalue()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def big_jpeg(side: int) -> bytes:
     """A grey `side` x `side` JPEG (tiny file, `side`² pixels)."""
     from PIL import Image
@@ -96,7 +96,7 @@ def big_jpeg(side: int) -> bytes:
     return buffer.getvalue()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def silent_flac(rate: int, channels: int, seconds: int) -> bytes:
     """Silence as FLAC, written a second at a time (188 KB for 192 kHz x 8 channels x 119 s)."""
     import numpy as np

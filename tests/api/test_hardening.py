@@ -31,7 +31,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
     sys.path.insert(0, str(BENCHMARKS))
 
-import upload_corpus  # noqa: E402
+import upload_corpus
 
 SETTINGS = {"max_blob_bytes": 2_000_000, "max_audio_seconds": 30.0, "max_request_bytes": 64 * 1024,
             "max_bulk_request_bytes": 1024 * 1024, "max_document_chars": 10_000, "rate_limit_per_minute": 100_000}

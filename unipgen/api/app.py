@@ -28,7 +28,7 @@ Errors are JSON `{"code", "message"}` with the codes of docs/errors.md.
 """
 
 #: Error responses every route may give, documented once.
-_ERRORS = {status: {"model": ErrorBody} for status in (401, 404, 422, 429)}
+_ERRORS = {status: {"model": ErrorBody} for status in (401, 404, 413, 422, 429)}
 
 
 def create_app(settings: Settings | None = None, *, profile: str = "tiny", run_jobs: bool = True) -> FastAPI:

@@ -11,16 +11,18 @@ from starlette.concurrency import run_in_threadpool
 from unipgen.api.deps import CallerDep, ServiceDep
 from unipgen.api.uploads import naming, read_audio, read_image
 from unipgen.errors import EncoderFailedError, InvalidInputError
-from unipgen.schema.api import MediaPublic, SubjectPublic
+from unipgen.schema.api import ErrorBody, MediaPublic, SubjectPublic
 
 router = APIRouter(prefix="/v1/users/{user}", tags=["media"])
 
 Key = Annotated[str, Form(min_length=1, max_length=255, description="The public id of this upload.")]
+#: An upload's encoder process may die on it (a native crash): 503 `encoder_failed`, nothing stored.
+ENCODER_FAILED = {503: {"model": ErrorBody, "description": "The encoder's process crashed on the file."}}
 Consent = Annotated[bool, Form(description="The user's explicit consent to storing this biometric data.")]
 MAX_SUBJECT_PHOTOS = 20
 
 
-@router.post("/faces", status_code=status.HTTP_201_CREATED, response_model=MediaPublic)
+@router.post("/faces", status_code=status.HTTP_201_CREATED, response_model=MediaPublic, responses=ENCODER_FAILED)
 async def add_face(user: str, key: Key, consent: Consent, file: Annotated[UploadFile, File()], svc: ServiceDep,
                    who: CallerDep) -> MediaPublic:
     """A photo of the user's face (JPEG, PNG...): stored with its identity embedding."""
@@ -40,7 +42,7 @@ def get_face(user: str, key: str, svc: ServiceDep, who: CallerDep) -> Response:
     return _read(svc, who, user, "face", key)
 
 
-@router.post("/voices", status_code=status.HTTP_201_CREATED, response_model=MediaPublic)
+@router.post("/voices", status_code=status.HTTP_201_CREATED, response_model=MediaPublic, responses=ENCODER_FAILED)
 async def add_voice(user: str, key: Key, consent: Consent, file: Annotated[UploadFile, File()], svc: ServiceDep,
                     who: CallerDep) -> MediaPublic:
     """A recording of the user's voice (WAV, FLAC, OGG), up to `UNIPGEN_MAX_AUDIO_SECONDS`."""
@@ -61,7 +63,8 @@ def get_voice(user: str, key: str, svc: ServiceDep, who: CallerDep) -> Response:
     return _read(svc, who, user, "voice", key)
 
 
-@router.post("/subjects", status_code=status.HTTP_201_CREATED, response_model=SubjectPublic)
+@router.post("/subjects", status_code=status.HTTP_201_CREATED, response_model=SubjectPublic,
+             responses=ENCODER_FAILED)
 async def add_subject(user: str, key: Key, name: Annotated[str, Form(min_length=1, max_length=255)],
                       class_noun: Annotated[str, Form(min_length=1, max_length=64)],
                       files: Annotated[list[UploadFile], File(description="Reference photos of the subject.")],
