@@ -164,7 +164,7 @@ def image_cases() -> list[Case]:
         _upload("gif_65535x65535", "faces", "bomb.gif", gif_header(65_535, 65_535), "image/gif", (413,),
                 "payload_too_large", "UNIPGEN_MAX_IMAGE_PIXELS", "4.3 G pixels declared by a 30-byte GIF"),
         _upload("png_6316x6316_rgb", "faces", "black.png", png(6_316, 6_316, 2), "image/png", (422,), "no_face",
-                "no face", "the issue's 155 KB PNG under the pixel cap: decoded reduced, in the encoder process"),
+                "no face", "the issue's 6316 x 6316 PNG (here 116 KB, RGB) under the pixel cap: decoded then reduced, in the encoder process"),
         _upload("jpeg_6000x6000", "faces", "grey.jpg", big_jpeg(6_000), "image/jpeg", (422,), "no_face", "no face",
                 "36 M pixels: decoded at 1/8 scale"),
         _upload("png_truncated", "faces", "cut.png", cut_png[: len(cut_png) * 3 // 5], "image/png", (415,),

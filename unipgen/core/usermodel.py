@@ -22,7 +22,7 @@ from unipgen.core.router import route
 from unipgen.errors import NotFoundError
 from unipgen.memory import MemoryStore
 from unipgen.memory.content import require_consent
-from unipgen.memory.media import check_document_length
+from unipgen.memory.media import check_document_length, image_header, sniff_audio
 from unipgen.memory.parsing import parse_rows
 from unipgen.schema.context import Modality, PersonalizationPlan, UserContext
 from unipgen.schema.memory import DocumentIn, ItemIn
@@ -65,8 +65,9 @@ class UserModel:
         CLIP image vectors (space ``image``)."""
         parsed = parse_rows(items, ItemIn, "item")
         keys = [i.key for i in parsed]
-        vectors = {"text": dict(zip(keys, self.encoders.text.encode([i.text for i in parsed])))}
         pictured = [i for i in parsed if i.image is not None]
+        self._check_headers("image", [i.image for i in pictured], [f"image of item {i.key!r}" for i in pictured])
+        vectors = {"text": dict(zip(keys, self.encoders.text.encode([i.text for i in parsed])))}
         if pictured:
             what = f"the images of items {[i.key for i in pictured][:3]}"
             images = self._encode("image", [i.image for i in pictured], what)
@@ -107,6 +108,7 @@ class UserModel:
     def add_face(self, tenant: str, user: str, key: str, image: bytes, *, consent: bool) -> None:
         require_consent(consent, f"face {key!r}")  # before the encoder sees the photo
         encoder = self.encoders.face
+        self._check_headers("face", [image], [f"face {key!r}"])
         embedding = self._encode("face", [image], f"face {key!r}")[0]
         self.store.add_face(tenant, user, key, image, consent=consent, embedding=embedding,
                             space=encoder.space, metric=encoder.metric)
@@ -114,6 +116,7 @@ class UserModel:
     def add_voice(self, tenant: str, user: str, key: str, audio: bytes, *, consent: bool) -> None:
         require_consent(consent, f"voice sample {key!r}")  # before the encoder hears it
         encoder = self.encoders.voice
+        self._check_headers("voice", [audio], [f"voice sample {key!r}"])
         embedding = self._encode("voice", [audio], f"voice sample {key!r}")[0]
         self.store.add_voice(tenant, user, key, audio, consent=consent, embedding=embedding,
                              space=encoder.space, metric=encoder.metric)
@@ -121,10 +124,21 @@ class UserModel:
     def add_subject(self, tenant: str, user: str, key: str, *, name: str, class_noun: str,
                     images: Sequence[bytes]) -> None:
         """A subject with the mean image vector of its reference photos (space ``image``)."""
+        self._check_headers("image", images, [f"image {n} of subject {key!r}" for n in range(len(images))])
         vectors = self._encode("image", list(images), f"the photos of subject {key!r}")
         mean = vectors.mean(axis=0)
         self.store.add_subject(tenant, user, key, name=name, class_noun=class_noun, images=images,
                                embedding=mean / (np.linalg.norm(mean) or 1.0))
+
+    def _check_headers(self, role: str, files: Sequence[Any], names: Sequence[str]) -> None:
+        """Each file's header against the store's budgets (an image's sides, aspect ratio and
+        pixels; a recording's decoded size) before any decoder sees it, in this process or the pool's."""
+        limits = self.store.media_limits
+        for data, name in zip(files, names):
+            if role == "voice":
+                sniff_audio(data, name, limits)
+            elif isinstance(data, bytes):
+                image_header(data, name, limits)
 
     def _encode(self, role: str, inputs: Sequence[Any], what: str) -> np.ndarray:
         """Uploaded files through the pool's child process when there is one (a native crash
