@@ -68,6 +68,19 @@ def png(width: int, height: int, color: int = 0) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", b"".join(compressed)) + _chunk(b"IEND", b"")
 
 
+@functools.cache
+def big_face(width: int = 4_600, height: int = 5_600) -> bytes:
+    """A real face (ORL s1-1) blown up to a large RGB PNG: accepted, and decoded in full once by
+    the store's integrity check in the service process."""
+    from PIL import Image
+
+    with Image.open(FACE) as face:
+        canvas = face.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    canvas.save(buffer, "PNG", compress_level=6)
+    return buffer.getvalue()
+
+
 def gif_header(width: int, height: int) -> bytes:
     """A GIF that declares `width` x `height` (at most 65535 a side) with one tiny frame of data."""
     screen = struct.pack("<HHBBB", width, height, 0, 0, 0)
@@ -186,6 +199,8 @@ def image_cases() -> list[Case]:
                 "payload_too_large", "UNIPGEN_MAX_IMAGE_PIXELS", "a subject photo that is a pixel bomb"),
         _upload("face_ok", "faces", "face.pgm", face, "image/x-portable-anymap", (201,), None, "",
                 "a real face (control: must be accepted)"),
+        _upload("face_4600x5600_png", "faces", "big-face.png", big_face(), "image/png", (201,), None, "",
+                "a real face as a 25.8 M pixel PNG (control: accepted; the largest decode in the service process)"),
     ]
 
 

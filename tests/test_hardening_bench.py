@@ -15,7 +15,7 @@ pytest.importorskip("uvicorn")
 def test_hardening_bench_quick_refuses_everything_and_survives() -> None:
     result = run_benchmark("hardening_bench", quick=True)
     assert result["all_as_expected"] is True and result["survived_all"] is True
-    assert result["accepted"] == 2 and result["refusals"] == len(result["cases"]) - 2
+    assert result["accepted"] == 3 and result["refusals"] == len(result["cases"]) - 3  # 3 controls
     assert result["rest_mb"]["service"] > 0 and result["rest_mb"]["encoder"] > 0  # the encoder process was found
     names = {case["name"] for case in result["cases"]}
     assert {"png_39000000x1", "png_6316x6316_rgb", "flac_192k_8ch_119s", "json_chunked_over_limit"} <= names

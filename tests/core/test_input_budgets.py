@@ -21,7 +21,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
     sys.path.insert(0, str(BENCHMARKS))
 
-import upload_corpus  # noqa: E402
+import upload_corpus
 
 
 @pytest.fixture
@@ -98,3 +98,17 @@ def test_audio_is_decoded_block_by_block() -> None:
     assert peak < seconds * rate * channels * 4 / 4  # whole-signal float32 would be 92 MB
     with pytest.raises(PayloadTooLargeError, match="UNIPGEN_MAX_AUDIO_DECODED_BYTES"):
         _decode_mono_16k(data, 0, 1_000_000)
+
+
+def test_the_store_decodes_a_photo_unless_an_encoder_did(small_store: MemoryStore) -> None:
+    """`decoded=True` (what `UserModel` passes after its encoder decoded the photo) checks only the
+    header; without it the store decodes the photo itself and refuses a truncated one."""
+    from unipgen.errors import UnsupportedMediaError
+
+    noise = upload_corpus.noise_image(256, 256, "PNG")
+    cut = noise[: len(noise) * 3 // 5]
+    with pytest.raises(UnsupportedMediaError, match="not a readable image"):
+        small_store.add_face("acme", "alice", "cut", cut, consent=True)
+    small_store.add_face("acme", "alice", "cut", cut, consent=True, decoded=True)
+    with pytest.raises(PayloadTooLargeError, match="UNIPGEN_MAX_IMAGE_SIDE"):  # the header is still checked
+        small_store.add_face("acme", "alice", "wide", upload_corpus.png(39_000_000, 1), consent=True, decoded=True)

@@ -111,7 +111,7 @@ class UserModel:
         self._check_headers("face", [image], [f"face {key!r}"])
         embedding = self._encode("face", [image], f"face {key!r}")[0]
         self.store.add_face(tenant, user, key, image, consent=consent, embedding=embedding,
-                            space=encoder.space, metric=encoder.metric)
+                            space=encoder.space, metric=encoder.metric, decoded=True)
 
     def add_voice(self, tenant: str, user: str, key: str, audio: bytes, *, consent: bool) -> None:
         require_consent(consent, f"voice sample {key!r}")  # before the encoder hears it
@@ -128,7 +128,7 @@ class UserModel:
         vectors = self._encode("image", list(images), f"the photos of subject {key!r}")
         mean = vectors.mean(axis=0)
         self.store.add_subject(tenant, user, key, name=name, class_noun=class_noun, images=images,
-                               embedding=mean / (np.linalg.norm(mean) or 1.0))
+                               embedding=mean / (np.linalg.norm(mean) or 1.0), decoded=True)
 
     def _check_headers(self, role: str, files: Sequence[Any], names: Sequence[str]) -> None:
         """Each file's header against the store's budgets (an image's sides, aspect ratio and
