@@ -67,7 +67,7 @@ class JobRunner:
         while not self._stop.is_set():
             try:
                 ran = self.executor.run_pending(limit=4)  # a few at a time: stop stays prompt
-            except Exception:
+            except Exception:  # noqa: BLE001  (a store outage must not end the runner)
                 log.exception("job runner: run_pending failed")
                 ran = []
             if not ran:
