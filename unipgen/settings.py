@@ -91,6 +91,11 @@ class Settings(BaseSettings):
                     "restarted after a crash so that a native crash costs one request, not the service; "
                     "0 encodes in the service process.",
     )
+    encoder_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="Longest an upload's encoding may take in the encoder process (the first upload also loads "
+                    "the models); beyond, the process is killed and the request answers 503 `encoder_failed`.",
+    )
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'unipgen.db').as_posix()}"

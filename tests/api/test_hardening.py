@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import ADMIN_KEY, live_service
-from tests.api.crashing_encoder import MARKER
+from tests.api.crashing_encoder import HANG, MARKER
 from unipgen.client import Client
 from unipgen.core.encoders import ENCODERS, register_encoder
 from unipgen.schema.profiles import ComponentSpec, load_profile
@@ -131,3 +131,26 @@ def test_a_declared_body_over_the_limit_is_refused_without_reading_it(server: Se
     assert response.json()["message"] == (f"the request body is {len(huge)} bytes, over the limit of 1048576 bytes "
                                           "for this route (UNIPGEN_MAX_BULK_REQUEST_BYTES)")
     server.alive()
+
+
+def test_an_encoder_stuck_past_its_timeout_is_stopped(server: Server) -> None:
+    """A decoder in a loop: the encoder process is killed after `UNIPGEN_ENCODER_TIMEOUT_S`, the
+    request answers 503, and the next upload gets a fresh process (with the usual timeout)."""
+    pool = server.service.pool
+    face = upload_corpus.FACE.read_bytes()
+    warm = server.http.post("/v1/users/target/faces", data={"key": "before-hang", "consent": "true"},
+                            files={"file": ("face.pgm", face, "image/x-portable-anymap")})
+    assert warm.status_code == 201  # the process is up and dlib loaded: the short timeout is for the hang only
+    pool.timeout_s = 2.0
+    try:
+        hung = server.http.post("/v1/users/target/faces", data={"key": "hang", "consent": "true"},
+                                files={"file": ("hang.pgm", face + HANG, "image/x-portable-anymap")})
+    finally:
+        pool.timeout_s = server.service.settings.encoder_timeout_s
+    body = hung.json()
+    assert (hung.status_code, body["code"]) == (503, "encoder_failed"), body
+    assert "took more than 2 s on face 'hang'" in body["message"] and "UNIPGEN_ENCODER_TIMEOUT_S" in body["message"]
+    server.alive()
+    fine = server.http.post("/v1/users/target/faces", data={"key": "after-hang", "consent": "true"},
+                            files={"file": ("face.pgm", face, "image/x-portable-anymap")})
+    assert fine.status_code == 201, fine.text

@@ -97,7 +97,8 @@ class Service:
 
         store = MemoryStore.open(settings)
         limited = apply_input_limits(load_profile(profile) if isinstance(profile, str) else profile, settings)
-        pool = EncoderPool(limited, settings.encoder_workers) if settings.encoder_workers else None
+        pool = (EncoderPool(limited, settings.encoder_workers, timeout_s=settings.encoder_timeout_s)
+                if settings.encoder_workers else None)
         model = UserModel(store, limited, cache_dir=settings.home / "cache", pool=pool)
         executor = make_executor(model, settings)
         service = cls(settings, store, model, executor, RateLimiter(settings.rate_limit_per_minute), pool=pool)

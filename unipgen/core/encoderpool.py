@@ -11,7 +11,8 @@ The child is a `ProcessPoolExecutor` worker started with 'spawn' (no fork of a t
 it loads each encoder once and keeps it. Encoders raise their own errors (no face found, not
 audio) across the boundary unchanged: they pickle. A request in flight on the pool when another
 one crashed it is retried once on the fresh pool, so a crash costs only the request that caused
-it (which crashes twice: it is refused after the second).
+it (which crashes twice: it is refused after the second). An encode that runs past
+`timeout_s` (a decoder stuck in a loop) has its process killed and answers 503 as well.
 """
 
 from __future__ import annotations
@@ -53,10 +54,12 @@ class EncoderPool:
     """`encode(role, inputs, what)` in a child process; `close()` stops it. Built lazily: no
     process starts until the first upload."""
 
-    def __init__(self, profile: ModelProfile, workers: int = 1, context: str = "spawn") -> None:
+    def __init__(self, profile: ModelProfile, workers: int = 1, context: str = "spawn",
+                 timeout_s: float | None = None) -> None:
         self.profile = profile
         self.workers = workers
         self.context = context
+        self.timeout_s = timeout_s  # an encode that runs longer has its process killed
         self.restarts = 0  # pools thrown away after a crash (for the log and the tests)
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -66,7 +69,12 @@ class EncoderPool:
         for attempt in (1, 2):
             executor = self._current()
             try:
-                return executor.submit(_encode, role, list(inputs)).result()
+                return executor.submit(_encode, role, list(inputs)).result(timeout=self.timeout_s)
+            except TimeoutError:
+                self._kill(executor)
+                raise EncoderFailedError(f"the {role} encoder took more than {self.timeout_s:g} s on {what} "
+                                         "(UNIPGEN_ENCODER_TIMEOUT_S): its process was stopped, nothing was "
+                                         "stored") from None
             except BrokenProcessPool:
                 self._discard(executor)
                 log.error("the %s encoder's process died on %s (attempt %d)", role, what, attempt)
@@ -94,6 +102,13 @@ class EncoderPool:
                     self.workers, mp_context=multiprocessing.get_context(self.context),
                     initializer=_start, initargs=(self.profile.model_dump_json(), dict(ENCODERS)))
             return self._executor
+
+    def _kill(self, executor: ProcessPoolExecutor) -> None:
+        """Stop a pool whose child is stuck (a decoder in a loop): kill its processes, then forget it.
+        The executor has no public way to kill its workers before Python 3.14 (`terminate_workers`)."""
+        for process in list(getattr(executor, "_processes", {}).values()):
+            process.kill()
+        self._discard(executor)
 
     def _discard(self, broken: ProcessPoolExecutor) -> None:
         """Forget a broken pool (once, however many requests saw it break)."""
