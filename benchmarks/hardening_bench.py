@@ -58,7 +58,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         results["settings"] = {name: getattr(settings, name) for name in (
             "max_blob_bytes", "max_request_bytes", "max_bulk_request_bytes", "max_document_chars",
             "max_image_pixels", "max_image_side", "max_image_aspect", "encoder_image_side",
-            "max_audio_decoded_bytes", "max_audio_seconds", "encoder_workers")}
+            "max_audio_decoded_bytes", "max_audio_seconds", "encoder_workers", "encoder_timeout_s")}
         rows = []
         for number, case in enumerate(cases, 1):
             print(f"[{number}/{len(cases)}] {case.name}", file=sys.stderr, flush=True)

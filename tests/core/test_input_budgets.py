@@ -112,3 +112,17 @@ def test_the_store_decodes_a_photo_unless_an_encoder_did(small_store: MemoryStor
     small_store.add_face("acme", "alice", "cut", cut, consent=True, decoded=True)
     with pytest.raises(PayloadTooLargeError, match="UNIPGEN_MAX_IMAGE_SIDE"):  # the header is still checked
         small_store.add_face("acme", "alice", "wide", upload_corpus.png(39_000_000, 1), consent=True, decoded=True)
+
+
+def test_the_settings_budgets_reach_the_encoders_unless_the_profile_sets_them() -> None:
+    from unipgen.core.encoderpool import apply_input_limits
+    from unipgen.schema.profiles import ComponentSpec, load_profile
+
+    tiny = load_profile("tiny")
+    own = tiny.model_copy(update={"encoders": tiny.encoders | {"face": ComponentSpec(type="dlib-face",
+                                                                                      options={"max_side": 640})}})
+    limited = apply_input_limits(own, Settings(encoder_image_side=800, max_audio_decoded_bytes=1234))
+    assert limited.encoders["face"].options == {"max_side": 640}  # the profile's own choice wins
+    assert limited.encoders["image"].options == {"max_side": 800}
+    assert limited.encoders["voice"].options == {"max_decoded_bytes": 1234}
+    assert limited.encoders["text"].options == {}
