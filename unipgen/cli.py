@@ -300,6 +300,18 @@ def bench_service(
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
+@bench_app.command("hardening")
+def bench_hardening(
+    quick: Annotated[bool, typer.Option(help="Without the 50 MB and 100 MB bodies (about a minute).")] = False,
+    as_json: Json = False,
+) -> None:
+    """The adversarial upload corpus against a live service: time to refusal, peak RSS increase, survival."""
+    from unipgen.bench import run_benchmark
+
+    results = run_benchmark("hardening_bench", quick=quick)
+    _emit(results, as_json, json.dumps(results, indent=2))
+
+
 @bench_app.command("preference")
 def bench_preference(
     quick: Annotated[bool, typer.Option(help="Tiny random LM, fewer instructions (a smoke run).")] = False,

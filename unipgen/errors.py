@@ -87,6 +87,14 @@ class RateLimitedError(UnipgenError):
         return self.message
 
 
+
+class EncoderFailedError(UnipgenError):
+    """An encoder's process died on an upload (a native crash in a decoder or a model): the
+    request is refused (HTTP 503), the file is not stored, and the next request gets a fresh
+    encoder process. The message names the file."""
+
+    code = "encoder_failed"
+
 def error_from(record: dict[str, str]) -> UnipgenError:
     """The error a recorded `{"code", "message"}` stands for (a failed job's, for example),
     as the class with that code, so that a caller sees the same error as if it ran here."""

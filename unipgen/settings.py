@@ -74,6 +74,45 @@ class Settings(BaseSettings):
         default=10, gt=0, description="Training steps between a training job's checkpoints (a retried job "
                                       "resumes from the last one).",
     )
+    # -- input budgets (issue 14): every one checked before the expensive step it guards --------
+    max_request_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Largest JSON request body of an ordinary route (bytes).",
+    )
+    max_bulk_request_bytes: int = Field(
+        default=16 * 1024 * 1024, gt=0,
+        description="Largest request body of a bulk route (`/v1/events/bulk`, `/v1/items`, documents).",
+    )
+    max_document_chars: int = Field(
+        default=100_000, gt=0, description="Longest document text accepted (characters).",
+    )
+    max_image_pixels: int = Field(
+        default=40_000_000, gt=0, description="Most pixels (width x height, from the header) of an uploaded image.",
+    )
+    max_image_side: int = Field(
+        default=12_000, gt=0, description="Longest side (pixels, from the header) of an uploaded image.",
+    )
+    max_image_aspect: float = Field(
+        default=20.0, ge=1.0, description="Largest ratio of an uploaded image's longer side to its shorter side.",
+    )
+    encoder_image_side: int = Field(
+        default=1024, gt=0,
+        description="Images are reduced to at most this side before a face or image encoder sees them.",
+    )
+    max_audio_decoded_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0,
+        description="Most bytes an uploaded recording may decode to (frames x channels x 4, from the header).",
+    )
+    encoder_workers: int = Field(
+        default=1, ge=0,
+        description="Child processes that run the service's encoders of uploaded files (face, voice, images), "
+                    "restarted after a crash so that a native crash costs one request, not the service; "
+                    "0 encodes in the service process.",
+    )
+    encoder_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="Longest an upload's encoding may take in the encoder process (the first upload also loads "
+                    "the models); beyond, the process is killed and the request answers 503 `encoder_failed`.",
+    )
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'unipgen.db').as_posix()}"

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from unipgen import __version__
 from unipgen.api import errors
+from unipgen.api.limits import BodyLimit
 from unipgen.api.routes import admin, artifacts, jobs, media, users
 from unipgen.api.service import Service
 from unipgen.schema.api import ErrorBody, Health
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, *, profile: str = "tiny", run_j
     app = FastAPI(title="unipgen", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   responses=_ERRORS)  # type: ignore[arg-type]
     errors.install(app)
+    app.add_middleware(BodyLimit)  # request body budgets per kind of route (api/limits.py)
     for module in (admin, users, media, jobs, artifacts):
         app.include_router(module.router)
 

@@ -1,5 +1,6 @@
 """What the service holds while it runs: the store, the user model, the executor and its job
-runner, the rate limiter. Built in the app's lifespan, closed when it stops."""
+runner, the rate limiter, the encoder pool of uploads. Built in the app's lifespan, closed when
+it stops."""
 
 from __future__ import annotations
 
@@ -127,18 +128,24 @@ class Service:
     limiter: RateLimiter
     auth_throttle: AuthThrottle
     runner: JobRunner | None = None
+    pool: Any = None  # the EncoderPool of uploads (None: encoded in this process)
 
     @classmethod
-    def start(cls, settings: Settings, *, profile: str = "tiny", run_jobs: bool = True) -> Service:
+    def start(cls, settings: Settings, *, profile: Any = "tiny", run_jobs: bool = True) -> Service:
+        from unipgen.core.encoderpool import EncoderPool, apply_input_limits
         from unipgen.core.usermodel import UserModel
         from unipgen.memory import MemoryStore
         from unipgen.orchestrator.executor import make_executor
+        from unipgen.schema.profiles import load_profile
 
         store = MemoryStore.open(settings)
-        model = UserModel(store, profile, cache_dir=settings.home / "cache")
+        limited = apply_input_limits(load_profile(profile) if isinstance(profile, str) else profile, settings)
+        pool = (EncoderPool(limited, settings.encoder_workers, timeout_s=settings.encoder_timeout_s)
+                if settings.encoder_workers else None)
+        model = UserModel(store, limited, cache_dir=settings.home / "cache", pool=pool)
         executor = make_executor(model, settings)
         service = cls(settings, store, model, executor, RateLimiter(settings.rate_limit_per_minute),
-                      AuthThrottle(settings.auth_failures_per_minute))
+                      AuthThrottle(settings.auth_failures_per_minute), pool=pool)
         if run_jobs:
             service.runner = JobRunner(executor)
             service.runner.start()
@@ -152,4 +159,6 @@ class Service:
         if self.runner is not None:
             self.runner.stop()
         self.executor.shutdown()
+        if self.pool is not None:
+            self.pool.close()
         self.store.close()

@@ -1,7 +1,9 @@
 """`UserModel`: the store plus encoders. Writes embed on the way in; reads build contexts.
 
 Each write encodes first and then stores rows and vectors in one transaction, so a file the
-encoder refuses (no face in the photo, audio too short) leaves nothing behind. Encoders come
+encoder refuses (no face in the photo, audio too short) leaves nothing behind. Given an
+`EncoderPool` (the service does), uploaded files are encoded in its child process, where a native
+crash of a decoder costs the request and not the process; library use encodes in-process. Encoders come
 from a model profile (`tiny`, `cpu`, `gpu`) and load on first use.
 """
 
@@ -14,11 +16,13 @@ from typing import Any
 import numpy as np
 
 from unipgen.core.context import ContextBuilder, ContextConfig
+from unipgen.core.encoderpool import EncoderPool
 from unipgen.core.encoders import load_encoder
 from unipgen.core.router import route
 from unipgen.errors import NotFoundError
 from unipgen.memory import MemoryStore
 from unipgen.memory.content import require_consent
+from unipgen.memory.media import check_document_length, image_header, sniff_audio
 from unipgen.memory.parsing import parse_rows
 from unipgen.schema.context import Modality, PersonalizationPlan, UserContext
 from unipgen.schema.memory import DocumentIn, ItemIn
@@ -46,10 +50,12 @@ class UserModel:
     """Personal memory in, `UserContext` and `PersonalizationPlan` out."""
 
     def __init__(self, store: MemoryStore, profile: str | ModelProfile = "tiny", *,
-                 config: ContextConfig | None = None, cache_dir: Path | None = None) -> None:
+                 config: ContextConfig | None = None, cache_dir: Path | None = None,
+                 pool: EncoderPool | None = None) -> None:
         self.store = store
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         self.encoders = Encoders(self.profile)
+        self.pool = pool  # when given, uploaded files are encoded in its child process
         self.builder = ContextBuilder(store, self.encoders, config, cache_dir)
 
     # -- writes that embed ----------------------------------------------------------------------
@@ -59,12 +65,14 @@ class UserModel:
         CLIP image vectors (space ``image``)."""
         parsed = parse_rows(items, ItemIn, "item")
         keys = [i.key for i in parsed]
-        vectors = {"text": dict(zip(keys, self.encoders.text.encode([i.text for i in parsed])))}
         pictured = [i for i in parsed if i.image is not None]
+        self._check_headers("image", [i.image for i in pictured], [f"image of item {i.key!r}" for i in pictured])
+        vectors = {"text": dict(zip(keys, self.encoders.text.encode([i.text for i in parsed])))}
         if pictured:
-            images = self.encoders.image.encode([i.image for i in pictured])
+            what = f"the images of items {[i.key for i in pictured][:3]}"
+            images = self._encode("image", [i.image for i in pictured], what)
             vectors["image"] = dict(zip([i.key for i in pictured], images))
-        return self.store.add_items(tenant, parsed, exist_ok=exist_ok, vectors=vectors)
+        return self.store.add_items(tenant, parsed, exist_ok=exist_ok, vectors=vectors, decoded=bool(pictured))
 
     def embed_catalog(self, tenant: str, batch_size: int = 512) -> int:
         """Text vectors for catalog items that have none yet (after a bulk load); returns how many."""
@@ -92,6 +100,7 @@ class UserModel:
 
     def add_documents(self, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]]) -> int:
         parsed = parse_rows(documents, DocumentIn, "document")
+        check_document_length(parsed, self.store.max_document_chars)  # before the encoder reads them
         vectors = self.encoders.text.encode([d.text for d in parsed])
         return self.store.add_documents(tenant, user, parsed, vectors={"text": dict(zip([d.key for d in parsed],
                                                                                        vectors))})
@@ -99,24 +108,44 @@ class UserModel:
     def add_face(self, tenant: str, user: str, key: str, image: bytes, *, consent: bool) -> None:
         require_consent(consent, f"face {key!r}")  # before the encoder sees the photo
         encoder = self.encoders.face
-        embedding = encoder.encode([image])[0]
+        self._check_headers("face", [image], [f"face {key!r}"])
+        embedding = self._encode("face", [image], f"face {key!r}")[0]
         self.store.add_face(tenant, user, key, image, consent=consent, embedding=embedding,
-                            space=encoder.space, metric=encoder.metric)
+                            space=encoder.space, metric=encoder.metric, decoded=True)
 
     def add_voice(self, tenant: str, user: str, key: str, audio: bytes, *, consent: bool) -> None:
         require_consent(consent, f"voice sample {key!r}")  # before the encoder hears it
         encoder = self.encoders.voice
-        embedding = encoder.encode([audio])[0]
+        self._check_headers("voice", [audio], [f"voice sample {key!r}"])
+        embedding = self._encode("voice", [audio], f"voice sample {key!r}")[0]
         self.store.add_voice(tenant, user, key, audio, consent=consent, embedding=embedding,
                              space=encoder.space, metric=encoder.metric)
 
     def add_subject(self, tenant: str, user: str, key: str, *, name: str, class_noun: str,
                     images: Sequence[bytes]) -> None:
         """A subject with the mean image vector of its reference photos (space ``image``)."""
-        vectors = self.encoders.image.encode(list(images))
+        self._check_headers("image", images, [f"image {n} of subject {key!r}" for n in range(len(images))])
+        vectors = self._encode("image", list(images), f"the photos of subject {key!r}")
         mean = vectors.mean(axis=0)
         self.store.add_subject(tenant, user, key, name=name, class_noun=class_noun, images=images,
-                               embedding=mean / (np.linalg.norm(mean) or 1.0))
+                               embedding=mean / (np.linalg.norm(mean) or 1.0), decoded=True)
+
+    def _check_headers(self, role: str, files: Sequence[Any], names: Sequence[str]) -> None:
+        """Each file's header against the store's budgets (an image's sides, aspect ratio and
+        pixels; a recording's decoded size) before any decoder sees it, in this process or the pool's."""
+        limits = self.store.media_limits
+        for data, name in zip(files, names):
+            if role == "voice":
+                sniff_audio(data, name, limits)
+            elif isinstance(data, bytes):
+                image_header(data, name, limits)
+
+    def _encode(self, role: str, inputs: Sequence[Any], what: str) -> np.ndarray:
+        """Uploaded files through the pool's child process when there is one (a native crash
+        there is `EncoderFailedError`), else through the encoder in this process."""
+        if self.pool is not None:
+            return self.pool.encode(role, inputs, what)
+        return getattr(self.encoders, role).encode(inputs)
 
     # -- reads ----------------------------------------------------------------------------------
 

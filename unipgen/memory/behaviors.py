@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from unipgen.errors import ConflictError, InvalidInputError, NotFoundError
 from unipgen.memory.bulk import insert_events
 from unipgen.memory.lookups import insert_missing_users, tenant_id_of, user_id_of
-from unipgen.memory.media import check_size, sniff_image
+from unipgen.memory.media import check_size, image_header, sniff_image
 from unipgen.memory.models import BehaviorEvent, Item, User
 from unipgen.memory.parsing import parse_rows, refuse_duplicates
 from unipgen.schema.memory import EventIn, EventRecord, ItemIn
@@ -28,13 +28,14 @@ _CHUNK = 20_000  # rows per executemany: bounded memory, few round trips
 class BehaviorsMixin:
     def add_items(
         self: MemoryStore, tenant: str, items: Iterable[ItemIn | dict[str, Any]], *, exist_ok: bool = False,
-        vectors: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+        vectors: Mapping[str, Mapping[str, np.ndarray]] | None = None, decoded: bool = False,
     ) -> int:
         """Add catalog items in one transaction; returns how many were new.
 
         With `exist_ok`, items whose id is already there are skipped (their content is kept).
         `vectors` ({space: {item key: vector}}) stores the new items' embeddings in the same
-        transaction.
+        transaction. `decoded`: the caller's encoder decoded the images already, so only their
+        headers are checked here (as in `add_face`).
         """
         parsed = parse_rows(items, ItemIn, "item")
         refuse_duplicates([i.key for i in parsed], "item")
@@ -44,7 +45,7 @@ class BehaviorsMixin:
             if existing and not exist_ok:
                 raise ConflictError(f"item {min(existing)!r} already exists in {tenant!r}")
             new = [i for i in parsed if i.key not in existing]
-            rows = [self._item_row(w, tenant_id, i) for i in new]
+            rows = [self._item_row(w, tenant_id, i, decoded) for i in new]
             for start in range(0, len(rows), _CHUNK):
                 w.session.execute(insert(Item), rows[start : start + _CHUNK])
             if vectors is not None and new:
@@ -65,12 +66,13 @@ class BehaviorsMixin:
             if rows:
                 self._put_embeddings(w, tenant_id, space, rows, "item")
 
-    def _item_row(self: MemoryStore, w: Any, tenant_id: int, item: ItemIn) -> dict[str, Any]:
+    def _item_row(self: MemoryStore, w: Any, tenant_id: int, item: ItemIn, decoded: bool) -> dict[str, Any]:
         image_sha = None
         if item.image is not None:
             what = f"image of item {item.key!r}"
             check_size(item.image, self.max_blob_bytes, what)
-            image_sha = w.put_blob(item.image, sniff_image(item.image, what))
+            check = image_header if decoded else sniff_image
+            image_sha = w.put_blob(item.image, check(item.image, what, self.media_limits))
         return {"tenant_id": tenant_id, "key": item.key, "text": item.text,
                 "image_sha": image_sha, "meta": item.meta}
 

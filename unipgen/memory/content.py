@@ -15,7 +15,13 @@ from sqlalchemy.orm import Session
 
 from unipgen.errors import ConflictError, InvalidInputError, NotFoundError
 from unipgen.memory.lookups import check_key, tenant_id_of, user_id_of
-from unipgen.memory.media import check_size, sniff_audio, sniff_image
+from unipgen.memory.media import (
+    check_document_length,
+    check_size,
+    image_header,
+    sniff_audio,
+    sniff_image,
+)
 from unipgen.memory.models import (
     Artifact,
     Document,
@@ -78,6 +84,7 @@ class ContentMixin:
         transaction.
         """
         parsed = parse_rows(documents, DocumentIn, "document")
+        check_document_length(parsed, self.max_document_chars)
         refuse_duplicates([d.key for d in parsed], "document")
         with self._write() as w:
             user_id = user_id_of(w.session, tenant, user)
@@ -114,28 +121,33 @@ class ContentMixin:
     def add_face(
         self: MemoryStore, tenant: str, user: str, key: str, image: bytes, *,
         consent: bool, embedding: np.ndarray | None = None, space: str = "face", metric: str = "l2",
+        decoded: bool = False,
     ) -> None:
         """Store a face photo (biometric: needs the user's consent) and its identity embedding
-        (compared by Euclidean distance by default, as dlib descriptors are)."""
+        (compared by Euclidean distance by default, as dlib descriptors are). `decoded`: the
+        caller's encoder decoded the photo already, so only its header is checked here (a second
+        full decode would cost the service process up to 160 MB for a 40 M pixel photo)."""
         check_key(key, "face")
         require_consent(consent, f"face {key!r}")
         check_size(image, self.max_blob_bytes, f"face {key!r}")
-        media_type = sniff_image(image, f"face {key!r}")
+        media_type = (image_header if decoded else sniff_image)(image, f"face {key!r}", self.media_limits)
         self._add_biometric(tenant, user, Face(key=key), image, media_type, embedding, (space, metric))
 
     def add_subject(
         self: MemoryStore, tenant: str, user: str, key: str, *, name: str, class_noun: str,
         images: Sequence[bytes], embedding: np.ndarray | None = None, space: str = "image",
+        decoded: bool = False,
     ) -> None:
         """A personal subject (a pet, a bag) with its reference images, in order, and optionally
-        one embedding of it (e.g. the mean CLIP vector of its images)."""
+        one embedding of it (e.g. the mean CLIP vector of its images). `decoded`: as in `add_face`."""
+        check = image_header if decoded else sniff_image
         check_key(key, "subject")
         if not images:
             raise InvalidInputError(f"subject {key!r} needs at least one reference image")
         media = []
         for position, image in enumerate(images):
             check_size(image, self.max_blob_bytes, f"image {position} of subject {key!r}")
-            media.append(sniff_image(image, f"image {position} of subject {key!r}"))
+            media.append(check(image, f"image {position} of subject {key!r}", self.media_limits))
         with self._write() as w:
             user_id = user_id_of(w.session, tenant, user)
             _refuse_existing(w.session, Subject, user_id, key, "subject")
@@ -158,7 +170,7 @@ class ContentMixin:
         check_key(key, "voice sample")
         require_consent(consent, f"voice sample {key!r}")
         check_size(audio, self.max_blob_bytes, f"voice sample {key!r}")
-        info = sniff_audio(audio, f"voice sample {key!r}")
+        info = sniff_audio(audio, f"voice sample {key!r}", self.media_limits)
         row = VoiceSample(key=key, duration_s=info.duration_s, sample_rate=info.sample_rate)
         self._add_biometric(tenant, user, row, audio, info.media_type, embedding, (space, metric))
 

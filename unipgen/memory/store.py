@@ -57,6 +57,7 @@ from unipgen.memory.models import (
     utcnow,
 )
 from unipgen.schema.memory import UserSummary
+from unipgen.memory.media import MediaLimits
 from unipgen.schema.rules import check_json_value
 from unipgen.settings import Settings
 
@@ -91,7 +92,8 @@ class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsM
 
     def __init__(
         self, engine: Engine, blobs: BlobStore, indexes: IndexManager, max_blob_bytes: int,
-        max_queued_jobs: int = 1000, scratch_dir: Path | None = None,
+        max_queued_jobs: int = 1000, scratch_dir: Path | None = None, media_limits: MediaLimits | None = None,
+        max_document_chars: int = 100_000,
     ) -> None:
         self.engine = engine
         self.blobs = blobs
@@ -99,6 +101,8 @@ class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsM
         self.max_blob_bytes = max_blob_bytes
         self.max_queued_jobs = max_queued_jobs
         self.scratch_dir = scratch_dir  # running jobs' checkpoints (`job_scratch`); None: jobs keep none
+        self.media_limits = media_limits or MediaLimits()
+        self.max_document_chars = max_document_chars
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> MemoryStore:
@@ -112,7 +116,8 @@ class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsM
         migrate(engine)
         indexes = IndexManager(engine, settings.resolved_index_dir())
         return cls(engine, BlobStore(settings.resolved_blob_url()), indexes, settings.max_blob_bytes,
-                   settings.max_queued_jobs, settings.resolved_scratch_dir())
+                   settings.max_queued_jobs, settings.resolved_scratch_dir(), MediaLimits.from_settings(settings),
+                   settings.max_document_chars)
 
     def close(self) -> None:
         """Persist changed indexes and release database connections."""

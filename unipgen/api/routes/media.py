@@ -3,14 +3,14 @@ subjects with their reference photos. Multipart forms; files are checked by `api
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Response, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
 from unipgen.api.deps import CallerDep, ServiceDep
-from unipgen.api.uploads import read_audio, read_image
-from unipgen.errors import InvalidInputError
+from unipgen.api.uploads import naming, read_audio, read_image
+from unipgen.errors import EncoderFailedError, InvalidInputError
 from unipgen.schema.api import ErrorBody, MediaPublic, SubjectPublic
 from unipgen.schema.rules import PublicId
 
@@ -18,16 +18,18 @@ from unipgen.schema.rules import PublicId
 router = APIRouter(prefix="/v1/users/{user}", tags=["media"], responses={415: {"model": ErrorBody}})
 
 Key = Annotated[PublicId, Form(description="The public id of this upload.")]
+#: An upload's encoder process may die on it (a native crash): 503 `encoder_failed`, nothing stored.
+ENCODER_FAILED = {503: {"model": ErrorBody, "description": "The encoder's process crashed on the file."}}
 Consent = Annotated[bool, Form(description="The user's explicit consent to storing this biometric data.")]
 MAX_SUBJECT_PHOTOS = 20
 
 
-@router.post("/faces", status_code=status.HTTP_201_CREATED, response_model=MediaPublic)
+@router.post("/faces", status_code=status.HTTP_201_CREATED, response_model=MediaPublic, responses=ENCODER_FAILED)
 async def add_face(user: str, key: Key, consent: Consent, file: Annotated[UploadFile, File()], svc: ServiceDep,
                    who: CallerDep) -> MediaPublic:
     """A photo of the user's face (JPEG, PNG...): stored with its identity embedding."""
-    image, media_type = await read_image(file, svc.settings.max_blob_bytes, f"face {key!r}")
-    await run_in_threadpool(svc.model.add_face, who.tenant, user, key, image, consent=consent)
+    image, media_type = await read_image(file, svc.settings.max_blob_bytes, f"face {key!r}", svc.store.media_limits)
+    await _encoded(repr(file.filename), svc.model.add_face, who.tenant, user, key, image, consent=consent)
     return MediaPublic(key=key, media_type=media_type)
 
 
@@ -42,13 +44,13 @@ def get_face(user: str, key: str, svc: ServiceDep, who: CallerDep) -> Response:
     return _read(svc, who, user, "face", key)
 
 
-@router.post("/voices", status_code=status.HTTP_201_CREATED, response_model=MediaPublic)
+@router.post("/voices", status_code=status.HTTP_201_CREATED, response_model=MediaPublic, responses=ENCODER_FAILED)
 async def add_voice(user: str, key: Key, consent: Consent, file: Annotated[UploadFile, File()], svc: ServiceDep,
                     who: CallerDep) -> MediaPublic:
     """A recording of the user's voice (WAV, FLAC, OGG), up to `UNIPGEN_MAX_AUDIO_SECONDS`."""
     audio, media_type = await read_audio(file, svc.settings.max_blob_bytes, svc.settings.max_audio_seconds,
-                                         f"voice sample {key!r}")
-    await run_in_threadpool(svc.model.add_voice, who.tenant, user, key, audio, consent=consent)
+                                         f"voice sample {key!r}", svc.store.media_limits)
+    await _encoded(repr(file.filename), svc.model.add_voice, who.tenant, user, key, audio, consent=consent)
     return MediaPublic(key=key, media_type=media_type)
 
 
@@ -63,7 +65,8 @@ def get_voice(user: str, key: str, svc: ServiceDep, who: CallerDep) -> Response:
     return _read(svc, who, user, "voice", key)
 
 
-@router.post("/subjects", status_code=status.HTTP_201_CREATED, response_model=SubjectPublic)
+@router.post("/subjects", status_code=status.HTTP_201_CREATED, response_model=SubjectPublic,
+             responses=ENCODER_FAILED)
 async def add_subject(user: str, key: Key, name: Annotated[str, Form(min_length=1, max_length=255)],
                       class_noun: Annotated[str, Form(min_length=1, max_length=64)],
                       files: Annotated[list[UploadFile], File(description="Reference photos of the subject.")],
@@ -71,10 +74,10 @@ async def add_subject(user: str, key: Key, name: Annotated[str, Form(min_length=
     """A personal subject (a pet, a bag) with 1 to 20 reference photos."""
     if not 1 <= len(files) <= MAX_SUBJECT_PHOTOS:
         raise InvalidInputError(f"subject {key!r}: send 1 to {MAX_SUBJECT_PHOTOS} photos, not {len(files)}")
-    limit = svc.settings.max_blob_bytes
-    images = [(await read_image(f, limit, f"subject {key!r} photo {n + 1}"))[0] for n, f in enumerate(files)]
-    await run_in_threadpool(svc.model.add_subject, who.tenant, user, key, name=name, class_noun=class_noun,
-                            images=images)
+    limit, limits = svc.settings.max_blob_bytes, svc.store.media_limits
+    images = [(await read_image(f, limit, f"subject {key!r} photo {n + 1}", limits))[0] for n, f in enumerate(files)]
+    await _encoded(", ".join(repr(f.filename) for f in files), svc.model.add_subject, who.tenant, user, key,
+                   name=name, class_noun=class_noun, images=images)
     return SubjectPublic(key=key, name=name, class_noun=class_noun, images=len(images))
 
 
@@ -82,6 +85,14 @@ async def add_subject(user: str, key: Key, name: Annotated[str, Form(min_length=
 def list_subjects(user: str, svc: ServiceDep, who: CallerDep) -> list[SubjectPublic]:
     return [SubjectPublic(key=s.key, name=s.name, class_noun=s.class_noun, images=len(s.image_shas))
             for s in svc.store.subjects(who.tenant, user)]
+
+
+async def _encoded(files: str, write: Any, *args: Any, **kwargs: Any) -> None:
+    """`write(*args, **kwargs)` (encode, then store) off the event loop; an encoder crash names the files."""
+    try:
+        await run_in_threadpool(write, *args, **kwargs)
+    except EncoderFailedError as exc:
+        raise naming(files, exc) from None
 
 
 def _read(svc: ServiceDep, who: CallerDep, user: str, kind: str, key: str) -> Response:

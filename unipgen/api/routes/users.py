@@ -17,8 +17,9 @@ from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from unipgen.api.deps import CallerDep, ServiceDep
-from unipgen.api.uploads import read_image
-from unipgen.errors import InvalidInputError
+from unipgen.api.routes.media import ENCODER_FAILED
+from unipgen.api.uploads import naming, read_image
+from unipgen.errors import EncoderFailedError, InvalidInputError
 from unipgen.memory.parsing import parse_rows
 from unipgen.schema.api import (
     ContextRequest,
@@ -129,16 +130,21 @@ def add_items(body: ItemsCreate, svc: ServiceDep, who: CallerDep) -> Count:
 
 
 @router.post("/items/{item}", status_code=status.HTTP_201_CREATED, response_model=Count,
-             responses={415: {"model": ErrorBody}})
+             responses={415: {"model": ErrorBody}, **ENCODER_FAILED})
 async def add_item(item: str, text: Annotated[str, Form(min_length=1, description="What the item is.")],
                    svc: ServiceDep, who: CallerDep,
                    image: Annotated[UploadFile | None, File(description="The item's picture (JPEG, PNG...).")] = None,
                    meta: Annotated[str | None, Form(description="A JSON object of metadata.")] = None,
                    exist_ok: Annotated[bool, Form()] = False) -> Count:
     """One catalog item from a multipart form, with its image: embedded as text and as image."""
-    data = None if image is None else (await read_image(image, svc.settings.max_blob_bytes, f"image of item {item!r}"))[0]
+    what = f"image of item {item!r}"
+    data = None if image is None else (await read_image(image, svc.settings.max_blob_bytes, what,
+                                                        svc.store.media_limits))[0]
     row = parse_rows([{"key": item, "text": text, "image": data, "meta": _json_object(meta, "meta")}], ItemIn, "item")
-    return Count(count=await run_in_threadpool(svc.model.add_items, who.tenant, row, exist_ok=exist_ok))
+    try:
+        return Count(count=await run_in_threadpool(svc.model.add_items, who.tenant, row, exist_ok=exist_ok))
+    except EncoderFailedError as exc:
+        raise naming(repr(image.filename if image is not None else "upload"), exc) from None
 
 
 def _json_object(text: str | None, what: str) -> dict[str, Any] | None:

@@ -54,3 +54,12 @@ def require(module: str, extra: str) -> Any:
         raise MissingDependencyError(
             f"{module} is not installed: pip install 'unipgen[{extra}]' ({exc})"
         ) from exc
+
+
+def reduce_image(image: Any, max_side: int) -> Any:
+    """`image` decoded at no more than `max_side` pixels a side: JPEGs through libjpeg's scaled
+    decoding (`draft`), others decoded then reduced, never converted at full size."""
+    if image.mode in ("P", "1"):  # resampling a palette would pick nearest colours: go to RGB first
+        image = image.convert("RGB")
+    image.thumbnail((max_side, max_side))  # keeps the aspect ratio; uses draft for JPEG
+    return image

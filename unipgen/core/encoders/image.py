@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from unipgen.core.encoders.base import l2_normalize, require
+from unipgen.core.encoders.base import l2_normalize, reduce_image, require
 from unipgen.errors import InvalidInputError, UnsupportedMediaError
 from unipgen.tiny import TINY_CLIP, tiny_clip_dir
 
@@ -24,9 +24,10 @@ class ClipEncoder:
     space = "image"
     metric = "ip"
 
-    def __init__(self, ref: str = TINY_CLIP, device: str = "cpu") -> None:
+    def __init__(self, ref: str = TINY_CLIP, device: str = "cpu", max_side: int = 1024) -> None:
         self.ref = ref
         self.device = device
+        self.max_side = max_side  # image bytes are decoded reduced to this (CLIP sees 224 pixels)
         self._parts: tuple[Any, Any, Any] | None = None
 
     def _load(self) -> tuple[Any, Any, Any]:
@@ -48,7 +49,7 @@ class ClipEncoder:
         import torch
 
         model, _, processor = self._load()
-        images = [_to_image(item, number) for number, item in enumerate(inputs)]
+        images = [_to_image(item, number, self.max_side) for number, item in enumerate(inputs)]
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
@@ -74,13 +75,13 @@ def _pooled(output: Any) -> Any:
     return getattr(output, "pooler_output", output)
 
 
-def _to_image(item: Any, number: int) -> Any:
+def _to_image(item: Any, number: int, max_side: int = 1024) -> Any:
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(item, Image.Image):
         return item.convert("RGB")
     try:
         with Image.open(io.BytesIO(item)) as image:
-            return image.convert("RGB")
+            return reduce_image(image, max_side).convert("RGB")
     except (UnidentifiedImageError, OSError, TypeError) as exc:
         raise UnsupportedMediaError(f"image #{number} is not a readable image: {exc}") from None

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from unipgen.core.encoders.base import MissingDependencyError, l2_normalize, require
-from unipgen.errors import InvalidInputError, UnsupportedMediaError
+from unipgen.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaError
 
 #: Resemblyzer's model rate; other rates are resampled to it.
 SAMPLE_RATE = 16_000
@@ -30,6 +30,14 @@ SAMPLE_RATE = 16_000
 #: still find their speaker among 99 full utterances 98% of the time, 0.5 s crops only 81%.
 MIN_SPEECH_SECONDS = 1.0
 
+#: Default of the most bytes a recording may decode to (frames x channels x float32), checked on
+#: the header before reading (`Settings.max_audio_decoded_bytes`).
+MAX_DECODED_BYTES = 64 * 1024 * 1024
+
+#: Frames read, downmixed and resampled at a time: the whole signal is never held at the source
+#: rate and channel count (a 188 KB FLAC of 192 kHz x 8 channels decodes to 869 MB of float32).
+BLOCK_FRAMES = 65_536
+
 
 class ResemblyzerVoiceEncoder:
     """Recordings (WAV/FLAC/OGG bytes) → L2-normalised 256-d speaker vectors, compared by cosine."""
@@ -38,8 +46,9 @@ class ResemblyzerVoiceEncoder:
     dim = 256
     metric = "ip"
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", max_decoded_bytes: int = MAX_DECODED_BYTES) -> None:
         self.device = device
+        self.max_decoded_bytes = max_decoded_bytes
         self._model: Any = None
 
     def _load(self) -> Any:
@@ -58,7 +67,8 @@ class ResemblyzerVoiceEncoder:
         if not audio:
             return np.zeros((0, self.dim), dtype=np.float32)
         model = self._load()
-        rows = [model.embed_utterance(_speech(data, index)) for index, data in enumerate(audio)]
+        rows = [model.embed_utterance(_speech(data, index, self.max_decoded_bytes))
+                for index, data in enumerate(audio)]
         return l2_normalize(np.asarray(rows))
 
 
@@ -80,36 +90,62 @@ def _import_resemblyzer() -> Any:
             raise
 
 
-def _speech(data: bytes, index: int) -> np.ndarray:
+def _speech(data: bytes, index: int, max_decoded_bytes: int = MAX_DECODED_BYTES) -> np.ndarray:
     """The preprocessed 16 kHz waveform Resemblyzer embeds: volume-normalised, silences trimmed."""
     from resemblyzer import preprocess_wav
 
-    wave, rate = _decode_mono(data, index)
-    if len(wave) < MIN_SPEECH_SECONDS * rate:
-        raise _too_short(index, len(wave) / rate)
+    wave = _decode_mono_16k(data, index, max_decoded_bytes)
+    if len(wave) < MIN_SPEECH_SECONDS * SAMPLE_RATE:
+        raise _too_short(index, len(wave) / SAMPLE_RATE)
     if not np.any(wave):
         # Resemblyzer's volume normalisation divides by the RMS: silence would become NaN.
         raise InvalidInputError(f"audio #{index} is silent")
-    # source_sr=None skips librosa's resampler (about 2 s to set up) when the rate is right.
-    speech = preprocess_wav(wave, source_sr=None if rate == SAMPLE_RATE else rate)
+    speech = preprocess_wav(wave, source_sr=None)  # already at its rate: no librosa resampler
     if len(speech) < MIN_SPEECH_SECONDS * SAMPLE_RATE:
         raise _too_short(index, len(speech) / SAMPLE_RATE)
     return speech
 
 
-def _decode_mono(data: bytes, index: int) -> tuple[np.ndarray, int]:
-    """(float32 mono samples in [-1, 1], sample rate) from audio file bytes."""
+def _decode_mono_16k(data: bytes, index: int, max_decoded_bytes: int) -> np.ndarray:
+    """float32 mono samples in [-1, 1] at 16 kHz from audio file bytes, read block by block."""
     import soundfile
 
     try:
-        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(io.BytesIO(data)) as sound:
+            _check_budget(sound.frames, sound.channels, sound.samplerate, index, max_decoded_bytes)
+            return _mono_16k(sound, index, max_decoded_bytes)
     except (RuntimeError, TypeError, ValueError) as exc:  # soundfile's errors are RuntimeErrors
         # libsndfile's own reason ("Format not recognised.") without the BytesIO repr around it.
         reason = getattr(exc, "error_string", None) or str(exc)
         raise UnsupportedMediaError(f"audio #{index} is not a readable audio file: {reason}") from None
-    if not np.all(np.isfinite(samples)):
-        raise InvalidInputError(f"audio #{index} has NaN or infinite samples")
-    return samples.mean(axis=1), int(rate)
+
+
+def _mono_16k(sound: Any, index: int, max_decoded_bytes: int) -> np.ndarray:
+    """Each block downmixed, then resampled by a streaming resampler (soxr, the filter librosa
+    uses): what is held is the 16 kHz mono result and one block."""
+    import soxr
+
+    rate = int(sound.samplerate)
+    stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32") if rate != SAMPLE_RATE else None
+    parts, frames = [], 0
+    for block in sound.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
+        frames += len(block)  # a header can lie about its length: count what is decoded
+        _check_budget(frames, sound.channels, rate, index, max_decoded_bytes)
+        if not np.all(np.isfinite(block)):
+            raise InvalidInputError(f"audio #{index} has NaN or infinite samples")
+        mono = np.ascontiguousarray(block.mean(axis=1, dtype=np.float32))
+        parts.append(stream.resample_chunk(mono) if stream is not None else mono)
+    if stream is not None:
+        parts.append(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def _check_budget(frames: int, channels: int, rate: int, index: int, limit: int) -> None:
+    decoded = frames * channels * 4
+    if decoded > limit:
+        raise PayloadTooLargeError(
+            f"audio #{index} decodes to {decoded} bytes ({rate} Hz x {channels} channels x {frames / rate:.1f} s "
+            f"as float32), over the limit of {limit} bytes (UNIPGEN_MAX_AUDIO_DECODED_BYTES)")
 
 
 def _too_short(index: int, seconds: float) -> InvalidInputError:
