@@ -35,7 +35,7 @@ _HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
 #: Echoed values are cut to this many characters (a 100,000-character id is not sent back whole).
 MAX_ECHO_CHARS = 80
 MAX_MESSAGE_CHARS = 2000
-_LONG_TOKEN = re.compile(r"[^\s'\"]{%d,}" % (MAX_ECHO_CHARS + 1))
+_LONG_TOKEN = re.compile(rf"[^\s'\"]{{{MAX_ECHO_CHARS + 1},}}")
 #: "<_io.BytesIO object at 0x7f...>" and the like: heap addresses tell a client nothing.
 _OBJECT_REPR = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
 
