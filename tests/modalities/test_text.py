@@ -207,3 +207,39 @@ def test_packaged_smollm2_gguf_answers_in_english() -> None:
     [[output]] = smol.generate([request("What is the capital of France?", max_new_tokens=8)], no_blobs)
     answer = output.data.decode()
     assert "Paris" in answer and output.meta["new_tokens"] <= 8
+
+
+def stop_after(n: int) -> Callable[[], bool]:
+    """A `should_stop` that lets `n` steps run, then asks to stop (a cancelled or crashed job)."""
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) > n
+
+    return should_stop
+
+
+def lora_tensors(data: bytes) -> dict[str, torch.Tensor]:
+    """The LoRA tensors in an adapter zip."""
+    from safetensors.torch import load
+
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return load(archive.read("adapter_model.safetensors"))
+
+
+def test_text_lora_stopped_then_resumed_equals_uninterrupted(tmp_path: Path) -> None:
+    documents = ["dear friend i love dusty desert towns", "quiet evenings with coffee and books"]
+    args = {"steps": 6, "rank": 4, "learning_rate": 1e-2, "seed": 3, "checkpoint_every": 4}
+    whole = train_text_lora("tiny-random", documents, **args)
+    cut = train_text_lora("tiny-random", documents, checkpoint_dir=tmp_path, should_stop=stop_after(3), **args)
+    assert len(cut.losses) == 3 and (tmp_path / "checkpoint.pt").is_file()  # the stop saved step 3
+    resumed = train_text_lora("tiny-random", documents, checkpoint_dir=tmp_path, **args)
+    assert resumed.resumed_from == 3 and whole.resumed_from == 0
+    assert resumed.losses == whole.losses and resumed.data == whole.data  # bit for bit
+    assert cut.losses == whole.losses[:3] and cut.data != whole.data
+    with pytest.raises(InvalidInputError, match="different training run"):  # another seed: not this run's
+        train_text_lora("tiny-random", documents, checkpoint_dir=tmp_path, **{**args, "seed": 4})
+    again = train_text_lora("tiny-random", documents, checkpoint_dir=tmp_path, **args)  # finished: nothing to do
+    assert again.resumed_from == 6 and lora_tensors(again.data).keys() == lora_tensors(whole.data).keys()
+    assert all(torch.equal(lora_tensors(again.data)[k], v) for k, v in lora_tensors(whole.data).items())

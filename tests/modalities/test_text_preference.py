@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests.modalities.test_text import request, texts
+from tests.modalities.test_text import request, stop_after, texts
 from unipgen.errors import InvalidInputError
 from unipgen.modalities.text import TransformersTextBackend
 from unipgen.modalities.text_preference import PreferencePair, dpo_loss, train_text_dpo
@@ -59,3 +60,15 @@ def test_the_adapter_changes_only_its_own_rows(trained) -> None:  # noqa: ANN001
 def test_bad_pairs_are_refused(pairs: list, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         train_text_dpo("tiny-random", pairs, steps=1)
+
+
+def test_dpo_stopped_then_resumed_equals_uninterrupted(trained, tmp_path: Path) -> None:  # noqa: ANN001
+    args = {"steps": 8, "learning_rate": 5e-3, "seed": 0, "checkpoint_every": 3}
+    cut = train_text_dpo("tiny-random", PAIRS, checkpoint_dir=tmp_path, should_stop=stop_after(5), **args)
+    assert len(cut.losses) == 5
+    resumed = train_text_dpo("tiny-random", PAIRS, checkpoint_dir=tmp_path, **args)
+    assert resumed.resumed_from == 5 and trained.resumed_from == 0
+    assert resumed.losses == trained.losses and resumed.data == trained.data  # bit for bit
+    assert resumed.margin_after == trained.margin_after
+    with pytest.raises(InvalidInputError, match="different training run"):  # another seed: not this run's
+        train_text_dpo("tiny-random", PAIRS, checkpoint_dir=tmp_path, **{**args, "seed": 1})

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unipgen.errors import InvalidInputError, UnsupportedMediaError
+from unipgen.modalities.checkpoints import (Checkpoint, TrainingLoop, digests, fingerprint, load_checkpoint,
+                                              lora_checkpoint, resume_lora)
 from unipgen.modalities.image import LORA_WEIGHT_NAME, TINY_SD, tiny_sd_dir
 
 if TYPE_CHECKING:
@@ -30,7 +32,6 @@ if TYPE_CHECKING:
 
 _LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 _ADAPTER_NAME = "dreambooth"
-_CHECKPOINT_FILE = "checkpoint.pt"
 _CLASS_IMAGES_FILE = "class_images.json"  # generated class images, kept so a resume need not redraw them
 
 
@@ -139,99 +140,6 @@ def _denoise_loss(pipe: Any, scheduler: Any, latents: torch.Tensor, states: torc
     return ((prediction.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
 
 
-def _progress_bar(total: int, initial: int, enabled: bool, desc: str) -> Any:
-    """A tqdm bar when `enabled`, else None."""
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc)
-
-
-def _fingerprint(**settings: Any) -> str:
-    """A digest of what a run depends on: a checkpoint only resumes the same run."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _images_digest(images: Sequence[bytes]) -> list[str]:
-    return [hashlib.sha256(data).hexdigest() for data in images]
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-@dataclass
-class _Checkpoint:
-    """What a resumed run needs: trained tensors, optimizer state, step, losses and RNG state."""
-
-    step: int
-    weights: dict[str, Any]
-    optimizer: dict[str, Any]
-    losses: list[float]
-    rng: Any
-    fingerprint: str
-
-
-def _save_checkpoint(directory: Path, checkpoint: _Checkpoint) -> None:
-    """Write the checkpoint atomically (a crash mid-write leaves the previous one)."""
-    import os
-
-    import torch
-
-    directory.mkdir(parents=True, exist_ok=True)
-    scratch = directory / (_CHECKPOINT_FILE + ".tmp")
-    torch.save(checkpoint.__dict__, scratch)
-    os.replace(scratch, directory / _CHECKPOINT_FILE)
-
-
-def _load_checkpoint(directory: Path | None, fingerprint: str) -> _Checkpoint | None:
-    """The last checkpoint in `directory`, or None; one from a different run is refused."""
-    import torch
-
-    if directory is None or not (directory / _CHECKPOINT_FILE).is_file():
-        return None
-    checkpoint = _Checkpoint(**torch.load(directory / _CHECKPOINT_FILE, weights_only=False))
-    if checkpoint.fingerprint != fingerprint:
-        raise InvalidInputError(f"checkpoint in {directory} belongs to a different training run")
-    return checkpoint
-
-
-@dataclass
-class _Loop:
-    """The step loop both trainers share: stop, progress, checkpoints and losses."""
-
-    steps: int
-    checkpoint_dir: Path | None
-    checkpoint_every: int
-    should_stop: Callable[[], bool] | None
-    progress: bool
-    desc: str
-
-    def run(self, start: int, losses: list[float], step_fn: Callable[[int], float],
-            snapshot: Callable[[int, list[float]], _Checkpoint]) -> int:
-        """Run steps `start`..`steps-1`; returns the number of steps done (less when stopped)."""
-        bar = _progress_bar(self.steps, start, self.progress, self.desc)
-        step = start
-        try:
-            while step < self.steps:
-                if self.should_stop is not None and self.should_stop():
-                    break
-                losses.append(step_fn(step))
-                step += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
-                if self.checkpoint_dir is not None and step % max(1, self.checkpoint_every) == 0:
-                    _save_checkpoint(self.checkpoint_dir, snapshot(step, losses))
-        finally:
-            if bar is not None:
-                bar.close()
-        # A stopped run keeps its progress: the next call resumes here, not at the last periodic save.
-        if self.checkpoint_dir is not None and step > start and step % max(1, self.checkpoint_every) != 0:
-            _save_checkpoint(self.checkpoint_dir, snapshot(step, losses))
-        return step
-
-
 # ---------------------------------------------------------------- DreamBooth-LoRA
 
 
@@ -256,10 +164,10 @@ def train_dreambooth_lora(ref: str, images: Sequence[bytes], class_noun: str, *,
     pipe = pipeline if pipeline is not None else load_pipeline(ref)
     resolution = resolution or _default_resolution(pipe)
     instance_prompt, class_prompt = f"a photo of {token} {class_noun}", f"a photo of {class_noun}"
-    fingerprint = _fingerprint(kind="dreambooth-lora", ref=ref, images=_images_digest(images), class_noun=class_noun,
+    digest = fingerprint(kind="dreambooth-lora", ref=ref, images=digests(images), class_noun=class_noun,
                                rank=rank, lr=learning_rate, seed=seed, resolution=resolution, token=token,
                                prior=prior_preservation, prior_weight=prior_weight, num_class=num_class_images,
-                               class_images=_images_digest(class_images or []), class_steps=class_image_steps)
+                               class_images=digests(class_images or []), class_steps=class_image_steps)
     classes: list[bytes] = []
     if prior_preservation:
         classes = list(class_images) if class_images else _class_images(
@@ -269,8 +177,9 @@ def train_dreambooth_lora(ref: str, images: Sequence[bytes], class_noun: str, *,
     try:
         return _fit_lora(pipe, images, classes, instance_prompt, class_prompt, steps=steps,
                          learning_rate=learning_rate, seed=seed, resolution=resolution, prior_weight=prior_weight,
-                         fingerprint=fingerprint,
-                         loop=_Loop(steps, checkpoint_dir, checkpoint_every, should_stop, progress, "dreambooth-lora"),
+                         fingerprint=digest,
+                         loop=TrainingLoop(steps, checkpoint_dir, checkpoint_every, should_stop, progress,
+                                           "dreambooth-lora"),
                          meta={"method": "lora", "base": ref, "token": token, "class_noun": class_noun, "rank": rank,
                                "resolution": resolution, "prior_preservation": prior_preservation,
                                "num_class_images": len(classes), "class_prompt": class_prompt, "seed": seed})
@@ -321,10 +230,9 @@ def _lora_parameters(unet: Any) -> list[torch.nn.Parameter]:
 
 def _fit_lora(pipe: Any, images: Sequence[bytes], classes: list[bytes], instance_prompt: str, class_prompt: str, *,
               steps: int, learning_rate: float, seed: int, resolution: int, prior_weight: float, fingerprint: str,
-              loop: _Loop, meta: dict[str, Any]) -> TrainedImageAdapter:
+              loop: TrainingLoop, meta: dict[str, Any]) -> TrainedImageAdapter:
     """The DreamBooth-LoRA step loop, resumed from `loop.checkpoint_dir` when it holds a checkpoint."""
     import torch
-    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
     unet = pipe.unet
     params = _lora_parameters(unet)
@@ -335,13 +243,7 @@ def _fit_lora(pipe: Any, images: Sequence[bytes], classes: list[bytes], instance
         latents = torch.cat([latents, _latents(pipe, classes, resolution, seed + 1)])
         states = torch.cat([states, _embed(pipe, class_prompt, len(classes))])
     scheduler = _noise_scheduler(pipe)
-    start, losses = 0, []
-    checkpoint = _load_checkpoint(loop.checkpoint_dir, fingerprint)
-    if checkpoint is not None:
-        set_peft_model_state_dict(unet, checkpoint.weights, adapter_name=_ADAPTER_NAME)
-        optimizer.load_state_dict(checkpoint.optimizer)
-        torch.set_rng_state(checkpoint.rng)
-        start, losses = checkpoint.step, list(checkpoint.losses)
+    start, losses = resume_lora(unet, _ADAPTER_NAME, optimizer, loop.checkpoint_dir, fingerprint)
     count = len(images)
 
     def step_fn(step: int) -> float:
@@ -354,10 +256,8 @@ def _fit_lora(pipe: Any, images: Sequence[bytes], classes: list[bytes], instance
         optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    def snapshot(step: int, done: list[float]) -> _Checkpoint:
-        weights = {k: v.detach().clone() for k, v in
-                   get_peft_model_state_dict(unet, adapter_name=_ADAPTER_NAME).items()}
-        return _Checkpoint(step, weights, optimizer.state_dict(), list(done), torch.get_rng_state(), fingerprint)
+    def snapshot(step: int, done: list[float]) -> Checkpoint:
+        return lora_checkpoint(unet, _ADAPTER_NAME, optimizer, step, done, fingerprint)
 
     unet.train()
     try:
@@ -400,12 +300,12 @@ def train_textual_inversion(ref: str, images: Sequence[bytes], *, token: str = "
         raise InvalidInputError("train_textual_inversion needs at least one reference image")
     pipe = pipeline if pipeline is not None else load_pipeline(ref)
     resolution = resolution or _default_resolution(pipe)
-    fingerprint = _fingerprint(kind="textual-inversion", ref=ref, images=_images_digest(images), token=token,
+    digest = fingerprint(kind="textual-inversion", ref=ref, images=digests(images), token=token,
                                initializer=initializer, lr=learning_rate, seed=seed, resolution=resolution)
     token_id = _add_token(pipe, token, initializer)
-    loop = _Loop(steps, checkpoint_dir, checkpoint_every, should_stop, progress, "textual-inversion")
+    loop = TrainingLoop(steps, checkpoint_dir, checkpoint_every, should_stop, progress, "textual-inversion")
     return _fit_token(pipe, images, token, token_id, learning_rate=learning_rate, seed=seed, resolution=resolution,
-                      fingerprint=fingerprint, loop=loop,
+                      fingerprint=digest, loop=loop,
                       meta={"method": "textual_inversion", "base": ref, "token": token, "initializer": initializer,
                             "resolution": resolution, "seed": seed, "steps": steps})
 
@@ -430,7 +330,7 @@ def _add_token(pipe: Any, token: str, initializer: str) -> int:
 
 
 def _fit_token(pipe: Any, images: Sequence[bytes], token: str, token_id: int, *, learning_rate: float, seed: int,
-               resolution: int, fingerprint: str, loop: _Loop, meta: dict[str, Any]) -> TrainedImageAdapter:
+               resolution: int, fingerprint: str, loop: TrainingLoop, meta: dict[str, Any]) -> TrainedImageAdapter:
     """The textual-inversion step loop: gradients reach only the new token's embedding row."""
     import torch
     from safetensors.torch import save
@@ -447,13 +347,11 @@ def _fit_token(pipe: Any, images: Sequence[bytes], token: str, token_id: int, *,
     ids = _token_ids(pipe, prompt).repeat(len(images), 1)
     scheduler = _noise_scheduler(pipe)
     start, losses = 0, []
-    checkpoint = _load_checkpoint(loop.checkpoint_dir, fingerprint)
+    checkpoint = load_checkpoint(loop.checkpoint_dir, fingerprint)
     if checkpoint is not None:
         with torch.no_grad():
             table[token_id] = checkpoint.weights["embedding"]
-        optimizer.load_state_dict(checkpoint.optimizer)
-        torch.set_rng_state(checkpoint.rng)
-        start, losses = checkpoint.step, list(checkpoint.losses)
+        start, losses = checkpoint.restore(optimizer)
 
     def step_fn(step: int) -> float:
         states = encoder(ids)[0]
@@ -465,9 +363,9 @@ def _fit_token(pipe: Any, images: Sequence[bytes], token: str, token_id: int, *,
             table[keep] = frozen[keep]
         return float(loss.detach())
 
-    def snapshot(step: int, done: list[float]) -> _Checkpoint:
+    def snapshot(step: int, done: list[float]) -> Checkpoint:
         weights = {"embedding": table[token_id].detach().clone()}
-        return _Checkpoint(step, weights, optimizer.state_dict(), list(done), torch.get_rng_state(), fingerprint)
+        return Checkpoint(step, weights, optimizer.state_dict(), list(done), torch.get_rng_state(), fingerprint)
 
     try:
         done = loop.run(start, losses, step_fn, snapshot)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from unipgen.errors import InvalidInputError, NotFoundError
+from unipgen.modalities.checkpoints import Checkpoint, TrainingLoop, digests, fingerprint, lora_checkpoint, resume_lora
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
 
 TINY_LM = "tiny-random"
@@ -212,10 +213,14 @@ def unpack_adapter(key: str, sha: str, fetch: BlobFetcher, cache_dir: Path) -> P
 
 @dataclass(frozen=True)
 class TrainedTextAdapter:
-    """A per-user text LoRA: zip bytes to store as a blob, and the loss of each training step."""
+    """A per-user text LoRA: zip bytes to store as a blob, and the loss of each training step.
+
+    `resumed_from`: the step a checkpoint let this run go on from (0: it started afresh).
+    """
 
     data: bytes
     losses: list[float]
+    resumed_from: int = 0
 
 
 def load_trainable(ref: str, gguf_file: str | None, rank: int, target_modules: str | list[str],
@@ -241,37 +246,56 @@ def load_trainable(ref: str, gguf_file: str | None, rank: int, target_modules: s
     return tokenizer, model
 
 
+def run_trainable(model: Any, optimizer: Any, loop: TrainingLoop, digest: str,
+                  step_fn: Callable[[int], float]) -> tuple[list[float], int]:
+    """Run `step_fn` over `loop` on a PEFT model's "default" LoRA, going on from a checkpoint in
+    `loop.checkpoint_dir` when there is one: (losses of all steps, the step it resumed from)."""
+    start, losses = resume_lora(model, "default", optimizer, loop.checkpoint_dir, digest)
+
+    def snapshot(step: int, done: list[float]) -> Checkpoint:
+        return lora_checkpoint(model, "default", optimizer, step, done, digest)
+
+    loop.run(start, losses, step_fn, snapshot)
+    model.eval()
+    return losses, start
+
+
 def train_text_lora(ref: str, documents: Sequence[str], steps: int = 20, rank: int = 8, learning_rate: float = 1e-3,
                     seed: int = 0, max_length: int = 256, target_modules: str | list[str] = "all-linear",
-                    gguf_file: str | None = None, should_stop: Callable[[], bool] | None = None) -> TrainedTextAdapter:
+                    gguf_file: str | None = None, should_stop: Callable[[], bool] | None = None,
+                    checkpoint_dir: Path | None = None, checkpoint_every: int = 10) -> TrainedTextAdapter:
     """Fit a LoRA on `ref` to the user's `documents` (causal-LM loss, one document per step, cycling).
 
     A few steps on CPU are enough to shift style and vocabulary; the base model is loaded apart
     from any serving backend, so training never touches the weights being served. `should_stop`
-    is asked before each step; True ends training with what was learned so far.
+    is asked before each step; True ends training with what was learned so far. With
+    `checkpoint_dir`, a checkpoint is written every `checkpoint_every` steps (and when stopped),
+    and a later call with the same inputs goes on from it, bit for bit.
     """
     import torch
 
     texts = [doc for doc in documents if doc.strip()]
     if not texts:
         raise InvalidInputError("train_text_lora needs at least one non-empty document")
+    digest = fingerprint(kind="text-lora", ref=ref, gguf_file=gguf_file, texts=digests(texts), rank=rank,
+                         lr=learning_rate, seed=seed, max_length=max_length, target_modules=target_modules)
     tokenizer, model = load_trainable(ref, gguf_file, rank, target_modules, seed)
     # The answer ends with EOS, so the adapter also learns where to stop.
     batches = [tokenizer(text + (tokenizer.eos_token or ""), return_tensors="pt", truncation=True,
                          max_length=max_length)["input_ids"] for text in texts]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
-    losses = []
-    for step in range(steps):
-        if should_stop is not None and should_stop():
-            break
+
+    def step_fn(step: int) -> float:
         ids = batches[step % len(batches)]
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(float(loss.detach()))
-    model.eval()
-    return TrainedTextAdapter(data=save_text_adapter(model, "default"), losses=losses)
+        return float(loss.detach())
+
+    loop = TrainingLoop(steps, checkpoint_dir, checkpoint_every, should_stop, desc="text-lora")
+    losses, start = run_trainable(model, optimizer, loop, digest, step_fn)
+    return TrainedTextAdapter(data=save_text_adapter(model, "default"), losses=losses, resumed_from=start)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,4 +527,5 @@ class TransformersTextBackend:
 
 
 __all__ = ["TrainedTextAdapter", "TransformersTextBackend", "adapter_sha", "build_tiny_lm", "load_trainable", "packaged_gguf",
-           "prompt_text", "resolve_ref", "row_seed", "save_text_adapter", "tiny_lm_dir", "train_text_lora", "unpack_adapter"]
+           "prompt_text", "resolve_ref", "row_seed", "run_trainable", "save_text_adapter", "tiny_lm_dir", "train_text_lora",
+           "unpack_adapter"]

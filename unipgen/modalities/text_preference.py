@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from unipgen.errors import InvalidInputError
-from unipgen.modalities.text import load_trainable, prompt_text, save_text_adapter
+from unipgen.modalities.checkpoints import TrainingLoop, digests, fingerprint
+from unipgen.modalities.text import load_trainable, prompt_text, run_trainable, save_text_adapter
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class TrainedPreferenceAdapter:
 
     `margin_before`/`margin_after`: mean over pairs of log π(chosen) − log π(rejected) under
     the base model and under the adapter; training should raise it. `accuracy_after`: the
-    share of pairs whose implicit reward prefers the chosen answer.
+    share of pairs whose implicit reward prefers the chosen answer. `resumed_from`: the step a
+    checkpoint let this run go on from (0: it started afresh).
     """
 
     data: bytes
@@ -47,6 +50,7 @@ class TrainedPreferenceAdapter:
     margin_before: float
     margin_after: float
     accuracy_after: float
+    resumed_from: int = 0
 
 
 def dpo_loss(policy_chosen: Any, policy_rejected: Any, ref_chosen: Any, ref_rejected: Any,
@@ -62,10 +66,13 @@ def train_text_dpo(ref: str, pairs: Sequence[PreferencePair], steps: int = 20, b
                    learning_rate: float = 5e-4, batch_size: int = 4, seed: int = 0, max_length: int = 512,
                    target_modules: str | list[str] = "all-linear",
                    gguf_file: str | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> TrainedPreferenceAdapter:
+                   should_stop: Callable[[], bool] | None = None,
+                   checkpoint_dir: Path | None = None, checkpoint_every: int = 10) -> TrainedPreferenceAdapter:
     """Fit a LoRA on `ref` to preference `pairs` by DPO (`batch_size` pairs per step, cycling).
 
     `should_stop` is asked before each step; True ends training with what was learned so far.
+    With `checkpoint_dir`, a checkpoint is written every `checkpoint_every` steps (and when
+    stopped), and a later call with the same inputs goes on from it, bit for bit.
     """
     import torch
 
@@ -73,31 +80,35 @@ def train_text_dpo(ref: str, pairs: Sequence[PreferencePair], steps: int = 20, b
         raise InvalidInputError("DPO needs at least one (prompt, chosen, rejected) pair")
     if any(p.chosen == p.rejected for p in pairs):
         raise InvalidInputError("a preference pair has the same chosen and rejected answer: nothing to learn")
+    digest = fingerprint(kind="dpo", ref=ref, gguf_file=gguf_file,
+                         pairs=digests(f"{p.prompt}\0{p.chosen}\0{p.rejected}" for p in pairs), beta=beta, rank=rank,
+                         lr=learning_rate, batch_size=batch_size, seed=seed, max_length=max_length,
+                         target_modules=target_modules)
     tokenizer, model = load_trainable(ref, gguf_file, rank, target_modules, seed)
     encoded = [(_encode(tokenizer, p.prompt, p.chosen, max_length), _encode(tokenizer, p.prompt, p.rejected, max_length))
                for p in pairs]
     with torch.no_grad(), model.disable_adapter():
         ref_logps = _pair_logps(model, range(len(pairs)), encoded)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
-    losses = []
-    for step in range(steps):
-        if should_stop is not None and should_stop():
-            break
+
+    def step_fn(step: int) -> float:
         batch = [(step * batch_size + i) % len(pairs) for i in range(min(batch_size, len(pairs)))]
         chosen, rejected = _pair_logps(model, batch, encoded)
         loss, _ = dpo_loss(chosen, rejected, ref_logps[0][batch], ref_logps[1][batch], beta)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(float(loss.detach()))
-    model.eval()
+        return float(loss.detach())
+
+    loop = TrainingLoop(steps, checkpoint_dir, checkpoint_every, should_stop, desc="dpo")
+    losses, start = run_trainable(model, optimizer, loop, digest, step_fn)
     with torch.no_grad():
         chosen, rejected = _pair_logps(model, range(len(pairs)), encoded)
         _, rewards = dpo_loss(chosen, rejected, ref_logps[0], ref_logps[1], beta)
     return TrainedPreferenceAdapter(
         data=save_text_adapter(model, "default"), losses=losses,
         margin_before=float((ref_logps[0] - ref_logps[1]).mean()), margin_after=float((chosen - rejected).mean()),
-        accuracy_after=float((rewards > 0).float().mean()))
+        accuracy_after=float((rewards > 0).float().mean()), resumed_from=start)
 
 
 def _encode(tokenizer: Any, prompt: str, answer: str, max_length: int) -> tuple[list[int], list[int]]:

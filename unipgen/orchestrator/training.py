@@ -60,8 +60,8 @@ class TrainingInputs:
     images: list[bytes] = field(default_factory=list)  # lora, textual-inversion: the subject's photos
     subject: str | None = None
     class_noun: str | None = None
-    # Where the image trainers checkpoint (a job's scratch folder, see `executor.with_checkpoints`);
-    # a run finding a checkpoint there resumes from it, bit for bit. The text trainers start over.
+    # Where the trainers checkpoint (a job's scratch folder, see `executor.with_checkpoints`);
+    # a run finding a checkpoint there resumes from it, bit for bit.
     checkpoint_dir: str | None = None
     checkpoint_every: int = 10
 
@@ -135,12 +135,12 @@ def run_training(inputs: TrainingInputs, *, should_stop: Callable[[], bool] | No
                  progress: bool = False) -> TrainedAdapter:
     """Fit the adapter `inputs` describe (no store access: runs in any process)."""
     meta: dict[str, Any] = {"base": inputs.base, "steps": inputs.steps, "seed": inputs.seed}
-    if modality_of(inputs.method) == "text":
-        return _text_adapter(inputs, meta, should_stop)
-    from unipgen.modalities.image_training import train_dreambooth_lora, train_textual_inversion
-
     checkpoints = {"checkpoint_dir": Path(inputs.checkpoint_dir) if inputs.checkpoint_dir else None,
                    "checkpoint_every": inputs.checkpoint_every}
+    if modality_of(inputs.method) == "text":
+        return _text_adapter(inputs, meta, should_stop, checkpoints)
+    from unipgen.modalities.image_training import train_dreambooth_lora, train_textual_inversion
+
     if inputs.method == "lora":
         trained = train_dreambooth_lora(inputs.ref, inputs.images, inputs.class_noun or "object", steps=inputs.steps,
                                         seed=inputs.seed, progress=progress, should_stop=should_stop, **checkpoints)
@@ -157,22 +157,24 @@ def run_training(inputs: TrainingInputs, *, should_stop: Callable[[], bool] | No
                           trained.losses)
 
 
-def _text_adapter(inputs: TrainingInputs, meta: dict[str, Any],
-                  should_stop: Callable[[], bool] | None) -> TrainedAdapter:
+def _text_adapter(inputs: TrainingInputs, meta: dict[str, Any], should_stop: Callable[[], bool] | None,
+                  checkpoints: dict[str, Any]) -> TrainedAdapter:
     if inputs.method == "text-lora":
         from unipgen.modalities.text import train_text_lora
 
         trained = train_text_lora(inputs.ref, inputs.texts, steps=inputs.steps, seed=inputs.seed,
-                                  gguf_file=inputs.gguf_file, should_stop=should_stop)
+                                  gguf_file=inputs.gguf_file, should_stop=should_stop, **checkpoints)
         meta |= {"method": "lora"}
     else:
         from unipgen.modalities.text_preference import train_text_dpo
 
         trained = train_text_dpo(inputs.ref, inputs.pairs, steps=inputs.steps, seed=inputs.seed,
-                                 gguf_file=inputs.gguf_file, should_stop=should_stop)
+                                 gguf_file=inputs.gguf_file, should_stop=should_stop, **checkpoints)
         meta |= {"method": "dpo", "pairs": len(inputs.pairs), "margin_before": trained.margin_before,
                  "margin_after": trained.margin_after, "accuracy_after": trained.accuracy_after}
     meta |= {"modality": "text", "losses": trained.losses}
+    if trained.resumed_from:  # a retried job that went on from its last checkpoint
+        meta["resumed_from"] = trained.resumed_from
     return TrainedAdapter(inputs.method, trained.data, "application/zip", inputs.derived_from, meta, trained.losses)
 
 
