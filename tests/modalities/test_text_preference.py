@@ -62,7 +62,7 @@ def test_bad_pairs_are_refused(pairs: list, message: str) -> None:
         train_text_dpo("tiny-random", pairs, steps=1)
 
 
-def test_dpo_stopped_then_resumed_equals_uninterrupted(trained, tmp_path: Path) -> None:  # noqa: ANN001
+def test_dpo_stopped_then_resumed_equals_uninterrupted(trained, tmp_path: Path) -> None:
     args = {"steps": 8, "learning_rate": 5e-3, "seed": 0, "checkpoint_every": 3}
     cut = train_text_dpo("tiny-random", PAIRS, checkpoint_dir=tmp_path, should_stop=stop_after(5), **args)
     assert len(cut.losses) == 5

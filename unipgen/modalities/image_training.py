@@ -23,8 +23,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unipgen.errors import InvalidInputError, UnsupportedMediaError
-from unipgen.modalities.checkpoints import (Checkpoint, TrainingLoop, digests, fingerprint, load_checkpoint,
-                                              lora_checkpoint, resume_lora)
+from unipgen.modalities.checkpoints import (
+    Checkpoint,
+    TrainingLoop,
+    digests,
+    fingerprint,
+    load_checkpoint,
+    lora_checkpoint,
+    resume_lora,
+)
 from unipgen.modalities.image import LORA_WEIGHT_NAME, TINY_SD, tiny_sd_dir
 
 if TYPE_CHECKING:

@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from unipgen.errors import InvalidInputError, NotFoundError
-from unipgen.modalities.checkpoints import Checkpoint, TrainingLoop, digests, fingerprint, lora_checkpoint, resume_lora
+from unipgen.modalities.checkpoints import (
+    Checkpoint,
+    TrainingLoop,
+    digests,
+    fingerprint,
+    lora_checkpoint,
+    resume_lora,
+)
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
 
 TINY_LM = "tiny-random"
