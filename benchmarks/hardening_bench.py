@@ -22,9 +22,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import live_service
 import upload_corpus
 
 ADMIN_KEY = "bench-admin-key"
@@ -51,7 +49,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     print("[0] corpus and service...", file=sys.stderr, flush=True)
     cases = upload_corpus.corpus(settings, issue_sizes=not quick)
-    service = _Service(home)
+    service = live_service.ServiceProcess(Path(__file__).resolve(), home)
     try:
         bench = _Bench(service)
         results["rest_mb"] = bench.warm_up()
@@ -125,60 +123,17 @@ def children(pid: int) -> list[int]:
 
 
 def _serve(home: Path) -> None:
-    """The service (`hardening_bench.py --serve HOME`): default settings, uvicorn on a free port."""
-    import uvicorn
-
-    from unipgen.api import create_app
+    """The service (`hardening_bench.py --serve HOME`): default settings but the rate limit."""
     from unipgen.settings import Settings
 
-    settings = Settings(home=home / "store", admin_key=ADMIN_KEY, rate_limit_per_minute=10_000_000)
-    app = create_app(settings, profile="tiny", run_jobs=False)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    (home / "port.tmp").write_text(str(sock.getsockname()[1]))
-    (home / "port.tmp").replace(home / "port")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")).run(sockets=[sock])
-
-
-class _Service:
-    def __init__(self, home: Path, timeout_s: float = 180.0) -> None:
-        import httpx
-
-        env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(home)],
-                                        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout_s
-        while not (home / "port").exists() or not self._answers(httpx, home):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the service did not start")
-            time.sleep(0.1)
-
-    def _answers(self, httpx: Any, home: Path) -> bool:
-        self.url = f"http://127.0.0.1:{(home / 'port').read_text().strip()}"
-        try:
-            return httpx.get(f"{self.url}/v1/health", timeout=5).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    live_service.serve(Settings(home=home / "store", admin_key=ADMIN_KEY, rate_limit_per_minute=10_000_000),
+                       home / "port")
 
 
 class _Bench:
     """Tenants `acme` (the corpus's target) and `other` (a bystander), warmed up; one case at a time."""
 
-    def __init__(self, service: _Service) -> None:
+    def __init__(self, service: live_service.ServiceProcess) -> None:
         import httpx
 
         self.service = service

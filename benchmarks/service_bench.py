@@ -32,10 +32,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,6 +40,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import live_service
 
 TENANT = "ml"  # the MovieLens sample: contexts
 INGEST_TENANT = "ingest"  # events written by the ingest figures (contexts of `ml` stay as they are)
@@ -202,70 +203,14 @@ def in_threads(work: Callable[[int], int], threads: int) -> tuple[float, int]:
 
 
 def _serve(home: Path) -> None:
-    """The service process (`service_bench.py --serve HOME`): uvicorn on a free loopback port,
-    written to HOME/port once bound; stops on SIGTERM."""
+    """The service process (`service_bench.py --serve HOME`), on the same store as the in-process side."""
     import torch
-    import uvicorn
 
-    from unipgen.api import create_app
     from unipgen.settings import Settings
 
     torch.set_num_threads(1)
-    settings = Settings(home=home / "store", admin_key=ADMIN_KEY, rate_limit_per_minute=RATE_LIMIT)
-    app = create_app(settings, profile="tiny", run_jobs=False)
-    # proto IPPROTO_TCP, as `uvicorn.run(host=..., port=...)` (`unipgen serve`) gets from getaddrinfo:
-    # asyncio sets TCP_NODELAY only on sockets whose proto says TCP. With proto 0 the accepted
-    # connections keep Nagle on, and every keep-alive request after the first waits for the
-    # client's delayed ACK (about 40 ms on Linux) before the response body goes out.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port_file = home / "port"
-    (home / "port.tmp").write_text(str(sock.getsockname()[1]))
-    (home / "port.tmp").replace(port_file)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    server.run(sockets=[sock])
-
-
-class _Service:
-    """The service process: started on `home`, its URL once it answers /v1/health."""
-
-    def __init__(self, home: Path, timeout_s: float = 120.0) -> None:
-        import httpx
-
-        env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(home)],
-                                        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout_s
-        port_file = home / "port"
-        while not port_file.exists():
-            self._check(deadline)
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{port_file.read_text().strip()}"
-        while True:
-            self._check(deadline)
-            try:
-                if httpx.get(f"{self.url}/v1/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-
-    def _check(self, deadline: float) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"the service process exited with {self.process.returncode}")
-        if time.monotonic() > deadline:
-            self.stop()
-            raise RuntimeError("the service did not start in time")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # uvicorn: graceful, runs the lifespan's close
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    live_service.serve(Settings(home=home / "store", admin_key=ADMIN_KEY, rate_limit_per_minute=RATE_LIMIT),
+                       home / "port")
 
 
 # -- set-up and the figures ---------------------------------------------------------------------------
@@ -297,7 +242,7 @@ class _Setup:
         self.ingest_key = self.store.create_api_key(INGEST_TENANT, "bench").key
         self.sent: dict[str, list[tuple[str, int, float]]] = {}  # user → (item, ts, value) of what HTTP wrote
         self.store.indexes.save()  # the service process opens the same files
-        self.service = _Service(home)
+        self.service = live_service.ServiceProcess(Path(__file__).resolve(), home, timeout_s=120.0)
         self.client = Client(self.service.url, api_key=self.key, timeout=120)
         self.ingest_client = Client(self.service.url, api_key=self.ingest_key, timeout=120)
         self._clients: list[Any] = []
