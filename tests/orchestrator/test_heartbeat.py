@@ -137,19 +137,28 @@ class CrashOnce(InlineExecutor):
         return run_training(work, should_stop=should_stop)
 
 
-@pytest.mark.slow
-def test_a_retried_training_job_resumes_from_its_checkpoint(model: UserModel) -> None:
-    pytest.importorskip("diffusers")
-    from tests.helpers import png_bytes
+def _training_spec(store: Any, method: str) -> TrainSpec:
+    """A short run of `method` for user 1, with what it trains on."""
+    if method == "lora":
+        pytest.importorskip("diffusers")
+        from tests.helpers import png_bytes
 
+        store.add_subject("ml", "1", "rex", name="Rex", class_noun="dog", images=[png_bytes("red"), png_bytes("blue")])
+        return TrainSpec(method="lora", subject="rex", steps=6, seed=1)
+    store.add_documents("ml", "1", [{"key": "postcard", "text": "dear friend i love dusty desert towns"},
+                                    {"key": "evening", "text": "quiet evenings with coffee and books"}])
+    return TrainSpec(method="text-lora", steps=6, seed=2)
+
+
+@pytest.mark.parametrize("method", [pytest.param("lora", marks=pytest.mark.slow), "text-lora"])
+def test_a_retried_training_job_resumes_from_its_checkpoint(model: UserModel, method: str) -> None:
     store = model.store
-    store.add_subject("ml", "1", "rex", name="Rex", class_noun="dog", images=[png_bytes("red"), png_bytes("blue")])
-    spec = TrainSpec(method="lora", subject="rex", steps=6, seed=1)
+    spec = _training_spec(store, method)
     crashing = CrashOnce(model, backoff_s=0.0, checkpoint_every=3)
-    scratch = store.job_scratch("ml", "cut")
-    resumed = crashing.wait("ml", crashing.submit("ml", "1", spec, key="cut").key)
+    scratch = store.job_scratch("ml", f"cut-{method}")
+    resumed = crashing.wait("ml", crashing.submit("ml", "1", spec, key=f"cut-{method}").key)
     plain = InlineExecutor(model, backoff_s=0.0, checkpoint_every=3)
-    whole = plain.wait("ml", plain.submit("ml", "1", spec, key="whole").key)
+    whole = plain.wait("ml", plain.submit("ml", "1", spec, key=f"whole-{method}").key)
     assert resumed.status == whole.status == "succeeded" and (resumed.attempts, whole.attempts) == (2, 1)
     assert resumed.error["message"].startswith("RuntimeError: CUDA error")  # the first attempt did die
     cut, uncut = (store.artifact("ml", job.result["artifacts"][0]) for job in (resumed, whole))
@@ -178,21 +187,3 @@ def test_a_job_whose_user_is_forgotten_stops_and_leaves_nothing(model: UserModel
     thread.join(timeout=30)
     assert not thread.is_alive() and ran and ran[0][0].key == "orphaned"
     assert not scratch.exists()
-
-
-def test_a_retried_text_lora_job_resumes_from_its_checkpoint(model: UserModel) -> None:
-    store = model.store
-    store.add_documents("ml", "1", [{"key": "postcard", "text": "dear friend i love dusty desert towns"},
-                                    {"key": "evening", "text": "quiet evenings with coffee and books"}])
-    spec = TrainSpec(method="text-lora", steps=6, seed=2)
-    crashing = CrashOnce(model, backoff_s=0.0, checkpoint_every=3)
-    scratch = store.job_scratch("ml", "cut-text")
-    resumed = crashing.wait("ml", crashing.submit("ml", "1", spec, key="cut-text").key)
-    plain = InlineExecutor(model, backoff_s=0.0, checkpoint_every=3)
-    whole = plain.wait("ml", plain.submit("ml", "1", spec, key="whole-text").key)
-    assert resumed.status == whole.status == "succeeded" and (resumed.attempts, whole.attempts) == (2, 1)
-    assert resumed.error["message"].startswith("RuntimeError: CUDA error")  # the first attempt did die
-    cut, uncut = (store.artifact("ml", job.result["artifacts"][0]) for job in (resumed, whole))
-    assert cut.meta["resumed_from"] == 3 and "resumed_from" not in uncut.meta  # not step 0
-    assert resumed.result["losses"] == whole.result["losses"] and cut.blob_sha == uncut.blob_sha  # bit for bit
-    assert scratch is not None and not scratch.exists()  # the checkpoints went with the job's end
