@@ -11,7 +11,9 @@ by catalog order (movies.csv row), as a stable sort would.
 Item spaces: "content" = MiniLM (all-MiniLM-L6-v2) vectors of "Title (Year) — Genre, Genre";
 "behavior" = `unipgen.core.collaborative.fit_item_factors` on ALL users' training ratings only
 (never a held-out one); the model ranks in a blend of the two (concatenation, content scaled by
-`content_blend`). Popularity = number of training ratings per movie.
+`content_blend`). Popularity = number of training ratings per movie. EASE, item-kNN and SASRec
+(`unipgen.eval.recsys_baselines`) are fitted on the same training part, tuned on the same even
+users and reported on the same odd users.
 
 Tuning is honest: users with EVEN ids tune (coordinate ascent over half-lives, rating neutral,
 short-term/negative weights, factor settings and the blend), users with ODD ids are reported.
@@ -38,6 +40,7 @@ import numpy as np
 from unipgen.core.collaborative import fit_item_factors
 from unipgen.core.preference import PreferenceConfig, PreferenceState, build, score_items, update
 from unipgen.errors import InvalidInputError, NotFoundError
+from unipgen.eval.recsys_baselines import Baseline, fit_baselines
 from unipgen.memory.loaders import movie_item
 
 K = 10
@@ -47,7 +50,8 @@ QUICK_EVAL = {"users": 40, "rounds": 1}
 #: The cut-offs of the report's NDCG@k / HR@k curves.
 CURVE_KS = (1, 5, 10, 20, 50)
 #: The reported variants: the tuned model, the baseline and the ablations (see `_report`).
-VARIANTS = ("model", "popularity", "no_decay", "content_only", "default_config", "behavior_only")
+VARIANTS = ("model", "popularity", "no_decay", "content_only", "default_config", "behavior_only",
+            "ease", "itemknn", "sasrec")
 TextEncoder = Callable[[list[str]], np.ndarray]
 
 
@@ -467,9 +471,11 @@ def evaluate_ranking(
     content_start = Tuned(model.config, SpaceConfig(content_blend=None), 0.0, 0)
     content = tune(tuning, spaces, content_start, all_knobs, [], rounds)
     tune_s = time.perf_counter() - started - embed_s
+    say("fitting the baselines (EASE, item-kNN, SASRec) on the training part, tuned on the same users")
+    baselines = fit_baselines(data, split, tuning, test, quick=quick, log=say)
 
     top: dict[str, list[list[int]]] = {}
-    results = _report(test, spaces, popularity(data, split), model, no_decay, content, top)
+    results = _report(test, spaces, popularity(data, split), model, no_decay, content, top, baselines)
     matrix = spaces.matrix(model.space)
     results |= {
         "update_events_per_s": round(update_throughput(data, split, matrix, model.config)),
@@ -512,9 +518,11 @@ def _report(
     no_decay: Tuned,
     content: Tuned,
     top: dict[str, list[list[int]]],
+    baselines: dict[str, Baseline],
 ) -> dict[str, Any]:
     """Test-user metrics of every variant, rounded, with the chosen configurations; fills `top`
-    with each variant's top lists (keys: VARIANTS)."""
+    with each variant's top lists (keys: VARIANTS). `baselines`: EASE, item-kNN and SASRec,
+    already tuned, with their test users' scores."""
     for name in VARIANTS:
         top[name] = []
     ranks = {
@@ -531,6 +539,8 @@ def _report(
             spaces.matrix(replace(model.space, content_blend=0.0)), model.config, top["behavior_only"]
         ),
     }
+    for name, baseline in baselines.items():
+        ranks[f"{name}_"] = test.ranks(lambda n, s=baseline.test_scores: s[n], top[name])
     results: dict[str, Any] = {}
     for prefix, r in ranks.items():
         ndcg, hr = metrics(r)
@@ -544,6 +554,10 @@ def _report(
         "no_decay_config": no_decay.config.to_dict(),
         "no_decay_space": vars(no_decay.space).copy(),
         "content_only_config": content.config.to_dict(),
+        **{f"ndcg_gain_vs_{name}_ci95": bootstrap_gain_ci(ranks[""], ranks[f"{name}_"]) for name in baselines},
+        **{f"{name}_tuning_ndcg_at_10": b.tuning_ndcg for name, b in baselines.items()},
+        "baselines": {name: {"params": b.params, "tuning_ndcg_at_10": b.tuning_ndcg, "seconds": b.seconds,
+                             "trials": b.trials} for name, b in baselines.items()},
     }
 
 
@@ -601,13 +615,21 @@ def run_movielens(
     return result
 
 
+def _baseline_setting(name: str, params: dict[str, Any]) -> str:
+    """The tuned hyperparameter of a baseline, as the report shows it."""
+    if name == "sasrec":
+        return (f"best epoch {params['best_epoch']}, hidden {params['hidden']}, {params['blocks']} blocks, "
+                f"last {params['max_len']} items")
+    return ", ".join(f"{k} {v}" for k, v in params.items())
+
+
 def write_movielens_report(out_dir: Path, result: dict[str, Any]) -> dict[str, str]:
     """`movielens.json`, `.md`, `.html` and the NDCG@k / HR@k bar plot `movielens-at-k.png`."""
     from unipgen.eval import report
     from unipgen.eval.report import BarPanel, Heading, Image, Paragraph, Table
 
     at_k, ks = result["at_k"], CURVE_KS
-    shown = ("model", "popularity", "content_only", "no_decay")
+    shown = ("model", "popularity", "ease", "itemknn", "sasrec", "content_only")
     panels = [BarPanel(f"{label}@k", [str(k) for k in ks],
                        {name.replace("_", " "): [at_k[name][key][k] for k in ks] for name in shown},
                        title=f"{label}@k on {result['users_evaluated']} test users")
@@ -626,7 +648,10 @@ def write_movielens_report(out_dir: Path, result: dict[str, Any]) -> dict[str, s
                   "ranked. NDCG@k = 1/log2(rank+1) when the held-out movie is in the top k (else 0); HR@k = share "
                   "of users with it in the top k. Popularity ranks by training-rating count; 'content only' ranks "
                   "in the text encoder's title vectors; 'no decay' switches the preference model's time decay off; 'default "
-                  "config' is the untuned library default; 'behavior only' drops the content half of the model."),
+                  "config' is the untuned library default; 'behavior only' drops the content half of the model. "
+                  "EASE (Steck 2019, L2 weight tuned), item-kNN (cosine, k neighbours tuned) and SASRec (causal "
+                  "self-attention over the user's last items, early-stopped) see the same training ratings and are "
+                  "tuned on the same even-userId users."),
         Heading("Results"),
         Table(["variant", *(f"NDCG@{k}" for k in ks), *(f"HR@{k}" for k in ks)], rows, digits=4),
         Paragraph(f"Model / popularity NDCG@10: {result['ndcg_ratio_vs_popularity']}; 95% paired-bootstrap interval "
@@ -634,6 +659,12 @@ def write_movielens_report(out_dir: Path, result: dict[str, Any]) -> dict[str, s
                   f"{result['tuning_ndcg_at_10']}. Incremental update: {result['update_events_per_s']} events/s "
                   f"({result['update_dim']}-d)."),
         Image(plot.name, "NDCG@k and HR@k of the model and the baselines"),
+        Heading("Baselines"),
+        Table(["baseline", "tuned setting", "tuning NDCG@10", "test NDCG@10", "model - baseline NDCG@10 (95% CI)",
+               "seconds"],
+              [[name, _baseline_setting(name, b["params"]), b["tuning_ndcg_at_10"], result[f"{name}_ndcg_at_10"],
+                str(result[f"ndcg_gain_vs_{name}_ci95"]), b["seconds"]]
+               for name, b in result["baselines"].items()], digits=4),
         Heading("Chosen configuration"),
         Table(["setting", "value"], [[k, v] for k, v in {**result["config"], **result["space"]}.items()]),
     ]
