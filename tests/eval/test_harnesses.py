@@ -114,6 +114,11 @@ def test_movielens_harness_on_the_sample(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "movielens.json").read_text())
     assert saved["at_k"]["model"]["ndcg"]["10"] == result["ndcg_at_10"]  # JSON keys are strings
     assert "| popularity |" in (tmp_path / "movielens.md").read_text()
+    # EASE, item-kNN and SASRec: reported on the same users, with their tuned settings.
+    for name, knob in (("ease", "lambda"), ("itemknn", "k"), ("sasrec", "best_epoch")):
+        assert 0.0 <= result[f"{name}_ndcg_at_10"] <= result[f"{name}_hr_at_10"] <= 1.0
+        assert knob in result["baselines"][name]["params"] and f"{name}_tuning_ndcg_at_10" in result
+        assert len(result[f"ndcg_gain_vs_{name}_ci95"]) == 2 and f"| {name} |" in (tmp_path / "movielens.md").read_text()
 
 
 # ---------------------------------------------------------------- quick runs on the shared data

@@ -156,7 +156,7 @@ def train(
     for epoch in range(1, config.max_epochs + 1):
         loss = train_epoch(model, optimizer, seqs, config, rng)
         score = validate(model) if validate is not None else -loss
-        say(f"SASRec epoch {epoch}: loss {loss:.3f}, tuning NDCG@10 {score:.4f}")
+        say(f"SASRec epoch {epoch}: loss {loss:.3f}" + (f", tuning NDCG@10 {score:.4f}" if validate else ""))
         if score > best + 1e-9:
             best, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
         elif epoch - best_epoch >= config.patience:
