@@ -5,7 +5,7 @@ A thin wrapper over `unipgen.eval.movielens` (also `unipgen eval movielens`, whi
 HR@k curves and a report), where the protocol is described: leave-last-out, users with even ids
 tune the preference model, users with odd ids are reported (NDCG@10, HR@10).
 
-    python benchmarks/usermodel_bench.py           # full data: ~2 min (+ ~80 s once for MiniLM)
+    python benchmarks/usermodel_bench.py           # full data: ~3 min with the baselines (+ ~80 s once for MiniLM)
     python benchmarks/usermodel_bench.py --quick   # 150 tuning and 150 test users, ~45 s
 """
 

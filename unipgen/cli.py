@@ -680,7 +680,7 @@ def _run_harness(run: Any, as_json: bool, **options: Any) -> None:
 @eval_app.command("movielens")
 def eval_movielens(data: EvalData = None, profile: EvalProfile = None, quick: EvalQuick = False, out: EvalOut = None,
                    as_json: Json = False) -> None:
-    """Next-item ranking, leave-last-out: NDCG@k and HR@k of the user model vs popularity."""
+    """Next-item ranking, leave-last-out: NDCG@k and HR@k of the user model vs popularity, EASE, item-kNN and SASRec."""
     from unipgen.eval.movielens import run_movielens
 
     _run_harness(run_movielens, as_json, data=data, profile=profile, quick=quick, out=out)
