@@ -1,9 +1,11 @@
-"""Small real inputs for tests: a PNG, a WAV, unit vectors, and an in-memory blob store."""
+"""Small real inputs for tests: a PNG, a WAV, unit vectors, an in-memory blob store, and a
+`should_stop` that stops a trainer after n steps."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 
 import numpy as np
 
@@ -46,3 +48,14 @@ def put(data: bytes) -> str:
     sha = hashlib.sha256(data).hexdigest()
     BLOBS[sha] = data
     return sha
+
+
+def stop_after(n: int) -> Callable[[], bool]:
+    """A `should_stop` that lets `n` steps run, then asks to stop (a cancelled or crashed job)."""
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) > n
+
+    return should_stop

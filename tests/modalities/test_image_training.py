@@ -5,7 +5,6 @@ inversion (only the new token's row moves, the embedding loads and changes the i
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from tests.helpers import fetch, put
+from tests.helpers import fetch, put, stop_after
 from unipgen.errors import InvalidInputError
 from unipgen.modalities.image import LORA_WEIGHT_NAME, TINY_SD, DiffusersImageBackend, tiny_sd_dir
 from unipgen.modalities.image_training import (
@@ -46,17 +45,6 @@ def reference(color: tuple[int, int, int], shape: str) -> bytes:
 
 
 IMAGES = [reference((255, 0, 0), "square"), reference((0, 0, 255), "disc"), reference((0, 160, 0), "triangle")]
-
-
-def stop_after(n: int) -> Callable[[], bool]:
-    """A `should_stop` that lets `n` steps run, then asks to stop."""
-    calls = []
-
-    def should_stop() -> bool:
-        calls.append(1)
-        return len(calls) > n
-
-    return should_stop
 
 
 def draw(pipe: Any, prompt: str, seed: int = 0) -> Any:

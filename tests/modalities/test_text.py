@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import stop_after
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.modalities import load_backend
 from unipgen.modalities.base import Backend
@@ -207,17 +208,6 @@ def test_packaged_smollm2_gguf_answers_in_english() -> None:
     [[output]] = smol.generate([request("What is the capital of France?", max_new_tokens=8)], no_blobs)
     answer = output.data.decode()
     assert "Paris" in answer and output.meta["new_tokens"] <= 8
-
-
-def stop_after(n: int) -> Callable[[], bool]:
-    """A `should_stop` that lets `n` steps run, then asks to stop (a cancelled or crashed job)."""
-    calls = []
-
-    def should_stop() -> bool:
-        calls.append(1)
-        return len(calls) > n
-
-    return should_stop
 
 
 def lora_tensors(data: bytes) -> dict[str, torch.Tensor]:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.modalities.test_text import request, stop_after, texts
+from tests.helpers import stop_after
+from tests.modalities.test_text import request, texts
 from unipgen.errors import InvalidInputError
 from unipgen.modalities.text import TransformersTextBackend
 from unipgen.modalities.text_preference import PreferencePair, dpo_loss, train_text_dpo
