@@ -21,6 +21,15 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("UNIPGEN_SHARED_DATA", default))
 
 
+def shown_data_path(path: str | Path) -> str:
+    """A data path as results and docs name it: `../shared/data/...` for the shared data sets,
+    so that no machine's absolute path is recorded; any other path as given."""
+    try:
+        return f"../shared/data/{Path(path).resolve().relative_to(shared_data_dir().resolve()).as_posix()}"
+    except ValueError:
+        return str(path)
+
+
 def machine(*modules: str) -> dict[str, Any]:
     """The CPU, core count and Python a benchmark ran on, and the `__version__` of `modules`."""
     cpuinfo = Path("/proc/cpuinfo")

@@ -159,7 +159,7 @@ def run_dreambench(data: Path | str | None = None, *, profile: str = "tiny", met
     `home`: the store's home (default: a temporary one, deleted at the end). Returns the result
     that `<out>/dreambench.json` holds.
     """
-    from unipgen.bench import machine, shared_data_dir
+    from unipgen.bench import machine, shared_data_dir, shown_data_path
 
     started = time.perf_counter()
     say = log or (lambda _message: None)
@@ -180,7 +180,7 @@ def run_dreambench(data: Path | str | None = None, *, profile: str = "tiny", met
     per_prompt = images_per_prompt if images_per_prompt is not None else defaults["images_per_prompt"]
     if count < 1 or per_prompt < 1:
         raise InvalidInputError(f"prompts and images_per_prompt must be >= 1, got {count} and {per_prompt}")
-    settings = {"data": str(directory), "profile": profile, "methods": wanted, "quick": quick, "subjects": chosen,
+    settings = {"data": shown_data_path(directory), "profile": profile, "methods": wanted, "quick": quick, "subjects": chosen,
                 "prompts_per_subject": min(count, len(object_prompts), len(live_prompts)),
                 "images_per_prompt": per_prompt, "diffusion_steps": steps, "seed": seed,
                 "train_steps": train_steps if train_steps is not None else defaults["train_steps"],

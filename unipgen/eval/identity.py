@@ -173,7 +173,7 @@ def _run(kind: str, directory: Path, out: Path | str | None, quick: bool, identi
          per_identity: int | None, log: Callable[[str], None] | None, profile: str | None = None) -> dict[str, Any]:
     """One harness; `profile` names the model profile whose face / voice encoder is measured
     (default: dlib / Resemblyzer, which every shipped profile names)."""
-    from unipgen.bench import machine
+    from unipgen.bench import machine, shown_data_path
 
     started = time.perf_counter()
     quick_sizes = QUICK_FACES if kind == "faces" else QUICK_VOICE
@@ -185,7 +185,7 @@ def _run(kind: str, directory: Path, out: Path | str | None, quick: bool, identi
     figures_of = face_figures if kind == "faces" else voice_figures
     encoder = profile_encoder(profile, "face" if kind == "faces" else "voice") if profile else None
     figures, scores = figures_of(paths, labels, directory, encoder)
-    result = {"benchmark": kind, "settings": {"data": str(directory), "quick": quick, "identities": identities,
+    result = {"benchmark": kind, "settings": {"data": shown_data_path(directory), "quick": quick, "identities": identities,
                                               "per_identity": per_identity, "profile": profile},
               **figures, "machine": machine("numpy"), "seconds": round(time.perf_counter() - started, 2)}
     if out is not None:

@@ -172,13 +172,13 @@ def _profile_ref(name: str) -> str:
 def evaluate(data: Path | None, settings: Settings, quick: bool = False, methods: Sequence[str] = METHODS,
              template: str | None = None, log: Callable[[str], None] = _stderr) -> dict[str, Any]:
     """Every figure of one run (the `unipgen bench textpersonalization` result)."""
-    from unipgen.bench import shared_data_dir
+    from unipgen.bench import shared_data_dir, shown_data_path
 
     path = data if data is not None else shared_data_dir() / "movielens-latest-small"
     task = load_task(path, settings, template)
     log(f"{task.name}: {len(task.questions)} questions, {len(task.profiles)} users")
     answers, seconds = answer_all(task, settings, methods, log)
-    results: dict[str, Any] = {"machine": machine(), "quick": quick, "data": _shown(path), "task": task.name,
+    results: dict[str, Any] = {"machine": machine(), "quick": quick, "data": shown_data_path(path), "task": task.name,
                                "kind": task.kind, "n_questions": len(task.questions), "n_users": len(task.profiles),
                                "labels": list(task.labels), **task.notes}
     results |= score_all(task, answers)
@@ -624,13 +624,3 @@ def write_lamp_report(out_dir: Path, result: dict[str, Any]) -> dict[str, str]:
 def _cell(text: str, width: int = 80) -> str:
     """An answer as one table cell: one line, no pipes (Markdown), at most `width` characters."""
     return " ".join(text.split()).replace("|", "/")[:width]
-
-
-def _shown(path: Path) -> str:
-    """The data path as the docs name it: relative to the shared data sets when it is one."""
-    from unipgen.bench import shared_data_dir
-
-    try:
-        return f"../shared/data/{Path(path).resolve().relative_to(shared_data_dir().resolve()).as_posix()}"
-    except ValueError:
-        return str(path)

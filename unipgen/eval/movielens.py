@@ -589,7 +589,7 @@ def run_movielens(
     {"ndcg": {k: v}, "hr": {k: v}}}, from `unipgen.eval.ranking_metrics`; k is a string in the
     JSON file), `settings`, `machine`, `seconds` and `report` (paths, when `out` is given).
     """
-    from unipgen.bench import machine
+    from unipgen.bench import machine, shown_data_path
     from unipgen.eval import ranking_metrics as rm
 
     started = time.perf_counter()
@@ -606,7 +606,7 @@ def run_movielens(
             for name, lists in top.items()}
     encoder = "all-MiniLM-L6-v2" if text_encoder is None else getattr(text_encoder, "__qualname__", "custom")
     result = {"benchmark": "movielens", "protocol": "leave-last-out next-item ranking (odd userIds, last rating >= 4)",
-              "settings": {"data": str(directory), "quick": quick, "users_per_split": users, "rounds": rounds,
+              "settings": {"data": shown_data_path(directory), "quick": quick, "users_per_split": users, "rounds": rounds,
                            "text_encoder": encoder, "curve_ks": list(CURVE_KS)},
               **results, "at_k": at_k, "machine": machine("numpy"),
               "seconds": round(time.perf_counter() - started, 2)}
