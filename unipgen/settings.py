@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         default=10, gt=0, description="Training steps between a training job's checkpoints (a retried job "
                                       "resumes from the last one).",
     )
+    refit_every_events: int = Field(
+        default=10_000, ge=0, description="Refit policy of the behavior space: once a tenant that has a fit has this "
+                                          "many new events, writing events queues a refit job (0: only on demand "
+                                          "and after a forget, which always queues one).",
+    )
     # -- input budgets (issue 14): every one checked before the expensive step it guards --------
     max_request_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest JSON request body of an ordinary route (bytes).",

@@ -148,7 +148,10 @@ def test_a_context_for_generation_builds_only_what_the_plan_reads(model: UserMod
     assert text.evidence == full_text.evidence and text.preferences == [] and full_text.preferences
     full_image = model.context("ml", "2", "image", "a poster about boxing")
     image = model.context("ml", "2", "image", "a poster about boxing", for_generation=True)
-    assert image.preferences == full_image.preferences and image.evidence == [] and full_image.evidence
+    # an image prompt reads keywords: the recommendations (top items) are not built for it
+    assert [p.model_copy(update={"top_items": []}) for p in full_image.preferences] == image.preferences
+    assert image.recommendations is None and full_image.recommendations.items
+    assert image.evidence == [] and full_image.evidence
     assert not any(p.startswith("document:") for p in image.provenance)  # the image did not use the review
     assert model.plan(image).prompt == model.plan(full_image).prompt  # the plan is the same either way
     assert model.plan(text).prompt == model.plan(full_text).prompt

@@ -18,7 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from unipgen.core.preference import PreferenceConfig, build, drift, mmr, preference_vectors
+from unipgen.core.behavior_space import BEHAVIOR_SPACE
+from unipgen.core.intent import asks_for_recommendation
+from unipgen.core.preference import PreferenceConfig, build, drift, preference_vectors
+from unipgen.core.recommend import Recommender
 from unipgen.core.retrieval import Candidate, hybrid_search
 from unipgen.core.router import ALL_PARTS, CONDITIONING_ALL, CONDITIONING_PARTS, CONTEXT_PARTS
 from unipgen.core.vocabulary import Vocabulary, build_vocabulary, catalog_words
@@ -31,6 +34,7 @@ from unipgen.schema.context import (
     Keyword,
     Modality,
     Preferences,
+    Recommendations,
     SubjectAsset,
     UserContext,
 )
@@ -38,6 +42,9 @@ from unipgen.schema.memory import EventIn
 
 #: Spaces in which item vectors can carry preferences: words for ``text``, looks for ``image``.
 PREFERENCE_SPACES = ("text", "image")
+#: What a context reads of the catalog items a user acted on: the preference spaces, and the
+#: fitted behavior space that recommendations rank in.
+SNAPSHOT_SPACES = (*PREFERENCE_SPACES, BEHAVIOR_SPACE)
 
 
 @dataclass(frozen=True)
@@ -47,9 +54,9 @@ class ContextConfig:
     evidence_k: int = 5
     keywords_k: int = 8
     negative_keywords_k: int = 5
-    top_items_k: int = 5
+    top_items_k: int = 5  # recommendations in a context (its `top_items`), and in a text request asking for them
     recency_half_life_days: float | None = None
-    diversity: float = 0.0  # 0: nearest items only; up to 1: less of the same (MMR re-ranking)
+    diversity: float = 0.0  # of those recommendations: 0 best first; up to 1 less of the same (MMR re-ranking)
     include_vectors: bool = True
     preference: PreferenceConfig = field(default_factory=PreferenceConfig)
 
@@ -63,6 +70,7 @@ class ContextBuilder:
         self.encoders = encoders
         self.config = config or ContextConfig()
         self.cache_dir = cache_dir
+        self.recommender = Recommender(store, self.config.preference)
         self._vocabularies: dict[tuple[str, str], Vocabulary] = {}
 
     def build(self, tenant: str, user: str, modality: Modality, instruction: str,
@@ -75,20 +83,34 @@ class ContextBuilder:
         (`router.CONTEXT_PARTS`): text prompts use evidence, not preference keywords; image,
         video, audio and 3D prompts the reverse. The output's lineage then names only memory
         the generation could have used, and the work of the unused part is not done.
+
+        Recommendations (the `Recommender`'s, also every preference entry's `top_items`) are
+        in a full context, and in a text request that asks for a recommendation
+        (`intent.asks_for_recommendation`): there they replace the items the user already
+        rated as evidence, so the answer names unseen items; the recommended items join the
+        provenance. Questions about the user's past keep the retrieved history.
         """
         parts = CONTEXT_PARTS[modality] if for_generation else ALL_PARTS
+        recommending = not for_generation or (modality == "text" and asks_for_recommendation(instruction))
         if snapshot is None:
-            snapshot = self.store.user_snapshot(tenant, user, PREFERENCE_SPACES)
+            snapshot = self.store.user_snapshot(tenant, user, SNAPSHOT_SPACES)
         provenance = [f"user:{user}"] if snapshot.events else []
-        preferences = [p for p in (self.preferences(tenant, snapshot, space) for space in PREFERENCE_SPACES
+        recommendations = self.recommendations(tenant, snapshot) if recommending else None
+        top_items = [Keyword(text=r.text, score=r.score, source="item")
+                     for r in (recommendations.items if recommendations else [])]
+        preferences = [p for p in (self.preferences(tenant, snapshot, space, top_items) for space in PREFERENCE_SPACES
                                    if space in snapshot.spaces) if p is not None] if "preferences" in parts else []
-        evidence = self.evidence(snapshot, instruction, query) if "evidence" in parts else []
+        evidence = self.evidence(snapshot, instruction, query, documents_only=for_generation and recommending) \
+            if "evidence" in parts else []
         provenance += [f"{e.kind}:{e.key}" for e in evidence]
+        if for_generation and recommendations is not None:
+            provenance += [f"item:{r.item}" for r in recommendations.items]
         conditioning, used = self.conditioning(snapshot, CONDITIONING_PARTS[modality] if for_generation else None)
         provenance += used
         return UserContext(tenant=tenant, user=user, modality=modality, instruction=instruction,
                            profile=snapshot.profile, evidence=evidence, preferences=preferences,
-                           conditioning=conditioning, provenance=list(dict.fromkeys(provenance)), built_at=utcnow())
+                           conditioning=conditioning, recommendations=recommendations,
+                           provenance=list(dict.fromkeys(provenance)), built_at=utcnow())
 
     def build_many(self, tenant: str, requests: Sequence[tuple[str, Modality, str]], *,
                    for_generation: bool = False) -> list[UserContext | Exception]:
@@ -100,7 +122,7 @@ class ContextBuilder:
                     if not for_generation or "evidence" in CONTEXT_PARTS[modality]]
         vectors = self.encoders.text.encode([requests[i][2] for i in searched]) if searched else []
         queries = dict(zip(searched, vectors))
-        snapshots = self.store.user_snapshots(tenant, [user for user, _, _ in requests], PREFERENCE_SPACES)
+        snapshots = self.store.user_snapshots(tenant, [user for user, _, _ in requests], SNAPSHOT_SPACES)
         built: list[UserContext | Exception] = []
         for index, (user, modality, instruction) in enumerate(requests):
             snapshot = snapshots[user]
@@ -116,8 +138,15 @@ class ContextBuilder:
 
     # -- preferences ------------------------------------------------------------------------
 
-    def preferences(self, tenant: str, snapshot: UserSnapshot, space: str) -> Preferences | None:
-        """Preference vectors and keywords in one space, from events on items embedded there."""
+    def recommendations(self, tenant: str, snapshot: UserSnapshot) -> Recommendations:
+        """The user's recommendations as a context shows them (`top_items_k`, `diversity`)."""
+        return self.recommender.recommend(tenant, snapshot.user, k=self.config.top_items_k,
+                                          diversity=self.config.diversity, snapshot=snapshot)
+
+    def preferences(self, tenant: str, snapshot: UserSnapshot, space: str,
+                    top_items: list[Keyword] | None = None) -> Preferences | None:
+        """Preference vectors and keywords in one space, from events on items embedded there;
+        `top_items`: the user's recommendations (one list for every space)."""
         events, vectors = snapshot.events, snapshot.item_vectors.get(space, {})
         usable = [(e.item, e.type, e.value, e.ts) for e in events if e.item in vectors]
         if not usable:
@@ -136,23 +165,8 @@ class ContextBuilder:
             negative=units.negative.tolist() if keep and units.negative_weight else None,
             positive_keywords=[Keyword(text=w, score=s, source="vocabulary") for w, s in positive],
             negative_keywords=[Keyword(text=w, score=s, source="vocabulary") for w, s in negative],
-            top_items=self.nearest_items(tenant, space, taste, {e.item for e in events}),
+            top_items=list(top_items or []),
         )
-
-    def nearest_items(self, tenant: str, space: str, taste: np.ndarray, seen: set[str]) -> list[Keyword]:
-        """Catalog items near the user's taste that they have not interacted with yet; with
-        `diversity` > 0, re-ranked by maximal marginal relevance among 4x as many candidates."""
-        want = self.config.top_items_k * (4 if self.config.diversity > 0 else 1)
-        hits = self.store.search(tenant, space, taste.astype(np.float32), k=want + min(len(seen), 500))
-        fresh = [h for h in hits if h.key not in seen][:want]
-        if self.config.diversity > 0 and fresh:
-            vectors = self.store.vectors(tenant, space, "item", [h.key for h in fresh])
-            order = mmr(np.stack([vectors[h.key] for h in fresh]), np.array([h.score for h in fresh]),
-                        self.config.top_items_k, self.config.diversity)
-            fresh = [fresh[i] for i in order]
-        fresh = fresh[: self.config.top_items_k]
-        texts = self.store.item_texts(tenant, [h.key for h in fresh])
-        return [Keyword(text=texts[h.key], score=h.score, source="item") for h in fresh]
 
     def vocabulary(self, tenant: str, space: str = "text") -> Vocabulary:
         """The tenant's keyword vocabulary embedded in `space`: by the text encoder for ``text``,
@@ -167,9 +181,11 @@ class ContextBuilder:
 
     # -- evidence ---------------------------------------------------------------------------
 
-    def evidence(self, snapshot: UserSnapshot, instruction: str, query: np.ndarray | None = None) -> list:
-        """Hybrid retrieval over the user's documents and positively-rated items."""
-        candidates = self.candidates(snapshot)
+    def evidence(self, snapshot: UserSnapshot, instruction: str, query: np.ndarray | None = None, *,
+                 documents_only: bool = False) -> list:
+        """Hybrid retrieval over the user's documents and positively-rated items (documents only
+        for a request asking for a recommendation: the items it needs are unseen ones)."""
+        candidates = [c for c in self.candidates(snapshot) if not documents_only or c.kind == "document"]
         if not candidates:
             return []
         if query is None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from unipgen.schema.context import Evidence, Keyword, Modality
+from unipgen.schema.context import Evidence, Keyword, Modality, Recommendation
 
 #: Default budgets. Image/video/3D/audio prompts go through CLIP or T5-like encoders whose
 #: window is 77 tokens for CLIP; text prompts leave room for the answer in a small LM's context.
@@ -34,6 +34,7 @@ class Composed:
     negative_prompt: str = ""
     used_tokens: int = 0
     evidence_keys: list[str] = field(default_factory=list)
+    recommended_keys: list[str] = field(default_factory=list)
 
 
 def compose(
@@ -47,23 +48,37 @@ def compose(
     subject_phrase: str | None = None,
     budget: int | None = None,
     use_evidence: bool = True,
+    recommended: Sequence[Recommendation] = (),
 ) -> Composed:
-    """The prompt for one request; `subject_phrase` replaces the subject's mention (e.g. "sks dog")."""
+    """The prompt for one request; `subject_phrase` replaces the subject's mention (e.g. "sks dog");
+    `recommended`: unseen items to suggest (text requests asking for a recommendation)."""
     budget = budget or TOKEN_BUDGETS[modality]
     if modality == "text":
-        return _text_prompt(instruction, profile, evidence if use_evidence else (), budget)
+        return _text_prompt(instruction, profile, evidence if use_evidence else (), budget, recommended)
     if modality == "speech":  # the words to say: nothing may be added to them
         return Composed(instruction, used_tokens=count_tokens(instruction))
     return _keyword_prompt(instruction, keywords, negative_keywords, subject_phrase, budget)
 
 
-def _text_prompt(instruction: str, profile: dict[str, Any], evidence: Sequence[Evidence], budget: int) -> Composed:
+def _text_prompt(instruction: str, profile: dict[str, Any], evidence: Sequence[Evidence], budget: int,
+                 recommended: Sequence[Recommendation] = ()) -> Composed:
     used = count_tokens(instruction)
     parts: list[str] = []
     facts = "; ".join(f"{k}: {v}" for k, v in profile.items())
     if facts and used + count_tokens(facts) + 4 <= budget:
         parts.append(f"About the user: {facts}.")
         used += count_tokens(parts[-1])
+    suggested, suggested_keys = [], []
+    for item in recommended:  # before the evidence: what the answer should name
+        because = "; ".join(r.text for r in item.reasons[:2])
+        line = f"- {item.text}" + (f" (because they liked {because})" if because else "")
+        if used + count_tokens(line) > budget:
+            break
+        suggested.append(line)
+        suggested_keys.append(item.item)
+        used += count_tokens(line)
+    if suggested:
+        parts.append("Recommended for this user, not seen yet:\n" + "\n".join(suggested))
     lines, keys = [], []
     for item in evidence:
         line = f"- {item.text}"
@@ -75,7 +90,7 @@ def _text_prompt(instruction: str, profile: dict[str, Any], evidence: Sequence[E
     if lines:
         parts.append("Things this user wrote or liked:\n" + "\n".join(lines))
     parts.append(instruction)
-    return Composed("\n\n".join(parts), used_tokens=used, evidence_keys=keys)
+    return Composed("\n\n".join(parts), used_tokens=used, evidence_keys=keys, recommended_keys=suggested_keys)
 
 
 def _keyword_prompt(

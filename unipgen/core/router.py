@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from unipgen.core.intent import asks_for_recommendation
 from unipgen.core.prompts import TOKEN_BUDGETS, compose
 from unipgen.schema.context import PersonalizationPlan, SubjectAsset, UserContext
 
@@ -65,27 +66,47 @@ def _keywords(context: UserContext) -> tuple[list, list]:
 def _plan(context: UserContext, method: str, reasons: list[str], budget: int, **kwargs: Any) -> PersonalizationPlan:
     positive, negative = _keywords(context)
     subject = kwargs.pop("subject", None)
+    recommended = context.recommendations.items if _recommending(context) else []
     composed = compose(context.modality, context.instruction, profile=context.profile, evidence=context.evidence,
                        keywords=positive, negative_keywords=negative, budget=budget,
-                       subject_phrase=kwargs.pop("subject_phrase", None), use_evidence=method != "prompt_only")
+                       subject_phrase=kwargs.pop("subject_phrase", None), use_evidence=method != "prompt_only",
+                       recommended=recommended)
     return PersonalizationPlan(
         modality=context.modality, method=method, prompt=composed.prompt, negative_prompt=composed.negative_prompt,
-        reasons=reasons, subject=subject, evidence=composed.evidence_keys, budget_tokens=budget,
+        reasons=reasons, subject=subject, evidence=composed.evidence_keys, recommended=composed.recommended_keys,
+        budget_tokens=budget,
         used_tokens=composed.used_tokens, **kwargs,
     )
 
 
 def _text(context: UserContext, budget: int) -> PersonalizationPlan:
     adapters = [a for a in context.conditioning.adapters if (a.meta or {}).get("modality") == "text"]
+    recommending = _recommending(context)
     if adapters:  # the newest: a DPO adapter trained on feedback supersedes an older one
         newest = adapters[-1]
         return _plan(context, "lora", [f"the user has a trained text adapter {newest.key!r} ({newest.method})",
-                                       f"{len(context.evidence)} evidence items added to the prompt"],
+                                       f"{len(context.evidence)} evidence items added to the prompt", *recommending],
                      budget, adapters=[newest.key])
+    if recommending:
+        return _plan(context, "rag_prompt", recommending, budget)
     if context.evidence:
         return _plan(context, "rag_prompt", [f"{len(context.evidence)} relevant items retrieved from the "
                                              "user's documents and behaviors; no text adapter trained"], budget)
     return _plan(context, "prompt_only", ["nothing relevant retrieved and no adapter: profile only"], budget)
+
+
+def _recommending(context: UserContext) -> list[str]:
+    """The plan's reason for a text request that asks for a recommendation (none otherwise)."""
+    found = context.recommendations
+    if context.modality != "text" or found is None or not found.items or \
+            not asks_for_recommendation(context.instruction):
+        return []
+    where = {"behavior": f"the fitted behavior space (fit {found.fit_generation}"
+                         f"{', stale' if found.stale else ''})",
+             "text": "the items' text vectors (no behavior fit yet)",
+             "popularity": "popularity (no usable events)"}[found.space]
+    return [f"the request asks for a recommendation: {len(found.items)} unseen items recommended from {where} "
+            "are in the prompt, not the items the user already rated"]
 
 
 def _speech(context: UserContext, budget: int) -> PersonalizationPlan:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from unipgen.core.behavior_space import BEHAVIOR_SPACE, FitConfig, fit_config_for, fit_inputs, place_items, run_fit
 from unipgen.core.context import ContextBuilder, ContextConfig
 from unipgen.core.encoderpool import EncoderPool
 from unipgen.core.encoders import load_encoder
@@ -24,8 +25,8 @@ from unipgen.memory import MemoryStore
 from unipgen.memory.content import require_consent
 from unipgen.memory.media import check_document_length, image_header, sniff_audio
 from unipgen.memory.parsing import parse_rows
-from unipgen.schema.context import Modality, PersonalizationPlan, UserContext
-from unipgen.schema.memory import DocumentIn, ItemIn
+from unipgen.schema.context import Modality, PersonalizationPlan, Recommendations, UserContext
+from unipgen.schema.memory import DocumentIn, FitRecord, ItemIn
 from unipgen.schema.profiles import ModelProfile, load_profile
 
 
@@ -67,7 +68,12 @@ class UserModel:
         keys = [i.key for i in parsed]
         pictured = [i for i in parsed if i.image is not None]
         self._check_headers("image", [i.image for i in pictured], [f"image of item {i.key!r}" for i in pictured])
-        vectors = {"text": dict(zip(keys, self.encoders.text.encode([i.text for i in parsed])))}
+        texts = self.encoders.text.encode([i.text for i in parsed])
+        vectors = {"text": dict(zip(keys, texts))}
+        placed = self.store.fit_mapping(tenant)
+        if placed is not None:  # a tenant with a fit: new items can be recommended at once
+            mapping, config = placed
+            vectors[BEHAVIOR_SPACE] = dict(zip(keys, place_items(_unit_rows(texts), mapping, FitConfig.from_dict(config))))
         if pictured:
             what = f"the images of items {[i.key for i in pictured][:3]}"
             images = self._encode("image", [i.image for i in pictured], what)
@@ -75,13 +81,19 @@ class UserModel:
         return self.store.add_items(tenant, parsed, exist_ok=exist_ok, vectors=vectors, decoded=bool(pictured))
 
     def embed_catalog(self, tenant: str, batch_size: int = 512) -> int:
-        """Text vectors for catalog items that have none yet (after a bulk load); returns how many."""
+        """Text vectors for catalog items that have none yet (after a bulk load), and their place
+        in the fitted behavior space when the tenant has a fit; returns how many."""
         todo = self.store.keys_without_vector(tenant, "text", "item")
         texts = self.store.item_texts(tenant, todo) if todo else {}
+        placed = self.store.fit_mapping(tenant) if todo else None
         for start in range(0, len(todo), batch_size):
             keys = todo[start : start + batch_size]
             vectors = self.encoders.text.encode([texts[k] for k in keys])
             self.store.add_embeddings(tenant, "text", "item", list(zip(keys, vectors)))
+            if placed is not None:
+                mapping, config = placed
+                behavior = place_items(_unit_rows(vectors), mapping, FitConfig.from_dict(config))
+                self.store.add_embeddings(tenant, BEHAVIOR_SPACE, "item", list(zip(keys, behavior)))
         return len(todo)
 
     def embed_documents(self, tenant: str, user: str) -> int:
@@ -162,3 +174,24 @@ class UserModel:
 
     def plan(self, context: UserContext, options: dict[str, Any] | None = None) -> PersonalizationPlan:
         return route(context, options)
+
+    def recommend(self, tenant: str, user: str, *, k: int = 10, diversity: float = 0.0, include_seen: bool = False,
+                  kind: str | None = None) -> Recommendations:
+        """Ranked items for `user` with the events behind each (`unipgen.core.recommend`)."""
+        return self.builder.recommender.recommend(tenant, user, k=k, diversity=diversity, include_seen=include_seen,
+                                                  kind=kind)
+
+    # -- the fitted behavior space --------------------------------------------------------------
+
+    def fit(self, tenant: str, config: dict[str, Any] | None = None) -> FitRecord:
+        """Fit the tenant's behavior space now, in this process (the job path: a `FitSpec` job).
+        Items without a text vector are embedded first. `config`: `FitConfig` fields to change."""
+        settings = fit_config_for(self.store, tenant, config)
+        self.embed_catalog(tenant)
+        return self.store.save_fit(tenant, run_fit(fit_inputs(self.store, tenant, settings)))
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (the fit's text vectors are unit length)."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)

@@ -40,6 +40,7 @@ import numpy as np
 from unipgen.core.collaborative import fit_item_factors
 from unipgen.core.preference import PreferenceConfig, PreferenceState, build, score_items, update
 from unipgen.errors import InvalidInputError, NotFoundError
+from unipgen.eval.live import fit_live
 from unipgen.eval.recsys_baselines import Baseline, fit_baselines
 from unipgen.memory.loaders import movie_item
 
@@ -50,7 +51,7 @@ QUICK_EVAL = {"users": 40, "rounds": 1}
 #: The cut-offs of the report's NDCG@k / HR@k curves.
 CURVE_KS = (1, 5, 10, 20, 50)
 #: The reported variants: the tuned model, the baseline and the ablations (see `_report`).
-VARIANTS = ("model", "popularity", "no_decay", "content_only", "default_config", "behavior_only",
+VARIANTS = ("model", "live", "popularity", "no_decay", "content_only", "default_config", "behavior_only",
             "ease", "itemknn", "sasrec")
 TextEncoder = Callable[[list[str]], np.ndarray]
 
@@ -471,8 +472,10 @@ def evaluate_ranking(
     content_start = Tuned(model.config, SpaceConfig(content_blend=None), 0.0, 0)
     content = tune(tuning, spaces, content_start, all_knobs, [], rounds)
     tune_s = time.perf_counter() - started - embed_s
+    say("the live path: the product's store, fit and recommend with their default settings")
+    live, live_timings = fit_live(data, split, spaces.content, tuning, test, log=say)
     say("fitting the baselines (EASE, item-kNN, SASRec) on the training part, tuned on the same users")
-    baselines = fit_baselines(data, split, tuning, test, quick=quick, log=say)
+    baselines = {"live": live, **fit_baselines(data, split, tuning, test, quick=quick, log=say)}
 
     top: dict[str, list[list[int]]] = {}
     results = _report(test, spaces, popularity(data, split), model, no_decay, content, top, baselines)
@@ -480,6 +483,10 @@ def evaluate_ranking(
     results |= {
         "update_events_per_s": round(update_throughput(data, split, matrix, model.config)),
         "update_dim": int(matrix.shape[1]),
+        "live_timings": live_timings,
+        "live_ratio_vs_ease": _ratio(results["live_ndcg_at_10"], results["ease_ndcg_at_10"]),
+        "live_ratio_vs_sasrec": _ratio(results["live_ndcg_at_10"], results["sasrec_ndcg_at_10"]),
+        "live_ratio_vs_model": _ratio(results["live_ndcg_at_10"], results["ndcg_at_10"]),
         "update_events_per_s_384d": round(
             update_throughput(data, split, spaces.content, model.config)
         ),
@@ -495,6 +502,10 @@ def evaluate_ranking(
         "total_s": round(time.perf_counter() - started, 1),
     }
     return results, top, test.targets
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 2) if b else None
 
 
 def _user_sets(split: Split, quick: bool, cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -629,7 +640,7 @@ def write_movielens_report(out_dir: Path, result: dict[str, Any]) -> dict[str, s
     from unipgen.eval.report import BarPanel, Heading, Image, Paragraph, Table
 
     at_k, ks = result["at_k"], CURVE_KS
-    shown = ("model", "popularity", "ease", "itemknn", "sasrec", "content_only")
+    shown = ("model", "live", "popularity", "ease", "itemknn", "sasrec", "content_only")
     panels = [BarPanel(f"{label}@k", [str(k) for k in ks],
                        {name.replace("_", " "): [at_k[name][key][k] for k in ks] for name in shown},
                        title=f"{label}@k on {result['users_evaluated']} test users")

@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 
 from unipgen.errors import ConflictError, InvalidInputError, NotFoundError
 from unipgen.memory.bulk import insert_events
+from unipgen.memory.fits import refit_due
+from unipgen.memory.jobs import queue_fit_job
 from unipgen.memory.lookups import insert_missing_users, tenant_id_of, user_id_of
 from unipgen.memory.media import check_size, image_header, sniff_image
 from unipgen.memory.models import BehaviorEvent, Item, User
@@ -98,6 +100,8 @@ class BehaviorsMixin:
             items = _ids_by_key(w.session, Item, tenant_id, {e.item for e in parsed}, "item", tenant)
             rows = [(users[e.user], items[e.item], e.type, e.value, e.ts, e.meta) for e in parsed]
             insert_events(w.session.connection(), rows)
+            if self.refit_every_events and refit_due(w.session, tenant_id, self.refit_every_events):
+                queue_fit_job(w.session, tenant_id, f"refit policy: {self.refit_every_events} new events")
         return len(rows)
 
     def events(self: MemoryStore, tenant: str, user: str, limit: int | None = None) -> list[EventRecord]:

@@ -10,6 +10,10 @@ folders (training checkpoints) go, a SQLite database's WAL is checkpointed and t
 database, the raw database files, the index files, the scratch folders and the blob store lists
 anything left (`ForgetReport.residue`, empty when clean).
 
+A fit of the behavior space is derived from every user's events (lineage ``fit <- user``):
+a forget that deletes events it read marks it stale and queues a refit job in its transaction,
+and the stale fit is residue until that refit has replaced it (`unipgen.memory.fits`).
+
 Events are no lineage node: nothing records being derived from one event, only from a user's
 whole history, ``("user", key)`` (a context lists ``user:<key>`` in its provenance when it read
 the user's events). So deleting events deletes every artifact derived from that user's history,
@@ -32,7 +36,8 @@ from sqlalchemy.orm import Session
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.memory.content import OWNER_MODELS, bump_generation
 from unipgen.memory.db import checkpoint_sqlite, sqlite_files
-from unipgen.memory.jobs import remove_tree, scratch_path
+from unipgen.memory.fits import mark_fit_stale, stale_fit_residue
+from unipgen.memory.jobs import queue_fit_job, remove_tree, scratch_path
 from unipgen.memory.lookups import tenant_id_of, user_id_of
 from unipgen.memory.models import (
     BLOB_COLUMNS,
@@ -128,6 +133,9 @@ class ForgetMixin:
     def _forget(self: MemoryStore, plan: _Plan, target: str, tenant: str) -> ForgetReport:
         with self._write() as w:
             _add_derived(w.session, plan)
+            if mark_fit_stale(w.session, plan.tenant_id, [*plan.user_ids, *plan.history_of], sorted(plan.rows["item"]),
+                              f"{target} forgotten"):
+                queue_fit_job(w.session, plan.tenant_id, f"{target} forgotten")
             _collect(w.session, plan)
             deleted = _delete(w.session, plan)
             before = bump_generation(w.session, plan.tenant_id, list(plan.embeddings))
@@ -161,6 +169,8 @@ class ForgetMixin:
             known = set(session.scalars(select(Blob.sha256)))
         residue += [f"blob {sha} (file without a row)" for sha in sorted(stored - known)]
         residue += [f"job scratch folder {folder}" for folder in plan.scratch if folder.exists()]
+        with self.session() as session:
+            residue += stale_fit_residue(session, plan.tenant_id)
         return residue + self._texts_in_files(plan)
 
     def _texts_in_files(self: MemoryStore, plan: _Plan) -> list[str]:

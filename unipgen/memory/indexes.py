@@ -101,6 +101,13 @@ class IndexManager:
         cached.generation = generation_after
         cached.dirty = True
 
+    def refresh(self, tenant_id: int, space: str) -> None:
+        """Rebuild a space's index from the table now and write it, replacing the file: after a
+        change of the whole space (a refit), whose old vectors must leave the disk too."""
+        with self._lock:
+            self._cache.pop((tenant_id, space), None)
+            self.get(tenant_id, space)
+
     def save(self, tenant_id: int | None = None) -> None:
         """Write changed indexes to disk (all tenants, or one)."""
         with self._lock:

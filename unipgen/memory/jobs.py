@@ -22,6 +22,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from unipgen.errors import ConflictError, NotFoundError, QueueFullError
+from unipgen.memory.fits import FitOutput
 from unipgen.memory.lookups import check_key, tenant_id_of, user_id_of
 from unipgen.memory.models import Job, Tenant, User, utcnow
 from unipgen.memory.private import private_dir
@@ -67,15 +68,16 @@ class JobsMixin:
             path = scratch_path(self.scratch_dir, tenant, key)
             w.after_commit.append(lambda: remove_tree(path))
 
-    def submit_job(self: MemoryStore, tenant: str, user: str, spec: dict[str, Any], *, key: str | None = None,
+    def submit_job(self: MemoryStore, tenant: str, user: str | None, spec: dict[str, Any], *, key: str | None = None,
                    max_attempts: int = 3) -> JobRecord:
-        """Queue a job for `user`. With `key`, submitting the same job again returns the first
-        one (idempotent); the same key with a different spec is a `ConflictError`."""
+        """Queue a job for `user` (None: a job of the whole tenant, such as a fit). With `key`,
+        submitting the same job again returns the first one (idempotent); the same key with a
+        different spec is a `ConflictError`."""
         if key is not None:
             check_key(key, "job")
         with self._write() as w:
             tenant_id = tenant_id_of(w.session, tenant)
-            user_id = user_id_of(w.session, tenant, user)
+            user_id = user_id_of(w.session, tenant, user) if user is not None else None
             if key is not None:
                 found = w.session.scalar(select(Job).where(Job.tenant_id == tenant_id, Job.key == key))
                 if found is not None:
@@ -104,7 +106,7 @@ class JobsMixin:
              limit: int = 100) -> list[JobRecord]:
         """Jobs of a tenant (or of one user), newest first."""
         with self.session() as session:
-            query = (select(Job, User.key).join(User, User.id == Job.user_id)
+            query = (select(Job, User.key).outerjoin(User, User.id == Job.user_id)
                      .where(Job.tenant_id == tenant_id_of(session, tenant)))
             if user is not None:
                 query = query.where(Job.user_id == user_id_of(session, tenant, user))
@@ -168,7 +170,7 @@ class JobsMixin:
             return job.cancel_requested
 
     def finish_job(self: MemoryStore, tenant: str, key: str, worker: str, result: dict[str, Any],
-                   outputs: Sequence[OutputArtifact] = ()) -> JobRecord:
+                   outputs: Sequence[OutputArtifact | FitOutput] = ()) -> JobRecord:
         """Store the job's outputs and mark it succeeded, in one transaction. If cancellation
         was requested meanwhile, the job ends cancelled instead and the outputs are dropped."""
         return self.finish_jobs(worker, [(tenant, key, result, outputs)])[0]
@@ -181,15 +183,18 @@ class JobsMixin:
             return [self._finish(w, tenant, key, worker, result, outputs) for tenant, key, result, outputs in ends]
 
     def _finish(self: MemoryStore, w: Any, tenant: str, key: str, worker: str, result: dict[str, Any],
-                outputs: Sequence[OutputArtifact]) -> JobRecord:
+                outputs: Sequence[OutputArtifact | FitOutput]) -> JobRecord:
         job = _job(w.session, tenant, key)
         _own(job, worker)
         self._drop_scratch_after(w, tenant, key)  # cancelled or succeeded: no retry will need it
         if job.cancel_requested:
             _end(job, "cancelled")
             return _record(w.session, job, tenant)
-        user = w.session.scalar(select(User.key).where(User.id == job.user_id))
+        user = w.session.scalar(select(User.key).where(User.id == job.user_id)) if job.user_id is not None else None
         for out in outputs:
+            if isinstance(out, FitOutput):
+                self._save_fit(w, job.tenant_id, out)
+                continue
             self._insert_artifact(w, tenant, out.key, kind=out.kind, media_type=out.media_type, data=out.data,
                                   user=user, derived_from=out.derived_from, meta={**(out.meta or {}), "job": key})
         _end(job, "succeeded", progress=1.0)
@@ -242,6 +247,23 @@ class JobsMixin:
             return _requeue_expired(w.session, utcnow())
 
 
+def queue_fit_job(session: Session, tenant_id: int, reason: str) -> str:
+    """Inside the caller's transaction: queue a refit of the tenant's behavior space unless one is
+    already queued (a running one read the data before this change, so another is queued).
+    Returns the key of the queued job."""
+    queued = session.scalar(select(Job.key).where(Job.tenant_id == tenant_id, Job.kind == "fit",
+                                                  Job.status == "queued"))
+    if queued is not None:
+        return queued
+    now = utcnow()
+    job = Job(tenant_id=tenant_id, user_id=None, key=f"fit-{uuid.uuid4().hex}", kind="fit",
+              spec={"kind": "fit", "reason": reason[:500]}, status="queued", progress=0.0, attempts=0,
+              max_attempts=3, cancel_requested=False, run_after=now, created_at=now, updated_at=now)
+    session.add(job)
+    session.flush()
+    return job.key
+
+
 def scratch_path(root: Path, tenant: str, key: str) -> Path:
     """A job's scratch folder: named by a digest of (tenant, key), which may hold any character."""
     return root / hashlib.sha256(f"{tenant}\0{key}".encode()).hexdigest()[:32]
@@ -282,7 +304,8 @@ def _end(job: Job, status: str, progress: float | None = None) -> None:
 def _record(session: Session, job: Job, tenant: str | None = None, user: str | None = None) -> JobRecord:
     """The public record of a job row; `tenant`/`user` keys are looked up unless given."""
     tenant = tenant or session.scalar(select(Tenant.key).where(Tenant.id == job.tenant_id))
-    user = user or session.scalar(select(User.key).where(User.id == job.user_id))
+    if user is None and job.user_id is not None:
+        user = session.scalar(select(User.key).where(User.id == job.user_id))
     return JobRecord(key=job.key, tenant=tenant, user=user, kind=job.kind, spec=job.spec, status=job.status,
                      progress=job.progress, attempts=job.attempts, max_attempts=job.max_attempts,
                      cancel_requested=job.cancel_requested, result=job.result, error=job.error, worker=job.worker,
@@ -290,4 +313,4 @@ def _record(session: Session, job: Job, tenant: str | None = None, user: str | N
                      run_after=job.run_after)
 
 
-__all__ = ["JobsMixin", "OutputArtifact"]
+__all__ = ["JobsMixin", "OutputArtifact", "queue_fit_job"]

@@ -244,7 +244,7 @@ class Job(Base):
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))  # None: a tenant's job
     key: Mapped[str] = mapped_column(Key)
     kind: Mapped[str] = mapped_column(String(16))
     spec: Mapped[dict[str, Any]]
@@ -317,6 +317,35 @@ class Embedding(Base):
     owner_id: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
+
+
+class BehaviorFit(Base):
+    """One fit of a tenant's behavior space (`unipgen.core.behavior_space`): its settings and size.
+
+    The `current` fit's item vectors are the embeddings of space `space`; `mapping` (float32,
+    `mapping_rows` x `mapping_cols`) places items added after it. A fit is derived from every
+    user whose events it read (lineage edges ``fit <- user``): forgetting one, or deleting events,
+    marks it `stale` (`stale_reason` says why) until a refit replaces it. A `replaced` fit keeps
+    only its settings and figures (no vectors, no mapping, no lineage): the history of versions.
+    `last_event_id`: the newest event it saw, from which the refit policy counts new events.
+    """
+
+    __tablename__ = "behavior_fits"
+    __table_args__ = (UniqueConstraint("tenant_id", "generation"), Index("ix_behavior_fits_status", "tenant_id", "status"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    generation: Mapped[int] = mapped_column(Integer)
+    space: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    config: Mapped[dict[str, Any]]
+    stats: Mapped[dict[str, Any]]
+    mapping: Mapped[bytes | None] = mapped_column(LargeBinary)
+    mapping_rows: Mapped[int] = mapped_column(Integer, default=0)
+    mapping_cols: Mapped[int] = mapped_column(Integer, default=0)
+    last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    stale_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stale_since: Mapped[datetime | None]
 
 
 class ApiKey(Base):

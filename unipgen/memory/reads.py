@@ -54,12 +54,14 @@ class ReadsMixin:
                 query = query.where(Item.key.in_(list(keys)))
             return dict(session.execute(query).all())
 
-    def item_meta(self: MemoryStore, tenant: str) -> dict[str, dict[str, Any]]:
-        """Metadata of every catalog item that has some (genres, year...)."""
+    def item_meta(self: MemoryStore, tenant: str, keys: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Metadata of the catalog items that have some (genres, year...): all, or those of `keys`."""
         with self.session() as session:
-            rows = session.execute(select(Item.key, Item.meta).where(
-                Item.tenant_id == tenant_id_of(session, tenant), Item.meta.is_not(None)))
-            return {key: meta for key, meta in rows}
+            query = select(Item.key, Item.meta).where(Item.tenant_id == tenant_id_of(session, tenant),
+                                                      Item.meta.is_not(None))
+            if keys is not None:
+                query = query.where(Item.key.in_(list(keys)))
+            return {key: meta for key, meta in session.execute(query)}
 
     def spaces(self: MemoryStore, tenant: str) -> dict[str, tuple[int, str]]:
         """The tenant's embedding spaces: name → (dimension, metric)."""

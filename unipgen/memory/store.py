@@ -33,6 +33,7 @@ from unipgen.memory.checks import RuleViolation, find_violations
 from unipgen.memory.content import ContentMixin
 from unipgen.memory.db import make_engine, migrate
 from unipgen.memory.feedback import FeedbackMixin
+from unipgen.memory.fits import FitsMixin
 from unipgen.memory.forget import ForgetMixin
 from unipgen.memory.indexes import IndexManager
 from unipgen.memory.jobs import JobsMixin
@@ -83,7 +84,7 @@ class _Write:
         return sha
 
 
-class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsMixin, SnapshotMixin, ForgetMixin,
+class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, FitsMixin, JobsMixin, ReadsMixin, SnapshotMixin, ForgetMixin,
                   ArchiveMixin, ApiKeysMixin, AuditMixin, RetentionMixin):
     """Tenants, users and everything unipgen remembers about them.
 
@@ -93,7 +94,7 @@ class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsM
     def __init__(
         self, engine: Engine, blobs: BlobStore, indexes: IndexManager, max_blob_bytes: int,
         max_queued_jobs: int = 1000, scratch_dir: Path | None = None, media_limits: MediaLimits | None = None,
-        max_document_chars: int = 100_000,
+        max_document_chars: int = 100_000, refit_every_events: int = 0,
     ) -> None:
         self.engine = engine
         self.blobs = blobs
@@ -103,6 +104,7 @@ class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsM
         self.scratch_dir = scratch_dir  # running jobs' checkpoints (`job_scratch`); None: jobs keep none
         self.media_limits = media_limits or MediaLimits()
         self.max_document_chars = max_document_chars
+        self.refit_every_events = refit_every_events  # refit policy (`fit_due`); 0: only on demand and after forget
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> MemoryStore:
@@ -117,7 +119,7 @@ class MemoryStore(BehaviorsMixin, ContentMixin, FeedbackMixin, JobsMixin, ReadsM
         indexes = IndexManager(engine, settings.resolved_index_dir())
         return cls(engine, BlobStore(settings.resolved_blob_url()), indexes, settings.max_blob_bytes,
                    settings.max_queued_jobs, settings.resolved_scratch_dir(), MediaLimits.from_settings(settings),
-                   settings.max_document_chars)
+                   settings.max_document_chars, settings.refit_every_events)
 
     def close(self) -> None:
         """Persist changed indexes and release database connections."""

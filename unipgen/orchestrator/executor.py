@@ -23,8 +23,10 @@ from typing import Any, Protocol
 
 from pydantic import TypeAdapter
 
+from unipgen.core.behavior_space import FitInputs, fit_config_for, fit_inputs, run_fit
 from unipgen.core.usermodel import UserModel
-from unipgen.errors import ConflictError, NotFoundError, UnipgenError
+from unipgen.errors import ConflictError, InvalidInputError, NotFoundError, UnipgenError
+from unipgen.memory.fits import FitOutput
 from unipgen.memory.jobs import OutputArtifact
 from unipgen.orchestrator.inline import (
     InlineGenerator,
@@ -40,11 +42,13 @@ from unipgen.orchestrator.training import (
     prepare_training,
     run_training,
 )
-from unipgen.schema.jobs import GenerateSpec, JobRecord, JobSpec, TrainSpec
+from unipgen.schema.jobs import FitSpec, GenerateSpec, JobRecord, JobSpec, TrainSpec
 
 log = logging.getLogger("unipgen.orchestrator")
 
-_SPEC: TypeAdapter[GenerateSpec | TrainSpec] = TypeAdapter(JobSpec)
+_SPEC: TypeAdapter[GenerateSpec | TrainSpec | FitSpec] = TypeAdapter(JobSpec)
+#: What a job's work is, once its inputs are read: a generation, a training, a fit.
+Work = PreparedGeneration | TrainingInputs | FitInputs
 
 
 class Executor(Protocol):
@@ -52,8 +56,8 @@ class Executor(Protocol):
 
     name: str
 
-    def submit(self, tenant: str, user: str, spec: GenerateSpec | TrainSpec, *, key: str | None = None,
-               max_attempts: int = 3) -> JobRecord: ...
+    def submit(self, tenant: str, user: str | None, spec: GenerateSpec | TrainSpec | FitSpec, *,
+               key: str | None = None, max_attempts: int = 3) -> JobRecord: ...
 
     def wait(self, tenant: str, key: str, timeout: float | None = None) -> JobRecord: ...
 
@@ -134,15 +138,21 @@ class Lease:
                 log.warning("heartbeat of job %s failed", self.job.key, exc_info=True)
 
 
-def parse_spec(job: JobRecord) -> GenerateSpec | TrainSpec:
+def parse_spec(job: JobRecord) -> GenerateSpec | TrainSpec | FitSpec:
     return _SPEC.validate_python(job.spec)
 
 
-def prepare(model: UserModel, job: JobRecord) -> PreparedGeneration | TrainingInputs:
-    """Read from the store what the job's work needs (plain data, so it can go to a worker)."""
+def prepare(model: UserModel, job: JobRecord) -> Work:
+    """Read from the store what the job's work needs (plain data, so it can go to a worker).
+    A fit embeds the catalog items that lack a text vector first (items added in bulk)."""
     spec = parse_spec(job)
+    if isinstance(spec, FitSpec):
+        config = fit_config_for(model.store, job.tenant, spec.config)
+        model.embed_catalog(job.tenant)
+        return fit_inputs(model.store, job.tenant, config)
     if isinstance(spec, GenerateSpec):
         return prepare_generation(model, job.tenant, job.user, spec.modality, spec.instruction, spec.options)
+    assert job.user is not None  # a training job is always a user's (submit checks it)
     return prepare_training(model, job.tenant, job.user, spec.method, subject=spec.subject, steps=spec.steps,
                             seed=spec.seed)
 
@@ -203,9 +213,11 @@ def finish_many(model: UserModel, worker: str, done: list[tuple[JobRecord, Any, 
         return ended
 
 
-def _end_of(model: UserModel, work: PreparedGeneration | TrainingInputs,
-            produced: list[Any] | TrainedAdapter) -> tuple[dict[str, Any], list[OutputArtifact]]:
-    """The job's result record and the artifacts to store for what its work produced."""
+def _end_of(model: UserModel, work: Work,
+            produced: list[Any] | TrainedAdapter | FitOutput) -> tuple[dict[str, Any], list[OutputArtifact | FitOutput]]:
+    """The job's result record and what to store (artifacts, or a fit) for what its work produced."""
+    if isinstance(produced, FitOutput):
+        return {"space": produced.space, "stats": produced.stats, "config": produced.config}, [produced]
     if isinstance(work, PreparedGeneration):
         outputs = output_artifacts(model, work, produced)  # type: ignore[arg-type]
         return {"artifacts": [o.key for o in outputs], "plan": work.request.plan.model_dump(mode="json")}, outputs
@@ -297,8 +309,11 @@ class QueueExecutor:
         self.backoff_s = backoff_s
         self.checkpoint_every = checkpoint_every
 
-    def submit(self, tenant: str, user: str, spec: GenerateSpec | TrainSpec, *, key: str | None = None,
-               max_attempts: int = 3) -> JobRecord:
+    def submit(self, tenant: str, user: str | None, spec: GenerateSpec | TrainSpec | FitSpec, *,
+               key: str | None = None, max_attempts: int = 3) -> JobRecord:
+        """Queue a job: a user's (generate, train), or the tenant's (fit: `user` None)."""
+        if (user is None) != isinstance(spec, FitSpec):
+            raise InvalidInputError("a fit job is the tenant's (no user); generate and train jobs need a user")
         return self.model.store.submit_job(tenant, user, spec.model_dump(mode="json"), key=key,
                                            max_attempts=max_attempts)
 
@@ -356,7 +371,9 @@ class InlineExecutor(QueueExecutor):
         self.generator = InlineGenerator(model)
         self.progress = progress  # training progress bars on stderr
 
-    def _work(self, work: PreparedGeneration | TrainingInputs, lease: Lease) -> Any:
+    def _work(self, work: Work, lease: Lease) -> Any:
+        if isinstance(work, FitInputs):
+            return run_fit(work)
         if isinstance(work, PreparedGeneration):
             backend = self.generator.backend(work.request.context.modality)
             return backend.generate([work.request], self.model.store.blobs.get)[0]

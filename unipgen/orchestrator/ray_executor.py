@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from unipgen.core.behavior_space import FitInputs, run_fit
 from unipgen.core.usermodel import UserModel
 from unipgen.modalities import PLACEMENT_KEYS
 from unipgen.orchestrator.executor import (
@@ -43,6 +44,9 @@ from unipgen.orchestrator.ray_cluster import RayCluster, connect
 from unipgen.orchestrator.training import TrainingInputs, modality_of
 from unipgen.schema.jobs import JobRecord
 from unipgen.schema.profiles import ComponentSpec
+
+#: Work that runs on its own (a Ray task), not batched with generations on a model actor.
+_ALONE = (TrainingInputs, FitInputs)
 
 
 class ModelWorker:
@@ -233,6 +237,9 @@ class RayExecutor(QueueExecutor):
 
         if isinstance(work, PreparedGeneration):
             return self._receive(self._send(work, lease), work, lease)
+        if isinstance(work, FitInputs):  # numpy and scipy on one CPU of the cluster
+            ref = ray.remote(run_fit).options(num_cpus=1, max_retries=0).remote(work)
+            return self._await(ref, lease, force_cancel=True)
         else:
             gpus = self._placement(modality_of(work.method))[1].get("num_gpus", 0)
             board = self._board()
@@ -347,9 +354,9 @@ class RayExecutor(QueueExecutor):
                     with self._holding(group):  # preparing may load encoders: keep the claims alive
                         prepared = prepare_many(self.model, group)
                     self._mark_burst(group, prepared)
-                    training = [(job, work) for job, work in zip(group, prepared) if isinstance(work, TrainingInputs)]
-                    running += [pool.submit(self._run, job, work) for job, work in training]
-                    rest = [(job, work) for job, work in zip(group, prepared) if not isinstance(work, TrainingInputs)]
+                    alone = [(job, work) for job, work in zip(group, prepared) if isinstance(work, _ALONE)]
+                    running += [pool.submit(self._run, job, work) for job, work in alone]
+                    rest = [(job, work) for job, work in zip(group, prepared) if not isinstance(work, _ALONE)]
                     if rest:
                         running.append(pool.submit(self._run_group, *map(list, zip(*rest))))
                 for future in running:

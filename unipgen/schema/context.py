@@ -66,6 +66,47 @@ class Preferences(_Frozen):
     top_items: list[Keyword] = Field(default_factory=list)
 
 
+class Reason(_Frozen):
+    """One of the user's events that weighs in a recommendation: its share of the item's score.
+
+    `contribution` is the event's term of the score (its decayed weight times the similarity of
+    its item to the recommended one): the terms of all the user's events sum to the score."""
+
+    item: str
+    text: str
+    type: str
+    value: float | None = None
+    ts: datetime
+    contribution: float
+
+
+class Recommendation(_Frozen):
+    """A catalog item recommended to the user, its score in `space`, and the events behind it."""
+
+    item: str
+    text: str
+    score: float
+    reasons: list[Reason] = Field(default_factory=list)
+
+
+class Recommendations(_Frozen):
+    """A ranked list of items for one user, and how it was made.
+
+    `space`: ``behavior`` (the tenant's fitted behavior space, fit `fit_generation`; `stale` when
+    that fit still carries forgotten events), ``text`` (no fit yet: the items' text vectors), or
+    ``popularity`` (the user has no usable events: the fit's most chosen items). `seen_excluded`:
+    items the user already acted on were left out."""
+
+    user: str
+    space: Literal["behavior", "text", "popularity"]
+    fit_generation: int | None = None
+    stale: bool = False
+    diversity: float = 0.0
+    seen_excluded: bool = True
+    kind: str | None = None
+    items: list[Recommendation] = Field(default_factory=list)
+
+
 class SubjectAsset(_Frozen):
     """A personal subject to condition on: its reference images (blob sha256s) and adapters."""
 
@@ -107,6 +148,8 @@ class PersonalizationPlan(_Frozen):
     subject: str | None = None
     adapters: list[str] = Field(default_factory=list, description="Adapter artifact keys to load.")
     evidence: list[str] = Field(default_factory=list, description="Evidence keys in the prompt.")
+    recommended: list[str] = Field(default_factory=list, description="Keys of unseen recommended items in the "
+                                                                     "prompt (a text request asking for one).")
     budget_tokens: int
     used_tokens: int
 
@@ -122,6 +165,9 @@ class UserContext(_Frozen):
     evidence: list[Evidence] = Field(default_factory=list)
     preferences: list[Preferences] = Field(default_factory=list)
     conditioning: Conditioning = Field(default_factory=Conditioning)
+    recommendations: Recommendations | None = Field(default=None, description=(
+        "Items to suggest (the same call as `unipgen recommend`): in a full context, and in a text request "
+        "that asks for a recommendation."))
     provenance: list[str] = Field(
         default_factory=list, description="Every memory item used, as 'kind:key' (lineage of outputs)."
     )

@@ -42,7 +42,19 @@ class TrainSpec(_Frozen):
     seed: int = 0
 
 
-JobSpec = Annotated[Union[GenerateSpec, TrainSpec], Field(discriminator="kind")]
+class FitSpec(_Frozen):
+    """Fit the tenant's behavior space from all its events (a job of the tenant, with no user).
+
+    `config`: fields of `unipgen.core.behavior_space.FitConfig` to change from the tenant's
+    current fit's (or the defaults); `reason`: why it was queued (on demand, a forget, the refit
+    policy)."""
+
+    kind: Literal["fit"] = "fit"
+    config: dict[str, Any] = Field(default_factory=dict)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+JobSpec = Annotated[Union[GenerateSpec, TrainSpec, FitSpec], Field(discriminator="kind")]
 
 
 class JobRecord(BaseModel):
@@ -53,7 +65,7 @@ class JobRecord(BaseModel):
 
     key: str
     tenant: str
-    user: str
+    user: str | None = Field(description="The user the job works for; None for a job of the whole tenant (a fit).")
     kind: str
     spec: dict[str, Any]
     status: JobStatus

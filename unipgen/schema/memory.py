@@ -127,6 +127,25 @@ class UserSummary(BaseModel):
     top_items: list[str] = Field(default_factory=list, description="Most interacted-with item texts.")
 
 
+class FitRecord(BaseModel):
+    """One fit of a tenant's behavior space (see docs/usermodel.md).
+
+    `status`: ``current`` (in use), ``stale`` (in use, but derived from forgotten events until a
+    refit) or ``replaced`` (history: settings and figures only). `stats`: users, items and
+    events it read, items with events, seconds. `events_since`: events written after it (None
+    in a listing of history)."""
+
+    generation: int
+    space: str
+    status: Literal["current", "stale", "replaced"]
+    config: dict[str, Any]
+    stats: dict[str, Any]
+    created_at: datetime
+    stale_reason: str | None = None
+    stale_since: datetime | None = None
+    events_since: int | None = None
+
+
 class ForgetReport(BaseModel):
     """What a forget removed, and the residue a full scan found afterwards (empty when clean)."""
 

@@ -1,0 +1,156 @@
+"""Recommendations: the catalog items a user is likeliest to want next, with the events behind each.
+
+One call serves `unipgen recommend`, ``POST /v1/users/{user}/recommendations``, the SDK, the
+context's `top_items` and text requests that ask for a recommendation:
+
+1. the space: the tenant's fitted behavior space when it has a fit (`unipgen fit`), else the
+   items' text vectors;
+2. the user's taste there, folded in from their events at request time
+   (`unipgen.core.preference`: long-term + α·short-term − β·negative, unit vectors), kept
+   decomposed by event so each recommendation can say which events weigh most for it;
+3. the nearest catalog items to that taste (the space's faiss index), less the items the user
+   already acted on (unless `include_seen`) and, with `kind`, items of other kinds
+   (``meta["kind"]``); with `diversity` > 0, re-ranked by maximal marginal relevance among 4x as
+   many candidates;
+4. a user with no usable event gets the fit's most chosen items (space ``popularity``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from unipgen.core.behavior_space import BEHAVIOR_SPACE, FitConfig
+from unipgen.core.preference import PreferenceConfig, mmr
+from unipgen.errors import InvalidInputError
+from unipgen.memory import MemoryStore
+from unipgen.memory.snapshot import EventRow, UserSnapshot
+from unipgen.schema.context import Reason, Recommendation, Recommendations
+
+#: Events named as the reasons of one recommendation.
+REASONS_PER_ITEM = 3
+#: Most items one call returns.
+MAX_K = 1000
+
+
+@dataclass(frozen=True)
+class Taste:
+    """A user's preference query in one space, kept as the sum of its events' terms:
+    ``query = coefficients @ vectors``, where row i of `vectors` is the item of `events[i]`."""
+
+    query: np.ndarray
+    events: list[EventRow]
+    vectors: np.ndarray
+    coefficients: np.ndarray
+
+
+def taste(events: Sequence[EventRow], item_vectors: dict[str, np.ndarray], config: PreferenceConfig) -> Taste | None:
+    """The user's query in a space from their events on items that have a vector there (None
+    when no event is usable). The same direction as `preference.score_items` on a `build`
+    state: each of the long, short and negative sums is normalised, decayed to the last event."""
+    usable = [e for e in events if e.item in item_vectors]
+    if not usable:
+        return None
+    vectors = np.stack([np.asarray(item_vectors[e.item], dtype=np.float64) for e in usable])
+    times = np.array([e.ts.timestamp() for e in usable])
+    weights = np.array([config.event_weight(e.type, e.value) for e in usable])
+    age = times.max() - times
+    decay = {which: np.ones(len(usable)) if (h := config.half_life_seconds(which)) is None else 0.5 ** (age / h)
+             for which in ("long", "short")}
+    positive, negative = np.where(weights > 0, weights, 0.0), np.where(weights < 0, -weights, 0.0)
+    parts = ((positive * decay["long"], 1.0), (positive * decay["short"], config.short_term_weight),
+             (negative * decay["long"], -config.negative_weight))
+    coefficients = np.zeros(len(usable))
+    for terms, mix in parts:
+        norm = float(np.linalg.norm(terms @ vectors))
+        if norm > 0 and mix != 0:
+            coefficients += mix * terms / norm
+    if not coefficients.any():
+        return None  # only neutral events (a 3-star rating): no direction to rank by
+    return Taste((coefficients @ vectors).astype(np.float32), usable, vectors, coefficients)
+
+
+class Recommender:
+    """Ranks a tenant's catalog for its users (see the module docstring). `text_config`: how
+    events become a preference in the text space, used while the tenant has no fit."""
+
+    def __init__(self, store: MemoryStore, text_config: PreferenceConfig | None = None) -> None:
+        self.store = store
+        self.text_config = text_config or PreferenceConfig()
+
+    def recommend(self, tenant: str, user: str, *, k: int = 10, diversity: float = 0.0, include_seen: bool = False,
+                  kind: str | None = None, snapshot: UserSnapshot | None = None) -> Recommendations:
+        """The `k` best items for `user` (fewer when the catalog runs out); `snapshot`: the
+        user as already read (a context passes its own), else read here."""
+        if not 1 <= k <= MAX_K:
+            raise InvalidInputError(f"k must be between 1 and {MAX_K}, got {k}")
+        if not 0.0 <= diversity <= 1.0:
+            raise InvalidInputError(f"diversity must be within [0, 1], got {diversity}")
+        fit = self.store.current_fit(tenant, count_new=False)
+        space, config = ("text", self.text_config)
+        if fit is not None:
+            space, config = BEHAVIOR_SPACE, FitConfig.from_dict(fit.config).preference
+        if snapshot is None or space not in snapshot.item_vectors:
+            snapshot = self.store.user_snapshot(tenant, user, (space,))
+        seen = set() if include_seen else {e.item for e in snapshot.events}
+        head = {"user": user, "fit_generation": fit.generation if fit else None,
+                "stale": fit is not None and fit.status == "stale", "diversity": diversity,
+                "seen_excluded": not include_seen, "kind": kind}
+        found = taste(snapshot.events, snapshot.item_vectors.get(space, {}), config) \
+            if space in snapshot.spaces else None
+        if found is None:
+            popular = [key for key in (fit.stats.get("popular", []) if fit else []) if key not in seen]
+            keys = self._of_kind(tenant, popular, kind)[:k]
+            texts = self.store.item_texts(tenant, keys)
+            items = [Recommendation(item=key, text=texts[key], score=0.0) for key in keys if key in texts]
+            return Recommendations(space="popularity" if fit else space, items=items, **head)
+        keys, scores = self._candidates(tenant, space, found.query, k * (4 if diversity > 0 else 1), seen, kind)
+        vectors = self.store.vectors(tenant, space, "item", keys) if keys else {}
+        if diversity > 0 and keys:
+            order = mmr(np.stack([vectors[key] for key in keys]), np.array(scores), k, diversity)
+            keys, scores = [keys[i] for i in order], [scores[i] for i in order]
+        keys, scores = keys[:k], scores[:k]
+        texts = self.store.item_texts(tenant, keys + [e.item for e in found.events])
+        reasons = _reasons(found, [vectors[key] for key in keys], texts) if keys else []
+        items = [Recommendation(item=key, text=texts[key], score=round(float(score), 6), reasons=why)
+                 for key, score, why in zip(keys, scores, reasons)]
+        return Recommendations(space=space, items=items, **head)
+
+    def _candidates(self, tenant: str, space: str, query: np.ndarray, want: int, seen: set[str],
+                    kind: str | None) -> tuple[list[str], list[float]]:
+        """The `want` nearest items that are not `seen` and of `kind`: asks the index for more
+        until enough are left or the catalog is exhausted."""
+        fetch = want + len(seen)
+        while True:
+            hits = [h for h in self.store.search(tenant, space, query, k=fetch) if h.kind == "item"]
+            fresh = [h for h in hits if h.key not in seen]
+            allowed = set(self._of_kind(tenant, [h.key for h in fresh], kind))
+            fresh = [h for h in fresh if h.key in allowed]
+            if len(fresh) >= want or len(hits) < fetch:
+                return [h.key for h in fresh[:want]], [h.score for h in fresh[:want]]
+            fetch *= 4
+
+    def _of_kind(self, tenant: str, keys: list[str], kind: str | None) -> list[str]:
+        """`keys` whose item has ``meta["kind"] == kind`` (all of them when `kind` is None)."""
+        if kind is None or not keys:
+            return keys
+        meta = self.store.item_meta(tenant, keys)
+        return [key for key in keys if (meta.get(key) or {}).get("kind") == kind]
+
+
+def _reasons(found: Taste, item_vectors: list[np.ndarray], texts: dict[str, str]) -> list[list[Reason]]:
+    """Per item, the events with the largest positive terms in its score (see `Reason`)."""
+    similarity = found.vectors @ np.stack(item_vectors).astype(np.float64).T  # (events, items)
+    terms = found.coefficients[:, None] * similarity
+    out = []
+    for column in terms.T:
+        best = [i for i in np.argsort(-column, kind="stable")[:REASONS_PER_ITEM] if column[i] > 0]
+        out.append([Reason(item=found.events[i].item, text=texts.get(found.events[i].item, ""),
+                           type=found.events[i].type, value=found.events[i].value, ts=found.events[i].ts,
+                           contribution=round(float(column[i]), 6)) for i in best])
+    return out
+
+
+__all__ = ["MAX_K", "Recommender", "Taste", "taste"]
