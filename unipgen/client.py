@@ -28,9 +28,9 @@ from pydantic import BaseModel, TypeAdapter
 
 from unipgen.errors import UnipgenError, error_from
 from unipgen.schema import api as s
-from unipgen.schema.context import UserContext
+from unipgen.schema.context import Recommendations, UserContext
 from unipgen.schema.jobs import JobRecord
-from unipgen.schema.memory import DocumentIn, EventIn, EventRecord, ForgetReport, UserSummary
+from unipgen.schema.memory import DocumentIn, EventIn, EventRecord, FitRecord, ForgetReport, UserSummary
 
 #: A file to upload: a path, raw bytes, or (filename, bytes, media type).
 FileLike = str | Path | bytes | tuple[str, bytes, str]
@@ -161,6 +161,24 @@ class _Routes:
     def context(self, user: str, modality: str, instruction: str) -> UserContext:
         return self._send(_Call("POST", f"/v1/users/{_seg(user)}/context",
                                 json={"modality": modality, "instruction": instruction}, parse=_as(UserContext)))
+
+    def recommend(self, user: str, *, k: int = 10, diversity: float = 0.0, include_seen: bool = False,
+                  kind: str | None = None) -> Recommendations:
+        """Items the user is likeliest to want next, each with the events behind it."""
+        body = {"k": k, "diversity": diversity, "include_seen": include_seen, "kind": kind}
+        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/recommendations", json=body,
+                                parse=_as(Recommendations)))
+
+    def fit(self, *, config: dict[str, Any] | None = None, job_id: str | None = None) -> JobRecord:
+        """Queue a fit of the tenant's behavior space (poll it with `job`, or `wait`)."""
+        return self._send(_Call("POST", "/v1/fits", json={"config": config or {}, "job_id": job_id},
+                                parse=_as(JobRecord)))
+
+    def fits(self) -> list[FitRecord]:
+        return self._send(_Call("GET", "/v1/fits", parse=_as(list[FitRecord])))
+
+    def current_fit(self) -> FitRecord:
+        return self._send(_Call("GET", "/v1/fits/current", parse=_as(FitRecord)))
 
     # -- uploads ---------------------------------------------------------------------------
 

@@ -149,6 +149,29 @@ class TrainingCreate(_In):
     job_id: PublicId | None = None
 
 
+class RecommendationRequest(_In):
+    """What to recommend: `k` items, `diversity` (0 best first; up to 1 less of the same, by maximal
+    marginal relevance), `include_seen` (also items the user acted on), `kind` (only items whose
+    meta has this kind)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"k": 10, "diversity": 0.3}]})
+
+    k: int = Field(default=10, ge=1, le=1000)
+    diversity: float = Field(default=0.0, ge=0.0, le=1.0)
+    include_seen: bool = False
+    kind: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+class FitCreate(_In):
+    """A fit of the tenant's behavior space to run as a job: `config` changes fields of the
+    current fit's settings (docs/usermodel.md); `job_id` makes the request idempotent."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"config": {"dim": 128}, "job_id": "nightly-fit-2026-12-03"}]})
+
+    config: dict[str, Any] = Field(default_factory=dict)
+    job_id: PublicId | None = None
+
+
 class ArtifactPublic(BaseModel):
     """A stored artifact: a generated output or a trained adapter, with what it came from."""
 

@@ -1,5 +1,5 @@
-"""Generations and training as jobs: create (202, idempotent by `job_id`), poll, cancel, and
-follow progress as server-sent events."""
+"""Generations, training and fits as jobs: create (202, idempotent by `job_id`), poll, cancel,
+and follow progress as server-sent events; the tenant's fits of its behavior space."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from unipgen.api.deps import CallerDep, ServiceDep
-from unipgen.schema.api import GenerationCreate, TrainingCreate
-from unipgen.schema.jobs import GenerateSpec, JobRecord, JobStatus, TrainSpec
+from unipgen.errors import NotFoundError
+from unipgen.schema.api import FitCreate, GenerationCreate, TrainingCreate
+from unipgen.schema.jobs import FitSpec, GenerateSpec, JobRecord, JobStatus, TrainSpec
+from unipgen.schema.memory import FitRecord
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 SSE_POLL_S = 0.25
@@ -40,6 +42,34 @@ def create_training(user: str, body: TrainingCreate, svc: ServiceDep, who: Calle
                            detail={"method": body.method})
     svc.queued()
     return job
+
+
+@router.post("/fits", status_code=status.HTTP_202_ACCEPTED, response_model=JobRecord)
+def create_fit(body: FitCreate, svc: ServiceDep, who: CallerDep) -> JobRecord:
+    """Queue a fit of the tenant's behavior space from all its events (a job of the tenant: no user)."""
+    from unipgen.core.behavior_space import fit_config_for
+
+    fit_config_for(svc.store, who.tenant, body.config)  # a bad setting is refused now (422), not when it runs
+    job = svc.executor.submit(who.tenant, None, FitSpec(config=body.config, reason="on demand (POST /v1/fits)"),
+                              key=body.job_id)
+    svc.store.record_audit(who.tenant, who.actor, "fit", object_kind="job", object_key=job.key)
+    svc.queued()
+    return job
+
+
+@router.get("/fits", response_model=list[FitRecord])
+def list_fits(svc: ServiceDep, who: CallerDep) -> list[FitRecord]:
+    """The tenant's fits, newest first: the current (or stale) one, then replaced ones (settings and figures)."""
+    return svc.store.fits(who.tenant)
+
+
+@router.get("/fits/current", response_model=FitRecord)
+def current_fit(svc: ServiceDep, who: CallerDep) -> FitRecord:
+    """The fit recommendations rank in, with the events written since (the refit policy counts them)."""
+    found = svc.store.current_fit(who.tenant)
+    if found is None:
+        raise NotFoundError(f"tenant {who.tenant!r} has no fit yet: POST /v1/fits")
+    return found
 
 
 @router.get("/jobs", response_model=list[JobRecord])

@@ -23,6 +23,7 @@ from unipgen.errors import EncoderFailedError, InvalidInputError
 from unipgen.memory.parsing import parse_rows
 from unipgen.schema.api import (
     ContextRequest,
+    RecommendationRequest,
     Count,
     DocumentsCreate,
     ErrorBody,
@@ -32,7 +33,7 @@ from unipgen.schema.api import (
     UserCreate,
     UserPublic,
 )
-from unipgen.schema.context import UserContext
+from unipgen.schema.context import Recommendations, UserContext
 from unipgen.schema.memory import (
     DocumentIn,
     EventIn,
@@ -177,6 +178,14 @@ def get_context(user: str, body: ContextRequest, svc: ServiceDep, who: CallerDep
     if biometric:  # the context carries face or voice embeddings: a read of biometric data
         svc.store.record_audit(who.tenant, who.actor, "read_context", user=user, detail={"used": biometric})
     return context
+
+
+@router.post("/users/{user}/recommendations", response_model=Recommendations)
+def recommend(user: str, body: RecommendationRequest, svc: ServiceDep, who: CallerDep) -> Recommendations:
+    """Items the user is likeliest to want next, each with the user's events that weigh most for it;
+    ranked in the tenant's fitted behavior space (`POST /v1/fits`), or by text before any fit."""
+    return svc.model.recommend(who.tenant, user, k=body.k, diversity=body.diversity, include_seen=body.include_seen,
+                               kind=body.kind)
 
 
 @router.get("/users/{user}/export", response_class=FileResponse,
