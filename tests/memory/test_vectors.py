@@ -334,3 +334,14 @@ def test_auto_nlist_keeps_enough_training_points_per_list() -> None:
     assert config.nlist_for(2000) == 2000 // 39
     assert config.nlist_for(1_000_000) == round(config.nlist_per_sqrt * 1000)
     assert AnnConfig(nlist=64).nlist_for(1000) == 1000 // 39
+
+
+def test_catalog_vectors_are_read_by_id_and_unknown_ids_are_nan() -> None:
+    index = VectorIndex(3)
+    vectors = np.arange(12, dtype=np.float32).reshape(4, 3)
+    index.add(np.array([7, 3, 9, 5]), np.array([CATALOG, CATALOG, CATALOG, 1]), vectors)
+    found = index.catalog_vectors(np.array([9, 7, 5, 42]))
+    np.testing.assert_array_equal(found[:2], vectors[[2, 0]])
+    assert np.isnan(found[2]).all() and np.isnan(found[3]).all()  # a user's vector is not the catalog's
+    index.remove(np.array([7]))
+    assert np.isnan(index.catalog_vectors(np.array([7]))).all()

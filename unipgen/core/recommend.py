@@ -92,14 +92,16 @@ class Recommender:
         space, config = ("text", self.text_config)
         if fit is not None:
             space, config = BEHAVIOR_SPACE, FitConfig.from_dict(fit.config).preference
-        if snapshot is None or space not in snapshot.item_vectors:
-            snapshot = self.store.user_snapshot(tenant, user, (space,))
-        seen = set() if include_seen else {e.item for e in snapshot.events}
+        if snapshot is not None and space in snapshot.item_vectors:  # a context read them already
+            events, item_vectors = snapshot.events, snapshot.item_vectors[space]
+        else:
+            events = self.store.event_rows(tenant, user)
+            item_vectors = self.store.item_vectors(tenant, space, [e.item for e in events])
+        seen = set() if include_seen else {e.item for e in events}
         head = {"user": user, "fit_generation": fit.generation if fit else None,
                 "stale": fit is not None and fit.status == "stale", "diversity": diversity,
                 "seen_excluded": not include_seen, "kind": kind}
-        found = taste(snapshot.events, snapshot.item_vectors.get(space, {}), config) \
-            if space in snapshot.spaces else None
+        found = taste(events, item_vectors, config)
         if found is None:
             popular = [key for key in (fit.stats.get("popular", []) if fit else []) if key not in seen]
             keys = self._of_kind(tenant, popular, kind)[:k]
@@ -107,14 +109,15 @@ class Recommender:
             items = [Recommendation(item=key, text=texts[key], score=0.0) for key in keys if key in texts]
             return Recommendations(space="popularity" if fit else space, items=items, **head)
         keys, scores = self._candidates(tenant, space, found.query, k * (4 if diversity > 0 else 1), seen, kind)
-        vectors = self.store.vectors(tenant, space, "item", keys) if keys else {}
+        vectors = self.store.item_vectors(tenant, space, keys) if keys else {}
         if diversity > 0 and keys:
             order = mmr(np.stack([vectors[key] for key in keys]), np.array(scores), k, diversity)
             keys, scores = [keys[i] for i in order], [scores[i] for i in order]
         keys, scores = keys[:k], scores[:k]
-        texts = self.store.item_texts(tenant, keys + [e.item for e in found.events])
-        reasons = _reasons(found, [vectors[key] for key in keys], texts) if keys else []
-        items = [Recommendation(item=key, text=texts[key], score=round(float(score), 6), reasons=why)
+        reasons = _reasons(found, [vectors[key] for key in keys]) if keys else []
+        texts = self.store.item_texts(tenant, keys + [found.events[i].item for why in reasons for i, _ in why])
+        items = [Recommendation(item=key, text=texts[key], score=round(float(score), 6),
+                                reasons=[_reason(found.events[i], texts, term) for i, term in why])
                  for key, score, why in zip(keys, scores, reasons)]
         return Recommendations(space=space, items=items, **head)
 
@@ -140,17 +143,21 @@ class Recommender:
         return [key for key in keys if (meta.get(key) or {}).get("kind") == kind]
 
 
-def _reasons(found: Taste, item_vectors: list[np.ndarray], texts: dict[str, str]) -> list[list[Reason]]:
-    """Per item, the events with the largest positive terms in its score (see `Reason`)."""
+def _reasons(found: Taste, item_vectors: list[np.ndarray]) -> list[list[tuple[int, float]]]:
+    """Per item, (event index, term) of the events with the largest positive terms in its score."""
     similarity = found.vectors @ np.stack(item_vectors).astype(np.float64).T  # (events, items)
     terms = found.coefficients[:, None] * similarity
     out = []
     for column in terms.T:
-        best = [i for i in np.argsort(-column, kind="stable")[:REASONS_PER_ITEM] if column[i] > 0]
-        out.append([Reason(item=found.events[i].item, text=texts.get(found.events[i].item, ""),
-                           type=found.events[i].type, value=found.events[i].value, ts=found.events[i].ts,
-                           contribution=round(float(column[i]), 6)) for i in best])
+        best = np.argpartition(-column, min(REASONS_PER_ITEM, len(column) - 1))[:REASONS_PER_ITEM]
+        best = sorted(best.tolist(), key=lambda i: (-column[i], i))
+        out.append([(i, float(column[i])) for i in best if column[i] > 0])
     return out
+
+
+def _reason(event: EventRow, texts: dict[str, str], term: float) -> Reason:
+    return Reason(item=event.item, text=texts.get(event.item, ""), type=event.type, value=event.value, ts=event.ts,
+                  contribution=round(term, 6))
 
 
 __all__ = ["MAX_K", "Recommender", "Taste", "taste"]

@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from unipgen.memory.models import Embedding, EmbeddingSpace
+from unipgen.memory.models import Embedding, EmbeddingSpace, Item
 from unipgen.memory.private import private_dir, restrict_tree
 from unipgen.memory.vectors import CATALOG, VectorIndex
 
@@ -25,6 +25,7 @@ class _Cached:
     index: VectorIndex
     generation: int
     dirty: bool = field(default=False)
+    item_ids: dict[str, int] | None = None  # catalog item key -> embedding id, read on first use
 
 
 class IndexManager:
@@ -99,7 +100,27 @@ class IndexManager:
         if added is not None and len(added[0]):
             cached.index.add(*added)
         cached.generation = generation_after
+        cached.item_ids = None  # keys may have come or gone: read again on next use
         cached.dirty = True
+
+    def item_vectors(self, tenant_id: int, space: str, keys: list[str], generation: int | None = None
+                     ) -> dict[str, np.ndarray]:
+        """Vectors of catalog items by key, from the index in memory (a recommendation's hot
+        path: no vector is read from the table). The key -> embedding id map is read once per
+        generation of the space."""
+        index = self.get(tenant_id, space, generation)
+        with self._lock:
+            cached = self._cache[(tenant_id, space)]
+            if cached.item_ids is None:
+                with Session(self._engine) as session:
+                    cached.item_ids = dict(session.execute(
+                        select(Item.key, Embedding.id).join(Item, (Embedding.owner_kind == "item")
+                                                            & (Embedding.owner_id == Item.id))
+                        .where(Embedding.tenant_id == tenant_id, Embedding.space == space)).all())
+            ids = cached.item_ids
+        known = [key for key in keys if key in ids]
+        rows = index.catalog_vectors(np.array([ids[key] for key in known], dtype=np.int64))
+        return {key: row for key, row in zip(known, rows) if not np.isnan(row[0])}
 
     def refresh(self, tenant_id: int, space: str) -> None:
         """Rebuild a space's index from the table now and write it, replacing the file: after a

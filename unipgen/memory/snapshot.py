@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from unipgen.errors import NotFoundError
-from unipgen.memory.lookups import tenant_id_of
+from unipgen.memory.lookups import tenant_id_of, user_id_of
 from unipgen.memory.models import (
     Artifact,
     BehaviorEvent,
@@ -100,6 +100,24 @@ class SnapshotMixin:
                 reads = _Reads(session, tenant_id, ids, item_spaces)
                 found |= {user: reads.snapshot(tenant, user) for user in ids}
         return found
+
+
+    def event_rows(self: MemoryStore, tenant: str, user: str) -> list[EventRow]:
+        """The user's events, oldest first, as plain tuples (one query: a recommendation's read)."""
+        with self.session() as session:
+            user_id = user_id_of(session, tenant, user)
+            return _events(session, {user: user_id}).get(user_id, [])
+
+    def item_vectors(self: MemoryStore, tenant: str, space: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """Catalog items' vectors in `space` by key, from the space's index in memory (fast);
+        empty when the tenant has no such space."""
+        with self.session() as session:
+            tenant_id = tenant_id_of(session, tenant)
+            generation = session.scalar(select(EmbeddingSpace.generation).where(
+                EmbeddingSpace.tenant_id == tenant_id, EmbeddingSpace.name == space))
+        if generation is None:
+            return {}
+        return self.indexes.item_vectors(tenant_id, space, list(dict.fromkeys(keys)), generation)
 
 
 class _Reads:

@@ -274,6 +274,22 @@ class VectorIndex:
         found = ids[0] >= 0  # faiss pads missing results with id -1
         return ids[0][found], scores[0][found]
 
+    def catalog_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The catalog vectors of `ids` (rows in that order); ids not in the catalog give NaN
+        rows. One sort of the catalog's ids per call: ~1 ms at 100k vectors, no row reads."""
+        wanted = np.asarray(ids, dtype=np.int64)
+        block = self._blocks.get(CATALOG)
+        out = np.full((len(wanted), self._dim), np.nan, dtype=np.float32)
+        if block is None or not len(wanted):
+            return out
+        vectors, held, _ = block.live()
+        order = np.argsort(held, kind="stable")
+        at = np.minimum(np.searchsorted(held, wanted, sorter=order), len(held) - 1)
+        rows = order[at]
+        found = held[rows] == wanted
+        out[found] = vectors[rows[found]]
+        return out
+
     def user_ids(self) -> set[int]:
         """Users owning at least one vector (CATALOG excluded)."""
         return {owner for owner in self._blocks if owner != CATALOG}
