@@ -324,6 +324,19 @@ def bench_preference(
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
+@bench_app.command("recommend")
+def bench_recommend(
+    quick: Annotated[bool, typer.Option(help="20k items and a 10k x 5k x 200k fit (a smoke run).")] = False,
+    as_json: Json = False,
+) -> None:
+    """Recommend p50/p99 over a 100k-item catalog beside numpy brute force; fit and refit time and
+    peak memory at 100k users x 50k items x 10M events."""
+    from unipgen.bench import run_benchmark
+
+    results = run_benchmark("recommend_bench", quick=quick)
+    _emit(results, as_json, json.dumps(results, indent=2))
+
+
 @bench_app.command("textpersonalization")
 def bench_textpersonalization(
     quick: Annotated[bool, typer.Option(help="Tiny random LM, a handful of questions (harness check).")] = False,

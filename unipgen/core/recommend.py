@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from unipgen.core.behavior_space import BEHAVIOR_SPACE, FitConfig
 from unipgen.core.preference import PreferenceConfig, mmr
 from unipgen.errors import InvalidInputError
 from unipgen.memory import MemoryStore
-from unipgen.memory.snapshot import EventRow, UserSnapshot
+from unipgen.memory.snapshot import EventRow, TasteEvent, TasteRead, UserSnapshot
 from unipgen.schema.context import Reason, Recommendation, Recommendations
 
 #: Events named as the reasons of one recommendation.
@@ -41,21 +42,23 @@ class Taste:
     ``query = coefficients @ vectors``, where row i of `vectors` is the item of `events[i]`."""
 
     query: np.ndarray
-    events: list[EventRow]
+    events: list[EventRow | TasteEvent]
     vectors: np.ndarray
     coefficients: np.ndarray
 
 
-def taste(events: Sequence[EventRow], item_vectors: dict[str, np.ndarray], config: PreferenceConfig) -> Taste | None:
+def taste(events: Sequence[EventRow | TasteEvent], item_vectors: dict[str, np.ndarray], config: PreferenceConfig) -> Taste | None:
     """The user's query in a space from their events on items that have a vector there (None
     when no event is usable). The same direction as `preference.score_items` on a `build`
     state: each of the long, short and negative sums is normalised, decayed to the last event."""
     usable = [e for e in events if e.item in item_vectors]
     if not usable:
         return None
-    vectors = np.stack([np.asarray(item_vectors[e.item], dtype=np.float64) for e in usable])
-    times = np.array([e.ts.timestamp() for e in usable])
-    weights = np.array([config.event_weight(e.type, e.value) for e in usable])
+    vectors = np.stack([item_vectors[e.item] for e in usable]).astype(np.float64)
+    times = np.array([e.ts if isinstance(e.ts, float) else e.ts.timestamp() for e in usable])
+    base = {kind: config.event_weight(kind) for kind in {e.type for e in usable}}
+    weights = np.array([base[e.type] if e.type != "rate" or e.value is None else config.event_weight("rate", e.value)
+                        for e in usable])
     age = times.max() - times
     decay = {which: np.ones(len(usable)) if (h := config.half_life_seconds(which)) is None else 0.5 ** (age / h)
              for which in ("long", "short")}
@@ -92,11 +95,12 @@ class Recommender:
         space, config = ("text", self.text_config)
         if fit is not None:
             space, config = BEHAVIOR_SPACE, FitConfig.from_dict(fit.config).preference
+        read = self.store.taste_read(tenant, user, space)
         if snapshot is not None and space in snapshot.item_vectors:  # a context read them already
             events, item_vectors = snapshot.events, snapshot.item_vectors[space]
         else:
-            events = self.store.event_rows(tenant, user)
-            item_vectors = self.store.item_vectors(tenant, space, [e.item for e in events])
+            events = read.events
+            item_vectors = self.store.item_vectors(tenant, space, [e.item for e in events], read=read)
         seen = set() if include_seen else {e.item for e in events}
         head = {"user": user, "fit_generation": fit.generation if fit else None,
                 "stale": fit is not None and fit.status == "stale", "diversity": diversity,
@@ -108,8 +112,8 @@ class Recommender:
             texts = self.store.item_texts(tenant, keys)
             items = [Recommendation(item=key, text=texts[key], score=0.0) for key in keys if key in texts]
             return Recommendations(space="popularity" if fit else space, items=items, **head)
-        keys, scores = self._candidates(tenant, space, found.query, k * (4 if diversity > 0 else 1), seen, kind)
-        vectors = self.store.item_vectors(tenant, space, keys) if keys else {}
+        keys, scores = self._candidates(tenant, space, read, found.query, k * (4 if diversity > 0 else 1), seen, kind)
+        vectors = self.store.item_vectors(tenant, space, keys, read=read) if keys else {}
         if diversity > 0 and keys:
             order = mmr(np.stack([vectors[key] for key in keys]), np.array(scores), k, diversity)
             keys, scores = [keys[i] for i in order], [scores[i] for i in order]
@@ -121,18 +125,18 @@ class Recommender:
                  for key, score, why in zip(keys, scores, reasons)]
         return Recommendations(space=space, items=items, **head)
 
-    def _candidates(self, tenant: str, space: str, query: np.ndarray, want: int, seen: set[str],
+    def _candidates(self, tenant: str, space: str, read: TasteRead, query: np.ndarray, want: int, seen: set[str],
                     kind: str | None) -> tuple[list[str], list[float]]:
         """The `want` nearest items that are not `seen` and of `kind`: asks the index for more
         until enough are left or the catalog is exhausted."""
         fetch = want + len(seen)
         while True:
-            hits = [h for h in self.store.search(tenant, space, query, k=fetch) if h.kind == "item"]
-            fresh = [h for h in hits if h.key not in seen]
-            allowed = set(self._of_kind(tenant, [h.key for h in fresh], kind))
-            fresh = [h for h in fresh if h.key in allowed]
+            hits = self.store.search_items(space, query, fetch, read)
+            fresh = [(key, score) for key, score in hits if key not in seen]
+            allowed = set(self._of_kind(tenant, [key for key, _ in fresh], kind))
+            fresh = [(key, score) for key, score in fresh if key in allowed][:want]
             if len(fresh) >= want or len(hits) < fetch:
-                return [h.key for h in fresh[:want]], [h.score for h in fresh[:want]]
+                return [key for key, _ in fresh], [score for _, score in fresh]
             fetch *= 4
 
     def _of_kind(self, tenant: str, keys: list[str], kind: str | None) -> list[str]:
@@ -155,8 +159,9 @@ def _reasons(found: Taste, item_vectors: list[np.ndarray]) -> list[list[tuple[in
     return out
 
 
-def _reason(event: EventRow, texts: dict[str, str], term: float) -> Reason:
-    return Reason(item=event.item, text=texts.get(event.item, ""), type=event.type, value=event.value, ts=event.ts,
+def _reason(event: EventRow | TasteEvent, texts: dict[str, str], term: float) -> Reason:
+    ts = datetime.fromtimestamp(event.ts, timezone.utc) if isinstance(event.ts, float) else event.ts
+    return Reason(item=event.item, text=texts.get(event.item, ""), type=event.type, value=event.value, ts=ts,
                   contribution=round(term, 6))
 
 

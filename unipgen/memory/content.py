@@ -352,7 +352,7 @@ class ContentMixin:
 
 
 @functools.cache
-def _statements() -> dict[str, Any]:
+def lookup_statements() -> dict[str, Any]:
     """The search path's statements, built once with bind parameters (building costs more than running)."""
     def of_space(column: Any) -> Any:
         return select(column).where(EmbeddingSpace.tenant_id == Tenant.id,
@@ -372,7 +372,7 @@ def _statements() -> dict[str, Any]:
 
 def _search_target(conn: Connection, tenant: str, user: str | None, space: str) -> tuple[int, int | None, int, int]:
     """Tenant id, user id, space dimension and generation in one query; unknown ones are named."""
-    row = conn.execute(_statements()["target"], {"tenant": tenant, "user": user, "space": space}).first()
+    row = conn.execute(lookup_statements()["target"], {"tenant": tenant, "user": user, "space": space}).first()
     if row is None:
         raise NotFoundError(f"unknown tenant {tenant!r}")
     if user is not None and row[1] is None:
@@ -384,7 +384,7 @@ def _search_target(conn: Connection, tenant: str, user: str | None, space: str) 
 
 def _hits(conn: Connection, ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
     """Map embedding ids to the (kind, key) of the items they were derived from."""
-    statements = _statements()
+    statements = lookup_statements()
     owners = {e: (kind, o) for e, kind, o in conn.execute(statements["owners"], {"ids": ids.tolist()})}
     keys: dict[tuple[str, int], str] = {}
     for kind in {kind for kind, _ in owners.values()}:

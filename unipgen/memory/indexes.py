@@ -26,6 +26,7 @@ class _Cached:
     generation: int
     dirty: bool = field(default=False)
     item_ids: dict[str, int] | None = None  # catalog item key -> embedding id, read on first use
+    item_keys: dict[int, str] | None = None  # the reverse
 
 
 class IndexManager:
@@ -100,7 +101,7 @@ class IndexManager:
         if added is not None and len(added[0]):
             cached.index.add(*added)
         cached.generation = generation_after
-        cached.item_ids = None  # keys may have come or gone: read again on next use
+        cached.item_ids = cached.item_keys = None  # keys may have come or gone: read again on next use
         cached.dirty = True
 
     def item_vectors(self, tenant_id: int, space: str, keys: list[str], generation: int | None = None
@@ -108,19 +109,33 @@ class IndexManager:
         """Vectors of catalog items by key, from the index in memory (a recommendation's hot
         path: no vector is read from the table). The key -> embedding id map is read once per
         generation of the space."""
+        index, ids, _ = self._catalog(tenant_id, space, generation)
+        known = [key for key in keys if key in ids]
+        rows = index.catalog_vectors(np.array([ids[key] for key in known], dtype=np.int64))
+        return {key: row for key, row in zip(known, rows) if not np.isnan(row[0])}
+
+    def search_items(self, tenant_id: int, space: str, query: np.ndarray, k: int, generation: int | None = None
+                     ) -> list[tuple[str, float]]:
+        """Top-k catalog items (key, score) nearest `query`, keys from the cached map: no query
+        to the database when the space is unchanged."""
+        index, _, keys = self._catalog(tenant_id, space, generation)
+        found, scores = index.search_global(np.asarray(query, dtype=np.float32), k)
+        return [(keys[i], float(s)) for i, s in zip(found.tolist(), scores.tolist()) if i in keys]
+
+    def _catalog(self, tenant_id: int, space: str, generation: int | None
+                 ) -> tuple[VectorIndex, dict[str, int], dict[int, str]]:
+        """The space's index and its item key <-> embedding id maps (read once per generation)."""
         index = self.get(tenant_id, space, generation)
         with self._lock:
             cached = self._cache[(tenant_id, space)]
-            if cached.item_ids is None:
+            if cached.item_ids is None or cached.item_keys is None:
                 with Session(self._engine) as session:
                     cached.item_ids = dict(session.execute(
                         select(Item.key, Embedding.id).join(Item, (Embedding.owner_kind == "item")
                                                             & (Embedding.owner_id == Item.id))
                         .where(Embedding.tenant_id == tenant_id, Embedding.space == space)).all())
-            ids = cached.item_ids
-        known = [key for key in keys if key in ids]
-        rows = index.catalog_vectors(np.array([ids[key] for key in known], dtype=np.int64))
-        return {key: row for key, row in zip(known, rows) if not np.isnan(row[0])}
+                cached.item_keys = {i: key for key, i in cached.item_ids.items()}
+            return index, cached.item_ids, cached.item_keys
 
     def refresh(self, tenant_id: int, space: str) -> None:
         """Rebuild a space's index from the table now and write it, replacing the file: after a

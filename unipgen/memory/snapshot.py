@@ -14,11 +14,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import extract, select
 from sqlalchemy.orm import selectinload
 
 from unipgen.errors import NotFoundError
-from unipgen.memory.lookups import tenant_id_of, user_id_of
+from unipgen.memory.content import lookup_statements
+from unipgen.memory.lookups import tenant_id_of
 from unipgen.memory.models import (
     Artifact,
     BehaviorEvent,
@@ -75,6 +76,25 @@ class UserSnapshot:
     voice_blobs: dict[str, str]  # voice sample key → blob sha256 of the recording
 
 
+class TasteEvent(NamedTuple):
+    """One behavior event as a recommendation reads it: `ts` in Unix seconds."""
+
+    type: str
+    item: str
+    ts: float
+    value: float | None
+
+
+@dataclass(frozen=True)
+class TasteRead:
+    """A recommendation's read: the tenant's row id, the space's generation (None: no such
+    space) and the user's events, oldest first."""
+
+    tenant_id: int
+    generation: int | None
+    events: list[TasteEvent]
+
+
 class SnapshotMixin:
     def user_snapshot(self: MemoryStore, tenant: str, user: str,
                       item_spaces: Sequence[str] = ("text", "image")) -> UserSnapshot:
@@ -102,22 +122,43 @@ class SnapshotMixin:
         return found
 
 
-    def event_rows(self: MemoryStore, tenant: str, user: str) -> list[EventRow]:
-        """The user's events, oldest first, as plain tuples (one query: a recommendation's read)."""
-        with self.session() as session:
-            user_id = user_id_of(session, tenant, user)
-            return _events(session, {user: user_id}).get(user_id, [])
+    def taste_read(self: MemoryStore, tenant: str, user: str, space: str) -> TasteRead:
+        """What a recommendation reads of the database: the user's events (oldest first) and
+        the space's generation, in two queries on one connection; vectors then come from the
+        index in memory (`item_vectors`, `search_items`)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(lookup_statements()["target"], {"tenant": tenant, "user": user, "space": space}).first()
+            if row is None:
+                raise NotFoundError(f"unknown tenant {tenant!r}")
+            if row[1] is None:
+                raise NotFoundError(f"unknown user {user!r} in tenant {tenant!r}")
+            # Unix seconds computed by the database: parsing thousands of datetimes costs more than the rest
+            seconds = extract("epoch", BehaviorEvent.ts)
+            rows = conn.execute(select(BehaviorEvent.type, Item.key, seconds, BehaviorEvent.value)
+                                .join(Item, Item.id == BehaviorEvent.item_id).where(BehaviorEvent.user_id == row[1])
+                                .order_by(BehaviorEvent.ts, BehaviorEvent.id))
+            events = [TasteEvent(kind, key, float(ts), value) for kind, key, ts, value in rows]
+        return TasteRead(tenant_id=row[0], generation=row[3], events=events)
 
-    def item_vectors(self: MemoryStore, tenant: str, space: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    def item_vectors(self: MemoryStore, tenant: str, space: str, keys: Sequence[str], *,
+                     read: TasteRead | None = None) -> dict[str, np.ndarray]:
         """Catalog items' vectors in `space` by key, from the space's index in memory (fast);
-        empty when the tenant has no such space."""
-        with self.session() as session:
-            tenant_id = tenant_id_of(session, tenant)
-            generation = session.scalar(select(EmbeddingSpace.generation).where(
-                EmbeddingSpace.tenant_id == tenant_id, EmbeddingSpace.name == space))
-        if generation is None:
+        empty when the tenant has no such space. `read`: a `taste_read` of this space (saves a query)."""
+        if read is None:
+            with self.engine.connect() as conn:
+                row = conn.execute(lookup_statements()["target"], {"tenant": tenant, "user": None, "space": space}).first()
+            if row is None:
+                raise NotFoundError(f"unknown tenant {tenant!r}")
+            read = TasteRead(tenant_id=row[0], generation=row[3], events=[])
+        if read.generation is None:
             return {}
-        return self.indexes.item_vectors(tenant_id, space, list(dict.fromkeys(keys)), generation)
+        return self.indexes.item_vectors(read.tenant_id, space, list(dict.fromkeys(keys)), read.generation)
+
+    def search_items(self: MemoryStore, space: str, query: np.ndarray, k: int, read: TasteRead) -> list[tuple[str, float]]:
+        """Top-k catalog items (key, score) of `space` nearest `query` (`read`: a `taste_read`)."""
+        if read.generation is None:
+            return []
+        return self.indexes.search_items(read.tenant_id, space, query, k, read.generation)
 
 
 class _Reads:
@@ -217,4 +258,4 @@ def _vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.float32)
 
 
-__all__ = ["EventRow", "SnapshotMixin", "UserSnapshot"]
+__all__ = ["EventRow", "SnapshotMixin", "TasteEvent", "TasteRead", "UserSnapshot"]
