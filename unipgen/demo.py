@@ -52,6 +52,9 @@ def run_demo(home: Path | None, tenant: str = "demo", report_dir: Path = Path("d
             f"{report.users_added} users, {report.events_added} ratings, {report.documents_added} tags")
         model = UserModel(store, demo_profile(), cache_dir=root / "cache")
         say(f"   embedded {model.embed_missing(tenant)} movie and tag texts with all-MiniLM-L6-v2")
+        fit = model.fit(tenant)
+        say(f"   fitted the behavior space (fit {fit.generation}) from {fit.stats['events']} ratings of "
+            f"{fit.stats['users']} users: {fit.stats['factor_dim']} behavior factors + the text vector per movie")
         attach_persona(model, tenant, DEMO_USER)
         say(f"2. gave user {DEMO_USER} a face photo, a voice sample and a subject (a dog, 2 photos), with consent;"
             " embedded with dlib, Resemblyzer and a tiny CLIP")
@@ -73,9 +76,23 @@ def run_demo(home: Path | None, tenant: str = "demo", report_dir: Path = Path("d
         forget = store.forget_user(tenant, DEMO_USER)
         say(f"9. forgot user {DEMO_USER}: deleted {forget.deleted}")
         say(f"   residue after a scan of database, indexes and blobs: {forget.residue or 'none'}")
+        residue = refit_after_forget(model, tenant, forget.residue, say)
         say(f"   users left: {len(store.list_users(tenant))}, blob files left: {len(list(store.blobs.list()))}")
-    if not same or forget.residue:
+    if not same or residue:
         raise typer.Exit(1)
+
+
+def refit_after_forget(model, tenant: str, residue: list[str], say) -> list[str]:  # noqa: ANN001
+    """Run the refit job a forget queued (the fit read the forgotten user's ratings); returns the
+    residue left once it has run."""
+    from unipgen.orchestrator.executor import InlineExecutor
+
+    ran = InlineExecutor(model).run_pending()
+    left = [r for r in residue if "behavior fit" not in r] + model.store.fit_residue(tenant)
+    fit = model.store.current_fit(tenant)
+    say(f"   ran the queued refit ({len(ran)} job): fit {fit.generation} from {fit.stats['users']} users; "
+        f"residue now: {left or 'none'}")
+    return left
 
 
 def _quiet_progress_bars() -> None:
@@ -151,7 +168,11 @@ def show_context(model, tenant: str, user: str, say):  # noqa: ANN001, ANN201
     say(f"4. context of user {user} for the image request {DEMO_REQUEST!r}:")
     say(f"     likes: {', '.join(k.text for k in prefs.positive_keywords)}")
     say(f"     dislikes: {', '.join(k.text for k in prefs.negative_keywords)}")
-    say(f"     might enjoy next: {'; '.join(k.text for k in prefs.top_items[:3])}")
+    found = context.recommendations
+    say(f"     might enjoy next ({found.space} space, fit {found.fit_generation}; unseen, with the ratings that "
+        "weigh most):")
+    for item in found.items[:3]:
+        say(f"       - {item.text}  <- {'; '.join(r.text for r in item.reasons[:2])}")
     say("     evidence: " + "; ".join(f"{e.text} ({e.kind})" for e in context.evidence[:3]))
     say(f"     plan: {plan.method}, because {'; '.join(plan.reasons)}")
     say(f"     prompt: {plan.prompt}")

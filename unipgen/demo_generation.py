@@ -32,7 +32,7 @@ _DOG = ("subject/dog-00.jpg", "subject/dog-01.jpg")
 
 DEMO_REQUESTS = (
     DemoRequest("text", "In two sentences, recommend a movie for my Friday night and say why it suits me.",
-                "their tags and ratings, retrieved", {"max_new_tokens": 60}),
+                "unseen films recommended from their ratings, and their tags", {"max_new_tokens": 60}),
     DemoRequest("image", "a photo of my dog on the beach", "the dog's photos", {}, _DOG),
     DemoRequest("image", "a portrait of me in a garden", "their face embedding (FaceID)", {}, ("faces/s1-1.pgm",)),
     DemoRequest("video", "a video of my dog running on the beach", "the dog's photos", {}, _DOG),
@@ -57,6 +57,10 @@ def generate_pairs(generator: Any, tenant: str, user: str, say: Callable[[str], 
         personal = _output(generator, tenant, mine, f"for user {user}", request)
         baseline = _output(generator, tenant, theirs, f"for {GUEST!r}, a user with no memory", request)
         say(f"     {request.modality} ({mine[0].plan.method}, with {request.what}): {_summary(personal)}")
+        if mine[0].plan.recommended:
+            texts = generator.model.store.item_texts(tenant, mine[0].plan.recommended)
+            say(f"       recommended in the prompt (not rated by them): "
+                f"{'; '.join(texts[k] for k in mine[0].plan.recommended[:3])}")
         pairs.append(ReportPair(personal, baseline, request=request.instruction))
     return pairs
 

@@ -112,3 +112,35 @@ def test_bad_requests_are_refused(model: UserModel) -> None:
         model.recommend("t", "ghost")
     with pytest.raises(InvalidInputError, match="fit settings: dim must be >= 1"):
         model.fit("t", {"dim": 0})
+
+
+@pytest.mark.parametrize(("instruction", "expected"), [
+    ("Recommend a movie for my Friday night", True), ("What should I watch next?", True),
+    ("any suggestions for a film tonight?", True), ("Which films did I rate highest?", False),
+    ("Write a review of my favourite film", False), ("Summarise what I watched last month", False),
+])
+def test_what_counts_as_asking_for_a_recommendation(instruction: str, expected: bool) -> None:
+    from unipgen.core.intent import asks_for_recommendation
+
+    assert asks_for_recommendation(instruction) is expected
+
+
+def test_a_text_request_for_a_recommendation_gets_unseen_items_and_their_lineage(model: UserModel) -> None:
+    from unipgen.orchestrator.inline import InlineGenerator
+    from unipgen.schema.generation import GenerationOptions
+
+    model.fit("t", {"dim": 4})
+    rated = {e.item for e in model.store.events("t", "u0")}
+    context = model.context("t", "u0", "text", "Recommend a film for tonight", for_generation=True)
+    plan = model.plan(context)
+    assert plan.recommended and not set(plan.recommended) & rated
+    assert "asks for a recommendation" in " ".join(plan.reasons) and "Suggest from these" in plan.prompt
+    assert all(e.kind == "document" for e in context.evidence)  # the rated items are not the answer
+    assert {f"item:{key}" for key in plan.recommended} <= set(context.provenance)
+    [made] = InlineGenerator(model).generate("t", "u0", "text", "Recommend a film for tonight",
+                                             GenerationOptions(max_new_tokens=4))
+    sources = model.store.artifact("t", made.key).derived_from
+    assert {("item", key) for key in plan.recommended} <= set(sources)
+    past = model.context("t", "u0", "text", "Which films did I rate highest?", for_generation=True)
+    assert past.recommendations is None and {e.kind for e in past.evidence} == {"item"}
+    assert not model.plan(past).recommended

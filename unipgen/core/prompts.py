@@ -78,7 +78,7 @@ def _text_prompt(instruction: str, profile: dict[str, Any], evidence: Sequence[E
         suggested_keys.append(item.item)
         used += count_tokens(line)
     if suggested:
-        parts.append("Recommended for this user, not seen yet:\n" + "\n".join(suggested))
+        parts.append("Suggest from these, which the user has not tried yet:\n" + "\n".join(suggested))
     lines, keys = [], []
     for item in evidence:
         line = f"- {item.text}"

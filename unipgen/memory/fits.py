@@ -148,6 +148,12 @@ class FitsMixin:
             mapping = np.frombuffer(row.mapping, dtype=np.float32).reshape(row.mapping_rows, row.mapping_cols)
             return mapping, row.config
 
+    def fit_residue(self: MemoryStore, tenant: str) -> list[str]:
+        """The residue a stale fit is now (empty once a refit replaced it): what a forget
+        reported, scanned again after the queued refit ran."""
+        with self.session() as session:
+            return stale_fit_residue(session, tenant_id_of(session, tenant))
+
     def fit_due(self: MemoryStore, tenant: str) -> str | None:
         """Why the tenant needs a refit now (stale, or `refit_every_events` new events), else None."""
         fit = self.current_fit(tenant)
