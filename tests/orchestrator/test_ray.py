@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.conftest import SAMPLE
@@ -105,6 +106,20 @@ def test_ray_and_inline_give_the_same_bytes(executor: RayExecutor, model: UserMo
         here = inline.wait("ml", inline.submit("ml", "2", spec).key)
         assert on_ray.status == here.status == "succeeded"
         assert blob_shas(model, on_ray) == blob_shas(model, here)
+
+
+def test_a_fit_runs_on_ray_as_the_inline_executor_runs_it(executor: RayExecutor, model: UserModel) -> None:
+    from unipgen.schema.jobs import FitSpec
+
+    job = executor.wait("ml", executor.submit("ml", None, FitSpec(config={"dim": 2}), key="fit-on-ray").key)
+    assert job.status == "succeeded" and job.user is None and job.result["stats"]["users"] == 4
+    ray_vectors = model.store.vectors("ml", "behavior", "item")
+    inline = InlineExecutor(model)
+    assert inline.wait("ml", inline.submit("ml", None, FitSpec(config={"dim": 2})).key).status == "succeeded"
+    here = model.store.vectors("ml", "behavior", "item")
+    assert sorted(ray_vectors) == sorted(here)
+    assert all(np.array_equal(ray_vectors[key], here[key]) for key in here)  # the same fit, wherever it ran
+    assert [f.generation for f in model.store.fits("ml")][:2] == [2, 1]
 
 
 def test_requests_of_different_users_are_batched(executor: RayExecutor, model: UserModel) -> None:
