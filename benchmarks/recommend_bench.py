@@ -99,7 +99,7 @@ def _recommend(n_items: int, n_events: int, requests: int) -> dict[str, Any]:
     return {"recommend_p50_ms": service[0], "recommend_p99_ms": service[1], "numpy_p50_ms": numpy[0],
             "numpy_p99_ms": numpy[1], "p99_ratio_vs_numpy": round(service[1] / numpy[1], 2),
             "recall_at_10": overlap, "catalog": n_items, "dim": int(vectors.shape[1]), "user_events": n_events,
-            "distinct_seen": int(len(seen)), "index": index_params}
+            "distinct_seen": len(seen), "index": index_params}
 
 
 def store_tenant_id(store: Any) -> int:

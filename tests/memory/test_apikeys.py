@@ -70,8 +70,9 @@ def test_malformed_and_unknown_keys_are_refused(two_tenants: MemoryStore) -> Non
     new = two_tenants.create_api_key("acme", "k")
     prefix, secret = new.record.prefix, new.key[len("upg_") + 9:]
     wrong_secret = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+    shouting = f"upg_{prefix.upper()}_{secret}"  # the same key when the random prefix has no letter
     for bad in ["", "upg_", f"xyz_{prefix}_{secret}", f"upg_{prefix}_{wrong_secret}", f"upg_{prefix}_",
-                f"upg_{prefix.upper()}_{secret}", new.key + "x", " " + new.key, None, 42]:
+                *([shouting] if shouting != new.key else []), new.key + "x", " " + new.key, None, 42]:
         with pytest.raises(UnauthorizedError, match="^invalid API key$"):
             two_tenants.authenticate(bad)  # type: ignore[arg-type]
 

@@ -25,7 +25,16 @@ from sqlalchemy.orm import Session
 
 from unipgen.errors import NotFoundError
 from unipgen.memory.lookups import tenant_id_of
-from unipgen.memory.models import BehaviorEvent, BehaviorFit, Embedding, EmbeddingSpace, Item, Lineage, User, utcnow
+from unipgen.memory.models import (
+    BehaviorEvent,
+    BehaviorFit,
+    Embedding,
+    EmbeddingSpace,
+    Item,
+    Lineage,
+    User,
+    utcnow,
+)
 from unipgen.schema.memory import FitRecord
 
 if TYPE_CHECKING:
@@ -198,8 +207,8 @@ def stale_fit_residue(session: Session, tenant_id: int) -> list[str]:
     row = _current(session, tenant_id)
     if row is None or row.status != "stale":
         return []
-    return [f"behavior fit {row.generation} is stale ({row.stale_reason}): its item vectors still carry the "
-            "forgotten events until a refit (`unipgen fit`, or the queued fit job) replaces it"]
+    return [(f"behavior fit {row.generation} is stale ({row.stale_reason}): its item vectors still carry the "
+             "forgotten events until a refit (`unipgen fit`, or the queued fit job) replaces it")]
 
 
 def _current(session: Session, tenant_id: int) -> BehaviorFit | None:
