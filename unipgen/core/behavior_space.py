@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from unipgen.core.collaborative import fit_item_factors
-from unipgen.core.preference import PreferenceConfig
+from unipgen.core.preference import PreferenceConfig, known_fields
 from unipgen.errors import InvalidInputError
 from unipgen.memory.fits import FitData, FitOutput
 
@@ -95,11 +95,7 @@ class FitConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FitConfig:
         """Inverse of `to_dict`; missing fields take their defaults, unknown ones are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown FitConfig fields: {sorted(unknown)}")
-        values = dict(data)
+        values = known_fields(cls, data)
         if "preference" in values:
             values["preference"] = PreferenceConfig.from_dict(values["preference"])
         return cls(**values)

@@ -85,11 +85,7 @@ class PreferenceConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreferenceConfig:
         """Inverse of `to_dict`; missing fields take their defaults, unknown ones are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown PreferenceConfig fields: {sorted(unknown)}")
-        return cls(**dict(data))
+        return cls(**known_fields(cls, data))
 
     def event_weight(self, event_type: str, value: float | None = None) -> float:
         """Signed weight of one event (see the class docstring); unknown types are an error."""
@@ -106,6 +102,14 @@ class PreferenceConfig:
             return None
         days = self.long_half_life_days if which == "long" else self.short_half_life_days
         return days * SECONDS_PER_DAY
+
+
+def known_fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data` as keyword arguments of the dataclass `cls`; a field it does not have is a ValueError."""
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return dict(data)
 
 
 _EVENT_FIELDS = ("view", "click", "like", "rate", "purchase", "skip", "dislike")

@@ -68,29 +68,35 @@ def _text_prompt(instruction: str, profile: dict[str, Any], evidence: Sequence[E
     if facts and used + count_tokens(facts) + 4 <= budget:
         parts.append(f"About the user: {facts}.")
         used += count_tokens(parts[-1])
-    suggested, suggested_keys = [], []
-    for item in recommended:  # before the evidence: what the answer should name
-        because = "; ".join(r.text for r in item.reasons[:2])
-        line = f"- {item.text}" + (f" (because they liked {because})" if because else "")
-        if used + count_tokens(line) > budget:
-            break
-        suggested.append(line)
-        suggested_keys.append(item.item)
-        used += count_tokens(line)
-    if suggested:
-        parts.append("Suggest from these, which the user has not tried yet:\n" + "\n".join(suggested))
-    lines, keys = [], []
-    for item in evidence:
-        line = f"- {item.text}"
-        if used + count_tokens(line) > budget:
-            break
-        lines.append(line)
-        keys.append(item.key)
-        used += count_tokens(line)
-    if lines:
-        parts.append("Things this user wrote or liked:\n" + "\n".join(lines))
+    # recommendations before the evidence: what the answer should name
+    suggested_keys, used = _add_section(parts, "Suggest from these, which the user has not tried yet:",
+                                        [(item.item, _suggestion(item)) for item in recommended], used, budget)
+    keys, used = _add_section(parts, "Things this user wrote or liked:",
+                              [(item.key, f"- {item.text}") for item in evidence], used, budget)
     parts.append(instruction)
     return Composed("\n\n".join(parts), used_tokens=used, evidence_keys=keys, recommended_keys=suggested_keys)
+
+
+def _suggestion(item: Recommendation) -> str:
+    """A recommended item's prompt line, with the two events that weigh most for it."""
+    because = "; ".join(r.text for r in item.reasons[:2])
+    return f"- {item.text}" + (f" (because they liked {because})" if because else "")
+
+
+def _add_section(parts: list[str], title: str, lines: Sequence[tuple[str, str]], used: int,
+                 budget: int) -> tuple[list[str], int]:
+    """Append `title` and the (key, line) lines that fit in the budget, in order; returns the
+    keys of the lines added and the tokens used."""
+    kept, keys = [], []
+    for key, line in lines:
+        if used + count_tokens(line) > budget:
+            break
+        kept.append(line)
+        keys.append(key)
+        used += count_tokens(line)
+    if kept:
+        parts.append(title + "\n" + "\n".join(kept))
+    return keys, used
 
 
 def _keyword_prompt(
