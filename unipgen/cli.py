@@ -564,7 +564,8 @@ def jobs_list(
     """The newest jobs, with their status and progress."""
     with _store() as store:
         found = store.jobs(tenant, user=user, status=status, limit=limit)
-    lines = [f"{j.key}  {j.kind:<8} {j.status:<9} {j.progress:4.0%}  user {j.user}  {j.created_at:%Y-%m-%d %H:%M:%S}"
+    lines = [f"{j.key}  {j.kind:<8} {j.status:<9} {j.progress:4.0%}  "
+             f"{'user ' + j.user if j.user is not None else 'the tenant'}  {j.created_at:%Y-%m-%d %H:%M:%S}"
              for j in found]
     _emit({"tenant": tenant, "jobs": [_job_payload(j) for j in found]}, as_json, "\n".join(lines) or "no jobs")
 
