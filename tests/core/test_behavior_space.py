@@ -67,7 +67,7 @@ def test_too_few_users_fit_content_only_and_settings_round_trip() -> None:
     assert FitConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown FitConfig fields"):
         FitConfig.from_dict({"dims": 3})
-    with pytest.raises(ValueError, match="dim must be >= 1"):
+    with pytest.raises(ValueError, match="dim must be an integer from 1 to 1024"):
         FitConfig(dim=0)
 
 
@@ -77,3 +77,10 @@ def test_a_fit_is_deterministic() -> None:
     one = fit_behavior_space(user, item, types, values, keys, _text(), FitConfig(dim=6))
     two = fit_behavior_space(user, item, types, values, keys, _text(), FitConfig(dim=6))
     assert np.array_equal(one.vectors, two.vectors) and np.array_equal(one.mapping, two.mapping)
+
+
+@pytest.mark.parametrize("bad", [{"content_blend": 1e308}, {"dim": 5000}, {"dim": 2.5}, {"mapping_l2": -1},
+                                 {"cold_scale": True}, {"min_rating": float("nan")}, {"weighting": "stars"}])
+def test_settings_out_of_bounds_are_refused(bad: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        FitConfig(**bad)

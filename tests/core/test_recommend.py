@@ -110,7 +110,7 @@ def test_bad_requests_are_refused(model: UserModel) -> None:
         model.recommend("t", "u0", diversity=1.5)
     with pytest.raises(NotFoundError, match="unknown user 'ghost'"):
         model.recommend("t", "ghost")
-    with pytest.raises(InvalidInputError, match="fit settings: dim must be >= 1"):
+    with pytest.raises(InvalidInputError, match="fit settings: dim must be an integer from 1 to 1024"):
         model.fit("t", {"dim": 0})
 
 

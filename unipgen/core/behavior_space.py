@@ -22,6 +22,7 @@ Pure numpy + scipy; deterministic for a given input and `FitConfig.seed`.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 
 #: Name of the embedding space a fit's item vectors are stored in.
 BEHAVIOR_SPACE = "behavior"
+
+#: Widest behavior part a fit may ask for, and the bounds of the other numeric settings.
+MAX_DIM = 1024
+_BOUNDS = {"singular_value_power": 2.0, "content_blend": 100.0, "mapping_l2": 1e6, "cold_scale": 10.0}
 
 #: Most chosen items a fit keeps (what a user without usable events is recommended).
 POPULAR_KEPT = 100
@@ -78,13 +83,19 @@ class FitConfig:
     preference: PreferenceConfig = field(default_factory=lambda: TUNED_PREFERENCE)
 
     def __post_init__(self) -> None:
-        if self.dim < 1:
-            raise ValueError(f"dim must be >= 1, got {self.dim}")
+        if not isinstance(self.dim, int) or not 1 <= self.dim <= MAX_DIM:
+            raise ValueError(f"dim must be an integer from 1 to {MAX_DIM}, got {self.dim!r}")
         if self.weighting not in ("value", "implicit"):
             raise ValueError(f"weighting must be 'value' or 'implicit', got {self.weighting!r}")
-        for name in ("content_blend", "mapping_l2", "cold_scale"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name, top in _BOUNDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= top:
+                raise ValueError(f"{name} must be a number from 0 to {top}, got {value!r}")
+        if self.min_rating is not None and not (isinstance(self.min_rating, int | float) and
+                                                math.isfinite(self.min_rating)):
+            raise ValueError(f"min_rating must be a finite number or null, got {self.min_rating!r}")
+        if not isinstance(self.seed, int) or not isinstance(self.preference, PreferenceConfig):
+            raise ValueError("seed must be an integer and preference an object of preference settings")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (the preference settings nested)."""
