@@ -67,7 +67,7 @@ class ContextBuilder:
 
     def build(self, tenant: str, user: str, modality: Modality, instruction: str,
               query: np.ndarray | None = None, *, for_generation: bool = False,
-              snapshot: UserSnapshot | None = None) -> UserContext:
+              snapshot: UserSnapshot | None = None, preferences: bool = False) -> UserContext:
         """The context of one request; `query` is the instruction's text vector if already
         encoded (else it is encoded here, and only when there is evidence to search).
 
@@ -75,8 +75,12 @@ class ContextBuilder:
         (`router.CONTEXT_PARTS`): text prompts use evidence, not preference keywords; image,
         video, audio and 3D prompts the reverse. The output's lineage then names only memory
         the generation could have used, and the work of the unused part is not done.
+        `preferences` builds the preference part whatever the modality: best-of-N scores a
+        text request's candidates against the user's text-space preference (no plan reads it, so
+        the prompt stays the same; the events it comes from are already in the lineage).
         """
         parts = CONTEXT_PARTS[modality] if for_generation else ALL_PARTS
+        parts = parts | {"preferences"} if preferences else parts
         if snapshot is None:
             snapshot = self.store.user_snapshot(tenant, user, PREFERENCE_SPACES)
         provenance = [f"user:{user}"] if snapshot.events else []
@@ -91,7 +95,7 @@ class ContextBuilder:
                            conditioning=conditioning, provenance=list(dict.fromkeys(provenance)), built_at=utcnow())
 
     def build_many(self, tenant: str, requests: Sequence[tuple[str, Modality, str]], *,
-                   for_generation: bool = False) -> list[UserContext | Exception]:
+                   for_generation: bool = False, preferences: bool = False) -> list[UserContext | Exception]:
         """Contexts of several (user, modality, instruction) requests, their instructions encoded
         in one batch (a text encoder call per request costs several times more on a CPU) and
         their users read in one go (`MemoryStore.user_snapshots`). A request that fails (an
@@ -109,7 +113,7 @@ class ContextBuilder:
                 continue
             try:
                 built.append(self.build(tenant, user, modality, instruction, queries.get(index),
-                                        for_generation=for_generation, snapshot=snapshot))
+                                        for_generation=for_generation, snapshot=snapshot, preferences=preferences))
             except Exception as exc:  # noqa: BLE001  (returned to the caller, one per request)
                 built.append(exc)
         return built
