@@ -276,6 +276,19 @@ def bench_voice(
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
+@bench_app.command("bestof")
+def bench_bestof(
+    quick: Annotated[bool, typer.Option(help="2 users, 1 prompt per modality (a few minutes).")] = False,
+    profile: Annotated[str, typer.Option(help="Model profile: tiny, cpu, gpu, offline or a .toml path.")] = "tiny",
+    as_json: Json = False,
+) -> None:
+    """Best-of-8 vs a single sample: the user model's score of the kept output, per modality."""
+    from unipgen.bench import run_benchmark
+
+    results = run_benchmark("bestof_bench", quick=quick, profile=profile)
+    _emit(results, as_json, json.dumps(results, indent=2))
+
+
 @bench_app.command("orchestrator")
 def bench_orchestrator(
     quick: Annotated[bool, typer.Option(help="Fewer repeats and requests (a minute or two).")] = False,
