@@ -107,6 +107,22 @@ def test_ray_and_inline_give_the_same_bytes(executor: RayExecutor, model: UserMo
         assert blob_shas(model, on_ray) == blob_shas(model, here)
 
 
+def test_best_of_on_ray_sends_the_candidates_as_one_batch_and_keeps_what_inline_keeps(
+        executor: RayExecutor, model: UserModel) -> None:
+    import ray
+
+    spec = TEXT.model_copy(update={"options": TEXT.options.model_copy(update={"seed": 11, "best_of": 3})})
+    before = len(ray.get(executor.actor("text").info.remote())["batches"])
+    on_ray = executor.wait("ml", executor.submit("ml", "2", spec, key="best-of-ray").key)
+    inline = InlineExecutor(model)
+    here = inline.wait("ml", inline.submit("ml", "2", spec, key="best-of-inline").key)
+    assert on_ray.status == here.status == "succeeded"
+    assert blob_shas(model, on_ray) == blob_shas(model, here)
+    scores = [model.store.artifact("ml", job.result["artifacts"][0]).meta["best_of"]["scores"] for job in (on_ray, here)]
+    assert scores[0] == scores[1] and len(scores[0]) == 3
+    assert ray.get(executor.actor("text").info.remote())["batches"][before:] == [3]  # one burst, one batch
+
+
 def test_requests_of_different_users_are_batched(executor: RayExecutor, model: UserModel) -> None:
     import ray
 
