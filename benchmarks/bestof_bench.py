@@ -88,7 +88,7 @@ def _attach_voices(model: Any, users: list[str]) -> list[str]:
     """One recording per user: LibriSpeech speakers (one each) where there, else the persona's, in turn."""
     root = shared_data_dir() / "librispeech-test-other-mini"
     speakers = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    files = [sorted(s.glob("*.flac"))[0] for s in speakers if any(s.glob("*.flac"))] or sorted(PERSONA_VOICES.glob("*.flac"))
+    files = [min(s.glob("*.flac")) for s in speakers if any(s.glob("*.flac"))] or sorted(PERSONA_VOICES.glob("*.flac"))
     chosen = [files[index % len(files)] for index in range(len(users))]
     for user, path in zip(users, chosen):
         model.add_voice("ml", user, "greeting", path.read_bytes(), consent=True)

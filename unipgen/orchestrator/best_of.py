@@ -1,9 +1,10 @@
 """Best-of-N by the user model: several candidates for one request, the best ones kept.
 
 `options.best_of = N` asks for N x `num_outputs` candidates: the same request with seeds
-seed, seed+1, ..., one output each (candidate i is exactly what a request with seed + i and
-`num_outputs = 1` gives). They go to the backend in one call, as one batch where the backend
-batches requests. Each is scored by the user model (`unipgen.core.scoring`: text against the
+seed, seed+1, ..., one output each (candidate i is what a request with seed + i and
+`num_outputs = 1` gives, to the last bit of a pixel: the image backend runs the candidates in one
+pipeline call, which rounds a little differently from a lone one). They go to the backend in one
+call, as one batch where the backend batches requests. Each is scored by the user model (`unipgen.core.scoring`: text against the
 text-space taste, pictures against the image-space taste or the keywords in CLIP space, music
 against the keywords in CLAP space, speech against the user's voice), and the `num_outputs`
 best are kept (`best_of_keep = "best"`), or all of them, best first (``"all"``).
@@ -72,7 +73,7 @@ def select(model: UserModel, request: GenerationRequest, candidates: Candidates,
     goal = candidates.target
     if goal is None:
         return list(produced[0])
-    if len(candidates.requests) == 1:  # not scored: generated as with best_of = 1
+    if not goal.scorable and request.options.best_of_keep == "best":  # generated as with best_of = 1
         return [_with_meta(output, _unscored(request.options, goal)) for output in produced[0]]
     modality = request.context.modality
     scores = scoring.score(model.encoders, goal, modality, [scoring.judged_output(modality, o) for o in produced])
