@@ -276,6 +276,19 @@ def bench_voice(
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
+@bench_app.command("bestof")
+def bench_bestof(
+    quick: Annotated[bool, typer.Option(help="2 users, 1 prompt per modality (a few minutes).")] = False,
+    profile: Annotated[str, typer.Option(help="Model profile: tiny, cpu, gpu, offline or a .toml path.")] = "tiny",
+    as_json: Json = False,
+) -> None:
+    """Best-of-8 vs a single sample: the user model's score of the kept output, per modality."""
+    from unipgen.bench import run_benchmark
+
+    results = run_benchmark("bestof_bench", quick=quick, profile=profile)
+    _emit(results, as_json, json.dumps(results, indent=2))
+
+
 @bench_app.command("orchestrator")
 def bench_orchestrator(
     quick: Annotated[bool, typer.Option(help="Fewer repeats and requests (a minute or two).")] = False,
@@ -478,16 +491,28 @@ def generate(
     num_outputs: Annotated[int, typer.Option("--num-outputs", "-n", min=1, max=16)] = 1,
     melody: Annotated[str | None, typer.Option(help="Music: key of one of USER's voice recordings whose tune "
                                                     "the music follows (needs a melody backend).")] = None,
+    best_of: Annotated[int, typer.Option("--best-of", min=1, max=16, help=(
+        "Generate N candidates per output (seeds SEED, SEED+1, ...) and keep the one the user model "
+        "scores highest."))] = 1,
+    keep_all: Annotated[bool, typer.Option("--keep-all", help="With --best-of: keep every candidate, best first.")]
+    = False,
     executor: Executor = None, job_id: JobId = None, wait: Wait = True,
     tenant: Tenant = "default", as_json: Json = False,
 ) -> None:
     """Generate a personalized output for USER as a job; prints the job and its artifacts' files."""
+    from pydantic import ValidationError
+
+    from unipgen.errors import InvalidInputError
     from unipgen.schema.generation import GenerationOptions
     from unipgen.schema.jobs import GenerateSpec
 
     modality = _check_request(modality, instruction)
-    spec = GenerateSpec(modality=modality, instruction=instruction,  # type: ignore[arg-type]
-                        options=GenerationOptions(seed=seed, num_outputs=num_outputs, melody=melody))
+    try:
+        options = GenerationOptions(seed=seed, num_outputs=num_outputs, melody=melody, best_of=best_of,
+                                    best_of_keep="all" if keep_all else "best")
+    except ValidationError as exc:  # options that do not go together (too many candidates)
+        raise InvalidInputError("; ".join(error["msg"] for error in exc.errors())) from None
+    spec = GenerateSpec(modality=modality, instruction=instruction, options=options)  # type: ignore[arg-type]
     with _store() as store:
         job = _run_job(store, profile, executor, tenant, user, spec, job_id, wait)
         artifacts = [_artifact_file(store, tenant, key) for key in (job.result or {}).get("artifacts", [])]

@@ -1,4 +1,4 @@
-"""Shared pieces of the tiny random models: a locally trained tokenizer and the tiny CLIP.
+"""Shared pieces of the tiny random models: a locally trained tokenizer, the tiny CLIP and CLAP.
 
 Tiny models (CLIP for the encoders, Stable Diffusion for the image backend) are built from
 configs with random weights for tests and offline demos; their tokenizer is trained here, so
@@ -62,4 +62,47 @@ def build_tiny_clip(directory: Path, seed: int = 0) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
+    return directory
+
+
+TINY_CLAP = "tiny-random"
+_CLAP_VERSION = "1"
+
+
+def tiny_clap_dir(seed: int = 0) -> Path:
+    """The folder of the tiny random CLAP (16 kHz, 2 s windows) for `seed`, built on first use."""
+    directory = Path(tempfile.gettempdir()) / "unipgen-tiny" / f"clap-v{_CLAP_VERSION}-seed{seed}"
+    if not (directory / "config.json").is_file():
+        build_tiny_clap(directory, seed)
+    return directory
+
+
+def build_tiny_clap(directory: Path, seed: int = 0) -> Path:
+    """Save a tiny CLAP (model, tokenizer, feature extractor) to `directory`, atomically: it is
+    written beside it and renamed, so a concurrent builder never sees half a folder."""
+    import os
+    import shutil
+
+    import torch
+    import transformers
+
+    tokenizer = build_tiny_tokenizer()
+    text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "max_position_embeddings": 80, "type_vocab_size": 1, "pad_token_id": 0,
+            "bos_token_id": 1, "eos_token_id": 2, "projection_dim": 16}
+    # HTSAT: the last stage's width (patch_embeds_hidden_size · 2^(stages-1)) must equal hidden_size.
+    audio = {"hidden_size": 16, "patch_embeds_hidden_size": 8, "depths": [1, 1], "num_attention_heads": [2, 2],
+             "window_size": 4, "spec_size": 64, "num_mel_bins": 16, "patch_size": 4, "patch_stride": [4, 4],
+             "enable_fusion": False, "projection_dim": 16}
+    torch.manual_seed(seed)
+    model = transformers.ClapModel(transformers.ClapConfig(text_config=text, audio_config=audio, projection_dim=16))
+    building = directory.with_name(f"{directory.name}.{os.getpid()}.tmp")
+    model.eval().save_pretrained(building)
+    tokenizer.save_pretrained(building)
+    transformers.ClapFeatureExtractor(feature_size=16, sampling_rate=16_000, hop_length=160, max_length_s=2,
+                                      fft_window_size=400, frequency_max=8_000).save_pretrained(building)
+    try:
+        building.rename(directory)
+    except OSError:  # another process finished first
+        shutil.rmtree(building, ignore_errors=True)
     return directory

@@ -131,6 +131,24 @@ def test_generate_music_and_3d_from_the_command_line(tmp_path: Path) -> None:
     assert humming.returncode == 2 and "no voice recording 'humming'" in as_json(humming)["error"]["message"]
 
 
+def test_best_of_options_that_do_not_go_together_are_refused(tmp_path: Path) -> None:
+    refused = run(tmp_path, "generate", "2", "-i", "a film", "-n", "16", "--best-of", "4", "--json", ok=False)
+    assert refused.returncode == 2
+    assert "16 = 64 candidates; at most 32" in as_json(refused)["error"]["message"]
+
+
+@pytest.mark.slow
+def test_generate_best_of_from_the_command_line(tmp_path: Path) -> None:
+    pytest.importorskip("diffusers")
+    run(tmp_path, "ingest", "movielens", str(SAMPLE), "--users", "2")
+    every = as_json(run(tmp_path, "generate", "2", "-m", "music", "-i", "music for my evening", "--best-of", "2",
+                        "--keep-all", "--json"))["artifacts"]
+    assert len(every) == 2 and len({Path(a["path"]).read_bytes() for a in every}) == 2
+    [best] = as_json(run(tmp_path, "generate", "2", "-m", "music", "-i", "music for my evening", "--best-of", "2",
+                         "--json"))["artifacts"]
+    assert best["blob_sha"] == every[0]["blob_sha"]  # the first of "all" is the best
+
+
 def test_eval_harness_writes_its_report(tmp_path: Path) -> None:
     from unipgen.bench import shared_data_dir
 

@@ -19,7 +19,7 @@ def test_profiles_name_an_encoder_per_role() -> None:
     assert profile_names() == ["cpu", "gpu", "offline", "tiny"]
     for name in profile_names():
         profile = load_profile(name)
-        assert set(profile.encoders) == {"text", "image", "face", "voice"}
+        assert set(profile.encoders) == {"text", "image", "face", "voice", "clap"}
         assert set(profile.backends) == {"text", "image", "video", "audio", "speech", "3d"}
         for spec in profile.encoders.values():
             assert encoder_class(spec.type)  # every type resolves to a class

@@ -98,7 +98,7 @@ def test_frechet_audio_distance_is_the_frechet_formula() -> None:
 def test_clap_score_with_the_tiny_clap() -> None:
     scorer = mm.ClapScorer(mm.TINY)
     clips = [_wav(1.0, 24_000, seed=0), _wav(3.0, seed=1)]  # resampled; cropped to the 2 s window
-    audio, text = scorer.encode_audio(clips), scorer.encode_text(["a dog barking", "rain on a roof"])
+    audio, text = scorer.encode(clips), scorer.encode_text(["a dog barking", "rain on a roof"])
     assert audio.shape == (2, 16) and np.allclose(np.linalg.norm(audio, axis=1), 1)
     expected = float(np.mean((audio * text).sum(axis=1)))
     state = np.random.get_state()[1].copy()
@@ -108,7 +108,7 @@ def test_clap_score_with_the_tiny_clap() -> None:
     with pytest.raises(InvalidInputError, match="2 clips but 1 prompts"):
         mm.clap_score(clips, ["a dog"], scorer)
     with pytest.raises(UnsupportedMediaError, match="audio #0"):
-        scorer.encode_audio([b"not audio"])
+        scorer.encode([b"not audio"])
 
 
 @pytest.mark.shared_data

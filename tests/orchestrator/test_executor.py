@@ -142,7 +142,7 @@ def test_jobs_finished_together_fail_alone(model: UserModel) -> None:
     for name in ("ok", "lost"):
         store.submit_job("ml", "2", TEXT.model_dump(mode="json"), key=f"group-{name}")
     claimed = [store.claim_job("w1", 30, tenant="ml", key=f"group-{name}") for name in ("ok", "lost")]
-    done = [(job, work := prepare(model, job), [_text_output(work)]) for job in claimed]
+    done = [(job, work := prepare(model, job), [[_text_output(work)]]) for job in claimed]
     with pytest.raises(Exception, match="no longer held"):  # the all-at-once path refuses the group...
         lost = next(j for j in claimed if j.key == "group-lost")
         store.fail_job("ml", lost.key, "w1", {"code": "x", "message": "x"}, retryable=True, backoff_s=0)

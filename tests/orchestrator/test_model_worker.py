@@ -60,6 +60,22 @@ def test_a_lone_request_is_a_burst_of_one(worker) -> None:  # noqa: ANN001
     assert asyncio.run(main())[0].data and worker.batches[before:] == [1]
 
 
+def test_a_jobs_best_of_candidates_go_as_one_batch(worker) -> None:  # noqa: ANN001
+    """`generate_many` (the Ray executor sends a job's requests with it): one list of outputs per
+    request, in order, all in one backend call, each what the request gives on its own."""
+    requests = [_request("candidates", seed) for seed in (4, 5, 6)]
+
+    async def main() -> list[list]:
+        return await asyncio.wait_for(worker.generate_many(requests, ("job", 3)), timeout=120)
+
+    before = len(worker.batches)
+    outputs = asyncio.run(main())
+    assert worker.batches[before:] == [3]
+    assert [out[0].meta["seed"] for out in outputs] == [4, 5, 6]
+    alone = asyncio.run(asyncio.wait_for(worker.generate(requests[1], ("one", 1)), timeout=120))
+    assert alone[0].data == outputs[1][0].data  # the text backend seeds each row: batch-invariant
+
+
 def test_an_incomplete_burst_waits_for_the_window(tmp_path_factory: pytest.TempPathFactory) -> None:
     worker = _worker(tmp_path_factory)  # its own: the requests left waiting stay in its queue
 

@@ -122,6 +122,22 @@ def test_a_fit_runs_on_ray_as_the_inline_executor_runs_it(executor: RayExecutor,
     assert [f.generation for f in model.store.fits("ml")][:2] == [2, 1]
 
 
+def test_best_of_on_ray_sends_the_candidates_as_one_batch_and_keeps_what_inline_keeps(
+        executor: RayExecutor, model: UserModel) -> None:
+    import ray
+
+    spec = TEXT.model_copy(update={"options": TEXT.options.model_copy(update={"seed": 11, "best_of": 3})})
+    before = len(ray.get(executor.actor("text").info.remote())["batches"])
+    on_ray = executor.wait("ml", executor.submit("ml", "2", spec, key="best-of-ray").key)
+    inline = InlineExecutor(model)
+    here = inline.wait("ml", inline.submit("ml", "2", spec, key="best-of-inline").key)
+    assert on_ray.status == here.status == "succeeded"
+    assert blob_shas(model, on_ray) == blob_shas(model, here)
+    scores = [model.store.artifact("ml", job.result["artifacts"][0]).meta["best_of"]["scores"] for job in (on_ray, here)]
+    assert scores[0] == scores[1] and len(scores[0]) == 3
+    assert ray.get(executor.actor("text").info.remote())["batches"][before:] == [3]  # one burst, one batch
+
+
 def test_requests_of_different_users_are_batched(executor: RayExecutor, model: UserModel) -> None:
     import ray
 

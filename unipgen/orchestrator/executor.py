@@ -28,6 +28,7 @@ from unipgen.core.usermodel import UserModel
 from unipgen.errors import ConflictError, InvalidInputError, NotFoundError, UnipgenError
 from unipgen.memory.fits import FitOutput
 from unipgen.memory.jobs import OutputArtifact
+from unipgen.orchestrator.best_of import needs_preferences
 from unipgen.orchestrator.inline import (
     InlineGenerator,
     PreparedGeneration,
@@ -159,9 +160,10 @@ def prepare(model: UserModel, job: JobRecord) -> Work:
 
 def prepare_many(model: UserModel, jobs: list[JobRecord]) -> list[PreparedGeneration | TrainingInputs | Exception]:
     """`prepare` for jobs claimed together: the generation jobs' instructions are encoded in one
-    batch per tenant (`UserModel.contexts`). A job whose inputs fail gets its exception."""
+    batch per tenant (`UserModel.contexts`; text jobs with best-of-N, whose contexts carry
+    preferences too, in a batch of their own). A job whose inputs fail gets its exception."""
     prepared: list[PreparedGeneration | TrainingInputs | Exception | None] = [None] * len(jobs)
-    by_tenant: dict[str, list[tuple[int, GenerateSpec]]] = {}
+    by_tenant: dict[tuple[str, bool], list[tuple[int, GenerateSpec]]] = {}
     for index, job in enumerate(jobs):
         try:
             spec = parse_spec(job)
@@ -169,12 +171,13 @@ def prepare_many(model: UserModel, jobs: list[JobRecord]) -> list[PreparedGenera
             prepared[index] = exc
             continue
         if isinstance(spec, GenerateSpec):
-            by_tenant.setdefault(job.tenant, []).append((index, spec))
+            group = (job.tenant, needs_preferences(spec.modality, spec.options))
+            by_tenant.setdefault(group, []).append((index, spec))
         else:
             prepared[index] = _attempt(lambda job=job: prepare(model, job))
-    for tenant, wanted in by_tenant.items():
+    for (tenant, preferences), wanted in by_tenant.items():
         contexts = model.contexts(tenant, [(jobs[i].user, spec.modality, spec.instruction) for i, spec in wanted],
-                                  for_generation=True)
+                                  for_generation=True, preferences=preferences)
         for (index, spec), context in zip(wanted, contexts, strict=True):
             prepared[index] = context if isinstance(context, Exception) else \
                 _attempt(lambda context=context, spec=spec: prepared_from(model, context, spec.options))
@@ -376,7 +379,7 @@ class InlineExecutor(QueueExecutor):
             return run_fit(work)
         if isinstance(work, PreparedGeneration):
             backend = self.generator.backend(work.request.context.modality)
-            return backend.generate([work.request], self.model.store.blobs.get)[0]
+            return backend.generate(work.requests, self.model.store.blobs.get)
         return run_training(work, should_stop=lease, progress=self.progress)
 
 

@@ -1,9 +1,9 @@
 """Run a generation in this process: context → plan → backend → artifacts with lineage.
 
-This is the embedded default's path for one request. The backend sees only the request and a
-blob fetcher; storing the outputs, and recording that each was derived from every memory item
-the context used (and the adapters loaded), happens here, so forgetting any of them removes
-the output too.
+This is the embedded default's path for one request. The backend sees only the request (or its
+best-of-N candidates, `best_of`) and a blob fetcher; choosing among candidates, storing the
+outputs, and recording that each was derived from every memory item the context used (and the
+adapters loaded), happens here, so forgetting any of them removes the output too.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.memory.blobs import sha256_hex
 from unipgen.memory.jobs import OutputArtifact
 from unipgen.modalities import load_backend
+from unipgen.orchestrator import best_of
 from unipgen.schema.context import Modality, PersonalizationPlan, UserContext
 from unipgen.schema.generation import GeneratedOutput, GenerationOptions, GenerationRequest
 
@@ -37,16 +38,27 @@ class GeneratedArtifact:
 
 @dataclass(frozen=True)
 class PreparedGeneration:
-    """A backend request built from the store, and the memory items its outputs derive from."""
+    """A backend request built from the store, the memory items its outputs derive from, and
+    the requests the backend runs for it (itself, or its best-of-N candidates)."""
 
     request: GenerationRequest
     sources: list[tuple[str, str]]
+    candidates: best_of.Candidates
+
+    @property
+    def requests(self) -> list[GenerationRequest]:
+        """What the executor's work sends to the backend, in one call; its outputs, one list per
+        request, are what `output_artifacts` takes."""
+        return self.candidates.requests
 
 
 def prepare_generation(model: UserModel, tenant: str, user: str, modality: Modality, instruction: str,
                        options: GenerationOptions | None = None) -> PreparedGeneration:
     """Context → plan → request; everything a backend needs, as plain data."""
-    return prepared_from(model, model.context(tenant, user, modality, instruction, for_generation=True), options)
+    options = options or GenerationOptions()
+    context = model.context(tenant, user, modality, instruction, for_generation=True,
+                            preferences=best_of.needs_preferences(modality, options))
+    return prepared_from(model, context, options)
 
 
 def prepared_from(model: UserModel, context: UserContext, options: GenerationOptions | None) -> PreparedGeneration:
@@ -55,7 +67,7 @@ def prepared_from(model: UserModel, context: UserContext, options: GenerationOpt
     context, provenance = _with_melody(context, options.melody)
     plan = model.plan(context)
     request = GenerationRequest(context=context, plan=plan, options=options)
-    return PreparedGeneration(request, _sources(provenance, plan))
+    return PreparedGeneration(request, _sources(provenance, plan), best_of.plan(model, request))
 
 
 def _with_melody(context: UserContext, melody: str | None) -> tuple[UserContext, list[str]]:
@@ -74,9 +86,12 @@ def _with_melody(context: UserContext, melody: str | None) -> tuple[UserContext,
 
 
 def output_artifacts(model: UserModel, prepared: PreparedGeneration,
-                     outputs: list[GeneratedOutput]) -> list[OutputArtifact]:
-    """The artifacts to store for a request's outputs, each derived from what the request used."""
+                     produced: list[list[GeneratedOutput]]) -> list[OutputArtifact]:
+    """The artifacts to store for what the backend produced for `prepared.requests` (one list of
+    outputs per request): the outputs kept (best-of-N chooses here), each derived from what the
+    request used."""
     plan = prepared.request.plan
+    outputs = best_of.select(model, prepared.request, prepared.candidates, produced)
     return [OutputArtifact(key=f"out-{uuid.uuid4().hex[:16]}", kind="output", media_type=output.media_type,
                            data=output.data, derived_from=prepared.sources,
                            meta={**output.meta, "modality": plan.modality, "profile": model.profile.name})
@@ -105,9 +120,9 @@ class InlineGenerator:
         """Personalized outputs for one request, stored as artifacts of `user`."""
         backend = self.backend(modality)  # an unknown modality fails before any work
         prepared = prepare_generation(self.model, tenant, user, modality, instruction, options)
-        outputs = backend.generate([prepared.request], self.model.store.blobs.get)[0]
+        produced = backend.generate(prepared.requests, self.model.store.blobs.get)
         stored = []
-        for out in output_artifacts(self.model, prepared, outputs):
+        for out in output_artifacts(self.model, prepared, produced):
             self.model.store.add_artifact(tenant, out.key, kind=out.kind, media_type=out.media_type, data=out.data,
                                           user=user, derived_from=out.derived_from, meta=out.meta)
             stored.append(generated_artifact(self.model, out, prepared.request.plan))

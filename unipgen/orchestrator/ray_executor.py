@@ -7,8 +7,9 @@ store, renews their leases and stores their results, exactly as the inline execu
 - **Generation** goes to a `ModelWorker` actor that holds the profile's backend for that
   modality on its GPU share (the backend option ``num_gpus``, fractional where models fit). The
   backend's own LRU caches keep per-user adapters loaded by content hash between requests.
-  Requests arriving within ``max_wait_ms`` of each other (from different users) are run as one
-  batch: mixed adapters in one text batch, grouped by adapter for images.
+  Requests arriving within ``max_wait_ms`` of each other (from different users, or a best-of-N
+  job's candidates) are run as one batch: mixed adapters in one text batch, grouped by adapter
+  for images.
 - **Training** runs as a Ray task that reserves the same GPU share.
 
 A worker that dies mid-job (killed, out of memory, a lost node) surfaces as a `RayActorError`
@@ -94,6 +95,11 @@ class ModelWorker:
         elif self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_later())
         return await future
+
+    async def generate_many(self, requests: list[Any], burst: tuple[str, int] | None = None) -> list[list[Any]]:
+        """The outputs of several requests (a job's best-of-N candidates), one list per request;
+        each joins the batches as `generate` does (`burst` counts every one of them)."""
+        return list(await asyncio.gather(*(self.generate(request, burst) for request in requests)))
 
     @property
     def _busy(self) -> bool:
@@ -251,10 +257,11 @@ class RayExecutor(QueueExecutor):
                 board.drop.remote(lease.job.key)
 
     def _send(self, work: PreparedGeneration, lease: Lease) -> Any:
-        """Send a generation to its model actor; returns the result's reference."""
+        """Send a generation's requests (best-of-N: its candidates) to its model actor; returns the
+        result's reference (one list of outputs per request)."""
         actor = self.actor(work.request.context.modality)
-        burst = self._bursts.pop(lease.job.key, (lease.job.key, 1))  # a job on its own: a burst of 1
-        return actor.generate.remote(work.request, burst)
+        burst = self._bursts.pop(lease.job.key, (lease.job.key, len(work.requests)))  # a job on its own
+        return actor.generate_many.remote(work.requests, burst)
 
     def _receive(self, ref: Any, work: PreparedGeneration, lease: Lease) -> Any:
         import ray
@@ -374,13 +381,15 @@ class RayExecutor(QueueExecutor):
             yield
 
     def _mark_burst(self, jobs: list[JobRecord], prepared: list[Any]) -> None:
-        """Tag the generation jobs of one group with their burst: (id, how many go to that actor)."""
-        by_modality: dict[str, list[str]] = {}
+        """Tag the generation jobs of one group with their burst: (id, how many requests go to
+        that actor; a best-of-N job sends one per candidate)."""
+        by_modality: dict[str, list[tuple[str, int]]] = {}
         for job, work in zip(jobs, prepared):
             if isinstance(work, PreparedGeneration):
-                by_modality.setdefault(work.request.context.modality, []).append(job.key)
-        for modality, keys in by_modality.items():
-            burst = (f"{self.worker}-{keys[0]}-{modality}", len(keys))
+                by_modality.setdefault(work.request.context.modality, []).append((job.key, len(work.requests)))
+        for modality, sent in by_modality.items():
+            keys = [key for key, _ in sent]
+            burst = (f"{self.worker}-{keys[0]}-{modality}", sum(count for _, count in sent))
             self._bursts.update(dict.fromkeys(keys, burst))
 
     def shutdown(self) -> None:

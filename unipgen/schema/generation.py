@@ -9,15 +9,18 @@ returns is stored as an artifact, with lineage, by the caller.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from unipgen.schema.context import PersonalizationPlan, UserContext
 from unipgen.schema.rules import FiniteFloat
 
 #: sha256 → bytes of a stored blob (subject reference images, adapter files).
 BlobFetcher = Callable[[str], bytes]
+
+#: The most candidates one request may generate (`best_of` x `num_outputs`).
+MAX_CANDIDATES = 32
 
 
 class GenerationOptions(BaseModel):
@@ -36,6 +39,20 @@ class GenerationOptions(BaseModel):
     melody: str | None = Field(default=None, max_length=200, description=(
         "Music: key of one of the user's voice recordings (a hummed or played tune) whose melody the "
         "music follows; needs a melody-conditioned audio backend."))
+    best_of: int = Field(default=1, ge=1, le=16, description=(
+        "Best-of-N by the user model: generate best_of x num_outputs candidates (seeds seed, seed+1, ...), "
+        "score each against the user's preference in the space that fits the modality, and keep the "
+        "num_outputs best (docs/generation.md, 'Best-of-N by the user model')."))
+    best_of_keep: Literal["best", "all"] = Field(default="best", description=(
+        "With best_of > 1: 'best' keeps the num_outputs highest-scoring candidates; 'all' keeps every "
+        "candidate, best first. Each kept output's meta['best_of'] has its score, rank and the others' scores."))
+
+    @model_validator(mode="after")
+    def _bounded_candidates(self) -> GenerationOptions:
+        if self.best_of * self.num_outputs > MAX_CANDIDATES:
+            raise ValueError(f"best_of x num_outputs is {self.best_of} x {self.num_outputs} = "
+                             f"{self.best_of * self.num_outputs} candidates; at most {MAX_CANDIDATES}")
+        return self
 
 
 class GenerationRequest(BaseModel):

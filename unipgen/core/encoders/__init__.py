@@ -1,7 +1,7 @@
 """Encoders: one registry from a type name to the class that implements it, resolved lazily.
 
 A profile (`unipgen.schema.profiles`) says which type and model fill each role (text, image,
-face, voice); `load_encoder` builds it. Plugins add types with `register_encoder`.
+face, voice, clap); `load_encoder` builds it. Plugins add types with `register_encoder`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from unipgen.schema.profiles import ComponentSpec
 ENCODERS: dict[str, str] = {
     "sentence-transformers": "unipgen.core.encoders.text:SentenceTransformerEncoder",
     "clip": "unipgen.core.encoders.image:ClipEncoder",
+    "clap": "unipgen.core.encoders.clap:ClapEncoder",
     "dlib-face": "unipgen.core.encoders.face:DlibFaceEncoder",
     "resemblyzer": "unipgen.core.encoders.voice:ResemblyzerVoiceEncoder",
 }

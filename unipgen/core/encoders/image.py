@@ -75,6 +75,44 @@ def _pooled(output: Any) -> Any:
     return getattr(output, "pooler_output", output)
 
 
+def video_frames(data: bytes, max_frames: int | None = None) -> list[Any]:
+    """RGB PIL frames of a video file's bytes: GIF through PIL, anything else (MP4, WebM...)
+    through PyAV; `max_frames` keeps that many evenly spaced (first and last included)."""
+    return evenly_spaced(_gif_frames(data) if data[:4] == b"GIF8" else _av_frames(data), max_frames)
+
+
+def evenly_spaced(frames: list[Any], count: int | None) -> list[Any]:
+    """`count` of `frames`, evenly spaced, first and last included (all of them if fewer or None)."""
+    if not frames:
+        raise InvalidInputError("the video has no frames")
+    if count is not None and len(frames) > count:
+        if count < 1:
+            raise InvalidInputError("max_frames must be >= 1")
+        frames = [frames[round(i)] for i in np.linspace(0, len(frames) - 1, count)]
+    return frames
+
+
+def _gif_frames(data: bytes) -> list[Any]:
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return [frame.convert("RGB") for frame in ImageSequence.Iterator(image)]
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UnsupportedMediaError(f"not a readable GIF: {exc}") from None
+
+
+def _av_frames(data: bytes) -> list[Any]:
+    av = require("av", "ml")
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.video:
+                raise UnsupportedMediaError("the file has no video stream")
+            return [frame.to_image() for frame in container.decode(video=0)]
+    except av.error.FFmpegError as exc:
+        raise UnsupportedMediaError(f"not a readable video: {exc}") from None
+
+
 def _to_image(item: Any, number: int, max_side: int = 1024) -> Any:
     from PIL import Image, UnidentifiedImageError
 
