@@ -23,7 +23,6 @@ not quality (`unipgen eval movielens` measures quality). Three parts:
 
 from __future__ import annotations
 
-import multiprocessing
 import resource
 import sys
 import tempfile
@@ -140,10 +139,13 @@ def _timed(call: Any, n: int) -> tuple[float, float]:
 
 
 def _fit_in_child(users: int, items: int, events: int) -> dict[str, Any]:
-    """Run `_fit_and_refit` in a fresh process, so its peak RSS is the fit's alone."""
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(_fit_and_refit, (users, items, events))
+    """Run `_fit_and_refit` in a fresh process (this file as a script), so its peak RSS is the fit's alone."""
+    import json
+    import subprocess
+
+    done = subprocess.run([sys.executable, __file__, "--fit", str(users), str(items), str(events)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
 
 
 def _fit_and_refit(users: int, items: int, events: int) -> dict[str, Any]:
@@ -175,4 +177,7 @@ def _fit_and_refit(users: int, items: int, events: int) -> dict[str, Any]:
 if __name__ == "__main__":
     import json
 
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
+    if sys.argv[1:2] == ["--fit"]:
+        print(json.dumps(_fit_and_refit(*map(int, sys.argv[2:5]))))
+    else:
+        print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
