@@ -54,11 +54,18 @@ def taste(events: Sequence[EventRow | TasteEvent], item_vectors: dict[str, np.nd
     usable = [e for e in events if e.item in item_vectors]
     if not usable:
         return None
-    vectors = np.stack([item_vectors[e.item] for e in usable]).astype(np.float64)
+    vectors = np.array([item_vectors[e.item] for e in usable], dtype=np.float64)
     times = np.array([e.ts if isinstance(e.ts, float) else e.ts.timestamp() for e in usable])
-    base = {kind: config.event_weight(kind) for kind in {e.type for e in usable}}
-    weights = np.array([base[e.type] if e.type != "rate" or e.value is None else config.event_weight("rate", e.value)
-                        for e in usable])
+    types = np.array([e.type for e in usable])
+    values = np.array([np.nan if e.value is None else e.value for e in usable], dtype=np.float64)
+    weights = np.zeros(len(usable))
+    for kind in set(types.tolist()):  # a few event types: one vectorised rule each
+        mask = types == kind
+        if kind == "rate":
+            weights[mask] = np.where(np.isnan(values[mask]), config.event_weight("rate"),
+                                     config.rate * (values[mask] - config.rating_neutral) / config.rating_scale)
+        else:
+            weights[mask] = config.event_weight(kind)
     age = times.max() - times
     decay = {which: np.ones(len(usable)) if (h := config.half_life_seconds(which)) is None else 0.5 ** (age / h)
              for which in ("long", "short")}

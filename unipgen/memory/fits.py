@@ -32,6 +32,7 @@ from unipgen.memory.models import (
     EmbeddingSpace,
     Item,
     Lineage,
+    Tenant,
     User,
     utcnow,
 )
@@ -134,11 +135,12 @@ class FitsMixin:
         `count_new`, `events_since` counts the events written after it (a scan of the tenant's
         newer events: leave it off on a request's hot path)."""
         with self.session() as session:
-            tenant_id = tenant_id_of(session, tenant)
-            row = _current(session, tenant_id)
+            row = session.scalar(select(BehaviorFit).join(Tenant, Tenant.id == BehaviorFit.tenant_id).where(
+                Tenant.key == tenant, BehaviorFit.status.in_(("current", "stale"))))  # one query: a hot path
             if row is None:
+                tenant_id_of(session, tenant)  # an unknown tenant is an error, not "no fit"
                 return None
-            return _record(row, _events_since(session, tenant_id, row.last_event_id) if count_new else None)
+            return _record(row, _events_since(session, row.tenant_id, row.last_event_id) if count_new else None)
 
     def fits(self: MemoryStore, tenant: str) -> list[FitRecord]:
         """Every fit of the tenant, newest first (replaced ones keep their settings and figures)."""

@@ -20,6 +20,7 @@ from unipgen.memory.models import (
     Item,
     Lineage,
     Subject,
+    Tenant,
 )
 
 
@@ -49,10 +50,13 @@ class ReadsMixin:
     def item_texts(self: MemoryStore, tenant: str, keys: Sequence[str] | None = None) -> dict[str, str]:
         """Text of catalog items (all of them when `keys` is None)."""
         with self.session() as session:
-            query = select(Item.key, Item.text).where(Item.tenant_id == tenant_id_of(session, tenant))
+            query = select(Item.key, Item.text).join(Tenant, Tenant.id == Item.tenant_id).where(Tenant.key == tenant)
             if keys is not None:
                 query = query.where(Item.key.in_(list(keys)))
-            return dict(session.execute(query).all())
+            found = dict(session.execute(query).all())
+            if not found:
+                tenant_id_of(session, tenant)  # an unknown tenant is an error, not "no items"
+            return found
 
     def item_meta(self: MemoryStore, tenant: str, keys: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         """Metadata of the catalog items that have some (genres, year...): all, or those of `keys`."""

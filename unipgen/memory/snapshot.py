@@ -136,7 +136,7 @@ class SnapshotMixin:
             seconds = extract("epoch", BehaviorEvent.ts)
             rows = conn.execute(select(BehaviorEvent.type, Item.key, seconds, BehaviorEvent.value)
                                 .join(Item, Item.id == BehaviorEvent.item_id).where(BehaviorEvent.user_id == row[1])
-                                .order_by(BehaviorEvent.ts, BehaviorEvent.id))
+                                .order_by(BehaviorEvent.ts, BehaviorEvent.id)).all()  # one fetch, not one per row
             events = [TasteEvent(kind, key, float(ts), value) for kind, key, ts, value in rows]
         return TasteRead(tenant_id=row[0], generation=row[3], events=events)
 
