@@ -71,7 +71,9 @@ def test_malformed_import_file_is_named(tmp_path: Path) -> None:
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     done = run(tmp_path, "demo", "--report", str(tmp_path / "report"))
-    assert "identical bytes" in done.stdout and "residue after a scan of database, indexes and blobs: none" in done.stdout
+    assert "identical bytes" in done.stdout and "behavior fit 1 is stale" in done.stdout  # the fit read their ratings
+    assert "ran the queued refit (1 job): fit 2 from 7 users; residue now: none" in done.stdout
+    assert "might enjoy next (behavior space, fit 1" in done.stdout and "recommended in the prompt" in done.stdout
     assert "5. generated for user 2" in done.stdout and "artifacts" in done.stdout
     for modality in ("text", "image", "video", "audio", "speech", "3d"):  # one output per modality
         assert f"     {modality} (" in done.stdout, modality
