@@ -1,7 +1,9 @@
 """EASE, item-kNN and SASRec (unipgen.eval.recsys_baselines, unipgen.eval.sasrec) on tiny
 synthetic data: EASE equals its closed form (a hand-computed 2-item case and the dense formula),
-both EASE and item-kNN rank a planted co-occurrence first, and SASRec learns a planted
-deterministic order (item i is always followed by i + 1) far above chance in seconds."""
+both EASE and item-kNN rank a planted co-occurrence first; SASRec's epoch covers every prefix
+of every sequence exactly once with its own past as context, training is deterministic under a
+seed, and both losses learn a planted deterministic order (item i is always followed by i + 1)
+far above chance in seconds."""
 
 from __future__ import annotations
 
@@ -62,14 +64,85 @@ def test_itemknn_keeps_k_cosine_neighbours() -> None:
     assert np.allclose(knn.scores(np.array([0]), 3), dense[[0]] @ cosine, atol=1e-6)
 
 
-def test_sasrec_learns_a_planted_order() -> None:
+def planted_walks(n_items: int = 40, n_users: int = 200) -> list[np.ndarray]:
+    """Each user walks i, i+1, i+2, ... (mod n) from a random start: the next item is determined."""
+    rng = np.random.default_rng(0)
+    return [(rng.integers(n_items) + np.arange(int(rng.integers(8, 20)))) % n_items + 1 for _ in range(n_users)]
+
+
+@pytest.mark.parametrize("n, max_len", [(2, 5), (7, 3), (12, 5), (30, 4)])
+def test_sasrec_blocks_cover_every_target_once(n: int, max_len: int) -> None:
     pytest.importorskip("torch")
     from unipgen.eval import sasrec
 
-    n_items, rng = 40, np.random.default_rng(0)
-    # Each user walks i, i+1, i+2, ... (mod n) from a random start: the next item is determined.
-    seqs = [(rng.integers(n_items) + np.arange(int(rng.integers(8, 20)))) % n_items + 1 for _ in range(200)]
-    config = sasrec.SasRecConfig(hidden=32, blocks=1, max_len=10, dropout=0.0, lr=5e-3, max_epochs=40, patience=40)
+    for first in range(1, max_len + 1):
+        blocks = sasrec.target_blocks(n, max_len, first)
+        covered = sorted(t for lo, hi in blocks for t in range(lo, hi))
+        assert covered == list(range(1, n))
+        assert all(hi - lo <= max_len for lo, hi in blocks) and blocks[0][1] - blocks[0][0] <= first
+
+
+def test_sasrec_windows_train_on_every_prefix_with_its_past() -> None:
+    pytest.importorskip("torch")
+    from unipgen.eval import sasrec
+
+    max_len, rng = 4, np.random.default_rng(1)
+    seqs = [np.arange(1, 12) * 10, np.array([5, 6]), np.array([7])]  # a 1-item user has no target
+    inputs, targets = sasrec.windows(seqs, max_len, rng)
+    seen = []
+    for x, y in zip(inputs, targets):
+        for p in np.flatnonzero(y >= 0):
+            context = x[: p + 1]
+            assert (context > 0).all()  # right-padded: a target sees no padding
+            seen.append((tuple(context), int(y[p]) + 1))
+    expected = [(tuple(s[max(0, t - max_len) : t]), int(s[t])) for s in seqs for t in range(1, len(s))]
+    # every prefix (its last ≤ max_len items) → next item, once; early targets of a block see less
+    assert sorted(t for _, t in seen) == sorted(t for _, t in expected)
+    for context, target in seen:
+        full = next(c for c, t in expected if t == target)
+        assert context == full[len(full) - len(context) :]
+
+
+def test_sasrec_quick_windows_hold_only_the_latest_targets() -> None:
+    pytest.importorskip("torch")
+    from unipgen.eval import sasrec
+
+    seqs = [np.arange(1, 12), np.array([5, 6])]
+    inputs, targets = sasrec.windows(seqs, 4, np.random.default_rng(0), every_prefix=False)
+    assert inputs.tolist() == [[7, 8, 9, 10], [5, 0, 0, 0]]
+    assert targets.tolist() == [[7, 8, 9, 10], [5, -1, -1, -1]]  # 0-based: items 8..11 and 6
+
+
+def test_sasrec_training_is_deterministic_under_a_seed() -> None:
+    pytest.importorskip("torch")
+    from unipgen.eval import sasrec
+
+    seqs = planted_walks(n_users=30)
+    config = sasrec.SasRecConfig(hidden=16, blocks=1, max_len=6, batch_size=16, max_epochs=2, patience=2)
+    runs = [sasrec.train(seqs, 40, config, seed=3)[0] for _ in range(2)]
+    scores = [sasrec.score_users(m, seqs, np.arange(5), config.max_len) for m in runs]
+    assert np.array_equal(scores[0], scores[1])
+    other = sasrec.train(seqs, 40, config, seed=4)[0]
+    assert not np.array_equal(scores[0], sasrec.score_users(other, seqs, np.arange(5), config.max_len))
+
+
+def test_sasrec_rejects_an_unknown_loss() -> None:
+    pytest.importorskip("torch")
+    from unipgen.errors import InvalidInputError
+    from unipgen.eval import sasrec
+
+    with pytest.raises(InvalidInputError, match="loss 'mse'"):
+        sasrec.SasRecConfig(loss="mse")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("loss, epochs", [("ce", 20), ("bce", 30)])
+def test_sasrec_learns_a_planted_order(loss: str, epochs: int) -> None:
+    pytest.importorskip("torch")
+    from unipgen.eval import sasrec
+
+    n_items, seqs = 40, planted_walks()
+    config = sasrec.SasRecConfig(hidden=32, blocks=1, max_len=10, dropout=0.0, lr=5e-3, loss=loss,  # type: ignore[arg-type]
+                                 batch_size=32, max_epochs=epochs, patience=epochs)
     model, _, _ = sasrec.train(seqs, n_items, config, seed=0)
     scores = sasrec.score_users(model, seqs, np.arange(len(seqs)), config.max_len)
     expected = np.array([s[-1] % n_items for s in seqs])  # the id after the last (0-based item index)
