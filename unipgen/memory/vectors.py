@@ -172,6 +172,7 @@ class VectorIndex:
         self._owner: dict[int, int] = {}  # vector id -> owner
         self._ivf: Any = None  # faiss IndexIVFFlat over the catalog, or None while search is exact
         self._trained_on = 0  # catalog size when the IVF was trained
+        self._catalog_order: np.ndarray | None = None  # argsort of the catalog's ids (`catalog_vectors`)
 
     @property
     def dim(self) -> int:
@@ -235,7 +236,7 @@ class VectorIndex:
         for vid in ids.tolist():
             del self._owner[vid]
         if user_id == CATALOG:
-            self._ivf, self._trained_on = None, 0
+            self._ivf, self._trained_on, self._catalog_order = None, 0, None
         return len(ids)
 
     # ----- reads -----
@@ -283,7 +284,9 @@ class VectorIndex:
         if block is None or not len(wanted):
             return out
         vectors, held, _ = block.live()
-        order = np.argsort(held, kind="stable")
+        if self._catalog_order is None:  # sorted once per change of the catalog, not per call
+            self._catalog_order = np.argsort(held, kind="stable")
+        order = self._catalog_order
         at = np.minimum(np.searchsorted(held, wanted, sorter=order), len(held) - 1)
         rows = order[at]
         found = held[rows] == wanted
@@ -383,6 +386,8 @@ class VectorIndex:
         return np.ascontiguousarray(q.reshape(self._dim))
 
     def _append(self, owner: int, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if owner == CATALOG:
+            self._catalog_order = None
         block = self._blocks.get(owner)
         if block is None:
             block = self._blocks[owner] = _Block(self._dim)
@@ -391,6 +396,8 @@ class VectorIndex:
             self._ivf.add_with_ids(vectors, ids)
 
     def _remove_rows(self, owner: int, ids: np.ndarray) -> None:
+        if owner == CATALOG:
+            self._catalog_order = None
         block = self._blocks[owner]
         block.remove(ids)
         if block.size == 0:
