@@ -144,3 +144,18 @@ def test_a_text_request_for_a_recommendation_gets_unseen_items_and_their_lineage
     past = model.context("t", "u0", "text", "Which films did I rate highest?", for_generation=True)
     assert past.recommendations is None and {e.kind for e in past.evidence} == {"item"}
     assert not model.plan(past).recommended
+
+
+def test_a_kept_taste_is_never_stale(model: UserModel) -> None:
+    model.fit("t", {"dim": 4})
+    recommender = model.builder.recommender
+    first = model.recommend("t", "u0", k=3)
+    assert model.recommend("t", "u0", k=3) == first and len(recommender._tastes) == 1  # kept, reused
+    model.store.ingest_events("t", [{"user": "u0", "type": "rate", "item": "space0", "value": 5.0,
+                                     "ts": T0 + timedelta(days=30)}] * 3)  # a new, recent taste
+    moved = model.recommend("t", "u0", k=3)
+    assert moved.items[0].item.startswith("space") and "space0" not in [i.item for i in moved.items]
+    [*_, newest] = model.store.events("t", "u0")
+    model.store.delete_events("t", "u0", ids=[newest.id])  # a deleted event changes the key too
+    assert len(recommender._tastes) == 2 and model.recommend("t", "u0", k=3) != moved
+    assert len(recommender._tastes) == 3

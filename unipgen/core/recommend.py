@@ -17,9 +17,11 @@ context's `top_items` and text requests that ask for a recommendation:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 
@@ -34,12 +36,15 @@ from unipgen.schema.context import Reason, Recommendation, Recommendations
 REASONS_PER_ITEM = 3
 #: Most items one call returns.
 MAX_K = 1000
+#: Users whose folded-in taste is kept (each ~0.5 MB for 150 distinct items at 640 dims).
+TASTES_KEPT = 256
 
 
 @dataclass(frozen=True)
 class Taste:
-    """A user's preference query in one space, kept as the sum of its events' terms:
-    ``query = coefficients @ vectors``, where row i of `vectors` is the item of `events[i]`."""
+    """A user's preference query in one space, kept as the sum of per-item terms:
+    ``query = coefficients @ vectors``, where row i of `vectors` is the vector of the item of
+    `events[i]` (one row per distinct item, named by its weightiest event)."""
 
     query: np.ndarray
     events: list[EventRow | TasteEvent]
@@ -79,7 +84,21 @@ def taste(events: Sequence[EventRow | TasteEvent], item_vectors: dict[str, np.nd
             coefficients += mix * terms / norm
     if not coefficients.any():
         return None  # only neutral events (a 3-star rating): no direction to rank by
-    return Taste((coefficients @ vectors).astype(np.float32), usable, vectors, coefficients)
+    return _per_item(usable, vectors, coefficients)
+
+
+def _per_item(events: list[EventRow | TasteEvent], vectors: np.ndarray, coefficients: np.ndarray) -> Taste:
+    """The taste with one term per distinct item (the sum of its events' terms), each named by
+    its event with the largest term: a user's 1,000 events are often 150 items, and the
+    query, the scores and the reasons are the same sums."""
+    keys = [e.item for e in events]
+    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    summed = np.bincount(inverse, weights=coefficients, minlength=len(unique))
+    order = np.lexsort((-np.abs(coefficients), inverse))  # per item, its largest term first
+    starts = np.searchsorted(inverse[order], np.arange(len(unique)))
+    named = [events[i] for i in order[starts]]
+    item_vectors = vectors[first]
+    return Taste((summed @ item_vectors).astype(np.float32), named, item_vectors.astype(np.float32), summed)
 
 
 class Recommender:
@@ -89,6 +108,10 @@ class Recommender:
     def __init__(self, store: MemoryStore, text_config: PreferenceConfig | None = None) -> None:
         self.store = store
         self.text_config = text_config or PreferenceConfig()
+        # Folded-in tastes of recent users, keyed by what they were folded from (the space's
+        # generation and the user's events' version): a new or deleted event, a refit or a
+        # forget changes the key, so an entry is never stale, only unused.
+        self._tastes: OrderedDict[tuple[Any, ...], tuple[Taste | None, frozenset[str]]] = OrderedDict()
 
     def recommend(self, tenant: str, user: str, *, k: int = 10, diversity: float = 0.0, include_seen: bool = False,
                   kind: str | None = None, snapshot: UserSnapshot | None = None) -> Recommendations:
@@ -102,17 +125,11 @@ class Recommender:
         space, config = ("text", self.text_config)
         if fit is not None:
             space, config = BEHAVIOR_SPACE, FitConfig.from_dict(fit.config).preference
-        read = self.store.taste_read(tenant, user, space)
-        if snapshot is not None and space in snapshot.item_vectors:  # a context read them already
-            events, item_vectors = snapshot.events, snapshot.item_vectors[space]
-        else:
-            events = read.events
-            item_vectors = self.store.item_vectors(tenant, space, [e.item for e in events], read=read)
-        seen = set() if include_seen else {e.item for e in events}
+        read, found, acted = self._taste(tenant, user, space, config, snapshot)
+        seen = set() if include_seen else set(acted)
         head = {"user": user, "fit_generation": fit.generation if fit else None,
                 "stale": fit is not None and fit.status == "stale", "diversity": diversity,
                 "seen_excluded": not include_seen, "kind": kind}
-        found = taste(events, item_vectors, config)
         if found is None:
             popular = [key for key in (fit.stats.get("popular", []) if fit else []) if key not in seen]
             keys = self._of_kind(tenant, popular, kind)[:k]
@@ -131,6 +148,28 @@ class Recommender:
                                 reasons=[_reason(found.events[i], texts, term) for i, term in why])
                  for key, score, why in zip(keys, scores, reasons)]
         return Recommendations(space=space, items=items, **head)
+
+    def _taste(self, tenant: str, user: str, space: str, config: PreferenceConfig, snapshot: UserSnapshot | None
+               ) -> tuple[TasteRead, Taste | None, frozenset[str]]:
+        """The user's taste and the items they acted on: from the cache when their events and
+        the space are unchanged since it was folded in, else folded in now and kept."""
+        read = self.store.taste_read(tenant, user, space, events=False)
+        key = (tenant, user, space, read.generation, read.version, config)
+        if key in self._tastes:
+            self._tastes.move_to_end(key)
+            return (read, *self._tastes[key])
+        if snapshot is not None and space in snapshot.item_vectors:  # a context read them already
+            events, item_vectors = snapshot.events, snapshot.item_vectors[space]
+        else:
+            read = self.store.taste_read(tenant, user, space)
+            events = read.events
+            item_vectors = self.store.item_vectors(tenant, space, [e.item for e in events], read=read)
+        entry = (taste(events, item_vectors, config), frozenset(e.item for e in events))
+        if snapshot is None or read.events:  # a snapshot may predate this read: keep only what this read saw
+            self._tastes[(tenant, user, space, read.generation, read.version, config)] = entry
+            while len(self._tastes) > TASTES_KEPT:
+                self._tastes.popitem(last=False)
+        return (read, *entry)
 
     def _candidates(self, tenant: str, space: str, read: TasteRead, query: np.ndarray, want: int, seen: set[str],
                     kind: str | None) -> tuple[list[str], list[float]]:

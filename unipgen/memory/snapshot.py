@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import extract, select
+from sqlalchemy import extract, func, select
 from sqlalchemy.orm import selectinload
 
 from unipgen.errors import NotFoundError
@@ -93,6 +93,7 @@ class TasteRead:
     tenant_id: int
     generation: int | None
     events: list[TasteEvent]
+    version: tuple[int, int] = (0, 0)  # the user's events: (how many, newest id)
 
 
 class SnapshotMixin:
@@ -122,23 +123,29 @@ class SnapshotMixin:
         return found
 
 
-    def taste_read(self: MemoryStore, tenant: str, user: str, space: str) -> TasteRead:
-        """What a recommendation reads of the database: the user's events (oldest first) and
-        the space's generation, in two queries on one connection; vectors then come from the
-        index in memory (`item_vectors`, `search_items`)."""
+    def taste_read(self: MemoryStore, tenant: str, user: str, space: str, *, events: bool = True) -> TasteRead:
+        """What a recommendation reads of the database: the space's generation, the version of
+        the user's events (how many, the newest id: any write or delete changes it) and, with
+        `events`, the events themselves (oldest first); two queries on one connection. Vectors
+        then come from the index in memory (`item_vectors`, `search_items`)."""
         with self.engine.connect() as conn:
             row = conn.execute(lookup_statements()["target"], {"tenant": tenant, "user": user, "space": space}).first()
             if row is None:
                 raise NotFoundError(f"unknown tenant {tenant!r}")
             if row[1] is None:
                 raise NotFoundError(f"unknown user {user!r} in tenant {tenant!r}")
+            if not events:
+                count, newest = conn.execute(select(func.count(), func.max(BehaviorEvent.id))
+                                             .where(BehaviorEvent.user_id == row[1])).one()
+                return TasteRead(tenant_id=row[0], generation=row[3], events=[], version=(count, newest or 0))
             # Unix seconds computed by the database: parsing thousands of datetimes costs more than the rest
             seconds = extract("epoch", BehaviorEvent.ts)
-            rows = conn.execute(select(BehaviorEvent.type, Item.key, seconds, BehaviorEvent.value)
+            rows = conn.execute(select(BehaviorEvent.type, Item.key, seconds, BehaviorEvent.value, BehaviorEvent.id)
                                 .join(Item, Item.id == BehaviorEvent.item_id).where(BehaviorEvent.user_id == row[1])
                                 .order_by(BehaviorEvent.ts, BehaviorEvent.id)).all()  # one fetch, not one per row
-            events = [TasteEvent(kind, key, float(ts), value) for kind, key, ts, value in rows]
-        return TasteRead(tenant_id=row[0], generation=row[3], events=events)
+            found = [TasteEvent(kind, key, float(ts), value) for kind, key, ts, value, _ in rows]
+            version = (len(rows), max((r[4] for r in rows), default=0))
+        return TasteRead(tenant_id=row[0], generation=row[3], events=found, version=version)
 
     def item_vectors(self: MemoryStore, tenant: str, space: str, keys: Sequence[str], *,
                      read: TasteRead | None = None) -> dict[str, np.ndarray]:
