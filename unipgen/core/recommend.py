@@ -82,6 +82,9 @@ def taste(events: Sequence[EventRow | TasteEvent], item_vectors: dict[str, np.nd
         norm = float(np.linalg.norm(terms @ vectors))
         if norm > 0 and mix != 0:
             coefficients += mix * terms / norm
+    if not np.isfinite(coefficients).all():
+        raise InvalidInputError("the user's events give a preference with NaN or infinity (a stored non-finite "
+                                "rating? `unipgen check` names the row; delete that event)")
     if not coefficients.any():
         return None  # only neutral events (a 3-star rating): no direction to rank by
     return _per_item(usable, vectors, coefficients)
