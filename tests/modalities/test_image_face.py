@@ -89,14 +89,27 @@ def test_two_faces_two_images_and_the_scale_matters(backend: DiffusersImageBacke
     assert one(backend, request(longer)) == alice
 
 
-def test_batched_with_other_users_gives_the_same_bytes_as_alone(backend: DiffusersImageBackend, fresh: bytes,
+def same_image(a: bytes, b: bytes) -> bool:
+    """The same picture up to one level in a few values: a batch of another size may take
+    another CPU kernel path (seen on some machines: at most 1 level in ~0.02% of values)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    x, y = (np.asarray(Image.open(io.BytesIO(d)), dtype=np.int16) for d in (a, b))
+    return x.shape == y.shape and int(np.abs(x - y).max()) <= 1 and float(np.mean(x != y)) < 0.001
+
+
+def test_batched_with_other_users_gives_the_same_image_as_alone(backend: DiffusersImageBackend, fresh: bytes,
                                                                 alice: bytes) -> None:
     bob_alone = backend.generate([request(BOB, seed=3, num_outputs=2)], fetch)[0]
     results = backend.generate([request(BOB, seed=3, num_outputs=2), request(ALICE), request(NOBODY, "prompt_only"),
                                 request(ALICE, seed=1)], fetch)
-    assert [o.data for o in results[0]] == [o.data for o in bob_alone]
-    assert results[1][0].data == alice and results[2][0].data == fresh
-    assert results[3][0].data == one(backend, request(ALICE, seed=1))
+    assert all(same_image(o.data, a.data) for o, a in zip(results[0], bob_alone, strict=True))
+    assert same_image(results[1][0].data, alice) and same_image(results[2][0].data, fresh)
+    assert same_image(results[3][0].data, one(backend, request(ALICE, seed=1)))
+    assert not same_image(results[1][0].data, results[2][0].data)  # the check tells different images apart
 
 
 def test_the_base_pipeline_is_unchanged_afterwards(backend: DiffusersImageBackend, fresh: bytes,
