@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -111,9 +111,6 @@ class FitConfig:
             values["preference"] = PreferenceConfig.from_dict(values["preference"])
         return cls(**values)
 
-    def with_changes(self, **changes: Any) -> FitConfig:
-        return replace(self, **changes)
-
 
 @dataclass(frozen=True)
 class FittedSpace:
@@ -177,9 +174,15 @@ def fit_behavior_space(
 
 def place_items(text_vectors: np.ndarray, mapping: np.ndarray, config: FitConfig) -> np.ndarray:
     """Vectors in a fitted space for items it has never seen (added after the fit), from their
-    unit text vectors: the fit's mapping gives the behavior part, as for the fit's own cold items."""
-    text = np.asarray(text_vectors, dtype=np.float32)
+    text vectors: the fit's mapping gives the behavior part, as for the fit's own cold items."""
+    text = unit_rows(text_vectors)
     return _blend(config.cold_scale * (text @ mapping), text, config.content_blend)
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1, float32 (the blend assumes unit text vectors; zero rows stay zero)."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
@@ -235,8 +238,7 @@ def fit_inputs(store: MemoryStore, tenant: str, config: FitConfig) -> FitInputs:
     for n, key in enumerate(data.items):
         if key in text:
             matrix[n] = text[key]
-    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)  # the blend assumes unit length
-    return FitInputs(tenant, data, matrix, config)
+    return FitInputs(tenant, data, unit_rows(matrix), config)
 
 
 def run_fit(inputs: FitInputs) -> FitOutput:

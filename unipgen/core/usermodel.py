@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from unipgen.core.behavior_space import BEHAVIOR_SPACE, FitConfig, fit_config_for, fit_inputs, place_items, run_fit
+from unipgen.core.behavior_space import (
+    BEHAVIOR_SPACE,
+    FitConfig,
+    fit_config_for,
+    fit_inputs,
+    place_items,
+    run_fit,
+)
 from unipgen.core.context import ContextBuilder, ContextConfig
 from unipgen.core.encoderpool import EncoderPool
 from unipgen.core.encoders import load_encoder
@@ -72,8 +79,7 @@ class UserModel:
         vectors = {"text": dict(zip(keys, texts))}
         placed = self.store.fit_mapping(tenant)
         if placed is not None:  # a tenant with a fit: new items can be recommended at once
-            mapping, config = placed
-            vectors[BEHAVIOR_SPACE] = dict(zip(keys, place_items(_unit_rows(texts), mapping, FitConfig.from_dict(config))))
+            vectors[BEHAVIOR_SPACE] = _placed(placed, keys, texts)
         if pictured:
             what = f"the images of items {[i.key for i in pictured][:3]}"
             images = self._encode("image", [i.image for i in pictured], what)
@@ -91,9 +97,7 @@ class UserModel:
             vectors = self.encoders.text.encode([texts[k] for k in keys])
             self.store.add_embeddings(tenant, "text", "item", list(zip(keys, vectors)))
             if placed is not None:
-                mapping, config = placed
-                behavior = place_items(_unit_rows(vectors), mapping, FitConfig.from_dict(config))
-                self.store.add_embeddings(tenant, BEHAVIOR_SPACE, "item", list(zip(keys, behavior)))
+                self.store.add_embeddings(tenant, BEHAVIOR_SPACE, "item", list(_placed(placed, keys, vectors).items()))
         return len(todo)
 
     def embed_documents(self, tenant: str, user: str) -> int:
@@ -193,7 +197,7 @@ class UserModel:
         return self.store.save_fit(tenant, run_fit(fit_inputs(self.store, tenant, settings)))
 
 
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1 (the fit's text vectors are unit length)."""
-    matrix = np.asarray(matrix, dtype=np.float32)
-    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+def _placed(fit: tuple[np.ndarray, dict[str, Any]], keys: Sequence[str], texts: np.ndarray) -> dict[str, np.ndarray]:
+    """Items' vectors in the tenant's fitted space from their text vectors (`MemoryStore.fit_mapping`'s fit)."""
+    mapping, config = fit
+    return dict(zip(keys, place_items(texts, mapping, FitConfig.from_dict(config))))

@@ -225,9 +225,7 @@ def _events_since(session: Session, tenant_id: int, last_event_id: int) -> int:
 
 def _replace_space(session: Session, tenant_id: int, fit: FitOutput) -> None:
     """All of the space's vectors replaced by the fit's (its width may change from fit to fit)."""
-    ids = dict(session.execute(select(Item.key, Item.id).where(Item.tenant_id == tenant_id,
-                                                               Item.key.in_(fit.items))).all()) if len(fit.items) < 900 \
-        else dict(session.execute(select(Item.key, Item.id).where(Item.tenant_id == tenant_id)).all())
+    ids = dict(session.execute(select(Item.key, Item.id).where(Item.tenant_id == tenant_id)).all())
     missing = [key for key in fit.items if key not in ids]
     if missing:  # an item forgotten while the fit ran: the fit must not bring its vector back
         raise NotFoundError(f"item {missing[0]!r} of the fit is gone; fit again")
