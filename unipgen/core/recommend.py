@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from unipgen.core.behavior_space import BEHAVIOR_SPACE, FitConfig
+from unipgen.core.behavior_space import FitConfig
 from unipgen.core.preference import PreferenceConfig, mmr
 from unipgen.errors import InvalidInputError
 from unipgen.memory import MemoryStore
 from unipgen.memory.snapshot import EventRow, TasteEvent, TasteRead, UserSnapshot
 from unipgen.schema.context import Reason, Recommendation, Recommendations
+from unipgen.schema.memory import FitRecord
 
 #: Events named as the reasons of one recommendation.
 REASONS_PER_ITEM = 3
@@ -124,11 +125,8 @@ class Recommender:
             raise InvalidInputError(f"k must be between 1 and {MAX_K}, got {k}")
         if not 0.0 <= diversity <= 1.0:
             raise InvalidInputError(f"diversity must be within [0, 1], got {diversity}")
-        fit = self.store.current_fit(tenant, count_new=False)
-        space, config = ("text", self.text_config)
-        if fit is not None:
-            space, config = BEHAVIOR_SPACE, FitConfig.from_dict(fit.config).preference
-        read, found, acted = self._taste(tenant, user, space, config, snapshot)
+        read, found, acted = self._taste(tenant, user, snapshot)
+        fit, space = read.fit, read.space
         seen = set() if include_seen else set(acted)
         head = {"user": user, "fit_generation": fit.generation if fit else None,
                 "stale": fit is not None and fit.status == "stale", "diversity": diversity,
@@ -152,11 +150,13 @@ class Recommender:
                  for key, score, why in zip(keys, scores, reasons)]
         return Recommendations(space=space, items=items, **head)
 
-    def _taste(self, tenant: str, user: str, space: str, config: PreferenceConfig, snapshot: UserSnapshot | None
+    def _taste(self, tenant: str, user: str, snapshot: UserSnapshot | None
                ) -> tuple[TasteRead, Taste | None, frozenset[str]]:
-        """The user's taste and the items they acted on: from the cache when their events and
-        the space are unchanged since it was folded in, else folded in now and kept."""
-        read = self.store.taste_read(tenant, user, space, events=False)
+        """The user's taste in the space recommendations rank in, and the items they acted on:
+        from the cache when their events and the space are unchanged since it was folded in,
+        else folded in now and kept."""
+        read = self.store.taste_read(tenant, user, None, events=False)
+        space, config = read.space, self._config(read.fit)
         key = (tenant, user, space, read.generation, read.version, config)
         if key in self._tastes:
             self._tastes.move_to_end(key)
@@ -164,15 +164,19 @@ class Recommender:
         if snapshot is not None and space in snapshot.item_vectors:  # a context read them already
             events, item_vectors = snapshot.events, snapshot.item_vectors[space]
         else:
-            read = self.store.taste_read(tenant, user, space)
+            read = self.store.taste_read(tenant, user, None)
             events = read.events
             item_vectors = self.store.item_vectors(tenant, space, [e.item for e in events], read=read)
         entry = (taste(events, item_vectors, config), frozenset(e.item for e in events))
         if snapshot is None or read.events:  # a snapshot may predate this read: keep only what this read saw
-            self._tastes[(tenant, user, space, read.generation, read.version, config)] = entry
+            self._tastes[(tenant, user, read.space, read.generation, read.version, self._config(read.fit))] = entry
             while len(self._tastes) > TASTES_KEPT:
                 self._tastes.popitem(last=False)
         return (read, *entry)
+
+    def _config(self, fit: FitRecord | None) -> PreferenceConfig:
+        """How events become a preference in the space: the fit's settings, else `text_config`."""
+        return self.text_config if fit is None else FitConfig.from_dict(fit.config).preference
 
     def _candidates(self, tenant: str, space: str, read: TasteRead, query: np.ndarray, want: int, seen: set[str],
                     kind: str | None) -> tuple[list[str], list[float]]:

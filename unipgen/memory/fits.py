@@ -17,10 +17,11 @@ has by `refit_every_events` (the store's setting), so writers can queue a refit 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from unipgen.errors import NotFoundError
@@ -134,13 +135,18 @@ class FitsMixin:
         """The tenant's fit in use (current or stale), or None before the first fit. With
         `count_new`, `events_since` counts the events written after it (a scan of the tenant's
         newer events: leave it off on a request's hot path)."""
-        with self.session() as session:
-            row = session.scalar(select(BehaviorFit).join(Tenant, Tenant.id == BehaviorFit.tenant_id).where(
-                Tenant.key == tenant, BehaviorFit.status.in_(("current", "stale"))))  # one query: a hot path
-            if row is None:
-                tenant_id_of(session, tenant)  # an unknown tenant is an error, not "no fit"
+        with self.engine.connect() as conn:
+            found = fit_in_use(conn, tenant)
+            if found is None:
+                with self.session() as session:
+                    tenant_id_of(session, tenant)  # an unknown tenant is an error, not "no fit"
                 return None
-            return _record(row, _events_since(session, row.tenant_id, row.last_event_id) if count_new else None)
+            tenant_id, last_event_id, record = found
+            if not count_new:
+                return record
+        with self.session() as session:
+            since = _events_since(session, tenant_id, last_event_id)
+        return record.model_copy(update={"events_since": since})
 
     def fits(self: MemoryStore, tenant: str) -> list[FitRecord]:
         """Every fit of the tenant, newest first (replaced ones keep their settings and figures)."""
@@ -213,6 +219,26 @@ def stale_fit_residue(session: Session, tenant_id: int) -> list[str]:
              "forgotten events until a refit (`unipgen fit`, or the queued fit job) replaces it")]
 
 
+@cache
+def _fit_in_use_statement() -> Any:
+    """Built once: building a statement costs more than running it on a request's hot path."""
+    return (select(BehaviorFit.tenant_id, BehaviorFit.last_event_id, BehaviorFit.generation, BehaviorFit.space,
+                   BehaviorFit.status, BehaviorFit.config, BehaviorFit.stats, BehaviorFit.created_at,
+                   BehaviorFit.stale_reason, BehaviorFit.stale_since)
+            .join(Tenant, Tenant.id == BehaviorFit.tenant_id)
+            .where(Tenant.key == bindparam("tenant"), BehaviorFit.status.in_(("current", "stale"))))
+
+
+def fit_in_use(conn: Connection, tenant: str) -> tuple[int, int, FitRecord] | None:
+    """(tenant id, last event id the fit read, the fit) of the tenant's fit in use, or None
+    (no fit yet, or no such tenant): one query on the caller's connection."""
+    row = conn.execute(_fit_in_use_statement(), {"tenant": tenant}).first()
+    if row is None:
+        return None
+    return row[0], row[1], FitRecord(generation=row[2], space=row[3], status=row[4], config=row[5], stats=row[6],
+                                     created_at=row[7], stale_reason=row[8], stale_since=row[9])
+
+
 def _current(session: Session, tenant_id: int) -> BehaviorFit | None:
     return session.scalar(select(BehaviorFit).where(BehaviorFit.tenant_id == tenant_id,
                                                     BehaviorFit.status.in_(("current", "stale"))))
@@ -253,4 +279,4 @@ def _joined(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
-__all__ = ["FitData", "FitOutput", "FitsMixin", "mark_fit_stale", "refit_due", "stale_fit_residue"]
+__all__ = ["FitData", "FitOutput", "FitsMixin", "fit_in_use", "mark_fit_stale", "refit_due", "stale_fit_residue"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from unipgen.errors import NotFoundError
 from unipgen.memory.content import OWNER_MODELS
@@ -46,9 +47,20 @@ class ArtifactRecord:
     derived_from: list[tuple[str, str]]  # (kind, key) within the same user or the catalog
 
 
+@cache
+def _item_texts_statement() -> Any:
+    return (select(Item.key, Item.text).join(Tenant, Tenant.id == Item.tenant_id)
+            .where(Tenant.key == bindparam("tenant"), Item.key.in_(bindparam("keys", expanding=True))))
+
+
 class ReadsMixin:
     def item_texts(self: MemoryStore, tenant: str, keys: Sequence[str] | None = None) -> dict[str, str]:
         """Text of catalog items (all of them when `keys` is None)."""
+        if keys is not None:  # a request's hot path (recommendations): a prebuilt statement on a bare connection
+            with self.engine.connect() as conn:
+                found = dict(conn.execute(_item_texts_statement(), {"tenant": tenant, "keys": list(keys)}).all())
+            if found or not keys:
+                return found
         with self.session() as session:
             query = select(Item.key, Item.text).join(Tenant, Tenant.id == Item.tenant_id).where(Tenant.key == tenant)
             if keys is not None:

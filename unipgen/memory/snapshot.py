@@ -11,14 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import extract, func, select
+from sqlalchemy import bindparam, extract, func, select
 from sqlalchemy.orm import selectinload
 
 from unipgen.errors import NotFoundError
 from unipgen.memory.content import lookup_statements
+from unipgen.memory.fits import fit_in_use
 from unipgen.memory.lookups import tenant_id_of
 from unipgen.memory.models import (
     Artifact,
@@ -34,7 +36,7 @@ from unipgen.memory.models import (
     VoiceSample,
 )
 from unipgen.memory.reads import ArtifactRecord, SubjectRecord, _sources
-from unipgen.schema.memory import DocumentIn
+from unipgen.schema.memory import DocumentIn, FitRecord
 
 if TYPE_CHECKING:
     from unipgen.memory.store import MemoryStore
@@ -87,13 +89,16 @@ class TasteEvent(NamedTuple):
 
 @dataclass(frozen=True)
 class TasteRead:
-    """A recommendation's read: the tenant's row id, the space's generation (None: no such
-    space) and the user's events, oldest first."""
+    """A recommendation's read: the tenant's row id, the space read and its generation (None:
+    no such space), the user's events, oldest first, and the tenant's fit in use (when the
+    space was chosen by `taste_read`)."""
 
     tenant_id: int
     generation: int | None
     events: list[TasteEvent]
     version: tuple[int, int] = (0, 0)  # the user's events: (how many, newest id)
+    space: str = ""
+    fit: FitRecord | None = None
 
 
 class SnapshotMixin:
@@ -123,29 +128,33 @@ class SnapshotMixin:
         return found
 
 
-    def taste_read(self: MemoryStore, tenant: str, user: str, space: str, *, events: bool = True) -> TasteRead:
-        """What a recommendation reads of the database: the space's generation, the version of
-        the user's events (how many, the newest id: any write or delete changes it) and, with
-        `events`, the events themselves (oldest first); two queries on one connection. Vectors
-        then come from the index in memory (`item_vectors`, `search_items`)."""
+    def taste_read(self: MemoryStore, tenant: str, user: str, space: str | None, *, events: bool = True) -> TasteRead:
+        """What a recommendation reads of the database, on one connection: the space's
+        generation, the version of the user's events (how many, the newest id: any write or
+        delete changes it) and, with `events`, the events themselves (oldest first). `space`
+        None: the space recommendations rank in, the tenant's fitted behavior space when it has
+        a fit in use (then in `fit`), else ``text``. Vectors then come from the index in memory
+        (`item_vectors`, `search_items`)."""
         with self.engine.connect() as conn:
+            fit = None
+            if space is None:
+                found = fit_in_use(conn, tenant)
+                fit = found[2] if found else None
+                space = fit.space if fit else "text"
             row = conn.execute(lookup_statements()["target"], {"tenant": tenant, "user": user, "space": space}).first()
             if row is None:
                 raise NotFoundError(f"unknown tenant {tenant!r}")
             if row[1] is None:
                 raise NotFoundError(f"unknown user {user!r} in tenant {tenant!r}")
             if not events:
-                count, newest = conn.execute(select(func.count(), func.max(BehaviorEvent.id))
-                                             .where(BehaviorEvent.user_id == row[1])).one()
-                return TasteRead(tenant_id=row[0], generation=row[3], events=[], version=(count, newest or 0))
-            # Unix seconds computed by the database: parsing thousands of datetimes costs more than the rest
-            seconds = extract("epoch", BehaviorEvent.ts)
-            rows = conn.execute(select(BehaviorEvent.type, Item.key, seconds, BehaviorEvent.value, BehaviorEvent.id)
-                                .join(Item, Item.id == BehaviorEvent.item_id).where(BehaviorEvent.user_id == row[1])
-                                .order_by(BehaviorEvent.ts, BehaviorEvent.id)).all()  # one fetch, not one per row
-            found = [TasteEvent(kind, key, float(ts), value) for kind, key, ts, value, _ in rows]
+                count, newest = conn.execute(_statements()["version"], {"user_id": row[1]}).one()
+                return TasteRead(tenant_id=row[0], generation=row[3], events=[], version=(count, newest or 0),
+                                 space=space, fit=fit)
+            rows = conn.execute(_statements()["events"], {"user_id": row[1]}).all()  # one fetch, not one per row
+            found_events = [TasteEvent(kind, key, float(ts), value) for kind, key, ts, value, _ in rows]
             version = (len(rows), max((r[4] for r in rows), default=0))
-        return TasteRead(tenant_id=row[0], generation=row[3], events=found, version=version)
+        return TasteRead(tenant_id=row[0], generation=row[3], events=found_events, version=version, space=space,
+                         fit=fit)
 
     def item_vectors(self: MemoryStore, tenant: str, space: str, keys: Sequence[str], *,
                      read: TasteRead | None = None) -> dict[str, np.ndarray]:
@@ -166,6 +175,20 @@ class SnapshotMixin:
         if read.generation is None:
             return []
         return self.indexes.search_items(read.tenant_id, space, query, k, read.generation)
+
+
+@cache
+def _statements() -> dict[str, Any]:
+    """The recommendation path's statements, built once (building costs more than running)."""
+    user_id = bindparam("user_id")
+    # Unix seconds computed by the database: parsing thousands of datetimes costs more than the rest
+    seconds = extract("epoch", BehaviorEvent.ts)
+    return {
+        "version": select(func.count(), func.max(BehaviorEvent.id)).where(BehaviorEvent.user_id == user_id),
+        "events": select(BehaviorEvent.type, Item.key, seconds, BehaviorEvent.value, BehaviorEvent.id)
+        .join(Item, Item.id == BehaviorEvent.item_id).where(BehaviorEvent.user_id == user_id)
+        .order_by(BehaviorEvent.ts, BehaviorEvent.id),
+    }
 
 
 class _Reads:
