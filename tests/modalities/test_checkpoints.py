@@ -3,13 +3,14 @@ crash, and a checkpoint of another run refused (the trainers' own tests check re
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from unipgen.errors import InvalidInputError
-from unipgen.modalities.checkpoints import Checkpoint, TrainingLoop, fingerprint, load_checkpoint
+from unipgen.modalities.checkpoints import Checkpoint, TrainingLoop, fingerprint, load_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)
 RUN = fingerprint(kind="test", seed=0)
@@ -52,3 +53,16 @@ def test_a_crash_keeps_the_last_periodic_checkpoint(tmp_path: Path) -> None:
 def test_no_folder_no_checkpoint(tmp_path: Path) -> None:
     assert TrainingLoop(3).run(0, [], float, snapshot) == 3
     assert load_checkpoint(None, RUN) is None and load_checkpoint(tmp_path, RUN) is None
+
+
+def test_a_checkpoint_never_brings_back_a_removed_job_folder(tmp_path: Path) -> None:
+    """A job's scratch folder removed under a running job (the job deleted, its user forgotten):
+    the run goes on to its next step, and no checkpoint recreates the folder."""
+    job_folder = tmp_path / "job"
+    job_folder.mkdir()
+    inside = job_folder / "inputs-digest"
+    assert save_checkpoint(inside, snapshot(1, [0.0])) and load_checkpoint(inside, RUN) is not None
+    shutil.rmtree(job_folder)
+    assert TrainingLoop(4, inside, 1).run(0, [], float, snapshot) == 4
+    assert not save_checkpoint(inside, snapshot(2, [0.0, 1.0]))
+    assert not job_folder.exists()

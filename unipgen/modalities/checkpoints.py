@@ -53,16 +53,23 @@ def digests(items: Any) -> list[str]:
     return [hashlib.sha256(item if isinstance(item, bytes) else str(item).encode()).hexdigest() for item in items]
 
 
-def save_checkpoint(directory: Path, checkpoint: Checkpoint) -> None:
-    """Write the checkpoint atomically (a crash mid-write leaves the previous one)."""
+def save_checkpoint(directory: Path, checkpoint: Checkpoint) -> bool:
+    """Write the checkpoint atomically (a crash mid-write leaves the previous one). `directory`
+    is made inside an existing folder (a job's scratch folder); when that folder is gone (the
+    job was deleted, its user forgotten) nothing is written and False is returned: no retry
+    can resume it, and writing would bring back data derived from a forgotten user."""
     import os
 
     import torch
 
-    directory.mkdir(parents=True, exist_ok=True)
-    scratch = directory / (CHECKPOINT_FILE + ".tmp")
-    torch.save(checkpoint.__dict__, scratch)
-    os.replace(scratch, directory / CHECKPOINT_FILE)
+    try:
+        directory.mkdir(exist_ok=True)
+        scratch = directory / (CHECKPOINT_FILE + ".tmp")
+        torch.save(checkpoint.__dict__, scratch)
+        os.replace(scratch, directory / CHECKPOINT_FILE)
+    except FileNotFoundError:  # the parent went away, before or while writing
+        return False
+    return True
 
 
 def load_checkpoint(directory: Path | None, fingerprint: str) -> Checkpoint | None:
