@@ -132,5 +132,25 @@ def test_a_matched_voice_sounds_more_like_a_real_speaker(backend) -> None:
         [_request(TEXT, "speaker_embedding", voice), _request(TEXT, "prompt_only", voice)], None)
     assert matched.meta["voice"] == "matched" and default.meta["voice"] == "default"
     assert matched.meta["speaker_similarity"] > default.meta["speaker_similarity"]
-    [[again]] = backend.generate([_request(TEXT, "speaker_embedding", voice, seed=5)], None)
+    [[again], [moved]] = backend.generate([_request(TEXT, "speaker_embedding", voice),
+                                           _request(TEXT, "speaker_embedding", voice, seed=5)], None)
     assert again.data == matched.data and len(backend._matched) == 1  # searched once, then cached
+    assert moved.data != matched.data and moved.meta["voice"] == "matched, moved by seed 5"
+
+
+def test_a_seed_moves_the_matched_voice_by_one_seeded_step(backend) -> None:
+    """Seed 0 speaks with the match, another seed with a voice near it (what best-of-N chooses
+    among), the same for the same seed; outputs of one request differ too."""
+    from unipgen.modalities.voice_match import voice_step
+
+    short = "Hello there, how are you?"
+    voice = list(np.full(256, 1 / 16, np.float32))
+    [[match], [one], [one_again], [two, three]] = backend.generate(
+        [_request(short, "speaker_embedding", voice), _request(short, "speaker_embedding", voice, seed=1),
+         _request(short, "speaker_embedding", voice, seed=1),
+         _request(short, "speaker_embedding", voice, seed=2).model_copy(
+             update={"options": GenerationOptions(seed=2, num_outputs=2)})], None)
+    assert one.data == one_again.data and len({match.data, one.data, two.data, three.data}) == 4
+    assert match.meta["voice"] == "matched" and three.meta["seed"] == 2
+    step = voice_step(backend._spread, backend.seed_step, 1)
+    assert 0 < float(np.abs(step).mean()) < float(backend._spread.mean())  # a step within the voices' spread

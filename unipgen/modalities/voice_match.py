@@ -78,8 +78,7 @@ def match_style(voices: dict[str, np.ndarray], default: str, score: Callable[[np
         remaining -= 1
 
     rng = np.random.default_rng(seed)
-    stack = np.stack([voices[name] for name in names])
-    spread = stack.std(axis=0).mean(axis=0) + 1e-3  # (256,): how far the voices differ per dimension
+    spread = voice_spread(voices)
     for index in range(remaining):
         offset = (step * spread * rng.standard_normal(spread.shape)).astype(np.float32)
         if tried(f"step{index}", best_pack + offset):
@@ -90,4 +89,15 @@ def match_style(voices: dict[str, np.ndarray], default: str, score: Callable[[np
                         trace=trace)
 
 
-__all__ = ["BLEND_TEMPERATURE", "SearchResult", "match_style"]
+def voice_spread(voices: dict[str, np.ndarray]) -> np.ndarray:
+    """(256,): how far the voice packs differ per style dimension (the unit of every step)."""
+    stack = np.stack(list(voices.values()))
+    return (stack.std(axis=0).mean(axis=0) + 1e-3).astype(np.float32)
+
+
+def voice_step(spread: np.ndarray, size: float, seed: int) -> np.ndarray:
+    """One random step of `size` spreads, drawn from `seed`, added to every row of a pack."""
+    return (size * spread * np.random.default_rng(seed).standard_normal(spread.shape)).astype(np.float32)
+
+
+__all__ = ["BLEND_TEMPERATURE", "SearchResult", "match_style", "voice_spread", "voice_step"]
