@@ -40,13 +40,8 @@ from training_bench import bench_training_step  # a sibling module: benchmarks/ 
 
 from unipgen.bench import machine as bench_machine
 from unipgen.modalities.image import LORA_WEIGHT_NAME, DiffusersImageBackend, tiny_sd_dir
-from unipgen.modalities.text import (
-    TINY_LM,
-    TransformersTextBackend,
-    row_seed,  # the direct call seeds as unipgen seeds output 0, so the draws can match
-    save_text_adapter,
-    tiny_lm_dir,
-)
+from unipgen.modalities.seeding import row_seed  # the direct calls seed as unipgen seeds output 0
+from unipgen.modalities.text import TINY_LM, TransformersTextBackend, save_text_adapter, tiny_lm_dir
 from unipgen.schema.context import AdapterRef, Conditioning, PersonalizationPlan, UserContext
 from unipgen.schema.generation import GenerationOptions, GenerationRequest
 
