@@ -40,7 +40,7 @@ from training_bench import bench_training_step  # a sibling module: benchmarks/ 
 
 from unipgen.bench import machine as bench_machine
 from unipgen.modalities.image import LORA_WEIGHT_NAME, DiffusersImageBackend, tiny_sd_dir
-from unipgen.modalities.seeding import row_seed  # the direct calls seed as unipgen seeds output 0
+from unipgen.modalities.seeding import output_generator, row_seed  # seeded as unipgen seeds output 0
 from unipgen.modalities.text import TINY_LM, TransformersTextBackend, save_text_adapter, tiny_lm_dir
 from unipgen.schema.context import AdapterRef, Conditioning, PersonalizationPlan, UserContext
 from unipgen.schema.generation import GenerationOptions, GenerationRequest
@@ -223,7 +223,7 @@ def bench_image_overhead(runs: int, steps: int = 10, guidance_scale: float = 5.0
 
     def base() -> np.ndarray:
         image = pipe(IMAGE_PROMPT, negative_prompt=IMAGE_NEGATIVE, num_inference_steps=steps,
-                     guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed)).images[0]
+                     guidance_scale=guidance_scale, generator=output_generator(seed, 0)).images[0]
         return np.asarray(image.convert("RGB"))
 
     # PNG decoding is for the comparison only: outside the timed call
@@ -275,7 +275,7 @@ def naive_lora_serve(lora_file: Path, steps: int, guidance_scale: float, seed: i
 
 def backend_switch(backend: DiffusersImageBackend, req: GenerationRequest, fetch: Callable[[str], bytes]) -> None:
     """unipgen's switch alone: resolve the request's LoRA by sha (cache or load), then `set_adapters`."""
-    backend._activate_loras(backend._job(req, fetch).loras)
+    backend.personalizer.activate_loras(backend.job(req, fetch).loras)
 
 
 def bench_adapter_switch(runs: int, steps: int = 10, guidance_scale: float = 5.0, seed: int = 3) -> dict[str, Any]:

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 TINY_SD = "tiny-random"
 _VERSION = "1"
+#: Where the tiny pipeline's own random IP-Adapter lies in `tiny_sd_dir`: subfolder and weight file.
+TINY_IP_ADAPTER_FOLDER = "ip_adapter"
+TINY_IP_ADAPTER_WEIGHT_NAME = "ip-adapter_tiny.safetensors"
 #: The id embedding size of the tiny FaceID adapter: dlib's face descriptor (`encoders.face`).
 TINY_FACE_ID_DIM = 128
 #: The tiny FaceID weight file in `tiny_face_adapter_dir`.
@@ -71,7 +74,7 @@ def build_tiny_sd(directory: Path, seed: int = 0) -> Path:
                                    scheduler=scheduler, safety_checker=None, feature_extractor=features,
                                    image_encoder=None, requires_safety_checker=False)
     pipe.save_pretrained(directory)
-    _save_tiny_ip_adapter(directory / "ip_adapter", unet, seed)
+    _save_tiny_ip_adapter(directory / TINY_IP_ADAPTER_FOLDER, unet, seed)
     return directory
 
 
@@ -87,7 +90,7 @@ def _save_tiny_ip_adapter(directory: Path, unet: Any, seed: int) -> None:
         num_attention_heads=4, projection_dim=32))
     encoder.save_pretrained(directory / "image_encoder")
     weights = tiny_ip_adapter_weights(unet, encoder.config.projection_dim, seed)
-    save_file(weights, str(directory / "ip-adapter_tiny.safetensors"))
+    save_file(weights, str(directory / TINY_IP_ADAPTER_WEIGHT_NAME))
 
 
 def tiny_ip_adapter_weights(unet: Any, image_embed_dim: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -171,5 +174,5 @@ def tiny_face_adapter_weights(unet: Any, id_embed_dim: int = TINY_FACE_ID_DIM, s
     return weights
 
 
-__all__ = ["TINY_FACE_ID_DIM", "TINY_FACE_WEIGHT_NAME", "TINY_SD", "build_tiny_sd", "tiny_face_adapter_dir",
-           "tiny_face_adapter_weights", "tiny_ip_adapter_weights", "tiny_sd_dir"]
+__all__ = ["TINY_FACE_ID_DIM", "TINY_FACE_WEIGHT_NAME", "TINY_IP_ADAPTER_FOLDER", "TINY_IP_ADAPTER_WEIGHT_NAME", "TINY_SD",
+           "build_tiny_sd", "tiny_face_adapter_dir", "tiny_face_adapter_weights", "tiny_ip_adapter_weights", "tiny_sd_dir"]
