@@ -40,7 +40,7 @@ from training_bench import bench_training_step  # a sibling module: benchmarks/ 
 
 from unipgen.bench import machine as bench_machine
 from unipgen.modalities.image import LORA_WEIGHT_NAME, DiffusersImageBackend, tiny_sd_dir
-from unipgen.modalities.seeding import output_generator, row_seed  # seeded as unipgen seeds output 0
+from unipgen.modalities.seeding import output_generator, row_seed
 from unipgen.modalities.text import TINY_LM, TransformersTextBackend, save_text_adapter, tiny_lm_dir
 from unipgen.schema.context import AdapterRef, Conditioning, PersonalizationPlan, UserContext
 from unipgen.schema.generation import GenerationOptions, GenerationRequest
@@ -221,7 +221,7 @@ def bench_image_overhead(runs: int, steps: int = 10, guidance_scale: float = 5.0
     pipe = backend.pipeline
     req = request("image", IMAGE_PROMPT, negative=IMAGE_NEGATIVE, seed=seed)
 
-    def base() -> np.ndarray:
+    def base() -> np.ndarray:  # seeded as unipgen seeds output 0 of the request
         image = pipe(IMAGE_PROMPT, negative_prompt=IMAGE_NEGATIVE, num_inference_steps=steps,
                      guidance_scale=guidance_scale, generator=output_generator(seed, 0)).images[0]
         return np.asarray(image.convert("RGB"))
