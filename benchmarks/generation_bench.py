@@ -40,13 +40,8 @@ from training_bench import bench_training_step  # a sibling module: benchmarks/ 
 
 from unipgen.bench import machine as bench_machine
 from unipgen.modalities.image import LORA_WEIGHT_NAME, DiffusersImageBackend, tiny_sd_dir
-from unipgen.modalities.text import (
-    TINY_LM,
-    TransformersTextBackend,
-    row_seed,  # the direct call seeds as unipgen seeds output 0, so the draws can match
-    save_text_adapter,
-    tiny_lm_dir,
-)
+from unipgen.modalities.seeding import output_generator, row_seed
+from unipgen.modalities.text import TINY_LM, TransformersTextBackend, save_text_adapter, tiny_lm_dir
 from unipgen.schema.context import AdapterRef, Conditioning, PersonalizationPlan, UserContext
 from unipgen.schema.generation import GenerationOptions, GenerationRequest
 
@@ -226,9 +221,9 @@ def bench_image_overhead(runs: int, steps: int = 10, guidance_scale: float = 5.0
     pipe = backend.pipeline
     req = request("image", IMAGE_PROMPT, negative=IMAGE_NEGATIVE, seed=seed)
 
-    def base() -> np.ndarray:
+    def base() -> np.ndarray:  # seeded as unipgen seeds output 0 of the request
         image = pipe(IMAGE_PROMPT, negative_prompt=IMAGE_NEGATIVE, num_inference_steps=steps,
-                     guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed)).images[0]
+                     guidance_scale=guidance_scale, generator=output_generator(seed, 0)).images[0]
         return np.asarray(image.convert("RGB"))
 
     # PNG decoding is for the comparison only: outside the timed call
@@ -280,7 +275,7 @@ def naive_lora_serve(lora_file: Path, steps: int, guidance_scale: float, seed: i
 
 def backend_switch(backend: DiffusersImageBackend, req: GenerationRequest, fetch: Callable[[str], bytes]) -> None:
     """unipgen's switch alone: resolve the request's LoRA by sha (cache or load), then `set_adapters`."""
-    backend._activate_loras(backend._job(req, fetch).loras)
+    backend.personalizer.activate_loras(backend.job(req, fetch).loras)
 
 
 def bench_adapter_switch(runs: int, steps: int = 10, guidance_scale: float = 5.0, seed: int = 3) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from generation_bench import machine, paired_medians  # a sibling module: benchmarks/ is on sys.path
 
-from unipgen.modalities.text import row_seed
+from unipgen.modalities.seeding import row_seed
 from unipgen.schema.context import Modality, PersonalizationPlan, UserContext
 from unipgen.schema.generation import GenerationOptions, GenerationRequest
 

@@ -1,4 +1,5 @@
-"""Shared pieces of the tiny random models: a locally trained tokenizer, the tiny CLIP and CLAP.
+"""Shared pieces of the tiny random models: where they are cached, how they are built atomically,
+a locally trained tokenizer, the tiny CLIP and CLAP.
 
 Tiny models (CLIP for the encoders, Stable Diffusion for the image backend) are built from
 configs with random weights for tests and offline demos; their tokenizer is trained here, so
@@ -6,15 +7,43 @@ nothing is downloaded. The outputs carry no meaning; the code paths (tokenise, e
 normalise, save, load) are the real ones. This sits at the package top, beside settings and
 errors, because both `unipgen.core` (the image encoder) and `unipgen.modalities` (the video
 backend's frame encoder) use it and neither may import the other.
+
+Every tiny model lives in its own folder under `tiny_cache_dir`, built once per seed on first use
+by `build_atomically`, so that concurrent builders (test workers, Ray workers) never see half.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 # Words the tiny tokenizer learns from: prompts and nouns of the kind unipgen sees.
 _CORPUS = ["a", "photo", "of", "a", "dog", "cat", "backpack", "vase", "clock", "toy", "sneaker", "candle", "bowl", "bear", "plushie", "robot", "duck", "teapot", "in", "the", "jungle", "snow", "beach", "city", "street", "on", "top", "of", "a", "wooden", "floor", "with", "a", "blue", "house", "in", "the", "background", "red", "green", "blue", "yellow", "purple", "shiny", "wet", "cube", "a", "cartoon", "painting", "watercolor", "sketch", "style", "of", "van", "gogh", "action", "adventure", "animation", "children", "comedy", "crime", "documentary", "drama", "fantasy", "horror", "musical", "mystery", "romance", "sci-fi", "thriller", "war", "western", "noir", "portrait", "landscape", "sunset", "mountain", "river", "forest"]
+
+
+def tiny_cache_dir(name: str) -> Path:
+    """The folder of the cached tiny model `name` (e.g. "clip-v1-seed0"), beside all the others."""
+    return Path(tempfile.gettempdir()) / "unipgen-tiny" / name
+
+
+def build_atomically(directory: Path, build: Callable[[Path], object]) -> Path:
+    """Run `build` on a scratch folder beside `directory`, then rename it to `directory`.
+
+    A rename is atomic, so concurrent builders never see half a folder; the loser of a race
+    drops its own copy (it is as good as the winner's).
+    """
+    import os
+    import shutil
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
+    build(scratch)
+    try:
+        os.rename(scratch, directory)
+    except OSError:  # another process won the race
+        shutil.rmtree(scratch, ignore_errors=True)
+    return directory
 
 
 def build_tiny_tokenizer(max_length: int = 77):  # noqa: ANN201
@@ -39,9 +68,9 @@ _VERSION = "1"
 
 def tiny_clip_dir(seed: int = 0) -> Path:
     """The folder of the tiny CLIP for `seed`, built on first use (a few seconds)."""
-    directory = Path(tempfile.gettempdir()) / "unipgen-tiny" / f"clip-v{_VERSION}-seed{seed}"
+    directory = tiny_cache_dir(f"clip-v{_VERSION}-seed{seed}")
     if not (directory / "config.json").is_file():
-        build_tiny_clip(directory, seed)
+        build_atomically(directory, lambda scratch: build_tiny_clip(scratch, seed))
     return directory
 
 
@@ -71,18 +100,18 @@ _CLAP_VERSION = "1"
 
 def tiny_clap_dir(seed: int = 0) -> Path:
     """The folder of the tiny random CLAP (16 kHz, 2 s windows) for `seed`, built on first use."""
-    directory = Path(tempfile.gettempdir()) / "unipgen-tiny" / f"clap-v{_CLAP_VERSION}-seed{seed}"
+    directory = tiny_cache_dir(f"clap-v{_CLAP_VERSION}-seed{seed}")
     if not (directory / "config.json").is_file():
         build_tiny_clap(directory, seed)
     return directory
 
 
 def build_tiny_clap(directory: Path, seed: int = 0) -> Path:
-    """Save a tiny CLAP (model, tokenizer, feature extractor) to `directory`, atomically: it is
-    written beside it and renamed, so a concurrent builder never sees half a folder."""
-    import os
-    import shutil
+    """Save a tiny CLAP (model, tokenizer, feature extractor) to `directory`, atomically."""
+    return build_atomically(directory, lambda scratch: _save_tiny_clap(scratch, seed))
 
+
+def _save_tiny_clap(scratch: Path, seed: int) -> None:
     import torch
     import transformers
 
@@ -96,13 +125,7 @@ def build_tiny_clap(directory: Path, seed: int = 0) -> Path:
              "enable_fusion": False, "projection_dim": 16}
     torch.manual_seed(seed)
     model = transformers.ClapModel(transformers.ClapConfig(text_config=text, audio_config=audio, projection_dim=16))
-    building = directory.with_name(f"{directory.name}.{os.getpid()}.tmp")
-    model.eval().save_pretrained(building)
-    tokenizer.save_pretrained(building)
+    model.eval().save_pretrained(scratch)
+    tokenizer.save_pretrained(scratch)
     transformers.ClapFeatureExtractor(feature_size=16, sampling_rate=16_000, hop_length=160, max_length_s=2,
-                                      fft_window_size=400, frequency_max=8_000).save_pretrained(building)
-    try:
-        building.rename(directory)
-    except OSError:  # another process finished first
-        shutil.rmtree(building, ignore_errors=True)
-    return directory
+                                      fft_window_size=400, frequency_max=8_000).save_pretrained(scratch)

@@ -17,6 +17,7 @@ pytest.importorskip("diffusers")
 from tests.helpers import BLOBS, fetch, put
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.modalities.image import LORA_WEIGHT_NAME, DiffusersImageBackend, tiny_sd_dir
+from unipgen.modalities.seeding import output_generator
 from unipgen.schema.context import (
     AdapterRef,
     Conditioning,
@@ -126,7 +127,7 @@ def test_same_seed_same_png_and_meta(backend: DiffusersImageBackend, fresh: byte
     assert output.data == fresh and output.data.startswith(b"\x89PNG")
     assert output.media_type == "image/png"
     assert output.meta == {"model": "tiny-random", "method": "prompt_only", "prompt": PROMPT, "negative_prompt": "",
-                           "seed": 0, "steps": 2, "guidance_scale": 5.0, "width": 64, "height": 64, "adapters": [],
+                           "seed": 0, "index": 0, "steps": 2, "guidance_scale": 5.0, "width": 64, "height": 64, "adapters": [],
                            "subject": None}
     assert one(backend, request(seed=1)) != fresh
 
@@ -138,7 +139,8 @@ def test_batch_keeps_order_counts_and_sizes(backend: DiffusersImageBackend) -> N
              request(seed=5, width=48, height=32)]
     results = backend.generate(batch, fetch)
     assert [len(outputs) for outputs in results] == [2, 1, 1]
-    assert [o.meta["seed"] for o in results[0]] == [3, 4]
+    # Output i of a request seeded s draws from row_seed(s, i): its meta says (s, i).
+    assert [(o.meta["seed"], o.meta["index"]) for o in results[0]] == [(3, 0), (3, 1)]
     assert results[0][0].data != results[0][1].data
     assert results[1][0].meta["prompt"] == "a red cube"
     sizes = [Image.open(io.BytesIO(o.data)).size for outputs in results for o in outputs]
@@ -179,7 +181,7 @@ def test_lora_changes_the_image_loads_in_plain_diffusers_and_is_undone(
         (Path(directory) / LORA_WEIGHT_NAME).write_bytes(BLOBS[adapter_sha("rex-lora")])
         pipe.load_lora_weights(directory, weight_name=LORA_WEIGHT_NAME)
     image = pipe(prompt=[PROMPT], negative_prompt=[""], num_inference_steps=2, guidance_scale=5.0,
-                 generator=[torch.Generator("cpu").manual_seed(0)]).images[0]
+                 generator=[output_generator(0, 0)]).images[0]  # as the backend seeds output 0 of seed 0
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     assert buffer.getvalue() == lora

@@ -126,9 +126,9 @@ def test_subject_ip_adapter_and_loras_still_work_around_faces(backend: Diffusers
     style = AdapterRef(key="style", method="lora", blob_sha=put(make_lora(2)))
     ctx = context("carol", faces(3), subjects=(rex,), adapters=(style,))
     subject = one(backend, request(ctx, subject="rex"))
-    encoder = backend._image_encoder  # the subject IP-Adapter's image encoder, kept across unloads
+    encoder = backend.personalizer.subject.image_encoder  # the subject IP-Adapter's image encoder, kept across unloads
     face = one(backend, request(ctx))
-    assert face != subject and backend._image_encoder is encoder
+    assert face != subject and backend.personalizer.subject.image_encoder is encoder
     assert one(backend, request(ctx, subject="rex")) == subject
     # A user LoRA loaded (and switched off for the next request) leaves FaceID's own LoRA alone.
     assert one(backend, request(ctx, "lora", adapters=("style",))) not in (face, subject)

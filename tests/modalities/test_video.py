@@ -146,11 +146,11 @@ def test_faceid_conditions_on_the_face_on_image_layers_and_is_undone(
     assert (output.meta["method"], output.meta["conditioning"]) == ("ip_adapter", "face")
     assert output.data != fresh
     # FaceID's LoRA went onto the image layers it was made for, none onto motion modules.
-    backend._load_face_adapter(0.6, ())
+    backend.personalizer.face.load(0.6, ())
     try:
         lora_layers = [name for name, _ in backend.pipeline.unet.named_modules() if name.endswith("lora_A.faceid_0")]
     finally:
-        backend._unload_face_adapter()
+        backend.personalizer.face.unload()
     assert len(lora_layers) == 4 * 8  # q, k, v, out of the tiny UNet's 8 attention layers
     assert not [name for name in lora_layers if "motion_modules" in name]
     assert one(backend, request()) == fresh
@@ -158,7 +158,8 @@ def test_faceid_conditions_on_the_face_on_image_layers_and_is_undone(
 
 def test_a_face_plan_without_face_weights_falls_back_to_the_prompt(fresh: bytes) -> None:
     plain = AnimateDiffVideoBackend(width=SIZE, height=SIZE)
-    plain._face_weights = lambda: None  # a base model with no FaceID weights configured
+    plain.setup()
+    plain.personalizer.face.tiny = False  # a base model with no FaceID weights configured
     [[output]] = plain.generate([request("ip_adapter")], fetch)
     assert (output.meta["method"], output.meta["requested_method"]) == ("prompt_only", "ip_adapter")
     assert output.data == fresh

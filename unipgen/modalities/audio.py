@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import io
 import json
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from unipgen.errors import InvalidInputError, UnsupportedMediaError
+from unipgen.modalities.seeding import seed_global
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
+from unipgen.tiny import build_atomically, tiny_cache_dir
 
 TINY_MUSICGEN = "tiny-random"
 _VERSION = 3  # bump when the tiny model's recipe changes: the cached folder is rebuilt
@@ -33,7 +34,7 @@ _VERSION = 3  # bump when the tiny model's recipe changes: the cached folder is 
 
 def tiny_musicgen_dir(seed: int = 0) -> Path:
     """The folder of the tiny random MusicGen for `seed`, built on first use (well under a second)."""
-    directory = Path(tempfile.gettempdir()) / "unipgen-tiny" / f"musicgen-v{_VERSION}-seed{seed}"
+    directory = tiny_cache_dir(f"musicgen-v{_VERSION}-seed{seed}")
     if not (directory / "config.json").is_file():
         build_tiny_musicgen(directory, seed)
     return directory
@@ -48,10 +49,7 @@ TINY_CHROMA = {"feature_extractor_type": "MusicgenMelodyFeatureExtractor", "feat
 def build_tiny_musicgen(directory: Path, seed: int = 0, melody: bool = False) -> Path:
     """Save a tiny random MusicGen (or, with `melody`, MusicGen-Melody and its chroma parameters)
     and a locally trained tokenizer to `directory` (atomically)."""
-    from unipgen.modalities.image_tiny import _build_atomically
-
-    _build_atomically(directory, lambda scratch: _save_tiny_musicgen(scratch, seed, melody))
-    return directory
+    return build_atomically(directory, lambda scratch: _save_tiny_musicgen(scratch, seed, melody))
 
 
 def _save_tiny_musicgen(scratch: Path, seed: int, melody: bool) -> None:
@@ -144,13 +142,11 @@ class MusicgenAudioBackend:
              meta: dict[str, Any]) -> GeneratedOutput:
         import torch
 
-        from unipgen.modalities.text import row_seed
-
         prompt = request.plan.prompt
         inputs = self.tokenizer([prompt], return_tensors="pt", padding=True).to(self.device)
         steps = self._steps()
         guidance = request.options.guidance_scale if request.options.guidance_scale is not None else self.guidance_scale
-        torch.manual_seed(row_seed(request.options.seed, index))
+        seed_global(request.options.seed, index)
         with torch.inference_mode():
             audio = self.model.generate(**inputs, **extra, max_new_tokens=steps, do_sample=True,
                                         guidance_scale=guidance)

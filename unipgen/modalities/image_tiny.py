@@ -8,16 +8,19 @@ is built once per seed, atomically, on first use.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from unipgen.tiny import build_atomically, build_tiny_tokenizer, tiny_cache_dir
 
 if TYPE_CHECKING:
     import torch
 
 TINY_SD = "tiny-random"
 _VERSION = "1"
+#: Where the tiny pipeline's own random IP-Adapter lies in `tiny_sd_dir`: subfolder and weight file.
+TINY_IP_ADAPTER_FOLDER = "ip_adapter"
+TINY_IP_ADAPTER_WEIGHT_NAME = "ip-adapter_tiny.safetensors"
 #: The id embedding size of the tiny FaceID adapter: dlib's face descriptor (`encoders.face`).
 TINY_FACE_ID_DIM = 128
 #: The tiny FaceID weight file in `tiny_face_adapter_dir`.
@@ -26,36 +29,18 @@ TINY_FACE_WEIGHT_NAME = "ip-adapter-faceid_tiny.safetensors"
 
 def tiny_sd_dir(seed: int = 0) -> Path:
     """The folder of the tiny Stable Diffusion pipeline for `seed`, built on first use."""
-    directory = _cache_root() / f"sd-v{_VERSION}-seed{seed}"
+    directory = tiny_cache_dir(f"sd-v{_VERSION}-seed{seed}")
     if not (directory / "model_index.json").is_file():
-        _build_atomically(directory, lambda scratch: build_tiny_sd(scratch, seed))
+        build_atomically(directory, lambda scratch: build_tiny_sd(scratch, seed))
     return directory
 
 
 def tiny_face_adapter_dir(seed: int = 0) -> Path:
     """The folder of random FaceID weights (`TINY_FACE_WEIGHT_NAME`) for `tiny_sd_dir(seed)`."""
-    directory = _cache_root() / f"faceid-v{_VERSION}-seed{seed}"
+    directory = tiny_cache_dir(f"faceid-v{_VERSION}-seed{seed}")
     if not (directory / TINY_FACE_WEIGHT_NAME).is_file():
-        _build_atomically(directory, lambda scratch: _save_tiny_face_adapter(scratch, seed))
+        build_atomically(directory, lambda scratch: _save_tiny_face_adapter(scratch, seed))
     return directory
-
-
-def _cache_root() -> Path:
-    return Path(tempfile.gettempdir()) / "unipgen-tiny"
-
-
-def _build_atomically(directory: Path, build: Callable[[Path], object]) -> None:
-    """Build into a scratch folder and rename it, so that concurrent builders never see half."""
-    import os
-    import shutil
-
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
-    build(scratch)
-    try:
-        os.rename(scratch, directory)
-    except OSError:  # another process won the race: its copy is as good as ours
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def build_tiny_sd(directory: Path, seed: int = 0) -> Path:
@@ -69,10 +54,7 @@ def build_tiny_sd(directory: Path, seed: int = 0) -> Path:
     )
     from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModel
 
-    # The tokenizer the tiny CLIP uses, trained offline on a small word list.
-    from unipgen.tiny import build_tiny_tokenizer
-
-    tokenizer = build_tiny_tokenizer()
+    tokenizer = build_tiny_tokenizer()  # the tiny CLIP's, trained offline on a small word list
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
@@ -92,7 +74,7 @@ def build_tiny_sd(directory: Path, seed: int = 0) -> Path:
                                    scheduler=scheduler, safety_checker=None, feature_extractor=features,
                                    image_encoder=None, requires_safety_checker=False)
     pipe.save_pretrained(directory)
-    _save_tiny_ip_adapter(directory / "ip_adapter", unet, seed)
+    _save_tiny_ip_adapter(directory / TINY_IP_ADAPTER_FOLDER, unet, seed)
     return directory
 
 
@@ -108,7 +90,7 @@ def _save_tiny_ip_adapter(directory: Path, unet: Any, seed: int) -> None:
         num_attention_heads=4, projection_dim=32))
     encoder.save_pretrained(directory / "image_encoder")
     weights = tiny_ip_adapter_weights(unet, encoder.config.projection_dim, seed)
-    save_file(weights, str(directory / "ip-adapter_tiny.safetensors"))
+    save_file(weights, str(directory / TINY_IP_ADAPTER_WEIGHT_NAME))
 
 
 def tiny_ip_adapter_weights(unet: Any, image_embed_dim: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -192,5 +174,5 @@ def tiny_face_adapter_weights(unet: Any, id_embed_dim: int = TINY_FACE_ID_DIM, s
     return weights
 
 
-__all__ = ["TINY_FACE_ID_DIM", "TINY_FACE_WEIGHT_NAME", "TINY_SD", "build_tiny_sd", "tiny_face_adapter_dir",
-           "tiny_face_adapter_weights", "tiny_ip_adapter_weights", "tiny_sd_dir"]
+__all__ = ["TINY_FACE_ID_DIM", "TINY_FACE_WEIGHT_NAME", "TINY_IP_ADAPTER_FOLDER", "TINY_IP_ADAPTER_WEIGHT_NAME", "TINY_SD",
+           "build_tiny_sd", "tiny_face_adapter_dir", "tiny_face_adapter_weights", "tiny_ip_adapter_weights", "tiny_sd_dir"]

@@ -13,7 +13,6 @@ embedding is a safetensors file `{token: vector}` for `load_textual_inversion`.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tempfile
@@ -33,6 +32,7 @@ from unipgen.modalities.checkpoints import (
     resume_lora,
 )
 from unipgen.modalities.image import LORA_WEIGHT_NAME, TINY_SD, tiny_sd_dir
+from unipgen.modalities.seeding import output_generator
 
 if TYPE_CHECKING:
     import torch
@@ -121,14 +121,6 @@ def _noise_scheduler(pipe: Any) -> Any:
     from diffusers import DDPMScheduler
 
     return DDPMScheduler.from_config(pipe.scheduler.config)
-
-
-def _step_generator(seed: int, step: int) -> torch.Generator:
-    """The generator for one step's noise and timesteps: a function of (seed, step) only."""
-    import torch
-
-    digest = hashlib.sha256(f"{seed}:{step}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
 def _denoise_loss(pipe: Any, scheduler: Any, latents: torch.Tensor, states: torch.Tensor,
@@ -253,8 +245,8 @@ def _fit_lora(pipe: Any, images: Sequence[bytes], classes: list[bytes], instance
     start, losses = resume_lora(unet, _ADAPTER_NAME, optimizer, loop.checkpoint_dir, fingerprint)
     count = len(images)
 
-    def step_fn(step: int) -> float:
-        per_sample = _denoise_loss(pipe, scheduler, latents, states, _step_generator(seed, step))
+    def step_fn(step: int) -> float:  # each step's noise depends on (seed, step) only: resumes draw the same
+        per_sample = _denoise_loss(pipe, scheduler, latents, states, output_generator(seed, step))
         loss = per_sample[:count].mean()
         if classes:  # the prior term: keep drawing the plain class as the base model did
             loss = loss + prior_weight * per_sample[count:].mean()
@@ -362,7 +354,7 @@ def _fit_token(pipe: Any, images: Sequence[bytes], token: str, token_id: int, *,
 
     def step_fn(step: int) -> float:
         states = encoder(ids)[0]
-        loss = _denoise_loss(pipe, scheduler, latents, states, _step_generator(seed, step)).mean()
+        loss = _denoise_loss(pipe, scheduler, latents, states, output_generator(seed, step)).mean()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

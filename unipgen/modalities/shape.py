@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from unipgen.errors import InvalidInputError, UnipgenError, UnsupportedMediaError
+from unipgen.modalities.seeding import output_generator
 from unipgen.modalities.shape_tiny import TINY_SHAP_E, tiny_shap_e_dir, tiny_shap_e_img2img_dir
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
 
@@ -157,11 +158,7 @@ class ShapEBackend:
 
     def _one(self, request: GenerationRequest, job: _Job, index: int, position: int) -> list[GeneratedOutput]:
         """One object: its mesh file and, right after it, its preview."""
-        import torch
-
-        from unipgen.modalities.text import row_seed
-
-        generator = torch.Generator(self.device).manual_seed(row_seed(request.options.seed, index))
+        generator = output_generator(request.options.seed, index, self.device)
         if job.method == "image_to_3d":
             pipe, kwargs = self._image_pipeline(), {"image": job.image}
         else:

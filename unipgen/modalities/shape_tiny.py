@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from unipgen.modalities.image_tiny import _build_atomically, _cache_root
+from unipgen.tiny import build_atomically, tiny_cache_dir
 
 TINY_SHAP_E = "tiny-random"
 _VERSION = "1"
@@ -42,17 +42,17 @@ _FACES = ((0, 2, 6, 4), (1, 3, 7, 5), (0, 1, 5, 4), (2, 3, 7, 6), (0, 1, 3, 2), 
 
 def tiny_shap_e_dir(seed: int = 0) -> Path:
     """The folder of the tiny random text-to-3D `ShapEPipeline` for `seed`, built on first use."""
-    directory = _cache_root() / f"shap-e-v{_VERSION}-seed{seed}"
+    directory = tiny_cache_dir(f"shap-e-v{_VERSION}-seed{seed}")
     if not (directory / "model_index.json").is_file():
-        _build_atomically(directory, lambda scratch: build_tiny_shap_e(scratch, seed, image=False))
+        build_atomically(directory, lambda scratch: build_tiny_shap_e(scratch, seed, image=False))
     return directory
 
 
 def tiny_shap_e_img2img_dir(seed: int = 0) -> Path:
     """The folder of the tiny random image-to-3D `ShapEImg2ImgPipeline` for `seed`, built on first use."""
-    directory = _cache_root() / f"shap-e-img2img-v{_VERSION}-seed{seed}"
+    directory = tiny_cache_dir(f"shap-e-img2img-v{_VERSION}-seed{seed}")
     if not (directory / "model_index.json").is_file():
-        _build_atomically(directory, lambda scratch: build_tiny_shap_e(scratch, seed, image=True))
+        build_atomically(directory, lambda scratch: build_tiny_shap_e(scratch, seed, image=True))
     return directory
 
 

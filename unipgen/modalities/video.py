@@ -6,14 +6,14 @@ local folder, or "tiny-random", the tiny pipeline of `image_tiny`) plus a motion
 left out with "tiny-random", the tiny random one of `video_tiny`). The UNet becomes a
 `UNetMotionModel`: the image layers, with temporal attention over frames between them.
 
-Personalization is the image backend's, on the same UNet layers, and is undone after each
-request in the same way (this class extends `DiffusersImageBackend`): "ip_adapter" conditions
-on the subject's reference photos, "lora" loads the subject's (or user's) image LoRA,
-"textual_inversion" adds a learned token; an "ip_adapter" plan with no subject conditions on
-the user's face with IP-Adapter FaceID (`face_adapter`, as for images; the tiny pipeline has its
-own), or falls back to the prompt (meta says so). FaceID weights carry a LoRA numbered over the
-image UNet's attention layers; diffusers would number it over the motion UNet's, motion layers
-included, so this backend renumbers it before loading (`_faceid_for_motion`).
+Personalization is the image backend's, on the same UNet layers, applied and undone after each
+request by the same public component (`personalization.DiffusersPersonalizer`): "ip_adapter"
+conditions on the subject's reference photos, "lora" loads the subject's (or user's) image
+LoRA, "textual_inversion" adds a learned token; an "ip_adapter" plan with no subject conditions
+on the user's face with IP-Adapter FaceID (`face_adapter`, as for images; the tiny pipeline has
+its own), or falls back to the prompt (meta says so). FaceID's own LoRA is numbered over the
+image UNet's attention layers; the personalizer renumbers it for the motion UNet, whose motion
+layers lie between them. Unlike the image backend, a named subject must exist and have photos.
 
 Each output is one pipeline call seeded by `row_seed(seed, index)`, so its bytes do not depend
 on what else is in the batch; it is encoded as H.264 MP4 (PyAV's bundled libx264, no system
@@ -32,13 +32,9 @@ from fractions import Fraction
 from typing import Any
 
 from unipgen.errors import InvalidInputError
-from unipgen.modalities.image import (
-    _FACE_METHOD,
-    TINY_SD,
-    DiffusersImageBackend,
-    _IpAdapterSpec,
-    _Job,
-)
+from unipgen.modalities.image_tiny import TINY_SD
+from unipgen.modalities.personalization import DiffusionJob, PersonalizedDiffusion
+from unipgen.modalities.seeding import output_generator
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
 
 TINY_FRAME_ENCODER = "tiny-random"
@@ -47,7 +43,7 @@ MAX_FRAMES = 128   # a sanity bound; the motion adapter's own limit (32 for Anim
 MAX_FPS = 120.0
 
 
-class AnimateDiffVideoBackend(DiffusersImageBackend):
+class AnimateDiffVideoBackend(PersonalizedDiffusion):
     """Text-to-video with AnimateDiff, personalized by IP-Adapter, LoRA or textual inversion."""
 
     modality = "video"
@@ -58,8 +54,7 @@ class AnimateDiffVideoBackend(DiffusersImageBackend):
                  height: int | None = None, num_frames: int | None = None, fps: float = 8,
                  video_format: str = "mp4", ip_adapter: str | None = None, face_adapter: str | None = None,
                  frame_encoder: str | None = TINY_FRAME_ENCODER) -> None:
-        super().__init__(ref=ref, device=device, dtype=dtype, steps=steps, guidance_scale=guidance_scale,
-                         width=width, height=height, ip_adapter=ip_adapter, face_adapter=face_adapter)
+        super().__init__(ref, device, dtype, steps, guidance_scale, width, height, ip_adapter, face_adapter)
         if motion_adapter is None and ref != TINY_SD:
             raise InvalidInputError(f"model {ref!r}: the video backend needs a motion_adapter "
                                     "(e.g. 'guoyww/animatediff-motion-adapter-v1-5-2')")
@@ -74,27 +69,16 @@ class AnimateDiffVideoBackend(DiffusersImageBackend):
             raise InvalidInputError(f"fps {fps!r} is outside (0, {MAX_FPS:g}]")
         if video_format not in FORMATS:
             raise InvalidInputError(f"video_format {video_format!r}: expected one of {sorted(FORMATS)}")
-        self._features: Any = None   # the pipeline's CLIP image processor, kept across IP-Adapter unloads
         self._encoder: FrameEncoder | None = None
-        self._faceid: dict[str, Any] | None = None  # the FaceID weights, renumbered for the motion UNet
 
-    # -- loading
-
-    def setup(self) -> None:
-        """Load the AnimateDiff pipeline and the frame encoder once (building tiny ones on first use)."""
-        if self._pipe is not None:
-            return
-        import tempfile
-        from pathlib import Path
-
+    def load_pipeline(self, source: str) -> Any:
+        """The AnimateDiff pipeline on `source` with the motion adapter, and the frame encoder."""
         import torch
         from diffusers import AnimateDiffPipeline, DDIMScheduler, MotionAdapter
 
-        from unipgen.modalities.image import tiny_sd_dir
         from unipgen.modalities.video_tiny import tiny_motion_adapter_dir
 
         dtype = getattr(torch, self.dtype)
-        source = str(tiny_sd_dir()) if self.ref == TINY_SD else self.ref
         adapter_source = str(tiny_motion_adapter_dir()) if self.motion_adapter is None else self.motion_adapter
         adapter = MotionAdapter.from_pretrained(adapter_source, dtype=dtype)
         limit = int(adapter.config.motion_max_seq_length)
@@ -106,16 +90,10 @@ class AnimateDiffVideoBackend(DiffusersImageBackend):
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, beta_schedule="linear", clip_sample=False,
                                                    timestep_spacing="linspace", steps_offset=1)
         pipe.set_progress_bar_config(disable=True)
-        self._pipe = pipe.to(self.device)
-        self._features = pipe.feature_extractor
-        if self._ip_spec is None and self.ref == TINY_SD:
-            self._ip_spec = _IpAdapterSpec(source, "ip_adapter", "ip-adapter_tiny.safetensors")
-        self._workdir = Path(tempfile.mkdtemp(prefix="unipgen-adapters-"))
         if self.frame_encoder is not None:
             self._encoder = FrameEncoder(self.frame_encoder, self.device)
             self._encoder.setup()
-
-    # -- what the image backend does, adjusted for video
+        return pipe.to(self.device)
 
     def generate(self, requests: Sequence[GenerationRequest], fetch: BlobFetcher) -> list[list[GeneratedOutput]]:
         """One list of `num_outputs` videos per request, in order; the same bytes for the same request."""
@@ -125,8 +103,8 @@ class AnimateDiffVideoBackend(DiffusersImageBackend):
                                         f"it applies {sorted(self.methods)}")
         return super().generate(requests, fetch)
 
-    def _conditioning(self, request: GenerationRequest) -> tuple[str, tuple[str, ...]]:
-        """As the image backend's, but a named subject must exist and have reference images."""
+    def job(self, request: GenerationRequest, fetch: BlobFetcher) -> DiffusionJob:
+        """A request's group key, as for images; but a subject the plan names must exist and have photos."""
         plan = request.plan
         if plan.method == "ip_adapter" and plan.subject is not None:
             subject = next((s for s in request.context.conditioning.subjects if s.key == plan.subject), None)
@@ -134,102 +112,42 @@ class AnimateDiffVideoBackend(DiffusersImageBackend):
                 raise InvalidInputError(f"subject {plan.subject!r} is not in the request's context")
             if not subject.image_shas:
                 raise InvalidInputError(f"subject {plan.subject!r} has no reference images for ip_adapter")
-        return super()._conditioning(request)
+        return super().job(request, fetch)
 
-    def _load_face_adapter(self, scale: float, loras: tuple[tuple[str, float], ...]) -> None:
-        """As the image backend's, from the FaceID weights renumbered for the motion UNet."""
-        if self._faceid is None:
-            spec = self._face_weights()
-            assert spec is not None  # _conditioning only picks FaceID when it has weights
-            self._faceid = _faceid_for_motion(_read_ip_weights(spec), self._pipe.unet)
-        self._pipe.load_ip_adapter(self._faceid, subfolder="", weight_name="", image_encoder_folder=None)
-        self._pipe.set_ip_adapter_scale(scale)
-        faceid = self._face_loras()
-        if faceid:  # the FaceID LoRA ("faceid_0") is active even where LoRA was switched off
-            self._pipe.enable_lora()
-            self._pipe.set_adapters([*faceid, *(name for name, _ in loras)],
-                                    adapter_weights=[1.0] * len(faceid) + [weight for _, weight in loras])
-
-    def _load_ip_adapter(self, scale: float) -> None:
-        # `unload_ip_adapter` also drops the feature extractor of pipelines with no safety checker.
-        if self._features is not None:
-            self._pipe.register_modules(feature_extractor=self._features)
-        super()._load_ip_adapter(scale)
-
-    def _call(self, job: _Job, requests: list[GenerationRequest], kwargs: dict[str, Any]) -> list[Any]:
+    def call(self, job: DiffusionJob, requests: list[GenerationRequest], kwargs: dict[str, Any]) -> list[Any]:
         """One pipeline call per output (a list of PIL frames each), seeded by `row_seed(seed, index)`."""
-        import torch
-
-        from unipgen.modalities.text import row_seed
-
         videos = []
         for request in requests:
             for index in range(request.options.num_outputs):
-                generator = torch.Generator(self.device).manual_seed(row_seed(request.options.seed, index))
-                output = self._pipe(prompt=[request.plan.prompt], negative_prompt=[request.plan.negative_prompt],
-                                    num_frames=self.num_frames, num_inference_steps=job.steps,
-                                    guidance_scale=job.guidance_scale, width=job.width, height=job.height,
-                                    generator=generator, output_type="pil", **kwargs)
+                generator = output_generator(request.options.seed, index, self.device)
+                output = self.pipeline(prompt=[request.plan.prompt], negative_prompt=[request.plan.negative_prompt],
+                                       num_frames=self.num_frames, num_inference_steps=job.steps,
+                                       guidance_scale=job.guidance_scale, width=job.width, height=job.height,
+                                       generator=generator, output_type="pil", **kwargs)
                 videos.append(output.frames[0])
         return videos
 
-    def _package(self, job: _Job, requests: list[GenerationRequest], videos: list[Any]) -> list[list[GeneratedOutput]]:
+    def package(self, job: DiffusionJob, requests: list[GenerationRequest], results: list[Any],
+                ) -> list[list[GeneratedOutput]]:
         """MP4 or GIF bytes with how each video was made and its temporal consistency."""
-        results, position = [], 0
+        outputs, videos = [], iter(results)
         for request in requests:
             produced = []
             for index in range(request.options.num_outputs):
-                frames = videos[position]
-                position += 1
+                frames = next(videos)
                 consistency = self._encoder.consistency(frames) if self._encoder is not None else None
-                method = "ip_adapter" if job.method == _FACE_METHOD else job.method
-                meta = {"model": self.ref, "motion_adapter": self.motion_adapter or TINY_SD, "method": method,
-                        "prompt": request.plan.prompt, "negative_prompt": request.plan.negative_prompt,
-                        "seed": request.options.seed, "output_index": index, "steps": job.steps,
-                        "guidance_scale": job.guidance_scale, "width": frames[0].width, "height": frames[0].height,
-                        "num_frames": len(frames), "fps": self.fps, "seconds": round(len(frames) / self.fps, 3),
-                        "format": self.video_format, "adapters": list(request.plan.adapters),
-                        "subject": request.plan.subject, "temporal_consistency": consistency}
-                if method != request.plan.method:
-                    meta["requested_method"] = request.plan.method  # fell back: no subject or face to condition on
-                if job.subject_shas or job.method == _FACE_METHOD:
-                    meta["ip_adapter_scale"] = job.ip_scale
-                    meta["conditioning"] = "subject" if job.subject_shas else "face"
+                meta = {"model": self.ref, "motion_adapter": self.motion_adapter or TINY_SD,
+                        "method": job.applied_method, "prompt": request.plan.prompt,
+                        "negative_prompt": request.plan.negative_prompt, "seed": request.options.seed,
+                        "output_index": index, "steps": job.steps, "guidance_scale": job.guidance_scale,
+                        "width": frames[0].width, "height": frames[0].height, "num_frames": len(frames),
+                        "fps": self.fps, "seconds": round(len(frames) / self.fps, 3), "format": self.video_format,
+                        "adapters": list(request.plan.adapters), "subject": request.plan.subject,
+                        "temporal_consistency": consistency, **job.conditioning_meta(request)}
                 data = encode_mp4(frames, self.fps) if self.video_format == "mp4" else encode_gif(frames, self.fps)
                 produced.append(GeneratedOutput(data=data, media_type=FORMATS[self.video_format], meta=meta))
-            results.append(produced)
-        return results
-
-
-def _read_ip_weights(spec: _IpAdapterSpec) -> dict[str, Any]:
-    """IP-Adapter weights as {"image_proj": {...}, "ip_adapter": {...}}, from a safetensors or .bin file."""
-    from diffusers.models.model_loading_utils import load_state_dict
-    from diffusers.utils import _get_model_file
-
-    path = _get_model_file(spec.source, weights_name=spec.weight_name, subfolder=spec.subfolder or None)
-    flat = load_state_dict(path)
-    if "image_proj" in flat:  # h94's .bin files are already nested
-        return dict(flat)
-    nested: dict[str, Any] = {"image_proj": {}, "ip_adapter": {}}
-    for key, value in flat.items():
-        group, _, rest = key.partition(".")
-        nested[group][rest] = value
-    return nested
-
-
-def _faceid_for_motion(weights: dict[str, Any], unet: Any) -> dict[str, Any]:
-    """Renumber FaceID's LoRA keys ("{k}.to_q_lora...") from image-UNet to motion-UNet processor order.
-
-    k counts the image UNet's attention processors; the motion UNet has the same ones in the same
-    order with motion-module processors between them. (The "to_k_ip" keys need nothing: diffusers
-    numbers them over cross-attention layers only, skipping motion modules.)
-    """
-    image_positions = [i for i, name in enumerate(unet.attn_processors) if "motion_modules" not in name]
-    renumbered = {}
-    for key, value in weights["ip_adapter"].items():
-        head, _, rest = key.partition(".")
-        renumbered[f"{image_positions[int(head)]}.{rest}" if "_lora." in rest else key] = value
-    return {"image_proj": weights["image_proj"], "ip_adapter": renumbered}
+            outputs.append(produced)
+        return outputs
 
 
 # ---------------------------------------------------------------- temporal consistency

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unipgen.modalities.image_tiny import _build_atomically, _cache_root
+from unipgen.tiny import build_atomically, tiny_cache_dir
 
 _VERSION = "1"
 #: The most frames the tiny adapter takes (its motion modules' positional table).
@@ -21,9 +21,9 @@ TINY_MAX_FRAMES = 32
 
 def tiny_motion_adapter_dir(seed: int = 0) -> Path:
     """The folder of the tiny random MotionAdapter for `tiny_sd_dir(seed)`, built on first use."""
-    directory = _cache_root() / f"motion-adapter-v{_VERSION}-seed{seed}"
+    directory = tiny_cache_dir(f"motion-adapter-v{_VERSION}-seed{seed}")
     if not (directory / "config.json").is_file():
-        _build_atomically(directory, lambda scratch: build_tiny_motion_adapter(scratch, seed))
+        build_atomically(directory, lambda scratch: build_tiny_motion_adapter(scratch, seed))
     return directory
 
 
