@@ -42,7 +42,7 @@ import numpy as np
 
 from unipgen.errors import InvalidInputError
 from unipgen.modalities.audio import AUDIO_FORMATS, encode_audio
-from unipgen.modalities.text import row_seed
+from unipgen.modalities.seeding import row_seed
 from unipgen.modalities.voice_match import SearchResult, match_style, voice_spread, voice_step
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
 
