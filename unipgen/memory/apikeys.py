@@ -1,4 +1,4 @@
-"""API keys of the HTTP service: each one lets its holder act as one tenant.
+"""`store.keys`: API keys of the HTTP service: each one lets its holder act as one tenant.
 
 A key reads ``upg_<prefix>_<secret>``: `prefix` (8 lowercase hex characters) is its public id,
 shown in listings and used to revoke it; `secret` is 32 random bytes (URL-safe base64). The
@@ -14,7 +14,6 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -22,9 +21,7 @@ from sqlalchemy.orm import Session
 from unipgen.errors import InvalidInputError, NotFoundError, UnauthorizedError
 from unipgen.memory.lookups import tenant_id_of
 from unipgen.memory.models import ApiKey, Tenant, utcnow
-
-if TYPE_CHECKING:
-    from unipgen.memory.store import MemoryStore
+from unipgen.memory.transaction import Database
 
 #: How stale `last_used_at` may get: updating it on every request would make each read a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -52,12 +49,17 @@ class NewApiKey:
     key: str
 
 
-class ApiKeysMixin:
-    def create_api_key(self: MemoryStore, tenant: str, name: str) -> NewApiKey:
+class ApiKeys:
+    """`store.keys`: API keys of the HTTP service: created (the plaintext shown once), checked, listed, revoked."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create_api_key(self, tenant: str, name: str) -> NewApiKey:
         """A new key for `tenant`; `name` says what it is for (a service, a person)."""
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
             raise InvalidInputError("API key name must be a non-empty string of at most 255 characters")
-        with self._write() as w:
+        with self.db.write() as w:
             tenant_id = tenant_id_of(w.session, tenant)
             prefix = _new_prefix(w.session)
             key = f"upg_{prefix}_{secrets.token_urlsafe(32)}"
@@ -66,14 +68,14 @@ class ApiKeysMixin:
             w.session.flush()
             return NewApiKey(record=_record(row, tenant), key=key)
 
-    def authenticate(self: MemoryStore, key: str) -> ApiKeyRecord:
+    def authenticate(self, key: str) -> ApiKeyRecord:
         """The record of a valid, unrevoked `key`; `UnauthorizedError` otherwise.
 
         Records the use in `last_used_at`, at most once per `LAST_USED_RESOLUTION`.
         """
         if not isinstance(key, str) or _KEY_FORMAT.fullmatch(key) is None:
             raise UnauthorizedError("invalid API key")
-        with self.session() as session:
+        with self.db.session() as session:
             found = session.execute(select(ApiKey, Tenant.key).join(Tenant, Tenant.id == ApiKey.tenant_id)
                                     .where(ApiKey.key_hash == _hash(key))).first()
         if found is None:
@@ -87,24 +89,24 @@ class ApiKeysMixin:
             row.last_used_at = now
         return _record(row, tenant)
 
-    def _touch(self: MemoryStore, key_id: int, now: datetime) -> None:
+    def _touch(self, key_id: int, now: datetime) -> None:
         """Set `last_used_at`; conditional, so concurrent requests write it once per minute."""
-        with self._write() as w:
+        with self.db.write() as w:
             w.session.execute(update(ApiKey).where(
                 ApiKey.id == key_id,
                 or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= now - LAST_USED_RESOLUTION),
             ).values(last_used_at=now))
 
-    def list_api_keys(self: MemoryStore, tenant: str) -> list[ApiKeyRecord]:
+    def list_api_keys(self, tenant: str) -> list[ApiKeyRecord]:
         """The tenant's keys, revoked ones included, oldest first."""
-        with self.session() as session:
+        with self.db.session() as session:
             rows = session.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant_id_of(session, tenant))
                                    .order_by(ApiKey.created_at, ApiKey.id))
             return [_record(row, tenant) for row in rows]
 
-    def revoke_api_key(self: MemoryStore, tenant: str, prefix: str) -> ApiKeyRecord:
+    def revoke_api_key(self, tenant: str, prefix: str) -> ApiKeyRecord:
         """Revoke the tenant's key `prefix` at once. Revoking it again changes nothing."""
-        with self._write() as w:
+        with self.db.write() as w:
             row = w.session.scalar(select(ApiKey).where(
                 ApiKey.tenant_id == tenant_id_of(w.session, tenant), ApiKey.prefix == prefix))
             if row is None:  # another tenant's key is unknown here too: prefixes are not secret
@@ -131,4 +133,4 @@ def _record(row: ApiKey, tenant: str) -> ApiKeyRecord:
                         revoked_at=row.revoked_at, last_used_at=row.last_used_at)
 
 
-__all__ = ["LAST_USED_RESOLUTION", "ApiKeyRecord", "ApiKeysMixin", "NewApiKey"]
+__all__ = ["LAST_USED_RESOLUTION", "ApiKeyRecord", "ApiKeys", "NewApiKey"]

@@ -13,7 +13,7 @@ import zipfile
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -21,7 +21,9 @@ from sqlalchemy.orm import Session
 
 from unipgen.errors import ConflictError, InvalidInputError
 from unipgen.memory.blobs import sha256_hex
-from unipgen.memory.lookups import tenant_id_of, user_id_of
+from unipgen.memory.embeddings import put_embeddings
+from unipgen.memory.indexes import IndexManager
+from unipgen.memory.lookups import OWNER_MODELS, tenant_id_of, user_id_of
 from unipgen.memory.models import (
     Artifact,
     BehaviorEvent,
@@ -39,10 +41,9 @@ from unipgen.memory.models import (
     User,
     VoiceSample,
 )
+from unipgen.memory.transaction import Database, Transaction
+from unipgen.memory.users import Users
 from unipgen.schema.rules import check_public_id
-
-if TYPE_CHECKING:
-    from unipgen.memory.store import MemoryStore, _Write
 
 FORMAT = "unipgen.user-export"
 VERSION = 1
@@ -57,31 +58,38 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
 
 
-class ArchiveMixin:
-    def export_user(self: MemoryStore, tenant: str, user: str, path: str | Path) -> dict[str, int]:
+class Archive:
+    """Export of one user to a zip, and import of such a zip as a new user."""
+
+    def __init__(self, db: Database, indexes: IndexManager, users: Users) -> None:
+        self.db = db
+        self.indexes = indexes
+        self.users = users
+
+    def export_user(self, tenant: str, user: str, path: str | Path) -> dict[str, int]:
         """Write `user`'s data to the zip at `path`; returns how many records of each kind."""
-        with self.session() as session:
+        with self.db.session() as session:
             manifest = _manifest(session, tenant, user_id_of(session, tenant, user))
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
             _write_entry(archive, "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
             for sha in sorted(manifest["blobs"]):
-                _write_entry(archive, f"blobs/{sha}", self.blobs.get(sha))
+                _write_entry(archive, f"blobs/{sha}", self.db.blobs.get(sha))
         return {k: len(v) for k, v in manifest.items() if isinstance(v, (list, dict)) and k != "user"}
 
-    def import_user(self: MemoryStore, path: str | Path, *, tenant: str | None = None) -> tuple[str, str]:
+    def import_user(self, path: str | Path, *, tenant: str | None = None) -> tuple[str, str]:
         """Load an export zip; the user must not exist yet. Returns (tenant, user)."""
         manifest, blobs = _read_archive(Path(path))
         tenant = tenant or manifest["tenant"]
         _check_ids(manifest, tenant)
-        self.ensure_tenant(tenant)
-        with self._write() as w:
+        self.users.ensure_tenant(tenant)
+        with self.db.write() as w:
             tenant_id = tenant_id_of(w.session, tenant)
             key = manifest["user"]["key"]
             if w.session.scalar(select(User.id).where(User.tenant_id == tenant_id, User.key == key)):
                 raise ConflictError(f"user {key!r} already exists in {tenant!r}; import needs a new user")
             for sha, info in manifest["blobs"].items():
                 w.put_blob(blobs[sha], info["media_type"])
-            _restore(self, w, tenant_id, manifest)
+            _restore(self.indexes, w, tenant_id, manifest)
         return tenant, key
 
 
@@ -176,8 +184,6 @@ def _manifest(session: Session, tenant: str, user_id: int) -> dict[str, Any]:
 
 def _keys_of_user(session: Session, user_id: int) -> dict[tuple[str, int], str]:
     """Public key of every (kind, row id) the export can name, including the user and items."""
-    from unipgen.memory.content import OWNER_MODELS
-
     keys: dict[tuple[str, int], str] = {("user", user_id): session.get(User, user_id).key}  # type: ignore[union-attr]
     for kind, (model, _) in OWNER_MODELS.items():
         if kind == "item":
@@ -232,7 +238,7 @@ def _blob_index(session: Session, manifest: dict[str, Any]) -> dict[str, dict[st
 # -- import ---------------------------------------------------------------------------------------
 
 
-def _restore(store: MemoryStore, w: _Write, tenant_id: int, m: dict[str, Any]) -> None:
+def _restore(indexes: IndexManager, w: Transaction, tenant_id: int, m: dict[str, Any]) -> None:
     s = w.session
     user = User(tenant_id=tenant_id, key=m["user"]["key"], created_at=_dt(m["user"]["created_at"]))
     s.add(user)
@@ -270,7 +276,7 @@ def _restore(store: MemoryStore, w: _Write, tenant_id: int, m: dict[str, Any]) -
     s.add_all(Feedback(user_id=user.id, type=f["type"], artifact_id=ids[("artifact", f["output"])],
                        rejected_id=ids[("artifact", f["rejected"])] if f["rejected"] is not None else None,
                        ts=_dt(f["ts"]), meta=f["meta"]) for f in m.get("feedback", []))  # absent before 0002
-    _restore_embeddings(store, w, tenant_id, user.id, m, ids)
+    _restore_embeddings(indexes, w, tenant_id, user.id, m, ids)
 
 
 def _restore_items(session: Session, tenant_id: int, items: list[dict[str, Any]]) -> dict[str, int]:
@@ -283,12 +289,12 @@ def _restore_items(session: Session, tenant_id: int, items: list[dict[str, Any]]
     return found | {i.key: i.id for i in new}
 
 
-def _restore_embeddings(store: MemoryStore, w: _Write, tenant_id: int, user_id: int, m: dict[str, Any],
+def _restore_embeddings(indexes: IndexManager, w: Transaction, tenant_id: int, user_id: int, m: dict[str, Any],
                         ids: dict[tuple[str, str], int]) -> None:
     groups: dict[tuple[str, str], list[tuple[int, int | None, np.ndarray]]] = defaultdict(list)
     for e in m["embeddings"]:
         vector = np.frombuffer(base64.b64decode(e["vector"]), dtype=np.float32)
         groups[(e["space"], e["kind"])].append((ids[(e["kind"], e["key"])], user_id, vector))
     for (space, kind), rows in groups.items():
-        store._put_embeddings(w, tenant_id, space, rows, kind, metric=m["spaces"][space]["metric"])
+        put_embeddings(w, indexes, tenant_id, space, rows, kind, metric=m["spaces"][space]["metric"])
 

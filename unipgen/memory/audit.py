@@ -1,4 +1,4 @@
-"""The audit log: who read or changed what, per tenant, for compliance.
+"""`store.audit`: the audit log: who read or changed what, per tenant, for compliance.
 
 An entry holds ids only (the actor, the action, the user's and the object's public ids) and a
 small `detail` the caller chooses; it names data, never copies it. The user id is a plain
@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 
 from unipgen.errors import InvalidInputError
 from unipgen.memory.lookups import tenant_id_of
 from unipgen.memory.models import AuditEntry, utcnow
-
-if TYPE_CHECKING:
-    from unipgen.memory.store import MemoryStore
+from unipgen.memory.transaction import Database
 
 
 @dataclass(frozen=True)
@@ -36,8 +34,13 @@ class AuditRecord:
     detail: dict[str, Any] | None
 
 
-class AuditMixin:
-    def record_audit(self: MemoryStore, tenant: str, actor: str, action: str, *, user: str | None = None,
+class Audit:
+    """`store.audit`: the audit log: entries appended, and read back newest first."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def record_audit(self, tenant: str, actor: str, action: str, *, user: str | None = None,
                      object_kind: str | None = None, object_key: str | None = None,
                      detail: dict[str, Any] | None = None) -> None:
         """Append an entry: `actor` (an API key prefix, ``admin``) did `action` (``face.read``)
@@ -50,17 +53,17 @@ class AuditMixin:
         for value, what in ((user, "user"), (object_kind, "object kind"), (object_key, "object")):
             if value is not None:
                 _check_name(value, what)
-        with self._write() as w:
+        with self.db.write() as w:
             w.session.add(AuditEntry(tenant_id=tenant_id_of(w.session, tenant), ts=utcnow(), actor=actor,
                                      action=action, user_key=user, object_kind=object_kind,
                                      object_key=object_key, detail=detail))
 
-    def audit_log(self: MemoryStore, tenant: str, *, user: str | None = None, action: str | None = None,
+    def audit_log(self, tenant: str, *, user: str | None = None, action: str | None = None,
                   limit: int = 100) -> list[AuditRecord]:
         """The tenant's entries, newest first, optionally of one user and/or one action."""
         if limit < 1:
             raise InvalidInputError(f"limit must be at least 1, not {limit}")
-        with self.session() as session:
+        with self.db.session() as session:
             query = select(AuditEntry).where(AuditEntry.tenant_id == tenant_id_of(session, tenant))
             if user is not None:
                 query = query.where(AuditEntry.user_key == user)
@@ -72,8 +75,6 @@ class AuditMixin:
                     for r in rows]
 
 
-
-
 def _check_name(value: str, what: str) -> None:
     # Looser than the public id rule on purpose: an entry names what was done, and forgetting
     # a row stored before the rule (an id with a '/') must still be recorded.
@@ -81,4 +82,4 @@ def _check_name(value: str, what: str) -> None:
         raise InvalidInputError(f"{what} must be a non-empty string of at most 255 characters")
 
 
-__all__ = ["AuditMixin", "AuditRecord"]
+__all__ = ["Audit", "AuditRecord"]

@@ -1,21 +1,31 @@
-"""What a user brings and what unipgen derives: documents, faces, subjects, voice samples,
-artifacts with their lineage, and embeddings with vector search."""
+"""`store.content`: what a user brings (documents, face photos, voice samples, personal
+subjects) with their files, and the embeddings of every memory item with vector search over them."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from unipgen.errors import ConflictError, InvalidInputError, NotFoundError
-from unipgen.memory.lookups import check_key, tenant_id_of, user_id_of
+from unipgen.memory.embeddings import Hit, put_embeddings, search
+from unipgen.memory.indexes import IndexManager
+from unipgen.memory.lookups import (
+    OWNER_MODELS,
+    check_key,
+    owner_user,
+    resolve,
+    tenant_id_of,
+    tenant_of,
+    user_id_of,
+)
 from unipgen.memory.media import (
+    MediaLimits,
     check_document_length,
     check_size,
     image_header,
@@ -23,51 +33,51 @@ from unipgen.memory.media import (
     sniff_image,
 )
 from unipgen.memory.models import (
-    Artifact,
+    Blob,
     Document,
     Embedding,
     EmbeddingSpace,
     Face,
-    Item,
-    Lineage,
     Subject,
     SubjectImage,
-    Tenant,
-    User,
     VoiceSample,
     utcnow,
 )
 from unipgen.memory.parsing import parse_rows, refuse_duplicates
+from unipgen.memory.transaction import Database
 from unipgen.schema.memory import DocumentIn
-
-if TYPE_CHECKING:
-    from unipgen.memory.store import MemoryStore, _Write
-
-#: Row model of each kind of memory item, and whether its key is unique per user or per tenant.
-OWNER_MODELS: dict[str, tuple[Any, bool]] = {
-    "item": (Item, False),
-    "artifact": (Artifact, False),
-    "document": (Document, True),
-    "face": (Face, True),
-    "subject": (Subject, True),
-    "voice": (VoiceSample, True),
-}
 
 
 @dataclass(frozen=True)
-class Hit:
-    """One search result: the memory item a vector belongs to, and its score under the space's metric."""
+class SubjectRecord:
+    """A personal subject (a pet, a bag) as stored: its reference images by blob sha256, in order."""
 
-    kind: str
     key: str
-    score: float
+    name: str
+    class_noun: str
+    image_shas: list[str]
 
 
-class ContentMixin:
+class Content:
+    """A user's documents, faces, voices and subjects (each write one transaction with its blobs
+    and embedding), their files, and the embeddings of every memory item with search over them.
+
+    Limits: `max_blob_bytes` per file, `media_limits` on decoded media, `max_document_chars` per
+    document.
+    """
+
+    def __init__(self, db: Database, indexes: IndexManager, max_blob_bytes: int, media_limits: MediaLimits,
+                 max_document_chars: int = 100_000) -> None:
+        self.db = db
+        self.indexes = indexes
+        self.max_blob_bytes = max_blob_bytes
+        self.media_limits = media_limits
+        self.max_document_chars = max_document_chars
+
     # -- documents, faces, subjects, voices ----------------------------------------------------
 
     def add_document(
-        self: MemoryStore, tenant: str, user: str, key: str, text: str, *,
+        self, tenant: str, user: str, key: str, text: str, *,
         kind: str = "note", ts: datetime | None = None, meta: dict[str, Any] | None = None,
     ) -> None:
         """One text the user wrote (a review, a post); see `add_documents` for many."""
@@ -75,7 +85,7 @@ class ContentMixin:
         self.add_documents(tenant, user, [{"key": key, "text": text, "kind": kind, "ts": ts, "meta": meta}])
 
     def add_documents(
-        self: MemoryStore, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]], *,
+        self, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]], *,
         vectors: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     ) -> int:
         """Add a user's documents in one transaction (all or none); returns how many.
@@ -86,7 +96,7 @@ class ContentMixin:
         parsed = parse_rows(documents, DocumentIn, "document")
         check_document_length(parsed, self.max_document_chars)
         refuse_duplicates([d.key for d in parsed], "document")
-        with self._write() as w:
+        with self.db.write() as w:
             user_id = user_id_of(w.session, tenant, user)
             taken = w.session.scalars(select(Document.key).where(
                 Document.user_id == user_id, Document.key.in_([d.key for d in parsed]))).first()
@@ -98,19 +108,19 @@ class ContentMixin:
             w.session.add_all(rows)
             if vectors:
                 w.session.flush()
-                tenant_id = _tenant_of(w.session, user_id)
+                tenant_id = tenant_of(w.session, user_id)
                 by_key = {d.key: d.id for d in rows}
                 for space, vectors_by_key in vectors.items():
                     unknown = set(vectors_by_key) - set(by_key)
                     if unknown:
                         raise InvalidInputError(f"vector given for document {min(unknown)!r}, not in the request")
-                    self._put_embeddings(w, tenant_id, space, [(by_key[k], user_id, v) for k, v in
-                                                               vectors_by_key.items()], "document")
+                    put_embeddings(w, self.indexes, tenant_id, space,
+                                   [(by_key[k], user_id, v) for k, v in vectors_by_key.items()], "document")
         return len(parsed)
 
-    def documents(self: MemoryStore, tenant: str, user: str) -> list[DocumentIn]:
+    def documents(self, tenant: str, user: str) -> list[DocumentIn]:
         """A user's documents, oldest first."""
-        with self.session() as session:
+        with self.db.session() as session:
             user_id = user_id_of(session, tenant, user)
             rows = session.scalars(select(Document).where(Document.user_id == user_id)
                                    .order_by(Document.ts, Document.id))
@@ -119,7 +129,7 @@ class ContentMixin:
                     for d in rows]
 
     def add_face(
-        self: MemoryStore, tenant: str, user: str, key: str, image: bytes, *,
+        self, tenant: str, user: str, key: str, image: bytes, *,
         consent: bool, embedding: np.ndarray | None = None, space: str = "face", metric: str = "l2",
         decoded: bool = False,
     ) -> None:
@@ -134,7 +144,7 @@ class ContentMixin:
         self._add_biometric(tenant, user, Face(key=key), image, media_type, embedding, (space, metric))
 
     def add_subject(
-        self: MemoryStore, tenant: str, user: str, key: str, *, name: str, class_noun: str,
+        self, tenant: str, user: str, key: str, *, name: str, class_noun: str,
         images: Sequence[bytes], embedding: np.ndarray | None = None, space: str = "image",
         decoded: bool = False,
     ) -> None:
@@ -148,7 +158,7 @@ class ContentMixin:
         for position, image in enumerate(images):
             check_size(image, self.max_blob_bytes, f"image {position} of subject {key!r}")
             media.append(check(image, f"image {position} of subject {key!r}", self.media_limits))
-        with self._write() as w:
+        with self.db.write() as w:
             user_id = user_id_of(w.session, tenant, user)
             _refuse_existing(w.session, Subject, user_id, key, "subject")
             subject = Subject(user_id=user_id, key=key, name=name, class_noun=class_noun)
@@ -159,11 +169,11 @@ class ContentMixin:
             w.session.add(subject)
             if embedding is not None:
                 w.session.flush()
-                tenant_id = _tenant_of(w.session, user_id)
-                self._put_embeddings(w, tenant_id, space, [(subject.id, user_id, embedding)], "subject")
+                tenant_id = tenant_of(w.session, user_id)
+                put_embeddings(w, self.indexes, tenant_id, space, [(subject.id, user_id, embedding)], "subject")
 
     def add_voice(
-        self: MemoryStore, tenant: str, user: str, key: str, audio: bytes, *,
+        self, tenant: str, user: str, key: str, audio: bytes, *,
         consent: bool, embedding: np.ndarray | None = None, space: str = "voice", metric: str = "ip",
     ) -> None:
         """Store a voice sample (biometric: needs consent) and its speaker embedding."""
@@ -175,118 +185,52 @@ class ContentMixin:
         self._add_biometric(tenant, user, row, audio, info.media_type, embedding, (space, metric))
 
     def _add_biometric(
-        self: MemoryStore, tenant: str, user: str, row: Face | VoiceSample, data: bytes, media_type: str,
+        self, tenant: str, user: str, row: Face | VoiceSample, data: bytes, media_type: str,
         embedding: np.ndarray | None, space: tuple[str, str],
     ) -> None:
         """Write a face or voice row (consent already checked), its blob and its embedding at once."""
         kind = "face" if isinstance(row, Face) else "voice"
-        with self._write() as w:
+        with self.db.write() as w:
             row.user_id = user_id_of(w.session, tenant, user)
             _refuse_existing(w.session, type(row), row.user_id, row.key, kind)
             row.blob_sha, row.consent = w.put_blob(data, media_type), True
             w.session.add(row)
             if embedding is not None:
                 w.session.flush()
-                tenant_id = _tenant_of(w.session, row.user_id)
-                self._put_embeddings(w, tenant_id, space[0], [(row.id, row.user_id, embedding)], kind,
-                                     metric=space[1])
+                tenant_id = tenant_of(w.session, row.user_id)
+                put_embeddings(w, self.indexes, tenant_id, space[0], [(row.id, row.user_id, embedding)], kind,
+                               metric=space[1])
 
-    # -- artifacts and lineage -------------------------------------------------------------------
+    def subjects(self, tenant: str, user: str) -> list[SubjectRecord]:
+        with self.db.session() as session:
+            user_id = user_id_of(session, tenant, user)
+            rows = session.scalars(select(Subject).where(Subject.user_id == user_id).order_by(Subject.key))
+            return [SubjectRecord(s.key, s.name, s.class_noun, [i.blob_sha for i in s.images]) for s in rows]
 
-    def add_artifact(
-        self: MemoryStore, tenant: str, key: str, *, kind: str, media_type: str,
-        data: bytes | None = None, user: str | None = None,
-        derived_from: Sequence[tuple[str, str]] = (), meta: dict[str, Any] | None = None,
-    ) -> None:
-        """Record something unipgen derived (an output, an adapter) and what it was derived from.
+    def media(self, tenant: str, user: str, kind: str) -> list[tuple[str, str]]:
+        """(key, media type) of a user's face photos (`kind` ``face``) or voice samples (``voice``)."""
+        model = OWNER_MODELS[kind][0]  # Face or VoiceSample
+        with self.db.session() as session:
+            user_id = user_id_of(session, tenant, user)
+            return [(key, media_type) for key, media_type in session.execute(
+                select(model.key, Blob.media_type).join(Blob, Blob.sha256 == model.blob_sha)
+                .where(model.user_id == user_id).order_by(model.key))]
 
-        `derived_from` lists (kind, key) pairs: kinds of `OWNER_MODELS`, or ``("user", key)``
-        for data derived from the user's whole history. User-owned kinds resolve in `user`.
-        """
-        with self._write() as w:
-            self._insert_artifact(w, tenant, key, kind=kind, media_type=media_type, data=data, user=user,
-                                  derived_from=derived_from, meta=meta)
-
-    def _insert_artifact(
-        self: MemoryStore, w: _Write, tenant: str, key: str, *, kind: str, media_type: str,
-        data: bytes | None, user: str | None, derived_from: Sequence[tuple[str, str]], meta: dict[str, Any] | None,
-    ) -> None:
-        """`add_artifact` inside an open write (a job stores its outputs and its end together)."""
-        check_key(key, "artifact")
-        if data is not None:
-            check_size(data, self.max_blob_bytes, f"artifact {key!r}", allow_empty=True)  # a model may say nothing
-        tenant_id = tenant_id_of(w.session, tenant)
-        user_id = user_id_of(w.session, tenant, user) if user is not None else None
-        if w.session.scalar(select(Artifact.id).where(Artifact.tenant_id == tenant_id, Artifact.key == key)):
-            raise ConflictError(f"artifact {key!r} already exists in {tenant!r}")
-        sources = self._resolve_all(w.session, tenant, tenant_id, user_id, derived_from)
-        blob_sha = w.put_blob(data, media_type) if data is not None else None
-        artifact = Artifact(tenant_id=tenant_id, user_id=user_id, key=key, kind=kind,
-                            media_type=media_type, blob_sha=blob_sha, meta=meta)
-        w.session.add(artifact)
-        w.session.flush()
-        w.session.add_all(
-            Lineage(tenant_id=tenant_id, derived_kind="artifact", derived_id=artifact.id,
-                    source_kind=k, source_id=i) for k, i in dict.fromkeys(sources)
-        )
-
-    def _resolve_all(
-        self: MemoryStore, session: Session, tenant: str, tenant_id: int, user_id: int | None,
-        pairs: Sequence[tuple[str, str]],
-    ) -> list[tuple[str, int]]:
-        """`_resolve` for many (kind, key) pairs: one query per kind, not per pair."""
-        by_kind: dict[str, set[str]] = {}
-        for kind, key in pairs:
-            by_kind.setdefault(kind, set()).add(key)
-        found: dict[tuple[str, str], int] = {}
-        for kind, keys in by_kind.items():
-            if kind == "user" or kind not in OWNER_MODELS or len(keys) == 1:
-                found.update({(kind, key): self._resolve(session, tenant, tenant_id, user_id, kind, key)[1]
-                              for key in keys})
-                continue
-            model, per_user = OWNER_MODELS[kind]
-            if per_user and user_id is None:
-                raise InvalidInputError(f"{kind} {min(keys)!r} belongs to a user: name the user")
-            scope = model.user_id == user_id if per_user else model.tenant_id == tenant_id
-            ids = dict(session.execute(select(model.key, model.id).where(scope, model.key.in_(keys))).all())
-            missing = sorted(keys - ids.keys())
-            if missing:
-                raise NotFoundError(f"unknown {kind} {missing[0]!r}")
-            found.update({(kind, key): row_id for key, row_id in ids.items()})
-        return [(kind, found[(kind, key)]) for kind, key in pairs]
-
-    def _resolve(
-        self: MemoryStore, session: Session, tenant: str, tenant_id: int, user_id: int | None,
-        kind: str, key: str,
-    ) -> tuple[str, int]:
-        """(kind, row id) of a memory item named by kind and public key."""
-        if kind == "user":
-            return kind, user_id_of(session, tenant, key)
-        if kind not in OWNER_MODELS:
-            raise InvalidInputError(f"unknown kind {kind!r}; expected 'user' or one of {sorted(OWNER_MODELS)}")
-        model, per_user = OWNER_MODELS[kind]
-        if per_user and user_id is None:
-            raise InvalidInputError(f"{kind} {key!r} belongs to a user: name the user")
-        scope = model.user_id == user_id if per_user else model.tenant_id == tenant_id
-        row_id = session.scalar(select(model.id).where(scope, model.key == key))
-        if row_id is None:
-            raise NotFoundError(f"unknown {kind} {key!r}")
-        return kind, row_id
-
-    def artifact_blob(self: MemoryStore, tenant: str, key: str) -> tuple[bytes, str]:
-        """The bytes and media type of an artifact."""
-        with self.session() as session:
-            artifact = session.scalar(
-                select(Artifact).where(Artifact.tenant_id == tenant_id_of(session, tenant), Artifact.key == key)
-            )
-            if artifact is None or artifact.blob_sha is None:
-                raise NotFoundError(f"unknown artifact {key!r} (or it has no file)")
-            return self.blobs.get(artifact.blob_sha), artifact.media_type
+    def media_blob(self, tenant: str, user: str, kind: str, key: str) -> tuple[bytes, str]:
+        """The bytes and media type of one face photo or voice sample."""
+        model = OWNER_MODELS[kind][0]  # Face or VoiceSample
+        with self.db.session() as session:
+            user_id = user_id_of(session, tenant, user)
+            found = session.execute(select(model.blob_sha, Blob.media_type).join(Blob, Blob.sha256 == model.blob_sha)
+                                    .where(model.user_id == user_id, model.key == key)).first()
+        if found is None:
+            raise NotFoundError(f"unknown {kind} {key!r} of user {user!r}")
+        return self.db.blobs.get(found[0]), found[1]
 
     # -- embeddings and search -------------------------------------------------------------------
 
     def add_embeddings(
-        self: MemoryStore, tenant: str, space: str, kind: str,
+        self, tenant: str, space: str, kind: str,
         vectors: Sequence[tuple[str, np.ndarray]], *, user: str | None = None, metric: str = "ip",
     ) -> None:
         """Store one vector per memory item of `kind` in `space`, replacing any it had there.
@@ -294,152 +238,45 @@ class ContentMixin:
         The first vectors written to a space fix its dimension and metric (``ip``: inner
         product, callers L2-normalise for cosine; ``l2``: squared distance).
         """
-        with self._write() as w:
+        with self.db.write() as w:
             tenant_id = tenant_id_of(w.session, tenant)
             user_id = user_id_of(w.session, tenant, user) if user is not None else None
             rows = []
             for key, vector in vectors:
-                _, owner_id = self._resolve(w.session, tenant, tenant_id, user_id, kind, key)
-                rows.append((owner_id, _owner_user(w.session, kind, owner_id), vector))
-            self._put_embeddings(w, tenant_id, space, rows, kind, metric=metric)
+                _, owner_id = resolve(w.session, tenant, tenant_id, user_id, kind, key)
+                rows.append((owner_id, owner_user(w.session, kind, owner_id), vector))
+            put_embeddings(w, self.indexes, tenant_id, space, rows, kind, metric=metric)
 
-    def _put_embeddings(
-        self: MemoryStore, w: _Write, tenant_id: int, space: str,
-        rows: Sequence[tuple[int, int | None, np.ndarray]], kind: str, *, metric: str = "ip",
-    ) -> None:
-        matrix = _as_matrix([r[2] for r in rows], space)
-        space_row = _space(w.session, tenant_id, space, matrix.shape[1], metric)
-        before = space_row.generation
-        owner_ids = [r[0] for r in rows]
-        removed = np.array(list(w.session.scalars(
-            select(Embedding.id).where(Embedding.tenant_id == tenant_id, Embedding.space == space,
-                                       Embedding.owner_kind == kind, Embedding.owner_id.in_(owner_ids))
-        )), dtype=np.int64)
-        if len(removed):
-            w.session.execute(delete(Embedding).where(Embedding.id.in_(removed.tolist())))
-        objects = [Embedding(tenant_id=tenant_id, space=space, user_id=u, owner_kind=kind,
-                             owner_id=o, vector=matrix[i].tobytes()) for i, (o, u, _) in enumerate(rows)]
-        w.session.add_all(objects)
-        space_row.generation = before + 1
-        w.session.flush()
-        ids = np.array([e.id for e in objects], dtype=np.int64)
-        users = np.array([-1 if u is None else u for _, u, _ in rows], dtype=np.int64)
-        w.after_commit.append(lambda: self.indexes.apply(
-            tenant_id, space, before, before + 1, added=(ids, users, matrix), removed=removed))
-
-    def search(
-        self: MemoryStore, tenant: str, space: str, query: np.ndarray, k: int = 10, *,
-        user: str | None = None,
-    ) -> list[Hit]:
+    def search(self, tenant: str, space: str, query: np.ndarray, k: int = 10, *, user: str | None = None) -> list[Hit]:
         """Top-k memory items nearest `query`: among `user`'s items only, or in the catalog.
 
         Scores follow the space's metric: inner product (cosine for unit vectors, higher is
         nearer) in an ``ip`` space, squared Euclidean distance (lower is nearer) in an ``l2`` one.
-
-        A hot path: a few Core queries on one connection, no ORM objects.
         """
-        with self.engine.connect() as conn:
-            tenant_id, user_id, dim, generation = _search_target(conn, tenant, user, space)
-            query = _as_matrix([query], space)[0]
-            if query.shape[0] != dim:
-                raise InvalidInputError(f"query has dimension {query.shape[0]}, space {space!r} has {dim}")
-            index = self.indexes.get(tenant_id, space, generation)
-            if user_id is None:
-                ids, scores = index.search_global(query, k)
-            else:
-                ids, scores = index.search_user(user_id, query, k)
-            return _hits(conn, ids, scores)
+        return search(self.db.engine, self.indexes, tenant, space, query, k, user)
 
+    def vectors(
+        self, tenant: str, space: str, kind: str, keys: Sequence[str] | None = None, *, user: str | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Stored vectors of `kind` items in `space` by key: a user's (with `user`), else the catalog's."""
+        model, per_user = OWNER_MODELS[kind]
+        with self.db.session() as session:
+            tenant_id = tenant_id_of(session, tenant)
+            query = (select(model.key, Embedding.vector)
+                     .join(Embedding, (Embedding.owner_kind == kind) & (Embedding.owner_id == model.id))
+                     .where(Embedding.tenant_id == tenant_id, Embedding.space == space))
+            if user is not None and per_user:
+                query = query.where(Embedding.user_id == user_id_of(session, tenant, user))
+            if keys is not None:
+                query = query.where(model.key.in_(list(keys)))
+            return {key: np.frombuffer(blob, dtype=np.float32) for key, blob in session.execute(query)}
 
-@functools.cache
-def lookup_statements() -> dict[str, Any]:
-    """The search path's statements, built once with bind parameters (building costs more than running)."""
-    def of_space(column: Any) -> Any:
-        return select(column).where(EmbeddingSpace.tenant_id == Tenant.id,
-                                    EmbeddingSpace.name == bindparam("space")).scalar_subquery()
-
-    user_id = select(User.id).where(User.tenant_id == Tenant.id, User.key == bindparam("user")).scalar_subquery()
-    ids = bindparam("ids", expanding=True)
-    statements = {
-        "target": select(Tenant.id, user_id, of_space(EmbeddingSpace.dim), of_space(EmbeddingSpace.generation))
-        .where(Tenant.key == bindparam("tenant")),
-        "owners": select(Embedding.id, Embedding.owner_kind, Embedding.owner_id).where(Embedding.id.in_(ids)),
-    }
-    for kind, (model, _) in OWNER_MODELS.items():
-        statements[kind] = select(model.id, model.key).where(model.id.in_(ids))
-    return statements
-
-
-def _search_target(conn: Connection, tenant: str, user: str | None, space: str) -> tuple[int, int | None, int, int]:
-    """Tenant id, user id, space dimension and generation in one query; unknown ones are named."""
-    row = conn.execute(lookup_statements()["target"], {"tenant": tenant, "user": user, "space": space}).first()
-    if row is None:
-        raise NotFoundError(f"unknown tenant {tenant!r}")
-    if user is not None and row[1] is None:
-        raise NotFoundError(f"unknown user {user!r} in tenant {tenant!r}")
-    if row[2] is None:
-        raise NotFoundError(f"no embedding space {space!r} in tenant {tenant!r}")
-    return row[0], row[1], row[2], row[3]
-
-
-def _hits(conn: Connection, ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
-    """Map embedding ids to the (kind, key) of the items they were derived from."""
-    statements = lookup_statements()
-    owners = {e: (kind, o) for e, kind, o in conn.execute(statements["owners"], {"ids": ids.tolist()})}
-    keys: dict[tuple[str, int], str] = {}
-    for kind in {kind for kind, _ in owners.values()}:
-        wanted = [owner_id for k, owner_id in owners.values() if k == kind]
-        keys.update({(kind, o): key for o, key in conn.execute(statements[kind], {"ids": wanted})})
-    return [Hit(owners[i][0], keys[owners[i]], float(s)) for i, s in zip(ids.tolist(), scores.tolist())
-            if i in owners]
-
-
-def _as_matrix(vectors: Sequence[np.ndarray], space: str) -> np.ndarray:
-    try:
-        matrix = np.asarray(np.stack([np.asarray(v, dtype=np.float32).ravel() for v in vectors]))
-    except ValueError as exc:
-        raise InvalidInputError(f"vectors for space {space!r} differ in dimension: {exc}") from None
-    if not np.isfinite(matrix).all():
-        raise InvalidInputError(f"vectors for space {space!r} contain NaN or infinity")
-    return matrix
-
-
-def _space(session: Session, tenant_id: int, name: str, dim: int, metric: str) -> EmbeddingSpace:
-    if metric not in ("ip", "l2"):
-        raise InvalidInputError(f"unknown metric {metric!r}; expected 'ip' or 'l2'")
-    row = session.get(EmbeddingSpace, (tenant_id, name), with_for_update=True)
-    if row is None:
-        row = EmbeddingSpace(tenant_id=tenant_id, name=name, dim=dim, metric=metric, generation=0)
-        session.add(row)
-    elif row.dim != dim:
-        raise InvalidInputError(f"embedding has dimension {dim}, but space {name!r} holds {row.dim}-d vectors")
-    elif row.metric != metric:
-        raise InvalidInputError(f"space {name!r} uses metric {row.metric!r}, not {metric!r}")
-    return row
-
-
-def bump_generation(session: Session, tenant_id: int, spaces: Sequence[str]) -> dict[str, int]:
-    """Mark spaces changed (inside the caller's transaction); returns each one's generation before."""
-    before = {}
-    for name in spaces:
-        row = session.get(EmbeddingSpace, (tenant_id, name), with_for_update=True)
-        if row is not None:
-            before[name] = row.generation
-            session.execute(update(EmbeddingSpace).where(EmbeddingSpace.tenant_id == tenant_id,
-                            EmbeddingSpace.name == name).values(generation=row.generation + 1))
-    return before
-
-
-def _owner_user(session: Session, kind: str, owner_id: int) -> int | None:
-    """The user a memory item belongs to (None for catalog items)."""
-    if kind == "item":
-        return None
-    model = OWNER_MODELS[kind][0]
-    return session.scalar(select(model.user_id).where(model.id == owner_id))
-
-
-def _tenant_of(session: Session, user_id: int) -> int:
-    return session.scalar(select(User.tenant_id).where(User.id == user_id))  # type: ignore[return-value]
+    def spaces(self, tenant: str) -> dict[str, tuple[int, str]]:
+        """The tenant's embedding spaces: name → (dimension, metric)."""
+        with self.db.session() as session:
+            rows = session.execute(select(EmbeddingSpace.name, EmbeddingSpace.dim, EmbeddingSpace.metric).where(
+                EmbeddingSpace.tenant_id == tenant_id_of(session, tenant)))
+            return {name: (dim, metric) for name, dim, metric in rows}
 
 
 def _refuse_existing(session: Session, model: Any, user_id: int, key: str, what: str) -> None:

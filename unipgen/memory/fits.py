@@ -1,4 +1,5 @@
-"""Fits of a tenant's behavior space: what a fit reads, how it is stored, and when it goes stale.
+"""`store.fits`: fits of a tenant's behavior space: what a fit reads, how it is stored, and when
+it goes stale.
 
 A fit (`unipgen.core.behavior_space`) is derived from every user's events. The store keeps:
 
@@ -11,20 +12,21 @@ A fit (`unipgen.core.behavior_space`) is derived from every user's events. The s
   the stale fit as residue until a refit (`save_fit`, usually the job a forget queues) replaces it.
 
 Refit policy: `fit_due` says whether the current fit has seen fewer events than the tenant now
-has by `refit_every_events` (the store's setting), so writers can queue a refit job.
+has by `refit_every_events` (the part's setting), so writers can queue a refit job.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from unipgen.errors import NotFoundError
+from unipgen.memory.indexes import IndexManager
 from unipgen.memory.lookups import tenant_id_of
 from unipgen.memory.models import (
     BehaviorEvent,
@@ -37,10 +39,8 @@ from unipgen.memory.models import (
     User,
     utcnow,
 )
+from unipgen.memory.transaction import Database, Transaction
 from unipgen.schema.memory import FitRecord
-
-if TYPE_CHECKING:
-    from unipgen.memory.store import MemoryStore
 
 _CHUNK = 20_000  # embedding rows per executemany
 
@@ -75,10 +75,18 @@ class FitOutput:
     last_event_id: int
 
 
-class FitsMixin:
-    def fit_data(self: MemoryStore, tenant: str) -> FitData:
+class Fits:
+    """A tenant's fits: the data a fit reads, the fit stored as current, the current one and
+    the history read back, and whether a refit is due (`refit_every_events`; 0: on demand only)."""
+
+    def __init__(self, db: Database, indexes: IndexManager, refit_every_events: int = 0) -> None:
+        self.db = db
+        self.indexes = indexes
+        self.refit_every_events = refit_every_events
+
+    def fit_data(self, tenant: str) -> FitData:
         """Every event of the tenant and every catalog item, as `FitData` (one read transaction)."""
-        with self.session() as session:
+        with self.db.session() as session:
             tenant_id = tenant_id_of(session, tenant)
             item_rows = session.execute(select(Item.id, Item.key).where(Item.tenant_id == tenant_id)
                                         .order_by(Item.id)).all()
@@ -101,12 +109,12 @@ class FitsMixin:
                        values=_joined(values, np.float64), items=[key for _, key in item_rows], user_ids=user_ids,
                        last_event_id=last)
 
-    def save_fit(self: MemoryStore, tenant: str, fit: FitOutput) -> FitRecord:
+    def save_fit(self, tenant: str, fit: FitOutput) -> FitRecord:
         """Store a fit as the tenant's current one (replacing the previous) in one transaction."""
-        with self._write() as w:
-            return self._save_fit(w, tenant_id_of(w.session, tenant), fit)
+        with self.db.write() as w:
+            return self.save(w, tenant_id_of(w.session, tenant), fit)
 
-    def _save_fit(self: MemoryStore, w: Any, tenant_id: int, fit: FitOutput) -> FitRecord:
+    def save(self, w: Transaction, tenant_id: int, fit: FitOutput) -> FitRecord:
         """`save_fit` inside the caller's transaction (a fit job stores it as it succeeds)."""
         session: Session = w.session
         _replace_space(session, tenant_id, fit)
@@ -131,47 +139,47 @@ class FitsMixin:
         w.after_commit.append(lambda: self.indexes.refresh(tenant_id, fit.space))
         return _record(row, events_since=0)
 
-    def current_fit(self: MemoryStore, tenant: str, *, count_new: bool = True) -> FitRecord | None:
+    def current_fit(self, tenant: str, *, count_new: bool = True) -> FitRecord | None:
         """The tenant's fit in use (current or stale), or None before the first fit. With
         `count_new`, `events_since` counts the events written after it (a scan of the tenant's
         newer events: leave it off on a request's hot path)."""
-        with self.engine.connect() as conn:
+        with self.db.engine.connect() as conn:
             found = fit_in_use(conn, tenant)
             if found is None:
-                with self.session() as session:
+                with self.db.session() as session:
                     tenant_id_of(session, tenant)  # an unknown tenant is an error, not "no fit"
                 return None
             tenant_id, last_event_id, record = found
             if not count_new:
                 return record
-        with self.session() as session:
+        with self.db.session() as session:
             since = _events_since(session, tenant_id, last_event_id)
         return record.model_copy(update={"events_since": since})
 
-    def fits(self: MemoryStore, tenant: str) -> list[FitRecord]:
+    def fits(self, tenant: str) -> list[FitRecord]:
         """Every fit of the tenant, newest first (replaced ones keep their settings and figures)."""
-        with self.session() as session:
+        with self.db.session() as session:
             tenant_id = tenant_id_of(session, tenant)
             rows = session.scalars(select(BehaviorFit).where(BehaviorFit.tenant_id == tenant_id)
                                    .order_by(BehaviorFit.generation.desc())).all()
             return [_record(r, None) for r in rows]
 
-    def fit_mapping(self: MemoryStore, tenant: str) -> tuple[np.ndarray, dict[str, Any]] | None:
+    def fit_mapping(self, tenant: str) -> tuple[np.ndarray, dict[str, Any]] | None:
         """The current fit's text → factors mapping and settings (to place new items), or None."""
-        with self.session() as session:
+        with self.db.session() as session:
             row = _current(session, tenant_id_of(session, tenant))
             if row is None or row.mapping is None:
                 return None
             mapping = np.frombuffer(row.mapping, dtype=np.float32).reshape(row.mapping_rows, row.mapping_cols)
             return mapping, row.config
 
-    def fit_residue(self: MemoryStore, tenant: str) -> list[str]:
+    def fit_residue(self, tenant: str) -> list[str]:
         """The residue a stale fit is now (empty once a refit replaced it): what a forget
         reported, scanned again after the queued refit ran."""
-        with self.session() as session:
+        with self.db.session() as session:
             return stale_fit_residue(session, tenant_id_of(session, tenant))
 
-    def fit_due(self: MemoryStore, tenant: str) -> str | None:
+    def fit_due(self, tenant: str) -> str | None:
         """Why the tenant needs a refit now (stale, or `refit_every_events` new events), else None."""
         fit = self.current_fit(tenant)
         if fit is None:
@@ -279,4 +287,4 @@ def _joined(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
-__all__ = ["FitData", "FitOutput", "FitsMixin", "fit_in_use", "mark_fit_stale", "refit_due", "stale_fit_residue"]
+__all__ = ["FitData", "FitOutput", "Fits", "fit_in_use", "mark_fit_stale", "refit_due", "stale_fit_residue"]

@@ -27,18 +27,19 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import and_, delete, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from unipgen.errors import InvalidInputError, NotFoundError
-from unipgen.memory.content import OWNER_MODELS, bump_generation
 from unipgen.memory.db import checkpoint_sqlite, sqlite_files
+from unipgen.memory.embeddings import bump_generation
 from unipgen.memory.fits import mark_fit_stale, stale_fit_residue
+from unipgen.memory.indexes import IndexManager
 from unipgen.memory.jobs import queue_fit_job, remove_tree, scratch_path
-from unipgen.memory.lookups import tenant_id_of, user_id_of
+from unipgen.memory.lookups import OWNER_MODELS, resolve, tenant_id_of, user_id_of
 from unipgen.memory.models import (
     BLOB_COLUMNS,
     BehaviorEvent,
@@ -53,18 +54,19 @@ from unipgen.memory.models import (
     SubjectImage,
     User,
 )
+from unipgen.memory.transaction import Database
 from unipgen.memory.vectors import VectorIndex
 from unipgen.schema.memory import EVENT_TYPES, ForgetReport
-
-if TYPE_CHECKING:
-    from unipgen.memory.store import MemoryStore
 
 #: Kinds deleted by id, in an order that respects foreign keys (artifacts may name items' blobs).
 _DELETE_ORDER = ("artifact", "document", "face", "subject", "voice", "item")
 
 
 @dataclass
-class _Plan:
+class Plan:
+    """What one forget deletes: row ids by kind, the users, and (collected in its transaction)
+    their embeddings, blobs, texts and scratch folders."""
+
     tenant_id: int
     user_ids: list[int] = field(default_factory=list)
     rows: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
@@ -85,35 +87,43 @@ class _Plan:
         return self.nodes() + [("user", u) for u in self.history_of if u not in self.user_ids]
 
 
-class ForgetMixin:
-    def forget_user(self: MemoryStore, tenant: str, user: str) -> ForgetReport:
+class Forget:
+    """Forget a user, one memory item or some events (`Privacy` exposes them), and `run` any
+    `Plan` with the residue scan (retention purges through it)."""
+
+    def __init__(self, db: Database, indexes: IndexManager, scratch_dir: Path | None = None) -> None:
+        self.db = db
+        self.indexes = indexes
+        self.scratch_dir = scratch_dir
+
+    def forget_user(self, tenant: str, user: str) -> ForgetReport:
         """Delete a user and everything derived from their data; report any residue."""
-        with self.session() as session:
+        with self.db.session() as session:
             user_id = user_id_of(session, tenant, user)
-            plan = _Plan(tenant_id_of(session, tenant), user_ids=[user_id])
+            plan = Plan(tenant_id_of(session, tenant), user_ids=[user_id])
             for kind, (model, per_user) in OWNER_MODELS.items():
                 if kind != "item":
                     plan.rows[kind].update(session.scalars(select(model.id).where(model.user_id == user_id)))
             if self.scratch_dir is not None:
                 plan.scratch = [scratch_path(self.scratch_dir, tenant, key)
                                 for key in session.scalars(select(Job.key).where(Job.user_id == user_id))]
-        return self._forget(plan, f"user {user!r}", tenant)
+        return self.run(plan, f"user {user!r}", tenant)
 
-    def forget_item(self: MemoryStore, tenant: str, kind: str, key: str, *, user: str | None = None) -> ForgetReport:
+    def forget_item(self, tenant: str, kind: str, key: str, *, user: str | None = None) -> ForgetReport:
         """Delete one memory item (a photo, a document, a catalog item...) and what was derived from it.
 
         Forgetting a catalog item also deletes the behavior events that point to it.
         """
-        with self.session() as session:
+        with self.db.session() as session:
             tenant_id = tenant_id_of(session, tenant)
             user_id = user_id_of(session, tenant, user) if user is not None else None
-            kind, row_id = self._resolve(session, tenant, tenant_id, user_id, kind, key)
-            plan = _Plan(tenant_id)
+            kind, row_id = resolve(session, tenant, tenant_id, user_id, kind, key)
+            plan = Plan(tenant_id)
             plan.rows[kind].add(row_id)
-        return self._forget(plan, f"{kind} {key!r}", tenant)
+        return self.run(plan, f"{kind} {key!r}", tenant)
 
     def delete_events(
-        self: MemoryStore, tenant: str, user: str, *, ids: list[int] | None = None, type: str | None = None,
+        self, tenant: str, user: str, *, ids: list[int] | None = None, type: str | None = None,
         item: str | None = None, since: datetime | None = None, until: datetime | None = None,
     ) -> ForgetReport:
         """Delete some of `user`'s behavior events: those of `ids` (`EventRecord.id`), or those
@@ -121,18 +131,20 @@ class ForgetMixin:
         filter, all of them. Every artifact derived from the user's history goes too (see the
         module docstring). An unknown id, type or item is an error; no match deletes nothing.
         """
-        with self.session() as session:
+        with self.db.session() as session:
             tenant_id = tenant_id_of(session, tenant)
             user_id = user_id_of(session, tenant, user)
             where = _event_filter(session, tenant_id, user_id, ids, type, item, since, until)
-            plan = _Plan(tenant_id)
+            plan = Plan(tenant_id)
             if session.scalar(select(BehaviorEvent.id).where(where).limit(1)) is not None:
                 plan.events, plan.history_of = where, [user_id]
-        return self._forget(plan, f"events of user {user!r}", tenant)
+        return self.run(plan, f"events of user {user!r}", tenant)
 
-    def _forget(self: MemoryStore, plan: _Plan, target: str, tenant: str) -> ForgetReport:
-        with self._write() as w:
-            _add_derived(w.session, plan)
+    def run(self, plan: Plan, target: str, tenant: str) -> ForgetReport:
+        """Delete what `plan` names and everything derived from it (one transaction), then the
+        files and vectors, and report what is left (`target` names it in the report)."""
+        with self.db.write() as w:
+            add_derived(w.session, plan)
             if mark_fit_stale(w.session, plan.tenant_id, [*plan.user_ids, *plan.history_of], sorted(plan.rows["item"]),
                               f"{target} forgotten"):
                 queue_fit_job(w.session, plan.tenant_id, f"{target} forgotten")
@@ -143,48 +155,48 @@ class ForgetMixin:
             self.indexes.apply(plan.tenant_id, space, before[space], before[space] + 1,
                                removed=np.array(ids, dtype=np.int64))
         self.indexes.save(plan.tenant_id)  # the files must not keep a forgotten vector
-        with self.session() as session:  # a writer may have stored the same bytes again since the commit
+        with self.db.session() as session:  # a writer may have stored the same bytes again since the commit
             reused = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(plan.blob_shas))))
         plan.blob_shas -= reused
         for sha in plan.blob_shas:
-            self.blobs.delete(sha)
+            self.db.blobs.delete(sha)
         for folder in plan.scratch:
             remove_tree(folder)
-        checkpoint_sqlite(self.engine)  # the WAL's older frames still hold the deleted rows
+        checkpoint_sqlite(self.db.engine)  # the WAL's older frames still hold the deleted rows
         return ForgetReport(tenant=tenant, target=target, deleted=deleted, residue=self._residue(plan))
 
-    def _residue(self: MemoryStore, plan: _Plan) -> list[str]:
+    def _residue(self, plan: Plan) -> list[str]:
         """Anything of the plan still in the database, the indexes (memory and files) or the blob store."""
         residue = []
-        with self.session() as session:
+        with self.db.session() as session:
             residue += _rows_left(session, plan)
             for space, ids in plan.embeddings.items():
                 residue += _vectors_left(self.indexes.get(plan.tenant_id, space), ids, space, "index")
                 path = self.indexes.path(plan.tenant_id, space)
                 if path.exists():
                     residue += _vectors_left(VectorIndex.load(path)[0], ids, space, "index file")
-        stored = set(self.blobs.list())
+        stored = set(self.db.blobs.list())
         residue += [f"blob {sha} (file)" for sha in sorted(plan.blob_shas & stored)]
-        with self.session() as session:
+        with self.db.session() as session:
             known = set(session.scalars(select(Blob.sha256)))
         residue += [f"blob {sha} (file without a row)" for sha in sorted(stored - known)]
         residue += [f"job scratch folder {folder}" for folder in plan.scratch if folder.exists()]
-        with self.session() as session:
+        with self.db.session() as session:
             residue += stale_fit_residue(session, plan.tenant_id)
         return residue + self._texts_in_files(plan)
 
-    def _texts_in_files(self: MemoryStore, plan: _Plan) -> list[str]:
+    def _texts_in_files(self, plan: Plan) -> list[str]:
         """The forgotten texts whose bytes are still in a file of a SQLite database (the file, its
         WAL or shared memory): deleted but not overwritten. A match that a remaining document or
         item also contains is not residue."""
-        files = sqlite_files(self.engine)
+        files = sqlite_files(self.db.engine)
         probes = {probe: label for label, text in plan.texts.items() for probe in _probes(text)}
         if not files or not probes:
             return []
         found = {probe for path in files for probe in _find_all(path, list(probes))}
         if not found:
             return []
-        with self.session() as session:
+        with self.db.session() as session:
             held = {p for p in found if _still_held(session, p)}
         return sorted({f"text of {probes[p]} in the database files" for p in found - held})
 
@@ -218,7 +230,7 @@ def _still_held(session: Session, probe: bytes) -> bool:
                for model in (Document, Item))
 
 
-def _add_derived(session: Session, plan: _Plan) -> None:
+def add_derived(session: Session, plan: Plan) -> None:
     """Grow the plan with every artifact reachable from it through lineage (to a fixed point)."""
     frontier = plan.sources()
     while frontier:
@@ -234,7 +246,7 @@ def _add_derived(session: Session, plan: _Plan) -> None:
         frontier = [("artifact", i) for i in derived]
 
 
-def _collect(session: Session, plan: _Plan) -> None:
+def _collect(session: Session, plan: Plan) -> None:
     """The embeddings, blobs and texts the plan's rows hold."""
     for model, kind in ((Document, "document"), (Item, "item")):
         for key, text in session.execute(select(model.key, model.text).where(model.id.in_(plan.rows[kind]))):
@@ -255,7 +267,7 @@ def _collect(session: Session, plan: _Plan) -> None:
         plan.blob_shas.update(s for s in session.scalars(select(column).where(where)) if s)
 
 
-def _delete(session: Session, plan: _Plan) -> dict[str, int]:
+def _delete(session: Session, plan: Plan) -> dict[str, int]:
     nodes = plan.nodes()
     deleted: dict[str, int] = {}
 
@@ -295,7 +307,7 @@ def _still_used(session: Session, shas: set[str]) -> set[str]:
     return used
 
 
-def _rows_left(session: Session, plan: _Plan) -> list[str]:
+def _rows_left(session: Session, plan: Plan) -> list[str]:
     left = []
     for kind, ids in plan.rows.items():
         model = OWNER_MODELS[kind][0]

@@ -1,4 +1,5 @@
-"""The job queue, kept in the store: a restart of the service or a dead worker loses no job.
+"""`store.jobs`: the job queue, kept in the store: a restart of the service or a dead worker
+loses no job.
 
 Every state change is one short transaction, and the ones that hand a job to a worker are
 conditional updates (`... WHERE status = 'queued'`), so several processes may claim from the
@@ -16,27 +17,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from unipgen.errors import ConflictError, NotFoundError, QueueFullError
-from unipgen.memory.fits import FitOutput
+from unipgen.memory.artifacts import Artifacts
+from unipgen.memory.fits import FitOutput, Fits
 from unipgen.memory.lookups import check_key, tenant_id_of, user_id_of
 from unipgen.memory.models import Job, Tenant, User, utcnow
 from unipgen.memory.private import private_dir
+from unipgen.memory.transaction import Database, Transaction
 from unipgen.schema.jobs import TERMINAL, JobRecord
-
-if TYPE_CHECKING:
-    from unipgen.memory.store import MemoryStore
 
 _PENDING = ("queued", "running")
 
 
 @dataclass(frozen=True)
 class OutputArtifact:
-    """An artifact a job made, stored when the job is marked succeeded (see `add_artifact`)."""
+    """An artifact a job made, stored when the job is marked succeeded (see `Artifacts.add_artifact`)."""
 
     key: str
     kind: str
@@ -46,8 +46,20 @@ class OutputArtifact:
     meta: dict[str, Any] | None = None
 
 
-class JobsMixin:
-    def job_scratch(self: MemoryStore, tenant: str, key: str) -> Path | None:
+class Jobs:
+    """Jobs: submitted (at most `max_queued_jobs` pending per tenant), claimed by workers on a
+    lease, ended with their outputs (artifacts, fits) in one transaction, cancelled; and the
+    scratch folders under `scratch_dir` where running jobs keep checkpoints (None: none kept)."""
+
+    def __init__(self, db: Database, artifacts: Artifacts, fits: Fits, *, max_queued_jobs: int = 1000,
+                 scratch_dir: Path | None = None) -> None:
+        self.db = db
+        self.artifacts = artifacts
+        self.fits = fits
+        self.max_queued_jobs = max_queued_jobs
+        self.scratch_dir = scratch_dir
+
+    def job_scratch(self, tenant: str, key: str) -> Path | None:
         """The folder where job `key` keeps what a retry of it needs (training checkpoints), made
         0700 on first use; None when the store has no scratch dir. It is removed when the job
         ends (succeeded, failed for good, cancelled) and when its user is forgotten: a
@@ -57,25 +69,25 @@ class JobsMixin:
         private_dir(self.scratch_dir)
         return private_dir(scratch_path(self.scratch_dir, tenant, key))
 
-    def drop_job_scratch(self: MemoryStore, tenant: str, key: str) -> None:
+    def drop_job_scratch(self, tenant: str, key: str) -> None:
         """Remove job `key`'s scratch folder now (a worker whose job was deleted under it)."""
         if self.scratch_dir is not None:
             remove_tree(scratch_path(self.scratch_dir, tenant, key))
 
-    def _drop_scratch_after(self: MemoryStore, w: Any, tenant: str, key: str) -> None:
+    def _drop_scratch_after(self, w: Transaction, tenant: str, key: str) -> None:
         """Remove the job's scratch folder once the transaction that ends the job commits."""
         if self.scratch_dir is not None:
             path = scratch_path(self.scratch_dir, tenant, key)
             w.after_commit.append(lambda: remove_tree(path))
 
-    def submit_job(self: MemoryStore, tenant: str, user: str | None, spec: dict[str, Any], *, key: str | None = None,
+    def submit_job(self, tenant: str, user: str | None, spec: dict[str, Any], *, key: str | None = None,
                    max_attempts: int = 3) -> JobRecord:
         """Queue a job for `user` (None: a job of the whole tenant, such as a fit). With `key`,
         submitting the same job again returns the first one (idempotent); the same key with a
         different spec is a `ConflictError`."""
         if key is not None:
             check_key(key, "job")
-        with self._write() as w:
+        with self.db.write() as w:
             tenant_id = tenant_id_of(w.session, tenant)
             user_id = user_id_of(w.session, tenant, user) if user is not None else None
             if key is not None:
@@ -98,14 +110,14 @@ class JobsMixin:
             w.session.flush()
             return _record(w.session, job)
 
-    def job(self: MemoryStore, tenant: str, key: str) -> JobRecord:
-        with self.session() as session:
+    def job(self, tenant: str, key: str) -> JobRecord:
+        with self.db.session() as session:
             return _record(session, _job(session, tenant, key))
 
-    def jobs(self: MemoryStore, tenant: str, *, user: str | None = None, status: str | None = None,
+    def jobs(self, tenant: str, *, user: str | None = None, status: str | None = None,
              limit: int = 100) -> list[JobRecord]:
         """Jobs of a tenant (or of one user), newest first."""
-        with self.session() as session:
+        with self.db.session() as session:
             query = (select(Job, User.key).outerjoin(User, User.id == Job.user_id)
                      .where(Job.tenant_id == tenant_id_of(session, tenant)))
             if user is not None:
@@ -115,7 +127,7 @@ class JobsMixin:
             rows = session.execute(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)).all()
             return [_record(session, job, tenant, user_key) for job, user_key in rows]
 
-    def claim_job(self: MemoryStore, worker: str, lease_s: float, *, tenant: str | None = None,
+    def claim_job(self, worker: str, lease_s: float, *, tenant: str | None = None,
                   key: str | None = None) -> JobRecord | None:
         """Hand the oldest runnable queued job (or job `key`) to `worker` for `lease_s` seconds.
 
@@ -125,11 +137,11 @@ class JobsMixin:
         claimed = self.claim_jobs(worker, lease_s, 1, tenant=tenant, key=key)
         return claimed[0] if claimed else None
 
-    def claim_jobs(self: MemoryStore, worker: str, lease_s: float, limit: int, *, tenant: str | None = None,
+    def claim_jobs(self, worker: str, lease_s: float, limit: int, *, tenant: str | None = None,
                    key: str | None = None) -> list[JobRecord]:
         """`claim_job` for up to `limit` jobs in one transaction, oldest first (a worker that
         runs several at once claims them together)."""
-        with self._write() as w:
+        with self.db.write() as w:
             now = utcnow()
             _requeue_expired(w.session, now)  # in the claim's transaction: one write, not two
             query = select(Job.id).where(Job.status == "queued", Job.run_after <= now)
@@ -152,14 +164,14 @@ class JobsMixin:
                         break
             return claimed
 
-    def renew_lease(self: MemoryStore, tenant: str, key: str, worker: str, lease_s: float,
+    def renew_lease(self, tenant: str, key: str, worker: str, lease_s: float,
                     progress: float | None = None) -> bool:
         """Extend `worker`'s lease on a running job (and record its progress, 0..1).
 
         Returns whether cancellation was requested. A worker that lost the job (its lease ran
         out and the job went to another) gets a `ConflictError` and must stop.
         """
-        with self._write() as w:
+        with self.db.write() as w:
             job = _job(w.session, tenant, key)
             _own(job, worker)
             now = utcnow()
@@ -169,20 +181,20 @@ class JobsMixin:
                 job.progress = min(max(progress, 0.0), 1.0)
             return job.cancel_requested
 
-    def finish_job(self: MemoryStore, tenant: str, key: str, worker: str, result: dict[str, Any],
+    def finish_job(self, tenant: str, key: str, worker: str, result: dict[str, Any],
                    outputs: Sequence[OutputArtifact | FitOutput] = ()) -> JobRecord:
         """Store the job's outputs and mark it succeeded, in one transaction. If cancellation
         was requested meanwhile, the job ends cancelled instead and the outputs are dropped."""
         return self.finish_jobs(worker, [(tenant, key, result, outputs)])[0]
 
-    def finish_jobs(self: MemoryStore, worker: str,
+    def finish_jobs(self, worker: str,
                     ends: Sequence[tuple[str, str, dict[str, Any], Sequence[OutputArtifact]]]) -> list[JobRecord]:
         """`finish_job` for several (tenant, key, result, outputs) in one transaction: all of
         them, or on any error none (the caller may then finish them one by one)."""
-        with self._write() as w:
+        with self.db.write() as w:
             return [self._finish(w, tenant, key, worker, result, outputs) for tenant, key, result, outputs in ends]
 
-    def _finish(self: MemoryStore, w: Any, tenant: str, key: str, worker: str, result: dict[str, Any],
+    def _finish(self, w: Transaction, tenant: str, key: str, worker: str, result: dict[str, Any],
                 outputs: Sequence[OutputArtifact | FitOutput]) -> JobRecord:
         job = _job(w.session, tenant, key)
         _own(job, worker)
@@ -193,19 +205,19 @@ class JobsMixin:
         user = w.session.scalar(select(User.key).where(User.id == job.user_id)) if job.user_id is not None else None
         for out in outputs:
             if isinstance(out, FitOutput):
-                self._save_fit(w, job.tenant_id, out)
+                self.fits.save(w, job.tenant_id, out)
                 continue
-            self._insert_artifact(w, tenant, out.key, kind=out.kind, media_type=out.media_type, data=out.data,
+            self.artifacts.insert(w, tenant, out.key, kind=out.kind, media_type=out.media_type, data=out.data,
                                   user=user, derived_from=out.derived_from, meta={**(out.meta or {}), "job": key})
         _end(job, "succeeded", progress=1.0)
         job.result = result
         return _record(w.session, job, tenant, user)
 
-    def fail_job(self: MemoryStore, tenant: str, key: str, worker: str, error: dict[str, Any], *,
+    def fail_job(self, tenant: str, key: str, worker: str, error: dict[str, Any], *,
                  retryable: bool, backoff_s: float = 1.0) -> JobRecord:
         """Record a failed attempt. A retryable failure with attempts left queues the job again
         after `backoff_s` × 2^(attempts − 1) seconds; otherwise the job has failed."""
-        with self._write() as w:
+        with self.db.write() as w:
             job = _job(w.session, tenant, key)
             _own(job, worker)
             job.error = error
@@ -218,9 +230,9 @@ class JobsMixin:
                 self._drop_scratch_after(w, tenant, key)
             return _record(w.session, job)
 
-    def cancel_job(self: MemoryStore, tenant: str, key: str) -> JobRecord:
+    def cancel_job(self, tenant: str, key: str) -> JobRecord:
         """Cancel a queued job now; ask a running job's worker to stop (it ends as cancelled)."""
-        with self._write() as w:
+        with self.db.write() as w:
             job = _job(w.session, tenant, key)
             if job.status in TERMINAL:
                 raise ConflictError(f"job {key!r} has already {job.status}: nothing to cancel")
@@ -232,18 +244,18 @@ class JobsMixin:
                 job.updated_at = utcnow()
             return _record(w.session, job)
 
-    def mark_cancelled(self: MemoryStore, tenant: str, key: str, worker: str) -> JobRecord:
+    def mark_cancelled(self, tenant: str, key: str, worker: str) -> JobRecord:
         """The worker stopped a running job because cancellation was requested."""
-        with self._write() as w:
+        with self.db.write() as w:
             job = _job(w.session, tenant, key)
             _own(job, worker)
             _end(job, "cancelled")
             self._drop_scratch_after(w, tenant, key)
             return _record(w.session, job)
 
-    def requeue_expired(self: MemoryStore) -> int:
+    def requeue_expired(self) -> int:
         """Queue again the running jobs whose lease ran out (their worker died or hung)."""
-        with self._write() as w:
+        with self.db.write() as w:
             return _requeue_expired(w.session, utcnow())
 
 
@@ -313,4 +325,4 @@ def _record(session: Session, job: Job, tenant: str | None = None, user: str | N
                      run_after=job.run_after)
 
 
-__all__ = ["JobsMixin", "OutputArtifact", "queue_fit_job"]
+__all__ = ["Jobs", "OutputArtifact", "queue_fit_job", "remove_tree", "scratch_path"]

@@ -53,8 +53,8 @@ def load_movielens(store: MemoryStore, tenant: str, directory: Path, *, users: i
     movies = _rows(directory / "movies.csv")
     ratings = _rows(directory / "ratings.csv")
     tags = _rows(directory / "tags.csv") if (directory / "tags.csv").is_file() else []
-    store.ensure_tenant(tenant)
-    existing = set(store.list_users(tenant))
+    store.users.ensure_tenant(tenant)
+    existing = set(store.users.list_users(tenant))
     try:
         wanted = set(sorted({r["userId"] for r in ratings}, key=int)[:users])
         new = wanted - existing
@@ -68,10 +68,10 @@ def load_movielens(store: MemoryStore, tenant: str, directory: Path, *, users: i
         documents = _tag_documents([t for t in tags if t["userId"] in new])
     except (KeyError, ValueError) as exc:
         raise InvalidInputError(f"{directory}: malformed MovieLens file ({exc})") from None
-    items_added = store.add_items(tenant, items, exist_ok=True)
-    added = store.ingest_events(tenant, events, create_users=True)
+    items_added = store.catalog.add_items(tenant, items, exist_ok=True)
+    added = store.events.ingest_events(tenant, events, create_users=True)
     for user, docs in documents.items():
-        store.add_documents(tenant, user, docs)
+        store.content.add_documents(tenant, user, docs)
     return LoadReport(items_added, len(new), len(wanted & existing), added,
                       sum(len(d) for d in documents.values()))
 
@@ -125,15 +125,15 @@ def load_dreambench(store: MemoryStore, tenant: str, directory: Path) -> DreamBe
     noun and reference photos. Users already in the store are skipped."""
     classes = dreambench_classes(directory)
     folders = sorted(p for p in directory.iterdir() if p.is_dir() and p.name in classes)
-    store.ensure_tenant(tenant)
-    existing = set(store.list_users(tenant))
+    store.users.ensure_tenant(tenant)
+    existing = set(store.users.list_users(tenant))
     added = images = 0
     for folder in folders:
         if folder.name in existing:
             continue
         photos = [p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
-        store.create_user(tenant, folder.name)
-        store.add_subject(tenant, folder.name, folder.name, name=folder.name, class_noun=classes[folder.name],
+        store.users.create_user(tenant, folder.name)
+        store.content.add_subject(tenant, folder.name, folder.name, name=folder.name, class_noun=classes[folder.name],
                           images=photos)
         added, images = added + 1, images + len(photos)
     return DreamBenchReport(added, len(folders) - added, images)

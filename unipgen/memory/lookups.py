@@ -1,13 +1,37 @@
-"""Resolve public ids (tenant, user keys) to row ids, with a `NotFoundError` naming what is unknown."""
+"""Resolve public ids (tenant, user, item keys) to row ids, with a `NotFoundError` naming what
+is unknown, for every part of the store."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from unipgen.errors import NotFoundError
-from unipgen.memory.models import Tenant, User, utcnow
+from unipgen.errors import InvalidInputError, NotFoundError
+from unipgen.memory.models import (
+    Artifact,
+    Document,
+    Face,
+    Item,
+    Subject,
+    Tenant,
+    User,
+    VoiceSample,
+    utcnow,
+)
 from unipgen.schema.rules import check_public_id
+
+#: Row model of each kind of memory item, and whether its key is unique per user or per tenant.
+OWNER_MODELS: dict[str, tuple[Any, bool]] = {
+    "item": (Item, False),
+    "artifact": (Artifact, False),
+    "document": (Document, True),
+    "face": (Face, True),
+    "subject": (Subject, True),
+    "voice": (VoiceSample, True),
+}
 
 
 def check_key(key: str, what: str) -> None:
@@ -53,3 +77,85 @@ def insert_missing_users(session: Session, tenant_id: int, keys: list[str]) -> i
         statement = insert(User).values(rows).on_conflict_do_nothing(index_elements=["tenant_id", "key"])
         created += max(session.connection().execute(statement).rowcount, 0)  # one statement: exact count
     return created
+
+
+def tenant_of(session: Session, user_id: int) -> int:
+    """The tenant row id of a user row."""
+    return session.scalar(select(User.tenant_id).where(User.id == user_id))  # type: ignore[return-value]
+
+
+def owner_user(session: Session, kind: str, owner_id: int) -> int | None:
+    """The user a memory item belongs to (None for catalog items)."""
+    if kind == "item":
+        return None
+    model = OWNER_MODELS[kind][0]
+    return session.scalar(select(model.user_id).where(model.id == owner_id))
+
+
+def existing_keys(session: Session, model: Any, tenant_id: int, keys: Sequence[str]) -> set[str]:
+    """The keys among `keys` that rows of `model` (items, users) already have in the tenant."""
+    return set(ids_by_key(session, model, tenant_id, set(keys), None, None))
+
+
+def ids_by_key(
+    session: Session, model: Any, tenant_id: int, keys: set[str], what: str | None, tenant: str | None
+) -> dict[str, int]:
+    """Row ids of `keys` in the tenant; with `what` set, an unknown key is a `NotFoundError`."""
+    found: dict[str, int] = {}
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), 900):  # stays under SQLite's bound-parameter limit
+        chunk = ordered[start : start + 900]
+        found.update(
+            session.execute(
+                select(model.key, model.id).where(model.tenant_id == tenant_id, model.key.in_(chunk))
+            ).all()
+        )
+    if what is not None and len(found) != len(keys):
+        missing = sorted(keys - found.keys())
+        raise NotFoundError(
+            f"unknown {what} {missing[0]!r} in tenant {tenant!r}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
+    return found
+
+
+def resolve(
+    session: Session, tenant: str, tenant_id: int, user_id: int | None, kind: str, key: str,
+) -> tuple[str, int]:
+    """(kind, row id) of a memory item named by kind and public key (``user`` names a user)."""
+    if kind == "user":
+        return kind, user_id_of(session, tenant, key)
+    if kind not in OWNER_MODELS:
+        raise InvalidInputError(f"unknown kind {kind!r}; expected 'user' or one of {sorted(OWNER_MODELS)}")
+    model, per_user = OWNER_MODELS[kind]
+    if per_user and user_id is None:
+        raise InvalidInputError(f"{kind} {key!r} belongs to a user: name the user")
+    scope = model.user_id == user_id if per_user else model.tenant_id == tenant_id
+    row_id = session.scalar(select(model.id).where(scope, model.key == key))
+    if row_id is None:
+        raise NotFoundError(f"unknown {kind} {key!r}")
+    return kind, row_id
+
+
+def resolve_all(
+    session: Session, tenant: str, tenant_id: int, user_id: int | None, pairs: Sequence[tuple[str, str]],
+) -> list[tuple[str, int]]:
+    """`resolve` for many (kind, key) pairs: one query per kind, not per pair."""
+    by_kind: dict[str, set[str]] = {}
+    for kind, key in pairs:
+        by_kind.setdefault(kind, set()).add(key)
+    found: dict[tuple[str, str], int] = {}
+    for kind, keys in by_kind.items():
+        if kind == "user" or kind not in OWNER_MODELS or len(keys) == 1:
+            found.update({(kind, key): resolve(session, tenant, tenant_id, user_id, kind, key)[1] for key in keys})
+            continue
+        model, per_user = OWNER_MODELS[kind]
+        if per_user and user_id is None:
+            raise InvalidInputError(f"{kind} {min(keys)!r} belongs to a user: name the user")
+        scope = model.user_id == user_id if per_user else model.tenant_id == tenant_id
+        ids = dict(session.execute(select(model.key, model.id).where(scope, model.key.in_(keys))).all())
+        missing = sorted(keys - ids.keys())
+        if missing:
+            raise NotFoundError(f"unknown {kind} {missing[0]!r}")
+        found.update({(kind, key): row_id for key, row_id in ids.items()})
+    return [(kind, found[(kind, key)]) for kind, key in pairs]

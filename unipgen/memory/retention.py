@@ -26,13 +26,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from unipgen.errors import InvalidInputError
-from unipgen.memory.forget import _add_derived, _Plan
+from unipgen.memory.forget import Forget, Plan, add_derived
 from unipgen.memory.models import (
     Artifact,
     BehaviorEvent,
@@ -44,9 +44,7 @@ from unipgen.memory.models import (
     VoiceSample,
     utcnow,
 )
-
-if TYPE_CHECKING:
-    from unipgen.memory.store import MemoryStore
+from unipgen.memory.transaction import Database
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +61,7 @@ _TARGETS: dict[str, tuple[Any, str]] = {
     "output": (Artifact, "artifact"), "history": (Artifact, "artifact"),
 }
 
-#: The table whose deleted-row count `_forget` reports, of each kind purged as a forget target.
+#: The table whose deleted-row count `Forget.run` reports, of each kind purged as a forget target.
 _TABLES = {"face": "faces", "voice": "voice_samples", "document": "documents"}
 
 
@@ -78,8 +76,14 @@ class PurgeReport:
     residue: tuple[str, ...] = ()
 
 
-class RetentionMixin:
-    def purge_expired(self: MemoryStore, retention_days: Mapping[str, float], *, now: datetime | None = None,
+class Retention:
+    """The purge of expired data (`purge_expired`), forgetting through `forget` in chunks."""
+
+    def __init__(self, db: Database, forget: Forget) -> None:
+        self.db = db
+        self.forget = forget
+
+    def purge_expired(self, retention_days: Mapping[str, float], *, now: datetime | None = None,
                       dry_run: bool = False) -> PurgeReport:
         """Delete, in every tenant, the items of each kind in `retention_days` older than that many
         days before `now`, and what was derived from them. Kinds not listed are kept.
@@ -87,7 +91,7 @@ class RetentionMixin:
         With `dry_run`, count what would go and delete nothing.
         """
         cutoffs = _cutoffs(retention_days, now or utcnow())
-        with self.session() as session:
+        with self.db.session() as session:
             targets = _expired(session, cutoffs)
             if dry_run:
                 return _dry_report(session, cutoffs, targets)
@@ -100,10 +104,10 @@ class RetentionMixin:
         derived = max(deleted.get("artifacts", 0) - purged.get("output", 0), 0)
         return PurgeReport(cutoffs=cutoffs, purged=purged, derived=derived, residue=tuple(residue))
 
-    def _purge_items(self: MemoryStore, targets: dict[int, dict[str, set[int]]]) -> tuple[dict[str, int], list[str]]:
+    def _purge_items(self, targets: dict[int, dict[str, set[int]]]) -> tuple[dict[str, int], list[str]]:
         """Forget the targets, tenant by tenant, `CHUNK` items per transaction; the summed
         counts of deleted rows, and any residue."""
-        with self.session() as session:
+        with self.db.session() as session:
             tenants = dict(session.execute(select(Tenant.id, Tenant.key).where(Tenant.id.in_(targets))).all())
         deleted: dict[str, int] = defaultdict(int)
         residue: list[str] = []
@@ -112,7 +116,7 @@ class RetentionMixin:
                 plan = self._live_plan(tenant_id, chunk)
                 if not plan.nodes():
                     continue  # all of it went earlier, derived from a previous chunk
-                report = self._forget(plan, f"{len(plan.nodes())} expired items", tenants[tenant_id])
+                report = self.forget.run(plan, f"{len(plan.nodes())} expired items", tenants[tenant_id])
                 for table, count in report.deleted.items():
                     deleted[table] += count
                 residue += report.residue
@@ -120,19 +124,19 @@ class RetentionMixin:
             log.warning("purge left residue: %s", residue)
         return dict(deleted), residue
 
-    def _live_plan(self: MemoryStore, tenant_id: int, chunk: list[tuple[str, int]]) -> _Plan:
+    def _live_plan(self, tenant_id: int, chunk: list[tuple[str, int]]) -> Plan:
         """A forget plan of the items of `chunk` that still exist."""
-        plan = _Plan(tenant_id)
-        with self.session() as session:
+        plan = Plan(tenant_id)
+        with self.db.session() as session:
             for kind in {kind for kind, _ in chunk}:
                 model, row_kind = _TARGETS[kind]
                 ids = [i for k, i in chunk if k == kind]
                 plan.rows[row_kind].update(session.scalars(select(model.id).where(model.id.in_(ids))))
         return plan
 
-    def _purge_events(self: MemoryStore, cutoff: datetime) -> int:
+    def _purge_events(self, cutoff: datetime) -> int:
         """Delete every event older than `cutoff`, in one transaction."""
-        with self._write() as w:
+        with self.db.write() as w:
             return w.session.execute(delete(BehaviorEvent).where(BehaviorEvent.ts < cutoff)).rowcount
 
 
@@ -200,10 +204,10 @@ def _count_derived(session: Session, targets: dict[int, dict[str, set[int]]]) ->
     for by_kind in targets.values():
         artifacts: set[int] = set()
         for chunk in _chunks(by_kind):
-            plan = _Plan(0)  # only its rows are read: lineage ids are global
+            plan = Plan(0)  # only its rows are read: lineage ids are global
             for kind, row_id in chunk:
                 plan.rows[_TARGETS[kind][1]].add(row_id)
-            _add_derived(session, plan)
+            add_derived(session, plan)
             artifacts |= plan.rows["artifact"]
         derived += len(artifacts) - len(by_kind.get("output", ()))
     return derived
@@ -216,4 +220,4 @@ def _chunks(by_kind: dict[str, set[int]]) -> Iterator[list[tuple[str, int]]]:
         yield chunk
 
 
-__all__ = ["CHUNK", "KINDS", "PurgeReport", "RetentionMixin"]
+__all__ = ["CHUNK", "KINDS", "PurgeReport", "Retention"]

@@ -1,9 +1,11 @@
-"""One read of everything context building needs about a user: `MemoryStore.user_snapshot`.
+"""What context building reads about a user (`UserSnapshot`) and what a recommendation reads
+(`TasteRead`), as plain values; `read_snapshots` reads several users' snapshots together.
 
 A context used to be assembled from a dozen store calls, each its own session that looked the
 user up again (about 30 queries). The snapshot reads the same things in one transaction with
-the user resolved once (about 10 queries), and on PostgreSQL at REPEATABLE READ, so a context
-never mixes memory from before and after a concurrent write (a forget, an upload).
+the user resolved once (about 10 queries); `Reads.user_snapshots` runs it on PostgreSQL at
+REPEATABLE READ, so a context never mixes memory from before and after a concurrent write (a
+forget, an upload).
 """
 
 from __future__ import annotations
@@ -11,17 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import bindparam, extract, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from unipgen.errors import NotFoundError
-from unipgen.memory.content import lookup_statements
-from unipgen.memory.fits import fit_in_use
-from unipgen.memory.lookups import tenant_id_of
+from unipgen.memory.artifacts import ArtifactRecord, artifact_sources
+from unipgen.memory.content import SubjectRecord
 from unipgen.memory.models import (
     Artifact,
     BehaviorEvent,
@@ -32,14 +31,9 @@ from unipgen.memory.models import (
     Item,
     ProfileAttribute,
     Subject,
-    User,
     VoiceSample,
 )
-from unipgen.memory.reads import ArtifactRecord, SubjectRecord, _sources
 from unipgen.schema.memory import DocumentIn, FitRecord
-
-if TYPE_CHECKING:
-    from unipgen.memory.store import MemoryStore
 
 
 class EventRow(NamedTuple):
@@ -101,94 +95,11 @@ class TasteRead:
     fit: FitRecord | None = None
 
 
-class SnapshotMixin:
-    def user_snapshot(self: MemoryStore, tenant: str, user: str,
-                      item_spaces: Sequence[str] = ("text", "image")) -> UserSnapshot:
-        """Everything `ContextBuilder` reads about `user`, in one read transaction."""
-        found = self.user_snapshots(tenant, [user], item_spaces)[user]
-        if isinstance(found, Exception):
-            raise found
-        return found
-
-    def user_snapshots(self: MemoryStore, tenant: str, users: Sequence[str],
-                       item_spaces: Sequence[str] = ("text", "image")) -> dict[str, UserSnapshot | Exception]:
-        """`user_snapshot` of several users with the same dozen queries as one (jobs prepared
-        together). An unknown user gets a `NotFoundError` in its place; an unknown tenant raises."""
-        with self.session() as session:
-            if session.get_bind().dialect.name == "postgresql":
-                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            tenant_id = tenant_id_of(session, tenant)
-            ids = dict(session.execute(select(User.key, User.id).where(User.tenant_id == tenant_id,
-                                                                       User.key.in_(set(users)))).all())
-            found: dict[str, UserSnapshot | Exception] = {
-                user: NotFoundError(f"unknown user {user!r} in tenant {tenant!r}") for user in users if user not in ids}
-            if ids:
-                reads = _Reads(session, tenant_id, ids, item_spaces)
-                found |= {user: reads.snapshot(tenant, user) for user in ids}
-        return found
-
-
-    def taste_read(self: MemoryStore, tenant: str, user: str, space: str | None, *, events: bool = True) -> TasteRead:
-        """What a recommendation reads of the database, on one connection: the space's
-        generation, the version of the user's events (how many, the newest id: any write or
-        delete changes it) and, with `events`, the events themselves (oldest first). `space`
-        None: the space recommendations rank in, the tenant's fitted behavior space when it has
-        a fit in use (then in `fit`), else ``text``. Vectors then come from the index in memory
-        (`item_vectors`, `search_items`)."""
-        with self.engine.connect() as conn:
-            fit = None
-            if space is None:
-                found = fit_in_use(conn, tenant)
-                fit = found[2] if found else None
-                space = fit.space if fit else "text"
-            row = conn.execute(lookup_statements()["target"], {"tenant": tenant, "user": user, "space": space}).first()
-            if row is None:
-                raise NotFoundError(f"unknown tenant {tenant!r}")
-            if row[1] is None:
-                raise NotFoundError(f"unknown user {user!r} in tenant {tenant!r}")
-            if not events:
-                count, newest = conn.execute(_statements()["version"], {"user_id": row[1]}).one()
-                return TasteRead(tenant_id=row[0], generation=row[3], events=[], version=(count, newest or 0),
-                                 space=space, fit=fit)
-            rows = conn.execute(_statements()["events"], {"user_id": row[1]}).all()  # one fetch, not one per row
-            found_events = [TasteEvent(kind, key, float(ts), value) for kind, key, ts, value, _ in rows]
-            version = (len(rows), max((r[4] for r in rows), default=0))
-        return TasteRead(tenant_id=row[0], generation=row[3], events=found_events, version=version, space=space,
-                         fit=fit)
-
-    def item_vectors(self: MemoryStore, tenant: str, space: str, keys: Sequence[str], *,
-                     read: TasteRead | None = None) -> dict[str, np.ndarray]:
-        """Catalog items' vectors in `space` by key, from the space's index in memory (fast);
-        empty when the tenant has no such space. `read`: a `taste_read` of this space (saves a query)."""
-        if read is None:
-            with self.engine.connect() as conn:
-                row = conn.execute(lookup_statements()["target"], {"tenant": tenant, "user": None, "space": space}).first()
-            if row is None:
-                raise NotFoundError(f"unknown tenant {tenant!r}")
-            read = TasteRead(tenant_id=row[0], generation=row[3], events=[])
-        if read.generation is None:
-            return {}
-        return self.indexes.item_vectors(read.tenant_id, space, list(dict.fromkeys(keys)), read.generation)
-
-    def search_items(self: MemoryStore, space: str, query: np.ndarray, k: int, read: TasteRead) -> list[tuple[str, float]]:
-        """Top-k catalog items (key, score) of `space` nearest `query` (`read`: a `taste_read`)."""
-        if read.generation is None:
-            return []
-        return self.indexes.search_items(read.tenant_id, space, query, k, read.generation)
-
-
-@cache
-def _statements() -> dict[str, Any]:
-    """The recommendation path's statements, built once (building costs more than running)."""
-    user_id = bindparam("user_id")
-    # Unix seconds computed by the database: parsing thousands of datetimes costs more than the rest
-    seconds = extract("epoch", BehaviorEvent.ts)
-    return {
-        "version": select(func.count(), func.max(BehaviorEvent.id)).where(BehaviorEvent.user_id == user_id),
-        "events": select(BehaviorEvent.type, Item.key, seconds, BehaviorEvent.value, BehaviorEvent.id)
-        .join(Item, Item.id == BehaviorEvent.item_id).where(BehaviorEvent.user_id == user_id)
-        .order_by(BehaviorEvent.ts, BehaviorEvent.id),
-    }
+def read_snapshots(session: Any, tenant: str, tenant_id: int, ids: dict[str, int],
+                   item_spaces: Sequence[str]) -> dict[str, UserSnapshot]:
+    """The snapshots of the users of `ids` (user key → row id), with one query per kind of row."""
+    reads = _Reads(session, tenant_id, ids, item_spaces)
+    return {user: reads.snapshot(tenant, user) for user in ids}
 
 
 class _Reads:
@@ -218,7 +129,7 @@ class _Reads:
         self.own = _own_vectors(session, user_ids)
         adapters = session.scalars(select(Artifact).where(Artifact.user_id.in_(user_ids), Artifact.kind == "adapter")
                                    .order_by(Artifact.created_at, Artifact.id)).all()
-        sources = _sources(session, [a.id for a in adapters]) if adapters else {}
+        sources = artifact_sources(session, [a.id for a in adapters]) if adapters else {}
         self.adapters = _grouped(adapters, lambda a: ArtifactRecord(a.key, a.kind, a.media_type, a.blob_sha, a.meta,
                                                                      sources.get(a.id, [])))
         self.subjects = _grouped(
@@ -288,4 +199,4 @@ def _vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.float32)
 
 
-__all__ = ["EventRow", "SnapshotMixin", "TasteEvent", "TasteRead", "UserSnapshot"]
+__all__ = ["EventRow", "TasteEvent", "TasteRead", "UserSnapshot", "read_snapshots"]

@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from unipgen.memory.vector_blocks import VectorBlock, empty_result, top_k
+
 Metric = Literal["ip", "l2"]
 
 CATALOG = -1  # user_id used for catalog vectors (items of the tenant, not owned by a user)
@@ -83,76 +85,6 @@ class AnnConfig:
         return max(1, min(wanted, n // _MIN_POINTS_PER_LIST))
 
 
-class _Block:
-    """Growable contiguous storage of one owner's vectors; rows ``[0, size)`` are live."""
-
-    __slots__ = ("ids", "size", "sqnorms", "vectors")
-
-    def __init__(self, dim: int) -> None:
-        self.vectors = np.empty((0, dim), dtype=np.float32)
-        self.ids = np.empty(0, dtype=np.int64)
-        self.sqnorms = np.empty(0, dtype=np.float32)  # squared L2 norms, for the l2 metric
-        self.size = 0
-
-    def live(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Views of the live (vectors, ids, squared norms)."""
-        n = self.size
-        return self.vectors[:n], self.ids[:n], self.sqnorms[:n]
-
-    def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Append rows, growing capacity geometrically so appends are amortised O(1) per row."""
-        end = self.size + len(ids)
-        if end > len(self.ids):
-            self._grow(max(end, 2 * len(self.ids), 16))
-        self.vectors[self.size : end] = vectors
-        self.ids[self.size : end] = ids
-        self.sqnorms[self.size : end] = np.einsum("ij,ij->i", vectors, vectors)
-        self.size = end
-
-    def remove(self, ids: np.ndarray) -> int:
-        """Remove the rows whose id is in ``ids``; return how many were removed.
-
-        Holes are filled with live rows from the tail, so only the removed rows'
-        worth of data moves (row order is not kept).
-        """
-        doomed = np.isin(self.ids[: self.size], ids)
-        removed = int(doomed.sum())
-        new_size = self.size - removed
-        holes = np.flatnonzero(doomed[:new_size])
-        movers = new_size + np.flatnonzero(~doomed[new_size : self.size])
-        for array in (self.vectors, self.ids, self.sqnorms):
-            array[holes] = array[movers]
-        self.size = new_size
-        return removed
-
-    def _grow(self, capacity: int) -> None:
-        n = self.size
-        vectors = np.empty((capacity, self.vectors.shape[1]), dtype=np.float32)
-        vectors[:n] = self.vectors[:n]
-        ids = np.empty(capacity, dtype=np.int64)
-        ids[:n] = self.ids[:n]
-        sqnorms = np.empty(capacity, dtype=np.float32)
-        sqnorms[:n] = self.sqnorms[:n]
-        self.vectors, self.ids, self.sqnorms = vectors, ids, sqnorms
-
-
-def _empty_result() -> tuple[np.ndarray, np.ndarray]:
-    return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-
-
-def _top_k(
-    scores: np.ndarray, ids: np.ndarray, k: int, smaller_is_better: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` best (ids, scores), best first."""
-    key = scores if smaller_is_better else -scores
-    if k < len(key):
-        candidates = np.argpartition(key, k - 1)[:k]
-    else:
-        candidates = np.arange(len(key))
-    order = candidates[np.argsort(key[candidates], kind="stable")]
-    return ids[order], scores[order].astype(np.float32, copy=False)
-
-
 class VectorIndex:
     """Vectors of one (tenant, space): exact per-user search and ANN search over the catalog.
 
@@ -168,7 +100,7 @@ class VectorIndex:
         self._dim = dim
         self._metric: Metric = metric
         self._ann = ann
-        self._blocks: dict[int, _Block] = {}  # owner (user id or CATALOG) -> its vectors
+        self._blocks: dict[int, VectorBlock] = {}  # owner (user id or CATALOG) -> its vectors
         self._owner: dict[int, int] = {}  # vector id -> owner
         self._ivf: Any = None  # faiss IndexIVFFlat over the catalog, or None while search is exact
         self._trained_on = 0  # catalog size when the IVF was trained
@@ -249,7 +181,7 @@ class VectorIndex:
         q = self._validated_query(query, k)
         block = self._blocks.get(user_id)
         if block is None or user_id == CATALOG:
-            return _empty_result()
+            return empty_result()
         return self._exact(block, q, k)
 
     def search_global(
@@ -265,7 +197,7 @@ class VectorIndex:
         q = self._validated_query(query, k)
         block = self._blocks.get(CATALOG)
         if block is None:
-            return _empty_result()
+            return empty_result()
         if exact:
             return self._exact(block, q, k)
         self._refresh_ann()
@@ -390,7 +322,7 @@ class VectorIndex:
             self._catalog_order = None
         block = self._blocks.get(owner)
         if block is None:
-            block = self._blocks[owner] = _Block(self._dim)
+            block = self._blocks[owner] = VectorBlock(self._dim)
         block.append(ids, vectors)
         if owner == CATALOG and self._ivf is not None:
             self._ivf.add_with_ids(vectors, ids)
@@ -405,14 +337,14 @@ class VectorIndex:
         if owner == CATALOG and self._ivf is not None:
             self._ivf.remove_ids(ids)
 
-    def _exact(self, block: _Block, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _exact(self, block: VectorBlock, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         vectors, ids, sqnorms = block.live()
         dots = vectors @ q
         if self._metric == "ip":
-            return _top_k(dots, ids, k, smaller_is_better=False)
+            return top_k(dots, ids, k, smaller_is_better=False)
         # |x - q|^2 = |x|^2 - 2 x.q + |q|^2; clamp rounding below zero
         distances = np.maximum(sqnorms - 2.0 * dots + q @ q, 0.0)
-        return _top_k(distances, ids, k, smaller_is_better=True)
+        return top_k(distances, ids, k, smaller_is_better=True)
 
     def _refresh_ann(self) -> None:
         """Drop, train or retrain the IVF index as the catalog size now requires."""

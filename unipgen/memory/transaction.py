@@ -1,0 +1,78 @@
+"""The one transaction object every part of the store writes through.
+
+`Database` is what the parts share: the engine and the blob store. A read opens a plain
+`session()`; a write opens `write()`, which yields a `Transaction`: its session, the blob files
+it created (removed again if the transaction fails) and the callbacks that run once it commits
+(folding vectors into the in-memory indexes, removing a job's scratch folder). A failure anywhere
+in a write leaves nothing written, blob files included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from unipgen.errors import ConflictError
+from unipgen.memory.blobs import BlobStore
+from unipgen.memory.models import Blob
+
+
+class Transaction:
+    """One open write: its session, the blob files it created (removed again on failure) and
+    what to run after it commits."""
+
+    def __init__(self, session: Session, blobs: BlobStore) -> None:
+        self.session = session
+        self._blobs = blobs
+        self.new_blobs: list[str] = []
+        self.after_commit: list[Callable[[], None]] = []
+
+    def put_blob(self, data: bytes, media_type: str) -> str:
+        """Store `data` as a blob (file and row) in this transaction; returns its sha256."""
+        sha, created = self._blobs.put(data)
+        if created:
+            self.new_blobs.append(sha)
+        if self.session.get(Blob, sha) is None:
+            self.session.add(Blob(sha256=sha, size=len(data), media_type=media_type))
+            self.session.flush()  # rows naming the blob have no relationship to order them after it
+        return sha
+
+
+class Database:
+    """The database and the blob store its rows name, as every part of the store reaches them."""
+
+    def __init__(self, engine: Engine, blobs: BlobStore) -> None:
+        self.engine = engine
+        self.blobs = blobs
+
+    def session(self) -> Session:
+        """A new session for reads (the caller owns and closes it)."""
+        return Session(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def write(self) -> Iterator[Transaction]:
+        """A transaction; on failure it rolls back and removes the blob files it wrote."""
+        write = Transaction(Session(self.engine, expire_on_commit=False), self.blobs)
+        try:
+            with write.session, write.session.begin():
+                yield write
+            for callback in write.after_commit:
+                callback()
+        except IntegrityError as exc:
+            self._drop_unreferenced(write.new_blobs)
+            raise ConflictError(f"write refused by the database: {exc.orig}") from exc
+        except BaseException:
+            self._drop_unreferenced(write.new_blobs)
+            raise
+
+    def _drop_unreferenced(self, shas: list[str]) -> None:
+        if not shas:
+            return
+        with Session(self.engine) as session:
+            kept = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(shas))))
+        for sha in set(shas) - kept:
+            self.blobs.delete(sha)
