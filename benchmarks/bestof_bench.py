@@ -70,7 +70,7 @@ def run(quick: bool = False, profile: str = "tiny", users: int | None = None, pr
         load_movielens(store, "ml", SAMPLE, users=users)
         model = UserModel(store, profile, cache_dir=Path(home) / "cache")
         model.embed_missing("ml")
-        people = store.list_users("ml")
+        people = store.users.list_users("ml")
         voices = _attach_voices(model, people)
         generator = InlineGenerator(model)
         wanted = modalities or [m for m in PROMPTS if m in model.profile.backends]
@@ -104,7 +104,7 @@ def _modality(generator: Any, modality: str, users: list[str], prompts: list[str
     for user in users:
         for prompt in prompts:
             [kept, *_] = generator.generate("ml", user, modality, prompt, options)
-            rows.append(_row(generator.model.store.artifact("ml", kept.key).meta["best_of"], user, prompt))
+            rows.append(_row(generator.model.store.artifacts.artifact("ml", kept.key).meta["best_of"], user, prompt))
     return _summary(rows, resamples, seed) | {"seconds_per_request": round((time.perf_counter() - started) / len(rows), 2),
                                               "rows": rows}
 

@@ -1,6 +1,6 @@
 """`unipgen bench memory`: the store's speed, each figure beside a baseline run in the same process.
 
-- ingest: bulk behavior ingest (`MemoryStore.ingest_events`, from plain dicts, validation
+- ingest: bulk behavior ingest (`MemoryStore.events.ingest_events`, from plain dicts, validation
   included) vs a naive loop that looks up user and item and adds one ORM object per event;
   on SQLite, and on PostgreSQL when UNIPGEN_BENCH_POSTGRES_URL (or UNIPGEN_TEST_POSTGRES_URL) is set;
 - per-user top-10 search and global ANN search: see `vector_bench.py`;
@@ -70,9 +70,9 @@ def _suffixed(values: dict[str, Any], suffix: str) -> dict[str, Any]:
 
 
 def _catalog(store: MemoryStore, tenant: str, users: int = 1000, items: int = 1000) -> None:
-    store.create_tenant(tenant)
-    store.create_users(tenant, [f"u{i}" for i in range(users)])
-    store.add_items(tenant, [{"key": f"i{i}", "text": f"item {i}"} for i in range(items)])
+    store.users.create_tenant(tenant)
+    store.users.create_users(tenant, [f"u{i}" for i in range(users)])
+    store.catalog.add_items(tenant, [{"key": f"i{i}", "text": f"item {i}"} for i in range(items)])
 
 
 def _event_dicts(n: int, start: int = 0) -> list[dict[str, Any]]:
@@ -98,7 +98,7 @@ def bench_ingest(database_url: str | None, n_events: int, n_naive: int) -> dict[
         _catalog(store, "bench")
         events = _event_dicts(n_events)
         start = time.perf_counter()
-        store.ingest_events("bench", events)
+        store.events.ingest_events("bench", events)
         bulk_s = time.perf_counter() - start
         naive_events = _event_dicts(n_naive, start=n_events)
         start = time.perf_counter()
@@ -114,7 +114,7 @@ def bench_ingest(database_url: str | None, n_events: int, n_naive: int) -> dict[
 
 
 def bench_store_search(n_users: int, per_user: int = 1000, dim: int = 384, queries: int = 2000) -> dict[str, Any]:
-    """`MemoryStore.search(..., user=U)` end to end on SQLite: ids resolved, index searched, keys mapped.
+    """`MemoryStore.content.search(..., user=U)` end to end on SQLite: ids resolved, index searched, keys mapped.
 
     Fewer users than the index-level figure (1000): the database holds each vector, and the
     query path's cost does not grow with the number of users (B-tree lookups by id).
@@ -122,20 +122,20 @@ def bench_store_search(n_users: int, per_user: int = 1000, dim: int = 384, queri
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as home:
         store = MemoryStore.open(Settings(home=Path(home)))
-        store.create_tenant("bench")
-        store.create_users("bench", [f"u{i}" for i in range(n_users)])
+        store.users.create_tenant("bench")
+        store.users.create_users("bench", [f"u{i}" for i in range(n_users)])
         for u in range(n_users):
-            store.add_documents("bench", f"u{u}", [{"key": f"d{j}", "text": f"doc {j}"} for j in range(per_user)])
+            store.content.add_documents("bench", f"u{u}", [{"key": f"d{j}", "text": f"doc {j}"} for j in range(per_user)])
             vectors = rng.normal(size=(per_user, dim)).astype(np.float32)
-            store.add_embeddings("bench", "text", "document", [(f"d{j}", v) for j, v in enumerate(vectors)],
+            store.content.add_embeddings("bench", "text", "document", [(f"d{j}", v) for j, v in enumerate(vectors)],
                                  user=f"u{u}")
         work = [(f"u{i % n_users}", q) for i, q in enumerate(rng.normal(size=(queries, dim)).astype(np.float32))]
         for user, q in work[:200]:  # warm-up
-            store.search("bench", "text", q, 10, user=user)
+            store.content.search("bench", "text", q, 10, user=user)
         latencies = []
         for user, q in work:
             start = time.perf_counter()
-            store.search("bench", "text", q, 10, user=user)
+            store.content.search("bench", "text", q, 10, user=user)
             latencies.append((time.perf_counter() - start) * 1000)
         store.close()
     return {"store_user_search_p50_ms": round(float(np.percentile(latencies, 50)), 3),
@@ -158,19 +158,19 @@ def _png(seed: int) -> bytes:
 def _heavy_user(store: MemoryStore, tenant: str, user: str, events: int, blobs: int, seed: int) -> None:
     """`events` ratings, `blobs` distinct files (faces, subject images, artifacts), 100 embedded documents."""
     rng = np.random.default_rng(seed)
-    store.create_user(tenant, user)
-    store.ingest_events(tenant, [e | {"user": user} for e in _event_dicts(events)])
+    store.users.create_user(tenant, user)
+    store.events.ingest_events(tenant, [e | {"user": user} for e in _event_dicts(events)])
     faces, subject_images = blobs // 5, blobs // 5
     for i in range(faces):
-        store.add_face(tenant, user, f"f{i}", _png(seed * 1000 + i), consent=True, embedding=rng.normal(size=128))
-    store.add_subject(tenant, user, "pet", name="Pet", class_noun="dog",
+        store.content.add_face(tenant, user, f"f{i}", _png(seed * 1000 + i), consent=True, embedding=rng.normal(size=128))
+    store.content.add_subject(tenant, user, "pet", name="Pet", class_noun="dog",
                       images=[_png(seed * 1000 + faces + i) for i in range(subject_images)])
     for i in range(blobs - faces - subject_images):
-        store.add_artifact(tenant, f"{user}-a{i}", kind="output", media_type="application/octet-stream",
+        store.artifacts.add_artifact(tenant, f"{user}-a{i}", kind="output", media_type="application/octet-stream",
                            data=rng.bytes(4096), user=user, derived_from=[("subject", "pet")])
     for i in range(100):
-        store.add_document(tenant, user, f"d{i}", f"document {i}")
-    store.add_embeddings(tenant, "text", "document", [(f"d{i}", rng.normal(size=384)) for i in range(100)], user=user)
+        store.content.add_document(tenant, user, f"d{i}", f"document {i}")
+    store.content.add_embeddings(tenant, "text", "document", [(f"d{i}", rng.normal(size=384)) for i in range(100)], user=user)
 
 
 def naive_forget(store: MemoryStore, user: str) -> None:
@@ -196,7 +196,7 @@ def bench_forget(events: int, blobs: int) -> dict[str, Any]:
         _heavy_user(store, "bench", "target", events, blobs, seed=1)
         _heavy_user(store, "bench", "twin", events, blobs, seed=2)
         start = time.perf_counter()
-        report = store.forget_user("bench", "target")
+        report = store.privacy.forget_user("bench", "target")
         forget_s = time.perf_counter() - start
         start = time.perf_counter()
         naive_forget(store, "twin")

@@ -166,11 +166,11 @@ class _Setup:
         self.raw_actor()
         _log("actors created")
         load_movielens(self.store, TENANT, SAMPLE, users=8)
-        self.users = sorted(self.store.list_users(TENANT), key=int)[:8]
+        self.users = sorted(self.store.users.list_users(TENANT), key=int)[:8]
         self.model.embed_missing(TENANT)
         _log("data")
         for number, user in enumerate(self.users):  # each user's own text LoRA: the router picks `lora`
-            self.store.add_artifact(TENANT, f"text-lora-{user}", kind="adapter", media_type="application/zip",
+            self.store.artifacts.add_artifact(TENANT, f"text-lora-{user}", kind="adapter", media_type="application/zip",
                                     data=make_text_adapter(100 + number), user=user,
                                     meta={"modality": "text", "method": "lora"})
         _log("adapters")
@@ -194,7 +194,7 @@ class _Setup:
 
     def blob(self, job: Any) -> str | None:
         [key] = job.result["artifacts"]
-        return self.store.artifact(TENANT, key).blob_sha
+        return self.store.artifacts.artifact(TENANT, key).blob_sha
 
     def run_job(self, executor: Any, user: str, spec: GenerateSpec) -> str | None:
         """One job start to end: submit, wait (claim, prepare, work, store), stored artifact's sha."""

@@ -59,8 +59,8 @@ def run(quick: bool = False, steps: int | None = None) -> dict[str, Any]:
     max_new_tokens = 16 if quick else 48
     results: dict[str, Any] = {"machine": machine("torch", "transformers", "peft"), "quick": quick, "model": profile.backends["text"].ref, "max_new_tokens": max_new_tokens}
     with tempfile.TemporaryDirectory() as tmp, MemoryStore.open(Settings(home=Path(tmp) / "home")) as store:
-        store.create_tenant("t")
-        store.create_users("t", ["ann", "base"])
+        store.users.create_tenant("t")
+        store.users.create_users("t", ["ann", "base"])
         model = UserModel(store, profile, cache_dir=Path(tmp) / "cache")
         generator = InlineGenerator(model)
         started = time.perf_counter()
@@ -70,7 +70,7 @@ def run(quick: bool = False, steps: int | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         trained = train(model, "t", "ann", "dpo", steps=steps or (4 if quick else 24))
         elapsed = time.perf_counter() - started
-        meta = next(a.meta for a in store.artifacts("t", "ann", kind="adapter") if a.key == trained.key) or {}
+        meta = next(a.meta for a in store.artifacts.artifacts("t", "ann", kind="adapter") if a.key == trained.key) or {}
         results |= {"pairs": judged, "dpo_steps": len(trained.losses), "dpo_train_s": round(elapsed, 1),
                     "dpo_step_s": round(elapsed / len(trained.losses), 2), "dpo_loss_first": trained.losses[0],
                     "dpo_loss_last": trained.losses[-1], "dpo_margin_before": meta.get("margin_before"),
@@ -88,11 +88,11 @@ def _collect_feedback(store: Any, generator: Any, instructions: list[str], optio
     judged = 0
     for instruction in instructions:
         first, second = generator.generate("t", "ann", "text", instruction, options)
-        texts = [store.artifact_blob("t", a.key)[0].decode() for a in (first, second)]
+        texts = [store.artifacts.artifact_blob("t", a.key)[0].decode() for a in (first, second)]
         if _words(texts[0]) == _words(texts[1]):
             continue
         chosen, rejected = (first, second) if _words(texts[0]) < _words(texts[1]) else (second, first)
-        store.add_feedback("t", [{"user": "ann", "type": "pairwise", "output": chosen.key, "rejected": rejected.key}])
+        store.events.add_feedback("t", [{"user": "ann", "type": "pairwise", "output": chosen.key, "rejected": rejected.key}])
         judged += 1
     return judged
 
@@ -105,7 +105,7 @@ def _held_out(generator: Any, instructions: list[str], options: Any) -> dict[str
         [adapted] = generator.generate("t", "ann", "text", instruction, options)
         [plain] = generator.generate("t", "base", "text", instruction, options)
         assert adapted.plan.method == "lora" and adapted.plan.prompt == plain.plan.prompt  # only the adapter differs
-        ours, theirs = (_words(store.artifact_blob("t", a.key)[0].decode()) for a in (adapted, plain))
+        ours, theirs = (_words(store.artifacts.artifact_blob("t", a.key)[0].decode()) for a in (adapted, plain))
         wins += 1.0 if ours < theirs else 0.5 if ours == theirs else 0.0
         base_words.append(theirs)
         dpo_words.append(ours)

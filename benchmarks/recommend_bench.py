@@ -67,17 +67,17 @@ def _recommend(n_items: int, n_events: int, requests: int) -> dict[str, Any]:
     keys = [f"i{n}" for n in range(n_items)]
     with tempfile.TemporaryDirectory(prefix="unipgen-bench-recommend-") as home:
         store = MemoryStore.open(Settings(home=Path(home), refit_every_events=0))
-        store.create_tenant("t")
-        store.add_items("t", [{"key": key, "text": f"item {key}"} for key in keys])
+        store.users.create_tenant("t")
+        store.catalog.add_items("t", [{"key": key, "text": f"item {key}"} for key in keys])
         config = FitConfig()
-        store.save_fit("t", FitOutput(space=BEHAVIOR_SPACE, items=keys, vectors=vectors,
+        store.fits.save_fit("t", FitOutput(space=BEHAVIOR_SPACE, items=keys, vectors=vectors,
                                       mapping=np.zeros((TEXT_DIM, FACTORS), np.float32), config=config.to_dict(),
                                       stats={"users": 1, "items": n_items, "events": n_events}, user_ids=[],
                                       last_event_id=0))
         group = rng.integers(50)
         chosen = (group * (n_items // 50) + rng.zipf(1.5, size=n_events)) % n_items
         t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
-        store.ingest_events("t", [{"user": "bench", "type": "rate", "item": keys[i], "value": float(rng.integers(1, 6)),
+        store.events.ingest_events("t", [{"user": "bench", "type": "rate", "item": keys[i], "value": float(rng.integers(1, 6)),
                                    "ts": t0 + timedelta(minutes=n)} for n, i in enumerate(chosen.tolist())],
                             create_users=True)
         recommender = Recommender(store)
@@ -85,9 +85,9 @@ def _recommend(n_items: int, n_events: int, requests: int) -> dict[str, Any]:
             recommender.recommend("t", "bench", k=10)
         service = _timed(lambda: recommender.recommend("t", "bench", k=10), requests)
         found = recommender.recommend("t", "bench", k=10)
-        read = store.taste_read("t", "bench", BEHAVIOR_SPACE)
+        read = store.reads.taste_read("t", "bench", BEHAVIOR_SPACE)
         events = read.events
-        query = taste(events, store.item_vectors("t", BEHAVIOR_SPACE, [e.item for e in events], read=read),
+        query = taste(events, store.reads.item_vectors("t", BEHAVIOR_SPACE, [e.item for e in events], read=read),
                       config.preference).query
         seen = np.array(sorted({int(e.item[1:]) for e in events}))
         exact = _brute_force(vectors, query, seen)

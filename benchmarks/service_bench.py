@@ -4,13 +4,13 @@ Requests per second and p50/p99 latency on loopback, each beside the same store 
 call made in this process, on the same data, within the same run:
 
 - event ingest, one event per request: `Client.add_event` (`POST /v1/events`, keep-alive) vs
-  `store.ingest_events(tenant, [event])`; then 8 client threads at once (each its own
+  `store.events.ingest_events(tenant, [event])`; then 8 client threads at once (each its own
   keep-alive connection) vs 8 threads calling `ingest_events` in-process;
 - bulk ingest: 1,000 events per request, `Client.add_events` (`POST /v1/events/bulk`) vs
-  `store.ingest_events(tenant, events)`, events/s;
+  `store.events.ingest_events(tenant, events)`, events/s;
 - context retrieval: `Client.context` (`POST /v1/users/{user}/context`) vs `UserModel.context`,
   same users and instructions, and the same evidence keys both ways;
-- floors: `GET /v1/health` (HTTP only: no key, no store) and `store.authenticate(key)` (the
+- floors: `GET /v1/health` (HTTP only: no key, no store) and `store.keys.authenticate(key)` (the
   key-hash lookup every keyed request makes), to say where a request's time goes.
 
 The service runs as `create_app(settings, profile="tiny", run_jobs=False)` under uvicorn in a
@@ -79,7 +79,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         print(f"      {results['setup_s']} s", file=sys.stderr, flush=True)
         results["settings"] = bench.describe() | {"sizes": sizes}
         stages: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-            ("floors: GET /v1/health, store.authenticate", lambda: bench.floors(**sizes["floors"])),
+            ("floors: GET /v1/health, store.keys.authenticate", lambda: bench.floors(**sizes["floors"])),
             ("event ingest, one per request", lambda: bench.ingest_one(**sizes["ingest_one"])),
             (f"event ingest, {THREADS} threads", lambda: bench.ingest_concurrent(**sizes["ingest_concurrent"])),
             (f"bulk ingest, {BULK:,} events per request", lambda: bench.ingest_bulk(**sizes["ingest_bulk"])),
@@ -233,13 +233,13 @@ class _Setup:
         self.store = MemoryStore.open(self.settings)
         self.model = UserModel(self.store, "tiny", cache_dir=self.settings.home / "cache")
         load_movielens(self.store, TENANT, SAMPLE, users=8)
-        self.users = sorted(self.store.list_users(TENANT), key=int)[:8]
+        self.users = sorted(self.store.users.list_users(TENANT), key=int)[:8]
         self.model.embed_missing(TENANT)
-        self.store.create_tenant(INGEST_TENANT)
+        self.store.users.create_tenant(INGEST_TENANT)
         self.items = [f"i{number}" for number in range(INGEST_ITEMS)]
-        self.store.add_items(INGEST_TENANT, [{"key": key, "text": f"item {key}"} for key in self.items])
-        self.key = self.store.create_api_key(TENANT, "bench").key
-        self.ingest_key = self.store.create_api_key(INGEST_TENANT, "bench").key
+        self.store.catalog.add_items(INGEST_TENANT, [{"key": key, "text": f"item {key}"} for key in self.items])
+        self.key = self.store.keys.create_api_key(TENANT, "bench").key
+        self.ingest_key = self.store.keys.create_api_key(INGEST_TENANT, "bench").key
         self.sent: dict[str, list[tuple[str, int, float]]] = {}  # user → (item, ts, value) of what HTTP wrote
         self.store.indexes.save()  # the service process opens the same files
         self.service = live_service.ServiceProcess(Path(__file__).resolve(), home, timeout_s=120.0)
@@ -278,7 +278,7 @@ class _Setup:
 
     def users_for(self, label: str, count: int) -> list[str]:
         users = [f"{label}-{number}" for number in range(count)]
-        self.store.create_users(INGEST_TENANT, users)
+        self.store.users.create_users(INGEST_TENANT, users)
         return users
 
     def remember(self, events: list[dict[str, Any]]) -> None:
@@ -288,8 +288,8 @@ class _Setup:
     # -- floors ------------------------------------------------------------------------------------
 
     def floors(self, rounds: int, per_round: int) -> dict[str, Any]:
-        """GET /v1/health over HTTP (no key, no store) beside `store.authenticate(key)` in-process."""
-        found = alternate(lambda _: self.client.health(), lambda _: self.store.authenticate(self.key),
+        """GET /v1/health over HTTP (no key, no store) beside `store.keys.authenticate(key)` in-process."""
+        found = alternate(lambda _: self.client.health(), lambda _: self.store.keys.authenticate(self.key),
                           rounds, per_round)
         return {"health_http": found["http"], "authenticate_inprocess": found["inprocess"],
                 "floors_settings": {"rounds": rounds, "per_round": per_round}}
@@ -306,7 +306,7 @@ class _Setup:
             self.remember([event])
 
         def local(number: int) -> None:
-            self.store.ingest_events(INGEST_TENANT, [self.event(local_user, number)])
+            self.store.events.ingest_events(INGEST_TENANT, [self.event(local_user, number)])
 
         found = alternate(http, local, rounds, per_round)
         return {"ingest_one": found, "ingest_one_ratio": found["ratio"],
@@ -348,7 +348,7 @@ class _Setup:
             for number in range(base, base + per_thread):
                 event = self.event(user, number)
                 t0 = time.perf_counter()
-                self.store.ingest_events(INGEST_TENANT, [event])
+                self.store.events.ingest_events(INGEST_TENANT, [event])
                 mine.append(time.perf_counter() - t0)
             with lock:
                 latencies["local"] += mine
@@ -393,7 +393,7 @@ class _Setup:
             self.remember(events)
 
         def local(number: int) -> None:
-            self.store.ingest_events(INGEST_TENANT, batch(local_users, number))
+            self.store.events.ingest_events(INGEST_TENANT, batch(local_users, number))
 
         found = alternate(http, local, rounds, 1, warmup=1)
         for side in ("http", "inprocess"):  # one request = BULK events
@@ -444,7 +444,7 @@ class _Setup:
         missing_users = []
         for user, events in self.sent.items():
             stored = sorted((e.item, int(e.ts.astimezone(UTC).timestamp()), e.value)
-                            for e in self.store.events(INGEST_TENANT, user))
+                            for e in self.store.events.events(INGEST_TENANT, user))
             expected = sorted((item, ts, value) for item, ts, value in events)
             sent += len(expected)
             written += len(stored)

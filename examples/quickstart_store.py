@@ -7,9 +7,9 @@ from unipgen.settings import Settings
 
 home = sys.argv[1] if len(sys.argv) > 1 else "./data"
 with MemoryStore.open(Settings(home=home)) as store:
-    store.create_tenant("acme")
-    store.create_users("acme", ["alice"])
-    store.add_items("acme", [{"key": "m1", "text": "Alien (1979) — Horror, Sci-Fi"}])
-    store.ingest_events("acme", [{"user": "alice", "type": "rate", "item": "m1", "value": 5, "ts": 1_700_000_000}])
-    store.export_user("acme", "alice", f"{home}/alice.zip")
-    print(store.forget_user("acme", "alice").residue)  # [] when nothing is left
+    store.users.create_tenant("acme")
+    store.users.create_users("acme", ["alice"])
+    store.catalog.add_items("acme", [{"key": "m1", "text": "Alien (1979) — Horror, Sci-Fi"}])
+    store.events.ingest_events("acme", [{"user": "alice", "type": "rate", "item": "m1", "value": 5, "ts": 1_700_000_000}])
+    store.privacy.export_user("acme", "alice", f"{home}/alice.zip")
+    print(store.privacy.forget_user("acme", "alice").residue)  # [] when nothing is left

@@ -84,10 +84,10 @@ def shared_data() -> Path:
 @pytest.fixture
 def populated(store: MemoryStore) -> MemoryStore:
     """Tenant `acme` with users alice and bob, five catalog items and a few ratings."""
-    store.create_tenant("acme")
-    store.create_users("acme", ["alice", "bob"])
-    store.add_items("acme", [{"key": f"m{i}", "text": f"movie {i}"} for i in range(5)])
-    store.ingest_events("acme", [
+    store.users.create_tenant("acme")
+    store.users.create_users("acme", ["alice", "bob"])
+    store.catalog.add_items("acme", [{"key": f"m{i}", "text": f"movie {i}"} for i in range(5)])
+    store.events.ingest_events("acme", [
         {"user": "alice", "type": "rate", "item": "m1", "value": 4.5, "ts": 1_000_000_000},
         {"user": "alice", "type": "click", "item": "m2", "ts": "2020-01-01T10:00:00+02:00"},
         {"user": "bob", "type": "like", "item": "m1", "ts": 1_100_000_000},

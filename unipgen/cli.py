@@ -102,14 +102,14 @@ def ingest_dreambench(directory: Path, tenant: Tenant = "default", as_json: Json
 @users_app.command("list")
 def users_list(tenant: Tenant = "default", as_json: Json = False) -> None:
     with _store() as store:
-        users = store.list_users(tenant)
+        users = store.users.list_users(tenant)
     _emit({"tenant": tenant, "users": users}, as_json, "\n".join(users))
 
 
 @users_app.command("show")
 def users_show(user: str, tenant: Tenant = "default", as_json: Json = False) -> None:
     with _store() as store:
-        summary = store.user_summary(tenant, user)
+        summary = store.users.user_summary(tenant, user)
     _emit(summary.model_dump(mode="json"), as_json, _summary_text(summary.model_dump(mode="json")))
 
 
@@ -129,7 +129,7 @@ def users_export(
     tenant: Tenant = "default", as_json: Json = False,
 ) -> None:
     with _store() as store:
-        counts = store.export_user(tenant, user, output)
+        counts = store.privacy.export_user(tenant, user, output)
     _emit({"tenant": tenant, "user": user, "file": str(output), "counts": counts}, as_json,
           f"exported {user!r} to {output}")
 
@@ -139,7 +139,7 @@ def users_import(
     archive: Path, tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None, as_json: Json = False,
 ) -> None:
     with _store() as store:
-        tenant_key, user = store.import_user(archive, tenant=tenant)
+        tenant_key, user = store.privacy.import_user(archive, tenant=tenant)
     _emit({"tenant": tenant_key, "user": user}, as_json, f"imported {user!r} into {tenant_key!r}")
 
 
@@ -147,7 +147,7 @@ def users_import(
 def users_forget(user: str, tenant: Tenant = "default", as_json: Json = False) -> None:
     """Delete the user and everything derived from their data; print the residue (empty when clean)."""
     with _store() as store:
-        report = store.forget_user(tenant, user)
+        report = store.privacy.forget_user(tenant, user)
     text = f"forgot {user!r}: deleted {report.deleted}\nresidue: {report.residue or 'none'}"
     _emit(report.model_dump(), as_json, text)
     if report.residue:
@@ -160,7 +160,7 @@ def events_list(user: str, tenant: Tenant = "default",
                 as_json: Json = False) -> None:
     """The user's events, oldest first, with the id `events delete --id` takes."""
     with _store() as store:
-        events = [e.model_dump(mode="json") for e in store.events(tenant, user, limit=limit)]
+        events = [e.model_dump(mode="json") for e in store.events.events(tenant, user, limit=limit)]
     _emit({"tenant": tenant, "user": user, "events": events}, as_json,
           "\n".join(f"{e['id']}  {e['ts']}  {e['type']} {e['item']}" + (f" {e['value']}" if e["value"] is not None
                                                                          else "") for e in events))
@@ -179,7 +179,7 @@ def events_delete(
     """Delete the user's events (by --id, or matching every filter; all with none) and every
     output derived from the user's history; print the residue (empty when clean)."""
     with _store() as store:
-        report = store.delete_events(tenant, user, ids=event_id or None, type=event_type, item=item,
+        report = store.privacy.delete_events(tenant, user, ids=event_id or None, type=event_type, item=item,
                                      since=_when(since, "--since"), until=_when(until, "--until"))
     _emit(report.model_dump(), as_json, f"deleted {report.deleted or 'nothing'}\nresidue: {report.residue or 'none'}")
     if report.residue:
@@ -435,14 +435,14 @@ def fit(
 
     with _store() as store:
         if history:
-            fits = [f.model_dump(mode="json", exclude={"stats": {"popular"}}) for f in store.fits(tenant)]
+            fits = [f.model_dump(mode="json", exclude={"stats": {"popular"}}) for f in store.fits.fits(tenant)]
             text = "\n".join(f"fit {f['generation']}: {f['status']}, {f['stats'].get('users')} users, "
                              f"{f['stats'].get('events')} events, {f['created_at']}" for f in fits) or "no fit yet"
             _emit({"tenant": tenant, "fits": fits}, as_json, text)
             return
         spec = FitSpec(config=_fit_settings(setting or []), reason="on demand (unipgen fit)")
         if not wait:
-            job = store.submit_job(tenant, None, spec.model_dump(mode="json"), key=job_id)
+            job = store.jobs.submit_job(tenant, None, spec.model_dump(mode="json"), key=job_id)
         else:
             runner = _executor(UserModel(store, profile, cache_dir=_cache_dir()), executor)
             try:
@@ -451,7 +451,7 @@ def fit(
                 runner.shutdown()
             if job.status == "failed":
                 raise error_from(job.error or {})
-        current = store.current_fit(tenant) if job.status == "succeeded" else None
+        current = store.fits.current_fit(tenant) if job.status == "succeeded" else None
     payload = {"tenant": tenant, "job": job.key, "status": job.status,
                "fit": current.model_dump(mode="json", exclude={"stats": {"popular"}}) if current else None}
     text = f"job {job.key}: {job.status}"
@@ -527,9 +527,9 @@ def _run_job(store: MemoryStore, profile: str, executor: str, tenant: str, user:
     """Submit a job (idempotent by `job_id`) and, with `wait`, run it; a failed job raises its error."""
     from unipgen.errors import error_from
 
-    store.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
+    store.users.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
     if not wait:
-        return store.submit_job(tenant, user, spec.model_dump(mode="json"), key=job_id)
+        return store.jobs.submit_job(tenant, user, spec.model_dump(mode="json"), key=job_id)
     runner = _executor(_user_model(store, profile, tenant, user), executor, progress)
     try:
         job = runner.wait(tenant, runner.submit(tenant, user, spec, key=job_id).key)
@@ -541,7 +541,7 @@ def _run_job(store: MemoryStore, profile: str, executor: str, tenant: str, user:
 
 
 def _artifact_file(store: MemoryStore, tenant: str, key: str) -> dict[str, Any]:
-    record = store.artifact(tenant, key)
+    record = store.artifacts.artifact(tenant, key)
     return {"key": key, "media_type": record.media_type, "blob_sha": record.blob_sha,
             "path": store.blobs.local_path(record.blob_sha) if record.blob_sha else None}
 
@@ -588,7 +588,7 @@ def jobs_list(
 ) -> None:
     """The newest jobs, with their status and progress."""
     with _store() as store:
-        found = store.jobs(tenant, user=user, status=status, limit=limit)
+        found = store.jobs.jobs(tenant, user=user, status=status, limit=limit)
     lines = [f"{j.key}  {j.kind:<8} {j.status:<9} {j.progress:4.0%}  "
              f"{'user ' + j.user if j.user is not None else 'the tenant'}  {j.created_at:%Y-%m-%d %H:%M:%S}"
              for j in found]
@@ -599,7 +599,7 @@ def jobs_list(
 def jobs_show(key: str, tenant: Tenant = "default", as_json: Json = False) -> None:
     """One job: its request, status, attempts, result or error."""
     with _store() as store:
-        job = store.job(tenant, key)
+        job = store.jobs.job(tenant, key)
     _emit(_job_payload(job), as_json, json.dumps(_job_payload(job), indent=2))
 
 
@@ -607,7 +607,7 @@ def jobs_show(key: str, tenant: Tenant = "default", as_json: Json = False) -> No
 def jobs_cancel(key: str, tenant: Tenant = "default", as_json: Json = False) -> None:
     """Cancel a queued job, or ask a running one to stop (it ends as cancelled)."""
     with _store() as store:
-        job = store.cancel_job(tenant, key)
+        job = store.jobs.cancel_job(tenant, key)
     _emit(_job_payload(job), as_json, f"job {key}: {job.status}" + (" (stop requested)" if job.cancel_requested else ""))
 
 
@@ -662,7 +662,7 @@ def feedback(
         raise InvalidInputError("give exactly one of --up, --down or --over OTHER_OUTPUT")
     kind = "pairwise" if over is not None else "thumbs_up" if up else "thumbs_down"
     with _store() as store:
-        store.add_feedback(tenant, [{"user": user, "type": kind, "output": output, "rejected": over}])
+        store.events.add_feedback(tenant, [{"user": user, "type": kind, "output": output, "rejected": over}])
     payload = {"tenant": tenant, "user": user, "type": kind, "output": output, "rejected": over}
     _emit(payload, as_json, f"recorded {kind} on {output}" + (f" over {over}" if over else ""))
 
@@ -685,7 +685,7 @@ def _user_model(store: MemoryStore, profile: str, tenant: str, user: str, config
     from unipgen.core.usermodel import UserModel
 
     model = UserModel(store, profile, config=config, cache_dir=_cache_dir())
-    store.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
+    store.users.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
     if missing := model.embed_catalog(tenant) + model.embed_documents(tenant, user):
         typer.echo(f"embedded {missing} catalog items and documents", err=True)
     return model
@@ -738,7 +738,7 @@ def purge(
     '{"face": 365, "voice": 365}'), with everything derived from it."""
     settings = _settings()
     with _store() as store:
-        report = store.purge_expired(settings.retention_days, dry_run=dry_run)
+        report = store.privacy.purge_expired(settings.retention_days, dry_run=dry_run)
     payload = {"dry_run": dry_run, "purged": report.purged, "derived": report.derived,
                "cutoffs": {k: v.isoformat() for k, v in report.cutoffs.items()}}
     verb = "would purge" if dry_run else "purged"
@@ -750,8 +750,8 @@ def purge(
 def keys_create(name: str, tenant: Tenant = "default", as_json: Json = False) -> None:
     """A new API key for the tenant (created if new). The key is printed once."""
     with _store() as store:
-        store.ensure_tenant(tenant)
-        created = store.create_api_key(tenant, name)
+        store.users.ensure_tenant(tenant)
+        created = store.keys.create_api_key(tenant, name)
     _emit({"tenant": tenant, "prefix": created.record.prefix, "name": name, "key": created.key}, as_json,
           f"{created.key}\n(tenant {tenant!r}, key {created.record.prefix}: store it now, it is not shown again)")
 
@@ -759,7 +759,7 @@ def keys_create(name: str, tenant: Tenant = "default", as_json: Json = False) ->
 @keys_app.command("list")
 def keys_list(tenant: Tenant = "default", as_json: Json = False) -> None:
     with _store() as store:
-        keys = store.list_api_keys(tenant)
+        keys = store.keys.list_api_keys(tenant)
     rows = [{"prefix": k.prefix, "name": k.name, "created_at": k.created_at.isoformat(),
              "revoked": k.revoked_at is not None} for k in keys]
     _emit({"tenant": tenant, "keys": rows}, as_json,
@@ -769,7 +769,7 @@ def keys_list(tenant: Tenant = "default", as_json: Json = False) -> None:
 @keys_app.command("revoke")
 def keys_revoke(prefix: str, tenant: Tenant = "default", as_json: Json = False) -> None:
     with _store() as store:
-        record = store.revoke_api_key(tenant, prefix)
+        record = store.keys.revoke_api_key(tenant, prefix)
     _emit({"tenant": tenant, "prefix": prefix, "revoked_at": str(record.revoked_at)}, as_json,
           f"key {prefix} of {tenant!r} revoked")
 

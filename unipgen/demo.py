@@ -68,16 +68,16 @@ def run_demo(home: Path | None, tenant: str = "demo", report_dir: Path = Path("d
         index = write_demo_report(report_dir, store, tenant, context, pairs, lines)  # before forget: it copies
         say(f"   report: {index.resolve()}")
         archive = root / f"user-{DEMO_USER}.zip"
-        counts = store.export_user(tenant, DEMO_USER, archive)
+        counts = store.privacy.export_user(tenant, DEMO_USER, archive)
         say(f"7. exported user {DEMO_USER} to {archive}: {counts['events']} events, "
             f"{counts['documents']} documents, {counts['embeddings']} vectors, {counts['blobs']} files")
         same = reimport_is_identical(archive, root, tenant)
         say(f"8. imported it into an empty store and exported again: {'identical' if same else 'DIFFERENT'} bytes")
-        forget = store.forget_user(tenant, DEMO_USER)
+        forget = store.privacy.forget_user(tenant, DEMO_USER)
         say(f"9. forgot user {DEMO_USER}: deleted {forget.deleted}")
         say(f"   residue after a scan of database, indexes and blobs: {forget.residue or 'none'}")
         residue = refit_after_forget(model, tenant, forget.residue, say)
-        say(f"   users left: {len(store.list_users(tenant))}, blob files left: {len(list(store.blobs.list()))}")
+        say(f"   users left: {len(store.users.list_users(tenant))}, blob files left: {len(list(store.blobs.list()))}")
     if not same or residue:
         raise typer.Exit(1)
 
@@ -88,8 +88,8 @@ def refit_after_forget(model, tenant: str, residue: list[str], say) -> list[str]
     from unipgen.orchestrator.executor import InlineExecutor
 
     ran = InlineExecutor(model).run_pending()
-    left = [r for r in residue if "behavior fit" not in r] + model.store.fit_residue(tenant)
-    fit = model.store.current_fit(tenant)
+    left = [r for r in residue if "behavior fit" not in r] + model.store.fits.fit_residue(tenant)
+    fit = model.store.fits.current_fit(tenant)
     say(f"   ran the queued refit ({len(ran)} job): fit {fit.generation} from {fit.stats['users']} users; "
         f"residue now: {left or 'none'}")
     return left
@@ -132,7 +132,7 @@ def show_generation(generator, tenant: str, user: str, say) -> list:  # noqa: AN
     from unipgen.demo_generation import GUEST, generate_pairs
 
     model = generator.model
-    model.store.create_users(tenant, [GUEST], exist_ok=True)
+    model.store.users.create_users(tenant, [GUEST], exist_ok=True)
     say(f"5. generated for user {user} with the {model.profile.name!r} profile (stored with lineage), and the same "
         f"requests for {GUEST!r}, a user with no memory (the baselines):")
     return generate_pairs(generator, tenant, user, say)
@@ -146,18 +146,18 @@ def show_feedback_loop(generator, tenant: str, user: str, say) -> None:  # noqa:
     model = generator.model
     options = GenerationOptions(num_outputs=2, max_new_tokens=40)
     pair = generator.generate(tenant, user, "text", DEMO_FEEDBACK_REQUEST, options)
-    texts = [model.store.artifact_blob(tenant, a.key)[0].decode("utf-8", "replace") for a in pair]
+    texts = [model.store.artifacts.artifact_blob(tenant, a.key)[0].decode("utf-8", "replace") for a in pair]
     chosen, rejected = sorted(range(2), key=lambda i: len(texts[i]))
-    model.store.add_feedback(tenant, [{"user": user, "type": "pairwise", "output": pair[chosen].key,
+    model.store.events.add_feedback(tenant, [{"user": user, "type": "pairwise", "output": pair[chosen].key,
                                        "rejected": pair[rejected].key}])
     say(f"6. feedback: of two answers to {DEMO_FEEDBACK_REQUEST!r}, user {user} chose the shorter "
         f"({len(texts[chosen])} vs {len(texts[rejected])} characters)")
     trained = train(model, tenant, user, "dpo", steps=4)
-    meta = next(a.meta for a in model.store.artifacts(tenant, user, kind="adapter") if a.key == trained.key) or {}
+    meta = next(a.meta for a in model.store.artifacts.artifacts(tenant, user, kind="adapter") if a.key == trained.key) or {}
     say(f"   trained a DPO adapter {trained.key}: loss {trained.losses[0]:.3f} -> {trained.losses[-1]:.3f}; "
         f"log-prob margin chosen - rejected {meta['margin_before']:.1f} -> {meta['margin_after']:.1f}")
     [after] = generator.generate(tenant, user, "text", DEMO_FEEDBACK_REQUEST, GenerationOptions(max_new_tokens=40))
-    answer = model.store.artifact_blob(tenant, after.key)[0].decode("utf-8", "replace")
+    answer = model.store.artifacts.artifact_blob(tenant, after.key)[0].decode("utf-8", "replace")
     say(f"   next answer ({after.plan.method}, adapter {after.plan.adapters[0]}): " + " ".join(answer.split())[:300])
 
 
@@ -184,7 +184,7 @@ def write_demo_report(directory: Path, store, tenant: str, context, pairs: list,
     """demo-report/index.html: the user's memory, and per modality their output beside the guest's."""
     from unipgen.demo_report import ReportData, ReportSubject, ReportUser, write_report
 
-    summary = store.user_summary(tenant, context.user)
+    summary = store.users.user_summary(tenant, context.user)
     prefs = context.preferences[0]
     user = ReportUser(
         context.user,
@@ -205,7 +205,7 @@ def write_demo_report(directory: Path, store, tenant: str, context, pairs: list,
 
 
 def show_user(store, tenant: str, user: str, say) -> None:  # noqa: ANN001
-    summary = store.user_summary(tenant, user)
+    summary = store.users.user_summary(tenant, user)
     counts = ", ".join(f"{n} {k}" for k, n in summary.counts.items() if n)
     say(f"3. user {user}: {counts}; behaviors from {summary.first_event_at:%Y-%m-%d} "
         f"to {summary.last_event_at:%Y-%m-%d}; top rated:")
@@ -218,7 +218,7 @@ def reimport_is_identical(archive: Path, root: Path, tenant: str) -> bool:
     from unipgen.settings import Settings
 
     with MemoryStore.open(Settings(home=root / "copy")) as copy:
-        _, user = copy.import_user(archive)
+        _, user = copy.privacy.import_user(archive)
         again = archive.with_name(f"{archive.stem}-again.zip")
-        copy.export_user(tenant, user, again)
+        copy.privacy.export_user(tenant, user, again)
     return archive.read_bytes() == again.read_bytes()

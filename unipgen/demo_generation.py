@@ -58,7 +58,7 @@ def generate_pairs(generator: Any, tenant: str, user: str, say: Callable[[str], 
         baseline = _output(generator, tenant, theirs, f"for {GUEST!r}, a user with no memory", request)
         say(f"     {request.modality} ({mine[0].plan.method}, with {request.what}): {_summary(personal)}")
         if mine[0].plan.recommended:
-            texts = generator.model.store.item_texts(tenant, mine[0].plan.recommended)
+            texts = generator.model.store.catalog.item_texts(tenant, mine[0].plan.recommended)
             say(f"       recommended in the prompt (not rated by them): "
                 f"{'; '.join(texts[k] for k in mine[0].plan.recommended[:3])}")
         pairs.append(ReportPair(personal, baseline, request=request.instruction))
@@ -69,7 +69,7 @@ def _output(generator: Any, tenant: str, made: list, title: str, request: DemoRe
     """The report entry of one request: its first output, with a 3D mesh's preview image (the
     demo's store is local, so every output has a file), and its CLIP scores if it is visual."""
     main = made[0]
-    meta = generator.model.store.artifact(tenant, main.key).meta
+    meta = generator.model.store.artifacts.artifact(tenant, main.key).meta
     shown = {key: value for key, value in (meta or {}).items() if key in _SHOWN}
     preview = made[1] if len(made) > 1 and main.plan.modality == "3d" else None
     if request.references:

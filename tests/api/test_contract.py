@@ -94,7 +94,7 @@ def test_a_catalog_item_with_an_image_is_uploaded_as_a_file(live: Live) -> None:
             api.add_items([{"key": "poster", "text": "a red poster", "image": "aGVsbG8="}])
         with pytest.raises(errors.UnsupportedMediaError):
             api.add_item("poster", "a red poster", image=b"not an image")
-        assert "image" not in service.store.spaces(live.tenant)  # refused writes left nothing
+        assert "image" not in service.store.content.spaces(live.tenant)  # refused writes left nothing
         assert api.add_item("poster", "a red poster", image=png_bytes("red", (32, 32)), meta={"year": 1979}) == 1
-    assert "image" in service.store.spaces(live.tenant)
-    assert service.store.item_meta(live.tenant)["poster"] == {"year": 1979}
+    assert "image" in service.store.content.spaces(live.tenant)
+    assert service.store.catalog.item_meta(live.tenant)["poster"] == {"year": 1979}

@@ -125,5 +125,5 @@ def test_an_item_uploaded_under_another_tenants_id_is_that_tenants_own(
     service = live.app.state.service  # type: ignore[attr-defined]
     with live.client(tenant_b_key) as b:
         assert b.add_item("m1", "B's own m1") == 1
-    assert service.store.item_texts(live.tenant, ["m1"]) == {"m1": "Heat (1995) crime thriller"}
-    assert service.store.item_texts("other", ["m1"]) == {"m1": "B's own m1"}
+    assert service.store.catalog.item_texts(live.tenant, ["m1"]) == {"m1": "Heat (1995) crime thriller"}
+    assert service.store.catalog.item_texts("other", ["m1"]) == {"m1": "B's own m1"}

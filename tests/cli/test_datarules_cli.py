@@ -17,12 +17,12 @@ def _legacy_store(home: Path) -> None:
     """alice with two events, and rows written before the rules: an infinite rating, a user
     whose id has a '/'."""
     with MemoryStore.open(Settings(home=home)) as store:
-        store.create_tenant("default")
-        store.create_user("default", "alice")
-        store.add_items("default", [{"key": "m1", "text": "a film"}])
-        store.ingest_events("default", [{"user": "alice", "type": "like", "item": "m1", "ts": 1_600_000_000},
+        store.users.create_tenant("default")
+        store.users.create_user("default", "alice")
+        store.catalog.add_items("default", [{"key": "m1", "text": "a film"}])
+        store.events.ingest_events("default", [{"user": "alice", "type": "like", "item": "m1", "ts": 1_600_000_000},
                                         {"user": "alice", "type": "click", "item": "m1", "ts": 1_600_000_100}])
-        store.add_artifact("default", "out", kind="output", media_type="text/plain", data=b"x", user="alice",
+        store.artifacts.add_artifact("default", "out", kind="output", media_type="text/plain", data=b"x", user="alice",
                            derived_from=[("user", "alice")])
         with store.session() as session, session.begin():
             tenant_id = session.query(User.tenant_id).filter(User.key == "alice").scalar()

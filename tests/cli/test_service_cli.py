@@ -16,7 +16,7 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     created = as_json(run(home, "keys", "create", "web", "--tenant", "acme", "--json"))
     assert created["key"].startswith(f"upg_{created['prefix']}_") and created["tenant"] == "acme"
     with MemoryStore.open(Settings(home=home)) as store:
-        assert store.authenticate(created["key"]).tenant == "acme"
+        assert store.keys.authenticate(created["key"]).tenant == "acme"
     listed = as_json(run(home, "keys", "list", "--tenant", "acme", "--json"))
     assert listed["keys"] == [{"prefix": created["prefix"], "name": "web", "created_at": listed["keys"][0]["created_at"],
                                "revoked": False}]
@@ -29,17 +29,17 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
 def test_purge_deletes_only_what_is_past_its_retention(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
     with MemoryStore.open(Settings(home=home)) as store:
-        store.create_tenant("acme")
-        store.create_users("acme", ["alice"])
-        store.add_documents("acme", "alice", [{"key": "old", "text": "written long ago", "ts": "2001-01-01T00:00:00Z"},
+        store.users.create_tenant("acme")
+        store.users.create_users("acme", ["alice"])
+        store.content.add_documents("acme", "alice", [{"key": "old", "text": "written long ago", "ts": "2001-01-01T00:00:00Z"},
                                               {"key": "new", "text": "written today"}])
     with monkeypatch.context() as patched:
         patched.setenv("UNIPGEN_RETENTION_DAYS", '{"document": 365}')
         dry = as_json(run(home, "purge", "--dry-run", "--json"))
         assert dry["dry_run"] is True and dry["purged"] == {"document": 1}
         with MemoryStore.open(Settings(home=home)) as store:
-            assert len(store.documents("acme", "alice")) == 2  # a dry run deletes nothing
+            assert len(store.content.documents("acme", "alice")) == 2  # a dry run deletes nothing
         assert as_json(run(home, "purge", "--json"))["purged"] == {"document": 1}
     with MemoryStore.open(Settings(home=home)) as store:
-        assert [d.key for d in store.documents("acme", "alice")] == ["new"]
+        assert [d.key for d in store.content.documents("acme", "alice")] == ["new"]
     assert as_json(run(home, "purge", "--json"))["purged"] == {}  # no retention configured: nothing goes

@@ -51,8 +51,8 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserModel]:
 
 
 def test_every_catalog_item_is_embedded_once(model: UserModel) -> None:
-    vectors = model.store.vectors("ml", "text", "item")
-    assert len(vectors) == len(model.store.item_texts("ml"))
+    vectors = model.store.content.vectors("ml", "text", "item")
+    assert len(vectors) == len(model.store.catalog.item_texts("ml"))
     assert model.embed_catalog("ml") == 0
     assert all(v.shape == (384,) and abs(float(np.linalg.norm(v)) - 1) < 1e-4 for v in vectors.values())
 
@@ -74,7 +74,7 @@ def test_evidence_is_relevant_and_the_users_own(model: UserModel) -> None:
     keys = [e.key for e in context.evidence]
     assert "review" in keys[:2]  # the user's own words about boxing
     assert "89774" in keys  # Warrior (2011), rated by user 2
-    mine = {e.item for e in model.store.events("ml", "2")} | {d.key for d in model.store.documents("ml", "2")}
+    mine = {e.item for e in model.store.events.events("ml", "2")} | {d.key for d in model.store.content.documents("ml", "2")}
     assert set(keys) <= mine
     assert all(f"{e.kind}:{e.key}" in context.provenance for e in context.evidence)
 
@@ -108,15 +108,15 @@ def test_items_with_images_give_image_space_preferences(tmp_path: Path) -> None:
     from tests.helpers import png_bytes
 
     with MemoryStore.open(Settings(home=tmp_path / "home")) as store:
-        store.create_tenant("shop")
-        store.create_user("shop", "ann")
+        store.users.create_tenant("shop")
+        store.users.create_user("shop", "ann")
         model = UserModel(store, "tiny", cache_dir=tmp_path / "cache")
         colors = ["red", "blue", "green", "yellow"]
         model.add_items("shop", [{"key": c, "text": f"a {c} scarf", "image": png_bytes(c, (40, 40))} for c in colors]
                         + [{"key": "plain", "text": "a plain scarf"}])
-        assert set(store.vectors("shop", "image", "item")) == set(colors)
-        assert len(store.vectors("shop", "text", "item")) == 5
-        store.ingest_events("shop", [{"user": "ann", "type": "purchase", "item": "red", "ts": 1},
+        assert set(store.content.vectors("shop", "image", "item")) == set(colors)
+        assert len(store.content.vectors("shop", "text", "item")) == 5
+        store.events.ingest_events("shop", [{"user": "ann", "type": "purchase", "item": "red", "ts": 1},
                                      {"user": "ann", "type": "like", "item": "plain", "ts": 2}])
         context = model.context("shop", "ann", "image", "a scarf for winter")
         by_space = {p.space: p for p in context.preferences}

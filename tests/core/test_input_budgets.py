@@ -27,8 +27,8 @@ import upload_corpus
 @pytest.fixture
 def small_store(tmp_path: Path) -> MemoryStore:
     store = MemoryStore.open(Settings(home=tmp_path, max_document_chars=50))
-    store.create_tenant("acme")
-    store.create_user("acme", "alice")
+    store.users.create_tenant("acme")
+    store.users.create_user("acme", "alice")
     yield store
     store.close()
 
@@ -50,12 +50,12 @@ def test_document_length_is_limited_in_the_store_and_before_embedding(small_stor
 
     message = r"document 'long' is 51 characters, over the limit of 50 characters \(UNIPGEN_MAX_DOCUMENT_CHARS\)"
     with pytest.raises(PayloadTooLargeError, match=message):
-        small_store.add_documents("acme", "alice", [{"key": "long", "text": "x" * 51}])
+        small_store.content.add_documents("acme", "alice", [{"key": "long", "text": "x" * 51}])
     model = UserModel(small_store, "tiny")
     with pytest.raises(PayloadTooLargeError, match=message):
         model.add_documents("acme", "alice", [{"key": "long", "text": "x" * 51}])
     assert "text" not in model.encoders._loaded  # refused before the encoder was needed
-    assert small_store.documents("acme", "alice") == []
+    assert small_store.content.documents("acme", "alice") == []
 
 
 def test_decoded_audio_size_is_refused_from_the_header() -> None:
@@ -108,10 +108,10 @@ def test_the_store_decodes_a_photo_unless_an_encoder_did(small_store: MemoryStor
     noise = upload_corpus.noise_image(256, 256, "PNG")
     cut = noise[: len(noise) * 3 // 5]
     with pytest.raises(UnsupportedMediaError, match="not a readable image"):
-        small_store.add_face("acme", "alice", "cut", cut, consent=True)
-    small_store.add_face("acme", "alice", "cut", cut, consent=True, decoded=True)
+        small_store.content.add_face("acme", "alice", "cut", cut, consent=True)
+    small_store.content.add_face("acme", "alice", "cut", cut, consent=True, decoded=True)
     with pytest.raises(PayloadTooLargeError, match="UNIPGEN_MAX_IMAGE_SIDE"):  # the header is still checked
-        small_store.add_face("acme", "alice", "wide", upload_corpus.png(39_000_000, 1), consent=True, decoded=True)
+        small_store.content.add_face("acme", "alice", "wide", upload_corpus.png(39_000_000, 1), consent=True, decoded=True)
 
 
 def test_the_settings_budgets_reach_the_encoders_unless_the_profile_sets_them() -> None:

@@ -22,7 +22,7 @@ T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 @pytest.fixture
 def model(sqlite_store: MemoryStore, tmp_path: Path) -> UserModel:
-    sqlite_store.create_tenant("t")
+    sqlite_store.users.create_tenant("t")
     model = UserModel(sqlite_store, "tiny", cache_dir=tmp_path / "cache")
     items = [{"key": f"{genre}{n}", "text": f"a film about {word} and more {word}", "meta": {"kind": genre}}
              for genre, words in GENRES.items() for n, word in enumerate(words)]
@@ -32,7 +32,7 @@ def model(sqlite_store: MemoryStore, tmp_path: Path) -> UserModel:
         genre = list(GENRES)[u % 3]
         events += [{"user": f"u{u}", "type": "rate", "item": f"{genre}{n}", "value": 5.0,
                     "ts": T0 + timedelta(hours=u * 10 + n)} for n in range(3) if (u + n) % 4 != 3]
-    sqlite_store.ingest_events("t", events, create_users=True)
+    sqlite_store.events.ingest_events("t", events, create_users=True)
     return model
 
 
@@ -58,7 +58,7 @@ def test_before_a_fit_the_text_space_ranks_and_after_it_the_behavior_space(model
     assert fit.generation == 1 and fit.stats["users"] == 12
     after = model.recommend("t", "u0", k=3)
     assert after.space == "behavior" and after.fit_generation == 1 and not after.stale
-    seen = {e.item for e in model.store.events("t", "u0")}
+    seen = {e.item for e in model.store.events.events("t", "u0")}
     assert not seen & {i.item for i in after.items}  # unseen items only
     assert after.items[0].item.startswith("war")  # u0 likes war films: the one war film left comes first
     assert [i.score for i in after.items] == sorted((i.score for i in after.items), reverse=True)
@@ -75,7 +75,7 @@ def test_reasons_are_the_events_whose_terms_make_the_score(model: UserModel) -> 
 
 def test_include_seen_kind_and_diversity(model: UserModel) -> None:
     model.fit("t", {"dim": 4})
-    seen = {e.item for e in model.store.events("t", "u0")}
+    seen = {e.item for e in model.store.events.events("t", "u0")}
     everything = model.recommend("t", "u0", k=12, include_seen=True)
     assert seen <= {i.item for i in everything.items} and not everything.seen_excluded
     cooking = model.recommend("t", "u0", k=10, kind="cook")
@@ -90,13 +90,13 @@ def test_include_seen_kind_and_diversity(model: UserModel) -> None:
 def test_a_new_item_is_placed_in_the_fitted_space_at_once(model: UserModel) -> None:
     model.fit("t", {"dim": 4})
     model.add_items("t", [{"key": "war9", "text": "a film about tanks and more tanks", "meta": {"kind": "war"}}])
-    assert "war9" in model.store.vectors("t", "behavior", "item", ["war9"])
+    assert "war9" in model.store.content.vectors("t", "behavior", "item", ["war9"])
     found = model.recommend("t", "u0", k=3, kind="war")
     assert "war9" in [i.item for i in found.items]
 
 
 def test_a_user_without_events_gets_the_most_chosen_items(model: UserModel) -> None:
-    model.store.create_user("t", "newcomer")
+    model.store.users.create_user("t", "newcomer")
     assert model.recommend("t", "newcomer").items == []  # no fit, no events: nothing to go on
     model.fit("t", {"dim": 4})
     found = model.recommend("t", "newcomer", k=3)
@@ -130,7 +130,7 @@ def test_a_text_request_for_a_recommendation_gets_unseen_items_and_their_lineage
     from unipgen.schema.generation import GenerationOptions
 
     model.fit("t", {"dim": 4})
-    rated = {e.item for e in model.store.events("t", "u0")}
+    rated = {e.item for e in model.store.events.events("t", "u0")}
     context = model.context("t", "u0", "text", "Recommend a film for tonight", for_generation=True)
     plan = model.plan(context)
     assert plan.recommended and not set(plan.recommended) & rated
@@ -139,7 +139,7 @@ def test_a_text_request_for_a_recommendation_gets_unseen_items_and_their_lineage
     assert {f"item:{key}" for key in plan.recommended} <= set(context.provenance)
     [made] = InlineGenerator(model).generate("t", "u0", "text", "Recommend a film for tonight",
                                              GenerationOptions(max_new_tokens=4))
-    sources = model.store.artifact("t", made.key).derived_from
+    sources = model.store.artifacts.artifact("t", made.key).derived_from
     assert {("item", key) for key in plan.recommended} <= set(sources)
     past = model.context("t", "u0", "text", "Which films did I rate highest?", for_generation=True)
     assert past.recommendations is None and {e.kind for e in past.evidence} == {"item"}
@@ -151,11 +151,11 @@ def test_a_kept_taste_is_never_stale(model: UserModel) -> None:
     recommender = model.builder.recommender
     first = model.recommend("t", "u0", k=3)
     assert model.recommend("t", "u0", k=3) == first and len(recommender._tastes) == 1  # kept, reused
-    model.store.ingest_events("t", [{"user": "u0", "type": "rate", "item": "space0", "value": 5.0,
+    model.store.events.ingest_events("t", [{"user": "u0", "type": "rate", "item": "space0", "value": 5.0,
                                      "ts": T0 + timedelta(days=30)}] * 3)  # a new, recent taste
     moved = model.recommend("t", "u0", k=3)
     assert moved.items[0].item.startswith("space") and "space0" not in [i.item for i in moved.items]
-    [*_, newest] = model.store.events("t", "u0")
-    model.store.delete_events("t", "u0", ids=[newest.id])  # a deleted event changes the key too
+    [*_, newest] = model.store.events.events("t", "u0")
+    model.store.privacy.delete_events("t", "u0", ids=[newest.id])  # a deleted event changes the key too
     assert len(recommender._tastes) == 2 and model.recommend("t", "u0", k=3) != moved
     assert len(recommender._tastes) == 3

@@ -23,8 +23,8 @@ needs_identity = pytest.mark.skipif(find_spec("dlib") is None or find_spec("rese
 
 @pytest.fixture
 def model(sqlite_store: MemoryStore, tmp_path: Path) -> UserModel:
-    sqlite_store.create_tenant("t")
-    sqlite_store.create_users("t", ["alice", "bob"])
+    sqlite_store.users.create_tenant("t")
+    sqlite_store.users.create_users("t", ["alice", "bob"])
     return UserModel(sqlite_store, "tiny", cache_dir=tmp_path / "cache")
 
 
@@ -36,11 +36,11 @@ def persona(*parts: str) -> bytes:
 def test_faces_are_matched_by_identity(model: UserModel) -> None:
     model.add_face("t", "alice", "a1", persona("faces", "s1-1.pgm"), consent=True)
     model.add_face("t", "bob", "b1", persona("faces", "s2-1.pgm"), consent=True)
-    assert model.store.spaces("t")["face"] == (128, "l2")
+    assert model.store.content.spaces("t")["face"] == (128, "l2")
     probe = model.encoders.face.encode([persona("faces", "s1-2.pgm")])[0]  # another photo of alice
     # scores in an l2 space are squared distances; dlib's same-person threshold is 0.6
-    assert model.store.search("t", "face", probe, k=1, user="alice")[0].score < 0.6**2
-    assert model.store.search("t", "face", probe, k=1, user="bob")[0].score > 0.6**2
+    assert model.store.content.search("t", "face", probe, k=1, user="alice")[0].score < 0.6**2
+    assert model.store.content.search("t", "face", probe, k=1, user="bob")[0].score > 0.6**2
 
 
 @needs_identity
@@ -62,13 +62,13 @@ def test_voice_is_embedded_and_forgotten(model: UserModel) -> None:
     assert model.plan(context).method == "speaker_embedding"
     image = model.context("t", "alice", "image", "a poster", for_generation=True)  # voices are not an image's
     assert image.conditioning.voice_embedding is None and "voice:hello" not in image.provenance
-    assert model.store.forget_item("t", "voice", "hello", user="alice").residue == []
+    assert model.store.privacy.forget_item("t", "voice", "hello", user="alice").residue == []
     assert model.store.count_rows(VoiceSample) == 0 and model.store.count_rows(Embedding) == 0
 
 
 def test_documents_are_embedded_with_their_rows(model: UserModel) -> None:
     model.add_documents("t", "alice", [{"key": "d1", "text": "I keep bees"}, {"key": "d2", "text": "Jazz at night"}])
-    vectors = model.store.vectors("t", "text", "document", user="alice")
+    vectors = model.store.content.vectors("t", "text", "document", user="alice")
     assert set(vectors) == {"d1", "d2"}
     expected = model.encoders.text.encode(["I keep bees"])[0]
     assert np.allclose(vectors["d1"], expected, atol=1e-5)

@@ -19,38 +19,38 @@ from unipgen.settings import Settings
 def alice(populated: MemoryStore) -> MemoryStore:
     s = populated
     rng = np.random.default_rng(3)
-    s.set_profile("acme", "alice", "city", "Paris")
-    s.set_profile("acme", "alice", "city", "Lyon")
-    s.add_items("acme", [{"key": "poster", "text": "with image", "image": png_bytes("yellow")}])
-    s.ingest_events("acme", [{"user": "alice", "type": "purchase", "item": "poster", "ts": 5, "meta": {"qty": 2}}])
-    s.add_document("acme", "alice", "d1", "A review of m1", kind="review")
-    s.add_embeddings("acme", "text", "document", [("d1", unit(rng.normal(size=8)))], user="alice")
-    s.add_face("acme", "alice", "f1", png_bytes("green"), consent=True, embedding=unit(rng.normal(size=4)))
-    s.add_voice("acme", "alice", "v1", wav_bytes(), consent=True)
-    s.add_subject("acme", "alice", "rex", name="Rex", class_noun="dog", images=[png_bytes("red"), png_bytes("blue")])
-    s.add_artifact("acme", "lora", kind="adapter", media_type="application/octet-stream", data=b"w", user="alice",
+    s.users.set_profile("acme", "alice", "city", "Paris")
+    s.users.set_profile("acme", "alice", "city", "Lyon")
+    s.catalog.add_items("acme", [{"key": "poster", "text": "with image", "image": png_bytes("yellow")}])
+    s.events.ingest_events("acme", [{"user": "alice", "type": "purchase", "item": "poster", "ts": 5, "meta": {"qty": 2}}])
+    s.content.add_document("acme", "alice", "d1", "A review of m1", kind="review")
+    s.content.add_embeddings("acme", "text", "document", [("d1", unit(rng.normal(size=8)))], user="alice")
+    s.content.add_face("acme", "alice", "f1", png_bytes("green"), consent=True, embedding=unit(rng.normal(size=4)))
+    s.content.add_voice("acme", "alice", "v1", wav_bytes(), consent=True)
+    s.content.add_subject("acme", "alice", "rex", name="Rex", class_noun="dog", images=[png_bytes("red"), png_bytes("blue")])
+    s.artifacts.add_artifact("acme", "lora", kind="adapter", media_type="application/octet-stream", data=b"w", user="alice",
                    derived_from=[("subject", "rex"), ("user", "alice"), ("item", "m1")])
     return s
 
 
 def test_export_import_export_is_byte_identical(alice: MemoryStore, tmp_path: Path) -> None:
     first = tmp_path / "first.zip"
-    counts = alice.export_user("acme", "alice", first)
+    counts = alice.privacy.export_user("acme", "alice", first)
     assert counts["events"] == 3 and counts["blobs"] == 6
     with MemoryStore.open(Settings(home=tmp_path / "empty")) as empty:
-        assert empty.import_user(first) == ("acme", "alice")
+        assert empty.privacy.import_user(first) == ("acme", "alice")
         second = tmp_path / "second.zip"
-        empty.export_user("acme", "alice", second)
+        empty.privacy.export_user("acme", "alice", second)
         assert first.read_bytes() == second.read_bytes()
-        assert empty.profile_history("acme", "alice", "city") == alice.profile_history("acme", "alice", "city")
+        assert empty.users.profile_history("acme", "alice", "city") == alice.users.profile_history("acme", "alice", "city")
         query = unit(np.ones(8))
-        assert empty.search("acme", "text", query, user="alice") == alice.search("acme", "text", query, user="alice")
-        assert empty.artifact_blob("acme", "lora") == (b"w", "application/octet-stream")
+        assert empty.content.search("acme", "text", query, user="alice") == alice.content.search("acme", "text", query, user="alice")
+        assert empty.artifacts.artifact_blob("acme", "lora") == (b"w", "application/octet-stream")
 
 
 def test_export_holds_only_that_user(alice: MemoryStore, tmp_path: Path) -> None:
     path = tmp_path / "a.zip"
-    alice.export_user("acme", "alice", path)
+    alice.privacy.export_user("acme", "alice", path)
     manifest = json.loads(zipfile.ZipFile(path).read("manifest.json"))
     assert manifest["user"]["key"] == "alice"
     assert "bob" not in json.dumps(manifest)
@@ -59,21 +59,21 @@ def test_export_holds_only_that_user(alice: MemoryStore, tmp_path: Path) -> None
 
 def test_import_over_an_existing_user_is_refused(alice: MemoryStore, tmp_path: Path) -> None:
     path = tmp_path / "a.zip"
-    alice.export_user("acme", "alice", path)
+    alice.privacy.export_user("acme", "alice", path)
     blobs = set(alice.blobs.list())
     with pytest.raises(ConflictError, match="user 'alice' already exists"):
-        alice.import_user(path)
+        alice.privacy.import_user(path)
     assert set(alice.blobs.list()) == blobs
-    assert alice.import_user(path, tenant="elsewhere") == ("elsewhere", "alice")
+    assert alice.privacy.import_user(path, tenant="elsewhere") == ("elsewhere", "alice")
 
 
 def test_broken_archives_are_named(alice: MemoryStore, tmp_path: Path) -> None:
     junk = tmp_path / "junk.zip"
     junk.write_bytes(b"not a zip")
     with pytest.raises(InvalidInputError, match="junk.zip is not a readable unipgen export"):
-        alice.import_user(junk)
+        alice.privacy.import_user(junk)
     good = tmp_path / "a.zip"
-    alice.export_user("acme", "alice", good)
+    alice.privacy.export_user("acme", "alice", good)
     tampered = tmp_path / "tampered.zip"
     with zipfile.ZipFile(good) as src, zipfile.ZipFile(tampered, "w") as dst:
         for info in src.infolist():
@@ -81,5 +81,5 @@ def test_broken_archives_are_named(alice: MemoryStore, tmp_path: Path) -> None:
             dst.writestr(info, b"evil" if info.filename.startswith("blobs/") else data)
     with MemoryStore.open(Settings(home=tmp_path / "fresh")) as fresh:
         with pytest.raises(InvalidInputError, match="does not match its content"):
-            fresh.import_user(tampered)
-        assert fresh.list_tenants() == [] and list(fresh.blobs.list()) == []
+            fresh.privacy.import_user(tampered)
+        assert fresh.users.list_tenants() == [] and list(fresh.blobs.list()) == []

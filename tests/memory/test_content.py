@@ -25,9 +25,9 @@ def _blob_files(store: MemoryStore) -> set[str]:
 
 def test_face_voice_subject_are_stored_with_their_blobs(populated: MemoryStore) -> None:
     rng = np.random.default_rng(0)
-    populated.add_face("acme", "alice", "f1", png_bytes(), consent=True, embedding=unit(rng.normal(size=128)))
-    populated.add_voice("acme", "alice", "v1", wav_bytes(0.5), consent=True, embedding=unit(rng.normal(size=256)))
-    populated.add_subject("acme", "alice", "rex", name="Rex", class_noun="dog",
+    populated.content.add_face("acme", "alice", "f1", png_bytes(), consent=True, embedding=unit(rng.normal(size=128)))
+    populated.content.add_voice("acme", "alice", "v1", wav_bytes(0.5), consent=True, embedding=unit(rng.normal(size=256)))
+    populated.content.add_subject("acme", "alice", "rex", name="Rex", class_noun="dog",
                           images=[png_bytes("red"), png_bytes("blue")])
     with populated.session() as session:
         voice = session.query(VoiceSample).one()
@@ -37,32 +37,32 @@ def test_face_voice_subject_are_stored_with_their_blobs(populated: MemoryStore) 
 
 
 def test_same_key_twice_is_a_conflict(populated: MemoryStore) -> None:
-    populated.add_document("acme", "alice", "d1", "first")
+    populated.content.add_document("acme", "alice", "d1", "first")
     with pytest.raises(ConflictError, match="document 'd1' already exists"):
-        populated.add_document("acme", "alice", "d1", "second")
-    populated.add_document("acme", "bob", "d1", "bob may use the same key")
+        populated.content.add_document("acme", "alice", "d1", "second")
+    populated.content.add_document("acme", "bob", "d1", "bob may use the same key")
 
 
 @pytest.mark.parametrize(
     "call, error, message",
     [
-        (lambda s: s.add_face("acme", "alice", "f", b"GIF89a not really", consent=True), UnsupportedMediaError,
+        (lambda s: s.content.add_face("acme", "alice", "f", b"GIF89a not really", consent=True), UnsupportedMediaError,
          "face 'f' is not a readable image"),
-        (lambda s: s.add_face("acme", "alice", "f", wav_bytes(), consent=True), UnsupportedMediaError,
+        (lambda s: s.content.add_face("acme", "alice", "f", wav_bytes(), consent=True), UnsupportedMediaError,
          "not a readable image"),
-        (lambda s: s.add_face("acme", "alice", "f", png_bytes(), consent=False), InvalidInputError,
+        (lambda s: s.content.add_face("acme", "alice", "f", png_bytes(), consent=False), InvalidInputError,
          "needs consent=True"),
-        (lambda s: s.add_face("acme", "alice", "f", b"", consent=True), InvalidInputError, "face 'f' is empty"),
-        (lambda s: s.add_face("acme", "alice", "f", png_bytes(size=(600, 600)) + b"\0" * 300_000, consent=True),
+        (lambda s: s.content.add_face("acme", "alice", "f", b"", consent=True), InvalidInputError, "face 'f' is empty"),
+        (lambda s: s.content.add_face("acme", "alice", "f", png_bytes(size=(600, 600)) + b"\0" * 300_000, consent=True),
          PayloadTooLargeError, "over the limit of 200000 bytes"),
-        (lambda s: s.add_voice("acme", "alice", "v", png_bytes(), consent=True), UnsupportedMediaError,
+        (lambda s: s.content.add_voice("acme", "alice", "v", png_bytes(), consent=True), UnsupportedMediaError,
          "voice sample 'v' is not a readable audio file"),
-        (lambda s: s.add_subject("acme", "alice", "s", name="S", class_noun="dog", images=[png_bytes(), b"junk"]),
+        (lambda s: s.content.add_subject("acme", "alice", "s", name="S", class_noun="dog", images=[png_bytes(), b"junk"]),
          UnsupportedMediaError, "image 1 of subject 's'"),
-        (lambda s: s.add_subject("acme", "alice", "s", name="S", class_noun="dog", images=[]),
+        (lambda s: s.content.add_subject("acme", "alice", "s", name="S", class_noun="dog", images=[]),
          InvalidInputError, "at least one reference image"),
-        (lambda s: s.add_face("acme", "zed", "f", png_bytes(), consent=True), NotFoundError, "unknown user 'zed'"),
-        (lambda s: s.add_face("acme", "alice", "f", png_bytes(), consent=True, embedding=np.full(4, np.nan)),
+        (lambda s: s.content.add_face("acme", "zed", "f", png_bytes(), consent=True), NotFoundError, "unknown user 'zed'"),
+        (lambda s: s.content.add_face("acme", "alice", "f", png_bytes(), consent=True, embedding=np.full(4, np.nan)),
          InvalidInputError, "NaN"),
     ],
 )
@@ -79,20 +79,20 @@ def test_decompression_bomb_is_refused(populated: MemoryStore) -> None:
     buffer = io.BytesIO()
     Image.new("1", (10_000, 10_000)).save(buffer, "PNG")  # tiny file, 100 Mpixel when decoded
     with pytest.raises(PayloadTooLargeError, match=r"over the limit of 40000000 pixels \(UNIPGEN_MAX_IMAGE_PIXELS\)"):
-        populated.add_face("acme", "alice", "bomb", buffer.getvalue(), consent=True)
+        populated.content.add_face("acme", "alice", "bomb", buffer.getvalue(), consent=True)
 
 
 def test_artifact_records_lineage(populated: MemoryStore) -> None:
-    populated.add_document("acme", "alice", "d1", "I love westerns")
-    populated.add_artifact("acme", "a1", kind="output", media_type="text/plain", data=b"hi", user="alice",
+    populated.content.add_document("acme", "alice", "d1", "I love westerns")
+    populated.artifacts.add_artifact("acme", "a1", kind="output", media_type="text/plain", data=b"hi", user="alice",
                            derived_from=[("document", "d1"), ("item", "m1"), ("user", "alice")])
-    assert populated.artifact_blob("acme", "a1") == (b"hi", "text/plain")
+    assert populated.artifacts.artifact_blob("acme", "a1") == (b"hi", "text/plain")
     assert populated.count_rows(Lineage) == 3
     with pytest.raises(NotFoundError, match="unknown document 'nope'"):
-        populated.add_artifact("acme", "a2", kind="output", media_type="text/plain", data=b"x", user="alice",
+        populated.artifacts.add_artifact("acme", "a2", kind="output", media_type="text/plain", data=b"x", user="alice",
                                derived_from=[("document", "nope")])
     with pytest.raises(InvalidInputError, match="unknown kind 'song'"):
-        populated.add_artifact("acme", "a3", kind="output", media_type="text/plain", user="alice",
+        populated.artifacts.add_artifact("acme", "a3", kind="output", media_type="text/plain", user="alice",
                                derived_from=[("song", "x")])
     assert populated.count_rows(Lineage) == 3
     assert _blob_files(populated) == {__import__("hashlib").sha256(b"hi").hexdigest()}
@@ -103,14 +103,14 @@ def test_documents_in_bulk_are_all_or_nothing(populated: MemoryStore) -> None:
 
     docs = [{"key": f"d{i}", "text": f"post {i}", "kind": "post", "ts": "2024-05-01T12:00:00+02:00"}
             for i in range(50)]
-    assert populated.add_documents("acme", "alice", docs) == 50
+    assert populated.content.add_documents("acme", "alice", docs) == 50
     with pytest.raises(InvalidInputError, match="document #2 is invalid: text"):
-        populated.add_documents("acme", "alice", [{"key": "x", "text": "a"}, {"key": "y", "text": "b"},
+        populated.content.add_documents("acme", "alice", [{"key": "x", "text": "a"}, {"key": "y", "text": "b"},
                                                   {"key": "z", "text": "   "}])
     with pytest.raises(InvalidInputError, match="document #0 is invalid: ts"):
-        populated.add_documents("acme", "alice", [{"key": "x", "text": "a", "ts": "last tuesday"}])
+        populated.content.add_documents("acme", "alice", [{"key": "x", "text": "a", "ts": "last tuesday"}])
     with pytest.raises(ConflictError, match="document 'd7' already exists"):
-        populated.add_documents("acme", "alice", [{"key": "new", "text": "a"}, {"key": "d7", "text": "b"}])
+        populated.content.add_documents("acme", "alice", [{"key": "new", "text": "a"}, {"key": "d7", "text": "b"}])
     assert populated.count_rows(Document) == 50
     with populated.session() as session:
         stored = session.query(Document).filter_by(key="d0").one()

@@ -36,18 +36,18 @@ def test_the_rule_allows(value: str) -> None:
 
 #: Every write path that takes a new id, as (name, call with the id).
 WRITES: dict[str, Callable[[MemoryStore, str], Any]] = {
-    "tenant": lambda s, k: s.create_tenant(k),
-    "user": lambda s, k: s.create_user("acme", k),
-    "bulk user": lambda s, k: s.ingest_events("acme", [{"user": k, "type": "like", "item": "m1", "ts": 1}],
+    "tenant": lambda s, k: s.users.create_tenant(k),
+    "user": lambda s, k: s.users.create_user("acme", k),
+    "bulk user": lambda s, k: s.events.ingest_events("acme", [{"user": k, "type": "like", "item": "m1", "ts": 1}],
                                               create_users=True),
-    "item": lambda s, k: s.add_items("acme", [{"key": k, "text": "t"}]),
-    "document": lambda s, k: s.add_document("acme", "alice", k, "some text"),
-    "face": lambda s, k: s.add_face("acme", "alice", k, png_bytes(), consent=True),
-    "voice": lambda s, k: s.add_voice("acme", "alice", k, wav_bytes(), consent=True),
-    "subject": lambda s, k: s.add_subject("acme", "alice", k, name="Rex", class_noun="dog", images=[png_bytes()]),
-    "artifact": lambda s, k: s.add_artifact("acme", k, kind="output", media_type="text/plain", data=b"x"),
-    "job": lambda s, k: s.submit_job("acme", "alice", {"kind": "generate"}, key=k),
-    "profile attribute": lambda s, k: s.set_profile("acme", "alice", k, 1),
+    "item": lambda s, k: s.catalog.add_items("acme", [{"key": k, "text": "t"}]),
+    "document": lambda s, k: s.content.add_document("acme", "alice", k, "some text"),
+    "face": lambda s, k: s.content.add_face("acme", "alice", k, png_bytes(), consent=True),
+    "voice": lambda s, k: s.content.add_voice("acme", "alice", k, wav_bytes(), consent=True),
+    "subject": lambda s, k: s.content.add_subject("acme", "alice", k, name="Rex", class_noun="dog", images=[png_bytes()]),
+    "artifact": lambda s, k: s.artifacts.add_artifact("acme", k, kind="output", media_type="text/plain", data=b"x"),
+    "job": lambda s, k: s.jobs.submit_job("acme", "alice", {"kind": "generate"}, key=k),
+    "profile attribute": lambda s, k: s.users.set_profile("acme", "alice", k, 1),
 }
 
 
@@ -67,19 +67,19 @@ def test_every_write_path_takes_awkward_legal_ids(populated: MemoryStore, write:
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, "Infinity", "NaN"])
 def test_non_finite_numbers_are_refused_everywhere_with_one_message(populated: MemoryStore, value: Any) -> None:
     writes = [
-        lambda: populated.ingest_events("acme", [{"user": "alice", "type": "rate", "item": "m1", "value": value,
+        lambda: populated.events.ingest_events("acme", [{"user": "alice", "type": "rate", "item": "m1", "value": value,
                                                   "ts": 1}]),
-        lambda: populated.add_items("acme", [{"key": "n1", "text": "t", "meta": {"score": float(value)}}]),
-        lambda: populated.add_documents("acme", "alice", [{"key": "n1", "text": "t", "meta": {"x": [float(value)]}}]),
-        lambda: populated.set_profile("acme", "alice", "score", float(value)),
-        lambda: populated.set_profile("acme", "alice", "scores", {"a": [1.0, float(value)]}),
+        lambda: populated.catalog.add_items("acme", [{"key": "n1", "text": "t", "meta": {"score": float(value)}}]),
+        lambda: populated.content.add_documents("acme", "alice", [{"key": "n1", "text": "t", "meta": {"x": [float(value)]}}]),
+        lambda: populated.users.set_profile("acme", "alice", "score", float(value)),
+        lambda: populated.users.set_profile("acme", "alice", "scores", {"a": [1.0, float(value)]}),
     ]
     for write in writes:
         with pytest.raises(InvalidInputError, match=r"must be a finite number \(not NaN or infinity\)"):
             write()
     assert NOT_FINITE == "must be a finite number (not NaN or infinity)"
-    assert populated.profile("acme", "alice") == {}
-    assert len(populated.events("acme", "alice")) == 2
+    assert populated.users.profile("acme", "alice") == {}
+    assert len(populated.events.events("acme", "alice")) == 2
 
 
 # -- deleting events ---------------------------------------------------------------------------
@@ -90,16 +90,16 @@ def history(populated: MemoryStore) -> MemoryStore:
     """alice has outputs derived from her history (one of them refined into another), one
     derived from a document only; bob has an output derived from his own history."""
     s = populated
-    s.ingest_events("acme", [{"user": "alice", "type": "skip", "item": "m3", "ts": 1_200_000_000},
+    s.events.ingest_events("acme", [{"user": "alice", "type": "skip", "item": "m3", "ts": 1_200_000_000},
                              {"user": "alice", "type": "skip", "item": "m4", "ts": 1_300_000_000}])
-    s.add_document("acme", "alice", "d1", "I love westerns")
-    s.add_artifact("acme", "from-history", kind="output", media_type="text/plain", data=b"a",
+    s.content.add_document("acme", "alice", "d1", "I love westerns")
+    s.artifacts.add_artifact("acme", "from-history", kind="output", media_type="text/plain", data=b"a",
                    user="alice", derived_from=[("user", "alice"), ("item", "m1")])
-    s.add_artifact("acme", "refined", kind="output", media_type="text/plain", data=b"b",
+    s.artifacts.add_artifact("acme", "refined", kind="output", media_type="text/plain", data=b"b",
                    user="alice", derived_from=[("artifact", "from-history")])
-    s.add_artifact("acme", "from-document", kind="output", media_type="text/plain", data=b"c",
+    s.artifacts.add_artifact("acme", "from-document", kind="output", media_type="text/plain", data=b"c",
                    user="alice", derived_from=[("document", "d1")])
-    s.add_artifact("acme", "bob-out", kind="output", media_type="text/plain", data=b"d",
+    s.artifacts.add_artifact("acme", "bob-out", kind="output", media_type="text/plain", data=b"d",
                    user="bob", derived_from=[("user", "bob")])
     return s
 
@@ -110,22 +110,22 @@ def _artifacts(store: MemoryStore) -> set[str]:
 
 
 def test_listed_events_carry_the_id_that_deletes_them(history: MemoryStore) -> None:
-    events = history.events("acme", "alice")
+    events = history.events.events("acme", "alice")
     clicked = next(e for e in events if e.type == "click")
-    report = history.delete_events("acme", "alice", ids=[clicked.id])
+    report = history.privacy.delete_events("acme", "alice", ids=[clicked.id])
     assert report.residue == []
     assert report.deleted["events"] == 1
-    assert clicked.id not in {e.id for e in history.events("acme", "alice")}
-    assert len(history.events("acme", "alice")) == len(events) - 1
-    assert len(history.events("acme", "bob")) == 1
+    assert clicked.id not in {e.id for e in history.events.events("acme", "alice")}
+    assert len(history.events.events("acme", "alice")) == len(events) - 1
+    assert len(history.events.events("acme", "bob")) == 1
 
 
 def test_deleting_events_deletes_what_was_derived_from_the_history(history: MemoryStore) -> None:
-    report = history.delete_events("acme", "alice", type="skip")
+    report = history.privacy.delete_events("acme", "alice", type="skip")
     assert report.residue == []
     assert report.deleted["events"] == 2 and report.deleted["artifacts"] == 2
     assert _artifacts(history) == {"from-document", "bob-out"}
-    assert {e.type for e in history.events("acme", "alice")} == {"rate", "click"}
+    assert {e.type for e in history.events.events("acme", "alice")} == {"rate", "click"}
     with history.session() as session:  # no edge names a deleted artifact
         assert session.query(Lineage).count() == 2  # from-document <- d1, bob-out <- bob
 
@@ -133,22 +133,22 @@ def test_deleting_events_deletes_what_was_derived_from_the_history(history: Memo
 def test_filters_combine_and_a_range_is_half_open(history: MemoryStore) -> None:
     at = datetime.fromtimestamp(1_200_000_000, timezone.utc)
     until = datetime.fromtimestamp(1_300_000_000, timezone.utc)
-    report = history.delete_events("acme", "alice", type="skip", since=at, until=until)
+    report = history.privacy.delete_events("acme", "alice", type="skip", since=at, until=until)
     assert report.deleted["events"] == 1
-    assert [e.item for e in history.events("acme", "alice") if e.type == "skip"] == ["m4"]
-    report = history.delete_events("acme", "alice", item="m1")
+    assert [e.item for e in history.events.events("acme", "alice") if e.type == "skip"] == ["m4"]
+    report = history.privacy.delete_events("acme", "alice", item="m1")
     assert report.deleted["events"] == 1
-    assert "m1" not in {e.item for e in history.events("acme", "alice")}
+    assert "m1" not in {e.item for e in history.events.events("acme", "alice")}
 
 
 def test_no_match_deletes_nothing_and_no_filter_deletes_all(history: MemoryStore) -> None:
-    report = history.delete_events("acme", "alice", type="purchase")
+    report = history.privacy.delete_events("acme", "alice", type="purchase")
     assert report.deleted == {} and report.residue == []
     assert _artifacts(history) == {"from-history", "refined", "from-document", "bob-out"}
-    report = history.delete_events("acme", "alice")
+    report = history.privacy.delete_events("acme", "alice")
     assert report.deleted["events"] == 4
-    assert history.events("acme", "alice") == []
-    assert len(history.events("acme", "bob")) == 1
+    assert history.events.events("acme", "alice") == []
+    assert len(history.events.events("acme", "bob")) == 1
     assert _artifacts(history) == {"from-document", "bob-out"}
 
 
@@ -162,15 +162,15 @@ def test_no_match_deletes_nothing_and_no_filter_deletes_all(history: MemoryStore
 ])
 def test_bad_deletions_are_refused_and_delete_nothing(history: MemoryStore, options, error, message) -> None:
     with pytest.raises(error, match=message):
-        history.delete_events("acme", "alice", **options)
-    assert len(history.events("acme", "alice")) == 4
+        history.privacy.delete_events("acme", "alice", **options)
+    assert len(history.events.events("acme", "alice")) == 4
     assert len(_artifacts(history)) == 4
 
 
 def test_an_event_of_another_user_is_not_found(history: MemoryStore) -> None:
-    bobs = history.events("acme", "bob")[0].id
+    bobs = history.events.events("acme", "bob")[0].id
     with pytest.raises(NotFoundError, match=f"unknown event {bobs}"):
-        history.delete_events("acme", "alice", ids=[bobs])
+        history.privacy.delete_events("acme", "alice", ids=[bobs])
 
 
 # -- stored rows that break the rules ------------------------------------------------------------
@@ -198,19 +198,19 @@ def test_the_check_lists_stored_rows_that_break_the_rules(populated: MemoryStore
     found = {(v.table, v.column, v.value) for v in populated.check_data()}
     assert found == {("users", "key", "'../../slash/user'"), ("items", "key", "'i/1'"),
                      ("documents", "key", "'d/1'"), ("behavior_events", "value", "inf")}
-    assert [d.key for d in populated.documents("acme", "alice")] == ["d/1"]  # still listed, to be found
+    assert [d.key for d in populated.content.documents("acme", "alice")] == ["d/1"]  # still listed, to be found
 
 
 def test_a_legacy_infinite_rating_is_listed_and_deleted(populated: MemoryStore) -> None:
     _legacy_rows(populated)
     bad = next(v for v in populated.check_data() if v.table == "behavior_events")
-    listed = {e.id: e for e in populated.events("acme", "alice")}
+    listed = {e.id: e for e in populated.events.events("acme", "alice")}
     assert listed[bad.row_id].value is None or math.isinf(listed[bad.row_id].value)
     assert listed[bad.row_id].model_dump(mode="json")["value"] is None  # JSON has no infinity
-    populated.delete_events("acme", "alice", ids=[bad.row_id])
+    populated.privacy.delete_events("acme", "alice", ids=[bad.row_id])
     assert not any(v.table == "behavior_events" for v in populated.check_data())
-    populated.forget_user("acme", "../../slash/user")  # a bad id is still forgotten through the store
-    assert "../../slash/user" not in populated.list_users("acme")
+    populated.privacy.forget_user("acme", "../../slash/user")  # a bad id is still forgotten through the store
+    assert "../../slash/user" not in populated.users.list_users("acme")
 
 
 def test_movielens_tag_keys_obey_the_rule() -> None:

@@ -24,7 +24,7 @@ def _mini_dreambench(root: Path) -> Path:
 def test_subject_folders_become_users(store: MemoryStore, tmp_path: Path) -> None:
     report = load_dreambench(store, "db", _mini_dreambench(tmp_path / "db"))
     assert (report.users_added, report.images_added) == (1, 2)  # vase is listed but has no folder
-    [subject] = store.subjects("db", "dog")
+    [subject] = store.content.subjects("db", "dog")
     assert (subject.key, subject.class_noun, len(subject.image_shas)) == ("dog", "dog", 2)
     assert load_dreambench(store, "db", tmp_path / "db").users_skipped == 1
 
@@ -38,4 +38,4 @@ def test_missing_class_list_is_named(store: MemoryStore, tmp_path: Path) -> None
 def test_full_dreambench(sqlite_store: MemoryStore, shared_data: Path) -> None:
     report = load_dreambench(sqlite_store, "db", shared_data / "dreambench")
     assert report.users_added == 20 and report.images_added >= 80
-    assert sqlite_store.subjects("db", "bear_plushie")[0].class_noun == "stuffed animal"
+    assert sqlite_store.content.subjects("db", "bear_plushie")[0].class_noun == "stuffed animal"

@@ -26,32 +26,32 @@ def rich(populated: MemoryStore) -> MemoryStore:
     rng = np.random.default_rng(2)
     s = populated
     shared = png_bytes("green")
-    s.set_profile("acme", "alice", "city", "Paris")
-    s.add_document("acme", "alice", "d1", "I love westerns")
-    s.add_embeddings("acme", "text", "document", [("d1", unit(rng.normal(size=8)))], user="alice")
-    s.add_face("acme", "alice", "f1", shared, consent=True, embedding=unit(rng.normal(size=8)))
-    s.add_face("acme", "bob", "f1", shared, consent=True, embedding=unit(rng.normal(size=8)))
-    s.add_voice("acme", "alice", "v1", wav_bytes(), consent=True, embedding=unit(rng.normal(size=8)))
-    s.add_subject("acme", "alice", "rex", name="Rex", class_noun="dog", images=[png_bytes("red")])
-    s.add_artifact("acme", "adapter", kind="adapter", media_type="application/octet-stream", data=b"lora",
+    s.users.set_profile("acme", "alice", "city", "Paris")
+    s.content.add_document("acme", "alice", "d1", "I love westerns")
+    s.content.add_embeddings("acme", "text", "document", [("d1", unit(rng.normal(size=8)))], user="alice")
+    s.content.add_face("acme", "alice", "f1", shared, consent=True, embedding=unit(rng.normal(size=8)))
+    s.content.add_face("acme", "bob", "f1", shared, consent=True, embedding=unit(rng.normal(size=8)))
+    s.content.add_voice("acme", "alice", "v1", wav_bytes(), consent=True, embedding=unit(rng.normal(size=8)))
+    s.content.add_subject("acme", "alice", "rex", name="Rex", class_noun="dog", images=[png_bytes("red")])
+    s.artifacts.add_artifact("acme", "adapter", kind="adapter", media_type="application/octet-stream", data=b"lora",
                    user="alice", derived_from=[("subject", "rex")])
-    s.add_artifact("acme", "alice-out", kind="output", media_type="image/png", data=png_bytes("blue"),
+    s.artifacts.add_artifact("acme", "alice-out", kind="output", media_type="image/png", data=png_bytes("blue"),
                    user="alice", derived_from=[("artifact", "adapter"), ("user", "alice")])
     # bob's output used alice's adapter: it is derived from her data and must go with her.
-    s.add_artifact("acme", "bob-out", kind="output", media_type="text/plain", data=b"bob's",
+    s.artifacts.add_artifact("acme", "bob-out", kind="output", media_type="text/plain", data=b"bob's",
                    user="bob", derived_from=[("artifact", "adapter")])
-    s.add_artifact("acme", "bob-own", kind="output", media_type="text/plain", data=b"bob only",
+    s.artifacts.add_artifact("acme", "bob-own", kind="output", media_type="text/plain", data=b"bob only",
                    user="bob", derived_from=[("user", "bob")])
-    s.add_embeddings("acme", "text", "item", [("m1", unit(rng.normal(size=8)))])
+    s.content.add_embeddings("acme", "text", "item", [("m1", unit(rng.normal(size=8)))])
     return s
 
 
 def test_forget_user_leaves_zero_residue(rich: MemoryStore) -> None:
     shared_sha = __import__("hashlib").sha256(png_bytes("green")).hexdigest()
-    report = rich.forget_user("acme", "alice")
+    report = rich.privacy.forget_user("acme", "alice")
     assert report.residue == []
     assert report.deleted["users"] == 1 and report.deleted["artifacts"] == 3  # adapter, alice-out, bob-out
-    assert rich.list_users("acme") == ["bob"]
+    assert rich.users.list_users("acme") == ["bob"]
     with rich.session() as session:
         assert {a.key for a in session.query(Artifact)} == {"bob-own"}
         assert session.query(User).filter_by(key="alice").count() == 0
@@ -64,7 +64,7 @@ def test_forget_user_leaves_zero_residue(rich: MemoryStore) -> None:
     assert blobs == {shared_sha, __import__("hashlib").sha256(b"bob only").hexdigest()}
     assert rich.count_rows(Blob) == 2
     with pytest.raises(NotFoundError):
-        rich.user_summary("acme", "alice")
+        rich.users.user_summary("acme", "alice")
 
 
 def test_forgotten_vectors_are_gone_from_memory_and_files(rich: MemoryStore) -> None:
@@ -72,43 +72,43 @@ def test_forgotten_vectors_are_gone_from_memory_and_files(rich: MemoryStore) -> 
         alice_id = session.query(User.id).filter_by(key="alice").scalar()
         before = {e.id for e in session.query(Embedding).filter_by(user_id=alice_id)}
     assert len(before) == 3
-    rich.forget_user("acme", "alice")
+    rich.privacy.forget_user("acme", "alice")
     for space in ("text", "face", "voice"):
         index, _ = VectorIndex.load(rich.indexes.path(1, space))
         assert not any(i in index for i in before)
         assert alice_id not in index.user_ids()
-    assert rich.search("acme", "face", unit(np.ones(8)), k=5, user="bob")[0].key == "f1"
+    assert rich.content.search("acme", "face", unit(np.ones(8)), k=5, user="bob")[0].key == "f1"
 
 
 def test_forget_one_face_keeps_the_rest(rich: MemoryStore) -> None:
-    rich.add_artifact("acme", "from-face", kind="output", media_type="text/plain", data=b"f", user="alice",
+    rich.artifacts.add_artifact("acme", "from-face", kind="output", media_type="text/plain", data=b"f", user="alice",
                       derived_from=[("face", "f1")])
-    report = rich.forget_item("acme", "face", "f1", user="alice")
+    report = rich.privacy.forget_item("acme", "face", "f1", user="alice")
     assert report.residue == []
     # the artifact's blob goes; the photo stays, bob's face shares it
     assert report.deleted == {"embeddings": 1, "lineage": 1, "artifacts": 1, "faces": 1, "blobs": 1}
-    assert rich.search("acme", "face", unit(np.ones(8)), k=5, user="alice") == []
-    assert rich.user_summary("acme", "alice").counts["faces"] == 0
-    assert rich.user_summary("acme", "bob").counts["faces"] == 1
+    assert rich.content.search("acme", "face", unit(np.ones(8)), k=5, user="alice") == []
+    assert rich.users.user_summary("acme", "alice").counts["faces"] == 0
+    assert rich.users.user_summary("acme", "bob").counts["faces"] == 1
 
 
 def test_forget_catalog_item_drops_its_events(rich: MemoryStore) -> None:
-    report = rich.forget_item("acme", "item", "m1")
+    report = rich.privacy.forget_item("acme", "item", "m1")
     assert report.residue == [] and report.deleted["events"] == 2 and report.deleted["items"] == 1
-    assert [e.item for e in rich.events("acme", "alice")] == ["m2"]
+    assert [e.item for e in rich.events.events("acme", "alice")] == ["m2"]
 
 
 def test_forget_unknown_changes_nothing(rich: MemoryStore) -> None:
     rows = rich.count_rows(Embedding), rich.count_rows(Artifact)
     with pytest.raises(NotFoundError, match="unknown user 'zed'"):
-        rich.forget_user("acme", "zed")
+        rich.privacy.forget_user("acme", "zed")
     with pytest.raises(NotFoundError, match="unknown face 'nope'"):
-        rich.forget_item("acme", "face", "nope", user="alice")
+        rich.privacy.forget_item("acme", "face", "nope", user="alice")
     assert (rich.count_rows(Embedding), rich.count_rows(Artifact)) == rows
 
 
 def test_residue_scan_finds_what_is_left(rich: MemoryStore) -> None:
     """The scan is real: a blob file written behind the store's back is reported."""
     rich.blobs.put(b"stray file")
-    report = rich.forget_user("acme", "bob")
+    report = rich.privacy.forget_user("acme", "bob")
     assert report.residue == [f"blob {__import__('hashlib').sha256(b'stray file').hexdigest()} (file without a row)"]

@@ -24,8 +24,8 @@ def home(tmp_path: Path) -> Path:
 @pytest.fixture
 def populated(home: Path) -> Iterator[MemoryStore]:
     with MemoryStore.open(Settings(home=home)) as store:
-        store.create_tenant("acme")
-        store.create_users("acme", ["alice", "bob"])
+        store.users.create_tenant("acme")
+        store.users.create_users("acme", ["alice", "bob"])
         yield store
 
 
@@ -36,10 +36,10 @@ def raw_bytes(home: Path) -> dict[str, bytes]:
 
 
 def test_forget_leaves_no_copy_in_the_database_files(populated: MemoryStore, home: Path) -> None:
-    populated.add_document("acme", "alice", "d1", SECRET)
-    populated.set_profile("acme", "alice", "note", SECRET[:30])
+    populated.content.add_document("acme", "alice", "d1", SECRET)
+    populated.users.set_profile("acme", "alice", "note", SECRET[:30])
     assert any(SECRET.encode() in data for data in raw_bytes(home).values())  # the probe sees it
-    report = populated.forget_user("acme", "alice")
+    report = populated.privacy.forget_user("acme", "alice")
     assert report.residue == []
     left = {name: data.count(SECRET[:20].encode()) for name, data in raw_bytes(home).items()}
     assert set(left.values()) == {0}, left
@@ -48,9 +48,9 @@ def test_forget_leaves_no_copy_in_the_database_files(populated: MemoryStore, hom
 
 
 def test_forget_of_one_document_leaves_no_copy_either(populated: MemoryStore, home: Path) -> None:
-    populated.add_document("acme", "alice", "d1", SECRET)
-    populated.add_document("acme", "alice", "d2", "a text that stays where it is")
-    report = populated.forget_item("acme", "document", "d1", user="alice")
+    populated.content.add_document("acme", "alice", "d1", SECRET)
+    populated.content.add_document("acme", "alice", "d2", "a text that stays where it is")
+    report = populated.privacy.forget_item("acme", "document", "d1", user="alice")
     assert report.residue == []
     assert all(SECRET[:20].encode() not in data for data in raw_bytes(home).values())
     assert any(b"a text that stays" in data for data in raw_bytes(home).values())
@@ -59,46 +59,46 @@ def test_forget_of_one_document_leaves_no_copy_either(populated: MemoryStore, ho
 def test_the_residue_scan_reports_a_copy_left_in_the_database_file(populated: MemoryStore, home: Path) -> None:
     """A copy of the text outside the store's rows (a table written behind its back: what an
     old page or WAL frame would be) is found and reported."""
-    populated.add_document("acme", "alice", "d1", SECRET)
+    populated.content.add_document("acme", "alice", "d1", SECRET)
     with sqlite3.connect(home / "unipgen.db") as conn:
         conn.execute("CREATE TABLE stray (t TEXT)")
         conn.execute("INSERT INTO stray VALUES (?)", (SECRET,))
-    report = populated.forget_user("acme", "alice")
+    report = populated.privacy.forget_user("acme", "alice")
     assert report.residue == ["text of document 'd1' in the database files"]
 
 
 def test_a_text_another_user_still_holds_is_not_residue(populated: MemoryStore) -> None:
-    populated.add_document("acme", "alice", "d1", SECRET)
-    populated.add_document("acme", "bob", "d1", SECRET)
-    assert populated.forget_user("acme", "alice").residue == []
+    populated.content.add_document("acme", "alice", "d1", SECRET)
+    populated.content.add_document("acme", "bob", "d1", SECRET)
+    assert populated.privacy.forget_user("acme", "alice").residue == []
 
 
 def test_forget_removes_the_users_job_checkpoints(populated: MemoryStore) -> None:
     """A training job's checkpoint is derived from the user's photos: it goes with the user."""
-    populated.submit_job("acme", "alice", {"kind": "train", "method": "lora"}, key="j1")
-    scratch = populated.job_scratch("acme", "j1")
+    populated.jobs.submit_job("acme", "alice", {"kind": "train", "method": "lora"}, key="j1")
+    scratch = populated.jobs.job_scratch("acme", "j1")
     (scratch / "checkpoint.pt").write_bytes(b"weights learned from alice's photos")
-    kept = populated.job_scratch("acme", "bobs-job")
-    report = populated.forget_user("acme", "alice")
+    kept = populated.jobs.job_scratch("acme", "bobs-job")
+    report = populated.privacy.forget_user("acme", "alice")
     assert report.residue == [] and report.deleted["jobs"] == 1
     assert not scratch.exists() and kept.exists()
 
 
 def test_a_job_that_ends_drops_its_checkpoints(populated: MemoryStore) -> None:
     for key in ("ok", "failed", "cancelled"):
-        populated.submit_job("acme", "bob", {"kind": "train", "method": "lora"}, key=key)
-    folders = {key: populated.job_scratch("acme", key) for key in ("ok", "failed", "cancelled")}
-    populated.claim_job("w", 30, key="ok")
-    populated.finish_job("acme", "ok", "w", {})
-    populated.claim_job("w", 30, key="failed")
-    populated.fail_job("acme", "failed", "w", {"code": "x", "message": "x"}, retryable=False)
-    populated.cancel_job("acme", "cancelled")
+        populated.jobs.submit_job("acme", "bob", {"kind": "train", "method": "lora"}, key=key)
+    folders = {key: populated.jobs.job_scratch("acme", key) for key in ("ok", "failed", "cancelled")}
+    populated.jobs.claim_job("w", 30, key="ok")
+    populated.jobs.finish_job("acme", "ok", "w", {})
+    populated.jobs.claim_job("w", 30, key="failed")
+    populated.jobs.fail_job("acme", "failed", "w", {"code": "x", "message": "x"}, retryable=False)
+    populated.jobs.cancel_job("acme", "cancelled")
     assert {key: folder.exists() for key, folder in folders.items()} == dict.fromkeys(folders, False)
 
 
 def test_a_retryable_failure_keeps_the_checkpoints(populated: MemoryStore) -> None:
-    populated.submit_job("acme", "bob", {"kind": "train", "method": "lora"}, key="again")
-    scratch = populated.job_scratch("acme", "again")
-    populated.claim_job("w", 30, key="again")
-    populated.fail_job("acme", "again", "w", {"code": "internal", "message": "x"}, retryable=True, backoff_s=0)
-    assert scratch.exists() and populated.job("acme", "again").status == "queued"
+    populated.jobs.submit_job("acme", "bob", {"kind": "train", "method": "lora"}, key="again")
+    scratch = populated.jobs.job_scratch("acme", "again")
+    populated.jobs.claim_job("w", 30, key="again")
+    populated.jobs.fail_job("acme", "again", "w", {"code": "internal", "message": "x"}, retryable=True, backoff_s=0)
+    assert scratch.exists() and populated.jobs.job("acme", "again").status == "queued"

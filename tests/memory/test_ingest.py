@@ -18,9 +18,9 @@ def _events(n: int, user: str = "alice") -> list[dict]:
 
 def test_bulk_ingest_writes_every_event_in_order(populated: MemoryStore) -> None:
     before = populated.count_rows(BehaviorEvent)
-    assert populated.ingest_events("acme", _events(1000)) == 1000
+    assert populated.events.ingest_events("acme", _events(1000)) == 1000
     assert populated.count_rows(BehaviorEvent) == before + 1000
-    events = populated.events("acme", "alice")
+    events = populated.events.events("acme", "alice")
     assert [e.ts for e in events] == sorted(e.ts for e in events)
     assert EventIn(**events[0].model_dump(exclude={"id"})) == EventIn(
         user="alice", type="rate", item="m1", value=4.5, ts=1_000_000_000)
@@ -28,7 +28,7 @@ def test_bulk_ingest_writes_every_event_in_order(populated: MemoryStore) -> None
 
 
 def test_timestamps_are_stored_in_utc(populated: MemoryStore) -> None:
-    clicked = next(e for e in populated.events("acme", "alice") if e.type == "click")
+    clicked = next(e for e in populated.events.events("acme", "alice") if e.type == "click")
     assert clicked.ts == datetime(2020, 1, 1, 8, 0, tzinfo=timezone.utc)
     assert clicked.ts.utcoffset() == timedelta(0)
 
@@ -50,7 +50,7 @@ def test_a_bad_event_anywhere_rolls_back_the_whole_batch(populated: MemoryStore,
     events[-1] = {**events[-1], **bad}
     before = populated.count_rows(BehaviorEvent)
     with pytest.raises(error, match=message):
-        populated.ingest_events("acme", events)
+        populated.events.ingest_events("acme", events)
     assert populated.count_rows(BehaviorEvent) == before
 
 
@@ -79,7 +79,7 @@ def test_database_failure_on_the_last_row_leaves_nothing(populated: MemoryStore)
     events[-1] = events[-1] | {"value": -999}
     before = populated.count_rows(BehaviorEvent)
     with pytest.raises(StoreError, match="injected failure"):
-        populated.ingest_events("acme", events)
+        populated.events.ingest_events("acme", events)
     assert populated.count_rows(BehaviorEvent) == before
 
 
@@ -87,29 +87,29 @@ def test_metadata_must_be_json(populated: MemoryStore) -> None:
     events = _events(3)
     events[1] = events[1] | {"meta": {"score": float("nan")}}
     with pytest.raises(InvalidInputError, match="event #1 is invalid: meta"):
-        populated.ingest_events("acme", events)
+        populated.events.ingest_events("acme", events)
 
 
 def test_created_users_roll_back_with_the_events(populated: MemoryStore) -> None:
     events = _events(10, user="newcomer") + [{"user": "other", "type": "view", "item": "nope", "ts": 5}]
     with pytest.raises(NotFoundError, match="unknown item 'nope'"):
-        populated.ingest_events("acme", events, create_users=True)
+        populated.events.ingest_events("acme", events, create_users=True)
     assert populated.count_rows(User) == 2
-    assert populated.ingest_events("acme", _events(10, user="newcomer"), create_users=True) == 10
-    assert "newcomer" in populated.list_users("acme")
+    assert populated.events.ingest_events("acme", _events(10, user="newcomer"), create_users=True) == 10
+    assert "newcomer" in populated.users.list_users("acme")
 
 
 def test_events_of_another_tenant_do_not_resolve(populated: MemoryStore) -> None:
-    populated.create_tenant("other")
+    populated.users.create_tenant("other")
     with pytest.raises(NotFoundError, match="unknown user 'alice' in tenant 'other'"):
-        populated.ingest_events("other", _events(1))
+        populated.events.ingest_events("other", _events(1))
 
 
 def test_items_bulk_add(populated: MemoryStore) -> None:
-    assert populated.add_items("acme", [{"key": "m1", "text": "x"}, {"key": "m9", "text": "new"}], exist_ok=True) == 1
+    assert populated.catalog.add_items("acme", [{"key": "m1", "text": "x"}, {"key": "m9", "text": "new"}], exist_ok=True) == 1
     from unipgen.errors import ConflictError
 
     with pytest.raises(ConflictError, match="item 'm1' already exists"):
-        populated.add_items("acme", [{"key": "m1", "text": "x"}])
+        populated.catalog.add_items("acme", [{"key": "m1", "text": "x"}])
     with pytest.raises(ConflictError, match="duplicate item id 'z'"):
-        populated.add_items("acme", [{"key": "z", "text": "x"}, {"key": "z", "text": "y"}])
+        populated.catalog.add_items("acme", [{"key": "z", "text": "x"}, {"key": "z", "text": "y"}])

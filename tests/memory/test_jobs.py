@@ -16,99 +16,99 @@ SPEC = {"kind": "generate", "modality": "text", "instruction": "hello"}
 
 
 def test_submit_is_idempotent_by_key(populated: MemoryStore) -> None:
-    first = populated.submit_job("acme", "alice", SPEC, key="j1")
-    again = populated.submit_job("acme", "alice", SPEC, key="j1")
+    first = populated.jobs.submit_job("acme", "alice", SPEC, key="j1")
+    again = populated.jobs.submit_job("acme", "alice", SPEC, key="j1")
     assert again == first and first.status == "queued" and first.kind == "generate"
-    assert len(populated.jobs("acme")) == 1
+    assert len(populated.jobs.jobs("acme")) == 1
     with pytest.raises(ConflictError, match="job 'j1' exists with a different request"):
-        populated.submit_job("acme", "alice", {**SPEC, "instruction": "other"}, key="j1")
+        populated.jobs.submit_job("acme", "alice", {**SPEC, "instruction": "other"}, key="j1")
     with pytest.raises(NotFoundError, match="unknown user 'carol'"):
-        populated.submit_job("acme", "carol", SPEC)
+        populated.jobs.submit_job("acme", "carol", SPEC)
 
 
 def test_claim_runs_oldest_first_and_finish_stores_outputs_with_the_job(populated: MemoryStore) -> None:
-    a = populated.submit_job("acme", "alice", SPEC, key="a")
-    populated.submit_job("acme", "bob", SPEC, key="b")
-    claimed = populated.claim_job("w1", lease_s=30)
+    a = populated.jobs.submit_job("acme", "alice", SPEC, key="a")
+    populated.jobs.submit_job("acme", "bob", SPEC, key="b")
+    claimed = populated.jobs.claim_job("w1", lease_s=30)
     assert claimed is not None and claimed.key == a.key and claimed.status == "running" and claimed.attempts == 1
     out = OutputArtifact(key="out-a", kind="output", media_type="text/plain", data=b"hi",
                          derived_from=[("user", "alice")], meta={"prompt": "hello"})
-    done = populated.finish_job("acme", "a", "w1", {"artifacts": ["out-a"]}, [out])
+    done = populated.jobs.finish_job("acme", "a", "w1", {"artifacts": ["out-a"]}, [out])
     assert done.status == "succeeded" and done.progress == 1.0 and done.finished_at is not None
-    record = next(x for x in populated.artifacts("acme", "alice") if x.key == "out-a")
+    record = next(x for x in populated.artifacts.artifacts("acme", "alice") if x.key == "out-a")
     assert record.meta == {"prompt": "hello", "job": "a"} and record.derived_from == []  # 'user' edges are not listed
     with pytest.raises(ConflictError, match="no longer held by worker 'w1'"):
-        populated.finish_job("acme", "a", "w1", {})  # a job ends once
+        populated.jobs.finish_job("acme", "a", "w1", {})  # a job ends once
 
 
 def test_a_failed_finish_leaves_the_job_running_and_stores_nothing(populated: MemoryStore) -> None:
-    populated.submit_job("acme", "alice", SPEC, key="a")
-    populated.claim_job("w1", lease_s=30)
+    populated.jobs.submit_job("acme", "alice", SPEC, key="a")
+    populated.jobs.claim_job("w1", lease_s=30)
     outputs = [OutputArtifact("o1", "output", "text/plain", b"1"), OutputArtifact("o1", "output", "text/plain", b"2")]
     with pytest.raises(ConflictError, match="artifact 'o1' already exists"):
-        populated.finish_job("acme", "a", "w1", {}, outputs)
-    assert populated.job("acme", "a").status == "running" and populated.artifacts("acme", "alice") == []
+        populated.jobs.finish_job("acme", "a", "w1", {}, outputs)
+    assert populated.jobs.job("acme", "a").status == "running" and populated.artifacts.artifacts("acme", "alice") == []
 
 
 def test_retry_with_backoff_then_fail(populated: MemoryStore) -> None:
-    populated.submit_job("acme", "alice", SPEC, key="a", max_attempts=2)
-    populated.claim_job("w1", lease_s=30)
-    retried = populated.fail_job("acme", "a", "w1", {"code": "worker_died", "message": "x"}, retryable=True,
+    populated.jobs.submit_job("acme", "alice", SPEC, key="a", max_attempts=2)
+    populated.jobs.claim_job("w1", lease_s=30)
+    retried = populated.jobs.fail_job("acme", "a", "w1", {"code": "worker_died", "message": "x"}, retryable=True,
                                  backoff_s=60)
     assert retried.status == "queued" and retried.error["code"] == "worker_died"
-    assert populated.claim_job("w2", lease_s=30) is None  # backing off
-    with populated._write() as w:  # time travel: the backoff is over
+    assert populated.jobs.claim_job("w2", lease_s=30) is None  # backing off
+    with populated.write() as w:  # time travel: the backoff is over
         from sqlalchemy import update
 
         from unipgen.memory.models import Job
         w.session.execute(update(Job).values(run_after=retried.created_at))
-    second = populated.claim_job("w2", lease_s=30)
+    second = populated.jobs.claim_job("w2", lease_s=30)
     assert second is not None and second.attempts == 2
-    failed = populated.fail_job("acme", "a", "w2", {"code": "worker_died", "message": "y"}, retryable=True)
+    failed = populated.jobs.fail_job("acme", "a", "w2", {"code": "worker_died", "message": "y"}, retryable=True)
     assert failed.status == "failed" and failed.attempts == 2  # no attempts left
 
 
 def test_an_expired_lease_gives_the_job_to_another_worker(populated: MemoryStore) -> None:
-    populated.submit_job("acme", "alice", SPEC, key="a")
-    populated.claim_job("dead", lease_s=0.05)
+    populated.jobs.submit_job("acme", "alice", SPEC, key="a")
+    populated.jobs.claim_job("dead", lease_s=0.05)
     time.sleep(0.1)
-    taken = populated.claim_job("alive", lease_s=30)
+    taken = populated.jobs.claim_job("alive", lease_s=30)
     assert taken is not None and taken.key == "a" and taken.worker == "alive" and taken.attempts == 2
     with pytest.raises(ConflictError, match="no longer held by worker 'dead'"):
-        populated.renew_lease("acme", "a", "dead", 30)
+        populated.jobs.renew_lease("acme", "a", "dead", 30)
 
 
 def test_cancel_queued_and_running_jobs(populated: MemoryStore) -> None:
-    populated.submit_job("acme", "alice", SPEC, key="q")
-    populated.submit_job("acme", "alice", SPEC, key="r")
-    assert populated.cancel_job("acme", "q").status == "cancelled"
-    running = populated.claim_job("w", lease_s=30)
+    populated.jobs.submit_job("acme", "alice", SPEC, key="q")
+    populated.jobs.submit_job("acme", "alice", SPEC, key="r")
+    assert populated.jobs.cancel_job("acme", "q").status == "cancelled"
+    running = populated.jobs.claim_job("w", lease_s=30)
     assert running is not None and running.key == "r"
-    asked = populated.cancel_job("acme", "r")
+    asked = populated.jobs.cancel_job("acme", "r")
     assert asked.status == "running" and asked.cancel_requested
-    assert populated.renew_lease("acme", "r", "w", 30, progress=0.5) is True
-    assert populated.mark_cancelled("acme", "r", "w").status == "cancelled"
+    assert populated.jobs.renew_lease("acme", "r", "w", 30, progress=0.5) is True
+    assert populated.jobs.mark_cancelled("acme", "r", "w").status == "cancelled"
     with pytest.raises(ConflictError, match="has already cancelled"):
-        populated.cancel_job("acme", "r")
+        populated.jobs.cancel_job("acme", "r")
 
 
 def test_backpressure_refuses_beyond_the_limit(populated: MemoryStore) -> None:
-    populated.max_queued_jobs = 2
-    populated.submit_job("acme", "alice", SPEC)
-    populated.submit_job("acme", "alice", SPEC)
+    populated.jobs.max_queued_jobs = 2
+    populated.jobs.submit_job("acme", "alice", SPEC)
+    populated.jobs.submit_job("acme", "alice", SPEC)
     with pytest.raises(QueueFullError, match="tenant 'acme' has 2 jobs queued or running"):
-        populated.submit_job("acme", "bob", SPEC)
-    assert populated.submit_job("acme", "alice", SPEC, key=populated.jobs("acme")[0].key)  # a resubmit is no new job
+        populated.jobs.submit_job("acme", "bob", SPEC)
+    assert populated.jobs.submit_job("acme", "alice", SPEC, key=populated.jobs.jobs("acme")[0].key)  # a resubmit is no new job
 
 
 def test_concurrent_claimers_take_each_job_once(populated: MemoryStore) -> None:
     for i in range(20):
-        populated.submit_job("acme", "alice", SPEC, key=f"j{i}")
+        populated.jobs.submit_job("acme", "alice", SPEC, key=f"j{i}")
     taken: list[str] = []
     lock = threading.Lock()
 
     def claimer(name: str) -> None:
-        while (job := populated.claim_job(name, lease_s=30)) is not None:
+        while (job := populated.jobs.claim_job(name, lease_s=30)) is not None:
             with lock:
                 taken.append(job.key)
 
@@ -121,31 +121,31 @@ def test_concurrent_claimers_take_each_job_once(populated: MemoryStore) -> None:
 
 
 def test_forgetting_the_user_deletes_their_jobs(populated: MemoryStore) -> None:
-    populated.submit_job("acme", "alice", SPEC, key="a")
-    populated.submit_job("acme", "bob", SPEC, key="b")
-    report = populated.forget_user("acme", "alice")
+    populated.jobs.submit_job("acme", "alice", SPEC, key="a")
+    populated.jobs.submit_job("acme", "bob", SPEC, key="b")
+    report = populated.privacy.forget_user("acme", "alice")
     assert report.deleted["jobs"] == 1 and report.residue == []
-    assert [j.key for j in populated.jobs("acme")] == ["b"]
+    assert [j.key for j in populated.jobs.jobs("acme")] == ["b"]
 
 
 def test_claim_jobs_takes_several_oldest_first(populated: MemoryStore) -> None:
     for i in range(5):
-        populated.submit_job("acme", "alice" if i % 2 else "bob", SPEC, key=f"j{i}")
-    first = populated.claim_jobs("w1", 30, 3)
+        populated.jobs.submit_job("acme", "alice" if i % 2 else "bob", SPEC, key=f"j{i}")
+    first = populated.jobs.claim_jobs("w1", 30, 3)
     assert [j.key for j in first] == ["j0", "j1", "j2"] and {j.status for j in first} == {"running"}
     assert [j.user for j in first] == ["bob", "alice", "bob"] and {j.worker for j in first} == {"w1"}
-    rest = populated.claim_jobs("w2", 30, 3)
-    assert [j.key for j in rest] == ["j3", "j4"] and populated.claim_jobs("w3", 30, 3) == []
+    rest = populated.jobs.claim_jobs("w2", 30, 3)
+    assert [j.key for j in rest] == ["j3", "j4"] and populated.jobs.claim_jobs("w3", 30, 3) == []
 
 
 def test_concurrent_batch_claimers_take_each_job_once(populated: MemoryStore) -> None:
     for i in range(30):
-        populated.submit_job("acme", "alice", SPEC, key=f"j{i}")
+        populated.jobs.submit_job("acme", "alice", SPEC, key=f"j{i}")
     taken: list[str] = []
     lock = threading.Lock()
 
     def claimer(name: str) -> None:
-        while batch := populated.claim_jobs(name, 30, 4):
+        while batch := populated.jobs.claim_jobs(name, 30, 4):
             with lock:
                 taken.extend(job.key for job in batch)
 
@@ -158,10 +158,10 @@ def test_concurrent_batch_claimers_take_each_job_once(populated: MemoryStore) ->
 
 
 def test_finishing_a_job_asked_to_cancel_drops_its_outputs(populated: MemoryStore) -> None:
-    populated.submit_job("acme", "alice", SPEC, key="c")
-    populated.claim_job("w1", lease_s=30)
-    populated.cancel_job("acme", "c")  # while the work ran
+    populated.jobs.submit_job("acme", "alice", SPEC, key="c")
+    populated.jobs.claim_job("w1", lease_s=30)
+    populated.jobs.cancel_job("acme", "c")  # while the work ran
     out = OutputArtifact(key="out-c", kind="output", media_type="text/plain", data=b"late")
-    ended = populated.finish_job("acme", "c", "w1", {"artifacts": ["out-c"]}, [out])
+    ended = populated.jobs.finish_job("acme", "c", "w1", {"artifacts": ["out-c"]}, [out])
     assert ended.status == "cancelled" and ended.result is None
-    assert populated.artifacts("acme", "alice") == []
+    assert populated.artifacts.artifacts("acme", "alice") == []

@@ -17,11 +17,11 @@ def test_sample_loads_movies_and_ratings(store: MemoryStore) -> None:
     report = load_movielens(store, "ml", SAMPLE, users=2)
     assert (report.items_added, report.users_added, report.events_added) == (828, 2, 232 + 29)
     assert report.documents_added == 9  # user 2 tagged three movies
-    first = store.events("ml", "1")[0]
+    first = store.events.events("ml", "1")[0]
     assert first.type == "rate" and first.value == 4.0 and first.ts.year == 2000
     with store.session() as session:
         toy_story = session.query(Item).filter_by(key="1").one()
-    tag = next(d for d in store.documents("ml", "2") if d.text == "Tom Hardy")
+    tag = next(d for d in store.content.documents("ml", "2") if d.text == "Tom Hardy")
     assert tag.kind == "tag" and tag.meta == {"item": "89774"} and tag.ts.year == 2015
     assert toy_story.text == "Toy Story (1995) — Adventure, Animation, Children, Comedy, Fantasy"
     assert toy_story.meta == {"title": "Toy Story (1995)", "year": 1995,
@@ -42,6 +42,6 @@ def test_full_movielens_then_forget_the_heaviest_user(sqlite_store: MemoryStore,
     report = load_movielens(sqlite_store, "ml", shared_data / "movielens-latest-small")
     assert (report.items_added, report.users_added, report.events_added) == (9742, 610, 100_836)
     assert report.documents_added == 3_683  # every tag application
-    forget = sqlite_store.forget_user("ml", "414")
+    forget = sqlite_store.privacy.forget_user("ml", "414")
     assert forget.residue == [] and forget.deleted["events"] == 2698
     assert sqlite_store.count_rows(BehaviorEvent) == 100_836 - 2698

@@ -36,15 +36,15 @@ def test_every_file_of_the_data_dir_is_private(tmp_path: Path, open_umask: None)
     home = tmp_path / "home"
     rng = np.random.default_rng(0)
     with MemoryStore.open(Settings(home=home)) as store:
-        store.create_tenant("acme")
-        store.create_user("acme", "alice")
-        store.add_face("acme", "alice", "f1", png_bytes("red"), consent=True, embedding=unit(rng.normal(size=8)))
-        store.add_voice("acme", "alice", "v1", wav_bytes(), consent=True, embedding=unit(rng.normal(size=8)))
-        store.submit_job("acme", "alice", {"kind": "train", "method": "lora"}, key="j1")
+        store.users.create_tenant("acme")
+        store.users.create_user("acme", "alice")
+        store.content.add_face("acme", "alice", "f1", png_bytes("red"), consent=True, embedding=unit(rng.normal(size=8)))
+        store.content.add_voice("acme", "alice", "v1", wav_bytes(), consent=True, embedding=unit(rng.normal(size=8)))
+        store.jobs.submit_job("acme", "alice", {"kind": "train", "method": "lora"}, key="j1")
         with store.session() as session:  # load (and so save) every index
             for space in session.scalars(select(EmbeddingSpace)):
                 store.indexes.get(space.tenant_id, space.name)
-        scratch = store.job_scratch("acme", "j1")
+        scratch = store.jobs.job_scratch("acme", "j1")
         assert scratch is not None and mode(scratch) == 0o700 and mode(scratch.parent) == 0o700
         database = [home / name for name in ("unipgen.db", "unipgen.db-wal", "unipgen.db-shm")]
         assert all(path.exists() for path in database)  # WAL mode, connections open

@@ -10,23 +10,23 @@ from unipgen.memory import MemoryStore
 
 def test_tenants_are_isolated(store: MemoryStore) -> None:
     for tenant in ("a", "b"):
-        store.create_tenant(tenant)
-        store.create_user(tenant, "u")
-        store.add_items(tenant, [{"key": "x", "text": f"item of {tenant}"}])
-        store.add_document(tenant, "u", "d", f"doc of {tenant}")
-        store.add_embeddings(tenant, "text", "document", [("d", unit(np.ones(4)))], user="u")
-        store.add_embeddings(tenant, "text", "item", [("x", unit(np.ones(4)))])
-        store.add_face(tenant, "u", "f", png_bytes(), consent=True)
-    store.ingest_events("a", [{"user": "u", "type": "like", "item": "x", "ts": 1}])
-    assert store.user_summary("b", "u").counts["behavior_events"] == 0
-    assert store.user_summary("b", "u").top_items == []
-    assert len(store.search("a", "text", np.ones(4), user="u")) == 1
-    report = store.forget_user("a", "u")
+        store.users.create_tenant(tenant)
+        store.users.create_user(tenant, "u")
+        store.catalog.add_items(tenant, [{"key": "x", "text": f"item of {tenant}"}])
+        store.content.add_document(tenant, "u", "d", f"doc of {tenant}")
+        store.content.add_embeddings(tenant, "text", "document", [("d", unit(np.ones(4)))], user="u")
+        store.content.add_embeddings(tenant, "text", "item", [("x", unit(np.ones(4)))])
+        store.content.add_face(tenant, "u", "f", png_bytes(), consent=True)
+    store.events.ingest_events("a", [{"user": "u", "type": "like", "item": "x", "ts": 1}])
+    assert store.users.user_summary("b", "u").counts["behavior_events"] == 0
+    assert store.users.user_summary("b", "u").top_items == []
+    assert len(store.content.search("a", "text", np.ones(4), user="u")) == 1
+    report = store.privacy.forget_user("a", "u")
     assert report.residue == []
-    assert store.list_users("a") == [] and store.list_users("b") == ["u"]
-    assert [h.key for h in store.search("b", "text", np.ones(4), user="u")] == ["d"]
-    assert [h.key for h in store.search("b", "text", np.ones(4))] == ["x"]
-    assert store.user_summary("b", "u").counts["faces"] == 1  # same photo, other tenant: kept
+    assert store.users.list_users("a") == [] and store.users.list_users("b") == ["u"]
+    assert [h.key for h in store.content.search("b", "text", np.ones(4), user="u")] == ["d"]
+    assert [h.key for h in store.content.search("b", "text", np.ones(4))] == ["x"]
+    assert store.users.user_summary("b", "u").counts["faces"] == 1  # same photo, other tenant: kept
 
 
 def test_creating_the_same_new_users_at_once_fails_for_no_one(store: MemoryStore) -> None:
@@ -34,8 +34,8 @@ def test_creating_the_same_new_users_at_once_fails_for_no_one(store: MemoryStore
     requests: each user is created once and no request fails on the unique key."""
     import threading
 
-    store.create_tenant("race")
-    store.add_items("race", [{"key": "i", "text": "item"}])
+    store.users.create_tenant("race")
+    store.catalog.add_items("race", [{"key": "i", "text": "item"}])
     failures: list[BaseException] = []
     start = threading.Barrier(8)
 
@@ -43,9 +43,9 @@ def test_creating_the_same_new_users_at_once_fails_for_no_one(store: MemoryStore
         try:
             start.wait()
             if number % 2:
-                store.create_users("race", [f"u{k}" for k in range(6)], exist_ok=True)
+                store.users.create_users("race", [f"u{k}" for k in range(6)], exist_ok=True)
             else:
-                store.ingest_events("race", [{"user": f"u{k}", "type": "click", "item": "i", "ts": number * 10 + k}
+                store.events.ingest_events("race", [{"user": f"u{k}", "type": "click", "item": "i", "ts": number * 10 + k}
                                              for k in range(6)], create_users=True)
         except BaseException as exc:  # noqa: BLE001  (asserted below)
             failures.append(exc)
@@ -55,5 +55,5 @@ def test_creating_the_same_new_users_at_once_fails_for_no_one(store: MemoryStore
         thread.start()
     for thread in threads:
         thread.join()
-    assert failures == [] and store.list_users("race") == [f"u{k}" for k in range(6)]
-    assert sum(len(store.events("race", f"u{k}")) for k in range(6)) == 4 * 6
+    assert failures == [] and store.users.list_users("race") == [f"u{k}" for k in range(6)]
+    assert sum(len(store.events.events("race", f"u{k}")) for k in range(6)) == 4 * 6

@@ -86,9 +86,9 @@ def test_music_for_a_user_carries_their_taste_and_is_stored_with_lineage(model) 
                 for k in p.positive_keywords]
     assert plan["method"] == "prompt_only" and any(word in plan["prompt"] for word in keywords)
     [key] = done.result["artifacts"]
-    artifact = model.store.artifact("ml", key)
+    artifact = model.store.artifacts.artifact("ml", key)
     assert artifact.media_type == "audio/wav" and not any(kind == "document" for kind, _ in artifact.derived_from)
-    data, media_type = model.store.artifact_blob("ml", key)
+    data, media_type = model.store.artifacts.artifact_blob("ml", key)
     assert soundfile.read(io.BytesIO(data))[1] == 16_000 and media_type == "audio/wav"
 
 

@@ -70,10 +70,10 @@ def test_each_modality_is_generated_personalized_and_stored_with_lineage(model: 
     assert job.status == "succeeded", job.error
     _, _, method, media_types = REQUESTS[modality]
     assert job.result["plan"]["method"] == method
-    artifacts = [model.store.artifact("ml", key) for key in job.result["artifacts"]]
+    artifacts = [model.store.artifacts.artifact("ml", key) for key in job.result["artifacts"]]
     assert [a.media_type for a in artifacts] == media_types
     for artifact in artifacts:
-        data, _ = model.store.artifact_blob("ml", artifact.key)
+        data, _ = model.store.artifacts.artifact_blob("ml", artifact.key)
         assert data, f"{modality} output {artifact.key} is empty"
         if modality in SOURCES:
             assert SOURCES[modality] in {kind for kind, _ in artifact.derived_from}, artifact.derived_from
@@ -85,7 +85,7 @@ def test_outputs_are_what_they_claim(model: UserModel, done: dict) -> None:
     from PIL import Image
 
     def blob(modality: str, index: int = 0) -> bytes:
-        return model.store.artifact_blob("ml", done[modality].result["artifacts"][index])[0]
+        return model.store.artifacts.artifact_blob("ml", done[modality].result["artifacts"][index])[0]
 
     assert Image.open(io.BytesIO(blob("image"))).size[0] > 0
     assert blob("video")[4:8] == b"ftyp"  # an MP4 container
@@ -108,9 +108,9 @@ def test_melody_of_an_unknown_recording_or_for_images_is_refused(model: UserMode
 def test_forgetting_the_user_removes_every_output(model: UserModel, done: dict) -> None:
     keys = [key for job in done.values() for key in (job.result or {}).get("artifacts", [])]
     assert len(keys) == len(REQUESTS) + 1  # one output per modality, and the 3D preview
-    report = model.store.forget_user("ml", USER)
+    report = model.store.privacy.forget_user("ml", USER)
     assert report.residue == []
     for key in keys:
         with pytest.raises(NotFoundError):
-            model.store.artifact_blob("ml", key)
+            model.store.artifacts.artifact_blob("ml", key)
     assert PERSONA_SAMPLE.is_dir()  # the sample itself is untouched

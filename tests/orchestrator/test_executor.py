@@ -40,7 +40,7 @@ def executor(model: UserModel) -> InlineExecutor:
 
 
 def outputs_of(model: UserModel, job: str) -> list[str]:
-    return [a.key for a in model.store.artifacts("ml", "2") if (a.meta or {}).get("job") == job]
+    return [a.key for a in model.store.artifacts.artifacts("ml", "2") if (a.meta or {}).get("job") == job]
 
 
 def test_generate_job_stores_its_outputs_once(executor: InlineExecutor, model: UserModel) -> None:
@@ -57,9 +57,9 @@ def test_training_job_stores_the_adapter(executor: InlineExecutor, model: UserMo
     done = executor.wait("ml", executor.submit("ml", "2", TrainSpec(method="text-lora", steps=2), key="tl").key)
     assert done.status == "succeeded" and len(done.result["losses"]) == 2
     [key] = done.result["artifacts"]
-    adapter = next(a for a in model.store.artifacts("ml", "2") if a.key == key)
+    adapter = next(a for a in model.store.artifacts.artifacts("ml", "2") if a.key == key)
     assert adapter.kind == "adapter" and adapter.meta["job"] == "tl"
-    documents = {d.key for d in model.store.documents("ml", "2")}
+    documents = {d.key for d in model.store.content.documents("ml", "2")}
     assert {key for _, key in adapter.derived_from} == documents  # lineage to every tag it learned from
 
 
@@ -97,7 +97,7 @@ def test_cancel_stops_a_running_training_job(model: UserModel) -> None:
     finished: list[Any] = []
     runner = threading.Thread(target=lambda: finished.append(executor.wait("ml", job.key)))
     runner.start()
-    while model.store.job("ml", job.key).progress == 0.0:
+    while model.store.jobs.job("ml", job.key).progress == 0.0:
         time.sleep(0.05)
     executor.cancel("ml", job.key)
     runner.join(timeout=60)
@@ -107,8 +107,8 @@ def test_cancel_stops_a_running_training_job(model: UserModel) -> None:
 
 def test_a_job_of_a_dead_worker_is_finished_by_another(model: UserModel) -> None:
     store = model.store
-    store.submit_job("ml", "2", TEXT.model_dump(mode="json"), key="orphan")
-    assert store.claim_job("died-mid-job", lease_s=0.05, key="orphan") is not None
+    store.jobs.submit_job("ml", "2", TEXT.model_dump(mode="json"), key="orphan")
+    assert store.jobs.claim_job("died-mid-job", lease_s=0.05, key="orphan") is not None
     time.sleep(0.1)  # the dead worker's lease runs out
     [done] = InlineExecutor(model).run_pending()
     assert done.key == "orphan" and done.status == "succeeded" and done.attempts == 2
@@ -121,10 +121,10 @@ def test_jobs_prepared_together_fail_alone(model: UserModel) -> None:
     from unipgen.orchestrator.executor import prepare, prepare_many
 
     store = model.store
-    store.create_user("ml", "ghost")
-    jobs = [store.submit_job("ml", user, TEXT.model_dump(mode="json"), key=f"batch-{user}") for user in ("2", "ghost")]
-    store.forget_user("ml", "ghost")  # gone between claim and prepare
-    jobs.append(store.submit_job("ml", "2", TrainSpec(method="text-lora", steps=1).model_dump(mode="json"),
+    store.users.create_user("ml", "ghost")
+    jobs = [store.jobs.submit_job("ml", user, TEXT.model_dump(mode="json"), key=f"batch-{user}") for user in ("2", "ghost")]
+    store.privacy.forget_user("ml", "ghost")  # gone between claim and prepare
+    jobs.append(store.jobs.submit_job("ml", "2", TrainSpec(method="text-lora", steps=1).model_dump(mode="json"),
                                  key="batch-train"))
     ok, gone, train = prepare_many(model, jobs)
     assert isinstance(gone, Exception) and "ghost" in str(gone)
@@ -140,15 +140,15 @@ def test_jobs_finished_together_fail_alone(model: UserModel) -> None:
 
     store = model.store
     for name in ("ok", "lost"):
-        store.submit_job("ml", "2", TEXT.model_dump(mode="json"), key=f"group-{name}")
-    claimed = [store.claim_job("w1", 30, tenant="ml", key=f"group-{name}") for name in ("ok", "lost")]
+        store.jobs.submit_job("ml", "2", TEXT.model_dump(mode="json"), key=f"group-{name}")
+    claimed = [store.jobs.claim_job("w1", 30, tenant="ml", key=f"group-{name}") for name in ("ok", "lost")]
     done = [(job, work := prepare(model, job), [[_text_output(work)]]) for job in claimed]
     with pytest.raises(Exception, match="no longer held"):  # the all-at-once path refuses the group...
         lost = next(j for j in claimed if j.key == "group-lost")
-        store.fail_job("ml", lost.key, "w1", {"code": "x", "message": "x"}, retryable=True, backoff_s=0)
-        store.claim_jobs("w2", 30, 1, key=lost.key)  # ...because another worker holds this one now
-        store.finish_jobs("w1", [("ml", j.key, {}, []) for j in claimed])
-    assert store.job("ml", "group-ok").status == "running"  # nothing of the group was stored
+        store.jobs.fail_job("ml", lost.key, "w1", {"code": "x", "message": "x"}, retryable=True, backoff_s=0)
+        store.jobs.claim_jobs("w2", 30, 1, key=lost.key)  # ...because another worker holds this one now
+        store.jobs.finish_jobs("w1", [("ml", j.key, {}, []) for j in claimed])
+    assert store.jobs.job("ml", "group-ok").status == "running"  # nothing of the group was stored
     ended = finish_many(model, "w1", done, backoff_s=0)
     assert ended["group-ok"].status == "succeeded" and len(ended["group-ok"].result["artifacts"]) == 1
     assert ended["group-lost"].status == "running" and ended["group-lost"].worker == "w2"

@@ -73,11 +73,11 @@ def test_a_step_longer_than_the_lease_keeps_the_job(model: UserModel) -> None:
     done: list[Any] = []
     thread = threading.Thread(target=lambda: done.append(slow.wait("ml", key)), daemon=True)
     thread.start()
-    while store.job("ml", key).worker != slow.worker:
+    while store.jobs.job("ml", key).worker != slow.worker:
         time.sleep(0.05)
     taken = []
     while thread.is_alive():  # a second worker keeps trying to take it meanwhile
-        taken += [job.key for job in store.claim_jobs("thief", 30, 1, key=key)]
+        taken += [job.key for job in store.jobs.claim_jobs("thief", 30, 1, key=key)]
         time.sleep(0.2)
     thread.join()
     assert taken == [] and done[0].status == "succeeded" and done[0].attempts == 1
@@ -89,32 +89,32 @@ def test_a_killed_worker_process_loses_its_job_within_the_lease(model: UserModel
     with the job still marked running; another worker takes it within about `lease_s`."""
     store = model.store
     lease_s = 2.0
-    store.add_documents("ml", "2", [{"key": "note", "text": "I like slow westerns"}]) \
-        if not store.documents("ml", "2") else None
-    store.submit_job("ml", "2", TrainSpec(method="text-lora", steps=10_000).model_dump(mode="json"), key="doomed")
+    store.content.add_documents("ml", "2", [{"key": "note", "text": "I like slow westerns"}]) \
+        if not store.content.documents("ml", "2") else None
+    store.jobs.submit_job("ml", "2", TrainSpec(method="text-lora", steps=10_000).model_dump(mode="json"), key="doomed")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "UNIPGEN_HOME": str(home), "UNIPGEN_LEASE_S": str(lease_s),
            "UNIPGEN_HEARTBEAT_S": "0.3"}
     worker = subprocess.Popen([sys.executable, "-m", "unipgen.cli", "worker", "--poll", "0.2"], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while (job := store.job("ml", "doomed")).progress == 0.0:  # started and reporting steps
+        while (job := store.jobs.job("ml", "doomed")).progress == 0.0:  # started and reporting steps
             assert time.monotonic() < deadline and worker.poll() is None, "the worker did not start the job"
             time.sleep(0.1)
         time.sleep(2 * lease_s)  # alive: it keeps the job past its lease
-        assert store.job("ml", "doomed").worker == job.worker and job.attempts == 1
+        assert store.jobs.job("ml", "doomed").worker == job.worker and job.attempts == 1
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         killed = time.monotonic()
-        assert store.job("ml", "doomed").status == "running"  # nobody said it died
-        while not (taken := store.claim_jobs("rescuer", 30, 1, key="doomed")):
+        assert store.jobs.job("ml", "doomed").status == "running"  # nobody said it died
+        while not (taken := store.jobs.claim_jobs("rescuer", 30, 1, key="doomed")):
             assert time.monotonic() - killed < lease_s + 5, "the dead worker's job was not released"
             time.sleep(0.1)
         assert time.monotonic() - killed >= lease_s - 0.5 and taken[0].attempts == 2
     finally:
         if worker.poll() is None:
             worker.kill()
-    store.mark_cancelled("ml", "doomed", "rescuer")
+    store.jobs.mark_cancelled("ml", "doomed", "rescuer")
 
 
 class CrashOnce(InlineExecutor):
@@ -143,9 +143,9 @@ def _training_spec(store: Any, method: str) -> TrainSpec:
         pytest.importorskip("diffusers")
         from tests.helpers import png_bytes
 
-        store.add_subject("ml", "1", "rex", name="Rex", class_noun="dog", images=[png_bytes("red"), png_bytes("blue")])
+        store.content.add_subject("ml", "1", "rex", name="Rex", class_noun="dog", images=[png_bytes("red"), png_bytes("blue")])
         return TrainSpec(method="lora", subject="rex", steps=6, seed=1)
-    store.add_documents("ml", "1", [{"key": "postcard", "text": "dear friend i love dusty desert towns"},
+    store.content.add_documents("ml", "1", [{"key": "postcard", "text": "dear friend i love dusty desert towns"},
                                     {"key": "evening", "text": "quiet evenings with coffee and books"}])
     return TrainSpec(method="text-lora", steps=6, seed=2)
 
@@ -155,13 +155,13 @@ def test_a_retried_training_job_resumes_from_its_checkpoint(model: UserModel, me
     store = model.store
     spec = _training_spec(store, method)
     crashing = CrashOnce(model, backoff_s=0.0, checkpoint_every=3)
-    scratch = store.job_scratch("ml", f"cut-{method}")
+    scratch = store.jobs.job_scratch("ml", f"cut-{method}")
     resumed = crashing.wait("ml", crashing.submit("ml", "1", spec, key=f"cut-{method}").key)
     plain = InlineExecutor(model, backoff_s=0.0, checkpoint_every=3)
     whole = plain.wait("ml", plain.submit("ml", "1", spec, key=f"whole-{method}").key)
     assert resumed.status == whole.status == "succeeded" and (resumed.attempts, whole.attempts) == (2, 1)
     assert resumed.error["message"].startswith("RuntimeError: CUDA error")  # the first attempt did die
-    cut, uncut = (store.artifact("ml", job.result["artifacts"][0]) for job in (resumed, whole))
+    cut, uncut = (store.artifacts.artifact("ml", job.result["artifacts"][0]) for job in (resumed, whole))
     assert cut.meta["resumed_from"] == 3 and "resumed_from" not in uncut.meta  # not step 0
     assert resumed.result["losses"] == whole.result["losses"] and cut.blob_sha == uncut.blob_sha  # bit for bit
     assert scratch is not None and not scratch.exists()  # the checkpoints went with the job's end
@@ -173,17 +173,17 @@ def test_a_job_whose_user_is_forgotten_stops_and_leaves_nothing(model: UserModel
     import threading
 
     store = model.store
-    store.create_user("ml", "leaving")
-    store.add_documents("ml", "leaving", [{"key": "d", "text": "I only watch silent films"}])
+    store.users.create_user("ml", "leaving")
+    store.content.add_documents("ml", "leaving", [{"key": "d", "text": "I only watch silent films"}])
     executor = InlineExecutor(model, lease_s=1.5, heartbeat_s=0.2)
     executor.submit("ml", "leaving", TrainSpec(method="text-lora", steps=10_000), key="orphaned")
     ran: list[Any] = []
     thread = threading.Thread(target=lambda: ran.append(executor.run_pending(limit=1)), daemon=True)
     thread.start()
-    while store.job("ml", "orphaned").progress == 0.0:
+    while store.jobs.job("ml", "orphaned").progress == 0.0:
         time.sleep(0.05)
-    scratch = store.job_scratch("ml", "orphaned")
-    assert store.forget_user("ml", "leaving").residue == []
+    scratch = store.jobs.job_scratch("ml", "orphaned")
+    assert store.privacy.forget_user("ml", "leaving").residue == []
     thread.join(timeout=30)
     assert not thread.is_alive() and ran and ran[0][0].key == "orphaned"
     assert not scratch.exists()

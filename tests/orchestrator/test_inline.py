@@ -36,9 +36,9 @@ def generator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InlineGenera
 def test_text_output_is_stored_with_its_lineage(generator: InlineGenerator) -> None:
     [made] = generator.generate("ml", "2", "text", "Recommend me a film for tonight")
     store = generator.model.store
-    data, media_type = store.artifact_blob("ml", made.key)
+    data, media_type = store.artifacts.artifact_blob("ml", made.key)
     assert media_type.startswith("text/plain") and Path(made.path).read_bytes() == data  # may be empty: random LM
-    record = next(a for a in store.artifacts("ml", "2") if a.key == made.key)
+    record = next(a for a in store.artifacts.artifacts("ml", "2") if a.key == made.key)
     assert made.plan.method == "rag_prompt" and record.meta["method"] == "rag_prompt"
     assert any(kind == "item" for kind, _ in record.derived_from)
 
@@ -54,10 +54,10 @@ def test_forgetting_the_subject_removes_its_outputs(generator: InlineGenerator) 
     [made] = generator.generate("ml", "2", "image", "my dog on a beach")
     assert made.plan.method == "ip_adapter" and made.plan.subject == "rex"
     store = generator.model.store
-    report = store.forget_item("ml", "subject", "rex", user="2")
+    report = store.privacy.forget_item("ml", "subject", "rex", user="2")
     assert report.residue == [] and report.deleted["artifacts"] >= 1
     with pytest.raises(NotFoundError):
-        store.artifact_blob("ml", made.key)
+        store.artifacts.artifact_blob("ml", made.key)
 
 
 def test_a_modality_the_profile_lacks_is_named(generator: InlineGenerator) -> None:
@@ -72,18 +72,18 @@ def test_trained_text_adapter_is_routed_and_forgotten_with_its_documents(generat
     from unipgen.orchestrator.training import train
 
     model = generator.model
-    n = len(model.store.documents("ml", "2"))
+    n = len(model.store.content.documents("ml", "2"))
     trained = train(model, "ml", "2", "text-lora", steps=2 * n)  # two passes over the user's documents
     first, second = trained.losses[:n], trained.losses[n:]
     assert sum(second) < sum(first)  # the same documents cost less the second time
     [made] = generator.generate("ml", "2", "text", "Describe my taste in films")
     assert made.plan.method == "lora" and made.plan.adapters == [trained.key]
-    record = next(a for a in model.store.artifacts("ml", "2") if a.key == made.key)
+    record = next(a for a in model.store.artifacts.artifacts("ml", "2") if a.key == made.key)
     assert ("artifact", trained.key) in record.derived_from
     # one tag document of user 2 is enough to take the adapter and its outputs with it
-    report = model.store.forget_item("ml", "document", model.store.documents("ml", "2")[0].key, user="2")
+    report = model.store.privacy.forget_item("ml", "document", model.store.content.documents("ml", "2")[0].key, user="2")
     assert report.residue == [] and report.deleted["artifacts"] >= 2  # the adapter and what it made
-    assert trained.key not in {a.key for a in model.store.artifacts("ml", "2")}
+    assert trained.key not in {a.key for a in model.store.artifacts.artifacts("ml", "2")}
     assert generator.generate("ml", "2", "text", "Describe my taste in films")[0].plan.method == "rag_prompt"
 
 
@@ -102,8 +102,8 @@ def test_subject_lora_is_trained_routed_and_used(tmp_path: Path) -> None:
     from unipgen.orchestrator.training import train
 
     with MemoryStore.open(Settings(home=tmp_path / "home")) as store:
-        store.create_tenant("t")
-        store.create_user("t", "ann")
+        store.users.create_tenant("t")
+        store.users.create_user("t", "ann")
         model = UserModel(store, "tiny", cache_dir=tmp_path / "cache")
         photos = [(PERSONA_SAMPLE / "subject" / f"dog-0{i}.jpg").read_bytes() for i in range(2)]
         model.add_subject("t", "ann", "rex", name="Rex", class_noun="dog", images=photos)
@@ -112,6 +112,6 @@ def test_subject_lora_is_trained_routed_and_used(tmp_path: Path) -> None:
         assert made.plan.method == "lora" and made.plan.adapters == [trained.key]
         assert "sks dog" in made.plan.prompt
         ti = train(model, "t", "ann", "textual-inversion", subject="rex", steps=2)
-        assert next(a for a in store.artifacts("t", "ann") if a.key == ti.key).meta["token"] == "<rex>"
-        assert store.forget_item("t", "subject", "rex", user="ann").residue == []
-        assert store.artifacts("t", "ann") == []
+        assert next(a for a in store.artifacts.artifacts("t", "ann") if a.key == ti.key).meta["token"] == "<rex>"
+        assert store.privacy.forget_item("t", "subject", "rex", user="ann").residue == []
+        assert store.artifacts.artifacts("t", "ann") == []

@@ -21,21 +21,21 @@ PROMPT = "Suggest a film for tonight"
 def model(tmp_path: Path) -> Iterator[UserModel]:
     """ann has four text outputs of one prompt (a..d), one of another prompt (x) and an image."""
     with MemoryStore.open(Settings(home=tmp_path / "home")) as store:
-        store.create_tenant("t")
-        store.create_users("t", ["ann", "bob"])
+        store.users.create_tenant("t")
+        store.users.create_users("t", ["ann", "bob"])
         answers = {"a": "A calm drama.", "b": "Loud action.", "c": "A quiet documentary.", "d": "A horror film."}
         for key, text in answers.items():
-            store.add_artifact("t", key, kind="output", media_type="text/plain; charset=utf-8", data=text.encode(),
+            store.artifacts.add_artifact("t", key, kind="output", media_type="text/plain; charset=utf-8", data=text.encode(),
                                user="ann", meta={"prompt": PROMPT, "modality": "text"})
-        store.add_artifact("t", "x", kind="output", media_type="text/plain", data=b"Read a poem.", user="ann",
+        store.artifacts.add_artifact("t", "x", kind="output", media_type="text/plain", data=b"Read a poem.", user="ann",
                            meta={"prompt": "What should I read?"})
-        store.add_artifact("t", "img", kind="output", media_type="image/png", data=b"png", user="ann",
+        store.artifacts.add_artifact("t", "img", kind="output", media_type="image/png", data=b"png", user="ann",
                            meta={"prompt": PROMPT})
         yield UserModel(store, "tiny", cache_dir=tmp_path / "cache")
 
 
 def judge(model: UserModel, *rows: dict) -> None:
-    model.store.add_feedback("t", [{"user": "ann", **row} for row in rows])
+    model.store.events.add_feedback("t", [{"user": "ann", **row} for row in rows])
 
 
 def test_pairs_come_from_choices_and_from_ups_against_downs_of_the_same_prompt(model: UserModel) -> None:
@@ -63,12 +63,12 @@ def test_dpo_adapter_is_served_and_forgotten_with_the_outputs_it_learned_from(mo
     judge(model, {"type": "pairwise", "output": "a", "rejected": "b"})
     trained = train(model, "t", "ann", "dpo", steps=3)
     store = model.store
-    record = next(a for a in store.artifacts("t", "ann") if a.key == trained.key)
+    record = next(a for a in store.artifacts.artifacts("t", "ann") if a.key == trained.key)
     assert record.meta["method"] == "dpo" and record.meta["pairs"] == 1
     assert record.derived_from == [("artifact", "a"), ("artifact", "b")]
     [made] = InlineGenerator(model).generate("t", "ann", "text", PROMPT)
     assert made.plan.method == "lora" and made.plan.adapters == [trained.key]
     assert InlineGenerator(model).generate("t", "bob", "text", PROMPT)[0].plan.adapters == []  # ann's only
-    report = store.forget_item("t", "artifact", "b")  # an output it learned from
+    report = store.privacy.forget_item("t", "artifact", "b")  # an output it learned from
     assert report.residue == [] and report.deleted["feedback"] == 1
-    assert {trained.key, made.key}.isdisjoint(a.key for a in store.artifacts("t", "ann"))
+    assert {trained.key, made.key}.isdisjoint(a.key for a in store.artifacts.artifacts("t", "ann"))

@@ -75,7 +75,7 @@ def executor(model: UserModel, cluster: Any) -> Iterator[RayExecutor]:
 
 
 def blob_shas(model: UserModel, job: Any) -> list[str | None]:
-    return [model.store.artifact(job.tenant, key).blob_sha for key in job.result["artifacts"]]
+    return [model.store.artifacts.artifact(job.tenant, key).blob_sha for key in job.result["artifacts"]]
 
 
 def test_local_cluster_is_loopback_only_with_its_token_in_the_data_dir(cluster: Any, home: Path) -> None:
@@ -113,13 +113,13 @@ def test_a_fit_runs_on_ray_as_the_inline_executor_runs_it(executor: RayExecutor,
 
     job = executor.wait("ml", executor.submit("ml", None, FitSpec(config={"dim": 2}), key="fit-on-ray").key)
     assert job.status == "succeeded" and job.user is None and job.result["stats"]["users"] == 4
-    ray_vectors = model.store.vectors("ml", "behavior", "item")
+    ray_vectors = model.store.content.vectors("ml", "behavior", "item")
     inline = InlineExecutor(model)
     assert inline.wait("ml", inline.submit("ml", None, FitSpec(config={"dim": 2})).key).status == "succeeded"
-    here = model.store.vectors("ml", "behavior", "item")
+    here = model.store.content.vectors("ml", "behavior", "item")
     assert sorted(ray_vectors) == sorted(here)
     assert all(np.array_equal(ray_vectors[key], here[key]) for key in here)  # the same fit, wherever it ran
-    assert [f.generation for f in model.store.fits("ml")][:2] == [2, 1]
+    assert [f.generation for f in model.store.fits.fits("ml")][:2] == [2, 1]
 
 
 def test_best_of_on_ray_sends_the_candidates_as_one_batch_and_keeps_what_inline_keeps(
@@ -133,7 +133,7 @@ def test_best_of_on_ray_sends_the_candidates_as_one_batch_and_keeps_what_inline_
     here = inline.wait("ml", inline.submit("ml", "2", spec, key="best-of-inline").key)
     assert on_ray.status == here.status == "succeeded"
     assert blob_shas(model, on_ray) == blob_shas(model, here)
-    scores = [model.store.artifact("ml", job.result["artifacts"][0]).meta["best_of"]["scores"] for job in (on_ray, here)]
+    scores = [model.store.artifacts.artifact("ml", job.result["artifacts"][0]).meta["best_of"]["scores"] for job in (on_ray, here)]
     assert scores[0] == scores[1] and len(scores[0]) == 3
     assert ray.get(executor.actor("text").info.remote())["batches"][before:] == [3]  # one burst, one batch
 
@@ -169,7 +169,7 @@ def test_a_worker_killed_mid_job_is_retried_and_nothing_is_lost_or_duplicated(
     [done] = finished
     assert done.status == "succeeded", done.error
     assert done.attempts == 2 and "Actor" in done.error["message"]
-    made = [a.key for a in model.store.artifacts("ml", "2") if (a.meta or {}).get("job") == job.key]
+    made = [a.key for a in model.store.artifacts.artifacts("ml", "2") if (a.meta or {}).get("job") == job.key]
     assert made == done.result["artifacts"] and len(made) == 1
 
 
@@ -178,12 +178,12 @@ def test_training_on_ray_reports_progress_and_stops_when_cancelled(executor: Ray
     finished: list[Any] = []
     runner = threading.Thread(target=lambda: finished.append(executor.wait("ml", job.key)))
     runner.start()
-    while model.store.job("ml", job.key).progress == 0.0:  # the task's steps reach the job's progress
+    while model.store.jobs.job("ml", job.key).progress == 0.0:  # the task's steps reach the job's progress
         time.sleep(0.05)
     executor.cancel("ml", job.key)
     runner.join(timeout=60)
     assert finished and finished[0].status == "cancelled" and 0 < finished[0].progress < 0.5
-    assert not [a for a in model.store.artifacts("ml", "2") if (a.meta or {}).get("job") == job.key]
+    assert not [a for a in model.store.artifacts.artifacts("ml", "2") if (a.meta or {}).get("job") == job.key]
 
 
 # -- which addresses the cluster's processes listen on (from /proc, no extra packages) ------------

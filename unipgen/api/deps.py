@@ -42,7 +42,7 @@ def caller(svc: ServiceDep, credentials: Credentials, request: Request) -> Calle
     try:
         if credentials is None:
             raise UnauthorizedError("no API key: send the header 'Authorization: Bearer upg_...'")
-        record = svc.store.authenticate(credentials.credentials)
+        record = svc.store.keys.authenticate(credentials.credentials)
     except UnauthorizedError:
         svc.auth_throttle.failed(address)
         raise

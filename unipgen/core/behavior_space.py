@@ -217,7 +217,7 @@ class FitInputs:
 def fit_config_for(store: MemoryStore, tenant: str, overrides: Mapping[str, Any] | None = None) -> FitConfig:
     """The tenant's current fit's settings (or the defaults), with `overrides` applied; a bad
     setting is an `InvalidInputError` naming it."""
-    current = store.current_fit(tenant)
+    current = store.fits.current_fit(tenant)
     base = current.config if current is not None else FitConfig().to_dict()
     merged = {**base, **dict(overrides or {})}
     if isinstance((overrides or {}).get("preference"), Mapping):
@@ -231,8 +231,8 @@ def fit_config_for(store: MemoryStore, tenant: str, overrides: Mapping[str, Any]
 def fit_inputs(store: MemoryStore, tenant: str, config: FitConfig) -> FitInputs:
     """Read the tenant's events and its items' text vectors (items without one count as
     content-less: zeros). Run `UserModel.embed_catalog` first so every item has one."""
-    data = store.fit_data(tenant)
-    text = store.vectors(tenant, "text", "item") if "text" in store.spaces(tenant) else {}
+    data = store.fits.fit_data(tenant)
+    text = store.content.vectors(tenant, "text", "item") if "text" in store.content.spaces(tenant) else {}
     dim = len(next(iter(text.values()))) if text else 0
     matrix = np.zeros((len(data.items), dim), dtype=np.float32)
     for n, key in enumerate(data.items):
@@ -242,7 +242,7 @@ def fit_inputs(store: MemoryStore, tenant: str, config: FitConfig) -> FitInputs:
 
 
 def run_fit(inputs: FitInputs) -> FitOutput:
-    """Fit the space (`fit_behavior_space`) and package it for `MemoryStore.save_fit`."""
+    """Fit the space (`fit_behavior_space`) and package it for `MemoryStore.fits.save_fit`."""
     started = time.perf_counter()
     data = inputs.data
     if not data.items:

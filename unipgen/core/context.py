@@ -1,6 +1,6 @@
 """Build a `UserContext` from the memory store: the recipe of one request's user modeling.
 
-`ContextBuilder.build` reads the user in one store call (`MemoryStore.user_snapshot`), then
+`ContextBuilder.build` reads the user in one store call (`MemoryStore.reads.user_snapshot`), then
 derives, in order: the profile; the behavior log, turned into preference vectors and keywords
 per space; evidence retrieved for the instruction from the user's documents and items;
 conditioning assets (subjects and their adapters, faces, voice). `build_many` does the same for
@@ -98,7 +98,7 @@ class ContextBuilder:
         parts = parts | {"preferences"} if preferences else parts
         recommending = not for_generation or (modality == "text" and asks_for_recommendation(instruction))
         if snapshot is None:
-            snapshot = self.store.user_snapshot(tenant, user, SNAPSHOT_SPACES)
+            snapshot = self.store.reads.user_snapshot(tenant, user, SNAPSHOT_SPACES)
         provenance = [f"user:{user}"] if snapshot.events else []
         recommendations = self.recommendations(tenant, snapshot) if recommending else None
         top_items = [Keyword(text=r.text, score=r.score, source="item")
@@ -121,13 +121,13 @@ class ContextBuilder:
                    for_generation: bool = False, preferences: bool = False) -> list[UserContext | Exception]:
         """Contexts of several (user, modality, instruction) requests, their instructions encoded
         in one batch (a text encoder call per request costs several times more on a CPU) and
-        their users read in one go (`MemoryStore.user_snapshots`). A request that fails (an
+        their users read in one go (`MemoryStore.reads.user_snapshots`). A request that fails (an
         unknown user) gets its error in its place; the others go on."""
         searched = [i for i, (_, modality, _) in enumerate(requests)
                     if not for_generation or "evidence" in CONTEXT_PARTS[modality]]
         vectors = self.encoders.text.encode([requests[i][2] for i in searched]) if searched else []
         queries = dict(zip(searched, vectors))
-        snapshots = self.store.user_snapshots(tenant, [user for user, _, _ in requests], SNAPSHOT_SPACES)
+        snapshots = self.store.reads.user_snapshots(tenant, [user for user, _, _ in requests], SNAPSHOT_SPACES)
         built: list[UserContext | Exception] = []
         for index, (user, modality, instruction) in enumerate(requests):
             snapshot = snapshots[user]
@@ -177,7 +177,7 @@ class ContextBuilder:
         """The tenant's keyword vocabulary embedded in `space`: by the text encoder for ``text``,
         by CLIP's text tower for ``image`` (CLIP puts words and images in one space)."""
         if (tenant, space) not in self._vocabularies:
-            words = catalog_words(self.store.item_texts(tenant).values(), self.store.item_meta(tenant))
+            words = catalog_words(self.store.catalog.item_texts(tenant).values(), self.store.catalog.item_meta(tenant))
             encoder = self.encoders.text if space == "text" else self.encoders.image
             encode = encoder.encode if space == "text" else encoder.encode_text
             vocabulary = build_vocabulary(words, encode, f"{space}:{encoder.ref}", self.cache_dir)

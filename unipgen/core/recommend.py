@@ -134,17 +134,17 @@ class Recommender:
         if found is None:
             popular = [key for key in (fit.stats.get("popular", []) if fit else []) if key not in seen]
             keys = self._of_kind(tenant, popular, kind)[:k]
-            texts = self.store.item_texts(tenant, keys)
+            texts = self.store.catalog.item_texts(tenant, keys)
             items = [Recommendation(item=key, text=texts[key], score=0.0) for key in keys if key in texts]
             return Recommendations(space="popularity" if fit else space, items=items, **head)
         keys, scores = self._candidates(tenant, space, read, found.query, k * (4 if diversity > 0 else 1), seen, kind)
-        vectors = self.store.item_vectors(tenant, space, keys, read=read) if keys else {}
+        vectors = self.store.reads.item_vectors(tenant, space, keys, read=read) if keys else {}
         if diversity > 0 and keys:
             order = mmr(np.stack([vectors[key] for key in keys]), np.array(scores), k, diversity)
             keys, scores = [keys[i] for i in order], [scores[i] for i in order]
         keys, scores = keys[:k], scores[:k]
         reasons = _reasons(found, [vectors[key] for key in keys]) if keys else []
-        texts = self.store.item_texts(tenant, keys + [found.events[i].item for why in reasons for i, _ in why])
+        texts = self.store.catalog.item_texts(tenant, keys + [found.events[i].item for why in reasons for i, _ in why])
         items = [Recommendation(item=key, text=texts[key], score=round(float(score), 6),
                                 reasons=[_reason(found.events[i], texts, term) for i, term in why])
                  for key, score, why in zip(keys, scores, reasons)]
@@ -155,7 +155,7 @@ class Recommender:
         """The user's taste in the space recommendations rank in, and the items they acted on:
         from the cache when their events and the space are unchanged since it was folded in,
         else folded in now and kept."""
-        read = self.store.taste_read(tenant, user, None, events=False)
+        read = self.store.reads.taste_read(tenant, user, None, events=False)
         space, config = read.space, self._config(read.fit)
         key = (tenant, user, space, read.generation, read.version, config)
         if key in self._tastes:
@@ -164,9 +164,9 @@ class Recommender:
         if snapshot is not None and space in snapshot.item_vectors:  # a context read them already
             events, item_vectors = snapshot.events, snapshot.item_vectors[space]
         else:
-            read = self.store.taste_read(tenant, user, None)
+            read = self.store.reads.taste_read(tenant, user, None)
             events = read.events
-            item_vectors = self.store.item_vectors(tenant, space, [e.item for e in events], read=read)
+            item_vectors = self.store.reads.item_vectors(tenant, space, [e.item for e in events], read=read)
         entry = (taste(events, item_vectors, config), frozenset(e.item for e in events))
         if snapshot is None or read.events:  # a snapshot may predate this read: keep only what this read saw
             self._tastes[(tenant, user, read.space, read.generation, read.version, self._config(read.fit))] = entry
@@ -184,7 +184,7 @@ class Recommender:
         until enough are left or the catalog is exhausted."""
         fetch = want + len(seen)
         while True:
-            hits = self.store.search_items(space, query, fetch, read)
+            hits = self.store.reads.search_items(space, query, fetch, read)
             fresh = [(key, score) for key, score in hits if key not in seen]
             allowed = set(self._of_kind(tenant, [key for key, _ in fresh], kind))
             fresh = [(key, score) for key, score in fresh if key in allowed][:want]
@@ -196,7 +196,7 @@ class Recommender:
         """`keys` whose item has ``meta["kind"] == kind`` (all of them when `kind` is None)."""
         if kind is None or not keys:
             return keys
-        meta = self.store.item_meta(tenant, keys)
+        meta = self.store.catalog.item_meta(tenant, keys)
         return [key for key in keys if (meta.get(key) or {}).get("kind") == kind]
 
 

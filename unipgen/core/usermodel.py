@@ -77,48 +77,48 @@ class UserModel:
         self._check_headers("image", [i.image for i in pictured], [f"image of item {i.key!r}" for i in pictured])
         texts = self.encoders.text.encode([i.text for i in parsed])
         vectors = {"text": dict(zip(keys, texts))}
-        placed = self.store.fit_mapping(tenant)
+        placed = self.store.fits.fit_mapping(tenant)
         if placed is not None:  # a tenant with a fit: new items can be recommended at once
             vectors[BEHAVIOR_SPACE] = _placed(placed, keys, texts)
         if pictured:
             what = f"the images of items {[i.key for i in pictured][:3]}"
             images = self._encode("image", [i.image for i in pictured], what)
             vectors["image"] = dict(zip([i.key for i in pictured], images))
-        return self.store.add_items(tenant, parsed, exist_ok=exist_ok, vectors=vectors, decoded=bool(pictured))
+        return self.store.catalog.add_items(tenant, parsed, exist_ok=exist_ok, vectors=vectors, decoded=bool(pictured))
 
     def embed_catalog(self, tenant: str, batch_size: int = 512) -> int:
         """Text vectors for catalog items that have none yet (after a bulk load), and their place
         in the fitted behavior space when the tenant has a fit; returns how many."""
-        todo = self.store.keys_without_vector(tenant, "text", "item")
-        texts = self.store.item_texts(tenant, todo) if todo else {}
-        placed = self.store.fit_mapping(tenant) if todo else None
+        todo = self.store.catalog.keys_without_vector(tenant, "text", "item")
+        texts = self.store.catalog.item_texts(tenant, todo) if todo else {}
+        placed = self.store.fits.fit_mapping(tenant) if todo else None
         for start in range(0, len(todo), batch_size):
             keys = todo[start : start + batch_size]
             vectors = self.encoders.text.encode([texts[k] for k in keys])
-            self.store.add_embeddings(tenant, "text", "item", list(zip(keys, vectors)))
+            self.store.content.add_embeddings(tenant, "text", "item", list(zip(keys, vectors)))
             if placed is not None:
-                self.store.add_embeddings(tenant, BEHAVIOR_SPACE, "item", list(_placed(placed, keys, vectors).items()))
+                self.store.content.add_embeddings(tenant, BEHAVIOR_SPACE, "item", list(_placed(placed, keys, vectors).items()))
         return len(todo)
 
     def embed_documents(self, tenant: str, user: str) -> int:
         """Text vectors for a user's documents that have none yet (after a bulk load)."""
-        missing = set(self.store.keys_without_vector(tenant, "text", "document", user=user))
-        todo = [d for d in self.store.documents(tenant, user) if d.key in missing] if missing else []
+        missing = set(self.store.catalog.keys_without_vector(tenant, "text", "document", user=user))
+        todo = [d for d in self.store.content.documents(tenant, user) if d.key in missing] if missing else []
         if todo:
             vectors = self.encoders.text.encode([d.text for d in todo])
-            self.store.add_embeddings(tenant, "text", "document", list(zip([d.key for d in todo], vectors)),
+            self.store.content.add_embeddings(tenant, "text", "document", list(zip([d.key for d in todo], vectors)),
                                       user=user)
         return len(todo)
 
     def embed_missing(self, tenant: str) -> int:
         """Embed every catalog item and every user's document that lacks a text vector."""
-        return self.embed_catalog(tenant) + sum(self.embed_documents(tenant, u) for u in self.store.list_users(tenant))
+        return self.embed_catalog(tenant) + sum(self.embed_documents(tenant, u) for u in self.store.users.list_users(tenant))
 
     def add_documents(self, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]]) -> int:
         parsed = parse_rows(documents, DocumentIn, "document")
-        check_document_length(parsed, self.store.max_document_chars)  # before the encoder reads them
+        check_document_length(parsed, self.store.content.max_document_chars)  # before the encoder reads them
         vectors = self.encoders.text.encode([d.text for d in parsed])
-        return self.store.add_documents(tenant, user, parsed, vectors={"text": dict(zip([d.key for d in parsed],
+        return self.store.content.add_documents(tenant, user, parsed, vectors={"text": dict(zip([d.key for d in parsed],
                                                                                        vectors))})
 
     def add_face(self, tenant: str, user: str, key: str, image: bytes, *, consent: bool) -> None:
@@ -126,7 +126,7 @@ class UserModel:
         encoder = self.encoders.face
         self._check_headers("face", [image], [f"face {key!r}"])
         embedding = self._encode("face", [image], f"face {key!r}")[0]
-        self.store.add_face(tenant, user, key, image, consent=consent, embedding=embedding,
+        self.store.content.add_face(tenant, user, key, image, consent=consent, embedding=embedding,
                             space=encoder.space, metric=encoder.metric, decoded=True)
 
     def add_voice(self, tenant: str, user: str, key: str, audio: bytes, *, consent: bool) -> None:
@@ -134,7 +134,7 @@ class UserModel:
         encoder = self.encoders.voice
         self._check_headers("voice", [audio], [f"voice sample {key!r}"])
         embedding = self._encode("voice", [audio], f"voice sample {key!r}")[0]
-        self.store.add_voice(tenant, user, key, audio, consent=consent, embedding=embedding,
+        self.store.content.add_voice(tenant, user, key, audio, consent=consent, embedding=embedding,
                              space=encoder.space, metric=encoder.metric)
 
     def add_subject(self, tenant: str, user: str, key: str, *, name: str, class_noun: str,
@@ -143,13 +143,13 @@ class UserModel:
         self._check_headers("image", images, [f"image {n} of subject {key!r}" for n in range(len(images))])
         vectors = self._encode("image", list(images), f"the photos of subject {key!r}")
         mean = vectors.mean(axis=0)
-        self.store.add_subject(tenant, user, key, name=name, class_noun=class_noun, images=images,
+        self.store.content.add_subject(tenant, user, key, name=name, class_noun=class_noun, images=images,
                                embedding=mean / (np.linalg.norm(mean) or 1.0), decoded=True)
 
     def _check_headers(self, role: str, files: Sequence[Any], names: Sequence[str]) -> None:
         """Each file's header against the store's budgets (an image's sides, aspect ratio and
         pixels; a recording's decoded size) before any decoder sees it, in this process or the pool's."""
-        limits = self.store.media_limits
+        limits = self.store.content.media_limits
         for data, name in zip(files, names):
             if role == "voice":
                 sniff_audio(data, name, limits)
@@ -194,10 +194,10 @@ class UserModel:
         Items without a text vector are embedded first. `config`: `FitConfig` fields to change."""
         settings = fit_config_for(self.store, tenant, config)
         self.embed_catalog(tenant)
-        return self.store.save_fit(tenant, run_fit(fit_inputs(self.store, tenant, settings)))
+        return self.store.fits.save_fit(tenant, run_fit(fit_inputs(self.store, tenant, settings)))
 
 
 def _placed(fit: tuple[np.ndarray, dict[str, Any]], keys: Sequence[str], texts: np.ndarray) -> dict[str, np.ndarray]:
-    """Items' vectors in the tenant's fitted space from their text vectors (`MemoryStore.fit_mapping`'s fit)."""
+    """Items' vectors in the tenant's fitted space from their text vectors (`MemoryStore.fits.fit_mapping`'s fit)."""
     mapping, config = fit
     return dict(zip(keys, place_items(texts, mapping, FitConfig.from_dict(config))))

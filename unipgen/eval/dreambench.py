@@ -240,7 +240,7 @@ def _evaluate(stack: ExitStack, home: Path, directory: Path, classes: dict[str, 
         if made[0].plan.method != expected:  # the router must serve the method under test
             raise InvalidInputError(f"{tenant}/{user}: {instruction!r} was routed to {made[0].plan.method!r}, not "
                                     f"{expected!r} ({'; '.join(made[0].plan.reasons)})")
-        return [store.artifact_blob(tenant, a.key)[0] for a in made]
+        return [store.artifacts.artifact_blob(tenant, a.key)[0] for a in made]
 
     def score(images: list[bytes], refs: list[bytes], texts: list[str]) -> dict[str, Any]:
         return {"dino_i": metrics.dino_i(images, refs, dino), "clip_i": metrics.clip_i(images, refs, clip),
@@ -248,8 +248,8 @@ def _evaluate(stack: ExitStack, home: Path, directory: Path, classes: dict[str, 
 
     refs = {s: reference_images(directory / s) for s in chosen}
     templates = {s: prompt_lists[1] if classes[s] in LIVE_CLASSES else prompt_lists[0] for s in chosen}
-    store.ensure_tenant(baseline_tenant := f"dreambench-{run}-baseline")
-    store.create_user(baseline_tenant, "baseline")
+    store.users.ensure_tenant(baseline_tenant := f"dreambench-{run}-baseline")
+    store.users.create_user(baseline_tenant, "baseline")
     samples: dict[str, dict[str, bytes]] = {s: {"reference": refs[s][0]} for s in chosen}
     baseline_cache: dict[tuple[str, int], list[bytes]] = {}
     results: dict[str, Any] = {}

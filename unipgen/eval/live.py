@@ -48,15 +48,15 @@ def live_store(home: Path, data: MovieLens, split: Split, content: np.ndarray) -
     from unipgen.settings import Settings
 
     store = MemoryStore.open(Settings(home=home, refit_every_events=0))
-    store.create_tenant(TENANT)
+    store.users.create_tenant(TENANT)
     keys = [item_key(i) for i in range(data.n_items)]
     items = [ItemIn(key=key, text=item_text(title, genres)) for key, title, genres in zip(keys, data.titles, data.genres)]
-    store.add_items(TENANT, items, vectors={"text": dict(zip(keys, content))})
+    store.catalog.add_items(TENANT, items, vectors={"text": dict(zip(keys, content))})
     rows = np.flatnonzero(split.train)
     events = [EventIn.model_construct(user=str(int(data.user[i])), type="rate", item=keys[int(data.item[i])],
                                       value=float(data.rating[i]), meta=None,
                                       ts=datetime.fromtimestamp(int(data.ts[i]), timezone.utc)) for i in rows]
-    store.ingest_events(TENANT, events, create_users=True)
+    store.events.ingest_events(TENANT, events, create_users=True)
     return UserModel(store, "tiny")
 
 

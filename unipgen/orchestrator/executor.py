@@ -108,7 +108,7 @@ class Lease:
 
     def renew(self, progress: float | None = None) -> bool:
         done = progress if progress is not None else min(self.steps / max(self.total_steps, 1), 0.99)
-        self.cancelled = self.store.renew_lease(self.job.tenant, self.job.key, self.worker, self.lease_s, done)
+        self.cancelled = self.store.jobs.renew_lease(self.job.tenant, self.job.key, self.worker, self.lease_s, done)
         self._renewed = time.monotonic()
         return self.cancelled
 
@@ -194,7 +194,7 @@ def _attempt(make: Callable[[], Any]) -> Any:
 def finish(model: UserModel, job: JobRecord, worker: str, work: PreparedGeneration | TrainingInputs,
            produced: list[Any] | TrainedAdapter) -> JobRecord:
     """Store what the work produced and mark the job succeeded, in one transaction."""
-    return model.store.finish_job(job.tenant, job.key, worker, *_end_of(model, work, produced))
+    return model.store.jobs.finish_job(job.tenant, job.key, worker, *_end_of(model, work, produced))
 
 
 def finish_many(model: UserModel, worker: str, done: list[tuple[JobRecord, Any, Any]],
@@ -205,7 +205,7 @@ def finish_many(model: UserModel, worker: str, done: list[tuple[JobRecord, Any, 
         return {}
     try:
         ends = [(job.tenant, job.key, *_end_of(model, work, produced)) for job, work, produced in done]
-        return {record.key: record for record in model.store.finish_jobs(worker, ends)}
+        return {record.key: record for record in model.store.jobs.finish_jobs(worker, ends)}
     except Exception:  # noqa: BLE001  (sorted out job by job below)
         ended = {}
         for job, work, produced in done:
@@ -237,22 +237,22 @@ def record_failure(model: UserModel, job: JobRecord, worker: str, exc: BaseExcep
     try:
         return _record_failure(model, job, worker, exc, backoff_s)
     except NotFoundError:  # the job was deleted while it ran (its user forgotten): nothing to record or keep
-        model.store.drop_job_scratch(job.tenant, job.key)
+        model.store.jobs.drop_job_scratch(job.tenant, job.key)
         return job
 
 
 def _record_failure(model: UserModel, job: JobRecord, worker: str, exc: BaseException, backoff_s: float) -> JobRecord:
     store = model.store
     if isinstance(exc, JobCancelled):
-        return store.mark_cancelled(job.tenant, job.key, worker)
+        return store.jobs.mark_cancelled(job.tenant, job.key, worker)
     if isinstance(exc, ConflictError):
-        current = store.job(job.tenant, job.key)
+        current = store.jobs.job(job.tenant, job.key)
         if current.worker != worker or current.status != "running":  # the job went on elsewhere
             return current
     if isinstance(exc, UnipgenError):
-        return store.fail_job(job.tenant, job.key, worker, {"code": exc.code, "message": exc.message},
+        return store.jobs.fail_job(job.tenant, job.key, worker, {"code": exc.code, "message": exc.message},
                               retryable=False)
-    return store.fail_job(job.tenant, job.key, worker, {"code": "internal", "message": f"{type(exc).__name__}: {exc}"},
+    return store.jobs.fail_job(job.tenant, job.key, worker, {"code": "internal", "message": f"{type(exc).__name__}: {exc}"},
                           retryable=True, backoff_s=backoff_s)
 
 
@@ -279,7 +279,7 @@ def run_claimed(model: UserModel, job: JobRecord, worker: str, lease_s: float,
         with lease.beating():  # preparing may load models: it is under the lease too
             work = prepared if prepared is not None else prepare(model, job)
             if isinstance(work, TrainingInputs):
-                work = with_checkpoints(work, store.job_scratch(job.tenant, job.key), checkpoint_every)
+                work = with_checkpoints(work, store.jobs.job_scratch(job.tenant, job.key), checkpoint_every)
             lease.total_steps = work.steps if isinstance(work, TrainingInputs) else 1
             produced = work_fn(work, lease)
         with lock:  # asked to stop while the work ran: finish_job drops what it made
@@ -317,30 +317,30 @@ class QueueExecutor:
         """Queue a job: a user's (generate, train), or the tenant's (fit: `user` None)."""
         if (user is None) != isinstance(spec, FitSpec):
             raise InvalidInputError("a fit job is the tenant's (no user); generate and train jobs need a user")
-        return self.model.store.submit_job(tenant, user, spec.model_dump(mode="json"), key=key,
+        return self.model.store.jobs.submit_job(tenant, user, spec.model_dump(mode="json"), key=key,
                                            max_attempts=max_attempts)
 
     def wait(self, tenant: str, key: str, timeout: float | None = None) -> JobRecord:
         """Run job `key` until it ends (retries included), unless another worker holds it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            job = self.model.store.job(tenant, key)
+            job = self.model.store.jobs.job(tenant, key)
             if job.done or (deadline is not None and time.monotonic() > deadline):
                 return job
-            claimed = self.model.store.claim_job(self.worker, self.lease_s, tenant=tenant, key=key)
+            claimed = self.model.store.jobs.claim_job(self.worker, self.lease_s, tenant=tenant, key=key)
             if claimed is not None:
                 self._run(claimed)
             else:  # backing off before a retry, or running elsewhere
                 time.sleep(0.05)
 
     def cancel(self, tenant: str, key: str) -> JobRecord:
-        return self.model.store.cancel_job(tenant, key)
+        return self.model.store.jobs.cancel_job(tenant, key)
 
     def run_pending(self, limit: int | None = None) -> list[JobRecord]:
         """Run runnable queued jobs (oldest first) until none is left or `limit` ran."""
         ran: list[JobRecord] = []
         while limit is None or len(ran) < limit:
-            job = self.model.store.claim_job(self.worker, self.lease_s)
+            job = self.model.store.jobs.claim_job(self.worker, self.lease_s)
             if job is None:
                 return ran
             ran.append(self._run(job))

@@ -123,7 +123,7 @@ class InlineGenerator:
         produced = backend.generate(prepared.requests, self.model.store.blobs.get)
         stored = []
         for out in output_artifacts(self.model, prepared, produced):
-            self.model.store.add_artifact(tenant, out.key, kind=out.kind, media_type=out.media_type, data=out.data,
+            self.model.store.artifacts.add_artifact(tenant, out.key, kind=out.kind, media_type=out.media_type, data=out.data,
                                           user=user, derived_from=out.derived_from, meta=out.meta)
             stored.append(generated_artifact(self.model, out, prepared.request.plan))
         return stored

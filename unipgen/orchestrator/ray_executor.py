@@ -352,7 +352,7 @@ class RayExecutor(QueueExecutor):
         with ThreadPoolExecutor(self.concurrency) as pool:
             while limit is None or len(ran) < limit:
                 want = self.concurrency if limit is None else min(self.concurrency, limit - len(ran))
-                claimed = self.model.store.claim_jobs(self.worker, self.lease_s, want)
+                claimed = self.model.store.jobs.claim_jobs(self.worker, self.lease_s, want)
                 if not claimed:
                     return ran
                 running = []

@@ -89,7 +89,7 @@ def train(model: UserModel, tenant: str, user: str, method: str, *, subject: str
     inputs = prepare_training(model, tenant, user, method, subject=subject, steps=steps, seed=seed)
     trained = run_training(inputs, progress=progress)
     key = trained.new_key()
-    model.store.add_artifact(tenant, key, kind="adapter", media_type=trained.media_type, data=trained.data,
+    model.store.artifacts.add_artifact(tenant, key, kind="adapter", media_type=trained.media_type, data=trained.data,
                              user=user, derived_from=trained.derived_from, meta=trained.meta)
     return TrainedArtifact(key, method, trained.losses)
 
@@ -106,7 +106,7 @@ def prepare_training(model: UserModel, tenant: str, user: str, method: str, *, s
     common = {"method": method, "ref": spec.ref or "tiny-random", "base": spec.ref, "steps": steps, "seed": seed,
               "gguf_file": spec.options.get("gguf_file")}
     if method == "text-lora":
-        documents = model.store.documents(tenant, user)
+        documents = model.store.content.documents(tenant, user)
         if not documents:
             raise InvalidInputError(f"user {user!r} has no documents to train a text adapter on")
         return TrainingInputs(**common, texts=[d.text for d in documents],
@@ -179,7 +179,7 @@ def _text_adapter(inputs: TrainingInputs, meta: dict[str, Any], should_stop: Cal
 
 
 def _pick_subject(model: UserModel, tenant: str, user: str, subject: str | None) -> Any:
-    subjects = model.store.subjects(tenant, user)
+    subjects = model.store.content.subjects(tenant, user)
     if subject is None and len(subjects) == 1:
         return subjects[0]
     if subject is None:
@@ -199,8 +199,8 @@ def preference_pairs(model: UserModel, tenant: str, user: str) -> tuple[list[Any
     from unipgen.modalities.text_preference import PreferencePair
 
     store = model.store
-    outputs = {a.key: a for a in store.artifacts(tenant, user, kind="output") if a.media_type.startswith("text/")}
-    judgements = [f for f in store.feedback(tenant, user) if f.output in outputs and f.rejected in (None, *outputs)]
+    outputs = {a.key: a for a in store.artifacts.artifacts(tenant, user, kind="output") if a.media_type.startswith("text/")}
+    judgements = [f for f in store.events.feedback(tenant, user) if f.output in outputs and f.rejected in (None, *outputs)]
 
     def prompt(key: str) -> str | None:
         return (outputs[key].meta or {}).get("prompt")
@@ -216,6 +216,6 @@ def preference_pairs(model: UserModel, tenant: str, user: str) -> tuple[list[Any
         raise InvalidInputError(
             f"user {user!r} has no preference pair on text outputs ({len(judgements)} judgements found): record a "
             "pairwise choice, or a thumbs-up and a thumbs-down on two outputs of the same prompt")
-    text = {key: store.artifact_blob(tenant, key)[0].decode("utf-8") for key in {k for pair in keyed for k in pair}}
+    text = {key: store.artifacts.artifact_blob(tenant, key)[0].decode("utf-8") for key in {k for pair in keyed for k in pair}}
     pairs = [PreferencePair(prompt=prompt(c) or "", chosen=text[c], rejected=text[r]) for c, r in keyed]
     return pairs, sorted(text)

@@ -16,27 +16,27 @@ def _public(record: object) -> ApiKeyPublic:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TenantPublic)
 def create_tenant(body: TenantCreate, svc: ServiceDep, _: AdminDep) -> TenantPublic:
-    svc.store.create_tenant(body.key)
+    svc.store.users.create_tenant(body.key)
     return TenantPublic(key=body.key)
 
 
 @router.get("", response_model=list[TenantPublic])
 def list_tenants(svc: ServiceDep, _: AdminDep) -> list[TenantPublic]:
-    return [TenantPublic(key=key) for key in svc.store.list_tenants()]
+    return [TenantPublic(key=key) for key in svc.store.users.list_tenants()]
 
 
 @router.post("/{tenant}/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
 def create_api_key(tenant: str, body: ApiKeyCreate, svc: ServiceDep, _: AdminDep) -> ApiKeyCreated:
     """A new key for `tenant`. The response holds the key itself: it is not shown again."""
-    created = svc.store.create_api_key(tenant, body.name)
+    created = svc.store.keys.create_api_key(tenant, body.name)
     return ApiKeyCreated(**_public(created.record).model_dump(), key=created.key)
 
 
 @router.get("/{tenant}/api-keys", response_model=list[ApiKeyPublic])
 def list_api_keys(tenant: str, svc: ServiceDep, _: AdminDep) -> list[ApiKeyPublic]:
-    return [_public(record) for record in svc.store.list_api_keys(tenant)]
+    return [_public(record) for record in svc.store.keys.list_api_keys(tenant)]
 
 
 @router.delete("/{tenant}/api-keys/{prefix}", response_model=ApiKeyPublic)
 def revoke_api_key(tenant: str, prefix: str, svc: ServiceDep, _: AdminDep) -> ApiKeyPublic:
-    return _public(svc.store.revoke_api_key(tenant, prefix))
+    return _public(svc.store.keys.revoke_api_key(tenant, prefix))

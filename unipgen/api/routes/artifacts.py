@@ -18,19 +18,19 @@ def _public(record: object) -> ArtifactPublic:
 @router.get("/users/{user}/artifacts", response_model=list[ArtifactPublic])
 def list_artifacts(user: str, svc: ServiceDep, who: CallerDep, kind: str | None = None) -> list[ArtifactPublic]:
     """The user's artifacts, oldest first, each with what it was derived from."""
-    return [_public(a) for a in svc.store.artifacts(who.tenant, user, kind=kind)]
+    return [_public(a) for a in svc.store.artifacts.artifacts(who.tenant, user, kind=kind)]
 
 
 @router.get("/artifacts/{key}", response_model=ArtifactPublic)
 def get_artifact(key: str, svc: ServiceDep, who: CallerDep) -> ArtifactPublic:
-    return _public(svc.store.artifact(who.tenant, key))
+    return _public(svc.store.artifacts.artifact(who.tenant, key))
 
 
 @router.get("/artifacts/{key}/content", response_class=Response,
             responses={200: {"content": {"image/png": {}, "text/plain": {}, "application/zip": {}},
                              "description": "The artifact's bytes, with its media type."}})
 def get_artifact_content(key: str, svc: ServiceDep, who: CallerDep) -> Response:
-    data, media_type = svc.store.artifact_blob(who.tenant, key)
+    data, media_type = svc.store.artifacts.artifact_blob(who.tenant, key)
     return Response(data, media_type=media_type, headers={"Content-Disposition": f'inline; filename="{key}"'})
 
 
@@ -39,4 +39,4 @@ def audit_log(svc: ServiceDep, who: CallerDep, user: str | None = None, action: 
               limit: int = Query(default=100, ge=1, le=1000)) -> list[AuditPublic]:
     """Reads of biometric data, generations, exports and forgets in the tenant, newest first."""
     return [AuditPublic.model_validate(r, from_attributes=True)
-            for r in svc.store.audit_log(who.tenant, user=user, action=action, limit=limit)]
+            for r in svc.store.audit.audit_log(who.tenant, user=user, action=action, limit=limit)]

@@ -27,7 +27,7 @@ def create_generation(user: str, body: GenerationCreate, svc: ServiceDep, who: C
     """Queue a personalized generation; poll `GET /v1/jobs/{key}` or follow its events."""
     spec = GenerateSpec(modality=body.modality, instruction=body.instruction, options=body.options)
     job = svc.executor.submit(who.tenant, user, spec, key=body.job_id)
-    svc.store.record_audit(who.tenant, who.actor, "generate", user=user, object_kind="job", object_key=job.key,
+    svc.store.audit.record_audit(who.tenant, who.actor, "generate", user=user, object_kind="job", object_key=job.key,
                            detail={"modality": body.modality})
     svc.queued()
     return job
@@ -38,7 +38,7 @@ def create_training(user: str, body: TrainingCreate, svc: ServiceDep, who: Calle
     """Queue the training of a personal adapter (LoRA, textual inversion, DPO...)."""
     spec = TrainSpec(method=body.method, subject=body.subject, steps=body.steps, seed=body.seed)
     job = svc.executor.submit(who.tenant, user, spec, key=body.job_id)
-    svc.store.record_audit(who.tenant, who.actor, "train", user=user, object_kind="job", object_key=job.key,
+    svc.store.audit.record_audit(who.tenant, who.actor, "train", user=user, object_kind="job", object_key=job.key,
                            detail={"method": body.method})
     svc.queued()
     return job
@@ -52,7 +52,7 @@ def create_fit(body: FitCreate, svc: ServiceDep, who: CallerDep) -> JobRecord:
     fit_config_for(svc.store, who.tenant, body.config)  # a bad setting is refused now (422), not when it runs
     job = svc.executor.submit(who.tenant, None, FitSpec(config=body.config, reason="on demand (POST /v1/fits)"),
                               key=body.job_id)
-    svc.store.record_audit(who.tenant, who.actor, "fit", object_kind="job", object_key=job.key)
+    svc.store.audit.record_audit(who.tenant, who.actor, "fit", object_kind="job", object_key=job.key)
     svc.queued()
     return job
 
@@ -60,13 +60,13 @@ def create_fit(body: FitCreate, svc: ServiceDep, who: CallerDep) -> JobRecord:
 @router.get("/fits", response_model=list[FitRecord])
 def list_fits(svc: ServiceDep, who: CallerDep) -> list[FitRecord]:
     """The tenant's fits, newest first: the current (or stale) one, then replaced ones (settings and figures)."""
-    return svc.store.fits(who.tenant)
+    return svc.store.fits.fits(who.tenant)
 
 
 @router.get("/fits/current", response_model=FitRecord)
 def current_fit(svc: ServiceDep, who: CallerDep) -> FitRecord:
     """The fit recommendations rank in, with the events written since (the refit policy counts them)."""
-    found = svc.store.current_fit(who.tenant)
+    found = svc.store.fits.current_fit(who.tenant)
     if found is None:
         raise NotFoundError(f"tenant {who.tenant!r} has no fit yet: POST /v1/fits")
     return found
@@ -76,12 +76,12 @@ def current_fit(svc: ServiceDep, who: CallerDep) -> FitRecord:
 def list_jobs(svc: ServiceDep, who: CallerDep, user: str | None = None, job_status: Annotated[
         JobStatus | None, Query(alias="status")] = None, limit: int = Query(default=50, ge=1, le=1000)) -> list[JobRecord]:
     """The tenant's jobs, newest first."""
-    return svc.store.jobs(who.tenant, user=user, status=job_status, limit=limit)
+    return svc.store.jobs.jobs(who.tenant, user=user, status=job_status, limit=limit)
 
 
 @router.get("/jobs/{key}", response_model=JobRecord)
 def get_job(key: str, svc: ServiceDep, who: CallerDep) -> JobRecord:
-    return svc.store.job(who.tenant, key)
+    return svc.store.jobs.job(who.tenant, key)
 
 
 @router.post("/jobs/{key}/cancel", response_model=JobRecord)
@@ -96,7 +96,7 @@ def cancel_job(key: str, svc: ServiceDep, who: CallerDep) -> JobRecord:
 async def job_events(key: str, svc: ServiceDep, who: CallerDep) -> StreamingResponse:
     """Server-sent events: the job record each time it changes (`event: progress`), then once
     more when it ends (`event: end`)."""
-    first = await run_in_threadpool(svc.store.job, who.tenant, key)  # a 404 before the stream starts
+    first = await run_in_threadpool(svc.store.jobs.job, who.tenant, key)  # a 404 before the stream starts
     return StreamingResponse(_events(svc, who.tenant, first), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
 
@@ -112,7 +112,7 @@ async def _events(svc: ServiceDep, tenant: str, job: JobRecord) -> AsyncIterator
             yield _sse("progress", job)
             last = state
         await asyncio.sleep(SSE_POLL_S)
-        job = await run_in_threadpool(svc.store.job, tenant, job.key)
+        job = await run_in_threadpool(svc.store.jobs.job, tenant, job.key)
 
 
 def _sse(event: str, job: JobRecord) -> str:

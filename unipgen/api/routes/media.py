@@ -28,14 +28,14 @@ MAX_SUBJECT_PHOTOS = 20
 async def add_face(user: str, key: Key, consent: Consent, file: Annotated[UploadFile, File()], svc: ServiceDep,
                    who: CallerDep) -> MediaPublic:
     """A photo of the user's face (JPEG, PNG...): stored with its identity embedding."""
-    image, media_type = await read_image(file, svc.settings.max_blob_bytes, f"face {key!r}", svc.store.media_limits)
+    image, media_type = await read_image(file, svc.settings.max_blob_bytes, f"face {key!r}", svc.store.content.media_limits)
     await _encoded(repr(file.filename), svc.model.add_face, who.tenant, user, key, image, consent=consent)
     return MediaPublic(key=key, media_type=media_type)
 
 
 @router.get("/faces", response_model=list[MediaPublic])
 def list_faces(user: str, svc: ServiceDep, who: CallerDep) -> list[MediaPublic]:
-    return [MediaPublic(key=k, media_type=t) for k, t in svc.store.media(who.tenant, user, "face")]
+    return [MediaPublic(key=k, media_type=t) for k, t in svc.store.content.media(who.tenant, user, "face")]
 
 
 @router.get("/faces/{key}", response_class=Response, responses={200: {"content": {"image/*": {}}}})
@@ -49,14 +49,14 @@ async def add_voice(user: str, key: Key, consent: Consent, file: Annotated[Uploa
                     who: CallerDep) -> MediaPublic:
     """A recording of the user's voice (WAV, FLAC, OGG), up to `UNIPGEN_MAX_AUDIO_SECONDS`."""
     audio, media_type = await read_audio(file, svc.settings.max_blob_bytes, svc.settings.max_audio_seconds,
-                                         f"voice sample {key!r}", svc.store.media_limits)
+                                         f"voice sample {key!r}", svc.store.content.media_limits)
     await _encoded(repr(file.filename), svc.model.add_voice, who.tenant, user, key, audio, consent=consent)
     return MediaPublic(key=key, media_type=media_type)
 
 
 @router.get("/voices", response_model=list[MediaPublic])
 def list_voices(user: str, svc: ServiceDep, who: CallerDep) -> list[MediaPublic]:
-    return [MediaPublic(key=k, media_type=t) for k, t in svc.store.media(who.tenant, user, "voice")]
+    return [MediaPublic(key=k, media_type=t) for k, t in svc.store.content.media(who.tenant, user, "voice")]
 
 
 @router.get("/voices/{key}", response_class=Response, responses={200: {"content": {"audio/*": {}}}})
@@ -74,7 +74,7 @@ async def add_subject(user: str, key: Key, name: Annotated[str, Form(min_length=
     """A personal subject (a pet, a bag) with 1 to 20 reference photos."""
     if not 1 <= len(files) <= MAX_SUBJECT_PHOTOS:
         raise InvalidInputError(f"subject {key!r}: send 1 to {MAX_SUBJECT_PHOTOS} photos, not {len(files)}")
-    limit, limits = svc.settings.max_blob_bytes, svc.store.media_limits
+    limit, limits = svc.settings.max_blob_bytes, svc.store.content.media_limits
     images = [(await read_image(f, limit, f"subject {key!r} photo {n + 1}", limits))[0] for n, f in enumerate(files)]
     await _encoded(", ".join(repr(f.filename) for f in files), svc.model.add_subject, who.tenant, user, key,
                    name=name, class_noun=class_noun, images=images)
@@ -84,7 +84,7 @@ async def add_subject(user: str, key: Key, name: Annotated[str, Form(min_length=
 @router.get("/subjects", response_model=list[SubjectPublic])
 def list_subjects(user: str, svc: ServiceDep, who: CallerDep) -> list[SubjectPublic]:
     return [SubjectPublic(key=s.key, name=s.name, class_noun=s.class_noun, images=len(s.image_shas))
-            for s in svc.store.subjects(who.tenant, user)]
+            for s in svc.store.content.subjects(who.tenant, user)]
 
 
 async def _encoded(files: str, write: Any, *args: Any, **kwargs: Any) -> None:
@@ -96,6 +96,6 @@ async def _encoded(files: str, write: Any, *args: Any, **kwargs: Any) -> None:
 
 
 def _read(svc: ServiceDep, who: CallerDep, user: str, kind: str, key: str) -> Response:
-    data, media_type = svc.store.media_blob(who.tenant, user, kind, key)
-    svc.store.record_audit(who.tenant, who.actor, f"read_{kind}", user=user, object_kind=kind, object_key=key)
+    data, media_type = svc.store.content.media_blob(who.tenant, user, kind, key)
+    svc.store.audit.record_audit(who.tenant, who.actor, f"read_{kind}", user=user, object_kind=kind, object_key=key)
     return Response(data, media_type=media_type)

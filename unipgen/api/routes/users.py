@@ -51,55 +51,55 @@ FORGETTABLE = {"faces": "face", "voices": "voice", "documents": "document", "sub
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserPublic)
 def create_user(body: UserCreate, svc: ServiceDep, who: CallerDep) -> UserPublic:
-    svc.store.create_user(who.tenant, body.key)
+    svc.store.users.create_user(who.tenant, body.key)
     return UserPublic(tenant=who.tenant, key=body.key)
 
 
 @router.get("/users", response_model=list[str])
 def list_users(svc: ServiceDep, who: CallerDep) -> list[str]:
-    return svc.store.list_users(who.tenant)
+    return svc.store.users.list_users(who.tenant)
 
 
 @router.get("/users/{user}", response_model=UserSummary)
 def get_user(user: str, svc: ServiceDep, who: CallerDep) -> UserSummary:
-    return svc.store.user_summary(who.tenant, user)
+    return svc.store.users.user_summary(who.tenant, user)
 
 
 @router.get("/users/{user}/profile", response_model=dict[str, Any])
 def get_profile(user: str, svc: ServiceDep, who: CallerDep) -> dict[str, Any]:
-    return svc.store.profile(who.tenant, user)
+    return svc.store.users.profile(who.tenant, user)
 
 
 @router.put("/users/{user}/profile/{name}", response_model=dict[str, Any])
 def set_profile(user: str, name: str, body: ProfileValue, svc: ServiceDep, who: CallerDep) -> dict[str, Any]:
     """Set one attribute (the previous value is kept as history); returns the whole profile."""
-    svc.store.set_profile(who.tenant, user, name, body.value)
-    return svc.store.profile(who.tenant, user)
+    svc.store.users.set_profile(who.tenant, user, name, body.value)
+    return svc.store.users.profile(who.tenant, user)
 
 
 @router.post("/events", status_code=status.HTTP_201_CREATED, response_model=Count)
 def add_event(body: EventIn, svc: ServiceDep, who: CallerDep) -> Count:
-    return Count(count=svc.store.ingest_events(who.tenant, [body]))
+    return Count(count=svc.store.events.ingest_events(who.tenant, [body]))
 
 
 @router.post("/events/bulk", status_code=status.HTTP_201_CREATED, response_model=Count)
 def add_events(body: EventsCreate, svc: ServiceDep, who: CallerDep) -> Count:
     """All the events or, on any error, none."""
-    return Count(count=svc.store.ingest_events(who.tenant, body.events, create_users=body.create_users))
+    return Count(count=svc.store.events.ingest_events(who.tenant, body.events, create_users=body.create_users))
 
 
 @router.get("/users/{user}/events", response_model=list[EventRecord])
 def list_events(user: str, svc: ServiceDep, who: CallerDep,
                 limit: int | None = Query(default=None, ge=1, le=100_000)) -> list[EventRecord]:
     """The user's events, oldest first; each `id` addresses the event for deletion."""
-    return svc.store.events(who.tenant, user, limit=limit)
+    return svc.store.events.events(who.tenant, user, limit=limit)
 
 
 @router.delete("/users/{user}/events/{event_id}", response_model=ForgetReport)
 def delete_event(user: str, event_id: int, svc: ServiceDep, who: CallerDep) -> ForgetReport:
     """Delete one event (its `id` from the listing) and every output derived from the user's history."""
-    report = svc.store.delete_events(who.tenant, user, ids=[event_id])
-    svc.store.record_audit(who.tenant, who.actor, "delete_events", user=user, detail={"ids": [event_id]})
+    report = svc.store.privacy.delete_events(who.tenant, user, ids=[event_id])
+    svc.store.audit.record_audit(who.tenant, who.actor, "delete_events", user=user, detail={"ids": [event_id]})
     return report
 
 
@@ -113,9 +113,9 @@ def delete_events(
 ) -> ForgetReport:
     """Delete the user's events matching every filter given (all of them with none), and every
     output derived from the user's history."""
-    report = svc.store.delete_events(who.tenant, user, type=type, item=item, since=since, until=until)
+    report = svc.store.privacy.delete_events(who.tenant, user, type=type, item=item, since=since, until=until)
     detail = {k: str(v) for k, v in {"type": type, "item": item, "since": since, "until": until}.items() if v is not None}
-    svc.store.record_audit(who.tenant, who.actor, "delete_events", user=user, detail=detail or None)
+    svc.store.audit.record_audit(who.tenant, who.actor, "delete_events", user=user, detail=detail or None)
     return report
 
 
@@ -140,7 +140,7 @@ async def add_item(item: str, text: Annotated[str, Form(min_length=1, descriptio
     """One catalog item from a multipart form, with its image: embedded as text and as image."""
     what = f"image of item {item!r}"
     data = None if image is None else (await read_image(image, svc.settings.max_blob_bytes, what,
-                                                        svc.store.media_limits))[0]
+                                                        svc.store.content.media_limits))[0]
     row = parse_rows([{"key": item, "text": text, "image": data, "meta": _json_object(meta, "meta")}], ItemIn, "item")
     try:
         return Count(count=await run_in_threadpool(svc.model.add_items, who.tenant, row, exist_ok=exist_ok))
@@ -167,7 +167,7 @@ def add_documents(user: str, body: DocumentsCreate, svc: ServiceDep, who: Caller
 
 @router.get("/users/{user}/documents", response_model=list[DocumentIn])
 def list_documents(user: str, svc: ServiceDep, who: CallerDep) -> list[DocumentIn]:
-    return svc.store.documents(who.tenant, user)
+    return svc.store.content.documents(who.tenant, user)
 
 
 @router.post("/users/{user}/context", response_model=UserContext)
@@ -176,7 +176,7 @@ def get_context(user: str, body: ContextRequest, svc: ServiceDep, who: CallerDep
     context = svc.model.context(who.tenant, user, body.modality, body.instruction)
     biometric = [p for p in context.provenance if p.split(":", 1)[0] in ("face", "voice")]
     if biometric:  # the context carries face or voice embeddings: a read of biometric data
-        svc.store.record_audit(who.tenant, who.actor, "read_context", user=user, detail={"used": biometric})
+        svc.store.audit.record_audit(who.tenant, who.actor, "read_context", user=user, detail={"used": biometric})
     return context
 
 
@@ -195,8 +195,8 @@ def export_user(user: str, svc: ServiceDep, who: CallerDep) -> StreamingResponse
     folder = Path(tempfile.mkdtemp(prefix="unipgen-export-"))  # 0700: the zip holds the user's data
     try:
         path = folder / "export.zip"  # not the user id: it may hold any character, "/" included
-        svc.store.export_user(who.tenant, user, path)
-        svc.store.record_audit(who.tenant, who.actor, "export_user", user=user)
+        svc.store.privacy.export_user(who.tenant, user, path)
+        svc.store.audit.record_audit(who.tenant, who.actor, "export_user", user=user)
         return _zip_response(path, f"{who.tenant}-{user}.zip")
     finally:  # failed or not, nothing stays behind (an open handle keeps the zip's bytes until sent)
         _remove(folder)
@@ -230,8 +230,8 @@ def _remove(folder: Path) -> None:
 def forget_user(user: str, svc: ServiceDep, who: CallerDep) -> ForgetReport:
     """Delete the user and everything derived from their data; the report's residue is empty
     when a full scan found nothing left."""
-    report = svc.store.forget_user(who.tenant, user)
-    svc.store.record_audit(who.tenant, who.actor, "forget_user", user=user)
+    report = svc.store.privacy.forget_user(who.tenant, user)
+    svc.store.audit.record_audit(who.tenant, who.actor, "forget_user", user=user)
     return report
 
 
@@ -242,8 +242,8 @@ def forget_item(user: str, kind: str, key: str, svc: ServiceDep, who: CallerDep)
 
     if kind not in FORGETTABLE:
         raise NotFoundError(f"unknown kind {kind!r}; one of {sorted(FORGETTABLE)}")
-    svc.store.profile(who.tenant, user)  # an unknown user is a 404 naming the user
-    report = svc.store.forget_item(who.tenant, FORGETTABLE[kind], key, user=user)
-    svc.store.record_audit(who.tenant, who.actor, "forget_item", user=user, object_kind=FORGETTABLE[kind],
+    svc.store.users.profile(who.tenant, user)  # an unknown user is a 404 naming the user
+    report = svc.store.privacy.forget_item(who.tenant, FORGETTABLE[kind], key, user=user)
+    svc.store.audit.record_audit(who.tenant, who.actor, "forget_item", user=user, object_kind=FORGETTABLE[kind],
                            object_key=key)
     return report
