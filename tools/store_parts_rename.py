@@ -79,6 +79,7 @@ _BOUND = [
     re.compile(r"\b([A-Za-z_]\w*)\s*=\s*MemoryStore(?:\.open)?\("),
     re.compile(r"MemoryStore\.open\([^\n]*?\)\s+as\s+([A-Za-z_]\w*)"),
 ]
+_CALL = re.compile(r"\s*\(")
 _ALIAS = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*([A-Za-z_]\w*)\s*(?:#.*)?$", re.MULTILINE)
 
 
@@ -115,10 +116,9 @@ def rewrite(text: str, names: list[str]) -> tuple[str, list[tuple[int, str, str]
 
     def replace(match: re.Match[str]) -> str:
         store, member = match.group(1), match.group(2)
-        rest = text[match.end():]
-        if rest.startswith(".") and member not in RENAMED:
+        if text.startswith(".", match.end()) and member not in RENAMED:
             return match.group(0)  # already a part (store.events.ingest_events) or not a call chain we know
-        if member in CALLED_ONLY and not re.match(r"\s*\(", rest):
+        if member in CALLED_ONLY and not _CALL.match(text, match.end()):
             return match.group(0)  # `store.jobs` alone is the part
         if member in RENAMED:
             new = f"{store}.{RENAMED[member]}"
