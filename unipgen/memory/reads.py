@@ -8,7 +8,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 
 from unipgen.errors import NotFoundError
 from unipgen.memory.content import OWNER_MODELS
@@ -133,6 +133,16 @@ class ReadsMixin:
         if found is None:
             raise NotFoundError(f"unknown {kind} {key!r} of user {user!r}")
         return self.blobs.get(found[0]), found[1]
+
+    def catalog_stamp(self: MemoryStore, tenant: str, space: str = "text") -> tuple[int | None, int | None]:
+        """Two cheap numbers that change whenever the tenant's catalog may hold an item without a
+        vector in `space`: the newest item id (of any tenant: new items get a new one) and the
+        space's generation (a deleted item's vector bumps it, and SQLite may reuse its id)."""
+        with self.session() as session:
+            newest = session.scalar(select(func.max(Item.id)))
+            generation = session.scalar(select(EmbeddingSpace.generation).where(
+                EmbeddingSpace.tenant_id == tenant_id_of(session, tenant), EmbeddingSpace.name == space))
+            return newest, generation
 
     def keys_without_vector(
         self: MemoryStore, tenant: str, space: str, kind: str, *, user: str | None = None
