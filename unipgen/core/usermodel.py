@@ -66,7 +66,7 @@ class UserModel:
         self.pool = pool  # when given, uploaded files are encoded in its child process
         self.builder = ContextBuilder(store, self.encoders, config, cache_dir)
         # tenant -> its catalog's stamp when no item lacked a text vector (`embed_catalog` skips the scan)
-        self._catalog_complete: dict[str, tuple[int | None, int | None]] = {}
+        self._catalog_complete: dict[str, tuple[int, int | None]] = {}
 
     # -- writes that embed ----------------------------------------------------------------------
 
