@@ -259,6 +259,7 @@ def _record_failure(model: UserModel, job: JobRecord, worker: str, exc: BaseExce
     if isinstance(exc, UnipgenError):
         return store.fail_job(job.tenant, job.key, worker, {"code": exc.code, "message": exc.message},
                               retryable=False)
+    log.warning("job %s failed (attempt %d of %d)", job.key, job.attempts, job.max_attempts, exc_info=exc)  # the trace
     return store.fail_job(job.tenant, job.key, worker, {"code": "internal", "message": f"{type(exc).__name__}: {exc}"},
                           retryable=True, backoff_s=backoff_s)
 
