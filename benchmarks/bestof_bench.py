@@ -60,7 +60,7 @@ def run(quick: bool = False, profile: str = "tiny", users: int | None = None, pr
     from unipgen.core.usermodel import UserModel
     from unipgen.memory import MemoryStore
     from unipgen.memory.loaders import load_movielens
-    from unipgen.orchestrator.inline import InlineGenerator
+    from unipgen.orchestrator import InlineGenerator
     from unipgen.settings import Settings
 
     torch.set_num_threads(1)

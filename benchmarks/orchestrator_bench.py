@@ -144,7 +144,7 @@ class _Setup:
         from unipgen.core.usermodel import UserModel
         from unipgen.memory import MemoryStore
         from unipgen.memory.loaders import load_movielens
-        from unipgen.orchestrator.executor import InlineExecutor
+        from unipgen.orchestrator import InlineExecutor
         from unipgen.orchestrator.ray_cluster import connect
         from unipgen.orchestrator.ray_executor import RayExecutor
         from unipgen.schema.profiles import load_profile
@@ -222,7 +222,7 @@ class _Setup:
 
     def ray_overhead(self, modality: str, runs: int, steps: int = IMAGE_STEPS, suffix: str | None = None) -> dict[str, Any]:
         """One job through RayExecutor vs the same backend call on a raw actor, same request."""
-        from unipgen.orchestrator.inline import prepare_generation
+        from unipgen.orchestrator import prepare_generation
 
         user = self.users[0]
         if modality == "image":
@@ -270,7 +270,7 @@ class _Setup:
                  suffix: str = "") -> dict[str, Any]:
         """32 LoRA text jobs of 8 users with 32 in flight vs one at a time, alternating; and the
         model actor alone: the same 32 prepared requests sent all at once vs one after another."""
-        from unipgen.orchestrator.inline import prepare_generation
+        from unipgen.orchestrator import prepare_generation
 
         plan: list[tuple[str, GenerateSpec]] = []
         for number in range(jobs_per_user):
@@ -350,14 +350,14 @@ class _Setup:
 
     def inline(self, jobs: int, runs: int) -> dict[str, Any]:
         """Small text jobs through InlineExecutor: jobs/s, and per job vs the direct backend call."""
-        from unipgen.orchestrator.inline import prepare_generation
+        from unipgen.orchestrator import prepare_generation
 
         executor = self.inline_executor
         user = self.users[0]
         spec = GenerateSpec(modality="text", instruction=INSTRUCTIONS[1],
                             options=GenerationOptions(seed=5, max_new_tokens=8))
         request = prepare_generation(self.model, TENANT, user, spec.modality, spec.instruction, spec.options).request
-        backend = executor.generator.backend("text")
+        backend = executor.backend("text")
         fetch = self.store.blobs.get
 
         def ours() -> str | None:

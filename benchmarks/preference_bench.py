@@ -47,7 +47,7 @@ def run(quick: bool = False, steps: int | None = None) -> dict[str, Any]:
     from unipgen.bench import machine
     from unipgen.core.usermodel import UserModel
     from unipgen.memory import MemoryStore
-    from unipgen.orchestrator.inline import InlineGenerator
+    from unipgen.orchestrator import InlineGenerator
     from unipgen.orchestrator.training import train
     from unipgen.schema.generation import GenerationOptions
     from unipgen.schema.profiles import load_profile

@@ -62,7 +62,7 @@ def _store() -> MemoryStore:
 
 def _executor(model: Any, name: str | None, progress: bool = False) -> Any:
     """The executor `name` (default: `UNIPGEN_EXECUTOR`) over `model`'s store."""
-    from unipgen.orchestrator.executor import make_executor
+    from unipgen.orchestrator import make_executor
 
     return make_executor(model, _settings(), name, progress=progress)
 
@@ -525,12 +525,14 @@ def generate(
 def _run_job(store: MemoryStore, profile: str, executor: str, tenant: str, user: str, spec: Any, job_id: str | None,
              wait: bool, progress: bool = False) -> Any:
     """Submit a job (idempotent by `job_id`) and, with `wait`, run it; a failed job raises its error."""
+    from unipgen.core.usermodel import UserModel
     from unipgen.errors import error_from
 
     store.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
     if not wait:
         return store.submit_job(tenant, user, spec.model_dump(mode="json"), key=job_id)
-    runner = _executor(_user_model(store, profile, tenant, user), executor, progress)
+    model = UserModel(store, profile, cache_dir=_cache_dir())  # the job embeds what its context reads
+    runner = _executor(model, executor, progress)
     try:
         job = runner.wait(tenant, runner.submit(tenant, user, spec, key=job_id).key)
     finally:

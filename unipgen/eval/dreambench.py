@@ -210,8 +210,7 @@ def _evaluate(stack: ExitStack, home: Path, directory: Path, classes: dict[str, 
     from unipgen.eval import image_metrics as metrics
     from unipgen.memory import MemoryStore
     from unipgen.memory.loaders import load_dreambench
-    from unipgen.orchestrator.inline import InlineGenerator
-    from unipgen.orchestrator.training import train
+    from unipgen.orchestrator import InlineGenerator, train
     from unipgen.schema.generation import GenerationOptions
     from unipgen.settings import Settings
 

@@ -8,7 +8,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 
 from unipgen.errors import NotFoundError
 from unipgen.memory.content import OWNER_MODELS
@@ -133,6 +133,17 @@ class ReadsMixin:
         if found is None:
             raise NotFoundError(f"unknown {kind} {key!r} of user {user!r}")
         return self.blobs.get(found[0]), found[1]
+
+    def catalog_stamp(self: MemoryStore, tenant: str, space: str = "text") -> tuple[int, int | None]:
+        """Two cheap numbers that change whenever the tenant's catalog may have gained an item
+        without a vector in `space`: how many items it has, and the space's generation (which a
+        deleted item's vector bumps, so a deletion and an addition do not cancel out)."""
+        with self.session() as session:
+            tenant_id = tenant_id_of(session, tenant)
+            items = session.scalar(select(func.count()).select_from(Item).where(Item.tenant_id == tenant_id))
+            generation = session.scalar(select(EmbeddingSpace.generation).where(
+                EmbeddingSpace.tenant_id == tenant_id, EmbeddingSpace.name == space))
+            return items or 0, generation
 
     def keys_without_vector(
         self: MemoryStore, tenant: str, space: str, kind: str, *, user: str | None = None
