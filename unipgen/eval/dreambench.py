@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from unipgen.errors import InvalidInputError, NotFoundError
+from unipgen.eval.environment import machine, shared_data_dir, shown_data_path
 
 #: CLI method name → (plan method the router must choose, training method or None).
 METHODS = {"ip-adapter": ("ip_adapter", None), "lora": ("lora", "lora"),
@@ -159,8 +160,6 @@ def run_dreambench(data: Path | str | None = None, *, profile: str = "tiny", met
     `home`: the store's home (default: a temporary one, deleted at the end). Returns the result
     that `<out>/dreambench.json` holds.
     """
-    from unipgen.bench import machine, shared_data_dir, shown_data_path
-
     started = time.perf_counter()
     say = log or (lambda _message: None)
     defaults = QUICK if quick else FULL
