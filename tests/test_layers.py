@@ -14,8 +14,10 @@ ALLOWED = {
     "modalities": SHARED,
     "orchestrator": SHARED | {"memory", "core", "modalities"},
     # Metrics use core's encoders; harnesses drive the whole platform (store, jobs) as the CLI does.
-    "eval": SHARED | {"memory", "core", "modalities", "orchestrator", "bench"},
+    "eval": SHARED | {"memory", "core", "modalities", "orchestrator"},
     "api": SHARED | {"memory", "core", "orchestrator"},
+    # Benchmarks measure everything below, the service and its SDK included; only the CLI imports them.
+    "bench": SHARED | {"memory", "core", "modalities", "orchestrator", "eval", "api", "client"},
 }
 #: Single-module layers: the SDK needs only the shared types (a client installs without the models).
 MODULES = {"client": {"errors", "schema"}}

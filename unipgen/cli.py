@@ -211,15 +211,25 @@ def check(as_json: Json = False) -> None:
         raise typer.Exit(1)
 
 
+def _run_bench(name: str, **options: Any) -> dict[str, Any]:
+    """`unipgen.bench.<name>.run(**options)`, on one BLAS/OpenMP thread unless the environment says otherwise."""
+    import importlib
+    import os
+
+    from unipgen.eval.environment import THREAD_VARIABLES
+
+    for variable in THREAD_VARIABLES:  # before the benchmark loads numpy
+        os.environ.setdefault(variable, "1")
+    return importlib.import_module(f"unipgen.bench.{name}").run(**options)
+
+
 @bench_app.command("memory")
 def bench_memory(
     quick: Annotated[bool, typer.Option(help="Smaller sizes (minutes, not tens of minutes).")] = False,
     as_json: Json = False,
 ) -> None:
     """Ingest, per-user search, global ANN search and forget, each beside a baseline."""
-    from unipgen.bench import run_benchmark
-
-    results = run_benchmark("memory_bench", quick=quick)
+    results = _run_bench("memory", quick=quick)
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
@@ -232,9 +242,7 @@ def bench_usermodel(
     as_json: Json = False,
 ) -> None:
     """Preference-model ranking vs popularity (leave-last-out), speaker and face checks."""
-    from unipgen.bench import run_benchmark
-
-    results = run_benchmark("usermodel_bench", quick=quick, data_dir=data, voice_dir=voice_data, face_dir=face_data)
+    results = _run_bench("usermodel", quick=quick, data_dir=data, voice_dir=voice_data, face_dir=face_data)
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
@@ -244,9 +252,7 @@ def bench_generation(
     as_json: Json = False,
 ) -> None:
     """unipgen's generate vs direct transformers/diffusers calls; adapter switching; mixed batches."""
-    from unipgen.bench import run_benchmark
-
-    results = run_benchmark("generation_bench", quick=quick)
+    results = _run_bench("generation", quick=quick)
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
@@ -256,9 +262,7 @@ def bench_media(
     as_json: Json = False,
 ) -> None:
     """Seconds per video and per 3D object on the tiny models, vs the diffusers pipelines called directly."""
-    from unipgen.bench import run_benchmark
-
-    results = run_benchmark("media_bench", quick=quick)
+    results = _run_bench("media", quick=quick)
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
@@ -270,9 +274,7 @@ def bench_voice(
     as_json: Json = False,
 ) -> None:
     """Speech in the user's voice: speaker-encoder cosine to a held-out recording, matched vs default voice."""
-    from unipgen.bench import run_benchmark
-
-    results = run_benchmark("voice_bench", data_dir=data, quick=quick)
+    results = _run_bench("voice", data_dir=data, quick=quick)
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
@@ -283,9 +285,7 @@ def bench_bestof(
     as_json: Json = False,
 ) -> None:
     """Best-of-8 vs a single sample: the user model's score of the kept output, per modality."""
-    from unipgen.bench import run_benchmark
-
-    results = run_benchmark("bestof_bench", quick=quick, profile=profile)
+    results = _run_bench("bestof", quick=quick, profile=profile)
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
@@ -295,9 +295,7 @@ def bench_orchestrator(
     as_json: Json = False,
 ) -> None:
     """Jobs on Ray vs raw Ray calls; micro-batching across users; adapter cache hit rate; inline jobs/s."""
-    from unipgen.bench import run_benchmark
-
-    results = run_benchmark("orchestrator_bench", quick=quick)
+    results = _run_bench("orchestrator", quick=quick)
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
@@ -307,9 +305,7 @@ def bench_service(
     as_json: Json = False,
 ) -> None:
     """HTTP service on loopback vs the same calls in-process: event ingest, bulk ingest, context (req/s, p99)."""
-    from unipgen.bench import run_benchmark
-
-    results = run_benchmark("service_bench", quick=quick)
+    results = _run_bench("service", quick=quick)
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
@@ -319,9 +315,7 @@ def bench_hardening(
     as_json: Json = False,
 ) -> None:
     """The adversarial upload corpus against a live service: time to refusal, peak RSS increase, survival."""
-    from unipgen.bench import run_benchmark
-
-    results = run_benchmark("hardening_bench", quick=quick)
+    results = _run_bench("hardening", quick=quick)
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
@@ -331,9 +325,7 @@ def bench_preference(
     as_json: Json = False,
 ) -> None:
     """Feedback on real outputs → DPO adapter → held-out win rate of the simulated user's preference."""
-    from unipgen.bench import run_benchmark
-
-    results = run_benchmark("preference_bench", quick=quick)
+    results = _run_bench("preference", quick=quick)
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
@@ -344,9 +336,7 @@ def bench_recommend(
 ) -> None:
     """Recommend p50/p99 over a 100k-item catalog beside numpy brute force; fit and refit time and
     peak memory at 100k users x 50k items x 10M events."""
-    from unipgen.bench import run_benchmark
-
-    results = run_benchmark("recommend_bench", quick=quick)
+    results = _run_bench("recommend", quick=quick)
     _emit(results, as_json, json.dumps(results, indent=2))
 
 
@@ -358,9 +348,7 @@ def bench_textpersonalization(
     as_json: Json = False,
 ) -> None:
     """LaMP-style tagging with SmolLM2: no history vs retrieved history (RAG) vs a per-user LoRA."""
-    from unipgen.bench import run_benchmark
-
-    results = run_benchmark("textpersonalization_bench", quick=quick, data_dir=data)
+    results = _run_bench("textpersonalization", quick=quick, data_dir=data)
     _emit(results, as_json, json.dumps(results, indent=2))
 
 

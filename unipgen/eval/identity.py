@@ -11,8 +11,8 @@ Besides the mean-similarity margin each side reports two scale-free figures, bec
 depends on how a space spreads its similarities and cannot be compared across spaces: `top1`
 (the nearest other item is the same identity) and `pair_auc` (the chance that a random
 same-identity pair is closer than a random different-identity pair; 0.5 is chance, 1 perfect).
-The source checkout's benchmarks/identity_bench.py (`unipgen bench identity`) calls
-`face_figures` and `voice_figures` on whole folders.
+`unipgen bench usermodel` (`unipgen.bench.usermodel`) calls `face_figures` and `voice_figures`
+on whole folders.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ Tuning is honest: users with EVEN ids tune (coordinate ascent over half-lives, r
 short-term/negative weights, factor settings and the blend), users with ODD ids are reported.
 The content-only and no-decay variants are tuned the same way on the even users.
 
-`run_movielens` is `unipgen eval movielens` (any folder with ratings.csv and movies.csv); the
-source checkout's benchmarks/usermodel_bench.py (`unipgen bench usermodel`) calls `bench_ranking`.
+`run_movielens` is `unipgen eval movielens` (any folder with ratings.csv and movies.csv);
+`unipgen bench usermodel` (`unipgen.bench.usermodel`) calls `bench_ranking`.
 Full data: ~2 min (+ ~80 s once to embed the titles with MiniLM, cached under the temp dir).
 """
 
