@@ -123,3 +123,22 @@ def test_media_bench_times_video_and_3d_against_their_pipelines() -> None:
     _positive(result, "video_s_per_output", "video_direct_s", "video_overhead_ratio", "shape_s_per_output",
               "shape_direct_s", "shape_overhead_ratio", "shape_faces", "shape_preview_bytes")
     assert -1.0 <= result["video_temporal_consistency"] <= 1.0
+
+
+def test_every_bench_command_calls_a_runner_that_takes_its_options() -> None:
+    """`unipgen bench`'s table: each runner is a function of a `unipgen.bench` module (read, not
+    imported) whose parameters include the command's options."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    from unipgen.cli.bench import BENCHMARKS
+
+    for name, bench in BENCHMARKS.items():
+        module, _, function = bench.runner.partition(":")
+        spec = importlib.util.find_spec(module)
+        assert spec is not None and spec.origin is not None, name
+        tree = ast.parse(Path(spec.origin).read_text())
+        runner = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
+        parameters = {a.arg for a in runner.args.args + runner.args.kwonlyargs}
+        assert {option.keyword or option.name for option in bench.options} <= parameters, name
