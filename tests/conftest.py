@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from unipgen.bench import shared_data_dir
+from unipgen.eval.environment import shared_data_dir
 from unipgen.memory import MemoryStore
 from unipgen.memory.db import make_engine, migrate, temporary_database
 from unipgen.settings import Settings

@@ -9,24 +9,11 @@ from typing import Any
 
 import pytest
 
-from unipgen.bench import run_benchmark
+from unipgen.bench import memory as memory_bench
+from unipgen.bench import vectors
 
 
-@pytest.fixture(scope="module")
-def memory_bench():
-    import importlib
-    import sys
-
-    from unipgen.bench import BENCHMARKS_DIR
-
-    sys.path.insert(0, str(BENCHMARKS_DIR))
-    try:
-        yield importlib.import_module("memory_bench")
-    finally:
-        sys.path.remove(str(BENCHMARKS_DIR))
-
-
-def test_ingest_and_forget_stages(memory_bench) -> None:
+def test_ingest_and_forget_stages() -> None:
     ingest = memory_bench.bench_ingest(None, 300, 30)
     assert ingest["ingest_events"] == 300 and ingest["ingest_events_per_s"] > 0
     assert ingest["ingest_speedup_vs_naive"] == pytest.approx(
@@ -35,46 +22,31 @@ def test_ingest_and_forget_stages(memory_bench) -> None:
     assert forget["forget_deleted"]["blobs"] == 5 and forget["forget_deleted"]["events"] == 100
 
 
-def test_search_stages(memory_bench) -> None:
-    import vector_bench
-
+def test_search_stages() -> None:
     store = memory_bench.bench_store_search(n_users=2, per_user=50, dim=16, queries=50)
     assert store["store_user_search_p99_ms"] >= store["store_user_search_p50_ms"] > 0
-    user = vector_bench.bench_user_search(n_users=5, per_user=50, dim=16, queries=50)
+    user = vectors.bench_user_search(n_users=5, per_user=50, dim=16, queries=50)
     assert {"user_search_p99_ms", "baseline_user_search_p99_ms"} <= user.keys()
-    ann = vector_bench.bench_ann(n=3000, dim=16, queries=20)
+    ann = vectors.bench_ann(n=3000, dim=16, queries=20)
     assert ann["ann_recall_at_10"] == pytest.approx(1.0)  # below the IVF threshold search is exact
-
-
-def test_unknown_benchmark_is_named() -> None:
-    from unipgen.errors import NotFoundError
-
-    with pytest.raises(NotFoundError, match="benchmark 'nope' not found"):
-        run_benchmark("nope")
 
 
 def test_usermodel_ranking_harness_on_the_sample() -> None:
     """The leave-last-out harness end to end on the shipped 8-user sample. Item texts are
     embedded by a cheap deterministic stand-in: the harness, not the encoder, is under test."""
     import hashlib
-    import sys
 
     import numpy as np
 
     from tests.conftest import SAMPLE
-    from unipgen.bench import BENCHMARKS_DIR
+    from unipgen.eval.movielens import bench_ranking
 
     def hashed(texts: list[str]) -> np.ndarray:
         rows = [np.frombuffer(hashlib.sha256(t.encode()).digest(), dtype=np.uint8)[:16] for t in texts]
         matrix = np.stack(rows).astype(np.float32) - 127.5
         return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
 
-    sys.path.insert(0, str(BENCHMARKS_DIR))
-    try:
-        import usermodel_bench
-    finally:
-        sys.path.remove(str(BENCHMARKS_DIR))
-    result = usermodel_bench.bench_ranking(SAMPLE, quick=True, text_encoder=hashed)
+    result = bench_ranking(SAMPLE, quick=True, text_encoder=hashed)
     assert result["users_evaluated"] >= 1
     for key in ("ndcg_at_10", "hr_at_10", "popularity_ndcg_at_10", "no_decay_ndcg_at_10", "update_events_per_s"):
         assert key in result
@@ -89,18 +61,11 @@ def test_usermodel_ranking_harness_on_the_sample() -> None:
 
 @pytest.fixture(scope="module")
 def generation_bench() -> Iterator[ModuleType]:
-    import importlib
-    import sys
-
     pytest.importorskip("torch")
     pytest.importorskip("diffusers")
-    from unipgen.bench import BENCHMARKS_DIR
+    from unipgen.bench import generation
 
-    sys.path.insert(0, str(BENCHMARKS_DIR))  # generation_bench imports its sibling training_bench
-    try:
-        yield importlib.import_module("generation_bench")
-    finally:
-        sys.path.remove(str(BENCHMARKS_DIR))
+    yield generation
 
 
 def _positive(result: dict[str, Any], *keys: str) -> None:
@@ -141,9 +106,9 @@ def test_generation_mixed_batch_stage(generation_bench: ModuleType) -> None:
 
 def test_generation_training_step_stage(generation_bench: ModuleType) -> None:
     """unipgen's DreamBooth-LoRA and the loop written on diffusers compute the same losses."""
-    import training_bench
+    from unipgen.bench import training
 
-    result = training_bench.bench_training_step(steps=2, rounds=1, warmup=1)
+    result = training.bench_training_step(steps=2, rounds=1, warmup=1)
     _positive(result, "train_step_ms_unipgen", "train_step_ms_direct", "train_overhead_ratio")
     assert result["train_losses_identical"] is True and result["train_loss_max_rel_diff"] == 0.0
     assert len(result["train_losses_unipgen"]) == 4  # warm-up + timed + the closing step
@@ -152,9 +117,28 @@ def test_generation_training_step_stage(generation_bench: ModuleType) -> None:
 
 def test_media_bench_times_video_and_3d_against_their_pipelines() -> None:
     pytest.importorskip("diffusers")
-    from unipgen.bench import run_benchmark
+    from unipgen.bench import media
 
-    result = run_benchmark("media_bench", quick=True)
+    result = media.run(quick=True)
     _positive(result, "video_s_per_output", "video_direct_s", "video_overhead_ratio", "shape_s_per_output",
               "shape_direct_s", "shape_overhead_ratio", "shape_faces", "shape_preview_bytes")
     assert -1.0 <= result["video_temporal_consistency"] <= 1.0
+
+
+def test_every_bench_command_calls_a_runner_that_takes_its_options() -> None:
+    """`unipgen bench`'s table: each runner is a function of a `unipgen.bench` module (read, not
+    imported) whose parameters include the command's options."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    from unipgen.cli.bench import BENCHMARKS
+
+    for name, bench in BENCHMARKS.items():
+        module, _, function = bench.runner.partition(":")
+        spec = importlib.util.find_spec(module)
+        assert spec is not None and spec.origin is not None, name
+        tree = ast.parse(Path(spec.origin).read_text())
+        runner = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
+        parameters = {a.arg for a in runner.args.args + runner.args.kwonlyargs}
+        assert {option.keyword or option.name for option in bench.options} <= parameters, name

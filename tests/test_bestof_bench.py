@@ -3,26 +3,12 @@ reporting every key docs/benchmarks.md quotes (the kept score is never below the
 
 from __future__ import annotations
 
-import importlib
-import sys
-from collections.abc import Iterator
-from types import ModuleType
-
 import pytest
 
-from unipgen.bench import BENCHMARKS_DIR, run_benchmark
+from unipgen.bench import bestof as bench
 
 
-@pytest.fixture(scope="module")
-def bench() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(BENCHMARKS_DIR))
-    try:
-        yield importlib.import_module("bestof_bench")
-    finally:
-        sys.path.remove(str(BENCHMARKS_DIR))
-
-
-def test_the_interval_resamples_users_with_all_their_prompts(bench: ModuleType) -> None:
+def test_the_interval_resamples_users_with_all_their_prompts() -> None:
     same = [{"user": u, "single": 0.1, "kept": 0.3} for u in "aabb"]
     assert bench.bootstrap_by_user(same, resamples=200) == [0.2, 0.2]
     # user a gains 0.2 on both prompts, user b nothing on its one: the interval spans both users
@@ -34,7 +20,7 @@ def test_the_interval_resamples_users_with_all_their_prompts(bench: ModuleType) 
 @pytest.mark.slow
 def test_quick_bestof_bench_reports_the_gain() -> None:
     pytest.importorskip("diffusers")
-    result = run_benchmark("bestof_bench", quick=True, modalities=["image", "3d"])
+    result = bench.run(quick=True, modalities=["image", "3d"])
     assert result["best_of"] == 8 and result["users"] == 2 and "random weights" in result["note"]
     for modality in ("image", "3d"):
         row = result["modalities"][modality]

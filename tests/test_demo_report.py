@@ -138,7 +138,7 @@ def test_every_asset_loads_in_headless_chromium(tmp_path: Path, data: ReportData
 
 
 def test_from_artifact_puts_the_plan_first(tmp_path: Path) -> None:
-    from unipgen.orchestrator.inline import GeneratedArtifact
+    from unipgen.orchestrator import GeneratedArtifact
     from unipgen.schema.context import PersonalizationPlan
 
     plan = PersonalizationPlan(modality="3d", method="ip_adapter", prompt="a <dog>", reasons=["subject"],

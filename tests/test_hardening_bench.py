@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from unipgen.bench import run_benchmark
+from unipgen.bench import hardening
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -13,7 +13,7 @@ pytest.importorskip("uvicorn")
 
 @pytest.mark.slow
 def test_hardening_bench_quick_refuses_everything_and_survives() -> None:
-    result = run_benchmark("hardening_bench", quick=True)
+    result = hardening.run(quick=True)
     assert result["all_as_expected"] is True and result["survived_all"] is True
     assert result["accepted"] == 3 and result["refusals"] == len(result["cases"]) - 3  # 3 controls
     assert result["rest_mb"]["service"] > 0 and result["rest_mb"]["encoder"] > 0  # the encoder process was found

@@ -9,19 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from unipgen.bench import run_benchmark
-
 
 def _bench_module():  # type: ignore[no-untyped-def]
-    """benchmarks/orchestrator_bench.py, imported as `unipgen bench` does (its siblings on sys.path)."""
-    import importlib
-    import sys
+    """unipgen.bench.orchestrator, imported when a test needs it (it imports torch)."""
+    from unipgen.bench import orchestrator
 
-    from unipgen.bench import BENCHMARKS_DIR
-
-    if str(BENCHMARKS_DIR) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS_DIR))
-    return importlib.import_module("orchestrator_bench")
+    return orchestrator
 
 
 def test_text_backend_counts_a_miss_then_a_hit_for_the_same_adapter(tmp_path: Path) -> None:
@@ -72,7 +65,7 @@ def test_orchestrator_bench_quick_reports_every_figure() -> None:
     pytest.importorskip("ray")
     pytest.importorskip("diffusers")
     pytest.importorskip("peft")
-    result = run_benchmark("orchestrator_bench", quick=True)
+    result = _bench_module().run(quick=True)
     assert result["quick"] is True and result["machine"]["cores"] >= 1
     # Ray overhead, image and text: one job vs the raw actor call, same request, same bytes
     for suffix in ("", "_text"):

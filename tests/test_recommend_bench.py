@@ -3,26 +3,10 @@ service's list agrees with brute force (speed itself is measured by the bench, n
 
 from __future__ import annotations
 
-import importlib
-import sys
-from collections.abc import Iterator
-from types import ModuleType
-
-import pytest
-
-from unipgen.bench import BENCHMARKS_DIR
+from unipgen.bench import recommend as bench
 
 
-@pytest.fixture(scope="module")
-def bench() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(BENCHMARKS_DIR))
-    try:
-        yield importlib.import_module("recommend_bench")
-    finally:
-        sys.path.remove(str(BENCHMARKS_DIR))
-
-
-def test_recommend_latency_part_agrees_with_brute_force(bench: ModuleType) -> None:
+def test_recommend_latency_part_agrees_with_brute_force() -> None:
     result = bench._recommend(3000, 60, 5)
     assert result["recall_at_10"] == 1.0  # under 20k items the index is exact: the same top 10
     assert result["catalog"] == 3000 and result["dim"] == 640 and result["index"] is None
@@ -30,7 +14,7 @@ def test_recommend_latency_part_agrees_with_brute_force(bench: ModuleType) -> No
         assert result[key] > 0
 
 
-def test_fit_and_refit_part_reports_time_memory_and_a_changed_fit(bench: ModuleType) -> None:
+def test_fit_and_refit_part_reports_time_memory_and_a_changed_fit() -> None:
     result = bench._fit_and_refit(400, 300, 6000)
     assert result["fit_s"] >= 0 and result["fit_peak_rss_mb"] > 0 and result["refit_after_forget_s"] >= 0
     assert result["refit_changed"] and result["fit_dim"] == 256 + 384

@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from unipgen.bench import run_benchmark
-
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 
 def _bench_module():  # type: ignore[no-untyped-def]
-    """benchmarks/service_bench.py, imported as `unipgen bench` does (its siblings on sys.path)."""
-    import importlib
-    import sys
+    """unipgen.bench.service, imported when a test needs it (it imports torch)."""
+    from unipgen.bench import service
 
-    from unipgen.bench import BENCHMARKS_DIR
-
-    if str(BENCHMARKS_DIR) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS_DIR))
-    return importlib.import_module("service_bench")
+    return service
 
 
 def test_percentile_interpolates_between_ranks() -> None:
@@ -44,7 +37,7 @@ def test_alternate_times_both_sides_and_gives_numbers_to_each_call() -> None:
 
 @pytest.mark.slow
 def test_service_bench_quick_reports_every_figure() -> None:
-    result = run_benchmark("service_bench", quick=True)
+    result = _bench_module().run(quick=True)
     assert result["quick"] is True and result["machine"]["cores"] >= 1
     assert "separate process" in result["settings"]["server"]
     # every figure: both sides, positive numbers, p99 at least p50

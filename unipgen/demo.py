@@ -60,7 +60,7 @@ def run_demo(home: Path | None, tenant: str = "demo", report_dir: Path = Path("d
             " embedded with dlib, Resemblyzer and a tiny CLIP")
         show_user(store, tenant, DEMO_USER, say)
         context = show_context(model, tenant, DEMO_USER, say)
-        from unipgen.orchestrator.inline import InlineGenerator
+        from unipgen.orchestrator import InlineGenerator
 
         generator = InlineGenerator(model)  # loads each model once for the steps below
         pairs = show_generation(generator, tenant, DEMO_USER, say)
@@ -85,7 +85,7 @@ def run_demo(home: Path | None, tenant: str = "demo", report_dir: Path = Path("d
 def refit_after_forget(model, tenant: str, residue: list[str], say) -> list[str]:  # noqa: ANN001
     """Run the refit job a forget queued (the fit read the forgotten user's ratings); returns the
     residue left once it has run."""
-    from unipgen.orchestrator.executor import InlineExecutor
+    from unipgen.orchestrator import InlineExecutor
 
     ran = InlineExecutor(model).run_pending()
     left = [r for r in residue if "behavior fit" not in r] + model.store.fits.fit_residue(tenant)
@@ -140,7 +140,7 @@ def show_generation(generator, tenant: str, user: str, say) -> list:  # noqa: AN
 
 def show_feedback_loop(generator, tenant: str, user: str, say) -> None:  # noqa: ANN001
     """Two answers, the user picks the shorter, DPO learns it, the next answer uses the adapter."""
-    from unipgen.orchestrator.training import train
+    from unipgen.orchestrator import train
     from unipgen.schema.generation import GenerationOptions
 
     model = generator.model

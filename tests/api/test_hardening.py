@@ -1,6 +1,6 @@
 """Issue 14, points 1 and 2, against a live server: no upload can crash or exhaust the service.
 
-Every file of the adversarial corpus (benchmarks/upload_corpus.py: pixel and audio bombs,
+Every file of the adversarial corpus (unipgen/bench/upload_corpus.py: pixel and audio bombs,
 extreme dimensions, truncated, corrupt and disguised files, oversized JSON bodies) is refused
 with its status, code and the setting that refused it, nothing is stored, and the server still
 answers, for this tenant and another. A face encoder that dies of a real SIGSEGV proves that a
@@ -13,25 +13,18 @@ a crash there cannot take pytest (which runs the server in a thread) with it.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.api.conftest import ADMIN_KEY, live_service
 from tests.api.crashing_encoder import HANG, MARKER
+from unipgen.bench import upload_corpus
 from unipgen.client import Client
 from unipgen.core.encoders import ENCODERS, register_encoder
 from unipgen.schema.profiles import ComponentSpec, load_profile
 from unipgen.settings import Settings
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))
-
-import upload_corpus
 
 SETTINGS = {"max_blob_bytes": 2_000_000, "max_audio_seconds": 30.0, "max_request_bytes": 64 * 1024,
             "max_bulk_request_bytes": 1024 * 1024, "max_document_chars": 10_000, "rate_limit_per_minute": 100_000}

@@ -152,7 +152,7 @@ def test_generate_best_of_from_the_command_line(tmp_path: Path) -> None:
 
 
 def test_eval_harness_writes_its_report(tmp_path: Path) -> None:
-    from unipgen.bench import shared_data_dir
+    from unipgen.eval.environment import shared_data_dir
 
     faces = shared_data_dir() / "orl-faces"
     if not faces.is_dir():

@@ -57,6 +57,24 @@ def test_every_catalog_item_is_embedded_once(model: UserModel) -> None:
     assert all(v.shape == (384,) and abs(float(np.linalg.norm(v)) - 1) < 1e-4 for v in vectors.values())
 
 
+def test_a_complete_catalog_is_scanned_again_only_once_it_changed(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    with MemoryStore.open(Settings(home=tmp_path / "home")) as store:
+        store.users.create_tenant("t")
+        store.catalog.add_items("t", [{"key": "a", "text": "a film"}, {"key": "b", "text": "a book"}])  # bulk: no vectors
+        model = UserModel(store, "tiny", cache_dir=tmp_path / "cache")
+        assert model.embed_catalog("t") == 2 and model.embed_catalog("t") == 0
+        scans = []
+        scan = store.catalog.keys_without_vector
+        monkeypatch.setattr(store, "keys_without_vector", lambda *a, **k: scans.append(a) or scan(*a, **k))
+        assert model.embed_catalog("t") == 0 and scans == []  # nothing changed: no scan
+        store.catalog.add_items("t", [{"key": "c", "text": "a song"}])
+        assert model.embed_catalog("t") == 1 and model.embed_catalog("t") == 0
+        store.privacy.forget_item("t", "item", "c")
+        store.catalog.add_items("t", [{"key": "d", "text": "a play"}])  # as many items as before, one without a vector
+        assert model.embed_catalog("t") == 1 and sorted(store.content.vectors("t", "text", "item")) == ["a", "b", "d"]
+
+
 def test_context_for_an_image_request(model: UserModel) -> None:
     context = model.context("ml", "2", "image", "a photo of my dog at the gym")
     prefs = context.preferences[0]

@@ -5,23 +5,17 @@ documents have a length limit in the store's write path."""
 from __future__ import annotations
 
 import io
-import sys
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from unipgen.bench import upload_corpus
 from unipgen.errors import PayloadTooLargeError
 from unipgen.memory import MemoryStore
 from unipgen.memory.media import MediaLimits, sniff_audio
 from unipgen.settings import Settings
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))
-
-import upload_corpus
 
 
 @pytest.fixture

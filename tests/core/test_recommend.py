@@ -126,7 +126,7 @@ def test_what_counts_as_asking_for_a_recommendation(instruction: str, expected: 
 
 
 def test_a_text_request_for_a_recommendation_gets_unseen_items_and_their_lineage(model: UserModel) -> None:
-    from unipgen.orchestrator.inline import InlineGenerator
+    from unipgen.orchestrator import InlineGenerator
     from unipgen.schema.generation import GenerationOptions
 
     model.fit("t", {"dim": 4})

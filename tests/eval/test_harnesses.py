@@ -17,8 +17,8 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from tests.conftest import SAMPLE
-from unipgen.bench import shared_data_dir
 from unipgen.errors import InvalidInputError, NotFoundError
+from unipgen.eval.environment import shared_data_dir
 from unipgen.eval.identity import run_faces, run_voice
 from unipgen.eval.movielens import CURVE_KS, VARIANTS, run_movielens
 

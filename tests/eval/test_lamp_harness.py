@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from unipgen.bench import shared_data_dir
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.eval import lamp
+from unipgen.eval.environment import shared_data_dir
 from unipgen.memory.lamp import load_user_jsonl
 
 METHODS = ("nonpersonal", "rag", "lora")

@@ -23,7 +23,7 @@ def test_ndcg_binary_by_hand() -> None:
 
 
 def test_ndcg_single_relevant_item_is_one_over_log_rank() -> None:
-    # The formula benchmarks/usermodel_bench.py uses for its held-out movie.
+    # The formula `unipgen bench usermodel` (unipgen.eval.movielens) uses for its held-out movie.
     rankings = [[f"i{j}" for j in range(20)] for _ in range(3)]
     relevant = [{"i0"}, {"i4"}, {"i15"}]
     assert rm.ndcg_per_user(rankings, relevant, 10) == pytest.approx([1.0, 1 / math.log2(6), 0.0])

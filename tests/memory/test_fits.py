@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from unipgen.core.usermodel import UserModel
 from unipgen.memory import MemoryStore
 from unipgen.memory.models import BehaviorFit, Lineage
-from unipgen.orchestrator.executor import InlineExecutor
+from unipgen.orchestrator import InlineExecutor
 from unipgen.settings import Settings
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)

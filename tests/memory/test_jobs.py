@@ -128,6 +128,19 @@ def test_forgetting_the_user_deletes_their_jobs(populated: MemoryStore) -> None:
     assert [j.key for j in populated.jobs.jobs("acme")] == ["b"]
 
 
+def test_forgetting_what_an_output_used_deletes_the_job_that_made_it(populated: MemoryStore) -> None:
+    quote = "I only watch films about lighthouses"
+    populated.content.add_documents("acme", "alice", [{"key": "d1", "text": quote}])
+    for key in ("a", "b"):
+        populated.jobs.submit_job("acme", "alice", {**SPEC, "instruction": key}, key=key)
+    populated.jobs.claim_job("w1", lease_s=30)
+    out = OutputArtifact("out-a", "output", "text/plain", b"hi", derived_from=[("document", "d1")])
+    populated.jobs.finish_job("acme", "a", "w1", {"artifacts": ["out-a"], "plan": {"prompt": f"{quote}. hello"}}, [out])
+    report = populated.privacy.forget_item("acme", "document", "d1", user="alice")
+    assert report.deleted["jobs"] == 1 and report.residue == []  # the plan's prompt quoted the document
+    assert [j.key for j in populated.jobs.jobs("acme")] == ["b"]
+
+
 def test_claim_jobs_takes_several_oldest_first(populated: MemoryStore) -> None:
     for i in range(5):
         populated.jobs.submit_job("acme", "alice" if i % 2 else "bob", SPEC, key=f"j{i}")

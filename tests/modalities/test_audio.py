@@ -74,7 +74,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
 
 def test_music_for_a_user_carries_their_taste_and_is_stored_with_lineage(model) -> None:  # noqa: ANN001
-    from unipgen.orchestrator.executor import InlineExecutor
+    from unipgen.orchestrator import InlineExecutor
     from unipgen.schema.jobs import GenerateSpec
 
     executor = InlineExecutor(model, backoff_s=0.0)

@@ -119,8 +119,8 @@ def test_the_style_search_climbs_and_is_seeded() -> None:
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_a_matched_voice_sounds_more_like_a_real_speaker(backend) -> None:
-    from unipgen.bench import shared_data_dir
     from unipgen.core.encoders.voice import ResemblyzerVoiceEncoder
+    from unipgen.eval.environment import shared_data_dir
 
     folder = shared_data_dir() / "librispeech-test-other-mini" / "1688"
     files = sorted(folder.glob("*.flac"))[:3]

@@ -19,7 +19,7 @@ from unipgen.demo import PERSONA_SAMPLE, attach_persona
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.memory import MemoryStore
 from unipgen.memory.loaders import load_movielens
-from unipgen.orchestrator.executor import InlineExecutor
+from unipgen.orchestrator import InlineExecutor
 from unipgen.schema.generation import GenerationOptions
 from unipgen.schema.jobs import GenerateSpec
 from unipgen.settings import Settings
@@ -97,7 +97,7 @@ def test_outputs_are_what_they_claim(model: UserModel, done: dict) -> None:
 
 
 def test_melody_of_an_unknown_recording_or_for_images_is_refused(model: UserModel) -> None:
-    from unipgen.orchestrator.inline import prepare_generation
+    from unipgen.orchestrator import prepare_generation
 
     with pytest.raises(NotFoundError, match="no voice recording 'humming'.*greeting"):
         prepare_generation(model, "ml", USER, "audio", "music", GenerationOptions(melody="humming"))

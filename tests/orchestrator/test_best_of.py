@@ -22,8 +22,7 @@ from unipgen.core import scoring
 from unipgen.core.usermodel import Encoders, UserModel
 from unipgen.demo import PERSONA_SAMPLE
 from unipgen.memory import MemoryStore
-from unipgen.orchestrator.executor import InlineExecutor
-from unipgen.orchestrator.inline import prepare_generation
+from unipgen.orchestrator import InlineExecutor, InlineGenerator, prepare_generation
 from unipgen.schema.generation import GenerationOptions
 from unipgen.schema.jobs import GenerateSpec
 from unipgen.schema.profiles import ComponentSpec, load_profile
@@ -82,7 +81,7 @@ def _options(modality: str, **extra: object) -> GenerationOptions:
 
 @pytest.mark.parametrize("modality", list(REQUESTS))
 def test_best_of_three_keeps_the_candidate_scored_highest(executor: InlineExecutor, modality: str) -> None:
-    model, generator = executor.model, executor.generator
+    model, generator = executor.model, InlineGenerator(executor.model, executor)
     instruction, _, space, per_candidate = REQUESTS[modality]
     ranked = generator.generate("shop", "ann", modality, instruction, _options(modality, best_of=3, best_of_keep="all"))
     assert len(ranked) == 3 * per_candidate
@@ -133,8 +132,8 @@ def _assert_same_output(modality: str, lone: bytes, candidate: bytes) -> None:
 
 def test_best_of_with_several_outputs_keeps_the_best_of_all_candidates(executor: InlineExecutor) -> None:
     model = executor.model
-    made = executor.generator.generate("shop", "ann", "image", "a scarf", GenerationOptions(seed=SEED, best_of=2,
-                                                                                           num_outputs=2))
+    made = InlineGenerator(model, executor).generate("shop", "ann", "image", "a scarf",
+                                                     GenerationOptions(seed=SEED, best_of=2, num_outputs=2))
     metas = [_blob(model, m.key)[1]["best_of"] for m in made]
     assert len(made) == 2 and metas[0]["candidates"] == 4
     scores = {s["seed"]: s["score"] for s in metas[0]["scores"]}
@@ -145,7 +144,7 @@ def test_best_of_with_several_outputs_keeps_the_best_of_all_candidates(executor:
 
 def test_nothing_to_score_against_is_said_not_invented(executor: InlineExecutor) -> None:
     """Bob has no voice: his speech is generated as with best_of = 1, and the meta says why."""
-    model, generator = executor.model, executor.generator
+    model, generator = executor.model, InlineGenerator(executor.model, executor)
     text = REQUESTS["speech"][0]
     [made] = generator.generate("shop", "bob", "speech", text, GenerationOptions(seed=SEED, best_of=3))
     data, meta = _blob(model, made.key)
@@ -208,9 +207,8 @@ def test_kokoro_candidates_are_one_synthesis(tmp_path: Path) -> None:
         model = UserModel(store, "tiny", cache_dir=tmp_path / "cache")
         voice = (PERSONA_SAMPLE / "voice" / "1688-142285-0002.flac").read_bytes()
         model.add_voice("shop", "ann", "greeting", voice, consent=True)
-        executor = InlineExecutor(model)
-        made = executor.generator.generate("shop", "ann", "speech", "Good evening.",
-                                           GenerationOptions(best_of=3, best_of_keep="all"))
+        made = InlineGenerator(model).generate("shop", "ann", "speech", "Good evening.",
+                                               GenerationOptions(best_of=3, best_of_keep="all"))
         metas = [store.artifacts.artifact("shop", m.key).meta["best_of"] for m in made]
         assert metas[0]["distinct"] == 1 and len({s["score"] for s in metas[0]["scores"]}) == 1
         assert [m["seed"] for m in metas] == [0, 1, 2]  # a tie: the lowest seed first

@@ -14,7 +14,7 @@ from tests.conftest import SAMPLE
 from unipgen.core.usermodel import UserModel
 from unipgen.memory import MemoryStore
 from unipgen.memory.loaders import load_movielens
-from unipgen.orchestrator.executor import InlineExecutor, Lease
+from unipgen.orchestrator import InlineExecutor, Lease
 from unipgen.schema.generation import GenerationOptions
 from unipgen.schema.jobs import GenerateSpec, TrainSpec
 from unipgen.settings import Settings
@@ -118,7 +118,7 @@ def test_a_job_of_a_dead_worker_is_finished_by_another(model: UserModel) -> None
 def test_jobs_prepared_together_fail_alone(model: UserModel) -> None:
     """`prepare_many` (the Ray executor's batch path): a job whose user is gone gets its own
     error; the others are prepared as `prepare` would."""
-    from unipgen.orchestrator.executor import prepare, prepare_many
+    from unipgen.orchestrator import prepare, prepare_many
 
     store = model.store
     store.users.create_user("ml", "ghost")
@@ -136,7 +136,7 @@ def test_jobs_prepared_together_fail_alone(model: UserModel) -> None:
 def test_jobs_finished_together_fail_alone(model: UserModel) -> None:
     """`finish_many` stores a group in one transaction; when one job of it was lost (its lease
     ran out and another worker took it), the others are still finished and it is left alone."""
-    from unipgen.orchestrator.executor import finish_many, prepare
+    from unipgen.orchestrator import finish_many, prepare
 
     store = model.store
     for name in ("ok", "lost"):

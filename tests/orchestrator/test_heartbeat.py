@@ -20,7 +20,7 @@ from tests.conftest import SAMPLE
 from unipgen.core.usermodel import UserModel
 from unipgen.memory import MemoryStore
 from unipgen.memory.loaders import load_movielens
-from unipgen.orchestrator.executor import InlineExecutor, Lease
+from unipgen.orchestrator import InlineExecutor, Lease
 from unipgen.schema.generation import GenerationOptions
 from unipgen.schema.jobs import GenerateSpec, TrainSpec
 from unipgen.settings import Settings
@@ -46,7 +46,7 @@ def model(home: Path) -> Iterator[UserModel]:
 
 
 def test_settings_name_the_lease_and_the_heartbeat(model: UserModel, monkeypatch: pytest.MonkeyPatch) -> None:
-    from unipgen.orchestrator.executor import make_executor
+    from unipgen.orchestrator import make_executor
 
     monkeypatch.setenv("UNIPGEN_LEASE_S", "12")
     monkeypatch.setenv("UNIPGEN_HEARTBEAT_S", "2")

@@ -13,7 +13,7 @@ from unipgen.demo import PERSONA_SAMPLE
 from unipgen.errors import NotFoundError
 from unipgen.memory import MemoryStore
 from unipgen.memory.loaders import load_movielens
-from unipgen.orchestrator.inline import InlineGenerator
+from unipgen.orchestrator import InlineGenerator
 from unipgen.schema.generation import GenerationOptions
 from unipgen.settings import Settings
 

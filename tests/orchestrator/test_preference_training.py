@@ -10,7 +10,7 @@ import pytest
 from unipgen.core.usermodel import UserModel
 from unipgen.errors import InvalidInputError
 from unipgen.memory import MemoryStore
-from unipgen.orchestrator.inline import InlineGenerator
+from unipgen.orchestrator import InlineGenerator
 from unipgen.orchestrator.training import preference_pairs, train
 from unipgen.settings import Settings
 

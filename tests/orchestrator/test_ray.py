@@ -19,7 +19,7 @@ from tests.conftest import SAMPLE
 from unipgen.core.usermodel import UserModel
 from unipgen.memory import MemoryStore
 from unipgen.memory.loaders import load_movielens
-from unipgen.orchestrator.executor import InlineExecutor
+from unipgen.orchestrator import InlineExecutor
 from unipgen.schema.generation import GenerationOptions
 from unipgen.schema.jobs import GenerateSpec, TrainSpec
 from unipgen.schema.profiles import load_profile

@@ -135,7 +135,7 @@ class Service:
         from unipgen.core.encoderpool import EncoderPool, apply_input_limits
         from unipgen.core.usermodel import UserModel
         from unipgen.memory import MemoryStore
-        from unipgen.orchestrator.executor import make_executor
+        from unipgen.orchestrator import make_executor
         from unipgen.schema.profiles import load_profile
 
         store = MemoryStore.open(settings)

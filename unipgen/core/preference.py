@@ -58,7 +58,7 @@ class PreferenceConfig:
     means rebuilding states from the event log (`build`).
 
     The defaults are product defaults (a year / two weeks), not tuned values. On MovieLens
-    next-item ranking (benchmarks/usermodel_bench.py) tuning picks far shorter ones (~7 days /
+    next-item ranking (`unipgen bench usermodel`) tuning picks far shorter ones (~7 days /
     ~30 minutes, rating_neutral 3.5): MovieLens users rate in sessions and the next rating
     follows the last few.
     """

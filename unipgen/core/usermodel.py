@@ -65,6 +65,8 @@ class UserModel:
         self.encoders = Encoders(self.profile)
         self.pool = pool  # when given, uploaded files are encoded in its child process
         self.builder = ContextBuilder(store, self.encoders, config, cache_dir)
+        # tenant -> its catalog's stamp when no item lacked a text vector (`embed_catalog` skips the scan)
+        self._catalog_complete: dict[str, tuple[int, int | None]] = {}
 
     # -- writes that embed ----------------------------------------------------------------------
 
@@ -88,8 +90,14 @@ class UserModel:
 
     def embed_catalog(self, tenant: str, batch_size: int = 512) -> int:
         """Text vectors for catalog items that have none yet (after a bulk load), and their place
-        in the fitted behavior space when the tenant has a fit; returns how many."""
+        in the fitted behavior space when the tenant has a fit; returns how many. Cheap when the
+        catalog has not changed since it was found complete (every generation job calls it)."""
+        stamp = self.store.catalog.catalog_stamp(tenant)
+        if self._catalog_complete.get(tenant) == stamp:
+            return 0
         todo = self.store.catalog.keys_without_vector(tenant, "text", "item")
+        if not todo:  # read before the scan: an item added meanwhile changes the stamp
+            self._catalog_complete[tenant] = stamp
         texts = self.store.catalog.item_texts(tenant, todo) if todo else {}
         placed = self.store.fits.fit_mapping(tenant) if todo else None
         for start in range(0, len(todo), batch_size):

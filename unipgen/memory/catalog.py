@@ -7,14 +7,14 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, func, insert, select
 
 from unipgen.errors import ConflictError, InvalidInputError
 from unipgen.memory.embeddings import put_embeddings
 from unipgen.memory.indexes import IndexManager
 from unipgen.memory.lookups import OWNER_MODELS, existing_keys, ids_by_key, tenant_id_of, user_id_of
 from unipgen.memory.media import MediaLimits, check_size, image_header, sniff_image
-from unipgen.memory.models import Embedding, Item, Tenant
+from unipgen.memory.models import Embedding, EmbeddingSpace, Item, Tenant
 from unipgen.memory.parsing import parse_rows, refuse_duplicates
 from unipgen.memory.transaction import Database, Transaction
 from unipgen.schema.memory import ItemIn
@@ -106,6 +106,17 @@ class Catalog:
             if keys is not None:
                 query = query.where(Item.key.in_(list(keys)))
             return {key: meta for key, meta in session.execute(query)}
+
+    def catalog_stamp(self, tenant: str, space: str = "text") -> tuple[int, int | None]:
+        """Two cheap numbers that change whenever the tenant's catalog may have gained an item
+        without a vector in `space`: how many items it has, and the space's generation (which a
+        deleted item's vector bumps, so a deletion and an addition do not cancel out)."""
+        with self.db.session() as session:
+            tenant_id = tenant_id_of(session, tenant)
+            items = session.scalar(select(func.count()).select_from(Item).where(Item.tenant_id == tenant_id))
+            generation = session.scalar(select(EmbeddingSpace.generation).where(
+                EmbeddingSpace.tenant_id == tenant_id, EmbeddingSpace.name == space))
+            return items or 0, generation
 
     def keys_without_vector(self, tenant: str, space: str, kind: str, *, user: str | None = None) -> list[str]:
         """Keys of the catalog's items (or, with `user`, that user's `kind` items) with no vector

@@ -3,7 +3,8 @@ and everything derived.
 
 A forget runs in three steps. Plan: the items to delete are the target plus every artifact
 reachable from it through lineage. Delete: one transaction removes the rows, lineage edges and
-embeddings, and the blob rows no other row still names. Then, after the commit, the blob files
+embeddings, the jobs that made a deleted artifact (a job's result quotes its request's prompt),
+and the blob rows no other row still names. Then, after the commit, the blob files
 go, the indexes drop the vectors and are rewritten on disk, the forgotten user's jobs' scratch
 folders (training checkpoints) go, a SQLite database's WAL is checkpointed and truncated (with
 ``secure_delete`` on, the deleted rows' bytes were zeroed in their pages), and a scan of the
@@ -74,6 +75,7 @@ class Plan:
     embeddings: dict[str, list[int]] = field(default_factory=dict)  # space -> embedding ids
     texts: dict[str, str] = field(default_factory=dict)  # what a text is ("document 'd1'") -> the text
     scratch: list[Path] = field(default_factory=list)  # the forgotten jobs' scratch folders
+    jobs: set[str] = field(default_factory=set)  # the jobs that made deleted artifacts (`meta["job"]`)
     events: Any = None  # a where clause on behavior_events: the events to delete besides the users'
     history_of: list[int] = field(default_factory=list)  # users whose history loses those events
 
@@ -265,6 +267,9 @@ def _collect(session: Session, plan: Plan) -> None:
             kind = next(k for k, (m, _) in OWNER_MODELS.items() if m is model)
             where = model.id.in_(plan.rows[kind])
         plan.blob_shas.update(s for s in session.scalars(select(column).where(where)) if s)
+    artifact = OWNER_MODELS["artifact"][0]
+    made = session.scalars(select(artifact.meta).where(artifact.id.in_(plan.rows["artifact"])))
+    plan.jobs = {meta["job"] for meta in made if meta and meta.get("job")}
 
 
 def _delete(session: Session, plan: Plan) -> dict[str, int]:
@@ -287,7 +292,10 @@ def _delete(session: Session, plan: Plan) -> dict[str, int]:
     artifacts = plan.rows["artifact"]
     run("feedback", delete(Feedback).where(or_(Feedback.user_id.in_(plan.user_ids), Feedback.artifact_id.in_(artifacts),
                                                Feedback.rejected_id.in_(artifacts))))
-    run("jobs", delete(Job).where(Job.user_id.in_(plan.user_ids)))  # their requests hold the user's words
+    # A forgotten user's requests hold their words; a job's result quotes what its request used (the
+    # plan's prompt), so the jobs whose outputs go, go too.
+    run("jobs", delete(Job).where(or_(Job.user_id.in_(plan.user_ids),
+                                      (Job.tenant_id == plan.tenant_id) & Job.key.in_(plan.jobs))))
     run("profile_attributes", delete(ProfileAttribute).where(ProfileAttribute.user_id.in_(plan.user_ids)))
     run("subject_images", delete(SubjectImage).where(SubjectImage.subject_id.in_(plan.rows["subject"])))
     for kind in _DELETE_ORDER:
@@ -317,6 +325,8 @@ def _rows_left(session: Session, plan: Plan) -> list[str]:
         count = session.scalar(select(func.count()).select_from(model).where(column.in_(plan.user_ids)))
         if count:
             left.append(f"{count} rows in {model.__tablename__} of the forgotten user")
+    left += [f"job {key!r}" for key in session.scalars(select(Job.key).where(Job.tenant_id == plan.tenant_id,
+                                                                              Job.key.in_(plan.jobs)))]
     if plan.events is not None:
         count = session.scalar(select(func.count()).select_from(BehaviorEvent).where(plan.events))
         if count:

@@ -28,11 +28,27 @@ class LoadReport:
     documents_added: int
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
+#: The columns read from each MovieLens file (tags.csv is optional).
+MOVIELENS_COLUMNS = {"movies.csv": ("movieId", "title", "genres"),
+                     "ratings.csv": ("userId", "movieId", "rating", "timestamp"),
+                     "tags.csv": ("userId", "movieId", "tag", "timestamp")}
+
+
+def read_movielens(directory: Path, name: str) -> list[dict[str, str]]:
+    """The rows of one MovieLens file of `directory` (movies.csv, ratings.csv or tags.csv): the one
+    reader of the layout, for the store's loader and the eval harnesses. InvalidInputError, naming
+    the file, when it is missing or lacks one of its `MOVIELENS_COLUMNS`."""
+    path = Path(directory) / name
     if not path.is_file():
         raise InvalidInputError(f"{path} not found: expected the MovieLens CSV layout (movies.csv, ratings.csv)")
     with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+        reader = csv.DictReader(handle)
+        columns = MOVIELENS_COLUMNS[name]
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InvalidInputError(f"{path}: not a MovieLens file, columns {missing} missing "
+                                    f"(expected {', '.join(columns)})")
+        return list(reader)
 
 
 def movie_item(row: dict[str, str]) -> ItemIn:
@@ -50,9 +66,9 @@ def load_movielens(store: MemoryStore, tenant: str, directory: Path, *, users: i
 
     Users already in the store are skipped with all their data, so loading twice adds nothing.
     """
-    movies = _rows(directory / "movies.csv")
-    ratings = _rows(directory / "ratings.csv")
-    tags = _rows(directory / "tags.csv") if (directory / "tags.csv").is_file() else []
+    movies = read_movielens(directory, "movies.csv")
+    ratings = read_movielens(directory, "ratings.csv")
+    tags = read_movielens(directory, "tags.csv") if (directory / "tags.csv").is_file() else []
     store.users.ensure_tenant(tenant)
     existing = set(store.users.list_users(tenant))
     try:

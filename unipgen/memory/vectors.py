@@ -46,7 +46,7 @@ _MIN_POINTS_PER_LIST = 39  # faiss k-means wants at least this many training poi
 class AnnConfig:
     """How the catalog's approximate (IVF-Flat) search is built and queried.
 
-    The defaults were picked with ``benchmarks/vector_bench.py`` on clustered
+    The defaults were picked with ``unipgen.bench.vectors`` on clustered
     384-dim data (2 cores, queries on one thread): recall@10 0.96 / p99 0.9 ms at
     100k vectors and 0.986 / p99 2.4 ms at 1M (2000 lists, ~50 s to build). Twice
     the lists is ~25% faster at equal recall but triples the k-means time.

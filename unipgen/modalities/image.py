@@ -18,7 +18,8 @@ random IP-Adapter and FaceID weights (`image_tiny`), used when the options are l
 `generate` is `PersonalizedDiffusion`'s recipe (job → personalize, call, undo → package); this
 module adds the pipeline, the call (one batched call per job, one generator per image) and PNG
 packaging. Output i of a request seeded s draws from `row_seed(s, i)` (`seeding`), as every
-backend's outputs do: the same bytes whatever else is in the call.
+backend's outputs do: the same image whatever else is in the call (up to rounding: batched
+with others, a few values may differ by one level on some CPUs, whose kernels change with the batch).
 """
 
 from __future__ import annotations

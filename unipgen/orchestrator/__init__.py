@@ -1,1 +1,84 @@
-"""Executors that run generation and training: inline (one process) and Ray."""
+"""Jobs and the executors that run them: generation, training and fits, in this process or on Ray.
+
+Callers pick an executor by name (`make_executor`, configuration) and submit jobs to it; library
+code generates or trains with one call (`InlineGenerator`, `train`). Every output is made by a
+job's run (`run_claimed`: prepare → the executor's work → finish), whoever runs it. The names
+below load on first use, so importing this package pulls in no model library (nor Ray).
+
+Modules: `jobs` (the run every executor shares), `generation` (a generation's prepare and
+outputs), `training`, `best_of`, `inline` and `ray_executor` (where the work runs), `executors`
+(the choice by name), `ray_cluster`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: Public name → the module (of this package) that defines it.
+_EXPORTS = {
+    # Run jobs: an executor by name, or a given one.
+    "Executor": "jobs",
+    "make_executor": "executors",
+    "EXECUTORS": "executors",
+    "InlineExecutor": "inline",
+    "RayExecutor": "ray_executor",
+    # One call, for library code (the demo, the harnesses).
+    "InlineGenerator": "inline",
+    "GeneratedArtifact": "generation",
+    "train": "training",
+    "TrainedArtifact": "training",
+    # A job's run step by step, for executors and benchmarks.
+    "QueueExecutor": "jobs",
+    "Lease": "jobs",
+    "JobCancelled": "jobs",
+    "run_claimed": "jobs",
+    "prepare": "jobs",
+    "prepare_many": "jobs",
+    "finish": "jobs",
+    "finish_many": "jobs",
+    "record_failure": "jobs",
+    "PreparedGeneration": "generation",
+    "prepare_generation": "generation",
+}
+
+__all__ = ["EXECUTORS", "Executor", "GeneratedArtifact", "InlineExecutor", "InlineGenerator", "JobCancelled", "Lease",
+           "PreparedGeneration", "QueueExecutor", "RayExecutor", "TrainedArtifact", "finish", "finish_many",
+           "make_executor", "prepare", "prepare_generation", "prepare_many", "record_failure", "run_claimed", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # the next lookup does not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:  # what the names are, for type checkers and editors
+    from unipgen.orchestrator.executors import EXECUTORS, make_executor
+    from unipgen.orchestrator.generation import (
+        GeneratedArtifact,
+        PreparedGeneration,
+        prepare_generation,
+    )
+    from unipgen.orchestrator.inline import InlineExecutor, InlineGenerator
+    from unipgen.orchestrator.jobs import (
+        Executor,
+        JobCancelled,
+        Lease,
+        QueueExecutor,
+        finish,
+        finish_many,
+        prepare,
+        prepare_many,
+        record_failure,
+        run_claimed,
+    )
+    from unipgen.orchestrator.ray_executor import RayExecutor
+    from unipgen.orchestrator.training import TrainedArtifact, train

@@ -1,111 +1,44 @@
-"""Run a generation in this process: context → plan → backend → artifacts with lineage.
-
-This is the embedded default's path for one request. The backend sees only the request (or its
-best-of-N candidates, `best_of`) and a blob fetcher; choosing among candidates, storing the
-outputs, and recording that each was derived from every memory item the context used (and the
-adapters loaded), happens here, so forgetting any of them removes the output too.
+"""Run jobs in this process: `InlineExecutor`, the embedded default (the CLI, `unipgen worker`,
+the service), and `InlineGenerator`, a generation as one function call for library code (the
+demo, the harnesses) that runs the same generation job, so its outputs are made and stored
+exactly as a worker's are (`unipgen.orchestrator.jobs.run_claimed`).
 """
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
+from unipgen.core.behavior_space import FitInputs, run_fit
 from unipgen.core.usermodel import UserModel
-from unipgen.errors import InvalidInputError, NotFoundError
-from unipgen.memory.blobs import sha256_hex
-from unipgen.memory.jobs import OutputArtifact
+from unipgen.errors import NotFoundError, error_from
 from unipgen.modalities import load_backend
-from unipgen.orchestrator import best_of
-from unipgen.schema.context import Modality, PersonalizationPlan, UserContext
-from unipgen.schema.generation import GeneratedOutput, GenerationOptions, GenerationRequest
-
-#: Provenance kinds that lineage can point to (UserContext.provenance uses "kind:key").
-_LINEAGE_KINDS = {"user", "item", "document", "face", "subject", "voice", "artifact"}
-
-
-@dataclass(frozen=True)
-class GeneratedArtifact:
-    """One stored output: its artifact key, media type, blob, and where its file is (if local)."""
-
-    key: str
-    media_type: str
-    blob_sha: str
-    path: str | None
-    plan: PersonalizationPlan
+from unipgen.orchestrator.generation import GeneratedArtifact, PreparedGeneration
+from unipgen.orchestrator.jobs import Lease, QueueExecutor, Work
+from unipgen.orchestrator.training import run_training
+from unipgen.schema.context import Modality, PersonalizationPlan
+from unipgen.schema.generation import GenerationOptions
+from unipgen.schema.jobs import GenerateSpec
 
 
-@dataclass(frozen=True)
-class PreparedGeneration:
-    """A backend request built from the store, the memory items its outputs derive from, and
-    the requests the backend runs for it (itself, or its best-of-N candidates)."""
+class InlineExecutor(QueueExecutor):
+    """Runs each job's work in this process, one at a time, with each backend loaded once.
 
-    request: GenerationRequest
-    sources: list[tuple[str, str]]
-    candidates: best_of.Candidates
+    `submit` queues a job (idempotent by key); `wait` runs it here if it is still queued and
+    returns its record; `run_pending` works through the queue (what `unipgen worker` does).
+    """
 
-    @property
-    def requests(self) -> list[GenerationRequest]:
-        """What the executor's work sends to the backend, in one call; its outputs, one list per
-        request, are what `output_artifacts` takes."""
-        return self.candidates.requests
+    name = "inline"
 
-
-def prepare_generation(model: UserModel, tenant: str, user: str, modality: Modality, instruction: str,
-                       options: GenerationOptions | None = None) -> PreparedGeneration:
-    """Context → plan → request; everything a backend needs, as plain data."""
-    options = options or GenerationOptions()
-    context = model.context(tenant, user, modality, instruction, for_generation=True,
-                            preferences=best_of.needs_preferences(modality, options))
-    return prepared_from(model, context, options)
-
-
-def prepared_from(model: UserModel, context: UserContext, options: GenerationOptions | None) -> PreparedGeneration:
-    """The request for a built context: its plan, the options, and the lineage sources."""
-    options = options or GenerationOptions()
-    context, provenance = _with_melody(context, options.melody)
-    plan = model.plan(context)
-    request = GenerationRequest(context=context, plan=plan, options=options)
-    return PreparedGeneration(request, _sources(provenance, plan), best_of.plan(model, request))
-
-
-def _with_melody(context: UserContext, melody: str | None) -> tuple[UserContext, list[str]]:
-    """The context with the recording `melody` names as its melody, which joins the lineage."""
-    if melody is None:
-        return context, context.provenance
-    if context.modality != "audio":
-        raise InvalidInputError(f"melody applies to music (audio) requests, not {context.modality!r}")
-    shas = context.conditioning.voice_samples
-    if melody not in shas:
-        raise NotFoundError(f"user {context.user!r} has no voice recording {melody!r} to take a melody from; "
-                            f"theirs: {sorted(shas) or 'none'}")
-    conditioning = context.conditioning.model_copy(update={"melody": shas[melody]})
-    provenance = [*context.provenance, f"voice:{melody}"]
-    return context.model_copy(update={"conditioning": conditioning, "provenance": provenance}), provenance
-
-
-def output_artifacts(model: UserModel, prepared: PreparedGeneration,
-                     produced: list[list[GeneratedOutput]]) -> list[OutputArtifact]:
-    """The artifacts to store for what the backend produced for `prepared.requests` (one list of
-    outputs per request): the outputs kept (best-of-N chooses here), each derived from what the
-    request used."""
-    plan = prepared.request.plan
-    outputs = best_of.select(model, prepared.request, prepared.candidates, produced)
-    return [OutputArtifact(key=f"out-{uuid.uuid4().hex[:16]}", kind="output", media_type=output.media_type,
-                           data=output.data, derived_from=prepared.sources,
-                           meta={**output.meta, "modality": plan.modality, "profile": model.profile.name})
-            for output in outputs]
-
-
-class InlineGenerator:
-    """Generates for users with the backends of one profile, loaded once and kept."""
-
-    def __init__(self, model: UserModel) -> None:
-        self.model = model
+    def __init__(self, model: UserModel, *, worker: str | None = None, lease_s: float = 30.0,
+                 backoff_s: float = 1.0, progress: bool = False, heartbeat_s: float = 5.0,
+                 checkpoint_every: int = 10) -> None:
+        super().__init__(model, worker=worker, lease_s=lease_s, backoff_s=backoff_s, heartbeat_s=heartbeat_s,
+                         checkpoint_every=checkpoint_every)
+        self.progress = progress  # training progress bars on stderr
         self._backends: dict[str, Any] = {}
 
     def backend(self, modality: Modality) -> Any:
+        """The profile's backend of `modality`, loaded on first use and kept."""
         if modality not in self._backends:
             specs = self.model.profile.backends
             if modality not in specs:
@@ -115,27 +48,42 @@ class InlineGenerator:
             self._backends[modality] = backend
         return self._backends[modality]
 
+    def _work(self, work: Work, lease: Lease) -> Any:
+        if isinstance(work, FitInputs):
+            return run_fit(work)
+        if isinstance(work, PreparedGeneration):
+            backend = self.backend(work.request.context.modality)
+            return backend.generate(work.requests, self.model.store.blobs.get)
+        return run_training(work, should_stop=lease, progress=self.progress)
+
+
+class InlineGenerator:
+    """Generates for users with the backends of one profile, loaded once and kept. Each call
+    is a generation job run here at once, stored with ``meta["job"]`` like any job's outputs."""
+
+    def __init__(self, model: UserModel, executor: InlineExecutor | None = None) -> None:
+        self.model = model
+        self.executor = executor or InlineExecutor(model)  # given: share its loaded backends
+
+    def backend(self, modality: Modality) -> Any:
+        return self.executor.backend(modality)
+
     def generate(self, tenant: str, user: str, modality: Modality, instruction: str,
                  options: GenerationOptions | None = None) -> list[GeneratedArtifact]:
-        """Personalized outputs for one request, stored as artifacts of `user`."""
-        backend = self.backend(modality)  # an unknown modality fails before any work
-        prepared = prepare_generation(self.model, tenant, user, modality, instruction, options)
-        produced = backend.generate(prepared.requests, self.model.store.blobs.get)
-        stored = []
-        for out in output_artifacts(self.model, prepared, produced):
-            self.model.store.artifacts.add_artifact(tenant, out.key, kind=out.kind, media_type=out.media_type, data=out.data,
-                                          user=user, derived_from=out.derived_from, meta=out.meta)
-            stored.append(generated_artifact(self.model, out, prepared.request.plan))
-        return stored
+        """Personalized outputs for one request, stored as artifacts of `user`. A failure raises
+        the job's error (a crash too, as an ``internal`` `UnipgenError`), without retries."""
+        self.backend(modality)  # an unknown modality fails before any work
+        spec = GenerateSpec(modality=modality, instruction=instruction, options=options or GenerationOptions())
+        job = self.executor.wait(tenant, self.executor.submit(tenant, user, spec, max_attempts=1).key)
+        if job.status != "succeeded":
+            raise error_from(job.error or {"code": "conflict", "message": f"job {job.key} ended {job.status}"})
+        plan = PersonalizationPlan.model_validate(job.result["plan"])
+        return [self._stored(tenant, key, plan) for key in job.result["artifacts"]]
+
+    def _stored(self, tenant: str, key: str, plan: PersonalizationPlan) -> GeneratedArtifact:
+        record = self.model.store.artifacts.artifact(tenant, key)
+        path = self.model.store.blobs.local_path(record.blob_sha) if record.blob_sha else None
+        return GeneratedArtifact(key, record.media_type, record.blob_sha or "", path, plan)
 
 
-def generated_artifact(model: UserModel, out: OutputArtifact, plan: PersonalizationPlan) -> GeneratedArtifact:
-    sha = sha256_hex(out.data or b"")
-    return GeneratedArtifact(out.key, out.media_type, sha, model.store.blobs.local_path(sha), plan)
-
-
-def _sources(provenance: list[str], plan: PersonalizationPlan) -> list[tuple[str, str]]:
-    """(kind, key) lineage sources: everything the context used, plus the adapters loaded."""
-    pairs = [tuple(p.split(":", 1)) for p in provenance]
-    pairs += [("artifact", key) for key in plan.adapters]
-    return list(dict.fromkeys((k, v) for k, v in pairs if k in _LINEAGE_KINDS))
+__all__ = ["InlineExecutor", "InlineGenerator"]

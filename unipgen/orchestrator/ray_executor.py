@@ -2,7 +2,7 @@
 
 The driver (this process) keeps the job queue: it claims jobs, prepares their inputs from the
 store, renews their leases and stores their results, exactly as the inline executor does
-(`executor.QueueExecutor`). Only the work goes to Ray:
+(`jobs.QueueExecutor`). Only the work goes to Ray:
 
 - **Generation** goes to a `ModelWorker` actor that holds the profile's backend for that
   modality on its GPU share (the backend option ``num_gpus``, fractional where models fit). The
@@ -31,7 +31,8 @@ from typing import Any
 from unipgen.core.behavior_space import FitInputs, run_fit
 from unipgen.core.usermodel import UserModel
 from unipgen.modalities import PLACEMENT_KEYS
-from unipgen.orchestrator.executor import (
+from unipgen.orchestrator.generation import PreparedGeneration
+from unipgen.orchestrator.jobs import (
     JobCancelled,
     Lease,
     QueueExecutor,
@@ -40,7 +41,6 @@ from unipgen.orchestrator.executor import (
     record_failure,
     run_claimed,
 )
-from unipgen.orchestrator.inline import PreparedGeneration
 from unipgen.orchestrator.ray_cluster import RayCluster, connect
 from unipgen.orchestrator.training import TrainingInputs, modality_of
 from unipgen.schema.jobs import JobRecord

@@ -27,10 +27,6 @@ ratio (HTTP time per op / in-process time per op) is the median of per-round rat
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import shutil
 import statistics
 import sys
@@ -41,13 +37,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import live_service
+from unipgen.bench import live_service
 
 TENANT = "ml"  # the MovieLens sample: contexts
 INGEST_TENANT = "ingest"  # events written by the ingest figures (contexts of `ml` stay as they are)
-SAMPLE = Path(__file__).resolve().parent.parent / "unipgen" / "data" / "movielens-sample"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "movielens-sample"
 ADMIN_KEY = "bench-admin-key"
 RATE_LIMIT = 10_000_000  # per key per minute: never the limit here
 INGEST_ITEMS = 200
@@ -62,14 +56,12 @@ def run(quick: bool = False) -> dict[str, Any]:
     """All figures; `quick` uses fewer rounds and requests (about half a minute)."""
     import torch
 
-    from unipgen.bench import machine
+    from unipgen.eval.environment import machine
 
     torch.set_num_threads(1)
     sizes = _sizes(quick)
     results: dict[str, Any] = {"machine": machine("fastapi", "uvicorn", "httpx", "starlette", "pydantic",
-                                                  "sqlalchemy") | {"torch_threads": torch.get_num_threads(),
-                                                                   "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
-                               "quick": quick}
+                                                  "sqlalchemy", "torch"), "quick": quick}
     home = Path(tempfile.mkdtemp(prefix="unipgen-service-bench-"))
     started = time.perf_counter()
     print("[0] set-up: store, MovieLens sample, service process...", file=sys.stderr, flush=True)
@@ -203,7 +195,7 @@ def in_threads(work: Callable[[int], int], threads: int) -> tuple[float, int]:
 
 
 def _serve(home: Path) -> None:
-    """The service process (`service_bench.py --serve HOME`), on the same store as the in-process side."""
+    """The service process (`python -m unipgen.bench.service --serve HOME`), on the same store as the in-process side."""
     import torch
 
     from unipgen.settings import Settings
@@ -242,7 +234,7 @@ class _Setup:
         self.ingest_key = self.store.keys.create_api_key(INGEST_TENANT, "bench").key
         self.sent: dict[str, list[tuple[str, int, float]]] = {}  # user → (item, ts, value) of what HTTP wrote
         self.store.indexes.save()  # the service process opens the same files
-        self.service = live_service.ServiceProcess(Path(__file__).resolve(), home, timeout_s=120.0)
+        self.service = live_service.ServiceProcess(__name__, home, timeout_s=120.0)
         self.client = Client(self.service.url, api_key=self.key, timeout=120)
         self.ingest_client = Client(self.service.url, api_key=self.ingest_key, timeout=120)
         self._clients: list[Any] = []
@@ -461,10 +453,5 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-if __name__ == "__main__":
-    if "--serve" in sys.argv:
-        _serve(Path(sys.argv[sys.argv.index("--serve") + 1]))
-    else:
-        import json
-
-        print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
+if __name__ == "__main__":  # the service process: `python -m unipgen.bench.service --serve HOME`
+    _serve(Path(sys.argv[sys.argv.index("--serve") + 1]))

@@ -3,16 +3,12 @@
 Each function returns a plain dict of numbers (latencies in ms, times in s) and
 the configuration it ran with, each next to a naive baseline measured in the
 same process. Query timings run faiss on one thread; numpy keeps its BLAS
-default (OpenBLAS may use both cores for a large matrix-vector product).
-
-    python benchmarks/vector_bench.py --quick   # 100k catalog, 200 users: ~1 min
-    python benchmarks/vector_bench.py           # 1M catalog, 1000 users: ~10 min
+default (OpenBLAS may use both cores for a large matrix-vector product). `unipgen bench memory`
+runs both: a 1M catalog and 1000 users (100k and 200 with `--quick`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -209,19 +205,3 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="100k catalog, 200 users")
-    args = parser.parse_args()
-    if args.quick:
-        results = {"user_search": bench_user_search(n_users=200), "ann": bench_ann(n=100_000)}
-    else:
-        results = {"user_search": bench_user_search(), "ann": bench_ann()}
-    print(json.dumps(results, indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,9 @@
-"""Executors run the jobs of the store's queue: `InlineExecutor` in this process; the Ray
-executor (`unipgen.orchestrator.ray_executor`) on a Ray cluster. Both share the driver side
-here: the job's inputs are read from the store before the work (`prepare`), and its outputs
-are stored in the same transaction that marks it succeeded (`finish`), so a retried job never
-stores twice. Only the middle step, the backend call or the training loop, differs.
+"""A job's run, the part every executor shares: the job's inputs are read from the store
+before the work (`prepare`), and its outputs are stored in the same transaction that marks it
+succeeded (`finish`), so a retried job never stores twice. Only the middle step, the backend
+call or the training loop, differs: `QueueExecutor` subclasses say where it runs
+(`unipgen.orchestrator.inline.InlineExecutor` in this process, `ray_executor.RayExecutor` on a
+Ray cluster).
 
 Failures: an error of the caller's making (a `UnipgenError`: unknown subject, no documents...)
 fails the job at once with its code; anything else is retried with exponential backoff up to
@@ -23,15 +24,15 @@ from typing import Any, Protocol
 
 from pydantic import TypeAdapter
 
-from unipgen.core.behavior_space import FitInputs, fit_config_for, fit_inputs, run_fit
+from unipgen.core.behavior_space import FitInputs, fit_config_for, fit_inputs
 from unipgen.core.usermodel import UserModel
 from unipgen.errors import ConflictError, InvalidInputError, NotFoundError, UnipgenError
 from unipgen.memory.fits import FitOutput
 from unipgen.memory.jobs import OutputArtifact
 from unipgen.orchestrator.best_of import needs_preferences
-from unipgen.orchestrator.inline import (
-    InlineGenerator,
+from unipgen.orchestrator.generation import (
     PreparedGeneration,
+    embed_pending,
     output_artifacts,
     prepare_generation,
     prepared_from,
@@ -41,7 +42,6 @@ from unipgen.orchestrator.training import (
     TrainingInputs,
     inputs_digest,
     prepare_training,
-    run_training,
 )
 from unipgen.schema.jobs import FitSpec, GenerateSpec, JobRecord, JobSpec, TrainSpec
 
@@ -145,7 +145,8 @@ def parse_spec(job: JobRecord) -> GenerateSpec | TrainSpec | FitSpec:
 
 def prepare(model: UserModel, job: JobRecord) -> Work:
     """Read from the store what the job's work needs (plain data, so it can go to a worker).
-    A fit embeds the catalog items that lack a text vector first (items added in bulk)."""
+    Items added in bulk get their text vectors first: a fit's catalog, a generation's catalog
+    and documents (`embed_pending`)."""
     spec = parse_spec(job)
     if isinstance(spec, FitSpec):
         config = fit_config_for(model.store, job.tenant, spec.config)
@@ -159,9 +160,10 @@ def prepare(model: UserModel, job: JobRecord) -> Work:
 
 
 def prepare_many(model: UserModel, jobs: list[JobRecord]) -> list[PreparedGeneration | TrainingInputs | Exception]:
-    """`prepare` for jobs claimed together: the generation jobs' instructions are encoded in one
-    batch per tenant (`UserModel.contexts`; text jobs with best-of-N, whose contexts carry
-    preferences too, in a batch of their own). A job whose inputs fail gets its exception."""
+    """`prepare` for jobs claimed together: what the generation jobs read is embedded once per
+    tenant (`embed_pending`), then their instructions are encoded in one batch per tenant
+    (`UserModel.contexts`; text jobs with best-of-N, whose contexts carry preferences too, in a
+    batch of their own). A job whose inputs fail gets its exception."""
     prepared: list[PreparedGeneration | TrainingInputs | Exception | None] = [None] * len(jobs)
     by_tenant: dict[tuple[str, bool], list[tuple[int, GenerateSpec]]] = {}
     for index, job in enumerate(jobs):
@@ -176,6 +178,11 @@ def prepare_many(model: UserModel, jobs: list[JobRecord]) -> list[PreparedGenera
         else:
             prepared[index] = _attempt(lambda job=job: prepare(model, job))
     for (tenant, preferences), wanted in by_tenant.items():
+        users = [jobs[index].user for index, _ in wanted]
+        if isinstance(_attempt(lambda tenant=tenant, users=users: embed_pending(model, tenant, users)), Exception):
+            for index, _ in wanted:  # one user's documents, say: each job on its own, failing alone
+                prepared[index] = _attempt(lambda job=jobs[index]: prepare(model, job))
+            continue
         contexts = model.contexts(tenant, [(jobs[i].user, spec.modality, spec.instruction) for i, spec in wanted],
                                   for_generation=True, preferences=preferences)
         for (index, spec), context in zip(wanted, contexts, strict=True):
@@ -252,6 +259,7 @@ def _record_failure(model: UserModel, job: JobRecord, worker: str, exc: BaseExce
     if isinstance(exc, UnipgenError):
         return store.jobs.fail_job(job.tenant, job.key, worker, {"code": exc.code, "message": exc.message},
                               retryable=False)
+    log.warning("job %s failed (attempt %d of %d)", job.key, job.attempts, job.max_attempts, exc_info=exc)  # the trace
     return store.jobs.fail_job(job.tenant, job.key, worker, {"code": "internal", "message": f"{type(exc).__name__}: {exc}"},
                           retryable=True, backoff_s=backoff_s)
 
@@ -357,48 +365,5 @@ class QueueExecutor:
         """Release what the executor holds (nothing here; the Ray executor stops its actors)."""
 
 
-class InlineExecutor(QueueExecutor):
-    """Runs each job's work in this process, one at a time, with each backend loaded once.
-
-    `submit` queues a job (idempotent by key); `wait` runs it here if it is still queued and
-    returns its record; `run_pending` works through the queue (what `unipgen worker` does).
-    """
-
-    name = "inline"
-
-    def __init__(self, model: UserModel, *, worker: str | None = None, lease_s: float = 30.0,
-                 backoff_s: float = 1.0, progress: bool = False, heartbeat_s: float = 5.0,
-                 checkpoint_every: int = 10) -> None:
-        super().__init__(model, worker=worker, lease_s=lease_s, backoff_s=backoff_s, heartbeat_s=heartbeat_s,
-                         checkpoint_every=checkpoint_every)
-        self.generator = InlineGenerator(model)
-        self.progress = progress  # training progress bars on stderr
-
-    def _work(self, work: Work, lease: Lease) -> Any:
-        if isinstance(work, FitInputs):
-            return run_fit(work)
-        if isinstance(work, PreparedGeneration):
-            backend = self.generator.backend(work.request.context.modality)
-            return backend.generate(work.requests, self.model.store.blobs.get)
-        return run_training(work, should_stop=lease, progress=self.progress)
-
-
-def make_executor(model: UserModel, settings: Any, name: str | None = None, *, progress: bool = False) -> Executor:
-    """The executor `name` (default: `settings.executor`) over `model`'s store: ``inline`` or
-    ``ray`` (a local cluster, or `settings.ray_address`)."""
-    from unipgen.errors import InvalidInputError
-
-    name = name or settings.executor
-    queue = {"lease_s": settings.lease_s, "heartbeat_s": settings.heartbeat_s,
-             "checkpoint_every": settings.checkpoint_every}
-    if name == "inline":
-        return InlineExecutor(model, progress=progress, **queue)
-    if name == "ray":
-        from unipgen.orchestrator.ray_executor import RayExecutor
-
-        return RayExecutor(model, home=settings.home, address=settings.ray_address, **queue)
-    raise InvalidInputError(f"unknown executor {name!r}; available: inline, ray")
-
-
-__all__ = ["Executor", "InlineExecutor", "JobCancelled", "Lease", "QueueExecutor", "finish", "finish_many", "make_executor", "parse_spec",
+__all__ = ["Executor", "JobCancelled", "Lease", "QueueExecutor", "Work", "finish", "finish_many", "parse_spec",
            "prepare", "prepare_many", "record_failure", "run_claimed", "with_checkpoints"]

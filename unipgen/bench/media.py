@@ -10,24 +10,21 @@ same diffusers pipeline called directly in the same process.
   the pipeline's own `output_type="mesh"` fixes the grid at 128, so it is not comparable); the
   difference is orientation, GLB export and the preview render.
 
-Times are medians of interleaved runs after a warm-up (`generation_bench.paired_medians`), with
+Times are medians of interleaved runs after a warm-up (`unipgen.bench.generation.paired_medians`), with
 one torch thread. The models are tiny and random, so these are the backends' fixed costs; with
 real weights the pipeline's seconds grow and the overhead's share shrinks.
 """
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 import torch
-from generation_bench import machine, paired_medians  # a sibling module: benchmarks/ is on sys.path
 
+from unipgen.bench.generation import LIBRARIES, paired_medians
+from unipgen.eval.environment import machine
 from unipgen.modalities.seeding import row_seed
 from unipgen.schema.context import Modality, PersonalizationPlan, UserContext
 from unipgen.schema.generation import GenerationOptions, GenerationRequest
@@ -40,7 +37,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     """Video and 3D figures; `quick` takes fewer runs."""
     torch.set_num_threads(1)
     runs = 3 if quick else 7
-    results: dict[str, Any] = {"machine": machine(), "quick": quick}
+    results: dict[str, Any] = {"machine": machine(*LIBRARIES), "quick": quick}
     for number, (name, stage) in enumerate((("video", bench_video), ("3d", bench_shape)), 1):
         print(f"[{number}/2] {name}...", file=sys.stderr, flush=True)
         results |= stage(runs)
@@ -100,8 +97,3 @@ def bench_shape(runs: int) -> dict[str, Any]:
             "shape_overhead_s": round(ours_s - base_s, 4), "shape_overhead_ratio": round(ratio, 3),
             "shape_glb_bytes": len(mesh.data), "shape_preview_bytes": len(preview.data)}
 
-
-if __name__ == "__main__":
-    import json
-
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))

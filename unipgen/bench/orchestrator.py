@@ -22,10 +22,6 @@ loopback Ray cluster this run starts (and stops). Times are medians of alternati
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import hashlib
 import shutil
 import statistics
@@ -39,21 +35,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from generation_bench import (  # sibling module
-    _ms,
-    _timed,
-    machine,
-    make_text_adapter,
-    paired_medians,
-)
 
+from unipgen.bench.generation import LIBRARIES, make_text_adapter, ms, paired_medians, timed
+from unipgen.eval.environment import machine
 from unipgen.schema.context import AdapterRef, Conditioning, PersonalizationPlan, UserContext
 from unipgen.schema.generation import GenerationOptions, GenerationRequest
 from unipgen.schema.jobs import GenerateSpec
 
 THREADS = 1  # torch threads in this process; the model actors use 1 too (ModelWorker's default)
 TENANT = "ml"
-SAMPLE = Path(__file__).resolve().parent.parent / "unipgen" / "data" / "movielens-sample"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "movielens-sample"
 IMAGE_STEPS = 4  # tiny SD at 64x64 with guidance: a call of about 100-300 ms on one core
 TEXT_TOKENS = 32
 INSTRUCTIONS = ["write me a postcard about my trip", "a poem about the sea", "a short story about the mountains",
@@ -63,7 +54,7 @@ INSTRUCTIONS = ["write me a postcard about my trip", "a poem about the sea", "a 
 def run(quick: bool = False) -> dict[str, Any]:
     """All figures; `quick` uses fewer repeats and requests (about a minute)."""
     torch.set_num_threads(THREADS)
-    results: dict[str, Any] = {"machine": machine(), "quick": quick}
+    results: dict[str, Any] = {"machine": machine(*LIBRARIES), "quick": quick}
     home = Path(tempfile.mkdtemp(prefix="unipgen-orch-bench-"))
     print("[0] set-up: store, Ray cluster, model actors...", file=sys.stderr, flush=True)
     started = time.perf_counter()
@@ -144,7 +135,7 @@ class _Setup:
         from unipgen.core.usermodel import UserModel
         from unipgen.memory import MemoryStore
         from unipgen.memory.loaders import load_movielens
-        from unipgen.orchestrator.executor import InlineExecutor
+        from unipgen.orchestrator import InlineExecutor
         from unipgen.orchestrator.ray_cluster import connect
         from unipgen.orchestrator.ray_executor import RayExecutor
         from unipgen.schema.profiles import load_profile
@@ -222,7 +213,7 @@ class _Setup:
 
     def ray_overhead(self, modality: str, runs: int, steps: int = IMAGE_STEPS, suffix: str | None = None) -> dict[str, Any]:
         """One job through RayExecutor vs the same backend call on a raw actor, same request."""
-        from unipgen.orchestrator.inline import prepare_generation
+        from unipgen.orchestrator import prepare_generation
 
         user = self.users[0]
         if modality == "image":
@@ -243,8 +234,8 @@ class _Setup:
         ours_s, base_s, ratio, pairs = paired_medians(ours, base, runs, warmup=2)
         if suffix is None:
             suffix = "" if modality == "image" else "_text"
-        return {f"ray_overhead_ratio{suffix}": round(ratio, 3), f"ray_job_ms{suffix}": _ms(ours_s),
-                f"ray_raw_call_ms{suffix}": _ms(base_s), f"ray_overhead_ms{suffix}": _ms(ours_s - base_s),
+        return {f"ray_overhead_ratio{suffix}": round(ratio, 3), f"ray_job_ms{suffix}": ms(ours_s),
+                f"ray_raw_call_ms{suffix}": ms(base_s), f"ray_overhead_ms{suffix}": ms(ours_s - base_s),
                 f"ray_identical_output{suffix}": all(a == b for a, b in pairs),
                 f"ray_overhead_settings{suffix}": {
                     "modality": modality, "method": request.plan.method, "runs": runs,
@@ -270,7 +261,7 @@ class _Setup:
                  suffix: str = "") -> dict[str, Any]:
         """32 LoRA text jobs of 8 users with 32 in flight vs one at a time, alternating; and the
         model actor alone: the same 32 prepared requests sent all at once vs one after another."""
-        from unipgen.orchestrator.inline import prepare_generation
+        from unipgen.orchestrator import prepare_generation
 
         plan: list[tuple[str, GenerateSpec]] = []
         for number in range(jobs_per_user):
@@ -329,13 +320,13 @@ class _Setup:
         figures = {"batching_speedup": round(med(ratios), 2),
                 "batching_jobs_per_s": round(len(plan) / med(parallel_s), 1),
                 "sequential_jobs_per_s": round(len(plan) / med(serial_s), 1),
-                "batching_ms": _ms(med(parallel_s)), "sequential_ms": _ms(med(serial_s)),
+                "batching_ms": ms(med(parallel_s)), "sequential_ms": ms(med(serial_s)),
                 "batching_identical_outputs": all(identical) and all(a == b for a, b in a_pairs),
                 "batching_batch_sizes": _sizes(batch_sizes),
                 "batching_mean_batch": round(sum(s * c for s, c in batch_sizes.items()) / sum(batch_sizes.values()), 1),
                 "sequential_batch_sizes": _sizes(serial_batches),
-                "actor_batching_speedup": round(1 / a_ratio, 2), "actor_batched_ms": _ms(a_s),
-                "actor_one_by_one_ms": _ms(a_single_s), "actor_batch_sizes": _sizes(actor_batches),
+                "actor_batching_speedup": round(1 / a_ratio, 2), "actor_batched_ms": ms(a_s),
+                "actor_one_by_one_ms": ms(a_single_s), "actor_batch_sizes": _sizes(actor_batches),
                 "batching_actor_adapter_cache": info["adapter_cache"],
                 "batching_settings": {"jobs": len(plan), "users": len(self.users), "method": "lora (one adapter per user)",
                                       "concurrency": [len(plan), 1], "max_new_tokens": tokens,
@@ -350,14 +341,14 @@ class _Setup:
 
     def inline(self, jobs: int, runs: int) -> dict[str, Any]:
         """Small text jobs through InlineExecutor: jobs/s, and per job vs the direct backend call."""
-        from unipgen.orchestrator.inline import prepare_generation
+        from unipgen.orchestrator import prepare_generation
 
         executor = self.inline_executor
         user = self.users[0]
         spec = GenerateSpec(modality="text", instruction=INSTRUCTIONS[1],
                             options=GenerationOptions(seed=5, max_new_tokens=8))
         request = prepare_generation(self.model, TENANT, user, spec.modality, spec.instruction, spec.options).request
-        backend = executor.generator.backend("text")
+        backend = executor.backend("text")
         fetch = self.store.blobs.get
 
         def ours() -> str | None:
@@ -367,14 +358,14 @@ class _Setup:
             return _sha(backend.generate([request], fetch)[0][0].data)
 
         ours_s, base_s, ratio, pairs = paired_medians(ours, base, runs, warmup=2)
-        elapsed, _ = _timed(lambda: [self.run_job(executor, user, spec) for _ in range(jobs)])
+        elapsed, _ = timed(lambda: [self.run_job(executor, user, spec) for _ in range(jobs)])
         prepare_s = statistics.median(
-            _timed(lambda: prepare_generation(self.model, TENANT, user, spec.modality, spec.instruction,
+            timed(lambda: prepare_generation(self.model, TENANT, user, spec.modality, spec.instruction,
                                               spec.options))[0] for _ in range(runs))
         return {"inline_jobs_per_s": round(jobs / elapsed, 1), "inline_overhead_ratio": round(ratio, 3),
-                "inline_job_ms": _ms(ours_s), "inline_direct_call_ms": _ms(base_s),
+                "inline_job_ms": ms(ours_s), "inline_direct_call_ms": ms(base_s),
                 "inline_identical_output": all(a == b for a, b in pairs),
-                "job_prepare_ms": _ms(prepare_s),
+                "job_prepare_ms": ms(prepare_s),
                 "inline_settings": {"jobs": jobs, "runs": runs, "max_new_tokens": 8, "method": request.plan.method,
                                     "store": "SQLite + local blobs"}}
 
@@ -432,14 +423,14 @@ def bench_adapter_cache(users: int, requests: int, s: float = 1.1, seed: int = 0
             for number, pick in enumerate(picks):
                 req = _lora_request(INSTRUCTIONS[number % len(INSTRUCTIONS)], refs[int(pick)], number, max_new_tokens)
                 misses = cache_counts(backend)["misses"]
-                elapsed, _ = _timed(lambda req=req, backend=backend: backend.generate([req], blobs.__getitem__))
+                elapsed, _ = timed(lambda req=req, backend=backend: backend.generate([req], blobs.__getitem__))
                 (miss_s if cache_counts(backend)["misses"] > misses else hit_s).append(elapsed)
             counts = dict(cache_counts(backend))
         total = counts["hits"] + counts["misses"]
         results[name] = {"hit_rate": round(counts["hits"] / total, 3), "hits": counts["hits"],
                          "misses": counts["misses"], "distinct_adapters": len(set(picks.tolist())),
-                         "hit_call_ms": _ms(statistics.median(hit_s)) if hit_s else None,
-                         "miss_call_ms": _ms(statistics.median(miss_s)) if miss_s else None}
+                         "hit_call_ms": ms(statistics.median(hit_s)) if hit_s else None,
+                         "miss_call_ms": ms(statistics.median(miss_s)) if miss_s else None}
     top = np.sort(zipf_weights(users, s))[::-1][:cache_size].sum()
     return {"adapter_cache_hit_rate": results["zipf"]["hit_rate"],
             "adapter_cache_hit_rate_uniform": results["uniform"]["hit_rate"],
@@ -449,8 +440,3 @@ def bench_adapter_cache(users: int, requests: int, s: float = 1.1, seed: int = 0
                                        "zipf_mass_of_top_cache_size": round(float(top), 3),
                                        "uniform_expected": round(cache_size / users, 3)}}
 
-
-if __name__ == "__main__":
-    import json
-
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))

@@ -40,7 +40,7 @@ FACTORS, TEXT_DIM = 256, 384
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    from unipgen.bench import machine
+    from unipgen.eval.environment import machine
 
     sizes = QUICK if quick else FULL
     started = time.perf_counter()
@@ -139,11 +139,12 @@ def _timed(call: Any, n: int) -> tuple[float, float]:
 
 
 def _fit_in_child(users: int, items: int, events: int) -> dict[str, Any]:
-    """Run `_fit_and_refit` in a fresh process (this file as a script), so its peak RSS is the fit's alone."""
+    """Run `_fit_and_refit` in a fresh process (`python -m unipgen.bench.recommend --fit ...`), so its
+    peak RSS is the fit's alone."""
     import json
     import subprocess
 
-    done = subprocess.run([sys.executable, __file__, "--fit", str(users), str(items), str(events)],
+    done = subprocess.run([sys.executable, "-m", __name__, "--fit", str(users), str(items), str(events)],
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
@@ -174,10 +175,7 @@ def _fit_and_refit(users: int, items: int, events: int) -> dict[str, Any]:
                                                                                                refitted.vectors))}
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # the fit's own process (`_fit_in_child`)
     import json
 
-    if sys.argv[1:2] == ["--fit"]:
-        print(json.dumps(_fit_and_refit(*map(int, sys.argv[2:5]))))
-    else:
-        print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
+    print(json.dumps(_fit_and_refit(*map(int, sys.argv[2:5]))))

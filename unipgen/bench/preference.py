@@ -44,10 +44,10 @@ def run(quick: bool = False, steps: int | None = None) -> dict[str, Any]:
     """All figures; `quick` uses the tiny random LM and fewer instructions."""
     import torch
 
-    from unipgen.bench import machine
     from unipgen.core.usermodel import UserModel
+    from unipgen.eval.environment import machine
     from unipgen.memory import MemoryStore
-    from unipgen.orchestrator.inline import InlineGenerator
+    from unipgen.orchestrator import InlineGenerator
     from unipgen.orchestrator.training import train
     from unipgen.schema.generation import GenerationOptions
     from unipgen.schema.profiles import load_profile

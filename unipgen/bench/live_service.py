@@ -1,7 +1,7 @@
 """A unipgen service in its own process, for the benchmarks that measure it over HTTP (`service`,
 `hardening`): the client's own work and memory are then not counted against the service.
 
-A benchmark module runs itself with `--serve HOME`; its `_serve` builds the settings it measures
+A benchmark module runs itself (`python -m MODULE --serve HOME`); its `_serve` builds the settings it measures
 and calls `serve`, which writes the bound port to HOME/port. `ServiceProcess` starts that process
 and waits until it answers `/v1/health`.
 """
@@ -40,11 +40,11 @@ def serve(settings: Any, port_file: Path) -> None:
 
 
 class ServiceProcess:
-    """`python SCRIPT --serve HOME` started, its `url` once it answers `/v1/health`."""
+    """`python -m MODULE --serve HOME` started, its `url` once it answers `/v1/health`."""
 
-    def __init__(self, script: Path, home: Path, timeout_s: float = 180.0) -> None:
+    def __init__(self, module: str, home: Path, timeout_s: float = 180.0) -> None:
         env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen([sys.executable, str(script), "--serve", str(home)],
+        self.process = subprocess.Popen([sys.executable, "-m", module, "--serve", str(home)],
                                         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         self.url = ""
         deadline = time.monotonic() + timeout_s

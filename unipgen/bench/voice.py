@@ -16,16 +16,11 @@ For scale: two real utterances of one LibriSpeech speaker average about 0.87 wit
 two speakers about 0.52. `rtf` is synthesis seconds per second of audio (below 1: faster than
 real time), measured on the outputs.
 
-    python benchmarks/voice_bench.py [DATA_DIR] [--quick]
+    unipgen bench voice [--data DATA_DIR] [--quick]
 """
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 threads on 2 shared cores can be 10x slower
-
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from unipgen.bench import machine, shared_data_dir
+from unipgen.eval.environment import machine, shared_data_dir
 
 AUDIO_SUFFIXES = {".flac", ".wav", ".ogg"}
 #: Spoken when a held-out utterance has no transcript.
@@ -132,9 +127,3 @@ def _request(text: str, user: np.ndarray, method: str, seed: int) -> Any:
                                budget_tokens=0, used_tokens=0)
     return GenerationRequest(context=context, plan=plan, options=GenerationOptions(seed=seed))
 
-
-if __name__ == "__main__":
-    import json
-
-    args = [a for a in sys.argv[1:] if a != "--quick"]
-    print(json.dumps(run(args[0] if args else None, quick="--quick" in sys.argv), indent=2))

@@ -3,18 +3,14 @@
 - ingest: bulk behavior ingest (`MemoryStore.events.ingest_events`, from plain dicts, validation
   included) vs a naive loop that looks up user and item and adds one ORM object per event;
   on SQLite, and on PostgreSQL when UNIPGEN_BENCH_POSTGRES_URL (or UNIPGEN_TEST_POSTGRES_URL) is set;
-- per-user top-10 search and global ANN search: see `vector_bench.py`;
+- per-user top-10 search and global ANN search: see `unipgen.bench.vectors`;
 - forget: a user with 10k events and 50 blobs, vs deleting the same rows one ORM object at a time.
 """
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import io
-import sqlite3
+import os
 import sys
 import tempfile
 import time
@@ -22,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import vector_bench
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from unipgen.bench import machine as bench_machine
+from unipgen.bench import vectors
+from unipgen.eval.environment import machine
 from unipgen.memory import MemoryStore
 from unipgen.memory.db import temporary_database
 from unipgen.memory.models import BehaviorEvent, Item, User
@@ -35,15 +31,15 @@ from unipgen.settings import Settings
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    results: dict[str, Any] = {"machine": machine(), "quick": quick}
+    results: dict[str, Any] = {"machine": machine("numpy", "faiss", "sqlalchemy"), "quick": quick}
     n_events, n_naive = (20_000, 2_000) if quick else (100_000, 5_000)
     pg_url = os.environ.get("UNIPGEN_BENCH_POSTGRES_URL") or os.environ.get("UNIPGEN_TEST_POSTGRES_URL")
     stages = [
         ("ingest, SQLite", lambda: _suffixed(bench_ingest(None, n_events, n_naive), "sqlite")),
         ("ingest, PostgreSQL", lambda: _postgres_ingest(pg_url, n_events, n_naive) if pg_url else {}),
-        ("per-user search (index)", lambda: vector_bench.bench_user_search(n_users=200 if quick else 1000)),
+        ("per-user search (index)", lambda: vectors.bench_user_search(n_users=200 if quick else 1000)),
         ("per-user search (store)", lambda: bench_store_search(n_users=20 if quick else 200)),
-        ("global ANN search", lambda: vector_bench.bench_ann(n=100_000 if quick else 1_000_000)),
+        ("global ANN search", lambda: vectors.bench_ann(n=100_000 if quick else 1_000_000)),
         ("forget", lambda: bench_forget(events=10_000, blobs=50)),
     ]
     for number, (name, stage) in enumerate(stages, 1):
@@ -56,10 +52,6 @@ def run(quick: bool = False) -> dict[str, Any]:
 def _postgres_ingest(admin_url: str, n_events: int, n_naive: int) -> dict[str, Any]:
     with temporary_database(admin_url, "unipgen_bench") as url:
         return _suffixed(bench_ingest(url, n_events, n_naive), "postgres")
-
-
-def machine() -> dict[str, Any]:
-    return bench_machine("numpy", "faiss", "sqlalchemy") | {"sqlite": sqlite3.sqlite_version}
 
 
 def _suffixed(values: dict[str, Any], suffix: str) -> dict[str, Any]:
@@ -206,8 +198,3 @@ def bench_forget(events: int, blobs: int) -> dict[str, Any]:
     return {"forget_s": round(forget_s, 3), "naive_forget_s": round(naive_s, 3),
             "forget_deleted": report.deleted, "forget_includes": "residue scan of database, index files and blobs"}
 
-
-if __name__ == "__main__":
-    import json
-
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))

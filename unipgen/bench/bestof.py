@@ -16,16 +16,11 @@ works by that yardstick, not whether people prefer the outputs. On the ``tiny`` 
 generator and the CLIP/CLAP encoders have random weights: the figures are mechanical (they show
 the selection runs and how far apart random candidates score), not evidence of better outputs.
 
-    python benchmarks/bestof_bench.py [--quick] [--profile tiny]
+    unipgen bench bestof [--quick] [--profile tiny]
 """
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 threads on 2 shared cores can be 10x slower
-
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from unipgen.bench import machine, shared_data_dir, shown_data_path
+from unipgen.eval.environment import machine, shared_data_dir, shown_data_path
 
 N = 8
 #: modality → prompts (the first `prompts` of each are used).
@@ -45,8 +40,8 @@ PROMPTS = {
     "speech": ["Good evening, here is my pick for tonight.", "Tonight I would watch something new."],
     "3d": ["a 3d model of a film camera", "a 3d model of a popcorn bucket"],
 }
-SAMPLE = Path(__file__).resolve().parent.parent / "unipgen" / "data" / "movielens-sample"
-PERSONA_VOICES = Path(__file__).resolve().parent.parent / "unipgen" / "data" / "persona-sample" / "voice"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "movielens-sample"
+PERSONA_VOICES = Path(__file__).resolve().parents[1] / "data" / "persona-sample" / "voice"
 TINY_NOTE = ("tiny profile: every generator and the CLIP/CLAP encoders have random weights, so these scores are "
              "mechanical: they show that the selection runs and how far apart random candidates score, not that "
              "the kept outputs are better")
@@ -60,7 +55,7 @@ def run(quick: bool = False, profile: str = "tiny", users: int | None = None, pr
     from unipgen.core.usermodel import UserModel
     from unipgen.memory import MemoryStore
     from unipgen.memory.loaders import load_movielens
-    from unipgen.orchestrator.inline import InlineGenerator
+    from unipgen.orchestrator import InlineGenerator
     from unipgen.settings import Settings
 
     torch.set_num_threads(1)
@@ -143,10 +138,3 @@ def bootstrap_by_user(rows: list[dict[str, Any]], resamples: int = 10_000, seed:
     means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
     return [round(float(q), 4) for q in np.percentile(means, [2.5, 97.5])]
 
-
-if __name__ == "__main__":
-    import json
-
-    args = sys.argv[1:]
-    chosen = args[args.index("--profile") + 1] if "--profile" in args else "tiny"
-    print(json.dumps(run(quick="--quick" in args, profile=chosen), indent=2))

@@ -1,6 +1,6 @@
 """`unipgen bench hardening`: what each file of the adversarial upload corpus costs the service.
 
-For every case of benchmarks/upload_corpus.py (pixel and audio bombs, extreme dimensions,
+For every case of `unipgen.bench.upload_corpus` (pixel and audio bombs, extreme dimensions,
 truncated, corrupt and disguised files, oversized JSON bodies; `quick` leaves out the 50 MB and
 100 MB bodies), sent to a live service with its default settings:
 
@@ -17,10 +17,6 @@ than 2 s to be refused, the service survives every one. The service runs in its 
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import shutil
 import sys
 import tempfile
@@ -28,10 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import live_service
-import upload_corpus
+from unipgen.bench import live_service, upload_corpus
 
 ADMIN_KEY = "bench-admin-key"
 MAX_RSS_INCREASE_MB = 200
@@ -40,7 +33,7 @@ MAX_REFUSAL_S = 2.0
 
 def run(quick: bool = False) -> dict[str, Any]:
     """Every case of the corpus against a fresh service; `quick` leaves out the 50 and 100 MB bodies."""
-    from unipgen.bench import machine
+    from unipgen.eval.environment import machine
     from unipgen.settings import Settings
 
     settings = Settings()
@@ -49,7 +42,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     print("[0] corpus and service...", file=sys.stderr, flush=True)
     cases = upload_corpus.corpus(settings, issue_sizes=not quick)
-    service = live_service.ServiceProcess(Path(__file__).resolve(), home)
+    service = live_service.ServiceProcess(__name__, home)
     try:
         bench = _Bench(service)
         results["rest_mb"] = bench.warm_up()
@@ -123,7 +116,7 @@ def children(pid: int) -> list[int]:
 
 
 def _serve(home: Path) -> None:
-    """The service (`hardening_bench.py --serve HOME`): default settings but the rate limit."""
+    """The service (`python -m unipgen.bench.hardening --serve HOME`): default settings but the rate limit."""
     from unipgen.settings import Settings
 
     live_service.serve(Settings(home=home / "store", admin_key=ADMIN_KEY, rate_limit_per_minute=10_000_000),
@@ -205,10 +198,5 @@ def _json(response: Any) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-if __name__ == "__main__":
-    if "--serve" in sys.argv:
-        _serve(Path(sys.argv[sys.argv.index("--serve") + 1]))
-    else:
-        import json
-
-        print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
+if __name__ == "__main__":  # the service process: `python -m unipgen.bench.hardening --serve HOME`
+    _serve(Path(sys.argv[sys.argv.index("--serve") + 1]))

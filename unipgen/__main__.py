@@ -1,0 +1,5 @@
+"""`python -m unipgen`: the `unipgen` command."""
+
+from unipgen.cli import main
+
+main()

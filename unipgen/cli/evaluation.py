@@ -1,0 +1,91 @@
+"""`unipgen eval`: the evaluation harnesses of `unipgen.eval`, each printing its JSON result and,
+with `--out`, writing a report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from unipgen.cli.common import Json, emit
+
+eval_app = typer.Typer(help="Evaluation harnesses: standard protocols, JSON results and reports.", no_args_is_help=True)
+
+
+@eval_app.command("dreambench")
+def eval_dreambench(
+    data: Annotated[Path | None, typer.Option(help="A DreamBench-layout folder; default ../shared/data/dreambench.")] = None,
+    profile: Annotated[str, typer.Option(help="Model profile: tiny, cpu, gpu or a .toml path.")] = "tiny",
+    method: Annotated[list[str] | None, typer.Option(help="ip-adapter, lora or textual-inversion (repeatable).")] = None,
+    quick: Annotated[bool, typer.Option(help="2 subjects, 2 prompts, 1 image each (a harness check).")] = False,
+    out: Annotated[Path | None, typer.Option(help="Report folder (JSON, Markdown, HTML, plots).")] = None,
+    as_json: Json = False,
+) -> None:
+    """The DreamBooth protocol: personalize per subject, generate per prompt, score DINO-I, CLIP-I, CLIP-T."""
+    from unipgen.eval.dreambench import run_dreambench
+
+    result = run_dreambench(data, profile=profile, methods=method or None, quick=quick, out=out,
+                            log=None if as_json else (lambda line: typer.echo(line, err=True)))
+    emit(result, as_json, json.dumps(result, indent=2))
+
+
+EvalData = Annotated[Path | None, typer.Option("--data", help="A folder of the harness's layout; default: its "
+                                                             "copy in ../shared/data (UNIPGEN_SHARED_DATA).")]
+
+
+EvalOut = Annotated[Path | None, typer.Option(help="Report folder (JSON, Markdown, HTML, plots).")]
+
+
+EvalQuick = Annotated[bool, typer.Option(help="A small subset: a harness check, not the figures.")]
+
+
+EvalProfile = Annotated[str | None, typer.Option(help="Measure this model profile's encoder (default: the packaged one "
+                                                      "every shipped profile but gpu names).")]
+
+
+def _run_harness(run: Any, as_json: bool, **options: Any) -> None:
+    result = run(**options, log=None if as_json else (lambda line: typer.echo(line, err=True)))
+    emit(result, as_json, json.dumps(result, indent=2, default=str))
+
+
+@eval_app.command("movielens")
+def eval_movielens(data: EvalData = None, profile: EvalProfile = None, quick: EvalQuick = False, out: EvalOut = None,
+                   as_json: Json = False) -> None:
+    """Next-item ranking, leave-last-out: NDCG@k and HR@k of the user model vs popularity, EASE, item-kNN and SASRec."""
+    from unipgen.eval.movielens import run_movielens
+
+    _run_harness(run_movielens, as_json, data=data, profile=profile, quick=quick, out=out)
+
+
+@eval_app.command("lamp-style")
+def eval_lamp_style(
+    data: Annotated[Path | None, typer.Option("--data", help="A LaMP task folder, a JSONL of users, or a MovieLens "
+                                                             "folder (tags as a LaMP-2-style task; the default).")] = None,
+    profile: Annotated[str | None, typer.Option(help="Its text backend answers; default offline (tiny with --quick).")] = None,
+    method: Annotated[list[str] | None, typer.Option(help="nonpersonal, rag or lora (repeatable; default all).")] = None,
+    quick: EvalQuick = False, out: EvalOut = None, as_json: Json = False,
+) -> None:
+    """Personalized text: answers without history, with retrieved history (RAG), with a per-user LoRA."""
+    from unipgen.eval.lamp import METHODS, run_lamp
+
+    _run_harness(run_lamp, as_json, data=data, profile=profile, methods=method or METHODS, quick=quick, out=out)
+
+
+@eval_app.command("voice")
+def eval_voice(data: EvalData = None, profile: EvalProfile = None, quick: EvalQuick = False, out: EvalOut = None,
+               as_json: Json = False) -> None:
+    """Speaker similarity: same- vs different-speaker cosines of the voice encoder vs MFCCs."""
+    from unipgen.eval.identity import run_voice
+
+    _run_harness(run_voice, as_json, data=data, profile=profile, quick=quick, out=out)
+
+
+@eval_app.command("faces")
+def eval_faces(data: EvalData = None, profile: EvalProfile = None, quick: EvalQuick = False, out: EvalOut = None,
+               as_json: Json = False) -> None:
+    """Face re-identification, leave-one-out: the face encoder vs raw pixels."""
+    from unipgen.eval.identity import run_faces
+
+    _run_harness(run_faces, as_json, data=data, profile=profile, quick=quick, out=out)

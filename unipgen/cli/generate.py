@@ -1,0 +1,257 @@
+"""Generation and its jobs: build a context (`context`), generate and train as jobs (`generate`,
+`train`), record feedback (`feedback`), run queued jobs (`worker`) and inspect or cancel them
+(`jobs`)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from unipgen.cli.common import (
+    MODALITY_HELP,
+    Executor,
+    JobId,
+    Json,
+    Tenant,
+    Wait,
+    cache_dir,
+    check_request,
+    emit,
+    make_runner,
+    open_store,
+    user_model,
+)
+
+if TYPE_CHECKING:
+    from unipgen.memory import MemoryStore
+
+jobs_app = typer.Typer(help="Inspect and cancel generation and training jobs.", no_args_is_help=True)
+
+
+def context(
+    ctx: typer.Context,
+    user: str,
+    modality: Annotated[str, typer.Option("--modality", "-m", help=MODALITY_HELP)] = "text",
+    instruction: Annotated[str, typer.Option("--instruction", "-i", help="What to generate.")] = "",
+    profile: Annotated[str, typer.Option(help="Model profile: tiny, cpu, gpu or a .toml path.")] = "tiny",
+    vectors: Annotated[bool, typer.Option(help="Include the raw preference vectors.")] = False,
+    diversity: Annotated[float, typer.Option(min=0.0, max=1.0, help="0: most similar items; up to 1: less of the same.")] = 0.0,
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    """Build USER's context for a request and the personalization plan chosen for it."""
+    from unipgen.core.context import ContextConfig
+
+    modality = check_request(modality, instruction)
+    with open_store(ctx) as store:
+        model = user_model(ctx, store, profile, tenant, user, ContextConfig(include_vectors=vectors, diversity=diversity))
+        built = model.context(tenant, user, modality, instruction)  # type: ignore[arg-type]
+        plan = model.plan(built)
+    payload = {"context": built.model_dump(mode="json"), "plan": plan.model_dump(mode="json")}
+    emit(payload, as_json, _context_text(payload))
+
+
+def _context_text(payload: dict[str, Any]) -> str:
+    context, plan = payload["context"], payload["plan"]
+    lines = [f"user {context['user']}, {context['modality']} request: {context['instruction']!r}"]
+    for p in context["preferences"]:
+        lines.append(f"  likes ({p['space']}, {p['events']} events, drift {p['drift']:.2f}): "
+                     + ", ".join(k["text"] for k in p["positive_keywords"]))
+        if p["negative_keywords"]:
+            lines.append("  dislikes: " + ", ".join(k["text"] for k in p["negative_keywords"]))
+    lines += ["  evidence:"] + [f"    - [{e['kind']}] {e['text']} ({e['score']:.4f})" for e in context["evidence"]]
+    lines.append(f"  plan: {plan['method']} because {'; '.join(plan['reasons'])}")
+    lines.append(f"  prompt: {plan['prompt']}")
+    if plan["negative_prompt"]:
+        lines.append(f"  negative prompt: {plan['negative_prompt']}")
+    return "\n".join(lines)
+
+
+def generate(
+    ctx: typer.Context,
+    user: str,
+    modality: Annotated[str, typer.Option("--modality", "-m", help=MODALITY_HELP)] = "text",
+    instruction: Annotated[str, typer.Option("--instruction", "-i", help="What to generate.")] = "",
+    profile: Annotated[str, typer.Option(help="Model profile: tiny, cpu, gpu, offline or a .toml path.")] = "tiny",
+    seed: Annotated[int, typer.Option(help="Same seed, same output.")] = 0,
+    num_outputs: Annotated[int, typer.Option("--num-outputs", "-n", min=1, max=16)] = 1,
+    melody: Annotated[str | None, typer.Option(help="Music: key of one of USER's voice recordings whose tune "
+                                                    "the music follows (needs a melody backend).")] = None,
+    best_of: Annotated[int, typer.Option("--best-of", min=1, max=16, help=(
+        "Generate N candidates per output (seeds SEED, SEED+1, ...) and keep the one the user model "
+        "scores highest."))] = 1,
+    keep_all: Annotated[bool, typer.Option("--keep-all", help="With --best-of: keep every candidate, best first.")]
+    = False,
+    executor: Executor = None, job_id: JobId = None, wait: Wait = True,
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    """Generate a personalized output for USER as a job; prints the job and its artifacts' files."""
+    from pydantic import ValidationError
+
+    from unipgen.errors import InvalidInputError
+    from unipgen.schema.generation import GenerationOptions
+    from unipgen.schema.jobs import GenerateSpec
+
+    modality = check_request(modality, instruction)
+    try:
+        options = GenerationOptions(seed=seed, num_outputs=num_outputs, melody=melody, best_of=best_of,
+                                    best_of_keep="all" if keep_all else "best")
+    except ValidationError as exc:  # options that do not go together (too many candidates)
+        raise InvalidInputError("; ".join(error["msg"] for error in exc.errors())) from None
+    spec = GenerateSpec(modality=modality, instruction=instruction, options=options)  # type: ignore[arg-type]
+    with open_store(ctx) as store:
+        job = _run_job(ctx, store, profile, executor, tenant, user, spec, job_id, wait)
+        artifacts = [_artifact_file(store, tenant, key) for key in (job.result or {}).get("artifacts", [])]
+    payload = {"tenant": tenant, "user": user, "job": job.key, "status": job.status,
+               "plan": (job.result or {}).get("plan"), "artifacts": artifacts}
+    text = "\n".join(f"{a['key']} ({a['media_type']}): {a['path']}" for a in artifacts) or f"job {job.key}: {job.status}"
+    emit(payload, as_json, text)
+
+
+def _run_job(ctx: typer.Context, store: MemoryStore, profile: str, executor: str, tenant: str, user: str,
+             spec: Any, job_id: str | None, wait: bool, progress: bool = False) -> Any:
+    """Submit a job (idempotent by `job_id`) and, with `wait`, run it; a failed job raises its error."""
+    from unipgen.core.usermodel import UserModel
+    from unipgen.errors import error_from
+
+    store.users.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
+    if not wait:
+        return store.jobs.submit_job(tenant, user, spec.model_dump(mode="json"), key=job_id)
+    model = UserModel(store, profile, cache_dir=cache_dir(ctx))  # the job embeds what its context reads
+    runner = make_runner(ctx, model, executor, progress)
+    try:
+        job = runner.wait(tenant, runner.submit(tenant, user, spec, key=job_id).key)
+    finally:
+        runner.shutdown()
+    if job.status == "failed":
+        raise error_from(job.error or {})
+    return job
+
+
+def _artifact_file(store: MemoryStore, tenant: str, key: str) -> dict[str, Any]:
+    record = store.artifacts.artifact(tenant, key)
+    return {"key": key, "media_type": record.media_type, "blob_sha": record.blob_sha,
+            "path": store.blobs.local_path(record.blob_sha) if record.blob_sha else None}
+
+
+def train(
+    ctx: typer.Context,
+    user: str,
+    method: Annotated[str, typer.Option(
+        help="text-lora, dpo (text, from feedback), lora (DreamBooth-LoRA) or textual-inversion.")] = "text-lora",
+    subject: Annotated[str | None, typer.Option(help="The subject to learn (image methods).")] = None,
+    steps: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
+    seed: Annotated[int, typer.Option()] = 0,
+    profile: Annotated[str, typer.Option(help="Model profile whose base model is adapted.")] = "tiny",
+    executor: Executor = None, job_id: JobId = None, wait: Wait = True,
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    """Train USER's personal adapter as a job; prints the adapter artifact and its loss curve."""
+    from unipgen.errors import InvalidInputError
+    from unipgen.schema.jobs import TRAINING_METHODS, TrainSpec
+
+    if method not in TRAINING_METHODS:
+        raise InvalidInputError(f"unknown training method {method!r}; one of {list(TRAINING_METHODS)}")
+    spec = TrainSpec(method=method, subject=subject, steps=steps, seed=seed)
+    with open_store(ctx) as store:
+        job = _run_job(ctx, store, profile, executor, tenant, user, spec, job_id, wait, progress=not as_json)
+    result = job.result or {}
+    losses = result.get("losses", [])
+    payload = {"tenant": tenant, "user": user, "job": job.key, "status": job.status,
+               "artifact": (result.get("artifacts") or [None])[0], "method": method, "losses": losses}
+    summary = f"{losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps" if losses else job.status
+    emit(payload, as_json, f"trained {method} {payload['artifact']}: loss {summary}")
+
+
+def _job_payload(job: Any) -> dict[str, Any]:
+    return job.model_dump(mode="json")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option(help="Only this user's jobs.")] = None,
+    status: Annotated[str | None, typer.Option(help="queued, running, succeeded, failed or cancelled.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    """The newest jobs, with their status and progress."""
+    with open_store(ctx) as store:
+        found = store.jobs.jobs(tenant, user=user, status=status, limit=limit)
+    lines = [f"{j.key}  {j.kind:<8} {j.status:<9} {j.progress:4.0%}  "
+             f"{'user ' + j.user if j.user is not None else 'the tenant'}  {j.created_at:%Y-%m-%d %H:%M:%S}"
+             for j in found]
+    emit({"tenant": tenant, "jobs": [_job_payload(j) for j in found]}, as_json, "\n".join(lines) or "no jobs")
+
+
+@jobs_app.command("show")
+def jobs_show(ctx: typer.Context, key: str, tenant: Tenant = "default", as_json: Json = False) -> None:
+    """One job: its request, status, attempts, result or error."""
+    with open_store(ctx) as store:
+        job = store.jobs.job(tenant, key)
+    emit(_job_payload(job), as_json, json.dumps(_job_payload(job), indent=2))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(ctx: typer.Context, key: str, tenant: Tenant = "default", as_json: Json = False) -> None:
+    """Cancel a queued job, or ask a running one to stop (it ends as cancelled)."""
+    with open_store(ctx) as store:
+        job = store.jobs.cancel_job(tenant, key)
+    emit(_job_payload(job), as_json, f"job {key}: {job.status}" + (" (stop requested)" if job.cancel_requested else ""))
+
+
+def worker(
+    ctx: typer.Context,
+    profile: Annotated[str, typer.Option(help="Model profile the worker loads.")] = "tiny",
+    executor: Executor = None,
+    once: Annotated[bool, typer.Option(help="Run what is queued now, then exit.")] = False,
+    poll: Annotated[float, typer.Option(help="Seconds between looks at an empty queue.", min=0.05)] = 1.0,
+    as_json: Json = False,
+) -> None:
+    """Run queued jobs (of every tenant) until stopped, or once with --once.
+
+    With the Ray executor this process drives the queue and the work runs on the cluster's
+    model actors; on a multi-node cluster run it where the database and blob store are reachable.
+    """
+    import time
+
+    from unipgen.core.usermodel import UserModel
+
+    ran: list[Any] = []
+    with open_store(ctx) as store:
+        runner = make_runner(ctx, UserModel(store, profile, cache_dir=cache_dir(ctx)), executor)
+        try:
+            while True:
+                done = runner.run_pending()
+                ran += done
+                for job in done:
+                    if not as_json:
+                        typer.echo(f"{job.key}: {job.status}")
+                if once:
+                    break
+                time.sleep(poll)
+        finally:
+            runner.shutdown()
+    emit({"worker": runner.worker, "jobs": [_job_payload(j) for j in ran]}, as_json, f"ran {len(ran)} jobs")
+
+
+def feedback(
+    ctx: typer.Context,
+    user: str,
+    output: Annotated[str, typer.Argument(help="The output judged (its artifact id), or the one chosen.")],
+    up: Annotated[bool, typer.Option("--up", help="Thumbs up.")] = False,
+    down: Annotated[bool, typer.Option("--down", help="Thumbs down.")] = False,
+    over: Annotated[str | None, typer.Option(help="Pairwise: OUTPUT was chosen over this output.")] = None,
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    """Record USER's judgement of a generated output; `train --method dpo` learns from them."""
+    from unipgen.errors import InvalidInputError
+
+    if up + down + (over is not None) != 1:
+        raise InvalidInputError("give exactly one of --up, --down or --over OTHER_OUTPUT")
+    kind = "pairwise" if over is not None else "thumbs_up" if up else "thumbs_down"
+    with open_store(ctx) as store:
+        store.events.add_feedback(tenant, [{"user": user, "type": kind, "output": output, "rejected": over}])
+    payload = {"tenant": tenant, "user": user, "type": kind, "output": output, "rejected": over}
+    emit(payload, as_json, f"recorded {kind} on {output}" + (f" over {over}" if over else ""))
