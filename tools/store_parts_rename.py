@@ -16,6 +16,9 @@ names (`re.search`, `client.events`, `backend.job`):
   MemoryStore.open(...) as name``, ``name = other`` where ``other`` is one; plus the few
   lambdas' parameters in `EXTRA_NAMES`.
 
+``setattr(store, "add_items", ...)`` (a monkeypatch) becomes ``setattr(store.catalog,
+"add_items", ...)``; likewise ``getattr``, ``hasattr``, ``delattr``.
+
 Idempotent: a rewritten call's receiver is a part (``store.catalog``), which no rule matches
 again; the three names that are a part and a method (``events``, ``jobs``, ``fits``) are
 rewritten only where called (``store.jobs(``), so ``store.jobs.claim_job(`` stays.
@@ -129,7 +132,17 @@ def rewrite(text: str, names: list[str]) -> tuple[str, list[tuple[int, str, str]
         changes.append((text.count("\n", 0, match.start()) + 1, match.group(0), new))
         return new
 
-    return pattern.sub(replace, text), changes
+    text = pattern.sub(replace, text)
+    # monkeypatch.setattr(store, "keys_without_vector", ...) names the method in a string
+    by_name = re.compile(rf"\b((?:set|get|has|del)attr\(\s*)({receiver})(\s*,\s*[\"'])({'|'.join(PART_OF)})([\"'])")
+
+    def replace_named(match: re.Match[str]) -> str:
+        call, store, comma, member, quote = match.groups()
+        new = f"{call}{store}.{PART_OF[member]}{comma}{member}{quote}"
+        changes.append((text.count("\n", 0, match.start()) + 1, match.group(0), new))
+        return new
+
+    return by_name.sub(replace_named, text), changes
 
 
 def targets(paths: list[str]) -> list[Path]:

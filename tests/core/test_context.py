@@ -66,7 +66,7 @@ def test_a_complete_catalog_is_scanned_again_only_once_it_changed(tmp_path: Path
         assert model.embed_catalog("t") == 2 and model.embed_catalog("t") == 0
         scans = []
         scan = store.catalog.keys_without_vector
-        monkeypatch.setattr(store, "keys_without_vector", lambda *a, **k: scans.append(a) or scan(*a, **k))
+        monkeypatch.setattr(store.catalog, "keys_without_vector", lambda *a, **k: scans.append(a) or scan(*a, **k))
         assert model.embed_catalog("t") == 0 and scans == []  # nothing changed: no scan
         store.catalog.add_items("t", [{"key": "c", "text": "a song"}])
         assert model.embed_catalog("t") == 1 and model.embed_catalog("t") == 0
