@@ -1,5 +1,5 @@
 """Packages whose modules meet only through public names, stay small, and say what they are for
-(`PACKAGES`; `tests/modalities/test_public_seams.py` checks the modalities with `private_uses`).
+(every module of the package; `KNOWN` lists the private names of other projects used on purpose).
 
 Read with `ast`, nothing imported: a module may not import another module's private name
 (`from x import _name`, or a private module `x._y`) nor reach one through an imported name
@@ -18,8 +18,13 @@ from pathlib import Path
 import pytest
 
 UNIPGEN = Path(__file__).resolve().parents[1] / "unipgen"
-PACKAGES = ("memory",)
-FILES = sorted(path for package in PACKAGES for path in (UNIPGEN / package).rglob("*.py"))
+FILES = sorted(UNIPGEN.rglob("*.py"))
+#: Private names of other packages used on purpose, each with why (file → the checker's findings).
+KNOWN = {
+    # Ray has no public switch for these: the token loader's cache, and the cluster-mode
+    # constant that must be off before a loopback-only local cluster starts (see the module doc).
+    "orchestrator/ray_cluster.py": ["101: from ray._raylet import ...", "111: import ray._private.ray_constants"],
+}
 MAX_LINES = 500
 STORE = "unipgen.memory.store"
 
@@ -109,7 +114,7 @@ def test_the_import_reader_sees_type_checking_imports() -> None:
 
 @pytest.mark.parametrize("path", FILES, ids=lambda path: path.relative_to(UNIPGEN).as_posix())
 def test_no_private_name_of_another_module(path: Path) -> None:
-    assert private_uses(path.read_text()) == []
+    assert private_uses(path.read_text()) == KNOWN.get(path.relative_to(UNIPGEN).as_posix(), [])
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda path: path.relative_to(UNIPGEN).as_posix())

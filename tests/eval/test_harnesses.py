@@ -172,7 +172,7 @@ def test_voice_quick_on_shared_data(tmp_path: Path) -> None:
 def test_a_profiles_text_encoder_is_named_by_its_ref_for_the_embedding_cache() -> None:
     import numpy as np
 
-    from unipgen.eval.movielens import minilm_encoder, profile_text_encoder
+    from unipgen.eval.movielens_data import minilm_encoder, profile_text_encoder
 
     encode = profile_text_encoder("tiny")
     assert encode.__qualname__ == "sentence-transformers:sentence-transformers/all-MiniLM-L6-v2"

@@ -34,7 +34,8 @@ from unipgen.eval.identity import (
     labelled_files,
     voice_figures,
 )
-from unipgen.eval.movielens import bench_ranking, default_data_dir
+from unipgen.eval.movielens import bench_ranking
+from unipgen.eval.movielens_data import default_data_dir
 
 
 def run(

@@ -78,7 +78,7 @@ def embed_images(images: Sequence[Any], encoder: Any = None) -> np.ndarray:
     return np.asarray(resolve_encoder(encoder).encode([to_pil(x, n) for n, x in enumerate(images)]), np.float64)
 
 
-def _unit(matrix: np.ndarray) -> np.ndarray:
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.where(norms == 0, 1, norms)
 
@@ -88,7 +88,7 @@ def mean_pairwise_cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = _matrix(a, "a"), _matrix(b, "b")
     if a.shape[1] != b.shape[1]:
         raise InvalidInputError(f"embedding sizes differ: {a.shape[1]} vs {b.shape[1]}")
-    return float(np.clip((_unit(a) @ _unit(b).T).mean(), -1.0, 1.0))
+    return float(np.clip((unit_rows(a) @ unit_rows(b).T).mean(), -1.0, 1.0))
 
 
 def _matrix(features: Any, name: str, min_rows: int = 1) -> np.ndarray:
@@ -124,8 +124,8 @@ def clip_t(images: Sequence[Any], prompts: str | Sequence[str], encoder: Any = N
     model = resolve_encoder(encoder)
     if not hasattr(model, "encode_text"):
         raise InvalidInputError("CLIP-T needs an encoder with encode_text() (a CLIP encoder)")
-    image_vectors = _unit(embed_images(images, model))
-    text_vectors = _unit(np.asarray(model.encode_text(prompts), dtype=np.float64))
+    image_vectors = unit_rows(embed_images(images, model))
+    text_vectors = unit_rows(np.asarray(model.encode_text(prompts), dtype=np.float64))
     return float(np.clip((image_vectors * text_vectors).sum(axis=1).mean(), -1.0, 1.0))
 
 
@@ -162,7 +162,7 @@ class DinoEncoder:
         pixels = processor(images=[to_pil(x, n) for n, x in enumerate(images)], return_tensors="pt")["pixel_values"]
         with torch.inference_mode():
             cls = model(pixel_values=pixels.to(self.device)).last_hidden_state[:, 0]
-        return _unit(cls.double().cpu().numpy()).astype(np.float32)
+        return unit_rows(cls.double().cpu().numpy()).astype(np.float32)
 
 
 def tiny_dino_dir(seed: int = 0) -> Path:
@@ -450,6 +450,6 @@ def lpips(images_a: Sequence[Any], images_b: Sequence[Any], model: LpipsModel) -
     return float(np.mean([model.distance(a, b) for a, b in zip(images_a, images_b, strict=True)]))
 
 
-__all__ = ["DINO_REF", "MS_SSIM_WEIGHTS", "DinoEncoder", "LpipsModel", "clip_i", "clip_t", "dino_i", "embed_images",
+__all__ = ["DINO_REF", "MS_SSIM_WEIGHTS", "DinoEncoder", "LpipsModel", "clip_i", "clip_t", "dino_i", "embed_images", "unit_rows",
            "frechet_distance", "image_fid", "image_kid", "kernel_inception_distance", "lpips",
            "mean_pairwise_cosine", "ms_ssim", "psnr", "resolve_encoder", "ssim", "to_pil"]

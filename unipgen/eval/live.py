@@ -26,7 +26,8 @@ import numpy as np
 from unipgen.eval.recsys_baselines import Baseline, evaluator_ndcg
 
 if TYPE_CHECKING:
-    from unipgen.eval.movielens import Evaluator, MovieLens, Split
+    from unipgen.eval.movielens import Evaluator
+    from unipgen.eval.movielens_data import MovieLens, Split
 
 #: Items each live recommendation list holds (the report's curves go up to NDCG@50).
 LIST_K = 50
@@ -42,7 +43,7 @@ def live_store(home: Path, data: MovieLens, split: Split, content: np.ndarray) -
     user's training ratings; returns the `UserModel` over it (tiny profile: no encoder is
     loaded, every item already has its text vector)."""
     from unipgen.core.usermodel import UserModel
-    from unipgen.eval.movielens import item_text
+    from unipgen.eval.movielens_data import item_text
     from unipgen.memory import MemoryStore
     from unipgen.schema.memory import EventIn, ItemIn
     from unipgen.settings import Settings

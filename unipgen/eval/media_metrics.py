@@ -22,7 +22,7 @@ from unipgen.core.encoders.clap import CLAP_REF, ClapEncoder
 from unipgen.core.encoders.image import evenly_spaced, video_frames
 from unipgen.errors import InvalidInputError, UnsupportedMediaError
 from unipgen.eval.image_metrics import (
-    _unit,
+    unit_rows,
     clip_i,
     clip_t,
     embed_images,
@@ -66,7 +66,9 @@ def temporal_consistency(video: Any, encoder: Any = None, max_frames: int | None
     frames = read_frames(video, max_frames)
     if len(frames) < 2:
         raise InvalidInputError("temporal consistency needs at least 2 frames")
-    from unipgen.modalities.video import temporal_consistency as consecutive_cosine  # the backend's own score
+    from unipgen.modalities.video import (
+        temporal_consistency as consecutive_cosine,  # the backend's own score
+    )
 
     return consecutive_cosine(embed_images(frames, encoder))
 
@@ -94,7 +96,7 @@ def speaker_similarity(generated: Sequence[bytes], references: Sequence[bytes], 
         raise InvalidInputError("speaker similarity needs at least one generated and one reference recording")
     model = resolve_encoder(encoder, "voice")
     a, b = np.asarray(model.encode(list(generated)), np.float64), np.asarray(model.encode(list(references)), np.float64)
-    return float(np.clip((_unit(a) @ _unit(b).T).mean(), -1.0, 1.0))
+    return float(np.clip((unit_rows(a) @ unit_rows(b).T).mean(), -1.0, 1.0))
 
 
 #: The CLAP of the CLAP score is the profile's ``clap`` encoder (`unipgen.core.encoders.clap`).
@@ -196,7 +198,7 @@ def normal_consistency(a: Any, b: Any, samples: int = 10_000, seed: int = 0) -> 
 
     p, n_p = _points_and_normals(a, samples, seed, True)
     q, n_q = _points_and_normals(b, samples, seed, True)
-    n_p, n_q = _unit(n_p), _unit(n_q)
+    n_p, n_q = unit_rows(n_p), unit_rows(n_q)
 
     def one_way(src: np.ndarray, src_n: np.ndarray, dst: np.ndarray, dst_n: np.ndarray) -> float:
         nearest = cKDTree(dst).query(src)[1]

@@ -26,7 +26,8 @@ import numpy as np
 from scipy import sparse
 
 if TYPE_CHECKING:
-    from unipgen.eval.movielens import Evaluator, MovieLens, Split
+    from unipgen.eval.movielens import Evaluator
+    from unipgen.eval.movielens_data import MovieLens, Split
 
 EASE_LAMBDAS = (10.0, 30.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
 KNN_KS = (10, 20, 50, 100, 200, 500)

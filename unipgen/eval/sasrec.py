@@ -30,7 +30,8 @@ from torch import nn
 from unipgen.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from unipgen.eval.movielens import Evaluator, MovieLens, Split
+    from unipgen.eval.movielens import Evaluator
+    from unipgen.eval.movielens_data import MovieLens, Split
     from unipgen.eval.recsys_baselines import Baseline
 
 Loss = Literal["ce", "bce"]
