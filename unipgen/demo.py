@@ -17,11 +17,11 @@ from pathlib import Path
 
 import typer
 
+from unipgen.demo_generation import PERSONA_SAMPLE
 from unipgen.errors import UnipgenError
 
 DATA = Path(__file__).with_name("data")
 MOVIELENS_SAMPLE = DATA / "movielens-sample"
-PERSONA_SAMPLE = DATA / "persona-sample"
 DEMO_USER = "2"  # a MovieLens user who also wrote tags
 DEMO_FEEDBACK_REQUEST = "Name one film I should watch this weekend."
 DEMO_REQUEST = "a photo of my dog on the beach"  # the context shown in step 4

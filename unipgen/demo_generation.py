@@ -15,6 +15,8 @@ from typing import Any
 from unipgen.demo_report import ReportOutput, ReportPair
 from unipgen.schema.generation import GenerationOptions
 
+#: The persona the demo generates for: a face, a voice and a dog (each file with its license).
+PERSONA_SAMPLE = Path(__file__).with_name("data") / "persona-sample"
 GUEST = "guest"  # created empty by the demo: the baseline of every pair
 
 
@@ -81,7 +83,6 @@ def _output(generator: Any, tenant: str, made: list, title: str, request: DemoRe
 def clip_scores(encoder: Any, path: str, media_type: str, request: DemoRequest) -> dict[str, float]:
     """CLIP-I (to the persona's reference photos: subject fidelity) and CLIP-T (to the request:
     text alignment) of an image, a 3D preview, or a video's frames, with the profile's encoder."""
-    from unipgen.demo import PERSONA_SAMPLE
     from unipgen.eval.image_metrics import clip_i, clip_t
     from unipgen.eval.media_metrics import read_frames
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from unipgen.eval.recsys_baselines import Baseline, evaluator_ndcg
+from unipgen.eval.movielens_data import Baseline, evaluator_ndcg
 
 if TYPE_CHECKING:
     from unipgen.eval.movielens import Evaluator

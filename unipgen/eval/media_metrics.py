@@ -22,13 +22,13 @@ from unipgen.core.encoders.clap import CLAP_REF, ClapEncoder
 from unipgen.core.encoders.image import evenly_spaced, video_frames
 from unipgen.errors import InvalidInputError, UnsupportedMediaError
 from unipgen.eval.image_metrics import (
-    unit_rows,
     clip_i,
     clip_t,
     embed_images,
     frechet_distance,
     resolve_encoder,
     to_pil,
+    unit_rows,
 )
 
 #: The tiny random CLAP and CLIP refs (tests only). `CLAP_REF`: the LAION CLAP of the CLAP score.

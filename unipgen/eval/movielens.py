@@ -39,6 +39,7 @@ from unipgen.errors import InvalidInputError
 from unipgen.eval.environment import machine, shown_data_path
 from unipgen.eval.live import fit_live
 from unipgen.eval.movielens_data import (
+    Baseline,
     MovieLens,
     SpaceConfig,
     Spaces,
@@ -48,12 +49,14 @@ from unipgen.eval.movielens_data import (
     item_text,
     leave_last_out,
     load_movielens,
+    metrics,
+    ndcg_per_user,
     profile_text_encoder,
+    rank_of_target,
     text_embeddings,
 )
-from unipgen.eval.recsys_baselines import Baseline, fit_baselines
+from unipgen.eval.recsys_baselines import fit_baselines
 
-K = 10
 QUICK_USERS = 150  # per split with bench_ranking(quick=True), as `unipgen bench usermodel --quick`
 #: run_movielens(quick=True): users per split and tuning rounds (~20 s once the titles are embedded).
 QUICK_EVAL = {"users": 40, "rounds": 1}
@@ -70,26 +73,6 @@ VARIANTS = ("model", "live", "popularity", "no_decay", "content_only", "default_
 def popularity(data: MovieLens, split: Split) -> np.ndarray:
     """Training ratings per movie."""
     return np.bincount(data.item[split.train], minlength=data.n_items).astype(np.float64)
-
-
-def rank_of_target(scores: np.ndarray, train_items: np.ndarray, target: int) -> int:
-    """1-based rank of `target` among the items not in `train_items` (ties: catalog order)."""
-    scores = scores.copy()
-    scores[train_items] = -np.inf
-    above = scores > scores[target]
-    tied_before = scores[:target] == scores[target]
-    return int(above.sum() + tied_before.sum()) + 1
-
-
-def ndcg_per_user(ranks: np.ndarray) -> np.ndarray:
-    """NDCG@10 of each user's single relevant item: 1/log2(rank+1) if rank ≤ 10, else 0."""
-    r = np.asarray(ranks, dtype=np.float64)
-    return np.where(r <= K, 1.0 / np.log2(r + 1), 0.0)
-
-
-def metrics(ranks: np.ndarray) -> tuple[float, float]:
-    """(NDCG@10, HR@10) averaged over users, given each one's rank of the held-out movie."""
-    return float(ndcg_per_user(ranks).mean()), float(np.mean(np.asarray(ranks) <= K))
 
 
 def bootstrap_gain_ci(

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,7 +21,12 @@ from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.eval.environment import shared_data_dir
 from unipgen.memory.loaders import movie_item, read_movielens
 
+if TYPE_CHECKING:
+    from unipgen.eval.movielens import Evaluator
+
 TextEncoder = Callable[[list[str]], np.ndarray]
+#: The cut-off of the protocol's NDCG@K and HR@K.
+K = 10
 
 def default_data_dir() -> Path:
     return shared_data_dir() / "movielens-latest-small"
@@ -209,3 +215,44 @@ class Spaces:
         scale = np.linalg.norm(factors, axis=1)
         factors = factors / scale[scale > 0].mean()
         return np.hstack([factors, space.content_blend * self.content]).astype(np.float32)
+
+
+# ---------------------------------------------------------------- the protocol's metrics
+
+
+def rank_of_target(scores: np.ndarray, train_items: np.ndarray, target: int) -> int:
+    """1-based rank of `target` among the items not in `train_items` (ties: catalog order)."""
+    scores = scores.copy()
+    scores[train_items] = -np.inf
+    above = scores > scores[target]
+    tied_before = scores[:target] == scores[target]
+    return int(above.sum() + tied_before.sum()) + 1
+
+
+def ndcg_per_user(ranks: np.ndarray) -> np.ndarray:
+    """NDCG@10 of each user's single relevant item: 1/log2(rank+1) if rank ≤ 10, else 0."""
+    r = np.asarray(ranks, dtype=np.float64)
+    return np.where(r <= K, 1.0 / np.log2(r + 1), 0.0)
+
+
+def metrics(ranks: np.ndarray) -> tuple[float, float]:
+    """(NDCG@10, HR@10) averaged over users, given each one's rank of the held-out movie."""
+    return float(ndcg_per_user(ranks).mean()), float(np.mean(np.asarray(ranks) <= K))
+
+
+@dataclass
+class Baseline:
+    """A tuned baseline: scores of the test users (rows in Evaluator order), its chosen
+    hyperparameters and its tuning-user NDCG@10."""
+
+    name: str
+    test_scores: np.ndarray
+    params: dict[str, Any]
+    tuning_ndcg: float
+    seconds: float = 0.0
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+
+def evaluator_ndcg(evaluator: Evaluator, scores: np.ndarray) -> float:
+    """Mean NDCG@10 of `scores` (one row per evaluator user) under the harness's ranking."""
+    return metrics(evaluator.ranks(lambda n: scores[n]))[0]

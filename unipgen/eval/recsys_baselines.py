@@ -19,11 +19,12 @@ protocol and NDCG@10 as the model, and are reported on the odd-userId users by
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import sparse
+
+from unipgen.eval.movielens_data import Baseline, evaluator_ndcg
 
 if TYPE_CHECKING:
     from unipgen.eval.movielens import Evaluator
@@ -118,26 +119,6 @@ class ItemKnn:
 
 
 # ---------------------------------------------------------------- tuning and the harness
-
-
-@dataclass
-class Baseline:
-    """A tuned baseline: scores of the test users (rows in Evaluator order), its chosen
-    hyperparameters and its tuning-user NDCG@10."""
-
-    name: str
-    test_scores: np.ndarray
-    params: dict[str, Any]
-    tuning_ndcg: float
-    seconds: float = 0.0
-    trials: list[dict[str, Any]] = field(default_factory=list)
-
-
-def evaluator_ndcg(evaluator: Evaluator, scores: np.ndarray) -> float:
-    """Mean NDCG@10 of `scores` (one row per evaluator user) under the harness's ranking."""
-    from unipgen.eval.movielens import metrics
-
-    return metrics(evaluator.ranks(lambda n: scores[n]))[0]
 
 
 def tune_grid(

@@ -31,8 +31,7 @@ from unipgen.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from unipgen.eval.movielens import Evaluator
-    from unipgen.eval.movielens_data import MovieLens, Split
-    from unipgen.eval.recsys_baselines import Baseline
+    from unipgen.eval.movielens_data import Baseline, MovieLens, Split
 
 Loss = Literal["ce", "bce"]
 
@@ -242,7 +241,7 @@ def fit_and_score(
     log: Callable[[str], None] | None = None,
 ) -> Baseline:
     """Train on every user's training sequence, early-stop on `tuning`, score `test`."""
-    from unipgen.eval.recsys_baselines import Baseline, evaluator_ndcg
+    from unipgen.eval.movielens_data import Baseline, evaluator_ndcg
 
     seqs = user_sequences(data, split)
     trials: list[dict[str, float]] = []  # the tuning NDCG@10 after every epoch
