@@ -4,7 +4,7 @@ VENV   ?= .venv
 PIP     = $(VENV)/bin/pip
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup setup-dev demo test bench clean
+.PHONY: setup setup-dev demo lint test bench clean
 
 # Installed once per pyproject change. torch is pinned and installed first, on its own, so
 # that later extras see it satisfied; here pip takes the CPU wheel on disk and never a CUDA build.
@@ -23,7 +23,11 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/unipgen demo
 
-test: setup
+# Lint first: the rules are in pyproject.toml ([tool.ruff.lint]).
+lint: setup
+	$(VENV)/bin/ruff check unipgen tests tools examples
+
+test: setup lint
 	$(VENV)/bin/python -m pytest -q
 
 bench: setup

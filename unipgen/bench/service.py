@@ -158,7 +158,7 @@ def alternate(http: Callable[[int], Any], local: Callable[[int], Any], rounds: i
             sides[name]["t"].append(elapsed)
             sides[name]["lat"] += latencies
         counter += per_round
-    ratio = statistics.median(h / l for h, l in zip(sides["http"]["t"], sides["local"]["t"], strict=True))
+    ratio = statistics.median(http / local for http, local in zip(sides["http"]["t"], sides["local"]["t"], strict=True))
     ops = rounds * per_round
     return {"http": _stats(sides["http"]["lat"], sum(sides["http"]["t"]), ops),
             "inprocess": _stats(sides["local"]["lat"], sum(sides["local"]["t"]), ops),
@@ -359,7 +359,7 @@ class _Setup:
                 assert done == THREADS * per_thread
                 times[name].append(elapsed)
         ops = rounds * THREADS * per_thread
-        ratio = statistics.median(h / l for h, l in zip(times["http"], times["local"], strict=True))
+        ratio = statistics.median(http / local for http, local in zip(times["http"], times["local"], strict=True))
         found = {"http": _stats(latencies["http"], sum(times["http"]), ops),
                  "inprocess": _stats(latencies["local"], sum(times["local"]), ops),
                  "ratio": round(ratio, 2), "ops_per_side": ops, "threads": THREADS}

@@ -103,7 +103,7 @@ class Forget:
         with self.db.session() as session:
             user_id = user_id_of(session, tenant, user)
             plan = Plan(tenant_id_of(session, tenant), user_ids=[user_id])
-            for kind, (model, per_user) in OWNER_MODELS.items():
+            for kind, (model, _) in OWNER_MODELS.items():
                 if kind != "item":
                     plan.rows[kind].update(session.scalars(select(model.id).where(model.user_id == user_id)))
             if self.scratch_dir is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -54,7 +54,7 @@ class FitSpec(_Frozen):
     reason: str | None = Field(default=None, max_length=500)
 
 
-JobSpec = Annotated[Union[GenerateSpec, TrainSpec, FitSpec], Field(discriminator="kind")]
+JobSpec = Annotated[GenerateSpec | TrainSpec | FitSpec, Field(discriminator="kind")]
 
 
 class JobRecord(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -39,7 +39,7 @@ FeedbackType = Literal["thumbs_up", "thumbs_down", "pairwise"]
 ItemKind = Literal["item", "document", "face", "subject", "voice", "artifact"]
 
 #: A profile attribute value: the JSON scalars, or a list/dict for structured attributes.
-ProfileValue = Union[bool, int, float, str, list, dict]
+ProfileValue = bool | int | float | str | list | dict
 
 
 def _utc(value: datetime) -> datetime:

@@ -23,13 +23,13 @@ from unipgen.errors import EncoderFailedError, InvalidInputError
 from unipgen.memory.parsing import parse_rows
 from unipgen.schema.api import (
     ContextRequest,
-    RecommendationRequest,
     Count,
     DocumentsCreate,
     ErrorBody,
     EventsCreate,
     ItemsCreate,
     ProfileValue,
+    RecommendationRequest,
     UserCreate,
     UserPublic,
 )

@@ -10,7 +10,6 @@ from alembic import op
 
 import unipgen.memory.models
 
-
 revision = '0003'
 down_revision = '0002'
 branch_labels = None
