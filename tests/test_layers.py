@@ -45,12 +45,17 @@ def test_layers_import_downward_only() -> None:
     assert wrong == []
 
 
+def _typing_only(tree: ast.AST) -> set[int]:
+    """Ids of the nodes under `if TYPE_CHECKING:` (imports for type checkers only)."""
+    return {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+            and getattr(node.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(node)}
+
+
 def _module_imports(path: Path, package: str) -> set[str]:
     """Modules of `package` a file imports, lazily too; imports under `if TYPE_CHECKING:` are
     for type checkers only and do not count. `from package import x` counts as module x."""
     tree = ast.parse(path.read_text())
-    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                   and getattr(node.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(node)}
+    typing_only = _typing_only(tree)
     found = set()
     for node in ast.walk(tree):
         if id(node) in typing_only:
@@ -95,8 +100,7 @@ def _imported_modules(path: Path, modules: dict[str, Path]) -> set[str]:
     """The package's modules a file imports (lazily too, not under TYPE_CHECKING): ``from a.b
     import c`` is module a.b.c when there is one, else a.b."""
     tree = ast.parse(path.read_text())
-    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                   and getattr(node.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(node)}
+    typing_only = _typing_only(tree)
     found = set()
     for node in ast.walk(tree):
         if id(node) in typing_only:
