@@ -9,7 +9,7 @@ from a model profile (`tiny`, `cpu`, `gpu`) and load on first use.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,9 +118,11 @@ class UserModel:
                                       user=user)
         return len(todo)
 
-    def embed_missing(self, tenant: str) -> int:
-        """Embed every catalog item and every user's document that lacks a text vector."""
-        return self.embed_catalog(tenant) + sum(self.embed_documents(tenant, u) for u in self.store.users.list_users(tenant))
+    def embed_missing(self, tenant: str, users: Iterable[str] | None = None) -> int:
+        """Embed every catalog item and the documents of `users` (None: every user) that lack a
+        text vector; returns how many."""
+        users = self.store.users.list_users(tenant) if users is None else dict.fromkeys(users)
+        return self.embed_catalog(tenant) + sum(self.embed_documents(tenant, user) for user in users)
 
     def add_documents(self, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]]) -> int:
         parsed = parse_rows(documents, DocumentIn, "document")

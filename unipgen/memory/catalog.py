@@ -83,20 +83,21 @@ class Catalog:
                 "image_sha": image_sha, "meta": item.meta}
 
     def item_texts(self, tenant: str, keys: Sequence[str] | None = None) -> dict[str, str]:
-        """Text of catalog items (all of them when `keys` is None)."""
-        if keys is not None:  # a request's hot path (recommendations): a prebuilt statement on a bare connection
-            with self.db.engine.connect() as conn:
-                found = dict(conn.execute(_item_texts_statement(), {"tenant": tenant, "keys": list(keys)}).all())
-            if found or not keys:
-                return found
-        with self.db.session() as session:
-            query = select(Item.key, Item.text).join(Tenant, Tenant.id == Item.tenant_id).where(Tenant.key == tenant)
-            if keys is not None:
-                query = query.where(Item.key.in_(list(keys)))
-            found = dict(session.execute(query).all())
-            if not found:
+        """Text of catalog items (all of them when `keys` is None); on a request's hot path
+        (recommendations), so one bare connection and a prebuilt statement."""
+        if keys is not None and not keys:
+            return {}
+        with self.db.engine.connect() as conn:
+            if keys is None:
+                rows = conn.execute(select(Item.key, Item.text).join(Tenant, Tenant.id == Item.tenant_id)
+                                    .where(Tenant.key == tenant))
+            else:
+                rows = conn.execute(_item_texts_statement(), {"tenant": tenant, "keys": list(keys)})
+            found = dict(rows.all())
+        if not found:
+            with self.db.session() as session:
                 tenant_id_of(session, tenant)  # an unknown tenant is an error, not "no items"
-            return found
+        return found
 
     def item_meta(self, tenant: str, keys: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         """Metadata of the catalog items that have some (genres, year...): all, or those of `keys`."""

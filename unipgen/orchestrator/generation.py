@@ -67,7 +67,7 @@ def embed_pending(model: UserModel, tenant: str, users: Iterable[str]) -> int:
     """Text vectors for what a context reads and a bulk load (`unipgen ingest`, a store-level
     `add_items`) left without one: the tenant's catalog items, `users`' documents. Run when a
     generation is prepared, so a request gets the same context whoever runs it; returns how many."""
-    return model.embed_catalog(tenant) + sum(model.embed_documents(tenant, user) for user in dict.fromkeys(users))
+    return model.embed_missing(tenant, users)
 
 
 def prepared_from(model: UserModel, context: UserContext, options: GenerationOptions | None) -> PreparedGeneration:
