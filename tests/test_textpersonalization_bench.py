@@ -17,6 +17,7 @@ import pytest
 
 from unipgen.bench import textpersonalization
 from unipgen.errors import InvalidInputError
+from unipgen.eval import lamp_tasks
 from unipgen.memory.lamp import load_lamp, profile_text
 
 LAMP2_MINI = Path(__file__).resolve().parent / "data" / "lamp2-mini"
@@ -59,7 +60,7 @@ def tags_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_movielens_task_holds_out_the_latest_movies(bench: ModuleType, tags_dir: Path) -> None:
-    task = bench.movielens_task(tags_dir, bench.QUICK)
+    task = lamp_tasks.movielens_task(tags_dir, bench.QUICK)
     assert task.labels == ("funny", "sci-fi")  # lower-cased, spaces trimmed: "Funny" counts as funny
     assert sorted(task.profiles) == ["1", "2"]  # user 3 has one labelled movie
     assert [q.id for q in task.questions] == ["1:5", "1:6", "2:5", "2:6"]
@@ -73,7 +74,7 @@ def test_movielens_task_holds_out_the_latest_movies(bench: ModuleType, tags_dir:
 def test_rag_prompt_and_lora_texts(bench: ModuleType, tags_dir: Path) -> None:
     from unipgen.modalities.text import TransformersTextBackend
 
-    task = bench.movielens_task(tags_dir, bench.QUICK)
+    task = lamp_tasks.movielens_task(tags_dir, bench.QUICK)
     question = task.questions[1]  # Robot Dreams — Sci-Fi, Drama
     retrieved = bench.retrieve(task, question, 2)
     assert len(retrieved) == 2 and all("Sci-Fi" in e.text for e in retrieved)  # BM25 on the genres
