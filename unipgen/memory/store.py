@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 
 from sqlalchemy import Engine, func, select
@@ -73,22 +74,63 @@ class MemoryStore:
         self.blobs = blobs
         self.indexes = indexes
         self.db = Database(engine, blobs)
-        media_limits = media_limits or MediaLimits()
-        self.users = Users(self.db)
-        self.catalog = Catalog(self.db, indexes, max_blob_bytes, media_limits)
-        self.events = Events(self.db, refit_every_events)
-        self.content = Content(self.db, indexes, max_blob_bytes, media_limits, max_document_chars)
-        self.artifacts = Artifacts(self.db, max_blob_bytes)
-        self.reads = Reads(self.db, indexes)
-        # refit policy (`Fits.fit_due`); 0: only on demand and after forget
-        self.fits = Fits(self.db, indexes, refit_every_events)
+        self._max_blob_bytes = max_blob_bytes
+        self._max_queued_jobs = max_queued_jobs
         # scratch_dir: running jobs' checkpoints (`Jobs.job_scratch`); None: jobs keep none
-        self.jobs = Jobs(self.db, self.artifacts, self.fits, max_queued_jobs=max_queued_jobs,
-                         scratch_dir=scratch_dir)
-        self.keys = ApiKeys(self.db)
-        self.audit = Audit(self.db)
-        forget = Forget(self.db, indexes, scratch_dir)
-        self.privacy = Privacy(Archive(self.db, indexes, self.users), forget, Retention(self.db, forget))
+        self._scratch_dir = scratch_dir
+        self._media_limits = media_limits or MediaLimits()
+        self._max_document_chars = max_document_chars
+        # refit policy (`Fits.fit_due`); 0: only on demand and after forget
+        self._refit_every_events = refit_every_events
+
+    # Parts are built on first use: a request touches two or three of them, and a part holds no
+    # state of its own beyond what it is given here.
+
+    @cached_property
+    def users(self) -> Users:
+        return Users(self.db)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog(self.db, self.indexes, self._max_blob_bytes, self._media_limits)
+
+    @cached_property
+    def events(self) -> Events:
+        return Events(self.db, self._refit_every_events)
+
+    @cached_property
+    def content(self) -> Content:
+        return Content(self.db, self.indexes, self._max_blob_bytes, self._media_limits, self._max_document_chars)
+
+    @cached_property
+    def artifacts(self) -> Artifacts:
+        return Artifacts(self.db, self._max_blob_bytes)
+
+    @cached_property
+    def reads(self) -> Reads:
+        return Reads(self.db, self.indexes)
+
+    @cached_property
+    def fits(self) -> Fits:
+        return Fits(self.db, self.indexes, self._refit_every_events)
+
+    @cached_property
+    def jobs(self) -> Jobs:
+        return Jobs(self.db, self.artifacts, self.fits, max_queued_jobs=self._max_queued_jobs,
+                    scratch_dir=self._scratch_dir)
+
+    @cached_property
+    def keys(self) -> ApiKeys:
+        return ApiKeys(self.db)
+
+    @cached_property
+    def audit(self) -> Audit:
+        return Audit(self.db)
+
+    @cached_property
+    def privacy(self) -> Privacy:
+        forget = Forget(self.db, self.indexes, self._scratch_dir)
+        return Privacy(Archive(self.db, self.indexes, self.users), forget, Retention(self.db, forget))
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> MemoryStore:
