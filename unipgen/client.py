@@ -31,6 +31,7 @@ from unipgen.schema import api as s
 from unipgen.schema.context import Recommendations, UserContext
 from unipgen.schema.jobs import JobRecord
 from unipgen.schema.memory import DocumentIn, EventIn, EventRecord, FitRecord, ForgetReport, UserSummary
+from unipgen.schema.messages import MessageIn
 
 #: A file to upload: a path, raw bytes, or (filename, bytes, media type).
 FileLike = str | Path | bytes | tuple[str, bytes, str]
@@ -157,6 +158,14 @@ class _Routes:
 
     def documents(self, user: str) -> list[DocumentIn]:
         return self._send(_Call("GET", f"/v1/users/{_seg(user)}/documents", parse=_as(list[DocumentIn])))
+
+    def add_messages(self, user: str, messages: Sequence[MessageIn | dict[str, Any]]) -> int:
+        """Turns of a conversation the user took part in, appended in order."""
+        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/messages", json={"messages": _dump(messages)},
+                                parse=_count))
+
+    def messages(self, user: str) -> list[MessageIn]:
+        return self._send(_Call("GET", f"/v1/users/{_seg(user)}/messages", parse=_as(list[MessageIn])))
 
     def context(self, user: str, modality: str, instruction: str) -> UserContext:
         return self._send(_Call("POST", f"/v1/users/{_seg(user)}/context",

@@ -20,6 +20,7 @@ DOG = PERSONA_SAMPLE / "subject" / "dog-00.jpg"
 JSON_BODIES = {
     ("PUT", "/v1/users/{user}/profile/{name}"): {"value": "x"},
     ("POST", "/v1/users/{user}/documents"): {"documents": [{"key": "d9", "text": "hello"}]},
+    ("POST", "/v1/users/{user}/messages"): {"messages": [{"key": "m9", "speaker": "Ann", "text": "hello"}]},
     ("POST", "/v1/users/{user}/context"): {"modality": "text", "instruction": "hello"},
     ("POST", "/v1/users/{user}/recommendations"): {"k": 3},
     ("POST", "/v1/users/{user}/generations"): {"modality": "text", "instruction": "hello"},

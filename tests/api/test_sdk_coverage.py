@@ -15,7 +15,7 @@ from unipgen.api.app import create_app  # noqa: E402
 from unipgen.client import _Call, _Routes  # noqa: E402
 
 #: A value for each parameter name the SDK's methods take (recorded, never sent).
-ARGUMENTS: dict[str, Any] = {"value": 1, "events": [], "items": [], "documents": [], "images": [b"x"],
+ARGUMENTS: dict[str, Any] = {"value": 1, "events": [], "items": [], "documents": [], "messages": [], "images": [b"x"],
                              "image": b"x", "audio": b"x", "event": {"user": "u"}, "consent": True}
 
 

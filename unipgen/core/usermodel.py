@@ -34,6 +34,7 @@ from unipgen.memory.media import check_document_length, image_header, sniff_audi
 from unipgen.memory.parsing import parse_rows
 from unipgen.schema.context import Modality, PersonalizationPlan, Recommendations, UserContext
 from unipgen.schema.memory import DocumentIn, FitRecord, ItemIn
+from unipgen.schema.messages import MESSAGE_KIND, MessageIn, indexed_text, message_of
 from unipgen.schema.profiles import ModelProfile, load_profile
 
 
@@ -113,7 +114,7 @@ class UserModel:
         missing = set(self.store.catalog.keys_without_vector(tenant, "text", "document", user=user))
         todo = [d for d in self.store.content.documents(tenant, user) if d.key in missing] if missing else []
         if todo:
-            vectors = self.encoders.text.encode([d.text for d in todo])
+            vectors = self.encoders.text.encode([indexed_text(d) for d in todo])
             self.store.content.add_embeddings(tenant, "text", "document", list(zip([d.key for d in todo], vectors)),
                                       user=user)
         return len(todo)
@@ -127,9 +128,20 @@ class UserModel:
     def add_documents(self, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]]) -> int:
         parsed = parse_rows(documents, DocumentIn, "document")
         check_document_length(parsed, self.store.content.max_document_chars)  # before the encoder reads them
-        vectors = self.encoders.text.encode([d.text for d in parsed])
-        return self.store.content.add_documents(tenant, user, parsed, vectors={"text": dict(zip([d.key for d in parsed],
-                                                                                       vectors))})
+        vectors = self.encoders.text.encode([indexed_text(d) for d in parsed])
+        return self.store.content.add_documents(tenant, user, parsed,
+                                                vectors={"text": dict(zip([d.key for d in parsed], vectors))})
+
+    def add_messages(self, tenant: str, user: str, messages: Sequence[MessageIn | dict[str, Any]]) -> int:
+        """Turns of a conversation the user took part in, in order, after the ones already stored
+        (all or none; no LLM call: each turn is stored as said and embedded once)."""
+        parsed = parse_rows(messages, MessageIn, "message")
+        first = self.store.content.count_documents(tenant, user, MESSAGE_KIND)
+        return self.add_documents(tenant, user, [m.as_document(first + i) for i, m in enumerate(parsed)])
+
+    def messages(self, tenant: str, user: str) -> list[MessageIn]:
+        """The user's conversation turns, in order."""
+        return [message_of(d) for d in self.store.content.documents(tenant, user, MESSAGE_KIND)]
 
     def add_face(self, tenant: str, user: str, key: str, image: bytes, *, consent: bool) -> None:
         require_consent(consent, f"face {key!r}")  # before the encoder sees the photo

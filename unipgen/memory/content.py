@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from unipgen.errors import ConflictError, InvalidInputError, NotFoundError
@@ -118,15 +118,24 @@ class Content:
                                    [(by_key[k], user_id, v) for k, v in vectors_by_key.items()], "document")
         return len(parsed)
 
-    def documents(self, tenant: str, user: str) -> list[DocumentIn]:
-        """A user's documents, oldest first."""
+    def documents(self, tenant: str, user: str, kind: str | None = None) -> list[DocumentIn]:
+        """A user's documents (of one `kind` when given), oldest first."""
         with self.db.session() as session:
             user_id = user_id_of(session, tenant, user)
-            rows = session.scalars(select(Document).where(Document.user_id == user_id)
-                                   .order_by(Document.ts, Document.id))
+            query = select(Document).where(Document.user_id == user_id)
+            if kind is not None:
+                query = query.where(Document.kind == kind)
+            rows = session.scalars(query.order_by(Document.ts, Document.id))
             # Not validated again: a row stored before the id rule must still be listed, to be found.
             return [DocumentIn.model_construct(key=d.key, text=d.text, kind=d.kind, ts=d.ts, meta=d.meta)
                     for d in rows]
+
+    def count_documents(self, tenant: str, user: str, kind: str) -> int:
+        """How many documents of `kind` the user has (a conversation's next turn number)."""
+        with self.db.session() as session:
+            user_id = user_id_of(session, tenant, user)
+            return session.scalar(select(func.count()).select_from(Document).where(
+                Document.user_id == user_id, Document.kind == kind)) or 0
 
     def add_face(
         self, tenant: str, user: str, key: str, image: bytes, *,

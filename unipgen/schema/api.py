@@ -17,6 +17,7 @@ from unipgen.schema.context import Modality
 from unipgen.schema.generation import GenerationOptions
 from unipgen.schema.jobs import TrainingMethod
 from unipgen.schema.memory import DocumentIn, EventIn, ItemIn
+from unipgen.schema.messages import MessageIn
 from unipgen.schema.rules import PublicId, check_json
 
 
@@ -110,6 +111,14 @@ class DocumentsCreate(_In):
         {"documents": [{"key": "review-1", "text": "Slow, tense and beautiful: my kind of film.", "kind": "review"}]}]})
 
     documents: list[DocumentIn] = Field(min_length=1, max_length=1_000)
+
+
+class MessagesCreate(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"messages": [{"key": "D1:1", "speaker": "Caroline", "text": "I went to a support group yesterday.",
+                       "session": "1", "ts": "2023-05-08T13:56:00Z"}]}]})
+
+    messages: list[MessageIn] = Field(min_length=1, max_length=5_000)
 
 
 class Count(BaseModel):

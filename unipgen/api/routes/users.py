@@ -28,6 +28,7 @@ from unipgen.schema.api import (
     ErrorBody,
     EventsCreate,
     ItemsCreate,
+    MessagesCreate,
     ProfileValue,
     RecommendationRequest,
     UserCreate,
@@ -42,6 +43,7 @@ from unipgen.schema.memory import (
     ItemIn,
     UserSummary,
 )
+from unipgen.schema.messages import MessageIn
 
 router = APIRouter(prefix="/v1", tags=["users"])
 
@@ -168,6 +170,17 @@ def add_documents(user: str, body: DocumentsCreate, svc: ServiceDep, who: Caller
 @router.get("/users/{user}/documents", response_model=list[DocumentIn])
 def list_documents(user: str, svc: ServiceDep, who: CallerDep) -> list[DocumentIn]:
     return svc.store.content.documents(who.tenant, user)
+
+
+@router.post("/users/{user}/messages", status_code=status.HTTP_201_CREATED, response_model=Count)
+def add_messages(user: str, body: MessagesCreate, svc: ServiceDep, who: CallerDep) -> Count:
+    """Turns of a conversation, appended in order after the user's stored ones (all or none)."""
+    return Count(count=svc.model.add_messages(who.tenant, user, body.messages))
+
+
+@router.get("/users/{user}/messages", response_model=list[MessageIn])
+def list_messages(user: str, svc: ServiceDep, who: CallerDep) -> list[MessageIn]:
+    return svc.model.messages(who.tenant, user)
 
 
 @router.post("/users/{user}/context", response_model=UserContext)

@@ -1,0 +1,68 @@
+"""Conversation messages: stored as the user's documents of kind ``message``, in order, embedded
+with their speaker, found as evidence, and forgotten with their vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unipgen.core.usermodel import UserModel
+from unipgen.errors import InvalidInputError
+from unipgen.memory import MemoryStore
+from unipgen.memory.models import Document, Embedding
+from unipgen.schema.messages import MessageIn
+
+TURNS = [
+    {"key": "D1:1", "speaker": "Caroline", "text": "I joined an LGBTQ support group last week.", "session": "1",
+     "ts": "2023-05-08T13:56:00Z"},
+    {"key": "D1:2", "speaker": "Melanie", "text": "That is brave. I went camping with my kids.", "session": "1",
+     "ts": "2023-05-08T13:56:00Z", "caption": "a photo of a tent by a lake"},
+    {"key": "D2:1", "speaker": "Caroline", "text": "I am researching adoption agencies now.", "session": "2",
+     "ts": "2023-05-25T13:14:00Z"},
+]
+
+
+@pytest.fixture
+def model(sqlite_store: MemoryStore, tmp_path: Path) -> UserModel:
+    sqlite_store.users.create_tenant("t")
+    sqlite_store.users.create_users("t", ["conv-1"])
+    return UserModel(sqlite_store, "tiny", cache_dir=tmp_path / "cache")
+
+
+def test_messages_are_appended_in_order_with_their_session_and_speaker(model: UserModel) -> None:
+    assert model.add_messages("t", "conv-1", TURNS[:2]) == 2
+    assert model.add_messages("t", "conv-1", TURNS[2:]) == 1
+    turns = model.messages("t", "conv-1")
+    assert [(m.key, m.speaker, m.session) for m in turns] == [("D1:1", "Caroline", "1"), ("D1:2", "Melanie", "1"),
+                                                              ("D2:1", "Caroline", "2")]
+    assert turns[1].caption == "a photo of a tent by a lake"
+    metas = {d.key: d.meta for d in model.store.content.documents("t", "conv-1", "message")}
+    assert [metas[k]["turn"] for k in ("D1:1", "D1:2", "D2:1")] == [0, 1, 2]
+    assert model.store.count_rows(Embedding) == 3  # one text vector per turn
+
+
+def test_a_turn_is_embedded_with_its_speaker_and_photo_caption(model: UserModel) -> None:
+    model.add_messages("t", "conv-1", TURNS[1:2])
+    [(_, stored)] = model.store.content.vectors("t", "text", "document", ["D1:2"], user="conv-1").items()
+    expected = model.encoders.text.encode([MessageIn.model_validate(TURNS[1]).indexed_text()])[0]
+    assert stored == pytest.approx(expected, abs=1e-5)
+    assert MessageIn.model_validate(TURNS[1]).indexed_text() == (
+        "Melanie: That is brave. I went camping with my kids. [shares a photo: a photo of a tent by a lake]")
+
+
+def test_a_bad_turn_keeps_nothing_of_its_batch(model: UserModel) -> None:
+    with pytest.raises(InvalidInputError, match=r"message #1 is invalid: text: .*at least 1 character"):
+        model.add_messages("t", "conv-1", [TURNS[0], {**TURNS[1], "text": ""}])
+    with pytest.raises(InvalidInputError, match=r"message #0 is invalid: key"):
+        model.add_messages("t", "conv-1", [{**TURNS[0], "key": "a/b"}])
+    assert model.store.count_rows(Document) == 0 and model.store.count_rows(Embedding) == 0
+
+
+def test_messages_are_evidence_and_are_forgotten_with_their_vectors(model: UserModel) -> None:
+    model.add_messages("t", "conv-1", TURNS)
+    context = model.context("t", "conv-1", "text", "What is Caroline researching?")
+    assert {e.key for e in context.evidence} & {"D1:1", "D1:2", "D2:1"}
+    model.store.privacy.forget_item("t", "document", "D2:1", user="conv-1")
+    assert [m.key for m in model.messages("t", "conv-1")] == ["D1:1", "D1:2"]
+    assert model.store.count_rows(Embedding) == 2
