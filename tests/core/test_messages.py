@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from unipgen.core.usermodel import UserModel
-from unipgen.errors import InvalidInputError
+from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.memory import MemoryStore
 from unipgen.memory.models import Document, Embedding
 from unipgen.schema.messages import MessageIn
@@ -66,3 +66,21 @@ def test_messages_are_evidence_and_are_forgotten_with_their_vectors(model: UserM
     model.store.privacy.forget_item("t", "document", "D2:1", user="conv-1")
     assert [m.key for m in model.messages("t", "conv-1")] == ["D1:1", "D1:2"]
     assert model.store.count_rows(Embedding) == 2
+
+
+def test_a_reply_made_from_memory_is_forgotten_with_its_source(model: UserModel) -> None:
+    model.add_messages("t", "conv-1", TURNS)
+    reply = {"key": "chat-1", "speaker": "assistant", "text": "You are researching adoption agencies.",
+             "session": "chat"}
+    model.add_messages("t", "conv-1", [reply], derived_from={"chat-1": [("document", "D2:1"), ("user", "conv-1")]})
+    model.store.privacy.forget_item("t", "document", "D1:1", user="conv-1")  # not a source: the reply stays
+    assert "chat-1" in [m.key for m in model.messages("t", "conv-1")]
+    report = model.store.privacy.forget_item("t", "document", "D2:1", user="conv-1")
+    assert [m.key for m in model.messages("t", "conv-1")] == ["D1:2"]
+    assert report.residue == [] and model.store.count_rows(Embedding) == 1
+
+
+def test_lineage_to_an_unknown_source_keeps_nothing(model: UserModel) -> None:
+    with pytest.raises(NotFoundError, match="unknown document 'nope'"):
+        model.add_messages("t", "conv-1", TURNS[:1], derived_from={"D1:1": [("document", "nope")]})
+    assert model.store.count_rows(Document) == 0 and model.store.count_rows(Embedding) == 0

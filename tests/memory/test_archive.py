@@ -25,6 +25,8 @@ def alice(populated: MemoryStore) -> MemoryStore:
     s.events.ingest_events("acme", [{"user": "alice", "type": "purchase", "item": "poster", "ts": 5, "meta": {"qty": 2}}])
     s.content.add_document("acme", "alice", "d1", "A review of m1", kind="review")
     s.content.add_embeddings("acme", "text", "document", [("d1", unit(rng.normal(size=8)))], user="alice")
+    s.content.add_documents("acme", "alice", [{"key": "reply", "text": "You reviewed m1.", "kind": "message"}],
+                            derived_from={"reply": [("document", "d1"), ("user", "alice")]})  # a chat reply
     s.content.add_face("acme", "alice", "f1", png_bytes("green"), consent=True, embedding=unit(rng.normal(size=4)))
     s.content.add_voice("acme", "alice", "v1", wav_bytes(), consent=True)
     s.content.add_subject("acme", "alice", "rex", name="Rex", class_noun="dog", images=[png_bytes("red"), png_bytes("blue")])
@@ -46,6 +48,17 @@ def test_export_import_export_is_byte_identical(alice: MemoryStore, tmp_path: Pa
         query = unit(np.ones(8))
         assert empty.content.search("acme", "text", query, user="alice") == alice.content.search("acme", "text", query, user="alice")
         assert empty.artifacts.artifact_blob("acme", "lora") == (b"w", "application/octet-stream")
+
+
+def test_a_derived_documents_lineage_travels(alice: MemoryStore, tmp_path: Path) -> None:
+    archive = tmp_path / "alice.zip"
+    alice.privacy.export_user("acme", "alice", archive)
+    manifest = json.loads(zipfile.ZipFile(archive).read("manifest.json"))
+    assert {d["key"]: d["derived_from"] for d in manifest["documents"]}["reply"] == [["document", "d1"], ["user", "alice"]]
+    with MemoryStore.open(Settings(home=tmp_path / "empty")) as empty:
+        empty.privacy.import_user(archive)
+        empty.privacy.forget_item("acme", "document", "d1", user="alice")
+        assert [d.key for d in empty.content.documents("acme", "alice")] == []  # the reply went with its source
 
 
 def test_export_holds_only_that_user(alice: MemoryStore, tmp_path: Path) -> None:

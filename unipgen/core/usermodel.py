@@ -9,7 +9,7 @@ from a model profile (`tiny`, `cpu`, `gpu`) and load on first use.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,19 +125,24 @@ class UserModel:
         users = self.store.users.list_users(tenant) if users is None else dict.fromkeys(users)
         return self.embed_catalog(tenant) + sum(self.embed_documents(tenant, user) for user in users)
 
-    def add_documents(self, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]]) -> int:
+    def add_documents(self, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]], *,
+                      derived_from: Mapping[str, Sequence[tuple[str, str]]] | None = None) -> int:
+        """Texts the user wrote, embedded and stored together; `derived_from` ({key: [(kind, key)]})
+        records what a document made from memory (a chat reply) was made from."""
         parsed = parse_rows(documents, DocumentIn, "document")
         check_document_length(parsed, self.store.content.max_document_chars)  # before the encoder reads them
         vectors = self.encoders.text.encode([indexed_text(d) for d in parsed])
-        return self.store.content.add_documents(tenant, user, parsed,
+        return self.store.content.add_documents(tenant, user, parsed, derived_from=derived_from,
                                                 vectors={"text": dict(zip([d.key for d in parsed], vectors))})
 
-    def add_messages(self, tenant: str, user: str, messages: Sequence[MessageIn | dict[str, Any]]) -> int:
+    def add_messages(self, tenant: str, user: str, messages: Sequence[MessageIn | dict[str, Any]], *,
+                     derived_from: Mapping[str, Sequence[tuple[str, str]]] | None = None) -> int:
         """Turns of a conversation the user took part in, in order, after the ones already stored
         (all or none; no LLM call: each turn is stored as said and embedded once)."""
         parsed = parse_rows(messages, MessageIn, "message")
         first = self.store.content.count_documents(tenant, user, MESSAGE_KIND)
-        return self.add_documents(tenant, user, [m.as_document(first + i) for i, m in enumerate(parsed)])
+        return self.add_documents(tenant, user, [m.as_document(first + i) for i, m in enumerate(parsed)],
+                                  derived_from=derived_from)
 
     def messages(self, tenant: str, user: str) -> list[MessageIn]:
         """The user's conversation turns, in order."""

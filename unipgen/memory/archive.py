@@ -153,7 +153,8 @@ def _manifest(session: Session, tenant: str, user_id: int) -> dict[str, Any]:
         ],
         "events": [{"item": k, "type": e.type, "value": e.value, "ts": _iso(e.ts), "meta": e.meta} for e, k in events],
         "documents": [
-            {"key": d.key, "kind": d.kind, "text": d.text, "ts": _iso(d.ts), "meta": d.meta}
+            {"key": d.key, "kind": d.kind, "text": d.text, "ts": _iso(d.ts), "meta": d.meta,
+             "derived_from": _sources(session, "document", d.id, keys)}
             for d in session.scalars(select(Document).where(Document.user_id == user_id).order_by(Document.key))
         ],
         "faces": [
@@ -172,7 +173,7 @@ def _manifest(session: Session, tenant: str, user_id: int) -> dict[str, Any]:
         ],
         "artifacts": [
             {"key": a.key, "kind": a.kind, "media_type": a.media_type, "blob_sha": a.blob_sha, "meta": a.meta,
-             "created_at": _iso(a.created_at), "derived_from": _sources(session, a.id, keys)}
+             "created_at": _iso(a.created_at), "derived_from": _sources(session, "artifact", a.id, keys)}
             for a in artifacts
         ],
     }
@@ -195,10 +196,11 @@ def _keys_of_user(session: Session, user_id: int) -> dict[tuple[str, int], str]:
     return keys
 
 
-def _sources(session: Session, artifact_id: int, keys: dict[tuple[str, int], str]) -> list[list[str]]:
+def _sources(session: Session, kind: str, row_id: int, keys: dict[tuple[str, int], str]) -> list[list[str]]:
+    """What an artifact (or a document such as a chat reply) was derived from, as [kind, key] pairs."""
     edges = session.execute(
         select(Lineage.source_kind, Lineage.source_id)
-        .where(Lineage.derived_kind == "artifact", Lineage.derived_id == artifact_id)
+        .where(Lineage.derived_kind == kind, Lineage.derived_id == row_id)
     )
     # An edge to data outside this user's export (another user's) cannot travel; it is left out.
     return sorted([kind, keys[(kind, i)]] for kind, i in edges if (kind, i) in keys)
@@ -270,9 +272,10 @@ def _restore(indexes: IndexManager, w: Transaction, tenant_id: int, m: dict[str,
     ids = {(kind, o.key): o.id for kind, objects in rows.items() for o in objects}
     ids.update({("item", k): i for k, i in items.items()})
     ids[("user", user.key)] = user.id
-    for a in m["artifacts"]:
-        s.add_all(Lineage(tenant_id=tenant_id, derived_kind="artifact", derived_id=ids[("artifact", a["key"])],
-                          source_kind=kind, source_id=ids[(kind, key)]) for kind, key in a["derived_from"])
+    for derived, section in (("artifact", "artifacts"), ("document", "documents")):
+        for row in m[section]:  # documents carry lineage since chat replies (absent before)
+            s.add_all(Lineage(tenant_id=tenant_id, derived_kind=derived, derived_id=ids[(derived, row["key"])],
+                              source_kind=kind, source_id=ids[(kind, key)]) for kind, key in row.get("derived_from", []))
     s.add_all(Feedback(user_id=user.id, type=f["type"], artifact_id=ids[("artifact", f["output"])],
                        rejected_id=ids[("artifact", f["rejected"])] if f["rejected"] is not None else None,
                        ts=_dt(f["ts"]), meta=f["meta"]) for f in m.get("feedback", []))  # absent before 0002

@@ -17,6 +17,7 @@ from unipgen.memory.embeddings import Hit, put_embeddings, search
 from unipgen.memory.indexes import IndexManager
 from unipgen.memory.lookups import (
     OWNER_MODELS,
+    add_lineage,
     check_key,
     owner_user,
     resolve,
@@ -87,11 +88,13 @@ class Content:
     def add_documents(
         self, tenant: str, user: str, documents: Sequence[DocumentIn | dict[str, Any]], *,
         vectors: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+        derived_from: Mapping[str, Sequence[tuple[str, str]]] | None = None,
     ) -> int:
         """Add a user's documents in one transaction (all or none); returns how many.
 
         `vectors` ({space: {document key: vector}}) stores their embeddings in the same
-        transaction.
+        transaction. `derived_from` ({document key: [(kind, key)...]}) records the lineage of a
+        document made from memory (a chat reply): forgetting a source forgets it too.
         """
         parsed = parse_rows(documents, DocumentIn, "document")
         check_document_length(parsed, self.max_document_chars)
@@ -106,6 +109,9 @@ class Content:
             rows = [Document(user_id=user_id, key=d.key, kind=d.kind, text=d.text, ts=d.ts or now, meta=d.meta)
                     for d in parsed]
             w.session.add_all(rows)
+            if derived_from:
+                w.session.flush()
+                add_lineage(w.session, tenant, user_id, "document", {d.key: d.id for d in rows}, derived_from)
             if vectors:
                 w.session.flush()
                 tenant_id = tenant_of(w.session, user_id)

@@ -232,20 +232,20 @@ def _still_held(session: Session, probe: bytes) -> bool:
                for model in (Document, Item))
 
 
+#: What lineage derives: outputs and adapters (artifacts), and documents such as chat replies.
+DERIVED_KINDS = ("artifact", "document")
+
+
 def add_derived(session: Session, plan: Plan) -> None:
-    """Grow the plan with every artifact reachable from it through lineage (to a fixed point)."""
+    """Grow the plan with every artifact and derived document reachable from it through lineage
+    (to a fixed point)."""
     frontier = plan.sources()
     while frontier:
-        derived = set(
-            session.scalars(
-                select(Lineage.derived_id).where(
-                    Lineage.derived_kind == "artifact",
-                    tuple_(Lineage.source_kind, Lineage.source_id).in_(frontier),
-                )
-            )
-        ) - plan.rows["artifact"]
-        plan.rows["artifact"] |= derived
-        frontier = [("artifact", i) for i in derived]
+        edges = session.execute(select(Lineage.derived_kind, Lineage.derived_id).where(
+            Lineage.derived_kind.in_(DERIVED_KINDS), tuple_(Lineage.source_kind, Lineage.source_id).in_(frontier)))
+        frontier = [(kind, i) for kind, i in set(edges) if i not in plan.rows[kind]]
+        for kind, i in frontier:
+            plan.rows[kind].add(i)
 
 
 def _collect(session: Session, plan: Plan) -> None:

@@ -3,7 +3,7 @@ is unknown, for every part of the store."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -15,6 +15,7 @@ from unipgen.memory.models import (
     Document,
     Face,
     Item,
+    Lineage,
     Subject,
     Tenant,
     User,
@@ -159,3 +160,18 @@ def resolve_all(
             raise NotFoundError(f"unknown {kind} {missing[0]!r}")
         found.update({(kind, key): row_id for key, row_id in ids.items()})
     return [(kind, found[(kind, key)]) for kind, key in pairs]
+
+
+def add_lineage(
+    session: Session, tenant: str, user_id: int | None, derived_kind: str, derived_ids: Mapping[str, int],
+    derived_from: Mapping[str, Sequence[tuple[str, str]]],
+) -> None:
+    """Lineage edges ``derived <- source`` for rows just written (`derived_ids`: key -> row id):
+    `derived_from` names each one's sources as (kind, key); user-owned kinds resolve in `user_id`."""
+    tenant_id = tenant_id_of(session, tenant)
+    for key, sources in derived_from.items():
+        if key not in derived_ids:
+            raise InvalidInputError(f"lineage given for {derived_kind} {key!r}, not in the request")
+        found = resolve_all(session, tenant, tenant_id, user_id, list(sources))
+        session.add_all(Lineage(tenant_id=tenant_id, derived_kind=derived_kind, derived_id=derived_ids[key],
+                                source_kind=kind, source_id=i) for kind, i in dict.fromkeys(found))
