@@ -109,6 +109,14 @@ def test_same_seed_same_bytes_other_seed_other_text(backend: TransformersTextBac
     assert output.meta["new_tokens"] in range(1, 13)
 
 
+def test_streamed_pieces_join_to_the_generated_text(backend: TransformersTextBackend, blobs: dict,
+                                                    refs: dict) -> None:
+    for made in (request(PROMPTS[0], seed=3, max_new_tokens=16), request(PROMPTS[1], seed=4, adapter=refs["A"])):
+        pieces = list(backend.stream(made, blobs.__getitem__))
+        assert len(pieces) > 1  # written as it goes, not in one piece
+        assert "".join(pieces).strip().encode() == backend.generate([made], blobs.__getitem__)[0][0].data
+
+
 def test_batch_returns_one_list_per_request_in_order(backend: TransformersTextBackend) -> None:
     batch = backend.generate([request(p, seed=3, num_outputs=2) for p in PROMPTS], no_blobs)
     assert [[o.meta["prompt"] for o in row] for row in batch] == [[p, p] for p in PROMPTS]

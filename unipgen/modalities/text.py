@@ -26,7 +26,7 @@ import tempfile
 import warnings
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -423,24 +423,32 @@ class TransformersTextBackend:
             ids.add(self.tokenizer.eos_token_id)
         return ids
 
-    def _generate_chunk(self, rows: list[_Row]) -> list[tuple[str, int]]:
-        """(text, new token count) for each row, generated as one batch."""
+    def _generate_kwargs(self, rows: list[_Row]) -> dict[str, Any]:
+        """What `model.generate` takes for `rows`: inputs, the per-row seeded sampler, adapters."""
         import torch
         from peft import PeftModel
         from transformers import GenerationConfig, LogitsProcessorList
 
         input_ids, mask = self._encode(rows)
         generators = [torch.Generator().manual_seed(row.seed) for row in rows]
-        eos = self._eos_ids()
         config = GenerationConfig(max_new_tokens=max(row.max_new_tokens for row in rows), do_sample=False,
-                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(eos) or None)
-        kwargs: dict[str, Any] = {}
+                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self._eos_ids()) or None)
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": mask, "generation_config": config,
+                                  "logits_processor": LogitsProcessorList([_RowSampler(generators, self.temperature,
+                                                                                       self.top_p)])}
         if isinstance(self.model, PeftModel):
             kwargs["adapter_names"] = [row.adapter for row in rows]
+        return kwargs
+
+    def _generate_chunk(self, rows: list[_Row]) -> list[tuple[str, int]]:
+        """(text, new token count) for each row, generated as one batch."""
+        import torch
+
+        kwargs = self._generate_kwargs(rows)
+        input_ids = kwargs["input_ids"]
+        eos = self._eos_ids()
         with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
-                                      logits_processor=LogitsProcessorList([_RowSampler(generators, self.temperature,
-                                                                                        self.top_p)]), **kwargs)
+            out = self.model.generate(**kwargs)
         results = []
         for row, tokens in zip(rows, out[:, input_ids.shape[1]:].tolist(), strict=True):
             tokens = tokens[: row.max_new_tokens]  # a shorter request stops where it alone would have
@@ -459,6 +467,40 @@ class TransformersTextBackend:
             for row, (text, count) in zip(chunk, self._generate_chunk(chunk), strict=True):
                 outputs[row.request].append(self._output(requests[row.request], row, text, count))
         return outputs
+
+    def stream(self, request: GenerationRequest, fetch: BlobFetcher) -> Iterator[str]:
+        """The first output of `request`, piece by piece as the model writes it (a chat turn).
+
+        The pieces join to what `generate` returns for the same request and seed (before its
+        final strip). Generation runs in a thread; the caller reads pieces as they come.
+        """
+        import threading
+
+        import torch
+        from transformers import TextIteratorStreamer
+
+        self.setup()
+        rows, paths = self._rows([request.model_copy(update={"options": request.options.model_copy(
+            update={"num_outputs": 1})})], fetch)
+        self._ensure_adapters(rows, paths)
+        kwargs = self._generate_kwargs(rows)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**kwargs, streamer=streamer)
+            except BaseException as exc:  # re-raised in the reader's thread
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, name="unipgen-text-stream", daemon=True)
+        worker.start()
+        yield from streamer
+        worker.join()
+        if failure:
+            raise failure[0]
 
     def _output(self, request: GenerationRequest, row: _Row, text: str, new_tokens: int) -> GeneratedOutput:
         """The output record of one row, with how it was made."""
