@@ -7,7 +7,7 @@ below load on first use, so importing this package pulls in no model library (no
 
 Modules: `jobs` (the run every executor shares), `generation` (a generation's prepare and
 outputs), `training`, `best_of`, `inline` and `ray_executor` (where the work runs), `executors`
-(the choice by name), `ray_cluster`.
+(the choice by name), `ray_cluster`, `chat` (a chat turn).
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ _EXPORTS = {
     "GeneratedArtifact": "generation",
     "train": "training",
     "TrainedArtifact": "training",
+    # A persona-grounded chat turn, streamed (interactive: not a queued job).
+    "Chat": "chat",
+    "ChatTurn": "chat",
     # A job's run step by step, for executors and benchmarks.
     "QueueExecutor": "jobs",
     "Lease": "jobs",
@@ -42,7 +45,7 @@ _EXPORTS = {
     "prepare_generation": "generation",
 }
 
-__all__ = ["EXECUTORS", "Executor", "GeneratedArtifact", "InlineExecutor", "InlineGenerator", "JobCancelled", "Lease",
+__all__ = ["EXECUTORS", "Chat", "ChatTurn", "Executor", "GeneratedArtifact", "InlineExecutor", "InlineGenerator", "JobCancelled", "Lease",
            "PreparedGeneration", "QueueExecutor", "RayExecutor", "TrainedArtifact", "finish", "finish_many",
            "make_executor", "prepare", "prepare_generation", "prepare_many", "record_failure", "run_claimed", "train"]
 
@@ -61,6 +64,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what the names are, for type checkers and editors
+    from unipgen.orchestrator.chat import Chat, ChatTurn
     from unipgen.orchestrator.executors import EXECUTORS, make_executor
     from unipgen.orchestrator.generation import (
         GeneratedArtifact,

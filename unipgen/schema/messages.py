@@ -72,3 +72,17 @@ def indexed_text(document: DocumentIn) -> str:
     """What a document's text vector is made from: a message's `MessageIn.indexed_text`, any
     other document's text."""
     return message_of(document).indexed_text() if document.kind == MESSAGE_KIND else document.text
+
+
+class ChatReply(BaseModel):
+    """One answered chat turn: the user's message and the reply, both stored as messages."""
+
+    model_config = ConfigDict(frozen=True)
+
+    session: str
+    message: str = Field(description="Key of the user's stored turn.")
+    reply: str = Field(description="Key of the stored reply.")
+    text: str
+    method: str = Field(description="How the reply was personalized: rag_prompt, or lora with the user's adapter.")
+    evidence: list[str] = Field(default_factory=list, description="Memory shown to the model, as keys.")
+    derived_from: list[str] = Field(default_factory=list, description="The reply's lineage, as 'kind:key'.")
