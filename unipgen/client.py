@@ -31,7 +31,7 @@ from unipgen.schema import api as s
 from unipgen.schema.context import Recommendations, UserContext
 from unipgen.schema.jobs import JobRecord
 from unipgen.schema.memory import DocumentIn, EventIn, EventRecord, FitRecord, ForgetReport, UserSummary
-from unipgen.schema.messages import MessageIn
+from unipgen.schema.messages import ChatReply, MessageIn
 
 #: A file to upload: a path, raw bytes, or (filename, bytes, media type).
 FileLike = str | Path | bytes | tuple[str, bytes, str]
@@ -330,7 +330,19 @@ class Client(_Routes):
             if response.status_code >= 400:
                 response.read()
                 _raise_for(response)
-            yield from _parse_sse(response.iter_lines())
+            for event, data in _parse_sse(response.iter_lines()):
+                yield event, JobRecord.model_validate(data)
+
+    def chat(self, user: str, text: str, *, session: str = "chat", seed: int = 0) -> Iterator[tuple[str, Any]]:
+        """One chat turn: ("token", piece)... as the model writes, then ("end", the stored
+        `ChatReply`); an error after the stream started raises it like any call."""
+        body = {"text": text, "session": session, "seed": seed}
+        with self._http.stream("POST", f"/v1/users/{_seg(user)}/chat", json=body, timeout=None) as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise_for(response)
+            for event, data in _parse_sse(response.iter_lines()):
+                yield _chat_event(event, data)
 
     def close(self) -> None:
         self._http.close()
@@ -374,7 +386,20 @@ class AsyncClient(_Routes):
             reader = _SSE()
             async for line in response.aiter_lines():
                 if (done := reader.feed(line)) is not None:
-                    yield done
+                    yield done[0], JobRecord.model_validate(done[1])
+
+    async def chat(self, user: str, text: str, *, session: str = "chat",
+                   seed: int = 0) -> AsyncIterator[tuple[str, Any]]:
+        """`Client.chat`, as an async iterator."""
+        body = {"text": text, "session": session, "seed": seed}
+        async with self._http.stream("POST", f"/v1/users/{_seg(user)}/chat", json=body, timeout=None) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                _raise_for(response)
+            reader = _SSE()
+            async for line in response.aiter_lines():
+                if (done := reader.feed(line)) is not None:
+                    yield _chat_event(*done)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -387,24 +412,33 @@ class AsyncClient(_Routes):
 
 
 class _SSE:
-    """Reads server-sent events line by line: `feed` returns an (event, record) when one ends."""
+    """Reads server-sent events line by line: `feed` returns an (event, JSON data) when one ends."""
 
     def __init__(self) -> None:
-        self.event, self.data = "message", []
+        self.event: str = "message"
+        self.data: list[str] = []
 
-    def feed(self, line: str) -> tuple[str, JobRecord] | None:
+    def feed(self, line: str) -> tuple[str, Any] | None:
         if line.startswith("event:"):
             self.event = line[6:].strip()
         elif line.startswith("data:"):
             self.data.append(line[5:].strip())
         elif not line and self.data:
-            done = self.event, JobRecord.model_validate(json.loads("\n".join(self.data)))
+            done = self.event, json.loads("\n".join(self.data))
             self.event, self.data = "message", []
             return done
         return None
 
 
-def _parse_sse(lines: Any) -> Iterator[tuple[str, JobRecord]]:
+def _chat_event(event: str, data: dict[str, Any]) -> tuple[str, Any]:
+    if event == "error":
+        raise error_from(data)
+    if event == "end":
+        return event, ChatReply.model_validate(data)
+    return event, data["text"]
+
+
+def _parse_sse(lines: Any) -> Iterator[tuple[str, Any]]:
     reader = _SSE()
     for line in lines:
         if (done := reader.feed(line)) is not None:

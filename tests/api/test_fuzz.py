@@ -39,8 +39,8 @@ from unipgen.demo import PERSONA_SAMPLE
 
 FACE = PERSONA_SAMPLE / "faces" / "s1-1.pgm"
 ADMIN = r"^/v1/tenants"
-#: Each accepted request queues a job that the service runs (tiny models): fewer examples.
-JOBS = r"^/v1/users/\{user\}/(generations|trainings)$"
+#: Each accepted request runs a model (a queued job, a chat turn; tiny models): fewer examples.
+JOBS = r"^/v1/users/\{user\}/(generations|trainings|chat)$"
 
 SPEC = create_app().openapi()
 schema = schemathesis.openapi.from_dict(SPEC)
@@ -178,18 +178,6 @@ def test_job_routes(case: Any, live: Live, seeded: None) -> None:
 @FUZZ
 def test_admin_routes(case: Any, live: Live, seeded: None) -> None:
     _fuzz(case, live)
-
-
-import collections, atexit  # noqa
-_STATS = collections.defaultdict(collections.Counter)
-
-
-@schema.hook
-def after_call(context, case, response):
-    _STATS[case.operation.label][response.status_code] += 1
-
-
-atexit.register(lambda: [print(k, dict(v)) for k, v in sorted(_STATS.items())])
 
 
 #: Requests the fuzzer (or a probe of the same kind) answered with a 500, now refused as 422.

@@ -22,6 +22,7 @@ JSON_BODIES = {
     ("POST", "/v1/users/{user}/documents"): {"documents": [{"key": "d9", "text": "hello"}]},
     ("POST", "/v1/users/{user}/messages"): {"messages": [{"key": "m9", "speaker": "Ann", "text": "hello"}]},
     ("POST", "/v1/users/{user}/context"): {"modality": "text", "instruction": "hello"},
+    ("POST", "/v1/users/{user}/chat"): {"text": "hello"},
     ("POST", "/v1/users/{user}/recommendations"): {"k": 3},
     ("POST", "/v1/users/{user}/generations"): {"modality": "text", "instruction": "hello"},
     ("POST", "/v1/users/{user}/trainings"): {"method": "text-lora", "steps": 1},

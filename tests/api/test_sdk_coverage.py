@@ -51,9 +51,10 @@ def test_every_operation_has_an_sdk_method_and_no_method_calls_a_missing_one() -
         matches = [op for op, pattern in operations.items() if op[0] == call.method and pattern.match(call.path)]
         assert matches, f"the SDK calls {call.method} {call.path}, which the service does not have"
         called.update(matches)
-    # The event stream is not a plain request: each client reads it its own way (job_events).
-    streamed = {("GET", "/v1/jobs/{key}/events")}
+    # Event streams are not plain requests: each client reads them its own way (job_events, chat).
+    streamed = {("GET", "/v1/jobs/{key}/events"), ("POST", "/v1/users/{user}/chat")}
     assert set(operations) - called == streamed
     from unipgen.client import AsyncClient, Client
 
     assert all("/v1/jobs/{_seg(key)}/events" in inspect.getsource(c.job_events) for c in (Client, AsyncClient))
+    assert all("/v1/users/{_seg(user)}/chat" in inspect.getsource(c.chat) for c in (Client, AsyncClient))

@@ -129,13 +129,14 @@ class Service:
     auth_throttle: AuthThrottle
     runner: JobRunner | None = None
     pool: Any = None  # the EncoderPool of uploads (None: encoded in this process)
+    chat: Any = None  # the Chat of `/chat` turns (its text model loads on the first turn)
 
     @classmethod
     def start(cls, settings: Settings, *, profile: Any = "tiny", run_jobs: bool = True) -> Service:
         from unipgen.core.encoderpool import EncoderPool, apply_input_limits
         from unipgen.core.usermodel import UserModel
         from unipgen.memory import MemoryStore
-        from unipgen.orchestrator import make_executor
+        from unipgen.orchestrator import Chat, make_executor
         from unipgen.schema.profiles import load_profile
 
         store = MemoryStore.open(settings)
@@ -145,7 +146,7 @@ class Service:
         model = UserModel(store, limited, cache_dir=settings.home / "cache", pool=pool)
         executor = make_executor(model, settings)
         service = cls(settings, store, model, executor, RateLimiter(settings.rate_limit_per_minute),
-                      AuthThrottle(settings.auth_failures_per_minute), pool=pool)
+                      AuthThrottle(settings.auth_failures_per_minute), pool=pool, chat=Chat(model))
         if run_jobs:
             service.runner = JobRunner(executor)
             service.runner.start()

@@ -10,6 +10,7 @@ service worker), not as a queued job: a turn is interactive.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -29,16 +30,20 @@ ASSISTANT = "assistant"
 class ChatTurn:
     """The reply's pieces as the model writes them (iterate); then `reply`, the stored turn."""
 
-    def __init__(self, pieces: Iterator[str], finish: Callable[[str], ChatReply]) -> None:
+    def __init__(self, message: str, pieces: Iterator[str], finish: Callable[[str], ChatReply],
+                 lock: threading.Lock) -> None:
+        self.message = message  # the key of the user's stored turn
         self._pieces = pieces
         self._finish = finish
+        self._lock = lock
         self.reply: ChatReply | None = None
 
     def __iter__(self) -> Iterator[str]:
         written: list[str] = []
-        for piece in self._pieces:
-            written.append(piece)
-            yield piece
+        with self._lock:  # one turn at a time on the model (adapters are swapped per turn)
+            for piece in self._pieces:
+                written.append(piece)
+                yield piece
         self.reply = self._finish("".join(written))
 
     def text(self) -> ChatReply:
@@ -60,6 +65,7 @@ class Chat:
                  max_new_tokens: int = 128) -> None:
         self.model = model
         self._backend = backend
+        self._lock = threading.Lock()
         self.history_turns = history_turns
         self.options = parse_rows([{"max_new_tokens": max_new_tokens}], GenerationOptions, "chat options")[0]
 
@@ -94,7 +100,7 @@ class Chat:
                              method=request.plan.method, evidence=[e.key for e in request.context.evidence],
                              derived_from=[f"{kind}:{key}" for kind, key in dict.fromkeys(sources)])
 
-        return ChatTurn(self.backend.stream(request, self.model.store.blobs.get), finish)
+        return ChatTurn(said.key, self.backend.stream(request, self.model.store.blobs.get), finish, self._lock)
 
 
 def conversation_prompt(history: list[MessageIn], prompt: str, max_chars: int = 600) -> str:

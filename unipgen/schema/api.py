@@ -121,6 +121,15 @@ class MessagesCreate(_In):
     messages: list[MessageIn] = Field(min_length=1, max_length=5_000)
 
 
+class ChatRequest(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"text": "What should I watch tonight?",
+                                                               "session": "evening"}]})
+
+    text: str = Field(min_length=1, max_length=10_000, description="What the user says.")
+    session: str = Field(default="chat", min_length=1, max_length=64, description="The conversation it continues.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
 class Count(BaseModel):
     """How many rows a write added."""
 
