@@ -326,23 +326,26 @@ class Client(_Routes):
 
     def job_events(self, key: str) -> Iterator[tuple[str, JobRecord]]:
         """The job's server-sent events: ("progress", record)... then ("end", record)."""
-        with self._http.stream("GET", f"/v1/jobs/{_seg(key)}/events", timeout=None) as response:
-            if response.status_code >= 400:
-                response.read()
-                _raise_for(response)
-            for event, data in _parse_sse(response.iter_lines()):
-                yield event, JobRecord.model_validate(data)
+        for event, data in self._events("GET", f"/v1/jobs/{_seg(key)}/events"):
+            yield event, JobRecord.model_validate(data)
 
     def chat(self, user: str, text: str, *, session: str = "chat", seed: int = 0) -> Iterator[tuple[str, Any]]:
         """One chat turn: ("token", piece)... as the model writes, then ("end", the stored
         `ChatReply`); an error after the stream started raises it like any call."""
         body = {"text": text, "session": session, "seed": seed}
-        with self._http.stream("POST", f"/v1/users/{_seg(user)}/chat", json=body, timeout=None) as response:
+        for event, data in self._events("POST", f"/v1/users/{_seg(user)}/chat", body):
+            yield _chat_event(event, data)
+
+    def _events(self, method: str, path: str, body: Any = None) -> Iterator[tuple[str, Any]]:
+        """A route's server-sent events as (event, JSON data); an error status raises first."""
+        with self._http.stream(method, path, json=body, timeout=None) as response:
             if response.status_code >= 400:
                 response.read()
                 _raise_for(response)
-            for event, data in _parse_sse(response.iter_lines()):
-                yield _chat_event(event, data)
+            reader = _SSE()
+            for line in response.iter_lines():
+                if (done := reader.feed(line)) is not None:
+                    yield done
 
     def close(self) -> None:
         self._http.close()
@@ -379,27 +382,25 @@ class AsyncClient(_Routes):
         return job
 
     async def job_events(self, key: str) -> AsyncIterator[tuple[str, JobRecord]]:
-        async with self._http.stream("GET", f"/v1/jobs/{_seg(key)}/events", timeout=None) as response:
-            if response.status_code >= 400:
-                await response.aread()
-                _raise_for(response)
-            reader = _SSE()
-            async for line in response.aiter_lines():
-                if (done := reader.feed(line)) is not None:
-                    yield done[0], JobRecord.model_validate(done[1])
+        async for event, data in self._events("GET", f"/v1/jobs/{_seg(key)}/events"):
+            yield event, JobRecord.model_validate(data)
 
     async def chat(self, user: str, text: str, *, session: str = "chat",
                    seed: int = 0) -> AsyncIterator[tuple[str, Any]]:
         """`Client.chat`, as an async iterator."""
         body = {"text": text, "session": session, "seed": seed}
-        async with self._http.stream("POST", f"/v1/users/{_seg(user)}/chat", json=body, timeout=None) as response:
+        async for event, data in self._events("POST", f"/v1/users/{_seg(user)}/chat", body):
+            yield _chat_event(event, data)
+
+    async def _events(self, method: str, path: str, body: Any = None) -> AsyncIterator[tuple[str, Any]]:
+        async with self._http.stream(method, path, json=body, timeout=None) as response:
             if response.status_code >= 400:
                 await response.aread()
                 _raise_for(response)
             reader = _SSE()
             async for line in response.aiter_lines():
                 if (done := reader.feed(line)) is not None:
-                    yield _chat_event(*done)
+                    yield done
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -436,13 +437,6 @@ def _chat_event(event: str, data: dict[str, Any]) -> tuple[str, Any]:
     if event == "end":
         return event, ChatReply.model_validate(data)
     return event, data["text"]
-
-
-def _parse_sse(lines: Any) -> Iterator[tuple[str, Any]]:
-    reader = _SSE()
-    for line in lines:
-        if (done := reader.feed(line)) is not None:
-            yield done
 
 
 __all__ = ["AsyncClient", "Client"]

@@ -55,23 +55,23 @@ def test_users_profile_events_documents(api: Client) -> None:
 
 
 def test_messages_keep_their_order_and_are_documents(api: Client) -> None:
-    api.create_user("carol")
+    api.create_user("talker")
     turns = [{"key": "D1:1", "speaker": "Caroline", "text": "I went to a support group.", "session": "1",
               "ts": "2023-05-08T13:56:00Z"},
              {"key": "D1:2", "speaker": "Melanie", "text": "How was it?", "session": "1",
               "ts": "2023-05-08T13:56:00Z", "caption": "a photo of a lake"}]
-    assert api.add_messages("carol", turns) == 2
-    assert api.add_messages("carol", [{"key": "D2:1", "speaker": "Caroline", "text": "I painted a sunrise.",
+    assert api.add_messages("talker", turns) == 2
+    assert api.add_messages("talker", [{"key": "D2:1", "speaker": "Caroline", "text": "I painted a sunrise.",
                                        "session": "2", "ts": "2023-05-25T13:14:00Z"}]) == 1
-    assert [(m.key, m.speaker, m.session) for m in api.messages("carol")] == [
+    assert [(m.key, m.speaker, m.session) for m in api.messages("talker")] == [
         ("D1:1", "Caroline", "1"), ("D1:2", "Melanie", "1"), ("D2:1", "Caroline", "2")]
-    assert api.messages("carol")[1].caption == "a photo of a lake"
-    stored = {d.key: d for d in api.documents("carol")}
+    assert api.messages("talker")[1].caption == "a photo of a lake"
+    stored = {d.key: d for d in api.documents("talker")}
     assert stored["D2:1"].kind == "message" and stored["D2:1"].meta["turn"] == 2
     with pytest.raises(InvalidInputError, match=r"messages.1.speaker: .*is blank"):  # nothing of the batch is kept
-        api.add_messages("carol", [{"key": "D3:1", "speaker": "Ann", "text": "hi"},
+        api.add_messages("talker", [{"key": "D3:1", "speaker": "Ann", "text": "hi"},
                                    {"key": "D3:2", "speaker": " ", "text": "hi"}])
-    assert len(api.messages("carol")) == 3
+    assert len(api.messages("talker")) == 3
 
 
 def test_bulk_events_are_all_or_nothing(api: Client) -> None:

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -51,6 +52,17 @@ def _utc(value: datetime) -> datetime:
         return value.astimezone(timezone.utc)
     except OverflowError:  # year 1 at +23:59 has no UTC time: invalid input, not a crash
         raise ValueError("is out of range once converted to UTC") from None
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is blank")
+    return value
+
+
+#: An aware time, stored in UTC; a text with something besides white space (pydantic field types).
+UtcTime = Annotated[AwareDatetime, AfterValidator(_utc)]
+NonBlank = Annotated[str, AfterValidator(_not_blank)]
 
 
 class EventIn(BaseModel):
@@ -177,9 +189,9 @@ class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: PublicId
-    text: str = Field(min_length=1)
+    text: NonBlank = Field(min_length=1)
     kind: str = Field(default="note", min_length=1, max_length=64)
-    ts: AwareDatetime | None = None
+    ts: UtcTime | None = None
     meta: dict[str, Any] | None = None
 
     @field_validator("meta")
@@ -187,17 +199,6 @@ class DocumentIn(BaseModel):
     def _json_meta(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         return check_json(value)
 
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("is blank")
-        return value
-
-    @field_validator("ts")
-    @classmethod
-    def _to_utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else _utc(value)
 
 
 class FeedbackIn(BaseModel):

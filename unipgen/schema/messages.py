@@ -9,12 +9,11 @@ a write: the turn is stored as said and embedded once.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from unipgen.schema.memory import DocumentIn
+from unipgen.schema.memory import DocumentIn, NonBlank, UtcTime
 from unipgen.schema.rules import PublicId
 
 #: The document kind messages are stored under.
@@ -27,24 +26,12 @@ class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: PublicId
-    speaker: str = Field(min_length=1, max_length=128)
-    text: str = Field(min_length=1)
+    speaker: NonBlank = Field(min_length=1, max_length=128)
+    text: NonBlank = Field(min_length=1)
     session: str = Field(default="1", min_length=1, max_length=64,
                          description="The conversation session the turn belongs to (turns keep their order in it).")
-    ts: AwareDatetime | None = Field(default=None, description="When the turn (or its session) took place.")
+    ts: UtcTime | None = Field(default=None, description="When the turn (or its session) took place.")
     caption: str | None = Field(default=None, max_length=2_000, description="A caption of a photo shared with it.")
-
-    @field_validator("text", "speaker")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("is blank")
-        return value
-
-    @field_validator("ts")
-    @classmethod
-    def _to_utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else value.astimezone(timezone.utc)
 
     def indexed_text(self) -> str:
         """The text retrieval reads: the speaker's name and the photo's caption are part of what a
