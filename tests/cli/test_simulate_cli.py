@@ -25,3 +25,14 @@ def test_simulate_a_pair_and_refusals(tmp_path: Path) -> None:
         assert done.returncode == 2 and message in done.stderr
     done = run(home, "simulate", "ghost", "--pair", "1", "2", "--json", ok=False)
     assert done.returncode == 2 and as_json(done)["error"]["code"] == "not_found"
+
+
+def test_simulate_writes_through_the_generation_path(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    run(home, "ingest", "movielens", str(SAMPLE), "--users", "2")
+    written = as_json(run(home, "simulate", "2", "--prompt", "Which film did you like most?",
+                          "--max-new-tokens", "4", "--json"))
+    assert written["user"] == "2" and written["prompt"] == "Which film did you like most?"
+    assert written["method"] == "rag_prompt" and written["evidence"]  # user 2's history, retrieved
+    outputs = as_json(run(home, "users", "show", "2", "--json"))["counts"]["artifacts"]
+    assert outputs == 1  # stored as the user's output, like any generation

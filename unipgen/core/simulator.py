@@ -35,7 +35,7 @@ from unipgen.errors import InvalidInputError, NotFoundError, UnsupportedMediaErr
 from unipgen.schema.context import Reason
 from unipgen.schema.generation import GenerationOptions
 from unipgen.schema.memory import FeedbackIn
-from unipgen.schema.simulator import SIMULATOR_SOURCE, Candidate, PairwiseJudgement, SimulatedText
+from unipgen.schema.simulator import SIMULATOR_SOURCE, Candidate, CandidateKind, PairwiseJudgement, SimulatedText
 
 #: Events named as the reasons of one judgement (as many as a recommendation names).
 REASONS = 3
@@ -81,12 +81,12 @@ class Simulator:
         return self._with_reason_texts(tenant, judged)
 
     def _candidates(self, tenant: str, user: str, space: str, keys: list[str], read: Any
-                    ) -> tuple[dict[str, str], dict[str, str], dict[str, np.ndarray]]:
+                    ) -> tuple[dict[str, str], dict[str, CandidateKind], dict[str, np.ndarray]]:
         """Text, kind (item or output) and vector in `space` of each key: catalog items first,
         then the user's text outputs; anything else is `NotFoundError` naming it."""
         texts = self.store.catalog.item_texts(tenant, keys)
         vectors = self.store.reads.item_vectors(tenant, space, [k for k in keys if k in texts], read=read)
-        kinds = dict.fromkeys(texts, "item")
+        kinds: dict[str, CandidateKind] = dict.fromkeys(texts, "item")
         missing = [key for key in keys if key not in texts]
         if missing:
             outputs = self._output_texts(tenant, user, missing)
@@ -125,7 +125,7 @@ class Simulator:
         return dict(zip(keys, np.asarray(encoded, dtype=np.float32)))
 
     def _judgement(self, user: str, space: str, generation: int | None, found: Taste | None, a: str, b: str,
-                   texts: dict[str, str], kinds: dict[str, str], scores: dict[str, float],
+                   texts: dict[str, str], kinds: dict[str, CandidateKind], scores: dict[str, float],
                    vectors: dict[str, np.ndarray]) -> PairwiseJudgement:
         """The judgement of one pair: the higher score wins; equal scores (or no taste) are undecided."""
         decided = found is not None and scores[a] != scores[b]
@@ -136,7 +136,7 @@ class Simulator:
         reasons = _reasons(found, vectors[preferred], vectors[rejected]) if decided and found is not None else []
 
         def candidate(key: str) -> Candidate:
-            return Candidate(key=key, kind=kinds[key], text=texts[key], score=round(scores[key], 6))  # type: ignore[arg-type]
+            return Candidate(key=key, kind=kinds[key], text=texts[key], score=round(scores[key], 6))
 
         return PairwiseJudgement(user=user, space=space, fit_generation=generation,  # type: ignore[arg-type]
                                  preferred=candidate(preferred), rejected=candidate(rejected),

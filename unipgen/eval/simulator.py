@@ -195,10 +195,10 @@ def _measure(movies: MovieLens, train: np.ndarray, pairs: dict[int, list[tuple[i
 
 
 def _by_gap(pairs: dict[int, list[tuple[int, int, float]]], right: dict[str, dict[int, np.ndarray]]
-            ) -> dict[str, dict[str, float]]:
+            ) -> dict[str, dict[str, float | None]]:
     """Each judge's accuracy on pairs under 2 stars apart and 2 or more apart (the clearer choices)."""
     gaps = np.concatenate([[gap for _, _, gap in pairs[user]] for user in sorted(pairs)])
-    out = {}
+    out: dict[str, dict[str, float | None]] = {}
     for label, mask in (("under_2_stars", gaps < 2), ("2_stars_or_more", gaps >= 2)):
         out[label] = {"pairs": int(mask.sum()), **{
             name: round(float(np.concatenate([right[name][u] for u in sorted(pairs)])[mask].mean()), 4)
@@ -215,7 +215,7 @@ def write_simulator_report(out_dir: Path, result: dict[str, Any]) -> dict[str, s
     rows = [[name, result[name]["accuracy"], str(result[name]["ci95"])] for name in JUDGES]
     rows += [[f"simulator - {other}", result[f"simulator_minus_{other}"]["difference"],
               str(result[f"simulator_minus_{other}"]["ci95"])] for other in ("popularity", "random")]
-    blocks = [
+    blocks: list[Any] = [
         Paragraph(f"{settings['data']}: {result['users_evaluated']} users, {result['pairs']} pairs of their later "
                   f"ratings (the last {settings['held_out']:.0%} of each user's, at most "
                   f"{settings['max_pairs_per_user']} pairs each), {result['training_ratings']} earlier ratings in "

@@ -14,6 +14,8 @@ from unipgen.schema.context import Method, Reason
 
 #: ``meta["source"]`` of the feedback rows the simulator writes (with ``meta["synthetic"] = True``).
 SIMULATOR_SOURCE = "simulator"
+#: What a candidate is: a catalog item, or a generated output of the user.
+CandidateKind = Literal["item", "output"]
 
 
 class _Frozen(BaseModel):
@@ -25,7 +27,7 @@ class Candidate(_Frozen):
     with its score under the user's taste (a dot product in `PairwiseJudgement.space`)."""
 
     key: str
-    kind: Literal["item", "output"]
+    kind: CandidateKind
     text: str
     score: float
 
@@ -67,4 +69,4 @@ class SimulatedText(_Frozen):
     evidence: list[str] = Field(default_factory=list)
 
 
-__all__ = ["SIMULATOR_SOURCE", "Candidate", "PairwiseJudgement", "SimulatedText"]
+__all__ = ["SIMULATOR_SOURCE", "Candidate", "CandidateKind", "PairwiseJudgement", "SimulatedText"]
