@@ -2,7 +2,8 @@
 
 One module per command group: `data` (ingest, check, purge, demo), `users` (users, events),
 `generate` (context, generate, train, feedback, worker, jobs), `chat`, `recommend` (fit, recommend),
-`service` (serve, keys), `evaluation` (eval) and `bench`; `common` holds what they share. This module puts
+`simulate` (the user simulator), `service` (serve, keys), `evaluation` (eval) and `bench`;
+`common` holds what they share. This module puts
 them together in the order `unipgen --help` lists them. Heavy modules (the store, numpy, faiss)
 are imported inside the commands so that `unipgen --help` stays fast.
 """
@@ -14,7 +15,7 @@ import sys
 
 import typer
 
-from unipgen.cli import chat, data, evaluation, generate, recommend, service, users
+from unipgen.cli import chat, data, evaluation, generate, recommend, service, simulate, users
 from unipgen.cli.bench import bench_app
 from unipgen.cli.common import Home
 from unipgen.errors import UnipgenError
@@ -31,7 +32,8 @@ def _app() -> typer.Typer:
     app = typer.Typer(help="unipgen: unified personalized generation.", no_args_is_help=True)
     app.callback()(_root)
     for command in (data.check, generate.context, recommend.recommend, recommend.fit, generate.generate,
-                    generate.train, chat.chat, generate.worker, generate.feedback, service.serve, data.purge, data.demo):
+                    generate.train, chat.chat, generate.worker, generate.feedback, simulate.simulate, service.serve,
+                    data.purge, data.demo):
         app.command()(command)
     for group, name in ((data.ingest_app, "ingest"), (users.users_app, "users"), (bench_app, "bench"),
                         (generate.jobs_app, "jobs"), (service.keys_app, "keys"), (evaluation.eval_app, "eval"),

@@ -89,3 +89,12 @@ def eval_faces(data: EvalData = None, profile: EvalProfile = None, quick: EvalQu
     from unipgen.eval.identity import run_faces
 
     _run_harness(run_faces, as_json, data=data, profile=profile, quick=quick, out=out)
+
+
+@eval_app.command("simulator")
+def eval_simulator(data: EvalData = None, profile: EvalProfile = None, quick: EvalQuick = False, out: EvalOut = None,
+                   as_json: Json = False) -> None:
+    """The user simulator on MovieLens: how often it prefers the higher of two later ratings, vs popularity and random."""
+    from unipgen.eval.simulator import run_simulator
+
+    _run_harness(run_simulator, as_json, data=data, profile=profile, quick=quick, out=out)

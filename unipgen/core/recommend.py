@@ -150,6 +150,13 @@ class Recommender:
                  for key, score, why in zip(keys, scores, reasons)]
         return Recommendations(space=space, items=items, **head)
 
+    def user_taste(self, tenant: str, user: str) -> tuple[TasteRead, Taste | None]:
+        """The user's taste in the space recommendations rank in (None: no usable event) and
+        the read it came from (its `space` and `fit`): what `recommend` ranks by, from the same
+        cache. The user simulator judges candidates by it."""
+        read, found, _ = self._taste(tenant, user, None)
+        return read, found
+
     def _taste(self, tenant: str, user: str, snapshot: UserSnapshot | None
                ) -> tuple[TasteRead, Taste | None, frozenset[str]]:
         """The user's taste in the space recommendations rank in, and the items they acted on:

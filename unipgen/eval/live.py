@@ -38,10 +38,10 @@ def item_key(index: int) -> str:
     return f"m{index}"
 
 
-def live_store(home: Path, data: MovieLens, split: Split, content: np.ndarray) -> object:
+def live_store(home: Path, data: MovieLens, train: np.ndarray, content: np.ndarray) -> object:
     """A fresh embedded store holding the catalog (with `content` as text vectors) and every
-    user's training ratings; returns the `UserModel` over it (tiny profile: no encoder is
-    loaded, every item already has its text vector)."""
+    user's training ratings (the rows `train` masks); returns the `UserModel` over it (tiny
+    profile: no encoder is loaded, every item already has its text vector)."""
     from unipgen.core.usermodel import UserModel
     from unipgen.eval.movielens_data import item_text
     from unipgen.memory import MemoryStore
@@ -53,7 +53,7 @@ def live_store(home: Path, data: MovieLens, split: Split, content: np.ndarray) -
     keys = [item_key(i) for i in range(data.n_items)]
     items = [ItemIn(key=key, text=item_text(title, genres)) for key, title, genres in zip(keys, data.titles, data.genres)]
     store.catalog.add_items(TENANT, items, vectors={"text": dict(zip(keys, content))})
-    rows = np.flatnonzero(split.train)
+    rows = np.flatnonzero(train)
     events = [EventIn.model_construct(user=str(int(data.user[i])), type="rate", item=keys[int(data.item[i])],
                                       value=float(data.rating[i]), meta=None,
                                       ts=datetime.fromtimestamp(int(data.ts[i]), timezone.utc)) for i in rows]
@@ -79,7 +79,7 @@ def fit_live(data: MovieLens, split: Split, content: np.ndarray, tuning: Evaluat
     say = log or (lambda _message: None)
     with tempfile.TemporaryDirectory(prefix="unipgen-live-") as home:
         started = time.perf_counter()
-        model = live_store(Path(home), data, split, content)
+        model = live_store(Path(home), data, split.train, content)
         loaded = time.perf_counter()
         fit = model.fit(TENANT)  # type: ignore[attr-defined]
         fitted = time.perf_counter()
