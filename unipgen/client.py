@@ -30,8 +30,9 @@ from unipgen.errors import UnipgenError, error_from
 from unipgen.schema import api as s
 from unipgen.schema.context import Recommendations, UserContext
 from unipgen.schema.jobs import JobRecord
-from unipgen.schema.memory import DocumentIn, EventIn, EventRecord, FitRecord, ForgetReport, UserSummary
+from unipgen.schema.memory import DocumentIn, EventIn, EventRecord, FeedbackIn, FitRecord, ForgetReport, UserSummary
 from unipgen.schema.messages import ChatReply, MessageIn
+from unipgen.schema.simulator import PairwiseJudgement
 
 #: A file to upload: a path, raw bytes, or (filename, bytes, media type).
 FileLike = str | Path | bytes | tuple[str, bytes, str]
@@ -166,6 +167,19 @@ class _Routes:
 
     def messages(self, user: str) -> list[MessageIn]:
         return self._send(_Call("GET", f"/v1/users/{_seg(user)}/messages", parse=_as(list[MessageIn])))
+
+    def judge(self, user: str, first: str, second: str) -> PairwiseJudgement:
+        """The user simulator: which of two candidates (items or the user's text outputs) the user
+        would prefer, and the events behind it."""
+        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/judgements",
+                                json={"first": first, "second": second}, parse=_as(PairwiseJudgement)))
+
+    def record_preferences(self, user: str, pairs: Sequence[tuple[str, str]] | None = None) -> list[FeedbackIn]:
+        """Synthetic pairwise preferences between the user's text outputs, judged by the simulator
+        and stored for DPO (None: every unjudged pair of outputs to the same prompt)."""
+        body = {"pairs": [list(pair) for pair in pairs] if pairs is not None else None}
+        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/synthetic-preferences", json=body,
+                                parse=_as(list[FeedbackIn])))
 
     def context(self, user: str, modality: str, instruction: str) -> UserContext:
         return self._send(_Call("POST", f"/v1/users/{_seg(user)}/context",

@@ -23,6 +23,8 @@ JSON_BODIES = {
     ("POST", "/v1/users/{user}/messages"): {"messages": [{"key": "m9", "speaker": "Ann", "text": "hello"}]},
     ("POST", "/v1/users/{user}/context"): {"modality": "text", "instruction": "hello"},
     ("POST", "/v1/users/{user}/chat"): {"text": "hello"},
+    ("POST", "/v1/users/{user}/judgements"): {"first": "m1", "second": "m2"},
+    ("POST", "/v1/users/{user}/synthetic-preferences"): {},
     ("POST", "/v1/users/{user}/recommendations"): {"k": 3},
     ("POST", "/v1/users/{user}/generations"): {"modality": "text", "instruction": "hello"},
     ("POST", "/v1/users/{user}/trainings"): {"method": "text-lora", "steps": 1},

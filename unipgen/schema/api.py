@@ -130,6 +130,24 @@ class ChatRequest(_In):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
+class JudgementRequest(_In):
+    """Two candidates for the user simulator: catalog item keys, or the user's text output keys."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"first": "m1", "second": "m2"}]})
+
+    first: PublicId
+    second: PublicId
+
+
+class PreferencesRequest(_In):
+    """Pairs of the user's text outputs to judge into synthetic DPO preferences (none given: every
+    pair of outputs to the same prompt that no feedback judges yet)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"pairs": [["out-1", "out-2"]]}, {}]})
+
+    pairs: list[tuple[PublicId, PublicId]] | None = Field(default=None, max_length=1_000)
+
+
 class Count(BaseModel):
     """How many rows a write added."""
 
