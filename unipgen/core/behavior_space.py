@@ -221,8 +221,9 @@ def fit_config_for(store: MemoryStore, tenant: str, overrides: Mapping[str, Any]
     current = store.fits.current_fit(tenant)
     base = current.config if current is not None else FitConfig().to_dict()
     merged = {**base, **dict(overrides or {})}
-    if isinstance((overrides or {}).get("preference"), Mapping):
-        merged["preference"] = {**base.get("preference", {}), **overrides["preference"]}  # type: ignore[index]
+    preference = (overrides or {}).get("preference")
+    if isinstance(preference, Mapping):
+        merged["preference"] = {**base.get("preference", {}), **preference}
     try:
         return FitConfig.from_dict(merged)
     except (TypeError, ValueError) as exc:
