@@ -23,9 +23,11 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/unipgen demo
 
-# Lint first: the rules are in pyproject.toml ([tool.ruff.lint]).
+# Lint first: the rules are in pyproject.toml ([tool.ruff.lint], [tool.mypy]: the whole package,
+# strictly for schema, core and memory).
 lint: setup
 	$(VENV)/bin/ruff check unipgen tests tools examples
+	$(VENV)/bin/mypy
 
 test: setup lint
 	$(VENV)/bin/python -m pytest -q

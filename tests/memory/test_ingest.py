@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import get_args
 
 import pytest
 
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.memory import MemoryStore
 from unipgen.memory.models import BehaviorEvent, User
-from unipgen.schema import EventIn
+from unipgen.schema import EVENT_TYPES, EventIn
+from unipgen.schema.memory import EventType
 
 
 def _events(n: int, user: str = "alice") -> list[dict]:
     return [{"user": user, "type": "view", "item": f"m{i % 5}", "ts": 1_600_000_000 + i} for i in range(n)]
+
+
+def test_event_type_literal_names_exactly_the_event_types() -> None:
+    # EventType is spelled out for type checkers; pydantic validates against it, the user model signs by EVENT_TYPES.
+    assert get_args(EventType) == tuple(EVENT_TYPES)
 
 
 def test_bulk_ingest_writes_every_event_in_order(populated: MemoryStore) -> None:

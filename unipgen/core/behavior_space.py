@@ -182,7 +182,8 @@ def place_items(text_vectors: np.ndarray, mapping: np.ndarray, config: FitConfig
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1, float32 (the blend assumes unit text vectors; zero rows stay zero)."""
     matrix = np.asarray(matrix, dtype=np.float32)
-    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    unit: np.ndarray = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    return unit
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
@@ -220,8 +221,9 @@ def fit_config_for(store: MemoryStore, tenant: str, overrides: Mapping[str, Any]
     current = store.fits.current_fit(tenant)
     base = current.config if current is not None else FitConfig().to_dict()
     merged = {**base, **dict(overrides or {})}
-    if isinstance((overrides or {}).get("preference"), Mapping):
-        merged["preference"] = {**base.get("preference", {}), **overrides["preference"]}  # type: ignore[index]
+    preference = (overrides or {}).get("preference")
+    if isinstance(preference, Mapping):
+        merged["preference"] = {**base.get("preference", {}), **preference}
     try:
         return FitConfig.from_dict(merged)
     except (TypeError, ValueError) as exc:

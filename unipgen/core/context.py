@@ -31,6 +31,7 @@ from unipgen.memory.snapshot import EventRow, UserSnapshot
 from unipgen.schema.context import (
     AdapterRef,
     Conditioning,
+    Evidence,
     Keyword,
     Modality,
     Preferences,
@@ -187,7 +188,7 @@ class ContextBuilder:
     # -- evidence ---------------------------------------------------------------------------
 
     def evidence(self, snapshot: UserSnapshot, instruction: str, query: np.ndarray | None = None, *,
-                 documents_only: bool = False) -> list:
+                 documents_only: bool = False) -> list[Evidence]:
         """Hybrid retrieval over the user's documents and positively-rated items (documents only
         for a request asking for a recommendation: the items it needs are unseen ones)."""
         candidates = [c for c in self.candidates(snapshot) if not documents_only or c.kind == "document"]
@@ -255,4 +256,5 @@ def _mean_unit(vectors: list[np.ndarray]) -> list[float] | None:
     if not vectors:
         return None
     mean = np.mean(np.stack(vectors), axis=0)
-    return (mean / (np.linalg.norm(mean) or 1.0)).tolist()
+    unit: list[float] = (mean / (np.linalg.norm(mean) or 1.0)).tolist()
+    return unit

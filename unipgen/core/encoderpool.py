@@ -144,4 +144,5 @@ def _encode(role: str, inputs: list[Any]) -> np.ndarray:
         if role not in _PROFILE.encoders:
             raise NotFoundError(f"profile {_PROFILE.name!r} has no {role!r} encoder")
         _LOADED[role] = load_encoder(_PROFILE.encoders[role])
-    return _LOADED[role].encode(inputs)
+    vectors: np.ndarray = _LOADED[role].encode(inputs)
+    return vectors

@@ -162,7 +162,7 @@ class DecayedSum:
         """What the stored mantissa is multiplied by to give the sum at `at_ts`."""
         if self.half_life_s is None:
             return 1.0
-        return 2.0 ** (self.exponent - at_ts / self.half_life_s)
+        return float(2.0 ** (self.exponent - at_ts / self.half_life_s))
 
     def copy(self) -> DecayedSum:
         """An independent copy (the vector is not shared)."""
@@ -325,9 +325,9 @@ def preference_vectors(state: PreferenceState, at_ts: Timestamp | None = None) -
     last event). Decay scales a whole sum, so it changes the weights but never the directions."""
     t = state.last_ts if at_ts is None else _seconds(at_ts)
     parts = (state.long, state.short, state.negative)
-    units = [_unit(p.vector) for p in parts]
-    weights = [p.weight * p.decay_factor(t) if t is not None else 0.0 for p in parts]
-    return PreferenceVectors(*units, *weights)
+    long, short, negative = (_unit(p.vector) for p in parts)
+    long_weight, short_weight, negative_weight = (p.weight * p.decay_factor(t) if t is not None else 0.0 for p in parts)
+    return PreferenceVectors(long, short, negative, long_weight, short_weight, negative_weight)
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
@@ -372,7 +372,8 @@ def score_items(
     matrix = np.asarray(item_matrix)
     if matrix.dtype not in (np.float32, np.float64):
         matrix = matrix.astype(np.float64)
-    return matrix @ query.astype(matrix.dtype)
+    scores: np.ndarray = matrix @ query.astype(matrix.dtype)
+    return scores
 
 
 def mmr(

@@ -17,11 +17,12 @@ context's `top_items` and text requests that ask for a recommendation:
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -126,17 +127,18 @@ class Recommender:
         if not 0.0 <= diversity <= 1.0:
             raise InvalidInputError(f"diversity must be within [0, 1], got {diversity}")
         read, found, acted = self._taste(tenant, user, snapshot)
-        fit, space = read.fit, read.space
+        # taste_read ranks in the tenant's fitted space (BEHAVIOR_SPACE) or else in "text".
+        fit, space = read.fit, cast(Literal["behavior", "text"], read.space)
         seen = set() if include_seen else set(acted)
-        head = {"user": user, "fit_generation": fit.generation if fit else None,
-                "stale": fit is not None and fit.status == "stale", "diversity": diversity,
-                "seen_excluded": not include_seen, "kind": kind}
+        head = functools.partial(Recommendations, user=user, fit_generation=fit.generation if fit else None,
+                                 stale=fit is not None and fit.status == "stale", diversity=diversity,
+                                 seen_excluded=not include_seen, kind=kind)
         if found is None:
             popular = [key for key in (fit.stats.get("popular", []) if fit else []) if key not in seen]
             keys = self._of_kind(tenant, popular, kind)[:k]
             texts = self.store.catalog.item_texts(tenant, keys)
             items = [Recommendation(item=key, text=texts[key], score=0.0) for key in keys if key in texts]
-            return Recommendations(space="popularity" if fit else space, items=items, **head)
+            return head(space="popularity" if fit else space, items=items)
         keys, scores = self._candidates(tenant, space, read, found.query, k * (4 if diversity > 0 else 1), seen, kind)
         vectors = self.store.reads.item_vectors(tenant, space, keys, read=read) if keys else {}
         if diversity > 0 and keys:
@@ -148,7 +150,7 @@ class Recommender:
         items = [Recommendation(item=key, text=texts[key], score=round(float(score), 6),
                                 reasons=[_reason(found.events[i], texts, term) for i, term in why])
                  for key, score, why in zip(keys, scores, reasons)]
-        return Recommendations(space=space, items=items, **head)
+        return head(space=space, items=items)
 
     def user_taste(self, tenant: str, user: str) -> tuple[TasteRead, Taste | None]:
         """The user's taste in the space recommendations rank in (None: no usable event) and
@@ -168,6 +170,7 @@ class Recommender:
         if key in self._tastes:
             self._tastes.move_to_end(key)
             return (read, *self._tastes[key])
+        events: Sequence[EventRow | TasteEvent]
         if snapshot is not None and space in snapshot.item_vectors:  # a context read them already
             events, item_vectors = snapshot.events, snapshot.item_vectors[space]
         else:
@@ -214,8 +217,8 @@ def _reasons(found: Taste, item_vectors: list[np.ndarray]) -> list[list[tuple[in
     out = []
     for column in terms.T:
         best = np.argpartition(-column, min(REASONS_PER_ITEM, len(column) - 1))[:REASONS_PER_ITEM]
-        best = sorted(best.tolist(), key=lambda i: (-column[i], i))
-        out.append([(i, float(column[i])) for i in best if column[i] > 0])
+        ranked = sorted(best.tolist(), key=lambda i: (-column[i], i))
+        out.append([(i, float(column[i])) for i in ranked if column[i] > 0])
     return out
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -26,7 +26,7 @@ RRF_K = 60  # the constant of the original paper; damps the head of each ranking
 class Candidate:
     """A memory item that may be retrieved: its text, time, and its vector in the query's space."""
 
-    kind: str
+    kind: Literal["document", "item"]
     key: str
     text: str
     vector: np.ndarray | None = None
@@ -62,12 +62,12 @@ def _bm25_index(texts: tuple[str, ...]) -> Any:
 
 def dense_ranks(query_vector: np.ndarray | None, candidates: Sequence[Candidate]) -> dict[int, int]:
     """1-based rank by inner product (cosine for normalised vectors) of candidates with a vector."""
-    with_vectors = [i for i, c in enumerate(candidates) if c.vector is not None]
+    with_vectors = [(i, c.vector) for i, c in enumerate(candidates) if c.vector is not None]
     if query_vector is None or not with_vectors:
         return {}
-    matrix = np.stack([candidates[i].vector for i in with_vectors])
+    matrix = np.stack([vector for _, vector in with_vectors])
     order = np.argsort(-(matrix @ query_vector), kind="stable")
-    return {with_vectors[int(j)]: rank for rank, j in enumerate(order, 1)}
+    return {with_vectors[int(j)][0]: rank for rank, j in enumerate(order, 1)}
 
 
 def hybrid_search(
@@ -100,4 +100,4 @@ def _recency(ts: datetime | None, now: datetime | None, half_life_days: float | 
     if half_life_days is None or ts is None or now is None:
         return 1.0
     age_days = max((now - ts).total_seconds(), 0.0) / 86_400
-    return 0.5 ** (age_days / half_life_days)
+    return float(0.5 ** (age_days / half_life_days))

@@ -12,7 +12,7 @@ from typing import Any
 
 from unipgen.core.intent import asks_for_recommendation
 from unipgen.core.prompts import TOKEN_BUDGETS, compose
-from unipgen.schema.context import PersonalizationPlan, SubjectAsset, UserContext
+from unipgen.schema.context import Keyword, Method, PersonalizationPlan, SubjectAsset, UserContext
 
 _SELF = re.compile(r"\b(me|myself|my face|of me)\b", re.IGNORECASE)
 _IMAGE_LIKE = ("image", "video", "3d")
@@ -57,16 +57,17 @@ def route(context: UserContext, options: dict[str, Any] | None = None) -> Person
     return _visual(context, budget)
 
 
-def _keywords(context: UserContext) -> tuple[list, list]:
+def _keywords(context: UserContext) -> tuple[list[Keyword], list[Keyword]]:
     positive = [k for p in context.preferences for k in p.positive_keywords]
     negative = [k for p in context.preferences for k in p.negative_keywords]
     return positive, negative
 
 
-def _plan(context: UserContext, method: str, reasons: list[str], budget: int, **kwargs: Any) -> PersonalizationPlan:
+def _plan(context: UserContext, method: Method, reasons: list[str], budget: int, **kwargs: Any) -> PersonalizationPlan:
     positive, negative = _keywords(context)
     subject = kwargs.pop("subject", None)
-    recommended = context.recommendations.items if _recommending(context) else []
+    found = context.recommendations
+    recommended = found.items if found is not None and _recommending(context) else []
     composed = compose(context.modality, context.instruction, profile=context.profile, evidence=context.evidence,
                        keywords=positive, negative_keywords=negative, budget=budget,
                        subject_phrase=kwargs.pop("subject_phrase", None), use_evidence=method != "prompt_only",
@@ -130,7 +131,8 @@ def _subject_plan(context: UserContext, subject: SubjectAsset, budget: int) -> P
     if context.modality == "3d":
         return _plan(context, "image_to_3d", [f"subject {subject.key!r} named: 3D from its reference image"],
                      budget, subject=subject.key)
-    for method in ("lora", "textual_inversion"):
+    methods: tuple[Method, ...] = ("lora", "textual_inversion")
+    for method in methods:
         trained = [a for a in subject.adapters if a.method == method]
         if trained:
             phrase = f"sks {subject.class_noun}" if method == "lora" else f"<{subject.key}> {subject.class_noun}"

@@ -137,10 +137,9 @@ def score(encoders: Any, target: Target, modality: Modality, outputs: Sequence[G
     encode, goal = getattr(encoders, target.space).encode, np.asarray(target.vector, np.float64)
     try:
         embedded = dict(zip(readable, _embed_all(encode, list(readable.values()))))
-        scores = [s if s is not None else Score(_cosine(embedded[i], goal)) for i, s in enumerate(scores)]
+        return [s if s is not None else Score(_cosine(embedded[i], goal)) for i, s in enumerate(scores)]
     except UnipgenError:  # an output the encoder refuses: embed each on its own, to know which
-        scores = [s if s is not None else _score_one(encode, readable[i], goal) for i, s in enumerate(scores)]
-    return scores  # type: ignore[return-value]
+        return [s if s is not None else _score_one(encode, readable[i], goal) for i, s in enumerate(scores)]
 
 
 def judged_output(modality: Modality, outputs: Sequence[GeneratedOutput]) -> GeneratedOutput:

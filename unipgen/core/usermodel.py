@@ -188,7 +188,8 @@ class UserModel:
         there is `EncoderFailedError`), else through the encoder in this process."""
         if self.pool is not None:
             return self.pool.encode(role, inputs, what)
-        return getattr(self.encoders, role).encode(inputs)
+        vectors: np.ndarray = getattr(self.encoders, role).encode(inputs)
+        return vectors
 
     # -- reads ----------------------------------------------------------------------------------
 

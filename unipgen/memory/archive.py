@@ -185,7 +185,7 @@ def _manifest(session: Session, tenant: str, user_id: int) -> dict[str, Any]:
 
 def _keys_of_user(session: Session, user_id: int) -> dict[tuple[str, int], str]:
     """Public key of every (kind, row id) the export can name, including the user and items."""
-    keys: dict[tuple[str, int], str] = {("user", user_id): session.get(User, user_id).key}  # type: ignore[union-attr]
+    keys: dict[tuple[str, int], str] = {("user", user_id): session.get_one(User, user_id).key}
     for kind, (model, _) in OWNER_MODELS.items():
         if kind == "item":
             query = select(Item.id, Item.key).join(BehaviorEvent, BehaviorEvent.item_id == Item.id).where(
@@ -213,7 +213,7 @@ def _feedback(session: Session, user_id: int, keys: dict[tuple[str, int], str]) 
              "ts": _iso(f.ts), "meta": f.meta} for f in rows]
 
 
-def _embeddings(session: Session, user_id: int, keys: dict[tuple[str, int], str]) -> tuple[dict, list]:
+def _embeddings(session: Session, user_id: int, keys: dict[tuple[str, int], str]) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     rows = session.execute(select(Embedding, EmbeddingSpace).join(
         EmbeddingSpace, (EmbeddingSpace.tenant_id == Embedding.tenant_id) & (EmbeddingSpace.name == Embedding.space)
     ).where(Embedding.user_id == user_id)).all()

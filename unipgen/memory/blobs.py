@@ -58,10 +58,11 @@ class BlobStore:
 
     def get(self, sha: str) -> bytes:
         with self._fs.open(self._path(sha), "rb") as handle:
-            return handle.read()
+            data: bytes = handle.read()
+            return data
 
     def exists(self, sha: str) -> bool:
-        return self._fs.exists(self._path(sha))
+        return bool(self._fs.exists(self._path(sha)))
 
     def delete(self, sha: str) -> None:
         if self._fs.exists(self._path(sha)):

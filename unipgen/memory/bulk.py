@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table
 
 from unipgen.errors import StoreError
 from unipgen.memory.models import BehaviorEvent
@@ -32,7 +32,7 @@ def insert_events(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> No
         except connection.dialect.loaded_dbapi.Error as exc:  # raw driver calls: SQLAlchemy did not wrap it
             raise StoreError(f"bulk insert of behavior events failed: {exc}") from exc
     else:
-        table = BehaviorEvent.__table__
+        table = cast(Table, BehaviorEvent.__table__)  # declared a FromClause; a mapped class's is its Table
         for start in range(0, len(rows), _CHUNK):
             connection.execute(table.insert(), [dict(zip(COLUMNS, r)) for r in rows[start : start + _CHUNK]])
 
@@ -40,7 +40,7 @@ def insert_events(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> No
 def _sqlite(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     # Same text form as SQLAlchemy's SQLite DATETIME ("YYYY-MM-DD HH:MM:SS.ffffff", UTC, naive).
     sql = f"INSERT INTO behavior_events ({', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]  # None only once closed
     for start in range(0, len(rows), _CHUNK):
         cursor.executemany(sql, [
             (u, i, t, v, ts.replace(tzinfo=None).isoformat(" ", "microseconds"),
@@ -50,7 +50,7 @@ def _sqlite(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
 
 
 def _postgres_copy(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]  # None only once closed
     with cursor.copy(f"COPY behavior_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
         for u, i, t, v, ts, m in rows:
             copy.write_row((u, i, t, v, ts, None if m is None else json.dumps(m)))

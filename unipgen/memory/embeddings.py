@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, bindparam, delete, select, update
+from sqlalchemy import BindParameter, Connection, Engine, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from unipgen.errors import InvalidInputError, NotFoundError
@@ -86,7 +86,7 @@ def lookup_statements() -> dict[str, Any]:
                                     EmbeddingSpace.name == bindparam("space")).scalar_subquery()
 
     user_id = select(User.id).where(User.tenant_id == Tenant.id, User.key == bindparam("user")).scalar_subquery()
-    ids = bindparam("ids", expanding=True)
+    ids: BindParameter[list[int]] = bindparam("ids", expanding=True)
     statements = {
         "target": select(Tenant.id, user_id, of_space(EmbeddingSpace.dim), of_space(EmbeddingSpace.generation))
         .where(Tenant.key == bindparam("tenant")),

@@ -199,11 +199,11 @@ def mark_fit_stale(session: Session, tenant_id: int, user_ids: list[int], item_i
                                                    BehaviorFit.status == "current"))
     if row is None:
         return False
-    read_users = bool(user_ids) and session.scalar(select(func.count()).select_from(Lineage).where(
+    read_users = bool(user_ids) and session.execute(select(func.count()).select_from(Lineage).where(
         Lineage.derived_kind == "fit", Lineage.derived_id == row.id, Lineage.source_kind == "user",
-        Lineage.source_id.in_(user_ids))) > 0
-    had_events = bool(item_ids) and session.scalar(select(func.count()).select_from(BehaviorEvent).where(
-        BehaviorEvent.item_id.in_(item_ids))) > 0
+        Lineage.source_id.in_(user_ids))).scalar_one() > 0
+    had_events = bool(item_ids) and session.execute(select(func.count()).select_from(BehaviorEvent).where(
+        BehaviorEvent.item_id.in_(item_ids))).scalar_one() > 0
     if not (read_users or had_events):
         return False
     row.status, row.stale_reason, row.stale_since = "stale", reason, utcnow()

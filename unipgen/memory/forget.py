@@ -55,7 +55,7 @@ from unipgen.memory.models import (
     SubjectImage,
     User,
 )
-from unipgen.memory.transaction import Database
+from unipgen.memory.transaction import Database, rowcount
 from unipgen.memory.vectors import VectorIndex
 from unipgen.schema.memory import EVENT_TYPES, ForgetReport
 
@@ -260,12 +260,12 @@ def _collect(session: Session, plan: Plan) -> None:
     for space, emb_id in session.execute(select(Embedding.space, Embedding.id).where(or_(*owners))):
         plan.embeddings.setdefault(space, []).append(emb_id)
     for column in BLOB_COLUMNS:
-        model = column.class_
-        if model is SubjectImage:
+        owner = column.class_
+        if owner is SubjectImage:
             where = SubjectImage.subject_id.in_(plan.rows["subject"])
         else:
-            kind = next(k for k, (m, _) in OWNER_MODELS.items() if m is model)
-            where = model.id.in_(plan.rows[kind])
+            kind = next(k for k, (m, _) in OWNER_MODELS.items() if m is owner)
+            where = owner.id.in_(plan.rows[kind])
         plan.blob_shas.update(s for s in session.scalars(select(column).where(where)) if s)
     artifact = OWNER_MODELS["artifact"][0]
     made = session.scalars(select(artifact.meta).where(artifact.id.in_(plan.rows["artifact"])))
@@ -277,7 +277,7 @@ def _delete(session: Session, plan: Plan) -> dict[str, int]:
     deleted: dict[str, int] = {}
 
     def run(name: str, statement: Any) -> None:
-        count = session.execute(statement).rowcount
+        count = rowcount(session.execute(statement))
         if count:
             deleted[name] = deleted.get(name, 0) + count
 
@@ -320,8 +320,9 @@ def _rows_left(session: Session, plan: Plan) -> list[str]:
     for kind, ids in plan.rows.items():
         model = OWNER_MODELS[kind][0]
         left += [f"row {model.__tablename__}#{i}" for i in session.scalars(select(model.id).where(model.id.in_(ids)))]
-    for model in (User, BehaviorEvent, ProfileAttribute, Embedding, Feedback, Job):
-        column = model.id if model is User else model.user_id
+    for model, column in ((User, User.id), (BehaviorEvent, BehaviorEvent.user_id),
+                          (ProfileAttribute, ProfileAttribute.user_id), (Embedding, Embedding.user_id),
+                          (Feedback, Feedback.user_id), (Job, Job.user_id)):
         count = session.scalar(select(func.count()).select_from(model).where(column.in_(plan.user_ids)))
         if count:
             left.append(f"{count} rows in {model.__tablename__} of the forgotten user")
@@ -331,8 +332,8 @@ def _rows_left(session: Session, plan: Plan) -> list[str]:
         count = session.scalar(select(func.count()).select_from(BehaviorEvent).where(plan.events))
         if count:
             left.append(f"{count} of the deleted behavior events")
-    ids = [i for v in plan.embeddings.values() for i in v]
-    left += [f"row embeddings#{i}" for i in session.scalars(select(Embedding.id).where(Embedding.id.in_(ids)))]
+    embedding_ids = [i for v in plan.embeddings.values() for i in v]
+    left += [f"row embeddings#{i}" for i in session.scalars(select(Embedding.id).where(Embedding.id.in_(embedding_ids)))]
     nodes = plan.nodes()
     edges = session.scalar(select(func.count()).select_from(Lineage).where(or_(
         tuple_(Lineage.derived_kind, Lineage.derived_id).in_(nodes),

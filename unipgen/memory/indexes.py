@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from sqlalchemy import Engine, select
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from unipgen.memory.models import Embedding, EmbeddingSpace, Item
 from unipgen.memory.private import private_dir, restrict_tree
-from unipgen.memory.vectors import CATALOG, VectorIndex
+from unipgen.memory.vectors import CATALOG, Metric, VectorIndex
 
 
 @dataclass
@@ -160,7 +161,7 @@ class IndexManager:
 
 def rebuild(session: Session, space: EmbeddingSpace) -> VectorIndex:
     """A fresh index holding every vector of `space`, read from the table."""
-    index = VectorIndex(space.dim, metric=space.metric)  # type: ignore[arg-type]
+    index = VectorIndex(space.dim, metric=cast(Metric, space.metric))  # a VARCHAR; VectorIndex checks it
     rows = session.execute(
         select(Embedding.id, Embedding.user_id, Embedding.vector)
         .where(Embedding.tenant_id == space.tenant_id, Embedding.space == space.name)

@@ -28,8 +28,8 @@ from unipgen.memory.fits import FitOutput, Fits
 from unipgen.memory.lookups import check_key, tenant_id_of, user_id_of
 from unipgen.memory.models import Job, Tenant, User, utcnow
 from unipgen.memory.private import private_dir
-from unipgen.memory.transaction import Database, Transaction
-from unipgen.schema.jobs import TERMINAL, JobRecord
+from unipgen.memory.transaction import Database, Transaction, rowcount
+from unipgen.schema.jobs import TERMINAL, JobRecord, JobStatus
 
 _PENDING = ("queued", "running")
 
@@ -96,8 +96,8 @@ class Jobs:
                     if found.spec != spec or found.user_id != user_id:
                         raise ConflictError(f"job {key!r} exists with a different request")
                     return _record(w.session, found)
-            pending = w.session.scalar(select(func.count()).select_from(Job).where(
-                Job.tenant_id == tenant_id, Job.status.in_(_PENDING)))
+            pending = w.session.execute(select(func.count()).select_from(Job).where(
+                Job.tenant_id == tenant_id, Job.status.in_(_PENDING))).scalar_one()
             if pending >= self.max_queued_jobs:
                 raise QueueFullError(f"tenant {tenant!r} has {pending} jobs queued or running (the limit): "
                                      "retry later")
@@ -153,13 +153,13 @@ class Jobs:
             # Read more than wanted: a concurrent claimer may take some first (the update's
             # status condition makes each job go to one claimer only).
             for job_id in w.session.scalars(query.order_by(Job.run_after, Job.id).limit(limit + 8)):
-                taken = w.session.execute(
+                taken = rowcount(w.session.execute(
                     update(Job).where(Job.id == job_id, Job.status == "queued")
                     .values(status="running", worker=worker, attempts=Job.attempts + 1,
                             lease_until=now + timedelta(seconds=lease_s), updated_at=now)
-                ).rowcount
+                ))
                 if taken:
-                    claimed.append(_record(w.session, w.session.get(Job, job_id, populate_existing=True)))
+                    claimed.append(_record(w.session, w.session.get_one(Job, job_id, populate_existing=True)))
                     if len(claimed) == limit:
                         break
             return claimed
@@ -188,7 +188,7 @@ class Jobs:
         return self.finish_jobs(worker, [(tenant, key, result, outputs)])[0]
 
     def finish_jobs(self, worker: str,
-                    ends: Sequence[tuple[str, str, dict[str, Any], Sequence[OutputArtifact]]]) -> list[JobRecord]:
+                    ends: Sequence[tuple[str, str, dict[str, Any], Sequence[OutputArtifact | FitOutput]]]) -> list[JobRecord]:
         """`finish_job` for several (tenant, key, result, outputs) in one transaction: all of
         them, or on any error none (the caller may then finish them one by one)."""
         with self.db.write() as w:
@@ -286,10 +286,10 @@ def remove_tree(path: Path) -> None:
 
 
 def _requeue_expired(session: Session, now: Any) -> int:
-    return session.execute(
+    return rowcount(session.execute(
         update(Job).where(Job.status == "running", Job.lease_until < now)
         .values(status="queued", worker=None, lease_until=None, run_after=now, updated_at=now)
-    ).rowcount
+    ))
 
 
 def _job(session: Session, tenant: str, key: str) -> Job:
@@ -306,7 +306,7 @@ def _own(job: Job, worker: str) -> None:
         raise ConflictError(f"job {job.key!r} is no longer held by worker {worker!r} (status {job.status})")
 
 
-def _end(job: Job, status: str, progress: float | None = None) -> None:
+def _end(job: Job, status: JobStatus, progress: float | None = None) -> None:
     now = utcnow()
     job.status, job.lease_until, job.finished_at, job.updated_at = status, None, now, now
     if progress is not None:
@@ -315,7 +315,7 @@ def _end(job: Job, status: str, progress: float | None = None) -> None:
 
 def _record(session: Session, job: Job, tenant: str | None = None, user: str | None = None) -> JobRecord:
     """The public record of a job row; `tenant`/`user` keys are looked up unless given."""
-    tenant = tenant or session.scalar(select(Tenant.key).where(Tenant.id == job.tenant_id))
+    tenant = tenant or session.execute(select(Tenant.key).where(Tenant.id == job.tenant_id)).scalar_one()
     if user is None and job.user_id is not None:
         user = session.scalar(select(User.key).where(User.id == job.user_id))
     return JobRecord(key=job.key, tenant=tenant, user=user, kind=job.kind, spec=job.spec, status=job.status,

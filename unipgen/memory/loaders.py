@@ -76,8 +76,8 @@ def load_movielens(store: MemoryStore, tenant: str, directory: Path, *, users: i
         new = wanted - existing
         items = [movie_item(row) for row in movies]
         events = [
-            EventIn(user=r["userId"], type="rate", item=r["movieId"], value=float(r["rating"]),
-                    ts=int(r["timestamp"]))
+            EventIn.model_validate({"user": r["userId"], "type": "rate", "item": r["movieId"],
+                                    "value": float(r["rating"]), "ts": int(r["timestamp"])})
             for r in ratings
             if r["userId"] in new
         ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Insert, select
 from sqlalchemy.orm import Session
 
 from unipgen.errors import InvalidInputError, NotFoundError
@@ -66,23 +66,29 @@ def insert_missing_users(session: Session, tenant_id: int, keys: list[str]) -> i
     if not keys:
         return 0
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover  (unipgen supports SQLite and PostgreSQL)
+    if dialect not in ("postgresql", "sqlite"):  # pragma: no cover  (unipgen supports SQLite and PostgreSQL)
         raise NotImplementedError(f"no upsert for database {dialect!r}")
     now, created = utcnow(), 0
     for start in range(0, len(keys), 5000):  # 3 parameters a row: under SQLite's 32766 per statement
         rows = [{"tenant_id": tenant_id, "key": key, "created_at": now} for key in keys[start : start + 5000]]
-        statement = insert(User).values(rows).on_conflict_do_nothing(index_elements=["tenant_id", "key"])
-        created += max(session.connection().execute(statement).rowcount, 0)  # one statement: exact count
+        created += max(session.connection().execute(_insert_new_users(dialect, rows)).rowcount, 0)  # exact count
     return created
+
+
+def _insert_new_users(dialect: str, rows: list[dict[str, Any]]) -> Insert:
+    """INSERT of `rows` into users that skips the keys already there, in `dialect`'s spelling."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgres_insert
+
+        return postgres_insert(User).values(rows).on_conflict_do_nothing(index_elements=["tenant_id", "key"])
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(User).values(rows).on_conflict_do_nothing(index_elements=["tenant_id", "key"])
 
 
 def tenant_of(session: Session, user_id: int) -> int:
     """The tenant row id of a user row."""
-    return session.scalar(select(User.tenant_id).where(User.id == user_id))  # type: ignore[return-value]
+    return session.execute(select(User.tenant_id).where(User.id == user_id)).scalar_one()
 
 
 def owner_user(session: Session, kind: str, owner_id: int) -> int | None:
@@ -154,7 +160,7 @@ def resolve_all(
         if per_user and user_id is None:
             raise InvalidInputError(f"{kind} {min(keys)!r} belongs to a user: name the user")
         scope = model.user_id == user_id if per_user else model.tenant_id == tenant_id
-        ids = dict(session.execute(select(model.key, model.id).where(scope, model.key.in_(keys))).all())
+        ids: dict[str, int] = dict(session.execute(select(model.key, model.id).where(scope, model.key.in_(keys))).all())
         missing = sorted(keys - ids.keys())
         if missing:
             raise NotFoundError(f"unknown {kind} {missing[0]!r}")

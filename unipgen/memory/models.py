@@ -28,6 +28,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from unipgen.schema.jobs import JobStatus
+from unipgen.schema.memory import FeedbackType, FitStatus
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on every backend (SQLite stores naive ones, so we re-attach UTC)."""
@@ -219,7 +222,7 @@ class Feedback(Base):
     __table_args__ = (Index("ix_feedback_user", "user_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    type: Mapped[str] = mapped_column(String(16))
+    type: Mapped[FeedbackType] = mapped_column(String(16))
     artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), index=True)
     rejected_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), index=True)
     ts: Mapped[datetime]
@@ -248,7 +251,7 @@ class Job(Base):
     key: Mapped[str] = mapped_column(Key)
     kind: Mapped[str] = mapped_column(String(16))
     spec: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[JobStatus] = mapped_column(String(16))
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer)
@@ -336,7 +339,7 @@ class BehaviorFit(Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     generation: Mapped[int] = mapped_column(Integer)
     space: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[FitStatus] = mapped_column(String(16))
     config: Mapped[dict[str, Any]]
     stats: Mapped[dict[str, Any]]
     mapping: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -8,7 +8,7 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, extract, func, select
+from sqlalchemy import BindParameter, bindparam, extract, func, select
 
 from unipgen.errors import NotFoundError
 from unipgen.memory.embeddings import lookup_statements
@@ -103,7 +103,7 @@ class Reads:
 @cache
 def _statements() -> dict[str, Any]:
     """The recommendation path's statements, built once (building costs more than running)."""
-    user_id = bindparam("user_id")
+    user_id: BindParameter[int] = bindparam("user_id")
     # Unix seconds computed by the database: parsing thousands of datetimes costs more than the rest
     seconds = extract("epoch", BehaviorEvent.ts)
     return {

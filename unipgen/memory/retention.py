@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from unipgen.errors import InvalidInputError
@@ -44,7 +44,7 @@ from unipgen.memory.models import (
     VoiceSample,
     utcnow,
 )
-from unipgen.memory.transaction import Database
+from unipgen.memory.transaction import Database, rowcount
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class Retention:
     def _purge_events(self, cutoff: datetime) -> int:
         """Delete every event older than `cutoff`, in one transaction."""
         with self.db.write() as w:
-            return w.session.execute(delete(BehaviorEvent).where(BehaviorEvent.ts < cutoff)).rowcount
+            return rowcount(w.session.execute(delete(BehaviorEvent).where(BehaviorEvent.ts < cutoff)))
 
 
 def _cutoffs(retention_days: Mapping[str, float], now: datetime) -> dict[str, datetime]:
@@ -160,7 +160,7 @@ def _cutoffs(retention_days: Mapping[str, float], now: datetime) -> dict[str, da
 
 def _expired(session: Session, cutoffs: dict[str, datetime]) -> dict[int, dict[str, set[int]]]:
     """tenant id -> target kind -> ids of the expired items (events aside)."""
-    queries = []
+    queries: list[tuple[str, Select[int, int]]] = []
     for kind in ("face", "voice", "document"):
         if kind in cutoffs:
             model = _TARGETS[kind][0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +20,15 @@ from sqlalchemy.orm import Session
 from unipgen.errors import ConflictError
 from unipgen.memory.blobs import BlobStore
 from unipgen.memory.models import Blob
+
+if TYPE_CHECKING:
+    from sqlalchemy import CursorResult, Result
+
+
+def rowcount(result: Result[*tuple[Any, ...]]) -> int:
+    """The rows an UPDATE or DELETE matched. `Session.execute` is typed to return a `Result`, but
+    for such a statement it is a `CursorResult`, the one that carries the count."""
+    return cast("CursorResult[*tuple[Any, ...]]", result).rowcount
 
 
 class Transaction:

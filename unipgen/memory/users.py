@@ -138,7 +138,7 @@ class Users:
         profile = self.profile(tenant, user)
         with self.db.session() as session:
             user_id = user_id_of(session, tenant, user)
-            row = session.get(User, user_id)
+            row = session.get_one(User, user_id)
             counts = {
                 model.__tablename__: session.scalar(
                     select(func.count()).select_from(model).where(model.user_id == user_id)

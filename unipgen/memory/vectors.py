@@ -353,6 +353,7 @@ class VectorIndex:
         if n < self._ann.min_train_size:
             self._ivf, self._trained_on = None, 0
         elif self._ivf is None or not self._trained_size_fits(n):
+            assert block is not None  # n > 0: the catalog block exists
             vectors, ids, _ = block.live()
             self._ivf = self._build_ivf(vectors, ids)
             self._trained_on = n
@@ -368,6 +369,7 @@ class VectorIndex:
 
         n = len(ids)
         nlist = self._ann.nlist_for(n)
+        quantizer: faiss.IndexFlat
         if self._metric == "ip":
             quantizer, metric = faiss.IndexFlatIP(self._dim), faiss.METRIC_INNER_PRODUCT
         else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,7 +14,7 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 #: Ways to train a personal adapter: a LoRA of the text model on the user's documents, a
 #: DreamBooth LoRA or a textual inversion of a subject, DPO on the user's judged outputs.
 TrainingMethod = Literal["text-lora", "lora", "textual-inversion", "dpo"]
-TRAINING_METHODS: tuple[str, ...] = TrainingMethod.__args__  # type: ignore[attr-defined]
+TRAINING_METHODS: tuple[str, ...] = get_args(TrainingMethod)
 #: Statuses a job does not leave.
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 

@@ -31,16 +31,20 @@ EVENT_TYPES: dict[str, int] = {
 }
 
 #: The event type names, checked by pydantic's core (fast: bulk ingest validates every row).
-EventType = Literal[tuple(EVENT_TYPES)]  # type: ignore[valid-type]
+#: Spelled out so type checkers see them; tests/schema checks they are EVENT_TYPES' keys.
+EventType = Literal["view", "click", "like", "rate", "purchase", "skip", "dislike"]
 
 #: Judgements of generated outputs: on one output (up/down), or a choice between two.
 FeedbackType = Literal["thumbs_up", "thumbs_down", "pairwise"]
+
+#: A behavior fit's state: in use, in use but holding forgotten events, or superseded by a newer one.
+FitStatus = Literal["current", "stale", "replaced"]
 
 #: Kinds of memory item that can be forgotten one by one and that lineage can point to.
 ItemKind = Literal["item", "document", "face", "subject", "voice", "artifact"]
 
 #: A profile attribute value: the JSON scalars, or a list/dict for structured attributes.
-ProfileValue = bool | int | float | str | list | dict
+ProfileValue = bool | int | float | str | list[Any] | dict[str, Any]
 
 
 def _utc(value: datetime) -> datetime:
@@ -149,7 +153,7 @@ class FitRecord(BaseModel):
 
     generation: int
     space: str
-    status: Literal["current", "stale", "replaced"]
+    status: FitStatus
     config: dict[str, Any]
     stats: dict[str, Any]
     created_at: datetime

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, WithJsonSchema
 
@@ -38,6 +38,8 @@ NOT_FINITE = "must be a finite number (not NaN or infinity)"
 
 #: The characters no id may hold: the slash, C0 and C1 control characters, DEL, lone surrogates.
 FORBIDDEN_IN_ID = re.compile("[/\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+_Value = TypeVar("_Value")
 
 
 def id_problem(value: Any) -> str | None:
@@ -63,7 +65,7 @@ def id_problem(value: Any) -> str | None:
 def check_public_id(value: Any, what: str) -> str:
     """`value` if it is a valid public id; else an `InvalidInputError` naming `what` and why."""
     problem = id_problem(value)
-    if problem is not None:
+    if problem is not None or not isinstance(value, str):  # (a non-string always has a problem)
         raise InvalidInputError(f"{what} id {_shown(value)} is not a valid id: it {problem}")
     return value
 
@@ -123,7 +125,7 @@ def _has_non_finite(value: Any) -> bool:
     return False
 
 
-def check_json(value: Any) -> Any:
+def check_json(value: _Value) -> _Value:
     """`value` if it is JSON that survives a round trip as UTF-8: no NaN or infinity, no objects,
     no lone surrogates (JSON text may escape one, "\\ud800", that no UTF-8 response can carry
     back). A `ValueError`, for pydantic validators; `check_json_value` is the store's form."""
@@ -133,7 +135,7 @@ def check_json(value: Any) -> Any:
     return value
 
 
-def check_json_value(value: Any, what: str) -> Any:
+def check_json_value(value: _Value, what: str) -> _Value:
     """`check_json` for library callers of the store: an `InvalidInputError` naming `what`."""
     problem = json_problem(value)
     if problem is not None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from unipgen.core.encoders.base import Encoder, MissingDependencyError, NoFaceFoundError, l2_normalize
-from unipgen.errors import NotFoundError
+from unipgen.core.encoders.base import Encoder, NoFaceFoundError, l2_normalize
+from unipgen.errors import MissingDependencyError, NotFoundError
 from unipgen.schema.profiles import ComponentSpec
 
 #: type name → "module:Class". Modules are imported on first use only.
@@ -28,11 +28,12 @@ def register_encoder(type_name: str, target: str) -> None:
     ENCODERS[type_name] = target
 
 
-def encoder_class(type_name: str) -> type:
+def encoder_class(type_name: str) -> type[Any]:
     if type_name not in ENCODERS:
         raise NotFoundError(f"unknown encoder type {type_name!r}; known: {sorted(ENCODERS)}")
     module, _, name = ENCODERS[type_name].partition(":")
-    return getattr(importlib.import_module(module), name)
+    cls: type[Any] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def load_encoder(spec: ComponentSpec) -> Any:

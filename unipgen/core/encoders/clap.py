@@ -102,7 +102,7 @@ def decode_mono(data: bytes, index: int, rate: int) -> np.ndarray:
         raise UnsupportedMediaError(f"audio #{index} is not a readable audio file: {reason}") from None
     if len(samples) == 0 or not np.all(np.isfinite(samples)):
         raise InvalidInputError(f"audio #{index} is empty or has NaN/infinite samples")
-    wave = samples.mean(axis=1)
+    wave: np.ndarray = samples.mean(axis=1)
     if source_rate != rate:
         common = math.gcd(int(source_rate), int(rate))
         wave = resample_poly(wave, rate // common, int(source_rate) // common).astype(np.float32)

@@ -19,13 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from unipgen.core.encoders.base import (
-    MissingDependencyError,
-    NoFaceFoundError,
-    reduce_image,
-    require,
-)
-from unipgen.errors import UnsupportedMediaError
+from unipgen.core.encoders.base import NoFaceFoundError, reduce_image, require
+from unipgen.errors import MissingDependencyError, UnsupportedMediaError
 
 #: The landmark model. The 5-point one is what dlib recommends with its HOG detector and the
 #: ResNet recognition model: 9 MB against 99 MB for the 68-point one, and on the ORL faces

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from unipgen.core.encoders.base import MissingDependencyError, l2_normalize, require
-from unipgen.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaError
+from unipgen.core.encoders.base import l2_normalize, require
+from unipgen.errors import InvalidInputError, MissingDependencyError, PayloadTooLargeError, UnsupportedMediaError
 
 #: Resemblyzer's model rate; other rates are resampled to it.
 SAMPLE_RATE = 16_000
@@ -100,7 +100,7 @@ def _speech(data: bytes, index: int, max_decoded_bytes: int = MAX_DECODED_BYTES)
     if not np.any(wave):
         # Resemblyzer's volume normalisation divides by the RMS: silence would become NaN.
         raise InvalidInputError(f"audio #{index} is silent")
-    speech = preprocess_wav(wave, source_sr=None)  # already at its rate: no librosa resampler
+    speech: np.ndarray = preprocess_wav(wave, source_sr=None)  # already at its rate: no librosa resampler
     if len(speech) < MIN_SPEECH_SECONDS * SAMPLE_RATE:
         raise _too_short(index, len(speech) / SAMPLE_RATE)
     return speech
