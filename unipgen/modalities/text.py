@@ -208,6 +208,24 @@ def run_trainable(model: Any, optimizer: Any, loop: TrainingLoop, digest: str,
     return losses, start
 
 
+def fit_trainable(model: Any, loss_fn: Callable[[int], Any], learning_rate: float, loop: TrainingLoop,
+                  digest: str) -> tuple[list[float], int]:
+    """`run_trainable` with AdamW on the model's trainable (LoRA) weights, each step one gradient
+    step on the loss tensor `loss_fn(step)`: the update every LoRA recipe here shares."""
+    import torch
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+
+    def step_fn(step: int) -> float:
+        loss = loss_fn(step)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        return float(loss.detach())
+
+    return run_trainable(model, optimizer, loop, digest, step_fn)
+
+
 def train_text_lora(ref: str, documents: Sequence[str], steps: int = 20, rank: int = 8, learning_rate: float = 1e-3,
                     seed: int = 0, max_length: int = 256, target_modules: str | list[str] = "all-linear",
                     gguf_file: str | None = None, should_stop: Callable[[], bool] | None = None,
@@ -220,7 +238,6 @@ def train_text_lora(ref: str, documents: Sequence[str], steps: int = 20, rank: i
     `checkpoint_dir`, a checkpoint is written every `checkpoint_every` steps (and when stopped),
     and a later call with the same inputs goes on from it, bit for bit.
     """
-    import torch
 
     texts = [doc for doc in documents if doc.strip()]
     if not texts:
@@ -231,18 +248,13 @@ def train_text_lora(ref: str, documents: Sequence[str], steps: int = 20, rank: i
     # The answer ends with EOS, so the adapter also learns where to stop.
     batches = [tokenizer(text + (tokenizer.eos_token or ""), return_tensors="pt", truncation=True,
                          max_length=max_length)["input_ids"] for text in texts]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
 
-    def step_fn(step: int) -> float:
+    def loss_fn(step: int) -> Any:
         ids = batches[step % len(batches)]
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        return float(loss.detach())
+        return model(input_ids=ids, labels=ids).loss
 
     loop = TrainingLoop(steps, checkpoint_dir, checkpoint_every, should_stop, desc="text-lora")
-    losses, start = run_trainable(model, optimizer, loop, digest, step_fn)
+    losses, start = fit_trainable(model, loss_fn, learning_rate, loop, digest)
     return TrainedTextAdapter(data=save_text_adapter(model, "default"), losses=losses, resumed_from=start)
 
 
@@ -469,5 +481,5 @@ class TransformersTextBackend:
 
 
 __all__ = ["TINY_LM", "TrainedTextAdapter", "TransformersTextBackend", "adapter_sha", "build_tiny_lm", "load_trainable",
-           "packaged_gguf", "prompt_text", "resolve_ref", "run_trainable", "save_text_adapter", "tiny_lm_dir",
+           "packaged_gguf", "prompt_text", "resolve_ref", "fit_trainable", "run_trainable", "save_text_adapter", "tiny_lm_dir",
            "train_text_lora", "unpack_adapter"]
