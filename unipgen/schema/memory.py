@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from unipgen.schema.rules import FiniteFloat, PublicId, check_json
+from unipgen.schema.rules import FiniteFloat, JsonMeta, PublicId
 
 #: Behavior event types and the sign they carry for preference (used by the user model).
 EVENT_TYPES: dict[str, int] = {
@@ -68,7 +68,7 @@ class EventIn(BaseModel):
     item: PublicId
     ts: AwareDatetime
     value: FiniteFloat | None = None
-    meta: dict[str, Any] | None = None
+    meta: JsonMeta = None
 
     @field_validator("ts", mode="before")
     @classmethod
@@ -84,11 +84,6 @@ class EventIn(BaseModel):
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
         return _utc(value)
-
-    @field_validator("meta")
-    @classmethod
-    def _json_meta(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_json(value)
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -163,12 +158,7 @@ class ItemIn(BaseModel):
     key: PublicId
     text: str
     image: bytes | None = None
-    meta: dict[str, Any] | None = None
-
-    @field_validator("meta")
-    @classmethod
-    def _json_meta(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_json(value)
+    meta: JsonMeta = None
 
 
 class DocumentIn(BaseModel):
@@ -180,12 +170,7 @@ class DocumentIn(BaseModel):
     text: str = Field(min_length=1)
     kind: str = Field(default="note", min_length=1, max_length=64)
     ts: AwareDatetime | None = None
-    meta: dict[str, Any] | None = None
-
-    @field_validator("meta")
-    @classmethod
-    def _json_meta(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_json(value)
+    meta: JsonMeta = None
 
     @field_validator("text")
     @classmethod
@@ -215,12 +200,7 @@ class FeedbackIn(BaseModel):
     output: PublicId = Field(description="The output rated, or the one chosen.")
     rejected: PublicId | None = Field(default=None, description="Pairwise only: the output not chosen.")
     ts: AwareDatetime | None = None
-    meta: dict[str, Any] | None = None
-
-    @field_validator("meta")
-    @classmethod
-    def _json_meta(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_json(value)
+    meta: JsonMeta = None
 
     @model_validator(mode="after")
     def _pair(self) -> FeedbackIn:

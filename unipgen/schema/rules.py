@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, WithJsonSchema
@@ -62,10 +63,16 @@ def id_problem(value: Any) -> str | None:
 
 def check_public_id(value: Any, what: str) -> str:
     """`value` if it is a valid public id; else an `InvalidInputError` naming `what` and why."""
-    problem = id_problem(value)
-    if problem is not None:
-        raise InvalidInputError(f"{what} id {_shown(value)} is not a valid id: it {problem}")
-    return value
+    return _as_invalid_input(_validate_id, value, f"{what} id {_shown(value)} ")
+
+
+def _as_invalid_input(rule: Callable[[Any], Any], value: Any, prefix: str) -> Any:
+    """`rule(value)` for library callers of the store: the pydantic rule's `ValueError` becomes an
+    `InvalidInputError`, its message after `prefix` (so both forms say the same)."""
+    try:
+        return rule(value)
+    except ValueError as exc:
+        raise InvalidInputError(f"{prefix}{exc}") from None
 
 
 def _shown(value: Any) -> str:
@@ -135,10 +142,11 @@ def check_json(value: Any) -> Any:
 
 def check_json_value(value: Any, what: str) -> Any:
     """`check_json` for library callers of the store: an `InvalidInputError` naming `what`."""
-    problem = json_problem(value)
-    if problem is not None:
-        raise InvalidInputError(f"{what}: {problem}")
-    return value
+    return _as_invalid_input(check_json, value, f"{what}: ")
+
+
+#: Free-form metadata of a pydantic model: JSON that survives a round trip (`check_json`), or None.
+JsonMeta = Annotated[dict[str, Any] | None, AfterValidator(check_json)]
 
 
 __all__ = [
@@ -147,6 +155,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "NOT_FINITE",
     "FiniteFloat",
+    "JsonMeta",
     "PublicId",
     "check_finite",
     "check_json",
