@@ -1,15 +1,22 @@
-"""Small real inputs for tests: a PNG, a WAV, unit vectors, an in-memory blob store, and a
-`should_stop` that stops a trainer after n steps."""
+"""Small real inputs for tests: a PNG, a WAV, unit vectors, an in-memory blob store, a
+`should_stop` that stops a trainer after n steps, and a tiny user model on the MovieLens sample."""
 
 from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from unipgen.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from unipgen.core.usermodel import UserModel
+    from unipgen.memory import MemoryStore
 
 
 def png_bytes(color: str = "red", size: tuple[int, int] = (8, 8)) -> bytes:
@@ -50,6 +57,14 @@ def put(data: bytes) -> str:
     return sha
 
 
+def add_text_artifact(store: MemoryStore, key: str, data: bytes, *, user: str,
+                      derived_from: list[tuple[str, str]], kind: str = "output") -> None:
+    """A small text/plain artifact (`kind`: output or adapter) of `user` in tenant ``acme`` (the
+    `populated` fixture's), derived from `derived_from`: what forget and purge must follow."""
+    store.artifacts.add_artifact("acme", key, kind=kind, media_type="text/plain", data=data, user=user,
+                                 derived_from=derived_from)
+
+
 def stop_after(n: int) -> Callable[[], bool]:
     """A `should_stop` that lets `n` steps run, then asks to stop (a cancelled or crashed job)."""
     calls = []
@@ -59,3 +74,23 @@ def stop_after(n: int) -> Callable[[], bool]:
         return len(calls) > n
 
     return should_stop
+
+
+@contextmanager
+def movielens_model(root: Path) -> Iterator[UserModel]:
+    """A user model (tiny profile) on tenant ``ml``: two users of the MovieLens sample, embedded;
+    the store in `root`/home, the models' cache in `root`/cache. The store is closed after."""
+    from tests.conftest import SAMPLE
+    from unipgen.core.usermodel import UserModel
+    from unipgen.memory import MemoryStore
+    from unipgen.memory.loaders import load_movielens
+    from unipgen.settings import Settings
+
+    store = MemoryStore.open(Settings(home=root / "home"))
+    try:
+        load_movielens(store, "ml", SAMPLE, users=2)
+        model = UserModel(store, "tiny", cache_dir=root / "cache")
+        model.embed_missing("ml")
+        yield model
+    finally:
+        store.close()

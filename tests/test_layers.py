@@ -45,21 +45,21 @@ def test_layers_import_downward_only() -> None:
     assert wrong == []
 
 
-def _typing_only(tree: ast.AST) -> set[int]:
-    """Ids of the nodes under `if TYPE_CHECKING:` (imports for type checkers only)."""
-    return {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-            and getattr(node.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(node)}
+def _runtime_imports(path: Path) -> list[ast.Import | ast.ImportFrom]:
+    """The import statements of a file, lazy ones too; those under `if TYPE_CHECKING:` are for
+    type checkers only and do not count."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(node)}
+    return [node for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in typing_only]
 
 
 def _module_imports(path: Path, package: str) -> set[str]:
     """Modules of `package` a file imports, lazily too; imports under `if TYPE_CHECKING:` are
     for type checkers only and do not count. `from package import x` counts as module x."""
-    tree = ast.parse(path.read_text())
-    typing_only = _typing_only(tree)
     found = set()
-    for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
+    for node in _runtime_imports(path):
         if isinstance(node, ast.ImportFrom) and node.module == package:
             found |= {f"{package}.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(package + "."):
@@ -99,12 +99,8 @@ def test_no_module_imports_itself_back() -> None:
 def _imported_modules(path: Path, modules: dict[str, Path]) -> set[str]:
     """The package's modules a file imports (lazily too, not under TYPE_CHECKING): ``from a.b
     import c`` is module a.b.c when there is one, else a.b."""
-    tree = ast.parse(path.read_text())
-    typing_only = _typing_only(tree)
     found = set()
-    for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
+    for node in _runtime_imports(path):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
                       for a in node.names}

@@ -27,7 +27,8 @@ def _miss_then_hit(tmp_path: Path) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from unipgen.modalities.text import TransformersTextBackend, save_text_adapter, tiny_lm_dir
+    from unipgen.modalities.text import TransformersTextBackend, tiny_lm_dir
+    from unipgen.modalities.text_training import save_text_adapter
     from unipgen.schema.context import AdapterRef, Conditioning, PersonalizationPlan, UserContext
     from unipgen.schema.generation import GenerationOptions, GenerationRequest
 

@@ -27,6 +27,17 @@ def tiny_cache_dir(name: str) -> Path:
     return Path(tempfile.gettempdir()) / "unipgen-tiny" / name
 
 
+def cached_tiny_model(name: str, version: int | str, seed: int, marker: str,
+                      save: Callable[[Path, int], object]) -> Path:
+    """The folder of the tiny model `name` (at recipe `version`) for `seed`, built on first use:
+    `save(scratch, seed)` fills a scratch folder that `build_atomically` renames into place, so a
+    folder holding the file `marker` is whole. A new `version` names a new folder (a rebuild)."""
+    directory = tiny_cache_dir(f"{name}-v{version}-seed{seed}")
+    if not (directory / marker).is_file():
+        build_atomically(directory, lambda scratch: save(scratch, seed))
+    return directory
+
+
 def build_atomically(directory: Path, build: Callable[[Path], object]) -> Path:
     """Run `build` on a scratch folder beside `directory`, then rename it to `directory`.
 
@@ -68,10 +79,7 @@ _VERSION = "1"
 
 def tiny_clip_dir(seed: int = 0) -> Path:
     """The folder of the tiny CLIP for `seed`, built on first use (a few seconds)."""
-    directory = tiny_cache_dir(f"clip-v{_VERSION}-seed{seed}")
-    if not (directory / "config.json").is_file():
-        build_atomically(directory, lambda scratch: build_tiny_clip(scratch, seed))
-    return directory
+    return cached_tiny_model("clip", _VERSION, seed, "config.json", build_tiny_clip)
 
 
 def build_tiny_clip(directory: Path, seed: int = 0) -> Path:
@@ -100,10 +108,7 @@ _CLAP_VERSION = "1"
 
 def tiny_clap_dir(seed: int = 0) -> Path:
     """The folder of the tiny random CLAP (16 kHz, 2 s windows) for `seed`, built on first use."""
-    directory = tiny_cache_dir(f"clap-v{_CLAP_VERSION}-seed{seed}")
-    if not (directory / "config.json").is_file():
-        build_tiny_clap(directory, seed)
-    return directory
+    return cached_tiny_model("clap", _CLAP_VERSION, seed, "config.json", _save_tiny_clap)
 
 
 def build_tiny_clap(directory: Path, seed: int = 0) -> Path:

@@ -5,7 +5,10 @@ throttled per client address."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -49,13 +52,20 @@ def test_fifty_clients_ingesting_at_once_lose_and_duplicate_nothing(live: Live) 
     assert len(seen) == CLIENTS * EVENTS_EACH and set(seen) == expected
 
 
-def test_a_key_over_its_rate_limit_gets_429(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, admin_key=ADMIN_KEY, rate_limit_per_minute=5)
+@contextmanager
+def keyed_service(home: Path, key_names: list[str], **limits: Any) -> Iterator[tuple[str, list[str]]]:
+    """A live service (no job workers) with `limits` set, and tenant ``t`` with one API key per
+    name: (its URL, the keys)."""
+    settings = Settings(home=home, admin_key=ADMIN_KEY, **limits)
     with live_service(settings, run_jobs=False) as (url, _):
         with Client(url, api_key=ADMIN_KEY) as admin:
             admin.create_tenant("t")
-            key = admin.create_api_key("t", "k").key
-            other = admin.create_api_key("t", "k2").key
+            keys = [admin.create_api_key("t", name).key for name in key_names]
+        yield url, keys
+
+
+def test_a_key_over_its_rate_limit_gets_429(tmp_path: Path) -> None:
+    with keyed_service(tmp_path, ["k", "k2"], rate_limit_per_minute=5) as (url, (key, other)):
         with Client(url, api_key=key) as api:
             for _ in range(5):
                 api.list_users()
@@ -67,11 +77,7 @@ def test_a_key_over_its_rate_limit_gets_429(tmp_path: Path) -> None:
 
 
 def test_failed_logins_are_throttled_per_client_address(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, admin_key=ADMIN_KEY, auth_failures_per_minute=3)
-    with live_service(settings, run_jobs=False) as (url, _):
-        with Client(url, api_key=ADMIN_KEY) as admin:
-            admin.create_tenant("t")
-            key = admin.create_api_key("t", "k").key
+    with keyed_service(tmp_path, ["k"], auth_failures_per_minute=3) as (url, [key]):
         wrong = {"Authorization": "Bearer upg_00000000_" + "x" * 43}
         with httpx.Client(base_url=url) as attacker:
             codes = [attacker.get("/v1/users", headers=wrong).status_code for _ in range(3)]

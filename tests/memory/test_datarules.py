@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import png_bytes, wav_bytes
+from tests.helpers import add_text_artifact, png_bytes, wav_bytes
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.memory import MemoryStore
 from unipgen.memory.loaders import tag_key
@@ -93,14 +93,10 @@ def history(populated: MemoryStore) -> MemoryStore:
     s.events.ingest_events("acme", [{"user": "alice", "type": "skip", "item": "m3", "ts": 1_200_000_000},
                              {"user": "alice", "type": "skip", "item": "m4", "ts": 1_300_000_000}])
     s.content.add_document("acme", "alice", "d1", "I love westerns")
-    s.artifacts.add_artifact("acme", "from-history", kind="output", media_type="text/plain", data=b"a",
-                   user="alice", derived_from=[("user", "alice"), ("item", "m1")])
-    s.artifacts.add_artifact("acme", "refined", kind="output", media_type="text/plain", data=b"b",
-                   user="alice", derived_from=[("artifact", "from-history")])
-    s.artifacts.add_artifact("acme", "from-document", kind="output", media_type="text/plain", data=b"c",
-                   user="alice", derived_from=[("document", "d1")])
-    s.artifacts.add_artifact("acme", "bob-out", kind="output", media_type="text/plain", data=b"d",
-                   user="bob", derived_from=[("user", "bob")])
+    add_text_artifact(s, "from-history", b"a", user="alice", derived_from=[("user", "alice"), ("item", "m1")])
+    add_text_artifact(s, "refined", b"b", user="alice", derived_from=[("artifact", "from-history")])
+    add_text_artifact(s, "from-document", b"c", user="alice", derived_from=[("document", "d1")])
+    add_text_artifact(s, "bob-out", b"d", user="bob", derived_from=[("user", "bob")])
     return s
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from unipgen.errors import ConflictError, NotFoundError, QueueFullError
 from unipgen.memory import MemoryStore
 from unipgen.memory.jobs import OutputArtifact
+from unipgen.schema.jobs import JobRecord
 
 SPEC = {"kind": "generate", "modality": "text", "instruction": "hello"}
 
@@ -104,20 +106,32 @@ def test_backpressure_refuses_beyond_the_limit(populated: MemoryStore) -> None:
 def test_concurrent_claimers_take_each_job_once(populated: MemoryStore) -> None:
     for i in range(20):
         populated.jobs.submit_job("acme", "alice", SPEC, key=f"j{i}")
+
+    def claim_one(worker: str) -> list[JobRecord]:
+        job = populated.jobs.claim_job(worker, lease_s=30)
+        return [] if job is None else [job]
+
+    taken = claimed_by_threads(claim_one, workers=4)
+    assert sorted(taken) == sorted(f"j{i}" for i in range(20))
+
+
+def claimed_by_threads(claim: Callable[[str], list[JobRecord]], workers: int) -> list[str]:
+    """The keys of the jobs that `workers` threads took, each calling `claim(its name)` until it
+    gets nothing: racing claimers, to show that no job is handed out twice."""
     taken: list[str] = []
     lock = threading.Lock()
 
     def claimer(name: str) -> None:
-        while (job := populated.jobs.claim_job(name, lease_s=30)) is not None:
+        while batch := claim(name):
             with lock:
-                taken.append(job.key)
+                taken.extend(job.key for job in batch)
 
-    threads = [threading.Thread(target=claimer, args=(f"w{n}",)) for n in range(4)]
+    threads = [threading.Thread(target=claimer, args=(f"w{n}",)) for n in range(workers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(taken) == sorted(f"j{i}" for i in range(20))
+    return taken
 
 
 def test_forgetting_the_user_deletes_their_jobs(populated: MemoryStore) -> None:
@@ -154,19 +168,7 @@ def test_claim_jobs_takes_several_oldest_first(populated: MemoryStore) -> None:
 def test_concurrent_batch_claimers_take_each_job_once(populated: MemoryStore) -> None:
     for i in range(30):
         populated.jobs.submit_job("acme", "alice", SPEC, key=f"j{i}")
-    taken: list[str] = []
-    lock = threading.Lock()
-
-    def claimer(name: str) -> None:
-        while batch := populated.jobs.claim_jobs(name, 30, 4):
-            with lock:
-                taken.extend(job.key for job in batch)
-
-    threads = [threading.Thread(target=claimer, args=(f"w{n}",)) for n in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    taken = claimed_by_threads(lambda worker: populated.jobs.claim_jobs(worker, 30, 4), workers=3)
     assert sorted(taken) == sorted(f"j{i}" for i in range(30))
 
 

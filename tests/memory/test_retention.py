@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import update
 
-from tests.helpers import png_bytes, unit, wav_bytes
+from tests.helpers import add_text_artifact, png_bytes, unit, wav_bytes
 from unipgen.errors import InvalidInputError
 from unipgen.memory import MemoryStore, retention
 from unipgen.memory.models import (
@@ -101,8 +101,7 @@ def test_voices_and_documents_expire(populated: MemoryStore) -> None:
     populated.content.add_voice("acme", "bob", "v1", wav_bytes(), consent=True)
     populated.content.add_document("acme", "bob", "old", "written long ago", ts=NOW - timedelta(days=400))
     populated.content.add_document("acme", "bob", "new", "written today")
-    populated.artifacts.add_artifact("acme", "summary", kind="output", media_type="text/plain", data=b"s", user="bob",
-                           derived_from=[("document", "old")])
+    add_text_artifact(populated, "summary", b"s", user="bob", derived_from=[("document", "old")])
     _age(populated, VoiceSample, "v1", 31)
     report = populated.privacy.purge_expired({"voice": 30, "document": 365}, now=NOW)
     assert report.purged == {"voice": 1, "document": 1} and report.derived == 1
@@ -113,12 +112,9 @@ def test_voices_and_documents_expire(populated: MemoryStore) -> None:
 
 def test_events_expire_with_the_history_artifacts_built_before_the_cutoff(populated: MemoryStore) -> None:
     # alice has events at 2001 and 2020, bob at 2004 (the populated fixture).
-    populated.artifacts.add_artifact("acme", "old-profile", kind="adapter", media_type="text/plain", data=b"p1",
-                           user="alice", derived_from=[("user", "alice")])
-    populated.artifacts.add_artifact("acme", "uses-it", kind="output", media_type="text/plain", data=b"o",
-                           user="alice", derived_from=[("artifact", "old-profile")])
-    populated.artifacts.add_artifact("acme", "new-profile", kind="adapter", media_type="text/plain", data=b"p2",
-                           user="alice", derived_from=[("user", "alice")])
+    add_text_artifact(populated, "old-profile", b"p1", user="alice", derived_from=[("user", "alice")], kind="adapter")
+    add_text_artifact(populated, "uses-it", b"o", user="alice", derived_from=[("artifact", "old-profile")])
+    add_text_artifact(populated, "new-profile", b"p2", user="alice", derived_from=[("user", "alice")], kind="adapter")
     now = datetime(2021, 1, 1, tzinfo=timezone.utc)
     with populated.write() as w:  # old-profile was built in 2019, from alice's 2001 event only
         w.session.execute(update(Artifact).where(Artifact.key == "old-profile")

@@ -6,11 +6,10 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLE
+from tests.helpers import movielens_model
 from unipgen.errors import InvalidInputError
 from unipgen.schema.context import PersonalizationPlan, UserContext
 from unipgen.schema.generation import GenerationOptions, GenerationRequest
@@ -59,18 +58,8 @@ def test_a_speech_plan_is_refused_with_the_reason(backend) -> None:  # noqa: ANN
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    from unipgen.core.usermodel import UserModel
-    from unipgen.memory import MemoryStore
-    from unipgen.memory.loaders import load_movielens
-    from unipgen.settings import Settings
-
-    root: Path = tmp_path_factory.mktemp("audio")
-    store = MemoryStore.open(Settings(home=root / "home"))
-    load_movielens(store, "ml", SAMPLE, users=2)
-    user_model = UserModel(store, "tiny", cache_dir=root / "cache")
-    user_model.embed_missing("ml")
-    yield user_model
-    store.close()
+    with movielens_model(tmp_path_factory.mktemp("audio")) as user_model:
+        yield user_model
 
 
 def test_music_for_a_user_carries_their_taste_and_is_stored_with_lineage(model) -> None:  # noqa: ANN001

@@ -6,8 +6,10 @@ from __future__ import annotations
 import functools
 import io
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from tests.helpers import BLOBS, fetch, put
+from unipgen.bench.generation import make_image_lora as make_lora  # the benchmark's LoRA recipe, one for both
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.modalities.image import LORA_WEIGHT_NAME, DiffusersImageBackend, tiny_sd_dir
 from unipgen.modalities.seeding import output_generator
@@ -39,23 +42,6 @@ def photo(seed: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels.numpy()).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def make_lora(seed: int) -> bytes:
-    """A random non-zero PEFT LoRA on the tiny UNet, saved the way diffusers' training scripts do."""
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    unet = UNet2DConditionModel.from_pretrained(tiny_sd_dir(), subfolder="unet")
-    torch.manual_seed(seed)
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    with tempfile.TemporaryDirectory() as directory:
-        StableDiffusionPipeline.save_lora_weights(directory, unet_lora_layers=layers)
-        return (Path(directory) / LORA_WEIGHT_NAME).read_bytes()
 
 
 def make_embedding(token: str, seed: int) -> bytes:
@@ -205,6 +191,12 @@ def test_unknown_and_corrupt_adapters_are_clear_errors(backend: DiffusersImageBa
 
 
 def test_textual_inversion_token_is_added_then_removed(backend: DiffusersImageBackend) -> None:
+    check_textual_inversion_is_undone(backend, request)
+
+
+def check_textual_inversion_is_undone(backend: Any, request: Callable[..., GenerationRequest]) -> None:
+    """The learned token ``<rex>`` (adapter ``rex-ti``) changes the output only while requested: the
+    tokenizer is as it was after (the image and video backends share the pipeline's handling)."""
     prompt = "a photo of <rex> in the snow"
     plain = one(backend, request(prompt=prompt))
     learned = one(backend, request("textual_inversion", prompt=prompt, adapters=("rex-ti",)))

@@ -21,12 +21,8 @@ from tests.helpers import stop_after
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.modalities import load_backend
 from unipgen.modalities.base import Backend
-from unipgen.modalities.text import (
-    TransformersTextBackend,
-    save_text_adapter,
-    tiny_lm_dir,
-    train_text_lora,
-)
+from unipgen.modalities.text import TransformersTextBackend, tiny_lm_dir
+from unipgen.modalities.text_training import save_text_adapter, train_text_lora
 from unipgen.schema.context import AdapterRef, Conditioning, PersonalizationPlan, UserContext
 from unipgen.schema.generation import GenerationOptions, GenerationRequest
 from unipgen.schema.profiles import ComponentSpec, load_profile

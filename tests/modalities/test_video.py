@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import io
-from datetime import UTC, datetime
 
 import pytest
 
@@ -15,7 +14,7 @@ pytest.importorskip("diffusers")
 av = pytest.importorskip("av")
 
 from tests.helpers import fetch, put
-from tests.modalities.test_image import make_embedding, make_lora, photo
+from tests.modalities.test_image import NOW, PROMPT, check_textual_inversion_is_undone, make_embedding, make_lora, photo
 from unipgen.errors import InvalidInputError, NotFoundError, UnsupportedMediaError
 from unipgen.modalities.video import (
     AnimateDiffVideoBackend,
@@ -32,8 +31,6 @@ from unipgen.schema.context import (
 )
 from unipgen.schema.generation import GenerationOptions, GenerationRequest
 
-NOW = datetime(2024, 1, 1, tzinfo=UTC)
-PROMPT = "a photo of a dog in the snow"
 SIZE = 32  # frames of 32x32: the tiny pipeline is fastest there
 
 
@@ -173,12 +170,7 @@ def test_lora_changes_the_video_and_is_undone(backend: AnimateDiffVideoBackend, 
 
 
 def test_textual_inversion_token_is_added_then_removed(backend: AnimateDiffVideoBackend) -> None:
-    prompt = "a photo of <rex> in the snow"
-    plain = one(backend, request(prompt=prompt))
-    learned = one(backend, request("textual_inversion", prompt=prompt, adapters=("rex-ti",)))
-    assert learned != plain
-    assert "<rex>" not in backend.pipeline.tokenizer.get_vocab()
-    assert one(backend, request(prompt=prompt)) == plain
+    check_textual_inversion_is_undone(backend, request)
 
 
 def test_temporal_consistency_metric() -> None:

@@ -13,16 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import SAMPLE
+from tests.helpers import movielens_model
 from unipgen.core.usermodel import UserModel
 from unipgen.demo import PERSONA_SAMPLE, attach_persona
 from unipgen.errors import InvalidInputError, NotFoundError
-from unipgen.memory import MemoryStore
-from unipgen.memory.loaders import load_movielens
 from unipgen.orchestrator import InlineExecutor
 from unipgen.schema.generation import GenerationOptions
 from unipgen.schema.jobs import GenerateSpec
-from unipgen.settings import Settings
 
 pytest.importorskip("diffusers")
 
@@ -42,14 +39,9 @@ SOURCES = {"image": "subject", "video": "subject", "audio": "voice", "speech": "
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserModel]:
-    root = tmp_path_factory.mktemp("modalities")
-    store = MemoryStore.open(Settings(home=root / "home"))
-    load_movielens(store, "ml", SAMPLE, users=2)
-    user_model = UserModel(store, "tiny", cache_dir=root / "cache")
-    user_model.embed_missing("ml")
-    attach_persona(user_model, "ml", USER)
-    yield user_model
-    store.close()
+    with movielens_model(tmp_path_factory.mktemp("modalities")) as user_model:
+        attach_persona(user_model, "ml", USER)
+        yield user_model
 
 
 @pytest.fixture(scope="module")

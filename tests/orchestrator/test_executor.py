@@ -10,14 +10,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SAMPLE
+from tests.helpers import movielens_model
 from unipgen.core.usermodel import UserModel
-from unipgen.memory import MemoryStore
-from unipgen.memory.loaders import load_movielens
 from unipgen.orchestrator import InlineExecutor, Lease
 from unipgen.schema.generation import GenerationOptions
 from unipgen.schema.jobs import GenerateSpec, TrainSpec
-from unipgen.settings import Settings
 
 pytest.importorskip("peft")
 TEXT = GenerateSpec(modality="text", instruction="Recommend me a film", options=GenerationOptions(max_new_tokens=8))
@@ -25,13 +22,8 @@ TEXT = GenerateSpec(modality="text", instruction="Recommend me a film", options=
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserModel]:
-    root = tmp_path_factory.mktemp("executor")
-    store = MemoryStore.open(Settings(home=root / "home"))
-    load_movielens(store, "ml", SAMPLE, users=2)
-    model = UserModel(store, "tiny", cache_dir=root / "cache")
-    model.embed_missing("ml")
-    yield model
-    store.close()
+    with movielens_model(tmp_path_factory.mktemp("executor")) as model:
+        yield model
 
 
 @pytest.fixture(scope="module")

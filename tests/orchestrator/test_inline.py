@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLE
+from tests.helpers import movielens_model
 from unipgen.core.usermodel import UserModel
 from unipgen.demo import PERSONA_SAMPLE
 from unipgen.errors import NotFoundError
 from unipgen.memory import MemoryStore
-from unipgen.memory.loaders import load_movielens
 from unipgen.orchestrator import InlineGenerator
 from unipgen.schema.generation import GenerationOptions
 from unipgen.settings import Settings
@@ -22,15 +21,10 @@ pytest.importorskip("diffusers")
 
 @pytest.fixture(scope="module")
 def generator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InlineGenerator]:
-    root = tmp_path_factory.mktemp("inline")
-    store = MemoryStore.open(Settings(home=root / "home"))
-    load_movielens(store, "ml", SAMPLE, users=2)
-    model = UserModel(store, "tiny", cache_dir=root / "cache")
-    model.embed_missing("ml")
-    photos = [(PERSONA_SAMPLE / "subject" / f"dog-0{i}.jpg").read_bytes() for i in range(2)]
-    model.add_subject("ml", "2", "rex", name="Rex", class_noun="dog", images=photos)
-    yield InlineGenerator(model)
-    store.close()
+    with movielens_model(tmp_path_factory.mktemp("inline")) as model:
+        photos = [(PERSONA_SAMPLE / "subject" / f"dog-0{i}.jpg").read_bytes() for i in range(2)]
+        model.add_subject("ml", "2", "rex", name="Rex", class_noun="dog", images=photos)
+        yield InlineGenerator(model)
 
 
 def test_text_output_is_stored_with_its_lineage(generator: InlineGenerator) -> None:

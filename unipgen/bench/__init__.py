@@ -6,7 +6,7 @@ One module per benchmark, each with a `run(quick=False, ...)` that returns the r
 `voice`, `bestof`, `preference`, `textpersonalization`, `orchestrator`, `service` and
 `hardening` (both with `live_service`; hardening with `upload_corpus`). The quality protocols
 live in `unipgen.eval`; the benchmarks that report them (`usermodel`, `textpersonalization`)
-call them there.
+call them there. `stages` is the loop their `run`s share.
 
 The layer above everything but the CLI: a benchmark may drive the store, the user model, the
 backends, the orchestrator, the eval harnesses and the service; nothing else imports it.

@@ -22,7 +22,6 @@ import hashlib
 import importlib.util
 import io
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,11 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from unipgen.bench.stages import Stage, run_stages
 from unipgen.bench.training import bench_training_step
 from unipgen.eval.environment import machine
 from unipgen.modalities.image import LORA_WEIGHT_NAME, DiffusersImageBackend, tiny_sd_dir
 from unipgen.modalities.seeding import output_generator, row_seed
-from unipgen.modalities.text import TINY_LM, TransformersTextBackend, save_text_adapter, tiny_lm_dir
+from unipgen.modalities.text import TINY_LM, TransformersTextBackend, tiny_lm_dir
+from unipgen.modalities.text_training import save_text_adapter
 from unipgen.schema.context import AdapterRef, Conditioning, PersonalizationPlan, UserContext
 from unipgen.schema.generation import GenerationOptions, GenerationRequest
 
@@ -57,7 +58,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     runs = 5 if quick else 9  # timed runs per side, after one warm-up each (fewer: ratios within ~10%)
     text_model = TINY_LM if quick or not _smollm2_available() else SMOLLM2
     results: dict[str, Any] = {"machine": machine(*LIBRARIES), "quick": quick}
-    stages: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+    stages: list[Stage] = [
         (f"text overhead ({text_model})", lambda: bench_text_overhead(text_model, runs)),
         ("image overhead", lambda: bench_image_overhead(runs)),
         ("adapter switch", lambda: bench_adapter_switch(runs)),
@@ -67,10 +68,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     if text_model != TINY_LM:  # the tiny model too: there the per-call overhead is all there is
         stages.insert(1, ("text overhead (tiny-random)",
                           lambda: _suffixed(bench_text_overhead(TINY_LM, runs), "tiny")))
-    for number, (name, stage) in enumerate(stages, 1):
-        print(f"[{number}/{len(stages)}] {name}...", file=sys.stderr, flush=True)
-        results |= stage()
-    return results
+    return results | run_stages(stages)
 
 
 def _smollm2_available() -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from unipgen.bench import vectors
+from unipgen.bench.stages import run_stages
 from unipgen.eval.environment import machine
 from unipgen.memory import MemoryStore
 from unipgen.memory.db import temporary_database
@@ -42,9 +42,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         ("global ANN search", lambda: vectors.bench_ann(n=100_000 if quick else 1_000_000)),
         ("forget", lambda: bench_forget(events=10_000, blobs=50)),
     ]
-    for number, (name, stage) in enumerate(stages, 1):
-        print(f"[{number}/{len(stages)}] {name}...", file=sys.stderr, flush=True)
-        results |= stage()
+    results |= run_stages(stages)
     results["ingest_speedup_vs_naive"] = results["ingest_speedup_vs_naive_sqlite"]
     return results
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from unipgen.bench.generation import LIBRARIES, make_text_adapter, ms, paired_medians, timed
+from unipgen.bench.stages import Stage, run_stages
 from unipgen.eval.environment import machine
 from unipgen.schema.context import AdapterRef, Conditioning, PersonalizationPlan, UserContext
 from unipgen.schema.generation import GenerationOptions, GenerationRequest
@@ -62,7 +63,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     results["setup_s"] = round(time.perf_counter() - started, 1)
     print(f"      {results['setup_s']} s", file=sys.stderr, flush=True)
     try:
-        stages: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        stages: list[Stage] = [
             ("ray overhead (image)", lambda: bench.ray_overhead("image", runs=3 if quick else 15)),
             ("ray overhead (text)", lambda: bench.ray_overhead("text", runs=3 if quick else 15)),
             ("ray overhead (image, 8 and 16 steps)", lambda: bench.ray_overhead_sweep(runs=3 if quick else 9)),
@@ -72,11 +73,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             ("inline executor", lambda: bench.inline(jobs=8 if quick else 40, runs=3 if quick else 15)),
             ("adapter cache", lambda: bench_adapter_cache(users=40, requests=80 if quick else 600)),
         ]
-        for number, (name, stage) in enumerate(stages, 1):
-            print(f"[{number}/{len(stages)}] {name}...", file=sys.stderr, flush=True)
-            started = time.perf_counter()
-            results |= stage()
-            print(f"      {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+        results |= run_stages(stages, show_seconds=True)
     finally:
         bench.close()
         shutil.rmtree(home, ignore_errors=True)

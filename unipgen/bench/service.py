@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from unipgen.bench import live_service
+from unipgen.bench.stages import Stage, run_stages
 
 TENANT = "ml"  # the MovieLens sample: contexts
 INGEST_TENANT = "ingest"  # events written by the ingest figures (contexts of `ml` stay as they are)
@@ -70,7 +71,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         results["setup_s"] = round(time.perf_counter() - started, 1)
         print(f"      {results['setup_s']} s", file=sys.stderr, flush=True)
         results["settings"] = bench.describe() | {"sizes": sizes}
-        stages: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        stages: list[Stage] = [
             ("floors: GET /v1/health, store.keys.authenticate", lambda: bench.floors(**sizes["floors"])),
             ("event ingest, one per request", lambda: bench.ingest_one(**sizes["ingest_one"])),
             (f"event ingest, {THREADS} threads", lambda: bench.ingest_concurrent(**sizes["ingest_concurrent"])),
@@ -78,11 +79,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             ("context retrieval", lambda: bench.context(**sizes["context"])),
             ("check: events over HTTP are in the store", bench.check_events),
         ]
-        for number, (name, stage) in enumerate(stages, 1):
-            print(f"[{number}/{len(stages)}] {name}...", file=sys.stderr, flush=True)
-            stage_start = time.perf_counter()
-            results |= stage()
-            print(f"      {time.perf_counter() - stage_start:.1f} s", file=sys.stderr, flush=True)
+        results |= run_stages(stages, show_seconds=True)
     finally:
         bench.close()
         shutil.rmtree(home, ignore_errors=True)

@@ -51,12 +51,8 @@ def face_figures(paths: list[Path], labels: np.ndarray, root: Path,
     from unipgen.core.encoders.face import DlibFaceEncoder
 
     encoder = encoder or DlibFaceEncoder()
-    started = time.perf_counter()
-    vectors, failed = _encode_each(encoder.encode, paths, NoFaceFoundError)
-    encode_s = time.perf_counter() - started
-
-    ok = np.array([i not in failed for i in range(len(paths))])
-    _check_pairs(labels[ok], root, "photos with a face")
+    vectors, failed, ok, encode_s = _encode_usable(encoder.encode, paths, NoFaceFoundError, labels, root,
+                                                   "photos with a face")
     distances = _l2_distances(vectors[ok])
     face = _identity_stats(-distances, labels[ok])
     pixel_distances = _l2_distances(_pixel_vectors(paths))
@@ -93,12 +89,8 @@ def voice_figures(paths: list[Path], labels: np.ndarray, root: Path,
 
     torch.set_num_threads(1)  # 2 threads on 2 shared cores can be 10x slower
     encoder = encoder or ResemblyzerVoiceEncoder()
-    started = time.perf_counter()
-    vectors, failed = _encode_each(encoder.encode, paths, InvalidInputError)
-    encode_s = time.perf_counter() - started
-
-    ok = np.array([i not in failed for i in range(len(paths))])
-    _check_pairs(labels[ok], root, "usable recordings")
+    vectors, failed, ok, encode_s = _encode_usable(encoder.encode, paths, InvalidInputError, labels, root,
+                                                   "usable recordings")
     cosines = vectors[ok] @ vectors[ok].T
     voice = _identity_stats(cosines, labels[ok])
     mfcc_cosines = _cosines(_mean_mfccs([p for p, keep in zip(paths, ok, strict=True) if keep]))
@@ -277,6 +269,20 @@ def _check_pairs(labels: np.ndarray, data_dir: Path, what: str) -> None:
     if len(names) < 2 or counts.max() < 2:
         raise InvalidInputError(f"{data_dir}: {len(labels)} {what} in {len(names)} sub-folder(s); need at least two "
                                 "identities (sub-folders) and one with two or more")
+
+
+def _encode_usable(
+    encode: Callable[[list[bytes]], np.ndarray], paths: Sequence[Path], refusal: type[Exception],
+    labels: np.ndarray, root: Path, what: str,
+) -> tuple[np.ndarray, set[int], np.ndarray, float]:
+    """`_encode_each`, timed (seconds), with the mask of the rows not refused; the kept rows must
+    still hold pairs of `what` (`_check_pairs`) for the identity figures to mean anything."""
+    started = time.perf_counter()
+    vectors, failed = _encode_each(encode, paths, refusal)
+    encode_s = time.perf_counter() - started
+    ok = np.array([i not in failed for i in range(len(paths))])
+    _check_pairs(labels[ok], root, what)
+    return vectors, failed, ok, encode_s
 
 
 def _encode_each(

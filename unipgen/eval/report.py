@@ -146,13 +146,7 @@ class Panel:
 
 def scatter_png(path: Path, panels: Sequence[Panel], title: str = "") -> Path:
     """Draw `panels` side by side as scatter plots and save a PNG at `path` (matplotlib, Agg)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    if not panels:
-        raise InvalidInputError("no panels to plot")
-    figure = Figure(figsize=(5.5 * len(panels), 4.6), dpi=110)
-    FigureCanvasAgg(figure)
+    figure, _canvas = _figure(len(panels), height=4.6)
     colors = [f"C{i}" for i in range(10)]
     for number, panel in enumerate(panels):
         axes = figure.add_subplot(1, len(panels), number + 1)
@@ -172,12 +166,7 @@ def scatter_png(path: Path, panels: Sequence[Panel], title: str = "") -> Path:
         axes.set_title(panel.title, fontsize=10)
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7, loc="best")
-    if title:
-        figure.suptitle(title, fontsize=11)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+    return _save(figure, path, title)
 
 
 @dataclass(frozen=True)
@@ -200,13 +189,14 @@ class HistogramPanel:
     bins: int = 30
 
 
-def _figure(count: int) -> tuple[Any, Any]:
+def _figure(count: int, height: float = 4.2) -> tuple[Any, Any]:
+    """A figure of `count` panels side by side, with its Agg canvas (kept: the figure draws on it)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     if not count:
         raise InvalidInputError("no panels to plot")
-    figure = Figure(figsize=(5.5 * count, 4.2), dpi=110)
+    figure = Figure(figsize=(5.5 * count, height), dpi=110)
     return figure, FigureCanvasAgg(figure)
 
 

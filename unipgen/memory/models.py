@@ -63,6 +63,25 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON(none_as_null=True), str: Text}
 
 
+class TenantKeyed:
+    """The first columns of a row a tenant owns under a public `key`, unique per tenant (a user,
+    an item); the row goes when the tenant does. `sort_order` keeps them first, as the migrations
+    made them."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, sort_order=-1)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), sort_order=-1)
+    key: Mapped[str] = mapped_column(Key, sort_order=-1)
+
+
+class UserKeyed:
+    """`TenantKeyed` for a row a user owns under a public `key`, unique per user (a document, a
+    face, a subject, a voice sample); the row goes when the user does."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, sort_order=-1)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), sort_order=-1)
+    key: Mapped[str] = mapped_column(Key, sort_order=-1)
+
+
 class Tenant(Base):
     __tablename__ = "tenants"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -70,12 +89,9 @@ class Tenant(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class User(Base):
+class User(TenantKeyed, Base):
     __tablename__ = "users"
     __table_args__ = (UniqueConstraint("tenant_id", "key"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(Key)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -103,14 +119,11 @@ class ProfileAttribute(Base):
     valid_to: Mapped[datetime | None]
 
 
-class Item(Base):
+class Item(TenantKeyed, Base):
     """A catalog entry of the tenant that behavior events point to (a movie, a product)."""
 
     __tablename__ = "items"
     __table_args__ = (UniqueConstraint("tenant_id", "key"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(Key)
     text: Mapped[str]
     image_sha: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"))
     meta: Mapped[dict[str, Any] | None]
@@ -132,39 +145,30 @@ class BehaviorEvent(Base):
     meta: Mapped[dict[str, Any] | None]
 
 
-class Document(Base):
+class Document(UserKeyed, Base):
     """Text the user wrote (a review, an email, a post)."""
 
     __tablename__ = "documents"
     __table_args__ = (UniqueConstraint("user_id", "key"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(Key)
     kind: Mapped[str] = mapped_column(String(64))
     text: Mapped[str]
     ts: Mapped[datetime]
     meta: Mapped[dict[str, Any] | None]
 
 
-class Face(Base):
+class Face(UserKeyed, Base):
     __tablename__ = "faces"
     __table_args__ = (UniqueConstraint("user_id", "key"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(Key)
     blob_sha: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
     consent: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Subject(Base):
+class Subject(UserKeyed, Base):
     """A personal subject (a pet, a bag) with reference images, for subject-driven generation."""
 
     __tablename__ = "subjects"
     __table_args__ = (UniqueConstraint("user_id", "key"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(Key)
     name: Mapped[str] = mapped_column(Key)
     class_noun: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -182,12 +186,9 @@ class SubjectImage(Base):
     blob_sha: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
 
 
-class VoiceSample(Base):
+class VoiceSample(UserKeyed, Base):
     __tablename__ = "voice_samples"
     __table_args__ = (UniqueConstraint("user_id", "key"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(Key)
     blob_sha: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
     consent: Mapped[bool] = mapped_column(Boolean)
     duration_s: Mapped[float] = mapped_column(Float)

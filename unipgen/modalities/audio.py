@@ -26,7 +26,7 @@ from typing import Any
 from unipgen.errors import InvalidInputError, UnsupportedMediaError
 from unipgen.modalities.seeding import seed_global
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
-from unipgen.tiny import build_atomically, tiny_cache_dir
+from unipgen.tiny import build_atomically, cached_tiny_model
 
 TINY_MUSICGEN = "tiny-random"
 _VERSION = 3  # bump when the tiny model's recipe changes: the cached folder is rebuilt
@@ -34,10 +34,7 @@ _VERSION = 3  # bump when the tiny model's recipe changes: the cached folder is 
 
 def tiny_musicgen_dir(seed: int = 0) -> Path:
     """The folder of the tiny random MusicGen for `seed`, built on first use (well under a second)."""
-    directory = tiny_cache_dir(f"musicgen-v{_VERSION}-seed{seed}")
-    if not (directory / "config.json").is_file():
-        build_tiny_musicgen(directory, seed)
-    return directory
+    return cached_tiny_model("musicgen", _VERSION, seed, "config.json", save_tiny_musicgen)
 
 
 #: The tiny melody model's chroma parameters (`preprocessor_config.json`): 15.6 chroma frames a second.
@@ -49,10 +46,12 @@ TINY_CHROMA = {"feature_extractor_type": "MusicgenMelodyFeatureExtractor", "feat
 def build_tiny_musicgen(directory: Path, seed: int = 0, melody: bool = False) -> Path:
     """Save a tiny random MusicGen (or, with `melody`, MusicGen-Melody and its chroma parameters)
     and a locally trained tokenizer to `directory` (atomically)."""
-    return build_atomically(directory, lambda scratch: _save_tiny_musicgen(scratch, seed, melody))
+    return build_atomically(directory, lambda scratch: save_tiny_musicgen(scratch, seed, melody))
 
 
-def _save_tiny_musicgen(scratch: Path, seed: int, melody: bool) -> None:
+def save_tiny_musicgen(scratch: Path, seed: int, melody: bool = False) -> None:
+    """Write the tiny MusicGen (`build_tiny_musicgen`) into `scratch`, not atomically: for a builder
+    that renames the folder into place itself (`unipgen.tiny.cached_tiny_model`)."""
     import torch
     import transformers
 

@@ -19,23 +19,21 @@ chroma at 16 kHz with a 1024-sample hop) or a Hub id / local folder (``"facebook
 from __future__ import annotations
 
 import inspect
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from unipgen.errors import InvalidInputError, MissingDependencyError
-from unipgen.modalities.audio import MusicgenAudioBackend, build_tiny_musicgen, decode_clip
+from unipgen.modalities.audio import MusicgenAudioBackend, build_tiny_musicgen, decode_clip, save_tiny_musicgen
 from unipgen.schema.generation import BlobFetcher, GenerationRequest
-from unipgen.tiny import tiny_cache_dir
+from unipgen.tiny import cached_tiny_model
 
 TINY_MUSICGEN_MELODY = "tiny-random"
 _VERSION = 1  # bump when the tiny model's recipe changes: the cached folder is rebuilt
 
 def tiny_musicgen_melody_dir(seed: int = 0) -> Path:
     """The folder of the tiny random MusicGen-Melody for `seed`, built on first use (about a second)."""
-    directory = tiny_cache_dir(f"musicgen-melody-v{_VERSION}-seed{seed}")
-    if not (directory / "config.json").is_file():
-        build_tiny_musicgen_melody(directory, seed)
-    return directory
+    return cached_tiny_model("musicgen-melody", _VERSION, seed, "config.json", partial(save_tiny_musicgen, melody=True))
 
 
 def build_tiny_musicgen_melody(directory: Path, seed: int = 0) -> Path:

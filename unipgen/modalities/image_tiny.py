@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from unipgen.tiny import build_atomically, build_tiny_tokenizer, tiny_cache_dir
+from unipgen.tiny import build_tiny_tokenizer, cached_tiny_model
 
 if TYPE_CHECKING:
     import torch
@@ -29,18 +29,12 @@ TINY_FACE_WEIGHT_NAME = "ip-adapter-faceid_tiny.safetensors"
 
 def tiny_sd_dir(seed: int = 0) -> Path:
     """The folder of the tiny Stable Diffusion pipeline for `seed`, built on first use."""
-    directory = tiny_cache_dir(f"sd-v{_VERSION}-seed{seed}")
-    if not (directory / "model_index.json").is_file():
-        build_atomically(directory, lambda scratch: build_tiny_sd(scratch, seed))
-    return directory
+    return cached_tiny_model("sd", _VERSION, seed, "model_index.json", build_tiny_sd)
 
 
 def tiny_face_adapter_dir(seed: int = 0) -> Path:
     """The folder of random FaceID weights (`TINY_FACE_WEIGHT_NAME`) for `tiny_sd_dir(seed)`."""
-    directory = tiny_cache_dir(f"faceid-v{_VERSION}-seed{seed}")
-    if not (directory / TINY_FACE_WEIGHT_NAME).is_file():
-        build_atomically(directory, lambda scratch: _save_tiny_face_adapter(scratch, seed))
-    return directory
+    return cached_tiny_model("faceid", _VERSION, seed, TINY_FACE_WEIGHT_NAME, _save_tiny_face_adapter)
 
 
 def build_tiny_sd(directory: Path, seed: int = 0) -> Path:

@@ -21,10 +21,11 @@ atomically, on first use (about a second).
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from unipgen.tiny import build_atomically, tiny_cache_dir
+from unipgen.tiny import cached_tiny_model
 
 TINY_SHAP_E = "tiny-random"
 _VERSION = "1"
@@ -42,18 +43,13 @@ _FACES = ((0, 2, 6, 4), (1, 3, 7, 5), (0, 1, 5, 4), (2, 3, 7, 6), (0, 1, 3, 2), 
 
 def tiny_shap_e_dir(seed: int = 0) -> Path:
     """The folder of the tiny random text-to-3D `ShapEPipeline` for `seed`, built on first use."""
-    directory = tiny_cache_dir(f"shap-e-v{_VERSION}-seed{seed}")
-    if not (directory / "model_index.json").is_file():
-        build_atomically(directory, lambda scratch: build_tiny_shap_e(scratch, seed, image=False))
-    return directory
+    return cached_tiny_model("shap-e", _VERSION, seed, "model_index.json", partial(build_tiny_shap_e, image=False))
 
 
 def tiny_shap_e_img2img_dir(seed: int = 0) -> Path:
     """The folder of the tiny random image-to-3D `ShapEImg2ImgPipeline` for `seed`, built on first use."""
-    directory = tiny_cache_dir(f"shap-e-img2img-v{_VERSION}-seed{seed}")
-    if not (directory / "model_index.json").is_file():
-        build_atomically(directory, lambda scratch: build_tiny_shap_e(scratch, seed, image=True))
-    return directory
+    return cached_tiny_model("shap-e-img2img", _VERSION, seed, "model_index.json",
+                             partial(build_tiny_shap_e, image=True))
 
 
 def build_tiny_shap_e(directory: Path, seed: int = 0, image: bool = False) -> Path:

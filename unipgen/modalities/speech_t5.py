@@ -29,7 +29,7 @@ from unipgen.errors import InvalidInputError, MissingDependencyError
 from unipgen.modalities.audio import AUDIO_FORMATS, decode_clip, encode_audio
 from unipgen.modalities.seeding import seed_global
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
-from unipgen.tiny import build_atomically, tiny_cache_dir
+from unipgen.tiny import build_atomically, cached_tiny_model
 
 TINY_SPEECHT5 = "tiny-random"
 HUB_VOCODER = "microsoft/speecht5_hifigan"
@@ -49,10 +49,7 @@ _SENTENCES = (
 
 def tiny_speecht5_dir(seed: int = 0) -> Path:
     """The folder of the tiny random SpeechT5 for `seed` (vocoder in `vocoder/`), built on first use."""
-    directory = tiny_cache_dir(f"speecht5-v{_VERSION}-seed{seed}")
-    if not (directory / "vocoder" / "config.json").is_file():
-        build_tiny_speecht5(directory, seed)
-    return directory
+    return cached_tiny_model("speecht5", _VERSION, seed, "vocoder/config.json", _save_tiny_speecht5)
 
 
 def build_tiny_speecht5(directory: Path, seed: int = 0) -> Path:

@@ -23,7 +23,8 @@ from typing import Any
 
 from unipgen.errors import InvalidInputError
 from unipgen.modalities.checkpoints import TrainingLoop, digests, fingerprint
-from unipgen.modalities.text import load_trainable, prompt_text, run_trainable, save_text_adapter
+from unipgen.modalities.text import prompt_text
+from unipgen.modalities.text_training import fit_trainable, load_trainable, save_text_adapter
 
 
 @dataclass(frozen=True)
@@ -89,19 +90,14 @@ def train_text_dpo(ref: str, pairs: Sequence[PreferencePair], steps: int = 20, b
                for p in pairs]
     with torch.no_grad(), model.disable_adapter():
         ref_logps = _pair_logps(model, range(len(pairs)), encoded)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
 
-    def step_fn(step: int) -> float:
+    def loss_fn(step: int) -> Any:
         batch = [(step * batch_size + i) % len(pairs) for i in range(min(batch_size, len(pairs)))]
         chosen, rejected = _pair_logps(model, batch, encoded)
-        loss, _ = dpo_loss(chosen, rejected, ref_logps[0][batch], ref_logps[1][batch], beta)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        return float(loss.detach())
+        return dpo_loss(chosen, rejected, ref_logps[0][batch], ref_logps[1][batch], beta)[0]
 
     loop = TrainingLoop(steps, checkpoint_dir, checkpoint_every, should_stop, desc="dpo")
-    losses, start = run_trainable(model, optimizer, loop, digest, step_fn)
+    losses, start = fit_trainable(model, loss_fn, learning_rate, loop, digest)
     with torch.no_grad():
         chosen, rejected = _pair_logps(model, range(len(pairs)), encoded)
         _, rewards = dpo_loss(chosen, rejected, ref_logps[0], ref_logps[1], beta)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from unipgen.tiny import build_atomically, tiny_cache_dir
+from unipgen.tiny import build_atomically, cached_tiny_model
 
 TINY_LM = "tiny-random"
 _VERSION = "1"
@@ -27,10 +27,7 @@ _TINY_CHAT_TEMPLATE = (
 
 def tiny_lm_dir(seed: int = 0) -> Path:
     """The folder of the tiny random Llama for `seed`, built on first use (about a second)."""
-    directory = tiny_cache_dir(f"lm-v{_VERSION}-seed{seed}")
-    if not (directory / "config.json").is_file():
-        build_tiny_lm(directory, seed)
-    return directory
+    return cached_tiny_model("lm", _VERSION, seed, "config.json", _save_tiny_lm)
 
 
 def _tiny_tokenizer() -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unipgen.tiny import build_atomically, tiny_cache_dir
+from unipgen.tiny import cached_tiny_model
 
 _VERSION = "1"
 #: The most frames the tiny adapter takes (its motion modules' positional table).
@@ -21,10 +21,7 @@ TINY_MAX_FRAMES = 32
 
 def tiny_motion_adapter_dir(seed: int = 0) -> Path:
     """The folder of the tiny random MotionAdapter for `tiny_sd_dir(seed)`, built on first use."""
-    directory = tiny_cache_dir(f"motion-adapter-v{_VERSION}-seed{seed}")
-    if not (directory / "config.json").is_file():
-        build_atomically(directory, lambda scratch: build_tiny_motion_adapter(scratch, seed))
-    return directory
+    return cached_tiny_model("motion-adapter", _VERSION, seed, "config.json", build_tiny_motion_adapter)
 
 
 def build_tiny_motion_adapter(directory: Path, seed: int = 0) -> Path:

@@ -160,7 +160,7 @@ def run_training(inputs: TrainingInputs, *, should_stop: Callable[[], bool] | No
 def _text_adapter(inputs: TrainingInputs, meta: dict[str, Any], should_stop: Callable[[], bool] | None,
                   checkpoints: dict[str, Any]) -> TrainedAdapter:
     if inputs.method == "text-lora":
-        from unipgen.modalities.text import train_text_lora
+        from unipgen.modalities.text_training import train_text_lora
 
         trained = train_text_lora(inputs.ref, inputs.texts, steps=inputs.steps, seed=inputs.seed,
                                   gguf_file=inputs.gguf_file, should_stop=should_stop, **checkpoints)

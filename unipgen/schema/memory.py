@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from unipgen.schema.rules import FiniteFloat, PublicId, check_json
+from unipgen.schema.rules import FiniteFloat, JsonMeta, PublicId
 
 #: Behavior event types and the sign they carry for preference (used by the user model).
 EVENT_TYPES: dict[str, int] = {
@@ -84,7 +84,7 @@ class EventIn(BaseModel):
     item: PublicId
     ts: AwareDatetime
     value: FiniteFloat | None = None
-    meta: dict[str, Any] | None = None
+    meta: JsonMeta = None
 
     @field_validator("ts", mode="before")
     @classmethod
@@ -100,11 +100,6 @@ class EventIn(BaseModel):
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
         return _utc(value)
-
-    @field_validator("meta")
-    @classmethod
-    def _json_meta(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_json(value)
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -179,12 +174,7 @@ class ItemIn(BaseModel):
     key: PublicId
     text: str
     image: bytes | None = None
-    meta: dict[str, Any] | None = None
-
-    @field_validator("meta")
-    @classmethod
-    def _json_meta(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_json(value)
+    meta: JsonMeta = None
 
 
 class DocumentIn(BaseModel):
@@ -196,12 +186,7 @@ class DocumentIn(BaseModel):
     text: NonBlank = Field(min_length=1)
     kind: str = Field(default="note", min_length=1, max_length=64)
     ts: UtcTime | None = None
-    meta: dict[str, Any] | None = None
-
-    @field_validator("meta")
-    @classmethod
-    def _json_meta(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_json(value)
+    meta: JsonMeta = None
 
 
 
@@ -220,12 +205,7 @@ class FeedbackIn(BaseModel):
     output: PublicId = Field(description="The output rated, or the one chosen.")
     rejected: PublicId | None = Field(default=None, description="Pairwise only: the output not chosen.")
     ts: AwareDatetime | None = None
-    meta: dict[str, Any] | None = None
-
-    @field_validator("meta")
-    @classmethod
-    def _json_meta(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_json(value)
+    meta: JsonMeta = None
 
     @model_validator(mode="after")
     def _pair(self) -> FeedbackIn:

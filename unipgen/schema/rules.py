@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, WithJsonSchema
@@ -64,10 +65,20 @@ def id_problem(value: Any) -> str | None:
 
 def check_public_id(value: Any, what: str) -> str:
     """`value` if it is a valid public id; else an `InvalidInputError` naming `what` and why."""
-    problem = id_problem(value)
-    if problem is not None or not isinstance(value, str):  # (a non-string always has a problem)
-        raise InvalidInputError(f"{what} id {_shown(value)} is not a valid id: it {problem}")
-    return value
+    checked: str = _as_invalid_input(_validate_id, value, f"{what} id {_shown(value)} ")
+    return checked
+
+
+_T = TypeVar("_T")
+
+
+def _as_invalid_input(rule: Callable[[_T], _T], value: _T, prefix: str) -> _T:
+    """`rule(value)` for library callers of the store: the pydantic rule's `ValueError` becomes an
+    `InvalidInputError`, its message after `prefix` (so both forms say the same)."""
+    try:
+        return rule(value)
+    except ValueError as exc:
+        raise InvalidInputError(f"{prefix}{exc}") from None
 
 
 def _shown(value: Any) -> str:
@@ -137,10 +148,11 @@ def check_json(value: _Value) -> _Value:
 
 def check_json_value(value: _Value, what: str) -> _Value:
     """`check_json` for library callers of the store: an `InvalidInputError` naming `what`."""
-    problem = json_problem(value)
-    if problem is not None:
-        raise InvalidInputError(f"{what}: {problem}")
-    return value
+    return _as_invalid_input(check_json, value, f"{what}: ")
+
+
+#: Free-form metadata of a pydantic model: JSON that survives a round trip (`check_json`), or None.
+JsonMeta = Annotated[dict[str, Any] | None, AfterValidator(check_json)]
 
 
 __all__ = [
@@ -149,6 +161,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "NOT_FINITE",
     "FiniteFloat",
+    "JsonMeta",
     "PublicId",
     "check_finite",
     "check_json",

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from unipgen.api.deps import CallerDep, ServiceDep
+from unipgen.api.deps import Caller, CallerDep, ServiceDep
+from unipgen.api.service import Service
 from unipgen.errors import NotFoundError
 from unipgen.schema.api import FitCreate, GenerationCreate, TrainingCreate
 from unipgen.schema.jobs import FitSpec, GenerateSpec, JobRecord, JobStatus, TrainSpec
@@ -26,22 +27,14 @@ SSE_POLL_S = 0.25
 def create_generation(user: str, body: GenerationCreate, svc: ServiceDep, who: CallerDep) -> JobRecord:
     """Queue a personalized generation; poll `GET /v1/jobs/{key}` or follow its events."""
     spec = GenerateSpec(modality=body.modality, instruction=body.instruction, options=body.options)
-    job = svc.executor.submit(who.tenant, user, spec, key=body.job_id)
-    svc.store.audit.record_audit(who.tenant, who.actor, "generate", user=user, object_kind="job", object_key=job.key,
-                           detail={"modality": body.modality})
-    svc.queued()
-    return job
+    return _queue(svc, who, user, spec, body.job_id, "generate", {"modality": body.modality})
 
 
 @router.post("/users/{user}/trainings", status_code=status.HTTP_202_ACCEPTED, response_model=JobRecord)
 def create_training(user: str, body: TrainingCreate, svc: ServiceDep, who: CallerDep) -> JobRecord:
     """Queue the training of a personal adapter (LoRA, textual inversion, DPO...)."""
     spec = TrainSpec(method=body.method, subject=body.subject, steps=body.steps, seed=body.seed)
-    job = svc.executor.submit(who.tenant, user, spec, key=body.job_id)
-    svc.store.audit.record_audit(who.tenant, who.actor, "train", user=user, object_kind="job", object_key=job.key,
-                           detail={"method": body.method})
-    svc.queued()
-    return job
+    return _queue(svc, who, user, spec, body.job_id, "train", {"method": body.method})
 
 
 @router.post("/fits", status_code=status.HTTP_202_ACCEPTED, response_model=JobRecord)
@@ -50,9 +43,16 @@ def create_fit(body: FitCreate, svc: ServiceDep, who: CallerDep) -> JobRecord:
     from unipgen.core.behavior_space import fit_config_for
 
     fit_config_for(svc.store, who.tenant, body.config)  # a bad setting is refused now (422), not when it runs
-    job = svc.executor.submit(who.tenant, None, FitSpec(config=body.config, reason="on demand (POST /v1/fits)"),
-                              key=body.job_id)
-    svc.store.audit.record_audit(who.tenant, who.actor, "fit", object_kind="job", object_key=job.key)
+    spec = FitSpec(config=body.config, reason="on demand (POST /v1/fits)")
+    return _queue(svc, who, None, spec, body.job_id, "fit")
+
+
+def _queue(svc: Service, who: Caller, user: str | None, spec: GenerateSpec | TrainSpec | FitSpec,
+           key: str | None, action: str, detail: dict[str, Any] | None = None) -> JobRecord:
+    """Submit `spec` as a job of `user` (None: the tenant's), audit it as `action`, wake the workers."""
+    job = svc.executor.submit(who.tenant, user, spec, key=key)
+    svc.store.audit.record_audit(who.tenant, who.actor, action, user=user, object_kind="job", object_key=job.key,
+                                 detail=detail)
     svc.queued()
     return job
 
