@@ -345,7 +345,8 @@ def _fit_token(pipe: Any, images: Sequence[bytes], token: str, token_id: int, *,
     latents = _latents(pipe, images, resolution, seed)
     ids = _token_ids(pipe, prompt).repeat(len(images), 1)
     scheduler = _noise_scheduler(pipe)
-    start, losses = 0, []
+    start = 0
+    losses: list[float] = []
     checkpoint = load_checkpoint(loop.checkpoint_dir, fingerprint)
     if checkpoint is not None:
         with torch.no_grad():

@@ -176,9 +176,9 @@ class DiffusersPersonalizer:
         finally:  # undo: the next request sees the base pipeline
             if job.tokens:
                 self.unload_tokens(job.tokens)
-            if job.subject_shas:
+            if job.subject_shas and self.subject is not None:  # (it is: loaded above)
                 self.subject.unload()
-            if job.by_face:
+            if job.by_face and self.face is not None:
                 self.face.unload()
 
     # -- LoRA

@@ -246,7 +246,7 @@ def _export(vertices: Any, faces: Any, colors: Any, mesh_format: str) -> bytes:
     shown = colors if mesh_format == "glb" else _srgb(colors)
     rgba = np.concatenate([np.round(shown * 255), np.full((len(shown), 1), 255)], axis=1).astype(np.uint8)
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, vertex_colors=rgba, process=False)
-    return bytes(mesh.export(file_type=mesh_format))
+    return bytes(mesh.export(file_type=mesh_format))  # type: ignore[arg-type]  # trimesh: bytes for glb and ply
 
 
 def _preview(vertices: Any, faces: Any, colors: Any, width: int, height: int) -> bytes:

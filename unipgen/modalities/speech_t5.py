@@ -154,8 +154,8 @@ class SpeechT5Backend:
         if self.default_speaker is not None and len(self.default_speaker) != dim:
             raise InvalidInputError(f"default_speaker has {len(self.default_speaker)} values; {self.ref!r} takes {dim}")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.vocoder = SpeechT5HifiGan.from_pretrained(vocoder).to(self.device).eval()
-        self.model = model.to(self.device).eval()  # last: a set model means setup is done
+        self.vocoder = SpeechT5HifiGan.from_pretrained(vocoder).to(self.device).eval()  # type: ignore[arg-type]  # transformers' @wraps(Module.to) hides self
+        self.model = model.to(self.device).eval()  # type: ignore[arg-type]  # as above; set last: setup is done
 
     @property
     def sample_rate(self) -> int:
