@@ -381,7 +381,8 @@ class _SSE:
     """Reads server-sent events line by line: `feed` returns an (event, record) when one ends."""
 
     def __init__(self) -> None:
-        self.event, self.data = "message", []
+        self.event = "message"
+        self.data: list[str] = []
 
     def feed(self, line: str) -> tuple[str, JobRecord] | None:
         if line.startswith("event:"):

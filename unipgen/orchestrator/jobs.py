@@ -61,6 +61,7 @@ class Executor(Protocol):
     """What callers (CLI, service) use; the choice of executor is configuration."""
 
     name: str
+    worker: str  # the id its job claims carry (`JobRecord.worker`)
 
     def submit(self, tenant: str, user: str | None, spec: GenerateSpec | TrainSpec | FitSpec, *,
                key: str | None = None, max_attempts: int = 3) -> JobRecord: ...
