@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unipgen.errors import InvalidInputError, MissingDependencyError
 from unipgen.modalities.audio import MusicgenAudioBackend, build_tiny_musicgen, decode_clip
 from unipgen.schema.generation import BlobFetcher, GenerationRequest
 from unipgen.tiny import tiny_cache_dir
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TINY_MUSICGEN_MELODY = "tiny-random"
 _VERSION = 1  # bump when the tiny model's recipe changes: the cached folder is rebuilt
@@ -44,7 +47,7 @@ def build_tiny_musicgen_melody(directory: Path, seed: int = 0) -> Path:
     return build_tiny_musicgen(directory, seed, melody=True)
 
 
-def melody_chroma(samples: Any, sampling_rate: int, n_fft: int, hop_length: int, num_chroma: int = 12) -> Any:
+def melody_chroma(samples: Any, sampling_rate: int, n_fft: int, hop_length: int, num_chroma: int = 12) -> np.ndarray:
     """(frames, num_chroma) float32 one-hot chromagram of mono samples, as MusicgenMelodyFeatureExtractor
     computes it: a centred, window-normalised power STFT projected on chroma bins, the loudest bin per frame."""
     import numpy as np

@@ -23,13 +23,16 @@ import io
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unipgen.errors import InvalidInputError, MissingDependencyError
 from unipgen.modalities.audio import AUDIO_FORMATS, decode_clip, encode_audio
 from unipgen.modalities.seeding import seed_global
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
 from unipgen.tiny import build_atomically, tiny_cache_dir
+
+if TYPE_CHECKING:
+    import torch
 
 TINY_SPEECHT5 = "tiny-random"
 HUB_VOCODER = "microsoft/speecht5_hifigan"
@@ -236,7 +239,7 @@ class SpeechT5Backend:
             self._xvectors[shas] = self._xvector(shas, fetch)
         return self._xvectors[shas], f"{self.speaker_encoder}:{len(shas)} recordings"
 
-    def _xvector(self, shas: tuple[str, ...], fetch: BlobFetcher) -> Any:
+    def _xvector(self, shas: tuple[str, ...], fetch: BlobFetcher) -> torch.Tensor:
         """The unit-length mean speechbrain x-vector of the recordings (16 kHz mono each)."""
         import torch
 

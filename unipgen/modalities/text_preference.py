@@ -19,11 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unipgen.errors import InvalidInputError
 from unipgen.modalities.checkpoints import TrainingLoop, digests, fingerprint
 from unipgen.modalities.text import load_trainable, prompt_text, run_trainable, save_text_adapter
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ def _pair_logps(model: Any, indices: Sequence[int], encoded: list[tuple[Any, Any
     return logps[: len(indices)], logps[len(indices):]
 
 
-def _answer_logps(model: Any, sequences: list[tuple[list[int], list[int]]]) -> Any:
+def _answer_logps(model: Any, sequences: list[tuple[list[int], list[int]]]) -> torch.Tensor:
     """log π(answer | prompt) of each (prompt ids, answer ids), in one right-padded batch."""
     import torch
 
