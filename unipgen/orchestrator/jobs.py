@@ -159,12 +159,12 @@ def prepare(model: UserModel, job: JobRecord) -> Work:
         model.embed_catalog(job.tenant)
         return fit_inputs(model.store, job.tenant, config)
     if isinstance(spec, GenerateSpec):
-        return prepare_generation(model, job.tenant, user_of(job), spec.modality, spec.instruction, spec.options)
-    return prepare_training(model, job.tenant, user_of(job), spec.method, subject=spec.subject, steps=spec.steps,
+        return prepare_generation(model, job.tenant, _user_of(job), spec.modality, spec.instruction, spec.options)
+    return prepare_training(model, job.tenant, _user_of(job), spec.method, subject=spec.subject, steps=spec.steps,
                             seed=spec.seed)
 
 
-def user_of(job: JobRecord) -> str:
+def _user_of(job: JobRecord) -> str:
     """The user of a generate or train job: always one (`submit` checks it; only a fit is the
     tenant's)."""
     assert job.user is not None
@@ -190,12 +190,12 @@ def prepare_many(model: UserModel, jobs: list[JobRecord]) -> list[Work | Excepti
         else:
             prepared[index] = _attempt(partial(prepare, model, job))
     for (tenant, preferences), wanted in by_tenant.items():
-        users = [user_of(jobs[index]) for index, _ in wanted]
+        users = [_user_of(jobs[index]) for index, _ in wanted]
         if isinstance(_attempt(partial(embed_pending, model, tenant, users)), Exception):
             for index, _ in wanted:  # one user's documents, say: each job on its own, failing alone
                 prepared[index] = _attempt(partial(prepare, model, jobs[index]))
             continue
-        contexts = model.contexts(tenant, [(user_of(jobs[i]), spec.modality, spec.instruction) for i, spec in wanted],
+        contexts = model.contexts(tenant, [(_user_of(jobs[i]), spec.modality, spec.instruction) for i, spec in wanted],
                                   for_generation=True, preferences=preferences)
         for (index, spec), context in zip(wanted, contexts, strict=True):
             prepared[index] = context if isinstance(context, Exception) else \
