@@ -54,7 +54,7 @@ _SPEC: TypeAdapter[GenerateSpec | TrainSpec | FitSpec] = TypeAdapter(JobSpec)
 Work = PreparedGeneration | TrainingInputs | FitInputs
 #: What the work made: a generation's outputs (one list per request), an adapter, a fit.
 Produced = list[list[GeneratedOutput]] | TrainedAdapter | FitOutput
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 class Executor(Protocol):
@@ -203,7 +203,7 @@ def prepare_many(model: UserModel, jobs: list[JobRecord]) -> list[Work | Excepti
     return prepared  # type: ignore[return-value]
 
 
-def _attempt(make: Callable[[], T]) -> T | Exception:
+def _attempt(make: Callable[[], _T]) -> _T | Exception:
     try:
         return make()
     except Exception as exc:  # noqa: BLE001  (handed to run_claimed, which records it on the job)
