@@ -48,6 +48,8 @@ PUBLISHED: dict[str, dict[str, float | None]] = {
     "Textual Inversion (Stable Diffusion)": {"dino_i": 0.569, "clip_i": 0.780, "clip_t": 0.255},
     "Real images": {"dino_i": 0.774, "clip_i": 0.885, "clip_t": None},
 }
+
+
 class Defaults(TypedDict):
     """A run's sizes unless given: `QUICK` or `FULL`."""
 
@@ -58,8 +60,10 @@ class Defaults(TypedDict):
     train_steps: int
 
 
-QUICK: Defaults = {"subjects": 2, "prompts": 2, "images_per_prompt": 1, "methods": ("ip-adapter", "lora"), "train_steps": 4}
-FULL: Defaults = {"subjects": None, "prompts": 25, "images_per_prompt": 4, "methods": ("ip-adapter",), "train_steps": 200}
+QUICK: Defaults = {"subjects": 2, "prompts": 2, "images_per_prompt": 1, "methods": ("ip-adapter", "lora"),
+                   "train_steps": 4}
+FULL: Defaults = {"subjects": None, "prompts": 25, "images_per_prompt": 4, "methods": ("ip-adapter",),
+                  "train_steps": 200}
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _PROMPT_LINE = re.compile(r"""^\s*(['"])(.*)\1\s*\.format\(""")
 
