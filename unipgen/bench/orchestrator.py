@@ -203,7 +203,7 @@ class _Setup:
             specs = {modality: {"type": spec.type, "ref": spec.ref,
                                 "options": {k: v for k, v in spec.options.items() if k not in PLACEMENT_KEYS}}
                      for modality, spec in self.profile.backends.items() if modality in ("image", "text")}
-            remote: Any = self._ray.remote(_raw_actor_class()).options(num_cpus=0, max_concurrency=1)  # a Ray actor class
+            remote: Any = self._ray.remote(_raw_actor_class()).options(num_cpus=0, max_concurrency=1)  # Ray's class
             self.raw = remote.remote(specs, self.store.blobs.url)
         return self.raw
 

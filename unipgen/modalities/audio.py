@@ -118,7 +118,7 @@ class MusicgenAudioBackend:
 
         path = str(tiny_musicgen_dir()) if self.ref == TINY_MUSICGEN else self.ref
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = MusicgenForConditionalGeneration.from_pretrained(path).to(self.device).eval()  # type: ignore[arg-type]  # transformers' @wraps(Module.to) hides self
+        self.model = MusicgenForConditionalGeneration.from_pretrained(path).to(self.device).eval()  # type: ignore[arg-type]  # transformers' wrapped .to
 
     @property
     def sample_rate(self) -> int:

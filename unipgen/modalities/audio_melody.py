@@ -99,7 +99,7 @@ class MusicgenMelodyAudioBackend(MusicgenAudioBackend):
         path = str(tiny_musicgen_melody_dir()) if self.ref == TINY_MUSICGEN_MELODY else self.ref
         self.chroma, _ = FeatureExtractionMixin.get_feature_extractor_dict(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = MusicgenMelodyForConditionalGeneration.from_pretrained(path).to(self.device).eval()  # type: ignore[arg-type]  # transformers' @wraps(Module.to) hides self
+        self.model = MusicgenMelodyForConditionalGeneration.from_pretrained(path).to(self.device).eval()  # type: ignore[arg-type]  # transformers' wrapped .to
 
     def _conditioning(self, request: GenerationRequest, fetch: BlobFetcher) -> tuple[dict[str, Any], dict[str, Any]]:
         """The (1, frames, 12) chroma of the request's melody clip as `input_features`, if it has one."""

@@ -157,7 +157,7 @@ class SpeechT5Backend:
         if self.default_speaker is not None and len(self.default_speaker) != dim:
             raise InvalidInputError(f"default_speaker has {len(self.default_speaker)} values; {self.ref!r} takes {dim}")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.vocoder = SpeechT5HifiGan.from_pretrained(vocoder).to(self.device).eval()  # type: ignore[arg-type]  # transformers' @wraps(Module.to) hides self
+        self.vocoder = SpeechT5HifiGan.from_pretrained(vocoder).to(self.device).eval()  # type: ignore[arg-type]  # transformers' wrapped .to
         self.model = model.to(self.device).eval()  # type: ignore[arg-type]  # as above; set last: setup is done
 
     @property

@@ -347,7 +347,7 @@ class TransformersTextBackend:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype), **extra)
-        self.tokenizer, self.model = tokenizer, model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' @wraps(Module.to) hides self
+        self.tokenizer, self.model = tokenizer, model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' wrapped .to
 
     def _ensure_adapters(self, rows: list[_Row], paths: dict[str, Path]) -> None:
         """Load the adapters `rows` use (once each) and evict least-recently-used others past `max_adapters`."""

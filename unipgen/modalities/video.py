@@ -174,7 +174,7 @@ class FrameEncoder:
         from unipgen.tiny import tiny_clip_dir
 
         path = str(tiny_clip_dir()) if self.ref == TINY_FRAME_ENCODER else self.ref
-        self._model = transformers.CLIPModel.from_pretrained(path).to(self.device).eval()  # type: ignore[arg-type]  # transformers' @wraps(Module.to) hides self
+        self._model = transformers.CLIPModel.from_pretrained(path).to(self.device).eval()  # type: ignore[arg-type]  # transformers' wrapped .to
         # The PIL processor (transformers 5) needs no torchvision; 4.x has only the one class.
         processor = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)
         self._processor = processor.from_pretrained(path)

@@ -378,5 +378,5 @@ class QueueExecutor:
         """Release what the executor holds (nothing here; the Ray executor stops its actors)."""
 
 
-__all__ = ["Executor", "JobCancelled", "Lease", "Produced", "QueueExecutor", "Work", "finish", "finish_many", "parse_spec",
-           "prepare", "prepare_many", "record_failure", "run_claimed", "with_checkpoints"]
+__all__ = ["Executor", "JobCancelled", "Lease", "Produced", "QueueExecutor", "Work", "finish", "finish_many",
+           "parse_spec", "prepare", "prepare_many", "record_failure", "run_claimed", "with_checkpoints"]

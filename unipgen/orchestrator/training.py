@@ -126,8 +126,8 @@ def prepare_training(model: UserModel, tenant: str, user: str, method: str, *, s
     spec = model.profile.backends.get(modality)
     if spec is None:
         raise NotFoundError(f"profile {model.profile.name!r} has no {modality} generator to adapt")
-    common: _Common = {"method": method, "ref": spec.ref or "tiny-random", "base": spec.ref, "steps": steps, "seed": seed,
-              "gguf_file": spec.options.get("gguf_file")}
+    common: _Common = {"method": method, "ref": spec.ref or "tiny-random", "base": spec.ref, "steps": steps,
+                       "seed": seed, "gguf_file": spec.options.get("gguf_file")}
     if method == "text-lora":
         documents = model.store.content.documents(tenant, user)
         if not documents:
