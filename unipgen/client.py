@@ -381,7 +381,7 @@ class AsyncClient(_Routes):
         self._http = httpx.AsyncClient(base_url=base_url, headers=_headers(api_key), timeout=timeout,
                                        transport=transport)
 
-    async def _send(self, call: _Call) -> Any:  # type: ignore[override]
+    async def _send(self, call: _Call) -> Any:
         response = await self._http.request(call.method, call.path, json=call.json, params=call.params,
                                             data=call.data, files=call.files)
         _raise_for(response)

@@ -100,6 +100,7 @@ _SHOWN = ("model", "num_frames", "fps", "temporal_consistency", "seconds", "melo
 def _summary(output: ReportOutput) -> str:
     meta = output.meta
     if output.media_type.startswith("text/"):
+        assert output.path is not None  # the demo's store is local: every output has a file
         return " ".join(Path(output.path).read_text(encoding="utf-8", errors="replace").split())[:300]
     scores = ("clip_i", "temporal_consistency", "speaker_similarity")
     figures = [f"{key.replace('_', ' ')} {meta[key]:.2f}" for key in scores if isinstance(meta.get(key), float)]

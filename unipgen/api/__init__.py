@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
-def create_app(*args: Any, **kwargs: Any) -> Any:
+def create_app(*args: Any, **kwargs: Any) -> FastAPI:
     from unipgen.api.app import create_app as build
 
     return build(*args, **kwargs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -29,7 +30,7 @@ Errors are JSON `{"code", "message"}` with the codes of docs/errors.md.
 
 #: Error responses every route may give, documented once (docs/errors.md says which code each
 #: status carries). 409: a write names an id that exists; 413: a body over its size limit.
-_ERRORS = {status: {"model": ErrorBody} for status in (401, 404, 409, 413, 422, 429)}
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 404, 409, 413, 422, 429)}
 
 
 def create_app(settings: Settings | None = None, *, profile: str = "tiny", run_jobs: bool = True) -> FastAPI:
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None, *, profile: str = "tiny", run_j
             service.close()
 
     app = FastAPI(title="unipgen", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  responses=_ERRORS)  # type: ignore[arg-type]
+                  responses=_ERRORS)
     errors.install(app)
     app.add_middleware(BodyLimit)  # request body budgets per kind of route (api/limits.py)
     for module in (admin, users, media, jobs, chat, simulator, artifacts):

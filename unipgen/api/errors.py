@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -51,7 +52,8 @@ def public_message(message: str) -> str:
     return message if len(message) <= MAX_MESSAGE_CHARS else message[:MAX_MESSAGE_CHARS] + "..."
 
 
-def body(code: str, message: str, status: int, headers: dict[str, str] | None = None, **extra: object) -> JSONResponse:
+def body(code: str, message: str, status: int, headers: Mapping[str, str] | None = None,
+         **extra: object) -> JSONResponse:
     if status == 429 and not (headers and "Retry-After" in headers):
         headers = {**(headers or {}), "Retry-After": "60"}
     return JSONResponse({"code": code, "message": public_message(message), **extra}, status_code=status,

@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from unipgen.modalities.image import LORA_WEIGHT_NAME, DiffusersImageBackend, ti
 from unipgen.modalities.seeding import output_generator, row_seed
 from unipgen.modalities.text import TINY_LM, TransformersTextBackend, tiny_lm_dir
 from unipgen.modalities.text_training import save_text_adapter
-from unipgen.schema.context import AdapterRef, Conditioning, PersonalizationPlan, UserContext
+from unipgen.schema.context import AdapterRef, Conditioning, Modality, PersonalizationPlan, UserContext
 from unipgen.schema.generation import GenerationOptions, GenerationRequest
 
 THREADS = 1  # torch intra-op threads: single-core figures, comparable across machines
@@ -117,7 +118,7 @@ def ms(seconds: float) -> float:
 # -- requests ------------------------------------------------------------------------------------
 
 
-def request(modality: str, prompt: str, adapters: list[AdapterRef] | None = None, negative: str = "",
+def request(modality: Modality, prompt: str, adapters: list[AdapterRef] | None = None, negative: str = "",
             **options: Any) -> GenerationRequest:
     """A request as the orchestrator builds it: a context holding `adapters`, a plan naming them (LoRA)."""
     refs = adapters or []
@@ -283,6 +284,7 @@ def bench_adapter_switch(runs: int, steps: int = 10, guidance_scale: float = 5.0
     backend.generate([req_a], fetch), backend.generate([req_b], fetch)  # both in the LoRA cache
     with tempfile.TemporaryDirectory() as directory:
         lora_file = Path(directory) / LORA_WEIGHT_NAME
+        assert refs[1].blob_sha is not None  # every ref above has its sha
         lora_file.write_bytes(blobs[refs[1].blob_sha])
         naive_lora_serve(lora_file, steps, guidance_scale, seed)  # warm-up: page cache, imports
         serve, naive_serve, switch, naive_switch = [], [], [], []
@@ -293,7 +295,7 @@ def bench_adapter_switch(runs: int, steps: int = 10, guidance_scale: float = 5.0
             backend_switch(backend, req_a, fetch)
             switch.append(timed(lambda: backend_switch(backend, req_b, fetch))[0])
             naive_switch.append(timed(lambda: naive_lora_pipeline(lora_file))[0])
-    cold = [timed(lambda req=req: backend_switch(backend, req, fetch))[0] for req in fresh]
+    cold = [timed(partial(backend_switch, backend, req, fetch))[0] for req in fresh]
     med = statistics.median
     return {"adapter_switch_speedup": round(med(naive_switch) / med(switch), 1),
             "adapter_switch_ms": ms(med(switch)), "adapter_naive_reload_ms": ms(med(naive_switch)),

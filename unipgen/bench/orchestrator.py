@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +200,7 @@ class _Setup:
             specs = {modality: {"type": spec.type, "ref": spec.ref,
                                 "options": {k: v for k, v in spec.options.items() if k not in PLACEMENT_KEYS}}
                      for modality, spec in self.profile.backends.items() if modality in ("image", "text")}
-            remote = self._ray.remote(_raw_actor_class()).options(num_cpus=0, max_concurrency=1)
+            remote: Any = self._ray.remote(_raw_actor_class()).options(num_cpus=0, max_concurrency=1)  # Ray's class
             self.raw = remote.remote(specs, self.store.blobs.url)
         return self.raw
 
@@ -299,7 +300,8 @@ class _Setup:
         # warm-up inside: every user's adapter loaded in the actor, code paths warm
         a_s, a_single_s, a_ratio, a_pairs = paired_medians(actor_all_at_once, actor_one_by_one, actor_repeats)
         actor_batches = Counter(size for sizes in seen[1:] for size in sizes)  # warm-up call excluded
-        parallel_s, serial_s, ratios, identical, batch_sizes = [], [], [], [], Counter()
+        parallel_s, serial_s, ratios, identical = [], [], [], []
+        batch_sizes: Counter[int] = Counter()
         serial_batches: Counter = Counter()
         for _ in range(repeats):
             p_s, p_out, p_batches = jobs_round(len(plan))
@@ -416,11 +418,12 @@ def bench_adapter_cache(users: int, requests: int, s: float = 1.1, seed: int = 0
             backend = TransformersTextBackend(adapter_cache=folder)  # the default LRU size
             backend.setup()
             cache_size = backend.max_adapters
-            hit_s, miss_s = [], []
+            hit_s: list[float] = []
+            miss_s: list[float] = []
             for number, pick in enumerate(picks):
                 req = _lora_request(INSTRUCTIONS[number % len(INSTRUCTIONS)], refs[int(pick)], number, max_new_tokens)
                 misses = cache_counts(backend)["misses"]
-                elapsed, _ = timed(lambda req=req, backend=backend: backend.generate([req], blobs.__getitem__))
+                elapsed, _ = timed(partial(backend.generate, [req], blobs.__getitem__))
                 (miss_s if cache_counts(backend)["misses"] > misses else hit_s).append(elapsed)
             counts = dict(cache_counts(backend))
         total = counts["hits"] + counts["misses"]
@@ -428,6 +431,7 @@ def bench_adapter_cache(users: int, requests: int, s: float = 1.1, seed: int = 0
                          "misses": counts["misses"], "distinct_adapters": len(set(picks.tolist())),
                          "hit_call_ms": ms(statistics.median(hit_s)) if hit_s else None,
                          "miss_call_ms": ms(statistics.median(miss_s)) if miss_s else None}
+    assert cache_size is not None  # set by the first mix
     top = np.sort(zipf_weights(users, s))[::-1][:cache_size].sum()
     return {"adapter_cache_hit_rate": results["zipf"]["hit_rate"],
             "adapter_cache_hit_rate_uniform": results["uniform"]["hit_rate"],

@@ -87,8 +87,10 @@ def _recommend(n_items: int, n_events: int, requests: int) -> dict[str, Any]:
         found = recommender.recommend("t", "bench", k=10)
         read = store.reads.taste_read("t", "bench", BEHAVIOR_SPACE)
         events = read.events
-        query = taste(events, store.reads.item_vectors("t", BEHAVIOR_SPACE, [e.item for e in events], read=read),
-                      config.preference).query
+        tasted = taste(events, store.reads.item_vectors("t", BEHAVIOR_SPACE, [e.item for e in events], read=read),
+                       config.preference)
+        assert tasted is not None  # the bench user has events
+        query = tasted.query
         seen = np.array(sorted({int(e.item[1:]) for e in events}))
         exact = _brute_force(vectors, query, seen)
         numpy = _timed(lambda: _brute_force(vectors, query, seen), requests)

@@ -357,7 +357,7 @@ class _Setup:
                 times[name].append(elapsed)
         ops = rounds * THREADS * per_thread
         ratio = statistics.median(http / local for http, local in zip(times["http"], times["local"], strict=True))
-        found = {"http": _stats(latencies["http"], sum(times["http"]), ops),
+        found: dict[str, Any] = {"http": _stats(latencies["http"], sum(times["http"]), ops),
                  "inprocess": _stats(latencies["local"], sum(times["local"]), ops),
                  "ratio": round(ratio, 2), "ops_per_side": ops, "threads": THREADS}
         return {"ingest_concurrent": found, "ingest_concurrent_ratio": found["ratio"],

@@ -242,11 +242,12 @@ def bench_training_step(steps: int = 10, rounds: int = 3, warmup: int = 2, rank:
     models = DirectModels.load(tiny_sd_dir())
     resolution = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
     images, class_images = training_images(resolution)
-    setup = {"rank": rank, "learning_rate": learning_rate, "seed": seed, "resolution": resolution}
     runs = []
     for _ in range(rounds):
-        with DirectLoop(models, images, class_images, **setup) as direct:
-            runs.append(interleaved_round(pipe, direct, steps=warmup + steps + 1, **setup))
+        with DirectLoop(models, images, class_images, rank=rank, learning_rate=learning_rate, seed=seed,
+                        resolution=resolution) as direct:
+            runs.append(interleaved_round(pipe, direct, steps=warmup + steps + 1, rank=rank,
+                                          learning_rate=learning_rate, seed=seed, resolution=resolution))
     ours_s = [t for run in runs for t in run.ours_s[warmup:]]
     direct_s = [t for run in runs for t in run.direct_s[warmup:-1]]
     brackets = [(a + b) / 2 for run in runs for a, b in itertools.pairwise(run.direct_s[warmup:])]

@@ -15,10 +15,13 @@ import io
 import json
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "persona-sample"
 FACE = SAMPLE / "faces" / "s1-1.pgm"
@@ -263,19 +266,19 @@ def corpus(settings: Any, issue_sizes: bool = False) -> list[Case]:
                          issue_sizes))
 
 
-def send(http: Any, user: str, case: Case) -> Any:
+def send(http: httpx.Client, user: str, case: Case) -> httpx.Response:
     """POST the case with an httpx client (base URL and key set); the response."""
     path = case.path if case.path.startswith("/") else f"/v1/users/{user}/{case.path}"
     if case.json_body is not None:
         headers = {"Content-Type": "application/json"}
-        content: bytes | Callable[[], Any] = case.json_body
+        content: bytes | Iterator[bytes] = case.json_body
         if case.chunked:
             body = case.json_body
 
-            def stream() -> Any:
+            def stream() -> Iterator[bytes]:
                 for start in range(0, len(body), 65_536):
                     yield body[start:start + 65_536]
 
-            content = stream()  # type: ignore[assignment]
+            content = stream()
         return http.post(path, content=content, headers=headers)
     return http.post(path, data=case.form, files=case.files)

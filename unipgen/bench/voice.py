@@ -24,11 +24,15 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from unipgen.eval.environment import machine, shared_data_dir
+
+if TYPE_CHECKING:
+    from unipgen.schema.context import Method
+    from unipgen.schema.generation import GenerationRequest
 
 AUDIO_SUFFIXES = {".flac", ".wav", ".ogg"}
 #: Spoken when a held-out utterance has no transcript.
@@ -68,7 +72,7 @@ def run(data_dir: str | Path | None = None, quick: bool = False, speakers: int |
         search = backend.matched(user)
         search_s = time.perf_counter() - started
         [[matched], [default]] = backend.generate(
-            [_request(text, user, "speaker_embedding", seed), _request(text, user, "prompt_only", seed)], None)
+            [_request(text, user, "speaker_embedding", seed), _request(text, user, "prompt_only", seed)], _no_blobs)
         matched_cos, default_cos = (float(encoder.encode([out.data])[0] @ held) for out in (matched, default))
         rows.append({
             "speaker": folder.name, "enrolled_utterances": len(files) - 1, "held_out": files[-1].name,
@@ -116,7 +120,12 @@ def _transcript(path: Path) -> tuple[str, bool]:
     return FIXED_TEXT, False
 
 
-def _request(text: str, user: np.ndarray, method: str, seed: int) -> Any:
+def _no_blobs(sha: str) -> bytes:
+    """The blob fetcher of this bench: its requests name no file (the voice is an embedding)."""
+    raise FileNotFoundError(f"the voice bench has no blob {sha}")
+
+
+def _request(text: str, user: np.ndarray, method: Method, seed: int) -> GenerationRequest:
     from unipgen.schema.context import Conditioning, PersonalizationPlan, UserContext
     from unipgen.schema.generation import GenerationOptions, GenerationRequest
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 if TYPE_CHECKING:
+    from unipgen.core.usermodel import UserModel
     from unipgen.memory import MemoryStore
+    from unipgen.orchestrator import Executor as JobExecutor
+    from unipgen.schema.context import Modality
     from unipgen.settings import Settings
 
 MODALITY_ALIASES = {"music": "audio"}  # the CLI says music; the schema's modality is audio
@@ -55,7 +58,7 @@ def cache_dir(ctx: typer.Context) -> Path:
     return Path(settings(ctx).home) / "cache"
 
 
-def make_runner(ctx: typer.Context, model: Any, name: str | None, progress: bool = False) -> Any:
+def make_runner(ctx: typer.Context, model: UserModel, name: str | None, progress: bool = False) -> JobExecutor:
     """The executor `name` (default: `UNIPGEN_EXECUTOR`) over `model`'s store."""
     from unipgen.orchestrator import make_executor
 
@@ -66,7 +69,7 @@ def emit(payload: Any, as_json: bool, text: str) -> None:
     typer.echo(json.dumps(payload, default=str, indent=None if as_json else 2) if as_json else text)
 
 
-def check_request(modality: str, instruction: str) -> str:
+def check_request(modality: str, instruction: str) -> Modality:
     """The modality's canonical name ("music" is "audio"); refuses an unknown one or no instruction."""
     from unipgen.errors import InvalidInputError
     from unipgen.schema.context import MODALITIES
@@ -76,11 +79,11 @@ def check_request(modality: str, instruction: str) -> str:
         raise InvalidInputError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITY_NAMES)}")
     if not instruction.strip():
         raise InvalidInputError("--instruction is empty: say what to generate (for speech: the words to say)")
-    return modality
+    return cast("Modality", modality)  # one of MODALITIES, checked above
 
 
 def user_model(ctx: typer.Context, store: MemoryStore, profile: str, tenant: str, user: str,
-               config: Any = None) -> Any:
+               config: Any = None) -> UserModel:
     """The user model of `profile`, with the catalog and the user's documents embedded."""
     from unipgen.core.usermodel import UserModel
 

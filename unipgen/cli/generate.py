@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -26,6 +26,7 @@ from unipgen.cli.common import (
 
 if TYPE_CHECKING:
     from unipgen.memory import MemoryStore
+    from unipgen.schema.jobs import GenerateSpec, JobRecord, TrainingMethod, TrainSpec
 
 jobs_app = typer.Typer(help="Inspect and cancel generation and training jobs.", no_args_is_help=True)
 
@@ -46,7 +47,7 @@ def context(
     modality = check_request(modality, instruction)
     with open_store(ctx) as store:
         model = user_model(ctx, store, profile, tenant, user, ContextConfig(include_vectors=vectors, diversity=diversity))
-        built = model.context(tenant, user, modality, instruction)  # type: ignore[arg-type]
+        built = model.context(tenant, user, modality, instruction)
         plan = model.plan(built)
     payload = {"context": built.model_dump(mode="json"), "plan": plan.model_dump(mode="json")}
     emit(payload, as_json, _context_text(payload))
@@ -99,7 +100,7 @@ def generate(
                                     best_of_keep="all" if keep_all else "best")
     except ValidationError as exc:  # options that do not go together (too many candidates)
         raise InvalidInputError("; ".join(error["msg"] for error in exc.errors())) from None
-    spec = GenerateSpec(modality=modality, instruction=instruction, options=options)  # type: ignore[arg-type]
+    spec = GenerateSpec(modality=modality, instruction=instruction, options=options)
     with open_store(ctx) as store:
         job = _run_job(ctx, store, profile, executor, tenant, user, spec, job_id, wait)
         artifacts = [_artifact_file(store, tenant, key) for key in (job.result or {}).get("artifacts", [])]
@@ -109,8 +110,8 @@ def generate(
     emit(payload, as_json, text)
 
 
-def _run_job(ctx: typer.Context, store: MemoryStore, profile: str, executor: str, tenant: str, user: str,
-             spec: Any, job_id: str | None, wait: bool, progress: bool = False) -> Any:
+def _run_job(ctx: typer.Context, store: MemoryStore, profile: str, executor: str | None, tenant: str, user: str,
+             spec: GenerateSpec | TrainSpec, job_id: str | None, wait: bool, progress: bool = False) -> JobRecord:
     """Submit a job (idempotent by `job_id`) and, with `wait`, run it; a failed job raises its error."""
     from unipgen.core.usermodel import UserModel
     from unipgen.errors import error_from
@@ -153,7 +154,7 @@ def train(
 
     if method not in TRAINING_METHODS:
         raise InvalidInputError(f"unknown training method {method!r}; one of {list(TRAINING_METHODS)}")
-    spec = TrainSpec(method=method, subject=subject, steps=steps, seed=seed)
+    spec = TrainSpec(method=cast("TrainingMethod", method), subject=subject, steps=steps, seed=seed)  # checked above
     with open_store(ctx) as store:
         job = _run_job(ctx, store, profile, executor, tenant, user, spec, job_id, wait, progress=not as_json)
     result = job.result or {}

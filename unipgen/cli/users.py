@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -103,9 +104,7 @@ def events_delete(
         raise typer.Exit(1)
 
 
-def _when(value: str | None, option: str) -> Any:
-    from datetime import datetime
-
+def _when(value: str | None, option: str) -> datetime | None:
     from unipgen.errors import InvalidInputError
 
     if value is None:

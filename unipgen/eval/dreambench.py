@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -42,14 +42,28 @@ METHODS = {"ip-adapter": ("ip_adapter", None), "lora": ("lora", "lora"),
 #: DreamBench's live subjects are its cats and dogs; they get the live-subject prompt list.
 LIVE_CLASSES = frozenset({"cat", "dog"})
 #: DreamBooth (Ruiz et al. 2023), Table 1: scores on DreamBench.
-PUBLISHED = {
+PUBLISHED: dict[str, dict[str, float | None]] = {
     "DreamBooth (Stable Diffusion)": {"dino_i": 0.668, "clip_i": 0.803, "clip_t": 0.305},
     "DreamBooth (Imagen)": {"dino_i": 0.696, "clip_i": 0.812, "clip_t": 0.306},
     "Textual Inversion (Stable Diffusion)": {"dino_i": 0.569, "clip_i": 0.780, "clip_t": 0.255},
     "Real images": {"dino_i": 0.774, "clip_i": 0.885, "clip_t": None},
 }
-QUICK = {"subjects": 2, "prompts": 2, "images_per_prompt": 1, "methods": ("ip-adapter", "lora"), "train_steps": 4}
-FULL = {"subjects": None, "prompts": 25, "images_per_prompt": 4, "methods": ("ip-adapter",), "train_steps": 200}
+
+
+class Defaults(TypedDict):
+    """A run's sizes unless given: `QUICK` or `FULL`."""
+
+    subjects: int | None  # None: every subject
+    prompts: int
+    images_per_prompt: int
+    methods: tuple[str, ...]
+    train_steps: int
+
+
+QUICK: Defaults = {"subjects": 2, "prompts": 2, "images_per_prompt": 1, "methods": ("ip-adapter", "lora"),
+                   "train_steps": 4}
+FULL: Defaults = {"subjects": None, "prompts": 25, "images_per_prompt": 4, "methods": ("ip-adapter",),
+                  "train_steps": 200}
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _PROMPT_LINE = re.compile(r"""^\s*(['"])(.*)\1\s*\.format\(""")
 
@@ -339,7 +353,8 @@ def write_dreambench_report(out_dir: Path, result: dict[str, Any]) -> dict[str, 
                     [Series(name, [(row["clip_t"], row[key]) for row in entry["per_subject"].values()],
                             markers.get(name, "o")) for name, entry in results.items()],
                     title=f"{label} vs CLIP-T, one point per subject; large: mean",
-                    references={name: (v["clip_t"], v[key]) for name, v in PUBLISHED.items() if v["clip_t"]})
+                    references={name: (clip_t, value) for name, v in PUBLISHED.items()
+                                if (clip_t := v["clip_t"]) and (value := v[key]) is not None})
               for key, label in (("dino_i", "DINO-I"), ("clip_i", "CLIP-I"))]
     plot = report.scatter_png(out_dir / "dreambench-tradeoff.png", panels,
                        title=f"DreamBench, profile {settings['profile']!r}: fidelity vs text alignment")

@@ -21,12 +21,15 @@ import io
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.eval.environment import machine, shared_data_dir, shown_data_path
+
+if TYPE_CHECKING:
+    from unipgen.core.encoders.base import Encoder
 
 IMAGE_SUFFIXES = {".pgm", ".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 AUDIO_SUFFIXES = {".flac", ".wav", ".ogg"}
@@ -120,7 +123,7 @@ def voice_figures(paths: list[Path], labels: np.ndarray, root: Path,
 
 # ---- the harnesses -----------------------------------------------------------------------------
 
-def profile_encoder(profile: str, role: str) -> Any:
+def profile_encoder(profile: str, role: str) -> Encoder:
     """The encoder a model profile names for `role` (built, not yet loaded)."""
     from unipgen.core.encoders import load_encoder
     from unipgen.schema.profiles import load_profile

@@ -16,11 +16,16 @@ import functools
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from unipgen.errors import InvalidInputError, UnsupportedMediaError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from unipgen.core.encoders.base import Encoder
 
 #: Wang, Simoncelli & Bovik 2003: weights of the 5 scales of MS-SSIM, finest first.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -33,7 +38,7 @@ _TINY_VERSION = "1"
 
 
 @functools.lru_cache(maxsize=8)
-def _profile_encoder(profile: str, role: str) -> Any:
+def _profile_encoder(profile: str, role: str) -> Encoder:
     from unipgen.core.encoders import load_encoder
     from unipgen.schema.profiles import load_profile
 
@@ -52,7 +57,7 @@ def resolve_encoder(encoder: Any, role: str = "image") -> Any:
     return encoder
 
 
-def to_pil(item: Any, number: int = 0) -> Any:
+def to_pil(item: Any, number: int = 0) -> Image.Image:
     """A PIL RGB image from PIL, bytes, a file path or an array (uint8, or floats in [0, 1])."""
     from PIL import Image, UnidentifiedImageError
 
@@ -178,7 +183,8 @@ def tiny_dino_dir(seed: int = 0) -> Path:
         building = directory.with_name(f"{directory.name}.{os.getpid()}.tmp")
         torch.manual_seed(seed)
         config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                                        num_attention_heads=4, intermediate_size=37, add_pooling_layer=False)
+                                        num_attention_heads=4, intermediate_size=37,
+                                        add_pooling_layer=False)  # type: ignore[call-arg]  # kept as an extra key
         transformers.ViTModel(config, add_pooling_layer=False).eval().save_pretrained(building)
         transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(building)
         try:

@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unipgen.errors import InvalidInputError
 from unipgen.eval import text_metrics
@@ -50,6 +50,10 @@ from unipgen.eval.lamp_tasks import (
     Task,
     load_task,
 )
+
+if TYPE_CHECKING:
+    from unipgen.schema.context import AdapterRef, Method
+    from unipgen.schema.generation import GenerationRequest
 
 MAX_NEW_TOKENS = {"classification": 16, "rating": 4, "generation": 32}
 METRICS = {"classification": ("acc", "f1_macro", "rouge1", "unmapped"), "rating": ("mae", "rmse", "unparsed"),
@@ -165,13 +169,13 @@ def training_texts(task: Task, entries: Sequence[Entry], tokenizer: Any, steps: 
 # -- answering -----------------------------------------------------------------------------------
 
 
-def request(prompt: str, max_new_tokens: int, adapter: Any = None, seed: int = 0) -> Any:
+def request(prompt: str, max_new_tokens: int, adapter: AdapterRef | None = None, seed: int = 0) -> GenerationRequest:
     """A GenerationRequest as the orchestrator builds it; `adapter` (an AdapterRef) makes it a LoRA request."""
     from unipgen.schema.context import Conditioning, PersonalizationPlan, UserContext
     from unipgen.schema.generation import GenerationOptions, GenerationRequest
 
     refs = [adapter] if adapter else []
-    method = "lora" if adapter else "prompt_only"
+    method: Method = "lora" if adapter else "prompt_only"
     context = UserContext(tenant="bench", user="u", modality="text", instruction=prompt, profile={},
                           conditioning=Conditioning(adapters=refs), built_at=NOW)
     plan = PersonalizationPlan(modality="text", method=method, prompt=prompt, reasons=["bench"],
@@ -335,7 +339,7 @@ def score_all(task: Task, answers: dict[str, list[str]]) -> dict[str, Any]:
     task also the accuracy gains of rag and lora over nonpersonal and user_majority, with 95% CIs."""
     every = answers | baselines(task)
     scored = {method: SCORERS[task.kind](task, texts) for method, texts in every.items()}
-    results = {f"{metric}_{method}": round(value, 4) for method, metrics in scored.items()
+    results: dict[str, Any] = {f"{metric}_{method}": round(value, 4) for method, metrics in scored.items()
                for metric, value in metrics.items()}
     if task.kind == "classification":
         results["acc_gain_ci95"] = {f"{method}_vs_{base}": accuracy_gain(task, every[method], every[base])

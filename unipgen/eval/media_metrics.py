@@ -14,7 +14,7 @@ import io
 import struct
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from unipgen.eval.image_metrics import (
     to_pil,
     unit_rows,
 )
+
+if TYPE_CHECKING:
+    import trimesh
 
 #: The tiny random CLAP and CLIP refs (tests only). `CLAP_REF`: the LAION CLAP of the CLAP score.
 TINY = "tiny-random"
@@ -126,10 +129,11 @@ def clap_score(audio: Sequence[bytes], prompts: str | Sequence[str], scorer: Any
 _MAGIC = {b"glTF": "glb", b"ply\n": "ply", b"ply\r": "ply", b"OFF\n": "off", b"OFF\r": "off", b"soli": "stl"}
 
 
-def load_mesh(mesh: Any, file_type: str | None = None) -> Any:
+def load_mesh(mesh: Any, file_type: str | None = None) -> trimesh.Trimesh:
     """A trimesh.Trimesh from a Trimesh, mesh file bytes (GLB, PLY, OFF, STL; else OBJ) or a path."""
     import trimesh
 
+    loaded: trimesh.Geometry
     if isinstance(mesh, trimesh.Trimesh):
         loaded = mesh
     else:
@@ -198,6 +202,7 @@ def normal_consistency(a: Any, b: Any, samples: int = 10_000, seed: int = 0) -> 
 
     p, n_p = _points_and_normals(a, samples, seed, True)
     q, n_q = _points_and_normals(b, samples, seed, True)
+    assert n_p is not None and n_q is not None  # asked for (need_normals)
     n_p, n_q = unit_rows(n_p), unit_rows(n_q)
 
     def one_way(src: np.ndarray, src_n: np.ndarray, dst: np.ndarray, dst_n: np.ndarray) -> float:

@@ -340,7 +340,7 @@ def _report(
         ),
     }
     for name, baseline in baselines.items():
-        ranks[f"{name}_"] = test.ranks(lambda n, s=baseline.test_scores: s[n], top[name])
+        ranks[f"{name}_"] = test.ranks(baseline.test_scores.__getitem__, top[name])
     results: dict[str, Any] = {}
     for prefix, r in ranks.items():
         ndcg, hr = metrics(r)

@@ -50,7 +50,8 @@ def train_matrix(data: MovieLens, split: Split) -> sparse.csr_matrix:
 
 def ease_closed_form(x: np.ndarray | sparse.spmatrix, lam: float) -> np.ndarray:
     """EASE's item-item weights B by the paper's formula (dense inverse: small catalogues)."""
-    x = x.toarray() if sparse.issparse(x) else np.asarray(x, dtype=np.float64)
+    # scipy's issparse is no TypeGuard: mypy cannot tell that x is sparse where toarray is called.
+    x = x.toarray() if sparse.issparse(x) else np.asarray(x, dtype=np.float64)  # type: ignore[union-attr]
     p = np.linalg.inv(x.T @ x + lam * np.eye(x.shape[1]))
     b = -p / np.diag(p)  # column j divided by P_jj
     np.fill_diagonal(b, 0.0)

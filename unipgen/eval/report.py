@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,7 +184,7 @@ class HistogramPanel:
     """Overlaid histograms of several samples (label → values) on shared bins, normalised to densities."""
 
     x_label: str
-    series: Mapping[str, Sequence[float]]
+    series: Mapping[str, Iterable[float]]  # lists or arrays
     title: str = ""
     bins: int = 30
 

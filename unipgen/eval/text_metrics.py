@@ -97,9 +97,12 @@ def bleu(predictions: Sequence[str], references: References, tokenize: str = "13
 
     refs = _ref_lists(predictions, references)
     width = max(len(r) for r in refs)
-    # sacrebleu wants one stream per reference position; None marks a missing reference.
+    # sacrebleu wants one stream per reference position; None marks a missing reference (which
+    # its annotation leaves out).
     streams = [[r[i] if i < len(r) else None for r in refs] for i in range(width)]
-    return float(sacrebleu.corpus_bleu(list(predictions), streams, tokenize=tokenize, lowercase=lowercase).score)
+    bleu = sacrebleu.corpus_bleu(list(predictions), streams,  # type: ignore[arg-type]
+                                 tokenize=tokenize, lowercase=lowercase)
+    return float(bleu.score)
 
 
 class _NoWordNet:

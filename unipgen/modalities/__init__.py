@@ -7,10 +7,13 @@ types with `register_backend`.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 from unipgen.errors import NotFoundError
 from unipgen.schema.profiles import ComponentSpec
+
+if TYPE_CHECKING:
+    from unipgen.modalities.base import Backend
 
 BACKENDS: dict[str, str] = {
     "transformers-lm": "unipgen.modalities.text:TransformersTextBackend",
@@ -33,7 +36,7 @@ def register_backend(type_name: str, target: str) -> None:
     BACKENDS[type_name] = target
 
 
-def load_backend(spec: ComponentSpec) -> Any:
+def load_backend(spec: ComponentSpec) -> Backend:
     """Build (not yet set up) the backend a profile entry describes."""
     if spec.type not in BACKENDS:
         raise NotFoundError(f"unknown backend type {spec.type!r}; known: {sorted(BACKENDS)}")

@@ -21,12 +21,15 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unipgen.errors import InvalidInputError, UnsupportedMediaError
 from unipgen.modalities.seeding import seed_global
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
 from unipgen.tiny import build_atomically, cached_tiny_model
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TINY_MUSICGEN = "tiny-random"
 _VERSION = 3  # bump when the tiny model's recipe changes: the cached folder is rebuilt
@@ -114,7 +117,7 @@ class MusicgenAudioBackend:
 
         path = str(tiny_musicgen_dir()) if self.ref == TINY_MUSICGEN else self.ref
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = MusicgenForConditionalGeneration.from_pretrained(path).to(self.device).eval()
+        self.model = MusicgenForConditionalGeneration.from_pretrained(path).to(self.device).eval()  # type: ignore[arg-type]  # transformers' wrapped .to
 
     @property
     def sample_rate(self) -> int:
@@ -180,7 +183,7 @@ def encode_audio(samples: Any, sample_rate: int, audio_format: str = "wav") -> b
     return buffer.getvalue()
 
 
-def decode_clip(data: bytes, sample_rate: int, max_seconds: float, what: str) -> Any:
+def decode_clip(data: bytes, sample_rate: int, max_seconds: float, what: str) -> np.ndarray:
     """Mono float32 samples of an audio file (WAV, FLAC, OGG...), resampled to `sample_rate`, cut to
     its first `max_seconds`; `what` names the file in errors (UnsupportedMediaError if not audio)."""
     import math

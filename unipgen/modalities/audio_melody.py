@@ -21,12 +21,15 @@ from __future__ import annotations
 import inspect
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unipgen.errors import InvalidInputError, MissingDependencyError
 from unipgen.modalities.audio import MusicgenAudioBackend, build_tiny_musicgen, decode_clip, save_tiny_musicgen
 from unipgen.schema.generation import BlobFetcher, GenerationRequest
 from unipgen.tiny import cached_tiny_model
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TINY_MUSICGEN_MELODY = "tiny-random"
 _VERSION = 1  # bump when the tiny model's recipe changes: the cached folder is rebuilt
@@ -42,7 +45,7 @@ def build_tiny_musicgen_melody(directory: Path, seed: int = 0) -> Path:
     return build_tiny_musicgen(directory, seed, melody=True)
 
 
-def melody_chroma(samples: Any, sampling_rate: int, n_fft: int, hop_length: int, num_chroma: int = 12) -> Any:
+def melody_chroma(samples: Any, sampling_rate: int, n_fft: int, hop_length: int, num_chroma: int = 12) -> np.ndarray:
     """(frames, num_chroma) float32 one-hot chromagram of mono samples, as MusicgenMelodyFeatureExtractor
     computes it: a centred, window-normalised power STFT projected on chroma bins, the loudest bin per frame."""
     import numpy as np
@@ -94,7 +97,7 @@ class MusicgenMelodyAudioBackend(MusicgenAudioBackend):
         path = str(tiny_musicgen_melody_dir()) if self.ref == TINY_MUSICGEN_MELODY else self.ref
         self.chroma, _ = FeatureExtractionMixin.get_feature_extractor_dict(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = MusicgenMelodyForConditionalGeneration.from_pretrained(path).to(self.device).eval()
+        self.model = MusicgenMelodyForConditionalGeneration.from_pretrained(path).to(self.device).eval()  # type: ignore[arg-type]  # transformers' wrapped .to
 
     def _conditioning(self, request: GenerationRequest, fetch: BlobFetcher) -> tuple[dict[str, Any], dict[str, Any]]:
         """The (1, frames, 12) chroma of the request's melody clip as `input_features`, if it has one."""

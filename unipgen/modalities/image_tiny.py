@@ -67,7 +67,7 @@ def build_tiny_sd(directory: Path, seed: int = 0) -> Path:
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=features,
                                    image_encoder=None, requires_safety_checker=False)
-    pipe.save_pretrained(directory)
+    pipe.save_pretrained(directory)  # type: ignore[attr-defined]  # mypy reads diffusers' dummy class
     _save_tiny_ip_adapter(directory / TINY_IP_ADAPTER_FOLDER, unet, seed)
     return directory
 

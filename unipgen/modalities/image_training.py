@@ -36,6 +36,7 @@ from unipgen.modalities.seeding import output_generator
 
 if TYPE_CHECKING:
     import torch
+    from peft import LoraConfig
 
 _LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 _ADAPTER_NAME = "dreambooth"
@@ -186,7 +187,7 @@ def train_dreambooth_lora(ref: str, images: Sequence[bytes], class_noun: str, *,
         pipe.unet.delete_adapters(_ADAPTER_NAME)  # leave a caller's pipeline as it was
 
 
-def _lora_config(rank: int) -> Any:
+def _lora_config(rank: int) -> LoraConfig:
     """The LoRA of diffusers' DreamBooth script: attention projections, Gaussian-initialised A."""
     from peft import LoraConfig
 
@@ -345,7 +346,8 @@ def _fit_token(pipe: Any, images: Sequence[bytes], token: str, token_id: int, *,
     latents = _latents(pipe, images, resolution, seed)
     ids = _token_ids(pipe, prompt).repeat(len(images), 1)
     scheduler = _noise_scheduler(pipe)
-    start, losses = 0, []
+    start = 0
+    losses: list[float] = []
     checkpoint = load_checkpoint(loop.checkpoint_dir, fingerprint)
     if checkpoint is not None:
         with torch.no_grad():

@@ -39,7 +39,7 @@ class IpAdapterSpec:
         if len(parts) not in sizes or not parts[0] or not all(parts[2:]):
             shape = "repo:subfolder:weight_name" + ("[:image_encoder_folder]" if encoder else "")
             raise InvalidInputError(f"{option} {text!r}: expected {shape!r}")
-        return cls(*parts) if encoder else cls(*parts, image_encoder_folder=None)
+        return cls(*parts) if encoder else cls(parts[0], parts[1], parts[2], image_encoder_folder=None)
 
 
 class SubjectIpAdapter:

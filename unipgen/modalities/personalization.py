@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unipgen.errors import InvalidInputError, NotFoundError, UnsupportedMediaError
 from unipgen.modalities.image_tiny import (
@@ -38,6 +38,9 @@ from unipgen.modalities.image_tiny import (
 from unipgen.modalities.ip_adapter import FaceIdAdapter, IpAdapterSpec, SubjectIpAdapter, mean_face
 from unipgen.schema.context import AdapterRef, UserContext
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: LoRA weight file name as written by `StableDiffusionPipeline.save_lora_weights`.
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
@@ -176,9 +179,9 @@ class DiffusersPersonalizer:
         finally:  # undo: the next request sees the base pipeline
             if job.tokens:
                 self.unload_tokens(job.tokens)
-            if job.subject_shas:
+            if job.subject_shas and self.subject is not None:  # (it is: loaded above)
                 self.subject.unload()
-            if job.by_face:
+            if job.by_face and self.face is not None:
                 self.face.unload()
 
     # -- LoRA
@@ -368,7 +371,7 @@ def _subject_shas(request: GenerationRequest) -> tuple[str, ...]:
     return ()
 
 
-def _open_image(data: bytes, sha: str) -> Any:
+def _open_image(data: bytes, sha: str) -> Image.Image:
     from PIL import Image, UnidentifiedImageError
 
     try:

@@ -31,12 +31,16 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unipgen.errors import InvalidInputError, UnipgenError, UnsupportedMediaError
 from unipgen.modalities.seeding import output_generator
 from unipgen.modalities.shape_tiny import TINY_SHAP_E, tiny_shap_e_dir, tiny_shap_e_img2img_dir
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
 
 #: Mesh formats and their media types (PLY has no registered type; "model/ply" is common use).
 MESH_FORMATS = {"glb": "model/gltf-binary", "ply": "model/ply"}
@@ -216,7 +220,7 @@ def _reference_sha(request: GenerationRequest) -> str:
     return subject.image_shas[0]
 
 
-def _open_image(data: bytes, sha: str) -> Any:
+def _open_image(data: bytes, sha: str) -> Image.Image:
     """The reference image as RGB; transparency is composited onto white (Shap-E's training background)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -232,7 +236,7 @@ def _open_image(data: bytes, sha: str) -> Any:
     return image.convert("RGB")
 
 
-def _srgb(linear: Any) -> Any:
+def _srgb(linear: np.ndarray) -> np.ndarray:
     import numpy as np
 
     return np.where(linear <= 0.0031308, linear * 12.92, 1.055 * np.power(linear, 1 / 2.4) - 0.055)
@@ -246,7 +250,7 @@ def _export(vertices: Any, faces: Any, colors: Any, mesh_format: str) -> bytes:
     shown = colors if mesh_format == "glb" else _srgb(colors)
     rgba = np.concatenate([np.round(shown * 255), np.full((len(shown), 1), 255)], axis=1).astype(np.uint8)
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, vertex_colors=rgba, process=False)
-    return bytes(mesh.export(file_type=mesh_format))
+    return bytes(mesh.export(file_type=mesh_format))  # type: ignore[arg-type]  # trimesh: bytes for glb and ply
 
 
 def _preview(vertices: Any, faces: Any, colors: Any, width: int, height: int) -> bytes:

@@ -85,18 +85,19 @@ def build_tiny_shap_e(directory: Path, seed: int = 0, image: bool = False) -> Pa
     torch.manual_seed(seed + 1)
     if image:
         # 32 px in 4 px patches: 64 image tokens (the real one: 256 from CLIP ViT-L/14 at 224 px)
-        encoder = CLIPVisionModel(CLIPVisionConfig(image_size=32, patch_size=4, hidden_size=_WIDTH,
-                                                   intermediate_size=37, num_hidden_layers=2, num_attention_heads=4))
+        image_encoder = CLIPVisionModel(CLIPVisionConfig(image_size=32, patch_size=4, hidden_size=_WIDTH,
+                                                         intermediate_size=37, num_hidden_layers=2,
+                                                         num_attention_heads=4))
         processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-        pipe: Any = ShapEImg2ImgPipeline(prior=prior, image_encoder=encoder, image_processor=processor,
+        pipe: Any = ShapEImg2ImgPipeline(prior=prior, image_encoder=image_encoder, image_processor=processor,
                                          scheduler=scheduler, shap_e_renderer=renderer)
     else:
         tokenizer = build_tiny_tokenizer()
-        encoder = CLIPTextModelWithProjection(CLIPTextConfig(
+        text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(
             vocab_size=len(tokenizer), hidden_size=_WIDTH, projection_dim=_WIDTH, intermediate_size=37,
             num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77, pad_token_id=0,
             bos_token_id=1, eos_token_id=2))
-        pipe = ShapEPipeline(prior=prior, text_encoder=encoder, tokenizer=tokenizer, scheduler=scheduler,
+        pipe = ShapEPipeline(prior=prior, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
                              shap_e_renderer=renderer)
     pipe.save_pretrained(directory)
     return directory
@@ -188,8 +189,8 @@ def marching_cubes_table() -> tuple[Any, Any]:
                 previous = current
             seen.update(loop)
             points = [(corner[_EDGES[e][0]] + corner[_EDGES[e][1]]) / 2 for e in loop]
-            area = sum(np.cross(points[i], points[(i + 1) % len(points)]) for i in range(len(points)))
-            outward = sum(corner[c] * (1 - 2 * inside[c]) for e in loop for c in _EDGES[e])
+            area = sum((np.cross(points[i], points[(i + 1) % len(points)]) for i in range(len(points))), np.zeros(3))
+            outward = sum((corner[c] * (1 - 2 * inside[c]) for e in loop for c in _EDGES[e]), np.zeros(3))
             if area @ outward < 0:
                 loop.reverse()
             triangles += [[loop[0], loop[i], loop[i + 1]] for i in range(1, len(loop) - 1)]

@@ -23,13 +23,16 @@ import io
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unipgen.errors import InvalidInputError, MissingDependencyError
 from unipgen.modalities.audio import AUDIO_FORMATS, decode_clip, encode_audio
 from unipgen.modalities.seeding import seed_global
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
 from unipgen.tiny import build_atomically, cached_tiny_model
+
+if TYPE_CHECKING:
+    import torch
 
 TINY_SPEECHT5 = "tiny-random"
 HUB_VOCODER = "microsoft/speecht5_hifigan"
@@ -151,8 +154,8 @@ class SpeechT5Backend:
         if self.default_speaker is not None and len(self.default_speaker) != dim:
             raise InvalidInputError(f"default_speaker has {len(self.default_speaker)} values; {self.ref!r} takes {dim}")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.vocoder = SpeechT5HifiGan.from_pretrained(vocoder).to(self.device).eval()
-        self.model = model.to(self.device).eval()  # last: a set model means setup is done
+        self.vocoder = SpeechT5HifiGan.from_pretrained(vocoder).to(self.device).eval()  # type: ignore[arg-type]  # transformers' wrapped .to
+        self.model = model.to(self.device).eval()  # type: ignore[arg-type]  # as above; set last: setup is done
 
     @property
     def sample_rate(self) -> int:
@@ -233,7 +236,7 @@ class SpeechT5Backend:
             self._xvectors[shas] = self._xvector(shas, fetch)
         return self._xvectors[shas], f"{self.speaker_encoder}:{len(shas)} recordings"
 
-    def _xvector(self, shas: tuple[str, ...], fetch: BlobFetcher) -> Any:
+    def _xvector(self, shas: tuple[str, ...], fetch: BlobFetcher) -> torch.Tensor:
         """The unit-length mean speechbrain x-vector of the recordings (16 kHz mono each)."""
         import torch
 

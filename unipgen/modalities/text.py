@@ -29,12 +29,15 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.modalities.seeding import row_seed
 from unipgen.modalities.text_tiny import TINY_LM, build_tiny_lm, tiny_lm_dir
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
+
+if TYPE_CHECKING:
+    import torch
 
 PACKAGED_PREFIX = "packaged:"
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
@@ -150,7 +153,7 @@ class _RowSampler:
         self.temperature = temperature
         self.top_p = top_p
 
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         import torch
 
         if self.temperature <= 0:
@@ -163,7 +166,7 @@ class _RowSampler:
         return out.scatter_(1, choice.to(scores.device), 0.0)
 
 
-def _top_p(probs: Any, top_p: float) -> Any:
+def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     """`probs` with the tail beyond cumulative mass `top_p` zeroed (nucleus sampling)."""
     import torch
 
@@ -230,7 +233,7 @@ class TransformersTextBackend:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype), **extra)
-        self.tokenizer, self.model = tokenizer, model.to(self.device).eval()
+        self.tokenizer, self.model = tokenizer, model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' wrapped .to
 
     def _ensure_adapters(self, rows: list[_Row], paths: dict[str, Path]) -> None:
         """Load the adapters `rows` use (once each) and evict least-recently-used others past `max_adapters`."""

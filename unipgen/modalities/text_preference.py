@@ -19,12 +19,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unipgen.errors import InvalidInputError
 from unipgen.modalities.checkpoints import TrainingLoop, digests, fingerprint
 from unipgen.modalities.text import prompt_text
 from unipgen.modalities.text_training import fit_trainable, load_trainable, save_text_adapter
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ def _pair_logps(model: Any, indices: Sequence[int], encoded: list[tuple[Any, Any
     return logps[: len(indices)], logps[len(indices):]
 
 
-def _answer_logps(model: Any, sequences: list[tuple[list[int], list[int]]]) -> Any:
+def _answer_logps(model: Any, sequences: list[tuple[list[int], list[int]]]) -> torch.Tensor:
     """log π(answer | prompt) of each (prompt ids, answer ids), in one right-padded batch."""
     import torch
 

@@ -9,9 +9,12 @@ adapters, training) are the real ones.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from unipgen.tiny import build_atomically, cached_tiny_model
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 TINY_LM = "tiny-random"
 _VERSION = "1"
@@ -30,7 +33,7 @@ def tiny_lm_dir(seed: int = 0) -> Path:
     return cached_tiny_model("lm", _VERSION, seed, "config.json", _save_tiny_lm)
 
 
-def _tiny_tokenizer() -> Any:
+def _tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A small BPE tokenizer trained here, with a chat template (no download)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast

@@ -29,13 +29,17 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unipgen.errors import InvalidInputError
 from unipgen.modalities.image_tiny import TINY_SD
 from unipgen.modalities.personalization import DiffusionJob, PersonalizedDiffusion
 from unipgen.modalities.seeding import output_generator
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 TINY_FRAME_ENCODER = "tiny-random"
 FORMATS = {"mp4": "video/mp4", "gif": "image/gif"}
@@ -170,12 +174,12 @@ class FrameEncoder:
         from unipgen.tiny import tiny_clip_dir
 
         path = str(tiny_clip_dir()) if self.ref == TINY_FRAME_ENCODER else self.ref
-        self._model = transformers.CLIPModel.from_pretrained(path).to(self.device).eval()
+        self._model = transformers.CLIPModel.from_pretrained(path).to(self.device).eval()  # type: ignore[arg-type]  # transformers' wrapped .to
         # The PIL processor (transformers 5) needs no torchvision; 4.x has only the one class.
         processor = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)
         self._processor = processor.from_pretrained(path)
 
-    def embed(self, frames: Sequence[Any]) -> Any:
+    def embed(self, frames: Sequence[Any]) -> torch.Tensor:
         """(frames, dim) float tensor of CLIP image embeddings (not normalised)."""
         import torch
 
@@ -238,7 +242,7 @@ def encode_mp4(frames: Sequence[Any], fps: float, crf: int = 18) -> bytes:
     return buffer.getvalue()
 
 
-def _yuv420(rgb: Any) -> Any:
+def _yuv420(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB → (3H/2, W) uint8 planar YUV 4:2:0, BT.601 limited range, rounded."""
     import numpy as np
 
@@ -249,7 +253,7 @@ def _yuv420(rgb: Any) -> Any:
     v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128
     height, width = y.shape
 
-    def half(plane: Any) -> Any:  # 2×2 mean with rounding
+    def half(plane: np.ndarray) -> np.ndarray:  # 2×2 mean with rounding
         blocks = plane.reshape(height // 2, 2, width // 2, 2).sum(axis=(1, 3))
         return (blocks + 2) >> 2
 

@@ -32,7 +32,7 @@ def build_tiny_motion_adapter(directory: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed + 3)
     adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
                             motion_norm_num_groups=32, motion_max_seq_length=TINY_MAX_FRAMES)
-    adapter.save_pretrained(directory)
+    adapter.save_pretrained(directory)  # type: ignore[attr-defined]  # mypy reads diffusers' dummy class
     return directory
 
 

@@ -6,14 +6,13 @@ exactly as a worker's are (`unipgen.orchestrator.jobs.run_claimed`).
 
 from __future__ import annotations
 
-from typing import Any
-
 from unipgen.core.behavior_space import FitInputs, run_fit
 from unipgen.core.usermodel import UserModel
 from unipgen.errors import NotFoundError, error_from
 from unipgen.modalities import load_backend
+from unipgen.modalities.base import Backend
 from unipgen.orchestrator.generation import GeneratedArtifact, PreparedGeneration
-from unipgen.orchestrator.jobs import Lease, QueueExecutor, Work
+from unipgen.orchestrator.jobs import Lease, Produced, QueueExecutor, Work
 from unipgen.orchestrator.training import run_training
 from unipgen.schema.context import Modality, PersonalizationPlan
 from unipgen.schema.generation import GenerationOptions
@@ -35,9 +34,9 @@ class InlineExecutor(QueueExecutor):
         super().__init__(model, worker=worker, lease_s=lease_s, backoff_s=backoff_s, heartbeat_s=heartbeat_s,
                          checkpoint_every=checkpoint_every)
         self.progress = progress  # training progress bars on stderr
-        self._backends: dict[str, Any] = {}
+        self._backends: dict[str, Backend] = {}
 
-    def backend(self, modality: Modality) -> Any:
+    def backend(self, modality: Modality) -> Backend:
         """The profile's backend of `modality`, loaded on first use and kept."""
         if modality not in self._backends:
             specs = self.model.profile.backends
@@ -48,7 +47,7 @@ class InlineExecutor(QueueExecutor):
             self._backends[modality] = backend
         return self._backends[modality]
 
-    def _work(self, work: Work, lease: Lease) -> Any:
+    def _work(self, work: Work, lease: Lease) -> Produced:
         if isinstance(work, FitInputs):
             return run_fit(work)
         if isinstance(work, PreparedGeneration):
@@ -65,7 +64,7 @@ class InlineGenerator:
         self.model = model
         self.executor = executor or InlineExecutor(model)  # given: share its loaded backends
 
-    def backend(self, modality: Modality) -> Any:
+    def backend(self, modality: Modality) -> Backend:
         return self.executor.backend(modality)
 
     def generate(self, tenant: str, user: str, modality: Modality, instruction: str,
@@ -77,6 +76,7 @@ class InlineGenerator:
         job = self.executor.wait(tenant, self.executor.submit(tenant, user, spec, max_attempts=1).key)
         if job.status != "succeeded":
             raise error_from(job.error or {"code": "conflict", "message": f"job {job.key} ended {job.status}"})
+        assert job.result is not None  # a succeeded job has its result
         plan = PersonalizationPlan.model_validate(job.result["plan"])
         return [self._stored(tenant, key, plan) for key in job.result["artifacts"]]
 

@@ -17,10 +17,11 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from pydantic import TypeAdapter
 
@@ -43,6 +44,7 @@ from unipgen.orchestrator.training import (
     inputs_digest,
     prepare_training,
 )
+from unipgen.schema.generation import GeneratedOutput
 from unipgen.schema.jobs import FitSpec, GenerateSpec, JobRecord, JobSpec, TrainSpec
 
 log = logging.getLogger("unipgen.orchestrator")
@@ -50,12 +52,16 @@ log = logging.getLogger("unipgen.orchestrator")
 _SPEC: TypeAdapter[GenerateSpec | TrainSpec | FitSpec] = TypeAdapter(JobSpec)
 #: What a job's work is, once its inputs are read: a generation, a training, a fit.
 Work = PreparedGeneration | TrainingInputs | FitInputs
+#: What the work made: a generation's outputs (one list per request), an adapter, a fit.
+Produced = list[list[GeneratedOutput]] | TrainedAdapter | FitOutput
+_T = TypeVar("_T")
 
 
 class Executor(Protocol):
     """What callers (CLI, service) use; the choice of executor is configuration."""
 
     name: str
+    worker: str  # the id its job claims carry (`JobRecord.worker`)
 
     def submit(self, tenant: str, user: str | None, spec: GenerateSpec | TrainSpec | FitSpec, *,
                key: str | None = None, max_attempts: int = 3) -> JobRecord: ...
@@ -153,18 +159,24 @@ def prepare(model: UserModel, job: JobRecord) -> Work:
         model.embed_catalog(job.tenant)
         return fit_inputs(model.store, job.tenant, config)
     if isinstance(spec, GenerateSpec):
-        return prepare_generation(model, job.tenant, job.user, spec.modality, spec.instruction, spec.options)
-    assert job.user is not None  # a training job is always a user's (submit checks it)
-    return prepare_training(model, job.tenant, job.user, spec.method, subject=spec.subject, steps=spec.steps,
+        return prepare_generation(model, job.tenant, _user_of(job), spec.modality, spec.instruction, spec.options)
+    return prepare_training(model, job.tenant, _user_of(job), spec.method, subject=spec.subject, steps=spec.steps,
                             seed=spec.seed)
 
 
-def prepare_many(model: UserModel, jobs: list[JobRecord]) -> list[PreparedGeneration | TrainingInputs | Exception]:
+def _user_of(job: JobRecord) -> str:
+    """The user of a generate or train job: always one (`submit` checks it; only a fit is the
+    tenant's)."""
+    assert job.user is not None
+    return job.user
+
+
+def prepare_many(model: UserModel, jobs: list[JobRecord]) -> list[Work | Exception]:
     """`prepare` for jobs claimed together: what the generation jobs read is embedded once per
     tenant (`embed_pending`), then their instructions are encoded in one batch per tenant
     (`UserModel.contexts`; text jobs with best-of-N, whose contexts carry preferences too, in a
     batch of their own). A job whose inputs fail gets its exception."""
-    prepared: list[PreparedGeneration | TrainingInputs | Exception | None] = [None] * len(jobs)
+    prepared: list[Work | Exception | None] = [None] * len(jobs)
     by_tenant: dict[tuple[str, bool], list[tuple[int, GenerateSpec]]] = {}
     for index, job in enumerate(jobs):
         try:
@@ -176,42 +188,43 @@ def prepare_many(model: UserModel, jobs: list[JobRecord]) -> list[PreparedGenera
             group = (job.tenant, needs_preferences(spec.modality, spec.options))
             by_tenant.setdefault(group, []).append((index, spec))
         else:
-            prepared[index] = _attempt(lambda job=job: prepare(model, job))
+            prepared[index] = _attempt(partial(prepare, model, job))
     for (tenant, preferences), wanted in by_tenant.items():
-        users = [jobs[index].user for index, _ in wanted]
-        if isinstance(_attempt(lambda tenant=tenant, users=users: embed_pending(model, tenant, users)), Exception):
+        users = [_user_of(jobs[index]) for index, _ in wanted]
+        if isinstance(_attempt(partial(embed_pending, model, tenant, users)), Exception):
             for index, _ in wanted:  # one user's documents, say: each job on its own, failing alone
-                prepared[index] = _attempt(lambda job=jobs[index]: prepare(model, job))
+                prepared[index] = _attempt(partial(prepare, model, jobs[index]))
             continue
-        contexts = model.contexts(tenant, [(jobs[i].user, spec.modality, spec.instruction) for i, spec in wanted],
+        contexts = model.contexts(tenant, [(_user_of(jobs[i]), spec.modality, spec.instruction) for i, spec in wanted],
                                   for_generation=True, preferences=preferences)
         for (index, spec), context in zip(wanted, contexts, strict=True):
             prepared[index] = context if isinstance(context, Exception) else \
-                _attempt(lambda context=context, spec=spec: prepared_from(model, context, spec.options))
+                _attempt(partial(prepared_from, model, context, spec.options))
     return prepared  # type: ignore[return-value]
 
 
-def _attempt(make: Callable[[], Any]) -> Any:
+def _attempt(make: Callable[[], _T]) -> _T | Exception:
     try:
         return make()
     except Exception as exc:  # noqa: BLE001  (handed to run_claimed, which records it on the job)
         return exc
 
 
-def finish(model: UserModel, job: JobRecord, worker: str, work: PreparedGeneration | TrainingInputs,
-           produced: list[Any] | TrainedAdapter) -> JobRecord:
+def finish(model: UserModel, job: JobRecord, worker: str, work: Work, produced: Produced) -> JobRecord:
     """Store what the work produced and mark the job succeeded, in one transaction."""
     return model.store.jobs.finish_job(job.tenant, job.key, worker, *_end_of(model, work, produced))
 
 
-def finish_many(model: UserModel, worker: str, done: list[tuple[JobRecord, Any, Any]],
+def finish_many(model: UserModel, worker: str, done: list[tuple[JobRecord, Work, Produced]],
                 backoff_s: float = 1.0) -> dict[str, JobRecord]:
     """`finish` for several (job, work, produced) in one transaction; if that fails (one job
     lost its lease, say), each is finished on its own so that only the failing one fails."""
     if not done:
         return {}
     try:
-        ends = [(job.tenant, job.key, *_end_of(model, work, produced)) for job, work, produced in done]
+        # Sequence[Any]: finish_jobs stores fits too, though its annotation names artifacts only.
+        ends: list[tuple[str, str, dict[str, Any], Sequence[Any]]] = [
+            (job.tenant, job.key, *_end_of(model, work, produced)) for job, work, produced in done]
         return {record.key: record for record in model.store.jobs.finish_jobs(worker, ends)}
     except Exception:  # noqa: BLE001  (sorted out job by job below)
         ended = {}
@@ -224,7 +237,7 @@ def finish_many(model: UserModel, worker: str, done: list[tuple[JobRecord, Any, 
 
 
 def _end_of(model: UserModel, work: Work,
-            produced: list[Any] | TrainedAdapter | FitOutput) -> tuple[dict[str, Any], list[OutputArtifact | FitOutput]]:
+            produced: Produced) -> tuple[dict[str, Any], Sequence[OutputArtifact | FitOutput]]:
     """The job's result record and what to store (artifacts, or a fit) for what its work produced."""
     if isinstance(produced, FitOutput):
         return {"space": produced.space, "stats": produced.stats, "config": produced.config}, [produced]
@@ -265,9 +278,9 @@ def _record_failure(model: UserModel, job: JobRecord, worker: str, exc: BaseExce
 
 
 def run_claimed(model: UserModel, job: JobRecord, worker: str, lease_s: float,
-                work_fn: Callable[[PreparedGeneration | TrainingInputs, Lease], Any],
+                work_fn: Callable[[Work, Lease], Produced],
                 backoff_s: float = 1.0, store_lock: AbstractContextManager[Any] | None = None,
-                prepared: PreparedGeneration | TrainingInputs | Exception | None = None, *,
+                prepared: Work | Exception | None = None, *,
                 heartbeat_s: float = 5.0, checkpoint_every: int = 10) -> JobRecord:
     """Run a job this worker claimed: prepare (unless `prepared`, from `prepare_many`, is
     given), `work_fn` (the executor's part) with the lease's heartbeat on, finish; record
@@ -358,12 +371,12 @@ class QueueExecutor:
         return run_claimed(self.model, job, self.worker, self.lease_s, self._work, self.backoff_s,
                            heartbeat_s=self.heartbeat_s, checkpoint_every=self.checkpoint_every)
 
-    def _work(self, work: PreparedGeneration | TrainingInputs, lease: Lease) -> Any:
+    def _work(self, work: Work, lease: Lease) -> Produced:
         raise NotImplementedError
 
     def shutdown(self) -> None:
         """Release what the executor holds (nothing here; the Ray executor stops its actors)."""
 
 
-__all__ = ["Executor", "JobCancelled", "Lease", "QueueExecutor", "Work", "finish", "finish_many", "parse_spec",
-           "prepare", "prepare_many", "record_failure", "run_claimed", "with_checkpoints"]
+__all__ = ["Executor", "JobCancelled", "Lease", "Produced", "QueueExecutor", "Work", "finish", "finish_many",
+           "parse_spec", "prepare", "prepare_many", "record_failure", "run_claimed", "with_checkpoints"]

@@ -87,18 +87,18 @@ def connect(home: Path, address: str | None = None, *, num_cpus: int | None = No
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path(home))
     _forget_cached_token()  # a second cluster in this process has its own token
     temp_dir = str(private_temp_dir())
-    context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-                       _temp_dir=temp_dir, configure_logging=False, log_to_driver=False, **init_kwargs)
-    node_ip = context.address_info["node_ip_address"]
+    started: Any = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                            _temp_dir=temp_dir, configure_logging=False, log_to_driver=False, **init_kwargs)
+    node_ip = started.address_info["node_ip_address"]  # ray.init's result is a RayContext, typed as its base
     if node_ip != "127.0.0.1":
         ray.shutdown()
         raise UnipgenError(f"the local Ray cluster registered {node_ip}, not loopback: refusing to run it")
-    return RayCluster(address=context.address_info["gcs_address"], started_here=True, temp_dir=temp_dir)
+    return RayCluster(address=started.address_info["gcs_address"], started_here=True, temp_dir=temp_dir)
 
 
 def _forget_cached_token() -> None:
     """Make Ray read the token again: its loader caches the first one for the process."""
-    from ray._raylet import AuthenticationTokenLoader
+    from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]  # not in Ray's _raylet.pyi
 
     AuthenticationTokenLoader.instance().reset_cache()
 

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -35,14 +35,16 @@ from unipgen.orchestrator.generation import PreparedGeneration
 from unipgen.orchestrator.jobs import (
     JobCancelled,
     Lease,
+    Produced,
     QueueExecutor,
+    Work,
     finish_many,
     prepare_many,
     record_failure,
     run_claimed,
 )
 from unipgen.orchestrator.ray_cluster import RayCluster, connect
-from unipgen.orchestrator.training import TrainingInputs, modality_of
+from unipgen.orchestrator.training import TrainedAdapter, TrainingInputs, modality_of
 from unipgen.schema.jobs import JobRecord
 from unipgen.schema.profiles import ComponentSpec
 
@@ -158,7 +160,7 @@ class ProgressBoard:
         self.steps.pop(key, None)
 
 
-def _train(inputs: TrainingInputs, board: Any = None, key: str = "") -> Any:
+def _train(inputs: TrainingInputs, board: Any = None, key: str = "") -> TrainedAdapter:
     import torch
 
     from unipgen.orchestrator.training import run_training
@@ -238,7 +240,7 @@ class RayExecutor(QueueExecutor):
 
     # -- work -----------------------------------------------------------------------------------
 
-    def _work(self, work: PreparedGeneration | TrainingInputs, lease: Lease) -> Any:
+    def _work(self, work: Work, lease: Lease) -> Produced:
         import ray
 
         if isinstance(work, PreparedGeneration):
@@ -337,7 +339,7 @@ class RayExecutor(QueueExecutor):
                 ray.cancel(ref, force=force_cancel)  # force kills a training task's process
                 raise JobCancelled
 
-    def _run(self, job: JobRecord, prepared: Any = None) -> JobRecord:
+    def _run(self, job: JobRecord, prepared: Work | Exception | None = None) -> JobRecord:
         return run_claimed(self.model, job, self.worker, self.lease_s, self._work, self.backoff_s, self._store_lock,
                            prepared, heartbeat_s=self.heartbeat_s, checkpoint_every=self.checkpoint_every)
 
@@ -355,7 +357,7 @@ class RayExecutor(QueueExecutor):
                 claimed = self.model.store.jobs.claim_jobs(self.worker, self.lease_s, want)
                 if not claimed:
                     return ran
-                running = []
+                running: list[Future[JobRecord] | Future[list[JobRecord]]] = []
                 for start in range(0, len(claimed), self.prepare_batch):
                     group = claimed[start : start + self.prepare_batch]
                     with self._holding(group):  # preparing may load encoders: keep the claims alive

@@ -21,11 +21,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from unipgen.core.usermodel import UserModel
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.schema.jobs import TRAINING_METHODS
+
+if TYPE_CHECKING:
+    from unipgen.memory.content import SubjectRecord
+    from unipgen.modalities.text_preference import PreferencePair, TrainedPreferenceAdapter
+    from unipgen.modalities.text_training import TrainedTextAdapter
 
 METHODS = TRAINING_METHODS
 #: The methods that adapt the profile's text model; the others adapt its image model.
@@ -66,6 +71,24 @@ class TrainingInputs:
     checkpoint_every: int = 10
 
 
+class _Common(TypedDict):
+    """The `TrainingInputs` fields every method fills the same way."""
+
+    method: str
+    ref: str
+    base: str | None
+    steps: int
+    seed: int
+    gguf_file: str | None
+
+
+class _Checkpoints(TypedDict):
+    """Where and how often a trainer checkpoints (its keyword arguments)."""
+
+    checkpoint_dir: Path | None
+    checkpoint_every: int
+
+
 @dataclass(frozen=True)
 class TrainedAdapter:
     """An adapter ready to store: bytes, media type, sources and meta (with its loss curve)."""
@@ -103,8 +126,8 @@ def prepare_training(model: UserModel, tenant: str, user: str, method: str, *, s
     spec = model.profile.backends.get(modality)
     if spec is None:
         raise NotFoundError(f"profile {model.profile.name!r} has no {modality} generator to adapt")
-    common = {"method": method, "ref": spec.ref or "tiny-random", "base": spec.ref, "steps": steps, "seed": seed,
-              "gguf_file": spec.options.get("gguf_file")}
+    common: _Common = {"method": method, "ref": spec.ref or "tiny-random", "base": spec.ref, "steps": steps,
+                       "seed": seed, "gguf_file": spec.options.get("gguf_file")}
     if method == "text-lora":
         documents = model.store.content.documents(tenant, user)
         if not documents:
@@ -135,7 +158,7 @@ def run_training(inputs: TrainingInputs, *, should_stop: Callable[[], bool] | No
                  progress: bool = False) -> TrainedAdapter:
     """Fit the adapter `inputs` describe (no store access: runs in any process)."""
     meta: dict[str, Any] = {"base": inputs.base, "steps": inputs.steps, "seed": inputs.seed}
-    checkpoints = {"checkpoint_dir": Path(inputs.checkpoint_dir) if inputs.checkpoint_dir else None,
+    checkpoints: _Checkpoints = {"checkpoint_dir": Path(inputs.checkpoint_dir) if inputs.checkpoint_dir else None,
                    "checkpoint_every": inputs.checkpoint_every}
     if modality_of(inputs.method) == "text":
         return _text_adapter(inputs, meta, should_stop, checkpoints)
@@ -158,7 +181,8 @@ def run_training(inputs: TrainingInputs, *, should_stop: Callable[[], bool] | No
 
 
 def _text_adapter(inputs: TrainingInputs, meta: dict[str, Any], should_stop: Callable[[], bool] | None,
-                  checkpoints: dict[str, Any]) -> TrainedAdapter:
+                  checkpoints: _Checkpoints) -> TrainedAdapter:
+    trained: TrainedTextAdapter | TrainedPreferenceAdapter
     if inputs.method == "text-lora":
         from unipgen.modalities.text_training import train_text_lora
 
@@ -168,17 +192,17 @@ def _text_adapter(inputs: TrainingInputs, meta: dict[str, Any], should_stop: Cal
     else:
         from unipgen.modalities.text_preference import train_text_dpo
 
-        trained = train_text_dpo(inputs.ref, inputs.pairs, steps=inputs.steps, seed=inputs.seed,
-                                 gguf_file=inputs.gguf_file, should_stop=should_stop, **checkpoints)
-        meta |= {"method": "dpo", "pairs": len(inputs.pairs), "margin_before": trained.margin_before,
-                 "margin_after": trained.margin_after, "accuracy_after": trained.accuracy_after}
+        trained = dpo = train_text_dpo(inputs.ref, inputs.pairs, steps=inputs.steps, seed=inputs.seed,
+                                       gguf_file=inputs.gguf_file, should_stop=should_stop, **checkpoints)
+        meta |= {"method": "dpo", "pairs": len(inputs.pairs), "margin_before": dpo.margin_before,
+                 "margin_after": dpo.margin_after, "accuracy_after": dpo.accuracy_after}
     meta |= {"modality": "text", "losses": trained.losses}
     if trained.resumed_from:  # a retried job that went on from its last checkpoint
         meta["resumed_from"] = trained.resumed_from
     return TrainedAdapter(inputs.method, trained.data, "application/zip", inputs.derived_from, meta, trained.losses)
 
 
-def _pick_subject(model: UserModel, tenant: str, user: str, subject: str | None) -> Any:
+def _pick_subject(model: UserModel, tenant: str, user: str, subject: str | None) -> SubjectRecord:
     subjects = model.store.content.subjects(tenant, user)
     if subject is None and len(subjects) == 1:
         return subjects[0]
@@ -190,7 +214,7 @@ def _pick_subject(model: UserModel, tenant: str, user: str, subject: str | None)
     raise NotFoundError(f"unknown subject {subject!r} of user {user!r}")
 
 
-def preference_pairs(model: UserModel, tenant: str, user: str) -> tuple[list[Any], list[str]]:
+def preference_pairs(model: UserModel, tenant: str, user: str) -> tuple[list[PreferencePair], list[str]]:
     """DPO pairs from the user's feedback on text outputs, and the output keys they use.
 
     A pairwise choice is a pair when both outputs answered the same prompt. Thumbs give a pair

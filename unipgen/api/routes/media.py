@@ -19,7 +19,8 @@ router = APIRouter(prefix="/v1/users/{user}", tags=["media"], responses={415: {"
 
 Key = Annotated[PublicId, Form(description="The public id of this upload.")]
 #: An upload's encoder process may die on it (a native crash): 503 `encoder_failed`, nothing stored.
-ENCODER_FAILED = {503: {"model": ErrorBody, "description": "The encoder's process crashed on the file."}}
+ENCODER_FAILED: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorBody, "description": "The encoder's process crashed on the file."}}
 Consent = Annotated[bool, Form(description="The user's explicit consent to storing this biometric data.")]
 MAX_SUBJECT_PHOTOS = 20
 
