@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from unipgen.core.conversation import ConversationIndex, FusionWeights, best_neighbour, light_stem
+from unipgen.core.conversation import (
+    ConversationIndex,
+    FusionWeights,
+    best_neighbour,
+    date_text,
+    light_stem,
+    without_names,
+)
 from unipgen.errors import InvalidInputError
 from unipgen.eval.environment import shared_data_dir
 from unipgen.eval.locomo import recall_at, run_locomo
@@ -113,6 +120,19 @@ def test_light_stem_and_best_neighbour_stay_in_the_session() -> None:
     assert light_stem(["painting", "painted", "paints", "is", "dogs"]) == ["paint", "paint", "paint", "is", "dog"]
     same_as_previous = np.array([False, True, True, False, True])  # sessions: 0 0 0 | 1 1
     assert best_neighbour(np.array([1.0, 0.0, 0.2, 5.0, 0.0]), same_as_previous).tolist() == [0.0, 1.0, 0.0, 0.0, 5.0]
+
+
+def test_names_leave_the_dense_query_and_dates_read_as_words() -> None:
+    assert without_names("What did Ana's brother tell Ben?", ["Ana", "Ben"]) == "What did brother tell ?"
+    assert without_names("Ana?", ["Ana"]) == "Ana?"  # nothing left: the question as asked
+    assert date_text(parse_locomo([tiny_sample()])[0].sessions[1].ts) == "20 June 2023" and date_text(None) == ""
+
+
+def test_a_month_finds_the_session_of_that_date(encoder: Any) -> None:
+    turns = parse_locomo([tiny_sample()])[0].turns
+    lexical_only = FusionWeights(dense=0.0, neighbour=0.0, speaker=0.0)
+    hits = ConversationIndex(turns, encoder, lexical_only).search("What happened in June?", k=4)
+    assert {hit.key for hit in hits} == {"D2:1", "D2:2", "D2:3", "D2:4"}
 
 
 def test_search_returns_k_distinct_turn_keys(encoder: Any) -> None:

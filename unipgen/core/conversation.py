@@ -6,11 +6,13 @@ BM25 or dense search does, misses those turns. `ConversationIndex` scores every 
 signals, all without an LLM (MiniLM vectors and bm25s only), and returns TURNS, each under its
 own key, so that recall@k counts exactly the k turns a model would read:
 
-1. turn BM25 over "Speaker: text [photo: caption]" plus BM25 over the turn's window (the turn and
-   its neighbours in the same session), on lightly stemmed tokens;
-2. dense cosine of the question with the turn's MiniLM vector;
-3. the turn's session: BM25 over the whole session's text plus the cosine with the session's mean
-   vector (a session about the topic lifts all its turns);
+1. turn BM25 over "date Speaker: text [photo: caption]" plus BM25 over the turn's window (the turn
+   and its neighbours in the same session), on lightly stemmed tokens; the session's date ("8 May
+   2023") is part of each text, so "in June" or "in 2022" finds the session it happened in;
+2. dense cosine of the question, the speakers' names taken out, with the turn's MiniLM vector (the
+   names are the speaker signal's job; left in, they pull towards every turn of that speaker);
+3. the turn's session: BM25 over the whole session's text (and date) plus the cosine of the whole
+   question with the session's mean vector (a session about the topic lifts all its turns);
 4. its neighbours: a turn gets a share of its best neighbour's score within the session (the
    reply to a matching question, the question before a matching answer);
 5. the speaker: when a question names exactly one speaker, that speaker's turns are boosted.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -48,6 +51,8 @@ class TurnLike(Protocol):
     def session(self) -> int: ...
     @property
     def caption(self) -> str | None: ...
+    @property
+    def session_time(self) -> datetime | None: ...
 
 
 class TextEncoder(Protocol):
@@ -62,7 +67,7 @@ class FusionWeights:
     dense: float = 2.5  # the turn's cosine (negatives clipped to 0)
     session: float = 0.7  # the session's normalised BM25 plus its cosine
     neighbour: float = 0.5  # share of the best same-session neighbour's score
-    speaker: float = 0.2  # relative boost of the one speaker a question names
+    speaker: float = 0.4  # relative boost of the one speaker a question names
     k1: float = 0.9  # BM25 term saturation: short turns, so repeats count less
     b: float = 0.4  # BM25 length normalisation, mild for the same reason
 
@@ -93,6 +98,11 @@ def turn_document(turn: TurnLike) -> str:
     if turn.caption:
         text = f"{text} [photo: {turn.caption}]".strip()
     return f"{turn.speaker}: {text}"
+
+
+def date_text(ts: datetime | None) -> str:
+    """A session date as words BM25 can match ("8 May 2023"); empty when unknown."""
+    return f"{ts.day} {ts:%B %Y}" if ts is not None else ""
 
 
 def tokenize(texts: list[str]) -> list[list[str]]:
@@ -145,10 +155,21 @@ def named_speakers(question: str, speakers: Sequence[str]) -> list[str]:
     return [s for s in speakers if re.search(rf"\b{re.escape(s)}\b", question, re.IGNORECASE)]
 
 
+def without_names(question: str, names: Sequence[str]) -> str:
+    """The question with `names` (and their possessive 's) removed; the question itself if
+    nothing would be left."""
+    stripped = question
+    for name in names:
+        stripped = re.sub(rf"\b{re.escape(name)}(?:'s)?\b", "", stripped, flags=re.IGNORECASE)
+    stripped = " ".join(stripped.split())
+    return stripped if re.search(r"\w", stripped) else question
+
+
 class ConversationIndex:
     """One conversation's turns, indexed for `search`: three BM25 indexes (turns, windows,
     sessions), the turns' vectors and the sessions' mean vectors. Build once per conversation
-    (one encoder pass over the turns); each search is one encoder call and a few array ops."""
+    (one encoder pass over the turns); each search is one encoder call (two texts) and a few
+    array operations."""
 
     def __init__(self, turns: Sequence[TurnLike], encoder: TextEncoder,
                  weights: FusionWeights | None = None) -> None:
@@ -161,32 +182,46 @@ class ConversationIndex:
         self.encoder = encoder
         self.weights = weights or FusionWeights()
         self.speakers = sorted({turn.speaker for turn in turns})
-        documents = [turn_document(turn) for turn in turns]
-        session_ids = [turn.session for turn in turns]
-        self.session_of = np.array([sorted(set(session_ids)).index(s) for s in session_ids])
-        self.same_as_previous = np.r_[False, self.session_of[1:] == self.session_of[:-1]]
-        self.turn_bm25 = bm25_index(tokenize(documents), self.weights)
-        self.window_bm25 = bm25_index(tokenize(session_windows(documents, self.session_of)), self.weights)
-        session_texts = [" ".join(d for d, s in zip(documents, self.session_of, strict=True) if s == j)
-                         for j in range(self.session_of.max() + 1)]
-        self.session_bm25 = bm25_index(tokenize(session_texts), self.weights)
-        self.vectors = np.asarray(encoder.encode(documents), dtype=np.float32)
-        self.session_vectors = _mean_vectors(self.vectors, self.session_of)
         self.speaker_of = np.array([turn.speaker for turn in turns])
+        session_ids = sorted({turn.session for turn in turns})
+        self.session_of = np.array([session_ids.index(turn.session) for turn in turns])
+        self.same_as_previous = np.r_[False, self.session_of[1:] == self.session_of[:-1]]
+        documents = [turn_document(turn) for turn in turns]
+        self.index_texts(documents)
+        self.vectors = np.asarray(encoder.encode(documents), dtype=np.float32)
+        self.session_vectors = mean_vectors(self.vectors, self.session_of)
+
+    def index_texts(self, documents: list[str]) -> None:
+        """The three BM25 indexes: dated turns, windows of turns, dated sessions."""
+        dates = [date_text(turn.session_time) for turn in self.turns]
+        self.turn_bm25 = bm25_index(tokenize([f"{d} {doc}" for d, doc in zip(dates, documents, strict=True)]),
+                                    self.weights)
+        self.window_bm25 = bm25_index(tokenize(session_windows(documents, self.session_of)), self.weights)
+        sessions = []
+        for j in range(int(self.session_of.max()) + 1):
+            members = np.flatnonzero(self.session_of == j)
+            sessions.append(" ".join([dates[members[0]], *(documents[i] for i in members)]))
+        self.session_bm25 = bm25_index(tokenize(sessions), self.weights)
 
     def __len__(self) -> int:
         return len(self.turns)
 
-    def scores(self, question: str, query_vector: np.ndarray | None = None) -> np.ndarray:
-        """Every turn's fused score for `question` (the recipe of the module docstring)."""
+    def query_vectors(self, question: str) -> np.ndarray:
+        """The question's two vectors, in one encoder call: as asked (for sessions), and without
+        the speakers' names (for turns)."""
+        return np.asarray(self.encoder.encode([question, without_names(question, self.speakers)]))
+
+    def scores(self, question: str, vectors: np.ndarray | None = None) -> np.ndarray:
+        """Every turn's fused score for `question` (the recipe of the module docstring);
+        `vectors`: `query_vectors(question)` when the caller has them."""
         w = self.weights
         size, sessions = len(self.turns), int(self.session_of.max()) + 1
+        asked, unnamed = self.query_vectors(question) if vectors is None else vectors
         query_tokens = tokenize([question])[0]
-        vector = self.encoder.encode([question])[0] if query_vector is None else query_vector
         lexical = bm25_scores(self.turn_bm25, query_tokens, size)
         lexical += w.window_bm25 * bm25_scores(self.window_bm25, query_tokens, size)
-        scores = scale_to_max(lexical) + w.dense * np.clip(self.vectors @ vector, 0.0, None)
-        session = scale_to_max(bm25_scores(self.session_bm25, query_tokens, sessions)) + self.session_vectors @ vector
+        scores = scale_to_max(lexical) + w.dense * np.clip(self.vectors @ unnamed, 0.0, None)
+        session = scale_to_max(bm25_scores(self.session_bm25, query_tokens, sessions)) + self.session_vectors @ asked
         scores = scores + w.session * session[self.session_of]
         scores = scores + w.neighbour * best_neighbour(scores, self.same_as_previous)
         named = named_speakers(question, self.speakers)
@@ -194,19 +229,19 @@ class ConversationIndex:
             scores = scores * (1.0 + w.speaker * (self.speaker_of == named[0]))
         return scores
 
-    def search(self, question: str, k: int = 10, query_vector: np.ndarray | None = None) -> list[TurnHit]:
+    def search(self, question: str, k: int = 10, vectors: np.ndarray | None = None) -> list[TurnHit]:
         """The k best turns, best first; each is one of the k (no turn is returned twice)."""
         if k < 1:
             raise InvalidInputError(f"k must be at least 1, got {k}")
         if not question.strip():
             raise InvalidInputError("the question is empty")
-        scores = self.scores(question, query_vector)
+        scores = self.scores(question, vectors)
         order = np.argsort(-scores, kind="stable")[:k]
         return [TurnHit(self.turns[i].key, float(scores[i]), self.turns[i].speaker, self.turns[i].text)
                 for i in order]
 
 
-def _mean_vectors(vectors: np.ndarray, groups: np.ndarray) -> np.ndarray:
+def mean_vectors(vectors: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """The L2-normalised mean vector of each group (groups numbered 0..n-1)."""
     means = np.stack([vectors[groups == j].mean(axis=0) for j in range(int(groups.max()) + 1)])
     return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
