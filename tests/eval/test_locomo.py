@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ from unipgen.core.conversation import (
     light_stem,
     without_names,
 )
-from unipgen.errors import InvalidInputError
+from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.eval.environment import shared_data_dir
 from unipgen.eval.locomo import recall_at, run_locomo
 from unipgen.memory.locomo import load_locomo, normalize_evidence, parse_locomo
@@ -106,7 +109,7 @@ def test_loader_names_what_is_wrong(break_it: Any, message: str) -> None:
 
 
 def test_loader_refuses_a_missing_or_non_list_file(tmp_path: Path) -> None:
-    with pytest.raises(InvalidInputError, match="does not exist"):
+    with pytest.raises(NotFoundError, match="does not exist"):
         load_locomo(tmp_path / "absent.json")
     with pytest.raises(InvalidInputError, match="non-empty JSON list"):
         load_locomo(write_samples(tmp_path / "dict.json", {"sample_id": "x"}))  # type: ignore[arg-type]
@@ -200,3 +203,22 @@ def test_harness_on_one_real_conversation(tmp_path: Path, encoder: Any) -> None:
     assert result["questions"] == 60
     ours, bm25, dense = (result["recall"][m]["@10"]["all"] for m in ("session-aware", "bm25", "dense"))
     assert ours > bm25 and ours > dense
+
+
+def test_the_command_line_runs_the_harness(tmp_path: Path) -> None:
+    """`unipgen eval locomo --data FILE --out DIR --json`, and a missing file named in the error."""
+    pytest.importorskip("sentence_transformers")
+    data = write_samples(tmp_path / "tiny.json", [tiny_sample()])
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "UNIPGEN_HOME": str(tmp_path / "home")}
+        return subprocess.run([sys.executable, "-m", "unipgen.cli", "eval", "locomo", *args, "--json"],
+                              capture_output=True, text=True, env=env)
+
+    done = cli("--data", str(data), "--out", str(tmp_path / "report"))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["benchmark"] == "locomo" and result["questions"] == 3
+    assert {Path(path).name for path in result["report"].values()} == {"locomo.json", "locomo.md", "locomo.html"}
+    missing = cli("--data", str(tmp_path / "nowhere.json"))
+    assert missing.returncode == 2 and "nowhere.json" in json.loads(missing.stdout)["error"]["message"]

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from unipgen.errors import InvalidInputError
+from unipgen.errors import InvalidInputError, NotFoundError
 
 SESSION_KEY = re.compile(r"session_(\d+)")
 DIA_ID = re.compile(r"D(\d+):(\d+)")
@@ -71,7 +71,7 @@ def load_locomo(path: Path | str) -> list[Conversation]:
     """Every conversation of a LoCoMo-layout JSON file."""
     path = Path(path)
     if not path.is_file():
-        raise InvalidInputError(f"LoCoMo file {path} does not exist")
+        raise NotFoundError(f"LoCoMo file {path} does not exist")
     try:
         samples = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
