@@ -106,7 +106,8 @@ def evaluate_conversation(conversation: Conversation, questions: Sequence[Questi
         rows.append({"category": question.category,
                      **{f"{m}@{k}": recall_at(rankings[m], question.evidence, k) for m in METHODS for k in KS}})
     figures = {"sample_id": conversation.sample_id, "turns": len(keys), "sessions": len(conversation.sessions),
-               "questions": len(questions), "index_s": round(index_s, 3), "index_cpu_s": round(index_cpu_s, 3)}
+               "questions": len(questions), "index_s": round(index_s, 3), "index_cpu_s": round(index_cpu_s, 3),
+               "recall_at_10": {m: _mean([r[f"{m}@10"] for r in rows]) for m in METHODS}}
     return figures, rows, latencies
 
 
