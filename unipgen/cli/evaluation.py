@@ -98,3 +98,15 @@ def eval_simulator(data: EvalData = None, profile: EvalProfile = None, quick: Ev
     from unipgen.eval.simulator import run_simulator
 
     _run_harness(run_simulator, as_json, data=data, profile=profile, quick=quick, out=out)
+
+
+@eval_app.command("locomo")
+def eval_locomo(
+    data: Annotated[Path | None, typer.Option("--data", help="A LoCoMo-layout JSON file; default "
+                                                             "../shared/data/locomo-dev/locomo-dev.json.")] = None,
+    quick: EvalQuick = False, out: EvalOut = None, as_json: Json = False,
+) -> None:
+    """Evidence recall@5/@10 per LoCoMo category: session-aware retrieval vs plain BM25 and dense search."""
+    from unipgen.eval.locomo import run_locomo
+
+    _run_harness(run_locomo, as_json, data=data, quick=quick, out=out)
