@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from unipgen.core.conversation import turn_document
 from unipgen.core.usermodel import UserModel
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.memory import MemoryStore
@@ -48,7 +49,8 @@ def test_a_turn_is_embedded_with_its_speaker_and_photo_caption(model: UserModel)
     expected = model.encoders.text.encode([MessageIn.model_validate(TURNS[1]).indexed_text()])[0]
     assert stored == pytest.approx(expected, abs=1e-5)
     assert MessageIn.model_validate(TURNS[1]).indexed_text() == (
-        "Melanie: That is brave. I went camping with my kids. [shares a photo: a photo of a tent by a lake]")
+        "Melanie: That is brave. I went camping with my kids. [photo: a photo of a tent by a lake]")
+    assert turn_document(MessageIn.model_validate(TURNS[1])) == MessageIn.model_validate(TURNS[1]).indexed_text()
 
 
 def test_a_bad_turn_keeps_nothing_of_its_batch(model: UserModel) -> None:
@@ -84,3 +86,25 @@ def test_lineage_to_an_unknown_source_keeps_nothing(model: UserModel) -> None:
     with pytest.raises(NotFoundError, match="unknown document 'nope'"):
         model.add_messages("t", "conv-1", TURNS[:1], derived_from={"D1:1": [("document", "nope")]})
     assert model.store.count_rows(Document) == 0 and model.store.count_rows(Embedding) == 0
+
+
+def test_turn_evidence_is_ranked_by_the_conversation_index_with_date_and_speaker(model: UserModel) -> None:
+    model.add_messages("t", "conv-1", TURNS)
+    model.add_documents("t", "conv-1", [{"key": "note", "text": "Caroline keeps a list of adoption agencies."}])
+    context = model.context("t", "conv-1", "text", "What is Caroline researching?")
+    turns = [e for e in context.evidence if e.key != "note"]
+    assert turns[0].key == "D2:1" and turns[0].text == "[25 May 2023] Caroline: I am researching adoption agencies now."
+    assert "note" in [e.key for e in context.evidence]  # other documents still searched beside the turns
+    assert len(context.evidence) == len({e.key for e in context.evidence}) <= model.builder.config.evidence_k
+
+
+def test_the_conversation_index_is_kept_until_the_messages_change(model: UserModel) -> None:
+    model.add_messages("t", "conv-1", TURNS[:2])
+    model.context("t", "conv-1", "text", "camping")
+    first = model.builder.conversations.cached("t", "conv-1")
+    model.context("t", "conv-1", "text", "a tent")
+    assert first is not None and model.builder.conversations.cached("t", "conv-1") is first
+    model.add_messages("t", "conv-1", TURNS[2:])
+    context = model.context("t", "conv-1", "text", "adoption agencies")
+    assert context.evidence[0].key == "D2:1"  # the new turn is found: the index was rebuilt
+    assert model.builder.conversations.cached("t", "conv-1") is not first

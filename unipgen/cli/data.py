@@ -31,6 +31,41 @@ def ingest_movielens(
           f"{report.documents_added} tag documents loaded into {tenant!r}")
 
 
+@ingest_app.command("locomo")
+def ingest_locomo(
+    ctx: typer.Context, path: Path,
+    profile: Annotated[str, typer.Option(help="Model profile: its text encoder embeds the turns.")] = "tiny",
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    """LoCoMo conversations (a JSON file): one user per conversation, keyed by its `sample_id`;
+    both speakers' turns as messages (speaker, text, session time, a shared photo's caption),
+    each keyed by its `dia_id`. A conversation already there is left as it is."""
+    from unipgen.cli.common import cache_dir
+    from unipgen.core.usermodel import UserModel
+    from unipgen.memory.locomo import as_messages, load_locomo
+
+    conversations = load_locomo(path)  # a bad file fails before anything is written
+    with open_store(ctx) as store:
+        store.users.ensure_tenant(tenant)
+        existing = set(store.users.list_users(tenant))
+        model = UserModel(store, profile, cache_dir=cache_dir(ctx))
+        added = {}
+        for conversation in conversations:
+            if conversation.sample_id in existing:
+                continue
+            messages = as_messages(conversation)
+            store.users.create_user(tenant, conversation.sample_id)
+            try:
+                added[conversation.sample_id] = model.add_messages(tenant, conversation.sample_id, messages)
+            except BaseException:  # no user without their conversation: a rerun loads it again
+                store.privacy.forget_user(tenant, conversation.sample_id)
+                raise
+    payload = {"tenant": tenant, "users_added": len(added), "users_skipped": len(conversations) - len(added),
+               "messages_added": sum(added.values())}
+    emit(payload, as_json, f"{len(added)} conversations ({payload['users_skipped']} already there), "
+          f"{payload['messages_added']} messages loaded into {tenant!r}")
+
+
 @ingest_app.command("dreambench")
 def ingest_dreambench(ctx: typer.Context, directory: Path, tenant: Tenant = "default", as_json: Json = False) -> None:
     """One user per DreamBench subject: the subject with its class noun and reference photos."""

@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from unipgen.core.behavior_space import BEHAVIOR_SPACE
+from unipgen.core.conversation import ConversationCache, date_text, stored_turns
 from unipgen.core.intent import asks_for_recommendation
 from unipgen.core.preference import PreferenceConfig, build, drift, preference_vectors
 from unipgen.core.recommend import Recommender
@@ -40,6 +42,7 @@ from unipgen.schema.context import (
     UserContext,
 )
 from unipgen.schema.memory import EventIn
+from unipgen.schema.messages import MESSAGE_KIND
 
 #: Spaces in which item vectors can carry preferences: words for ``text``, looks for ``image``.
 PREFERENCE_SPACES = ("text", "image")
@@ -73,6 +76,7 @@ class ContextBuilder:
         self.cache_dir = cache_dir
         self.recommender = Recommender(store, self.config.preference)
         self._vocabularies: dict[tuple[str, str], Vocabulary] = {}
+        self.conversations = ConversationCache()
 
     def build(self, tenant: str, user: str, modality: Modality, instruction: str,
               query: np.ndarray | None = None, *, for_generation: bool = False,
@@ -189,19 +193,41 @@ class ContextBuilder:
 
     def evidence(self, snapshot: UserSnapshot, instruction: str, query: np.ndarray | None = None, *,
                  documents_only: bool = False) -> list[Evidence]:
-        """Hybrid retrieval over the user's documents and positively-rated items (documents only
-        for a request asking for a recommendation: the items it needs are unseen ones)."""
+        """Retrieval for the instruction: the user's conversation turns by session-aware search
+        (`core.conversation`), their other documents and positively-rated items by hybrid search
+        (documents only for a request asking for a recommendation: the items it needs are
+        unseen ones); the two rankings interleaved, `evidence_k` in all."""
+        k = self.config.evidence_k
+        turns = self.turn_evidence(snapshot, instruction)
         candidates = [c for c in self.candidates(snapshot) if not documents_only or c.kind == "document"]
         if not candidates:
-            return []
+            return turns
         if query is None:
             query = self.encoders.text.encode([instruction])[0]
-        return hybrid_search(instruction, query, candidates, self.config.evidence_k,
-                             recency_half_life_days=self.config.recency_half_life_days, now=utcnow())
+        found = hybrid_search(instruction, query, candidates, k,
+                              recency_half_life_days=self.config.recency_half_life_days, now=utcnow())
+        return _interleave(turns, found)[:k]
+
+    def turn_evidence(self, snapshot: UserSnapshot, instruction: str) -> list[Evidence]:
+        """The `evidence_k` turns of the user's conversations (their messages) that answer the
+        instruction best, each under its own key, with its date and speaker in the text."""
+        messages = [d for d in snapshot.documents if d.kind == MESSAGE_KIND]
+        if not messages or not instruction.strip():
+            return []
+        turns = stored_turns(messages)
+        index = self.conversations.index(snapshot.tenant, snapshot.user, turns, snapshot.document_vectors,
+                                         self.encoders.text)
+        when = {t.key: t.session_time for t in turns}
+        return [Evidence(kind="document", key=hit.key, score=hit.score, ts=when[hit.key],
+                         text=f"[{date_text(when[hit.key])}] {hit.speaker}: {hit.text}" if when[hit.key]
+                         else f"{hit.speaker}: {hit.text}")
+                for hit in index.search(instruction, self.config.evidence_k)]
 
     def candidates(self, snapshot: UserSnapshot) -> list[Candidate]:
+        """The user's documents (not conversation turns: `turn_evidence` ranks those) and liked items."""
         vectors = snapshot.document_vectors
-        found = [Candidate("document", d.key, d.text, vectors.get(d.key), d.ts) for d in snapshot.documents]
+        found = [Candidate("document", d.key, d.text, vectors.get(d.key), d.ts) for d in snapshot.documents
+                 if d.kind != MESSAGE_KIND]
         liked = _last_positive(snapshot.events, self.config.preference)
         item_vectors = snapshot.item_vectors.get("text", {})
         found += [Candidate("item", key, snapshot.item_texts[key], item_vectors.get(key), ts)
@@ -236,6 +262,14 @@ class ContextBuilder:
         used += [f"artifact:{a.key}" for a in user_adapters]
         used += [f"face:{key}" for key in sorted(faces)] + [f"voice:{key}" for key in sorted(voices)]
         return conditioning, list(dict.fromkeys(used))
+
+
+def _interleave(first: list[Evidence], second: list[Evidence]) -> list[Evidence]:
+    """Two rankings merged by rank (1st of each, then 2nd of each...), `first` leading a tie."""
+    merged: list[Evidence] = []
+    for pair in zip_longest(first, second):
+        merged += [e for e in pair if e is not None]
+    return merged
 
 
 def _adapter(record: Any) -> AdapterRef:

@@ -25,6 +25,7 @@ keep conversation order.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -175,7 +176,9 @@ class ConversationIndex:
     array operations."""
 
     def __init__(self, turns: Sequence[TurnLike], encoder: TextEncoder,
-                 weights: FusionWeights | None = None) -> None:
+                 weights: FusionWeights | None = None, vectors: np.ndarray | None = None) -> None:
+        """`vectors`: the turns' `turn_document` vectors when already encoded (the store keeps
+        them), one row per turn; else they are encoded here."""
         if not turns:
             raise InvalidInputError("a conversation index needs at least one turn")
         keys = [turn.key for turn in turns]
@@ -191,7 +194,9 @@ class ConversationIndex:
         self.same_as_previous = np.r_[False, self.session_of[1:] == self.session_of[:-1]]
         documents = [turn_document(turn) for turn in turns]
         self.index_texts(documents)
-        self.vectors = np.asarray(encoder.encode(documents), dtype=np.float32)
+        if vectors is not None and len(vectors) != len(turns):
+            raise InvalidInputError(f"{len(vectors)} vectors given for {len(turns)} turns")
+        self.vectors = np.asarray(encoder.encode(documents) if vectors is None else vectors, dtype=np.float32)
         self.session_vectors = mean_vectors(self.vectors, self.session_of)
 
     def index_texts(self, documents: list[str]) -> None:
@@ -249,3 +254,64 @@ def mean_vectors(vectors: np.ndarray, groups: np.ndarray) -> np.ndarray:
     means = np.stack([vectors[groups == j].mean(axis=0) for j in range(int(groups.max()) + 1)])
     normalised: np.ndarray = means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
     return normalised
+
+
+# -- a user's stored messages ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredTurn:
+    """A stored message (`unipgen.schema.messages`) as a turn of `ConversationIndex`."""
+
+    key: str
+    speaker: str
+    text: str
+    session: int  # sessions numbered in order of first appearance
+    session_time: datetime | None
+    caption: str | None = None
+
+
+def stored_turns(messages: Sequence[Any]) -> list[StoredTurn]:
+    """Message documents (kind ``message``, oldest first) as turns; `meta` holds the speaker,
+    session and caption (`MessageIn.as_document`), `ts` the time."""
+    sessions: dict[str, int] = {}
+    turns = []
+    for message in messages:
+        meta = message.meta or {}
+        session = sessions.setdefault(str(meta.get("session", "")), len(sessions))
+        turns.append(StoredTurn(message.key, str(meta.get("speaker", "")), message.text, session, message.ts,
+                                meta.get("caption")))
+    return turns
+
+
+class ConversationCache:
+    """The `ConversationIndex` of each user's messages, kept while they do not change (the BM25
+    indexes cost more than a search); the `size` most recently used users are kept."""
+
+    def __init__(self, size: int = 64, weights: FusionWeights | None = None) -> None:
+        self.size = size
+        self.weights = weights
+        self._indexes: OrderedDict[tuple[str, str], tuple[int, ConversationIndex]] = OrderedDict()
+
+    def cached(self, tenant: str, user: str) -> ConversationIndex | None:
+        """The index last built for the user's messages, if kept."""
+        found = self._indexes.get((tenant, user))
+        return found[1] if found is not None else None
+
+    def index(self, tenant: str, user: str, turns: Sequence[StoredTurn], vectors: dict[str, np.ndarray],
+              encoder: TextEncoder) -> ConversationIndex:
+        """The index of `turns`; a turn with no stored vector in `vectors` is encoded here."""
+        signature = hash(tuple((t.key, t.text, t.caption, t.session) for t in turns))
+        cached = self._indexes.get((tenant, user))
+        if cached is not None and cached[0] == signature:
+            self._indexes.move_to_end((tenant, user))
+            return cached[1]
+        missing = [t for t in turns if t.key not in vectors]
+        encoded = dict(zip([t.key for t in missing], encoder.encode([turn_document(t) for t in missing]))) \
+            if missing else {}
+        matrix = np.stack([vectors[t.key] if t.key in vectors else encoded[t.key] for t in turns])
+        built = ConversationIndex(turns, encoder, self.weights, vectors=matrix)
+        self._indexes[(tenant, user)] = (signature, built)
+        while len(self._indexes) > self.size:
+            self._indexes.popitem(last=False)
+        return built

@@ -54,6 +54,11 @@ class Encoders:
             self._loaded[role] = load_encoder(self.profile.encoders[role])
         return self._loaded[role]
 
+    def use(self, role: str, encoder: Any) -> None:
+        """Encode `role` with `encoder` instead of the profile's (a harness's own, or one
+        already loaded elsewhere)."""
+        self._loaded[role] = encoder
+
 
 class UserModel:
     """Personal memory in, `UserContext` and `PersonalizationPlan` out."""

@@ -18,11 +18,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from unipgen.errors import InvalidInputError, NotFoundError
+from unipgen.schema.messages import MessageIn
 
 SESSION_KEY = re.compile(r"session_(\d+)")
 DIA_ID = re.compile(r"D(\d+):(\d+)")
@@ -188,3 +189,14 @@ def _require_str(record: dict[str, Any], field: str, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInputError(f"{where}: {field!r} is missing or not a non-empty string")
     return value
+
+
+def as_messages(conversation: Conversation) -> list[MessageIn]:
+    """The conversation's turns as messages of the user it is stored under, in order (a turn
+    that only shares a photo says so, its caption carrying what it shows). LoCoMo's times have
+    no zone: they are read as UTC."""
+    return [MessageIn(key=turn.key, speaker=turn.speaker, text=turn.text if turn.text.strip() else "(a photo)",
+                      session=str(turn.session), caption=turn.caption,
+                      ts=turn.session_time.replace(tzinfo=UTC) if turn.session_time is not None
+                      and turn.session_time.tzinfo is None else turn.session_time)
+            for turn in conversation.turns]

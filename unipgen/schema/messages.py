@@ -35,9 +35,12 @@ class MessageIn(BaseModel):
 
     def indexed_text(self) -> str:
         """The text retrieval reads: the speaker's name and the photo's caption are part of what a
-        question asks about ("what did Caroline paint?")."""
-        shared = f" [shares a photo: {self.caption}]" if self.caption else ""
-        return f"{self.speaker}: {self.text}{shared}"
+        question asks about ("what did Caroline paint?"). The same text as
+        `unipgen.core.conversation.turn_document`, so stored vectors serve its index."""
+        text = self.text.strip()
+        if self.caption:
+            text = f"{text} [photo: {self.caption}]".strip()
+        return f"{self.speaker}: {text}"
 
     def as_document(self, turn: int) -> DocumentIn:
         """The stored form; `turn` is the message's place in the user's conversation (0 first)."""

