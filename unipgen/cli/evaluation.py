@@ -3,6 +3,7 @@ with `--out`, writing a report."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,18 +46,32 @@ EvalProfile = Annotated[str | None, typer.Option(help="Measure this model profil
                                                       "every shipped profile but gpu names).")]
 
 
+#: Harnesses that share their options (--data, --profile, --quick, --out, --json): name →
+#: (module of unipgen.eval, its run function, what `--help` says).
+STANDARD_HARNESSES = {
+    "movielens": ("movielens", "run_movielens", "Next-item ranking, leave-last-out: NDCG@k and HR@k of the user "
+                  "model vs popularity, EASE, item-kNN and SASRec."),
+    "voice": ("identity", "run_voice", "Speaker similarity: same- vs different-speaker cosines of the voice "
+              "encoder vs MFCCs."),
+    "faces": ("identity", "run_faces", "Face re-identification, leave-one-out: the face encoder vs raw pixels."),
+    "simulator": ("simulator", "run_simulator", "The user simulator on MovieLens: how often it prefers the higher "
+                  "of two later ratings, vs popularity and random."),
+}
+
+
+def _add_standard(name: str, module: str, function: str, doc: str) -> None:
+    def command(data: EvalData = None, profile: EvalProfile = None, quick: EvalQuick = False, out: EvalOut = None,
+                as_json: Json = False) -> None:
+        run = getattr(importlib.import_module(f"unipgen.eval.{module}"), function)
+        _run_harness(run, as_json, data=data, profile=profile, quick=quick, out=out)
+
+    command.__doc__ = doc
+    eval_app.command(name)(command)
+
+
 def _run_harness(run: Any, as_json: bool, **options: Any) -> None:
     result = run(**options, log=None if as_json else (lambda line: typer.echo(line, err=True)))
     emit(result, as_json, json.dumps(result, indent=2, default=str))
-
-
-@eval_app.command("movielens")
-def eval_movielens(data: EvalData = None, profile: EvalProfile = None, quick: EvalQuick = False, out: EvalOut = None,
-                   as_json: Json = False) -> None:
-    """Next-item ranking, leave-last-out: NDCG@k and HR@k of the user model vs popularity, EASE, item-kNN and SASRec."""
-    from unipgen.eval.movielens import run_movielens
-
-    _run_harness(run_movielens, as_json, data=data, profile=profile, quick=quick, out=out)
 
 
 @eval_app.command("lamp-style")
@@ -73,33 +88,6 @@ def eval_lamp_style(
     _run_harness(run_lamp, as_json, data=data, profile=profile, methods=method or METHODS, quick=quick, out=out)
 
 
-@eval_app.command("voice")
-def eval_voice(data: EvalData = None, profile: EvalProfile = None, quick: EvalQuick = False, out: EvalOut = None,
-               as_json: Json = False) -> None:
-    """Speaker similarity: same- vs different-speaker cosines of the voice encoder vs MFCCs."""
-    from unipgen.eval.identity import run_voice
-
-    _run_harness(run_voice, as_json, data=data, profile=profile, quick=quick, out=out)
-
-
-@eval_app.command("faces")
-def eval_faces(data: EvalData = None, profile: EvalProfile = None, quick: EvalQuick = False, out: EvalOut = None,
-               as_json: Json = False) -> None:
-    """Face re-identification, leave-one-out: the face encoder vs raw pixels."""
-    from unipgen.eval.identity import run_faces
-
-    _run_harness(run_faces, as_json, data=data, profile=profile, quick=quick, out=out)
-
-
-@eval_app.command("simulator")
-def eval_simulator(data: EvalData = None, profile: EvalProfile = None, quick: EvalQuick = False, out: EvalOut = None,
-                   as_json: Json = False) -> None:
-    """The user simulator on MovieLens: how often it prefers the higher of two later ratings, vs popularity and random."""
-    from unipgen.eval.simulator import run_simulator
-
-    _run_harness(run_simulator, as_json, data=data, profile=profile, quick=quick, out=out)
-
-
 @eval_app.command("locomo")
 def eval_locomo(
     data: Annotated[Path | None, typer.Option("--data", help="A LoCoMo-layout JSON file; default "
@@ -110,3 +98,11 @@ def eval_locomo(
     from unipgen.eval.locomo import run_locomo
 
     _run_harness(run_locomo, as_json, data=data, quick=quick, out=out)
+
+
+def _add_standard_harnesses() -> None:
+    for name, spec in STANDARD_HARNESSES.items():
+        _add_standard(name, *spec)
+
+
+_add_standard_harnesses()
