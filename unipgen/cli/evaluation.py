@@ -92,12 +92,15 @@ def eval_lamp_style(
 def eval_locomo(
     data: Annotated[Path | None, typer.Option("--data", help="A LoCoMo-layout JSON file; default "
                                                              "../shared/data/locomo-dev/locomo-dev.json.")] = None,
+    answers: Annotated[int, typer.Option(min=0, help="Questions per conversation the profile's text model "
+                                                     "answers, scored with LoCoMo's token F1 (0: none).")] = 0,
+    profile: Annotated[str, typer.Option(help="With --answers: the profile whose text model answers.")] = "offline",
     quick: EvalQuick = False, out: EvalOut = None, as_json: Json = False,
 ) -> None:
     """Evidence recall@5/@10 per LoCoMo category: session-aware retrieval vs plain BM25 and dense search."""
     from unipgen.eval.locomo import run_locomo
 
-    _run_harness(run_locomo, as_json, data=data, quick=quick, out=out)
+    _run_harness(run_locomo, as_json, data=data, quick=quick, out=out, answers=answers, profile=profile)
 
 
 def _add_standard_harnesses() -> None:

@@ -30,6 +30,7 @@ from unipgen.core.conversation import ConversationIndex, FusionWeights, TextEnco
 from unipgen.core.retrieval import bm25_ranks
 from unipgen.errors import InvalidInputError
 from unipgen.eval.environment import machine, shared_data_dir, shown_data_path
+from unipgen.eval.locomo_answers import answer_all, f1_table
 from unipgen.memory.locomo import CATEGORIES, Conversation, Question, as_messages, load_locomo
 
 METHODS = ("product", "session-aware", "bm25", "dense")
@@ -46,10 +47,13 @@ TARGETS = {"recall_at_10": 0.80, "ingest_s": 5.0, "context_ms_p99": 100.0}
 def run_locomo(data: Path | str | None = None, *, out: Path | str | None = None, quick: bool = False,
                conversations: int | None = None, questions: int | None = None,
                encoder: TextEncoder | None = None, weights: FusionWeights | None = None,
+               answers: int = 0, profile: str = "offline",
                log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Recall@5/@10 of the three retrievals on `data` (a LoCoMo JSON file); with `out`, writes
+    """Recall@5/@10 of the retrievals on `data` (a LoCoMo JSON file); with `out`, writes
     `locomo.json`, `.md` and `.html` there. `conversations` / `questions` keep the first ones
-    (per conversation); `quick` is 1 conversation, 40 questions."""
+    (per conversation); `quick` is 1 conversation, 40 questions. `answers`: how many questions
+    of each conversation `profile`'s text model answers through the product, scored with
+    LoCoMo's token F1 (`unipgen.eval.locomo_answers`)."""
     started = time.perf_counter()
     say = log or (lambda _line: None)
     path = Path(data) if data is not None else shared_data_dir() / "locomo-dev" / "locomo-dev.json"
@@ -58,9 +62,9 @@ def run_locomo(data: Path | str | None = None, *, out: Path | str | None = None,
     samples = load_locomo(path)[:conversations]
     encoder = encoder or _default_encoder()
     encoder.encode(["warm-up"])  # loads the model now, not inside the first conversation's timing
-    per_conversation, recalls, query_ms, context_ms = [], [], [], []
+    per_conversation, recalls, query_ms, context_ms, answered = [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="unipgen-locomo-") as home, \
-            ProductPath(Path(home), encoder, weights) as product:
+            ProductPath(Path(home), encoder, weights, profile if answers else "tiny") as product:
         for conversation in samples:
             asked = scored_questions(conversation)[:questions]
             figures, rows, latencies = evaluate_conversation(conversation, asked, encoder, weights, product)
@@ -70,6 +74,9 @@ def run_locomo(data: Path | str | None = None, *, out: Path | str | None = None,
             recalls += rows
             query_ms += latencies
             context_ms += product.context_ms[-len(asked):] if asked else []
+            if answers:
+                answered += product.answer(conversation.sample_id, asked[:answers])
+                say(f"{conversation.sample_id}: {min(answers, len(asked))} questions answered")
     if not recalls:
         raise InvalidInputError(f"{path}: no question of categories 1-4 with evidence to score")
     result = {"benchmark": "locomo",
@@ -77,6 +84,8 @@ def run_locomo(data: Path | str | None = None, *, out: Path | str | None = None,
                            "questions": questions, "weights": asdict(weights or FusionWeights())},
               "questions": len(recalls), "recall": recall_table(recalls),
               "timing": timing(per_conversation, query_ms, context_ms), "conversations": per_conversation,
+              "answers": {"profile": profile, "questions": len(answered),
+                          "f1": f1_table(answered, SCORED_CATEGORIES), "examples": answered[:10]} if answers else None,
               "targets": TARGETS, "machine": machine("numpy", "torch", "bm25s"),
               "seconds": round(time.perf_counter() - started, 2)}
     if out is not None:
@@ -133,7 +142,8 @@ class ProductPath:
     (`UserModel.context`, for generation, `evidence_k` = 10): what `unipgen chat` and a text
     generation read. Uses the harness's `encoder` as the profile's text encoder."""
 
-    def __init__(self, home: Path, encoder: TextEncoder, weights: FusionWeights | None = None) -> None:
+    def __init__(self, home: Path, encoder: TextEncoder, weights: FusionWeights | None = None,
+                 profile: str = "tiny") -> None:
         from unipgen.core.context import ContextConfig
         from unipgen.core.usermodel import UserModel
         from unipgen.memory import MemoryStore
@@ -141,7 +151,7 @@ class ProductPath:
 
         self.store = MemoryStore.open(Settings(home=home))
         self.store.users.create_tenant(TENANT)
-        self.model = UserModel(self.store, "tiny", config=ContextConfig(evidence_k=max(KS), include_vectors=False),
+        self.model = UserModel(self.store, profile, config=ContextConfig(evidence_k=max(KS), include_vectors=False),
                                cache_dir=home / "cache")
         self.model.encoders.use("text", encoder)
         if weights is not None:
@@ -161,6 +171,12 @@ class ProductPath:
         context = self.model.context(TENANT, user, "text", question, for_generation=True)
         self.context_ms.append((time.perf_counter() - begun) * 1000)
         return [e.key for e in context.evidence]
+
+    def answer(self, user: str, questions: Sequence[Question]) -> list[dict[str, Any]]:
+        """`questions` answered by the profile's text model through the generation path, scored."""
+        from unipgen.orchestrator import InlineGenerator
+
+        return answer_all(InlineGenerator(self.model), TENANT, user, questions)
 
     def __enter__(self) -> ProductPath:
         return self
@@ -269,4 +285,10 @@ def write_locomo_report(out_dir: Path, result: dict[str, Any]) -> dict[str, str]
                      [[t.get("ingest_s_mean"), t.get("ingest_s_max"), t.get("ingest_cpu_s_max"),
                        t.get("context_ms_p50"), t.get("context_ms_p99")]], digits=2),
                Heading("Machine"), Table(["key", "value"], [[k, v] for k, v in result["machine"].items()])]
+    if result.get("answers"):
+        answers = result["answers"]
+        blocks[-2:-2] = [Heading("Answers (LoCoMo token F1)"), Paragraph(
+            f"{answers['questions']} questions answered by the {answers['profile']!r} profile's text model through "
+            "the generation path (the retrieved turns in its prompt); reported, no target."),
+            Table(headers[1:], [[answers["f1"][key] for key in (*map(str, SCORED_CATEGORIES), "all")]])]
     return write_report(out_dir, "locomo", "LoCoMo evidence recall", blocks, result).as_dict()
