@@ -108,3 +108,14 @@ def test_the_conversation_index_is_kept_until_the_messages_change(model: UserMod
     context = model.context("t", "conv-1", "text", "adoption agencies")
     assert context.evidence[0].key == "D2:1"  # the new turn is found: the index was rebuilt
     assert model.builder.conversations.cached("t", "conv-1") is not first
+
+
+def test_forgetting_the_user_drops_their_conversation_index(model: UserModel) -> None:
+    model.add_messages("t", "conv-1", TURNS)
+    model.context("t", "conv-1", "text", "adoption")
+    assert model.builder.conversations.cached("t", "conv-1") is not None
+    model.store.privacy.forget_user("t", "conv-1")
+    model.forget_cached("t", "conv-1")
+    assert model.builder.conversations.cached("t", "conv-1") is None
+    with pytest.raises(NotFoundError, match="conv-1"):
+        model.context("t", "conv-1", "text", "adoption")

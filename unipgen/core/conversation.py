@@ -293,6 +293,10 @@ class ConversationCache:
         self.weights = weights
         self._indexes: OrderedDict[tuple[str, str], tuple[int, ConversationIndex]] = OrderedDict()
 
+    def evict(self, tenant: str, user: str) -> None:
+        """Drop the user's index (their turns' texts and vectors): after they are forgotten."""
+        self._indexes.pop((tenant, user), None)
+
     def cached(self, tenant: str, user: str) -> ConversationIndex | None:
         """The index last built for the user's messages, if kept."""
         found = self._indexes.get((tenant, user))

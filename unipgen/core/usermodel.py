@@ -140,6 +140,12 @@ class UserModel:
         return self.store.content.add_documents(tenant, user, parsed, derived_from=derived_from,
                                                 vectors={"text": dict(zip([d.key for d in parsed], vectors))})
 
+    def forget_cached(self, tenant: str, user: str) -> None:
+        """Drop what this process keeps derived from the user's memory (their conversation's
+        index): call it when the user is forgotten. Another process never serves its copy (the
+        user is gone from the store) and drops it as it goes out of its cache."""
+        self.builder.conversations.evict(tenant, user)
+
     def add_messages(self, tenant: str, user: str, messages: Sequence[MessageIn | dict[str, Any]], *,
                      derived_from: Mapping[str, Sequence[tuple[str, str]]] | None = None) -> int:
         """Turns of a conversation the user took part in, in order, after the ones already stored

@@ -244,6 +244,7 @@ def forget_user(user: str, svc: ServiceDep, who: CallerDep) -> ForgetReport:
     """Delete the user and everything derived from their data; the report's residue is empty
     when a full scan found nothing left."""
     report = svc.store.privacy.forget_user(who.tenant, user)
+    svc.model.forget_cached(who.tenant, user)
     svc.store.audit.record_audit(who.tenant, who.actor, "forget_user", user=user)
     return report
 
