@@ -50,6 +50,14 @@ def test_the_session_so_far_is_in_the_prompt_and_other_sessions_are_not(chat: Ch
     assert prompt.endswith("\n\nPROMPT") and "Unrelated" not in prompt
 
 
+def test_a_trained_text_adapter_answers_and_joins_the_lineage(chat: Chat) -> None:
+    from unipgen.orchestrator import train
+
+    trained = train(chat.model, "t", "ann", "text-lora", steps=1)
+    reply = chat.turn("t", "ann", "Tell me about my cat.").text()
+    assert reply.method == "lora" and f"artifact:{trained.key}" in reply.derived_from
+
+
 def test_forgetting_what_a_reply_used_forgets_the_reply(chat: Chat) -> None:
     reply = chat.turn("t", "ann", "Tell me about my cat.").text()
     assert "document:d1" in reply.derived_from
