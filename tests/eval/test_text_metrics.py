@@ -151,13 +151,28 @@ def test_bert_score_properties() -> None:
 
 
 def test_bert_score_matches_the_bert_score_package() -> None:
-    bert_score = pytest.importorskip("bert_score")
+    import bert_score  # a dependency of the eval extra
+
     directory = str(tm.tiny_bert_dir())
     preds, refs = ["a photo of a dog", "red cube on the wooden floor"], ["a dog photo", "blue cube on the floor"]
     for idf in (False, True):
         p, r, f = bert_score.score(preds, refs, model_type=directory, num_layers=2, idf=idf)
         ours = tm.bert_score(preds, refs, model=directory, layer=2, idf=idf)
         assert np.allclose(np.array(ours.per_pair), np.stack([p.numpy(), r.numpy(), f.numpy()], axis=1), atol=1e-5)
+
+
+def test_bert_score_with_real_weights_that_ship_offline_matches_the_package() -> None:
+    """The packaged all-MiniLM-L6-v2 (real weights, no model hub): the same P, R, F1 as `bert-score`."""
+    import bert_score
+
+    from unipgen.core.encoders.text import DEFAULT_TEXT_MODEL, resolve_ref
+
+    path = resolve_ref(DEFAULT_TEXT_MODEL)
+    preds, refs = ["a photo of a dog in the snow", "the cat sleeps"], ["a dog on the beach", "a cat is sleeping"]
+    p, r, f = bert_score.score(preds, refs, model_type=path, num_layers=6)
+    ours = tm.bert_score(preds, refs, model=path, layer=6)
+    assert np.allclose(np.array(ours.per_pair), np.stack([p.numpy(), r.numpy(), f.numpy()], axis=1), atol=1e-5)
+    assert ours.per_pair[1][2] > ours.per_pair[0][2]  # real weights: the paraphrase scores higher
 
 
 # -- labels and ratings -----------------------------------------------------------------------
