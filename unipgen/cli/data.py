@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from unipgen.cli.common import Json, Tenant, emit, home, open_store, settings
+from unipgen.cli.common import Json, Tenant, cache_dir, emit, home, open_store, settings
 
 ingest_app = typer.Typer(help="Load data sets into the store.", no_args_is_help=True)
 
@@ -40,7 +40,6 @@ def ingest_locomo(
     """LoCoMo conversations (a JSON file): one user per conversation, keyed by its `sample_id`;
     both speakers' turns as messages (speaker, text, session time, a shared photo's caption),
     each keyed by its `dia_id`. A conversation already there is left as it is."""
-    from unipgen.cli.common import cache_dir
     from unipgen.core.usermodel import UserModel
     from unipgen.memory.locomo import as_messages, load_locomo
 
