@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.s3server import S3Server, aws_environment, s3_server
 from unipgen.eval.environment import shared_data_dir
 from unipgen.memory import MemoryStore
 from unipgen.memory.db import make_engine, migrate, temporary_database
@@ -49,6 +50,14 @@ def postgres_database(postgres_template: tuple[str, str]) -> Iterator[str]:
     admin_url, template = postgres_template
     with temporary_database(admin_url, "unipgen_test", template) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """One S3-compatible server (moto, on loopback) for the session; this process's S3 clients
+    point at it. Each store takes its own prefix (`S3Server.blob_url()`)."""
+    with s3_server() as server, aws_environment(server):
+        yield server
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
