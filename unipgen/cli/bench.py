@@ -83,6 +83,18 @@ BENCHMARKS = {
                      "HTTP service on loopback vs the same calls in-process: event ingest, bulk ingest, context "
                      "(req/s, p99).",
                      (_quick("Fewer rounds and requests (about half a minute)."),)),
+    "scale": Bench("unipgen.bench.scale:run",
+                   "The scale path (PostgreSQL, S3 blobs, 1/2/4 processes) beside the embedded default: ingest "
+                   "events/s, context p99, jobs/s.",
+                   (_quick("Fewer events, contexts and jobs (a few minutes)."),
+                    Option("postgres", Annotated[str | None, typer.Option(
+                        help="PostgreSQL admin URL (a fresh database is made); default UNIPGEN_TEST_POSTGRES_URL.")],
+                           None),
+                    Option("blob_url", Annotated[str | None, typer.Option(
+                        help="An s3:// URL (credentials from AWS_*); default: moto's S3 server on loopback.")], None),
+                    Option("ray_address", Annotated[str | None, typer.Option(
+                        help="Run the workers' jobs on this Ray cluster (default: inline in each worker).")],
+                           None))),
     "hardening": Bench("unipgen.bench.hardening:run",
                        "The adversarial upload corpus against a live service: time to refusal, peak RSS increase, "
                        "survival.",
