@@ -77,6 +77,7 @@ def run(quick: bool = False, postgres: str | None = None, blob_url: str | None =
         for settings in (embedded, shared):
             _load(settings, root)
         rows = [_measure(name, settings, count, ray, sizes, root) for name, settings, count, ray in configurations]
+        storage = _storage(database)
     base = rows[0]
     for row in rows:
         row["ratio_to_embedded"] = {key: _ratio(row[key], base[key]) for key in
@@ -84,7 +85,27 @@ def run(quick: bool = False, postgres: str | None = None, blob_url: str | None =
     return {"machine": machine("sqlalchemy", "numpy"), "quick": quick, "sizes": sizes,
             "services": {"database": "PostgreSQL (a fresh database)", "blobs": blob_url.split("/")[0] + "//...",
                          "executor": f"ray at {ray_address}" if ray_address else "inline in each worker"},
-            "rows": rows, "wall_s": round(time.monotonic() - started, 1)}
+            "rows": rows, "postgres_storage": storage, "wall_s": round(time.monotonic() - started, 1)}
+
+
+def _storage(database_url: str) -> dict[str, dict[str, float]]:
+    """Rows and bytes per row (table, indexes and TOAST) of the tables that grow with a tenant,
+    as PostgreSQL stores them after the run: the figures docs/deploy.md extrapolates from."""
+    from sqlalchemy import text
+
+    from unipgen.memory.db import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            sizes = {}
+            for table in ("behavior_events", "users", "embeddings", "documents", "artifacts", "jobs"):
+                rows = connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+                size = connection.execute(text(f"SELECT pg_total_relation_size('{table}')")).scalar_one()
+                sizes[table] = {"rows": rows, "bytes_per_row": round(size / rows, 1) if rows else 0.0}
+            return sizes
+    finally:
+        engine.dispose()
 
 
 def _sizes(quick: bool) -> dict[str, int]:
