@@ -95,6 +95,15 @@ class EncoderFailedError(UnipgenError):
 
     code = "encoder_failed"
 
+
+class UnavailableError(UnipgenError):
+    """A service unipgen depends on cannot be reached: the shared rate-limit counter
+    (`Settings.redis_url`). The request is refused (HTTP 503) rather than let through
+    unchecked; the message names the setting. Retry later."""
+
+    code = "unavailable"
+
+
 def error_from(record: dict[str, str]) -> UnipgenError:
     """The error a recorded `{"code", "message"}` stands for (a failed job's, for example),
     as the class with that code, so that a caller sees the same error as if it ran here."""

@@ -46,7 +46,17 @@ class Settings(BaseSettings):
         default=None, description="Key of the service's admin routes (tenants, API keys); unset: admin routes refuse.",
     )
     rate_limit_per_minute: int = Field(
-        default=600, gt=0, description="Requests one API key may make per minute (per service process).",
+        default=600, gt=0, description="Requests one API key may make per minute (per service process, or "
+                                       "across all of them with `redis_url`).",
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis (`redis://host:6379/0`) where every service process counts the rate limit "
+                                  "and failed logins, so that the limits hold across processes; unset: each "
+                                  "process counts on its own.",
+    )
+    redis_prefix: str = Field(
+        default="unipgen", min_length=1, description="Namespace of the service's keys in Redis (`<prefix>:rate:...`): "
+                                                     "deployments sharing one Redis take different ones.",
     )
     max_audio_seconds: float = Field(
         default=120.0, gt=0, description="Longest voice sample accepted.",
@@ -60,7 +70,8 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(
         default=30, gt=0, description="Failed logins (unknown, malformed or revoked keys) one client address may "
                                       "make per minute; beyond, every request from it answers 429 until the "
-                                      "minute has passed (per service process).",
+                                      "minute has passed (per service process, or across all of them with "
+                                      "`redis_url`).",
     )
     lease_s: float = Field(
         default=30.0, gt=0, description="Seconds a worker holds a job without a heartbeat; a dead worker's job is "

@@ -29,8 +29,10 @@ Errors are JSON `{"code", "message"}` with the codes of docs/errors.md.
 """
 
 #: Error responses every route may give, documented once (docs/errors.md says which code each
-#: status carries). 409: a write names an id that exists; 413: a body over its size limit.
-_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 404, 409, 413, 422, 429)}
+#: status carries). 409: a write names an id that exists; 413: a body over its size limit; 503:
+#: the shared rate-limit counter (`UNIPGEN_REDIS_URL`) cannot be reached.
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody}
+                                            for status in (401, 404, 409, 413, 422, 429, 503)}
 
 
 def create_app(settings: Settings | None = None, *, profile: str = "tiny", run_jobs: bool = True) -> FastAPI:

@@ -28,6 +28,7 @@ STATUS: list[tuple[type[errors.UnipgenError], int]] = [
     (errors.RateLimitedError, 429),
     (errors.QueueFullError, 429),
     (errors.EncoderFailedError, 503),
+    (errors.UnavailableError, 503),
 ]
 
 _HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",

@@ -222,6 +222,8 @@ def worker(
     ran: list[Any] = []
     with open_store(ctx) as store:
         runner = make_runner(ctx, UserModel(store, profile, cache_dir=cache_dir(ctx)), executor)
+        if not once:  # on stderr: an operator (or a test) sees which worker id is now taking jobs
+            typer.echo(f"worker {runner.worker} ready: taking queued jobs every {poll:g} s", err=True)
         try:
             while True:
                 done = runner.run_pending()

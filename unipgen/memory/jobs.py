@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from unipgen.errors import ConflictError, NotFoundError, QueueFullError
@@ -172,7 +172,7 @@ class Jobs:
         out and the job went to another) gets a `ConflictError` and must stop.
         """
         with self.db.write() as w:
-            job = _job(w.session, tenant, key)
+            job = _locked_job(w.session, tenant, key)
             _own(job, worker)
             now = utcnow()
             job.lease_until = now + timedelta(seconds=lease_s)
@@ -196,7 +196,7 @@ class Jobs:
 
     def _finish(self, w: Transaction, tenant: str, key: str, worker: str, result: dict[str, Any],
                 outputs: Sequence[OutputArtifact | FitOutput]) -> JobRecord:
-        job = _job(w.session, tenant, key)
+        job = _locked_job(w.session, tenant, key)
         _own(job, worker)
         self._drop_scratch_after(w, tenant, key)  # cancelled or succeeded: no retry will need it
         if job.cancel_requested:
@@ -218,7 +218,7 @@ class Jobs:
         """Record a failed attempt. A retryable failure with attempts left queues the job again
         after `backoff_s` × 2^(attempts − 1) seconds; otherwise the job has failed."""
         with self.db.write() as w:
-            job = _job(w.session, tenant, key)
+            job = _locked_job(w.session, tenant, key)
             _own(job, worker)
             job.error = error
             if retryable and job.attempts < job.max_attempts and not job.cancel_requested:
@@ -233,7 +233,7 @@ class Jobs:
     def cancel_job(self, tenant: str, key: str) -> JobRecord:
         """Cancel a queued job now; ask a running job's worker to stop (it ends as cancelled)."""
         with self.db.write() as w:
-            job = _job(w.session, tenant, key)
+            job = _locked_job(w.session, tenant, key)
             if job.status in TERMINAL:
                 raise ConflictError(f"job {key!r} has already {job.status}: nothing to cancel")
             if job.status == "queued":
@@ -247,7 +247,7 @@ class Jobs:
     def mark_cancelled(self, tenant: str, key: str, worker: str) -> JobRecord:
         """The worker stopped a running job because cancellation was requested."""
         with self.db.write() as w:
-            job = _job(w.session, tenant, key)
+            job = _locked_job(w.session, tenant, key)
             _own(job, worker)
             _end(job, "cancelled")
             self._drop_scratch_after(w, tenant, key)
@@ -293,8 +293,22 @@ def _requeue_expired(session: Session, now: Any) -> int:
 
 
 def _job(session: Session, tenant: str, key: str) -> Job:
-    job = session.scalar(select(Job).join(Tenant, Tenant.id == Job.tenant_id)
-                         .where(Tenant.key == tenant, Job.key == key))
+    return _find(session, select(Job).join(Tenant, Tenant.id == Job.tenant_id)
+                 .where(Tenant.key == tenant, Job.key == key), tenant, key)
+
+
+def _locked_job(session: Session, tenant: str, key: str) -> Job:
+    """The job's row, locked until the transaction ends (`SELECT ... FOR UPDATE`; SQLite, which
+    has one writer at a time, ignores it): what a write checks (the worker holding it, its
+    status) cannot change under it. Without the lock, on PostgreSQL, a worker whose lease ran out
+    read itself as the holder while another worker's claim committed, and then ended the job
+    that worker was running; a cancel likewise read `queued` and ended a job just claimed."""
+    return _find(session, select(Job).join(Tenant, Tenant.id == Job.tenant_id)
+                 .where(Tenant.key == tenant, Job.key == key).with_for_update(of=Job), tenant, key)
+
+
+def _find(session: Session, query: Select[Job], tenant: str, key: str) -> Job:
+    job = session.scalar(query)
     if job is None:
         tenant_id_of(session, tenant)  # names the tenant when that is what is unknown
         raise NotFoundError(f"unknown job {key!r} in tenant {tenant!r}")

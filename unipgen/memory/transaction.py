@@ -46,10 +46,23 @@ class Transaction:
         sha, created = self._blobs.put(data)
         if created:
             self.new_blobs.append(sha)
-        if self.session.get(Blob, sha) is None:
-            self.session.add(Blob(sha256=sha, size=len(data), media_type=media_type))
-            self.session.flush()  # rows naming the blob have no relationship to order them after it
+        # INSERT ... ON CONFLICT DO NOTHING, not read-then-insert: blobs are named by content, so
+        # two writers may store the same bytes at once (one output made twice, one photo uploaded
+        # twice), and the second would fail on the key. Sent now: rows naming the blob follow it.
+        self.session.execute(_insert_new_blob(self.session.get_bind().dialect.name,
+                                              {"sha256": sha, "size": len(data), "media_type": media_type}))
         return sha
+
+
+def _insert_new_blob(dialect: str, row: dict[str, Any]) -> Any:
+    """INSERT of one blob row that skips a sha256 already there, in `dialect`'s spelling."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgres_insert
+
+        return postgres_insert(Blob).values(row).on_conflict_do_nothing(index_elements=["sha256"])
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(Blob).values(row).on_conflict_do_nothing(index_elements=["sha256"])
 
 
 class Database:
