@@ -214,8 +214,12 @@ def worker(
 
     With the Ray executor this process drives the queue and the work runs on the cluster's
     model actors; on a multi-node cluster run it where the database and blob store are reachable.
+    A database that stops answering is waited for (backing off up to 30 s), not a reason to exit:
+    a job it was running is requeued when its lease runs out, by whichever worker comes first.
     """
     import time
+
+    from sqlalchemy.exc import OperationalError
 
     from unipgen.core.usermodel import UserModel
 
@@ -224,9 +228,22 @@ def worker(
         runner = make_runner(ctx, UserModel(store, profile, cache_dir=cache_dir(ctx)), executor)
         if not once:  # on stderr: an operator (or a test) sees which worker id is now taking jobs
             typer.echo(f"worker {runner.worker} ready: taking queued jobs every {poll:g} s", err=True)
+        outage = 0.0  # seconds to wait after the database last failed (0: it answers)
         try:
             while True:
-                done = runner.run_pending()
+                try:
+                    done = runner.run_pending()
+                except OperationalError as exc:  # the database is unreachable: wait, don't die
+                    if once:
+                        raise
+                    outage = min(30.0, max(poll, 2 * outage))
+                    typer.echo(f"worker {runner.worker}: the database did not answer ({type(exc.orig).__name__}); "
+                               f"retrying in {outage:g} s", err=True)
+                    time.sleep(outage)
+                    continue
+                if outage:
+                    typer.echo(f"worker {runner.worker}: the database answers again", err=True)
+                    outage = 0.0
                 ran += done
                 for job in done:
                     if not as_json:
