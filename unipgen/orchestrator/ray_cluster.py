@@ -13,7 +13,9 @@ settings fix that, and both must be in place before ``import ray``:
 If ray was imported before these could be set, the node-address switch is set on Ray's
 constants module instead (a private name, checked by the tests). Joining a remote cluster is
 explicit (`Settings.ray_address`); the caller's environment must then carry that cluster's
-token (``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``).
+token (``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``). Ray reads
+both once per process and keeps them; `connect` makes it read them again, so a process that
+imported Ray earlier, or joined another cluster before, uses the ones in its environment now.
 """
 
 from __future__ import annotations
@@ -82,10 +84,11 @@ def connect(home: Path, address: str | None = None, *, num_cpus: int | None = No
         context = ray.get_runtime_context()
         return RayCluster(address=context.gcs_address, started_here=False)
     if address is not None:
+        _reload_auth()  # the caller's RAY_AUTH_MODE and token, even if Ray read others before
         ray.init(address=address, **init_kwargs)
         return RayCluster(address=address, started_here=False)
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path(home))
-    _forget_cached_token()  # a second cluster in this process has its own token
+    _reload_auth()  # a second cluster in this process has its own token
     temp_dir = str(private_temp_dir())
     started: Any = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                             _temp_dir=temp_dir, configure_logging=False, log_to_driver=False, **init_kwargs)
@@ -96,10 +99,13 @@ def connect(home: Path, address: str | None = None, *, num_cpus: int | None = No
     return RayCluster(address=started.address_info["gcs_address"], started_here=True, temp_dir=temp_dir)
 
 
-def _forget_cached_token() -> None:
-    """Make Ray read the token again: its loader caches the first one for the process."""
-    from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]  # not in Ray's _raylet.pyi
+def _reload_auth() -> None:
+    """Make Ray read ``RAY_AUTH_MODE`` and the token from the environment again: it keeps the
+    mode it read when first imported and the first token it loaded, for the life of the process
+    (a process that imported Ray before its environment was set, or that joins a second cluster)."""
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # not in _raylet.pyi
 
+    Config.initialize("")  # what Ray itself does after it turns token mode on (`_enable_token_auth`)
     AuthenticationTokenLoader.instance().reset_cache()
 
 
