@@ -27,8 +27,9 @@ BACKENDS: dict[str, str] = {
 }
 
 
-#: Profile options that say where a backend runs (read by the Ray executor), not how it is built.
-PLACEMENT_KEYS = ("num_gpus", "max_batch_requests", "max_wait_ms")
+#: Profile options that say where a backend runs (read by the Ray executor), not how it is built:
+#: its GPU share, the custom Ray resources it needs (a table of name -> amount), its batching.
+PLACEMENT_KEYS = ("num_gpus", "resources", "max_batch_requests", "max_wait_ms")
 
 
 def register_backend(type_name: str, target: str) -> None:

@@ -1,4 +1,4 @@
-"""Run jobs' work on a Ray cluster: one model actor per (modality, base model), training tasks.
+"""Run jobs' work on a Ray cluster: one model actor per (modality, model, placement), training tasks.
 
 The driver (this process) keeps the job queue: it claims jobs, prepares their inputs from the
 store, renews their leases and stores their results, exactly as the inline executor does
@@ -10,7 +10,17 @@ store, renews their leases and stores their results, exactly as the inline execu
   Requests arriving within ``max_wait_ms`` of each other (from different users, or a best-of-N
   job's candidates) are run as one batch: mixed adapters in one text batch, grouped by adapter
   for images.
-- **Training** runs as a Ray task that reserves the same GPU share.
+- **Training** runs as a Ray task that reserves the same GPU share (and custom resources).
+
+The model actors are shared by every driver on the cluster: each is named after what it holds
+(`actor_name`: modality, backend spec with its placement, blob store, unipgen version) in the
+`ACTOR_NAMESPACE` namespace, and created with ``get_if_exists``, so a second driver (another
+`unipgen worker`, the service) gets the actor the first one made instead of a duplicate. They
+are detached: a driver that exits leaves them running, with their models loaded, for the others
+and for the next driver (a non-detached actor would die with the driver that made it, taking
+the other drivers' requests with it). `RayExecutor.shutdown` leaves them up unless asked.
+
+Every output says where it was made: ``meta["ray"]`` holds the Ray node and actor ids.
 
 A worker that dies mid-job (killed, out of memory, a lost node) surfaces as a `RayActorError`
 in the driver; the job is retried with backoff and the actor restarts (``max_restarts=-1``).
@@ -20,6 +30,8 @@ Outputs are stored by the driver when the job ends, so a retry stores nothing tw
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import threading
 import time
@@ -28,6 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from unipgen import __version__
 from unipgen.core.behavior_space import FitInputs, run_fit
 from unipgen.core.usermodel import UserModel
 from unipgen.modalities import PLACEMENT_KEYS
@@ -50,6 +63,27 @@ from unipgen.schema.profiles import ComponentSpec
 
 #: Work that runs on its own (a Ray task), not batched with generations on a model actor.
 _ALONE = (TrainingInputs, FitInputs)
+#: The Ray namespace of the model actors, whatever namespace a driver joined in.
+ACTOR_NAMESPACE = "unipgen"
+
+
+def actor_name(modality: str, spec: ComponentSpec, blob_url: str) -> str:
+    """The name of the model actor for `modality`'s backend `spec`: drivers that would build the
+    same actor (same model and options, placement included, same blob store, same unipgen
+    version) get the same name, hence the same actor; any difference gets an actor of its own."""
+    identity = json.dumps([modality, spec.model_dump(mode="json"), blob_url, __version__], sort_keys=True)
+    return f"unipgen-{modality}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+
+
+def ray_location() -> dict[str, str]:
+    """The Ray node (and actor) this process works in; empty outside Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        return {}
+    context = ray.get_runtime_context()
+    actor = context.get_actor_id()
+    return {"node_id": context.get_node_id(), **({"actor_id": actor} if actor else {})}
 
 
 class ModelWorker:
@@ -72,6 +106,7 @@ class ModelWorker:
         self._flusher: asyncio.Task | None = None
         self._lock: asyncio.Lock | None = None
         self.batches: list[int] = []  # size of each backend call, for tests and the benchmark
+        self.location = ray_location()  # stamped on every output (`meta["ray"]`)
         self.running = 0  # requests in the backend call under way
         self._bursts: dict[str, int] = {}  # burst id -> requests of it arrived so far
 
@@ -129,17 +164,21 @@ class ModelWorker:
                     future.set_exception(exc)
             else:
                 for (_, future), outputs in zip(batch, results, strict=True):
-                    future.set_result(outputs)
+                    future.set_result([self._stamped(output) for output in outputs])
             finally:
                 self.running = 0
             if self._pending:
                 self._flusher = asyncio.create_task(self._flush_later())
 
+    def _stamped(self, output: Any) -> Any:
+        """`output` with where it was made (`meta["ray"]`), when this runs on Ray."""
+        return output.model_copy(update={"meta": {**output.meta, "ray": self.location}}) if self.location else output
+
     def info(self) -> dict[str, Any]:
-        """Where the actor runs: its process and the GPUs Ray gave it."""
+        """Where the actor runs: its process, Ray node and actor, and the GPUs Ray gave it."""
         import ray
 
-        return {"pid": os.getpid(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+        return {"pid": os.getpid(), **self.location, "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "batches": list(self.batches),
                 "running": self.running, "adapter_cache": dict(getattr(self.backend, "adapter_cache_stats", {}))}
 
@@ -175,7 +214,9 @@ def _train(inputs: TrainingInputs, board: Any = None, key: str = "") -> TrainedA
             board.post.remote(key, steps - 1)  # fire and forget: never slows a step down
         return False
 
-    return run_training(inputs, should_stop=report)
+    trained = run_training(inputs, should_stop=report)
+    trained.meta["ray"] = ray_location()  # where it was trained, as a generation's outputs say
+    return trained
 
 
 class RayExecutor(QueueExecutor):
@@ -212,7 +253,8 @@ class RayExecutor(QueueExecutor):
     # -- placement ------------------------------------------------------------------------------
 
     def actor(self, modality: str) -> Any:
-        """The model actor of `modality` (created on first use, restarted by Ray if it dies)."""
+        """The model actor of `modality`: the cluster's one for this model and placement (made by
+        whichever driver asked first, restarted by Ray if it dies; see the module doc)."""
         with self._store_lock:
             return self._actor(modality)
 
@@ -222,8 +264,9 @@ class RayExecutor(QueueExecutor):
 
             spec, placement = self._placement(modality)
             remote = ray.remote(ModelWorker).options(
-                num_cpus=0, num_gpus=placement.get("num_gpus", 0), max_restarts=-1, max_task_retries=0,
-                max_concurrency=64, name=f"unipgen-{self.model.profile.name}-{modality}-{self.worker}")
+                name=actor_name(modality, spec, self.model.store.blobs.url), namespace=ACTOR_NAMESPACE,
+                lifetime="detached", get_if_exists=True, num_cpus=0, num_gpus=placement.get("num_gpus", 0),
+                resources=placement.get("resources", {}), max_restarts=-1, max_task_retries=0, max_concurrency=64)
             self._actors[modality] = remote.remote(  # load_backend leaves the placement keys out
                 spec.model_dump(), self.model.store.blobs.url,
                 placement.get("max_batch_requests", 16), placement.get("max_wait_ms", 10.0))
@@ -236,7 +279,16 @@ class RayExecutor(QueueExecutor):
             from unipgen.errors import NotFoundError
 
             raise NotFoundError(f"profile {self.model.profile.name!r} has no {modality!r} generator")
-        return spec, {key: value for key, value in spec.options.items() if key in PLACEMENT_KEYS}
+        placement = {key: value for key, value in spec.options.items() if key in PLACEMENT_KEYS}
+        resources = placement.get("resources", {})
+        if not isinstance(resources, dict) or not all(
+                isinstance(name, str) and isinstance(amount, int | float) and amount >= 0
+                for name, amount in resources.items()):
+            from unipgen.errors import InvalidInputError
+
+            raise InvalidInputError(f"profile {self.model.profile.name!r}, backend {modality!r}: the option "
+                                    f"`resources` must be a table of Ray resource names to amounts, not {resources!r}")
+        return spec, placement
 
     # -- work -----------------------------------------------------------------------------------
 
@@ -249,10 +301,10 @@ class RayExecutor(QueueExecutor):
             ref = ray.remote(run_fit).options(num_cpus=1, max_retries=0).remote(work)
             return self._await(ref, lease, force_cancel=True)
         else:
-            gpus = self._placement(modality_of(work.method))[1].get("num_gpus", 0)
+            placement = self._placement(modality_of(work.method))[1]  # where the modality's model runs
             board = self._board()
-            ref = ray.remote(_train).options(num_cpus=0, num_gpus=gpus, max_retries=0).remote(
-                work, board, lease.job.key)
+            ref = ray.remote(_train).options(num_cpus=0, num_gpus=placement.get("num_gpus", 0), max_retries=0,
+                                             resources=placement.get("resources", {})).remote(work, board, lease.job.key)
             try:
                 return self._await(ref, lease, force_cancel=True, board=board)
             finally:
@@ -273,7 +325,7 @@ class RayExecutor(QueueExecutor):
         except ray.exceptions.RayActorError:
             # The worker died mid-job: the job will be retried; first let Ray bring the
             # actor back (it reloads its model), so that the retry does not find it down.
-            self._wait_alive(self.actor(work.request.context.modality))
+            self._wait_alive(work.request.context.modality)
             raise
 
     def _run_group(self, jobs: list[JobRecord], prepared: list[Any]) -> list[JobRecord]:
@@ -303,15 +355,23 @@ class RayExecutor(QueueExecutor):
             ended |= finish_many(self.model, self.worker, done, self.backoff_s)
         return [ended[job.key] for job in jobs]
 
-    def _wait_alive(self, actor: Any) -> None:
-        """Return once `actor` answers again (Ray restarts it), or after `restart_timeout_s`."""
+    def _wait_alive(self, modality: str) -> None:
+        """Return once the model actor of `modality` answers again (Ray restarts it), or after
+        `restart_timeout_s`. An actor dead for good (killed without restart, by an operator or
+        another driver's `shutdown(stop_actors=True)`) is looked up again by name: made anew."""
         import ray
 
         deadline = time.monotonic() + self.restart_timeout_s
         while time.monotonic() < deadline:
+            actor = self.actor(modality)
             try:
                 ray.get(actor.info.remote(), timeout=max(deadline - time.monotonic(), 0.1))
                 return
+            except ray.exceptions.ActorDiedError:  # a restarting actor is found again by its name
+                with self._store_lock:
+                    if self._actors.get(modality) is actor:
+                        del self._actors[modality]
+                time.sleep(0.2)
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
                 time.sleep(0.2)
 
@@ -394,11 +454,13 @@ class RayExecutor(QueueExecutor):
             burst = (f"{self.worker}-{keys[0]}-{modality}", sum(count for _, count in sent))
             self._bursts.update(dict.fromkeys(keys, burst))
 
-    def shutdown(self) -> None:
-        """Stop the actors (and the local cluster, if this executor started it)."""
+    def shutdown(self, *, stop_actors: bool = False) -> None:
+        """Let go of the cluster. The model actors are shared with other drivers, so they stay
+        up (detached, their models loaded) unless `stop_actors`; this driver's training-progress
+        board stops; a local cluster this executor started stops with everything on it."""
         import ray
 
-        for actor in [*self._actors.values(), *([self._progress] if self._progress is not None else [])]:
+        for actor in [*(self._actors.values() if stop_actors else []), *([self._progress] if self._progress is not None else [])]:
             ray.kill(actor)
         self._actors.clear()
         self._progress = None
@@ -406,4 +468,4 @@ class RayExecutor(QueueExecutor):
             self.cluster.shutdown()
 
 
-__all__ = ["ModelWorker", "ProgressBoard", "RayExecutor"]
+__all__ = ["ACTOR_NAMESPACE", "ModelWorker", "ProgressBoard", "RayExecutor", "actor_name", "ray_location"]
