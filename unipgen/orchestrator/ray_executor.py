@@ -52,13 +52,14 @@ from unipgen.orchestrator.jobs import (
     QueueExecutor,
     Work,
     finish_many,
+    parse_spec,
     prepare_many,
     record_failure,
     run_claimed,
 )
 from unipgen.orchestrator.ray_cluster import RayCluster, connect
 from unipgen.orchestrator.training import TrainedAdapter, TrainingInputs, modality_of
-from unipgen.schema.jobs import JobRecord
+from unipgen.schema.jobs import GenerateSpec, JobRecord
 from unipgen.schema.profiles import ComponentSpec
 
 #: Work that runs on its own (a Ray task), not batched with generations on a model actor.
@@ -400,6 +401,8 @@ class RayExecutor(QueueExecutor):
                 raise JobCancelled
 
     def _run(self, job: JobRecord, prepared: Work | Exception | None = None) -> JobRecord:
+        if prepared is None:  # a job run on its own (`wait`)
+            self._warm([job])
         return run_claimed(self.model, job, self.worker, self.lease_s, self._work, self.backoff_s, self._store_lock,
                            prepared, heartbeat_s=self.heartbeat_s, checkpoint_every=self.checkpoint_every)
 
@@ -417,6 +420,7 @@ class RayExecutor(QueueExecutor):
                 claimed = self.model.store.jobs.claim_jobs(self.worker, self.lease_s, want)
                 if not claimed:
                     return ran
+                self._warm(claimed)
                 running: list[Future[JobRecord] | Future[list[JobRecord]]] = []
                 for start in range(0, len(claimed), self.prepare_batch):
                     group = claimed[start : start + self.prepare_batch]
@@ -432,6 +436,19 @@ class RayExecutor(QueueExecutor):
                     outcome = future.result()
                     ran += outcome if isinstance(outcome, list) else [outcome]
         return ran
+
+    def _warm(self, jobs: list[JobRecord]) -> None:
+        """Make sure the model actors of these generation jobs exist before the jobs are prepared:
+        an actor made now loads its model on the cluster while this process reads the jobs' inputs
+        (the first jobs after a start wait for one load, not for a load after their preparation).
+        A job whose actor cannot be made finds out in its own run."""
+        for job in jobs:
+            try:
+                spec = parse_spec(job)
+                if isinstance(spec, GenerateSpec):
+                    self.actor(spec.modality)
+            except Exception:  # noqa: BLE001  (the job's own run records it)
+                continue
 
     @contextmanager
     def _holding(self, jobs: list[JobRecord]) -> Iterator[None]:
