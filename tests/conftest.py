@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.raycluster import LoopbackCluster
 from tests.s3server import S3Server, aws_environment, s3_server
 from unipgen.eval.environment import shared_data_dir
 from unipgen.memory import MemoryStore
@@ -102,6 +103,25 @@ def populated(store: MemoryStore) -> MemoryStore:
         {"user": "bob", "type": "like", "item": "m1", "ts": 1_100_000_000},
     ])
     return store
+
+
+#: The session's Ray cluster (`ray_cluster`): a head and one more node, each with one fake GPU and
+#: a custom resource of its own, so that a profile can pin a model to either (`resources`).
+RAY_HEAD = {"num_cpus": 1, "num_gpus": 1, "resources": {"pool_a": 1}}
+RAY_NODE = {"num_cpus": 1, "num_gpus": 1, "resources": {"pool_b": 1}}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[LoopbackCluster]:
+    """A real two-node Ray cluster on 127.0.0.1 with token auth, started once for the session
+    with `ray start` (tests/raycluster.py; ~20 s on 2 cores) and stopped at its end, its own
+    processes only. Drivers join it with `cluster.env` (`UNIPGEN_RAY_ADDRESS`, the token); a
+    test that kills a node adds one back (`add_node`), and one that makes model actors stops them."""
+    pytest.importorskip("ray")
+    from tests.raycluster import loopback_cluster
+
+    with loopback_cluster(RAY_HEAD, RAY_NODE) as cluster:
+        yield cluster
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
