@@ -144,6 +144,19 @@ class LoopbackCluster:
         self.nodes.append(node)
         return node
 
+    def stop_model_actors(self) -> list[str]:
+        """Kill the detached model actors that drivers left in unipgen's namespace (they outlive
+        their drivers by design), from a driver in its own process: this test process stays off
+        the cluster. Returns their names."""
+        script = ("import ray, json; from unipgen.orchestrator.ray_cluster import connect; from pathlib import Path; "
+                  "import tempfile, os; connect(Path(tempfile.mkdtemp()), os.environ['UNIPGEN_RAY_ADDRESS']); "
+                  "named = [a for a in ray.util.list_named_actors(all_namespaces=True) if a['namespace'] == 'unipgen']; "
+                  "[ray.kill(ray.get_actor(a['name'], namespace='unipgen')) for a in named]; "
+                  "print(json.dumps([a['name'] for a in named]))")
+        done = subprocess.run([sys.executable, "-c", script], env={**os.environ, **self.env}, capture_output=True,
+                              text=True, timeout=120, check=True)
+        return list(json.loads(done.stdout.strip().splitlines()[-1]))
+
     def raylet_pid(self, node: RayNode) -> int:
         return next(pid for node_id, pid in self._raylets().items() if node_id == node.node_id)
 

@@ -1,9 +1,10 @@
 """Issue 18, requirement 3: several service processes and workers on one store.
 
 Two `unipgen serve --no-run-jobs` and two `unipgen worker` processes run on one fresh PostgreSQL
-database, blobs on S3 (moto's server) and one Redis for the limits, as docs/deploy.md sets them
-up. Through the SDK and plain HTTP, spread over both servers: every job runs exactly once (one
-worker each, one attempt, one artifact, and both workers get some), a job's events stream from
+database, blobs on S3 (moto's server), one Redis for the limits and the workers' jobs run on a
+two-node Ray cluster (tests/raycluster.py), as docs/deploy.md sets them up. Through the SDK and plain HTTP, spread over both servers: every job runs exactly once (one
+worker each, one attempt, one artifact, and both workers get some; one text model actor on the
+cluster made them all, shared by both workers), a job's events stream from
 the server that did not take its submit, the artifact's bytes come back from S3 through either,
 and the per-key rate limit and the failed-login throttle hold across the two servers.
 
@@ -28,6 +29,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import ADMIN_KEY
+from tests.raycluster import LoopbackCluster
 from tests.redisserver import free_port, shared_redis_url, unique_prefix
 from tests.s3server import S3Server
 from unipgen.client import Client
@@ -102,7 +104,7 @@ def _wait_healthy(child: Child, url: str, deadline: float, everyone: list[Child]
 
 
 @pytest.fixture(scope="module")
-def deployment(postgres_template: tuple[str, str], s3: S3Server,
+def deployment(postgres_template: tuple[str, str], s3: S3Server, ray_cluster: LoopbackCluster,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     admin_url, template = postgres_template
     root = tmp_path_factory.mktemp("scale")
@@ -114,6 +116,9 @@ def deployment(postgres_template: tuple[str, str], s3: S3Server,
         env = {**os.environ, **s3.env, **shared, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": str(REPO)}
         children: list[Child] = []
+        # The workers drive the jobs' work on the two-node Ray cluster, sharing its model actors,
+        # which outlive them: stopped once the workers are (callbacks run last first).
+        stack.callback(ray_cluster.stop_model_actors)
         stack.callback(lambda: [child.stop() for child in children])  # killed whatever happens
         ports = [free_port(), free_port()]
         for number, port in enumerate(ports):  # each process its own home, as on its own machine
@@ -121,7 +126,7 @@ def deployment(postgres_template: tuple[str, str], s3: S3Server,
                                   env | {"UNIPGEN_HOME": str(root / f"serve-{number}")}, root))
         for number in range(2):
             children.append(Child(f"worker-{number}", ["worker", "--poll", "0.2"],
-                                  env | {"UNIPGEN_HOME": str(root / f"worker-{number}")}, root))
+                                  env | ray_cluster.env | {"UNIPGEN_HOME": str(root / f"worker-{number}")}, root))
         servers = [f"http://127.0.0.1:{port}" for port in ports]
         deadline = time.monotonic() + 180
         for child, url in zip(children, servers, strict=False):
@@ -198,6 +203,9 @@ def test_jobs_spread_over_two_servers_run_once_each_on_two_workers(deployment: D
         assert sorted(logged) == sorted(k for k, name in ran_by.items() if name == child.name), child.tail()
     made = sorted((artifact.meta or {}).get("job", "") for artifact in artifacts)
     assert made == sorted(keys)  # one artifact per job
+    # Made on the Ray cluster, by one text model actor that both workers (drivers) shared.
+    places = {(artifact.meta["ray"]["node_id"], artifact.meta["ray"]["actor_id"]) for artifact in artifacts}
+    assert len(places) == 1, places
     assert {artifact.key for artifact in artifacts} == {jobs[k].result["artifacts"][0] for k in keys}  # type: ignore[index]
 
     import fsspec
