@@ -59,7 +59,7 @@ def generate_pairs(generator: Any, tenant: str, user: str, say: Callable[[str], 
         theirs = generator.generate(tenant, GUEST, request.modality, request.instruction, GenerationOptions(**options))
         personal = _output(generator, tenant, mine, f"for user {user}", request)
         baseline = _output(generator, tenant, theirs, f"for {GUEST!r}, a user with no memory", request)
-        say(f"     {request.modality} ({mine[0].plan.method}, with {request.what}): {_summary(personal)}")
+        say(f"     {request.modality} ({mine[0].plan.method}, with {request.what}): {summary_line(personal)}")
         if mine[0].plan.recommended:
             texts = generator.model.store.catalog.item_texts(tenant, mine[0].plan.recommended)
             say(f"       recommended in the prompt (not rated by them): "
@@ -102,7 +102,8 @@ _SHOWN = ("model", "num_frames", "fps", "temporal_consistency", "seconds", "melo
           "rtf", "vertices", "faces", "format", "subject", "score_kinds")
 
 
-def _summary(output: ReportOutput) -> str:
+def summary_line(output: ReportOutput) -> str:
+    """The console line of one output: its scores (labelled by kind) and its file, or its text."""
     meta = output.meta
     if output.media_type.startswith("text/"):
         assert output.path is not None  # the demo's store is local: every output has a file

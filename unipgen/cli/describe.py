@@ -40,10 +40,11 @@ def describe(
                 data = handle.read(store.content.max_blob_bytes + 1)
         described = Describer(model).describe(tenant, user, request, data)
     payload = described.model_dump(mode="json")
-    emit(payload, as_json, _text(payload))
+    emit(payload, as_json, description_text(payload))
 
 
-def _text(payload: dict[str, Any]) -> str:
+def description_text(payload: dict[str, Any]) -> str:
+    """What `unipgen describe` prints without --json: the text, then where it came from."""
     image = payload["image"]
     lines = [payload["text"], "",
              f"  image: {image['source']} {image['key']!r} ({image['media_type']}, sha256 {image['sha256'][:12]})",
