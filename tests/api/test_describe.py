@@ -1,6 +1,8 @@
-"""`POST /v1/users/{user}/descriptions` through the SDK (sync and async): a subject's photo, a
-generated image and an uploaded photo described in the user's style and stored with their
-lineage; bad requests answer their codes and store nothing; forget removes the descriptions."""
+"""`POST /v1/users/{user}/descriptions` through the SDK (sync and async): a generated image and
+an uploaded photo described in the user's style and stored with their lineage; bad requests
+answer their codes and store nothing; forget removes the descriptions. (A subject's photo is
+described in tests/orchestrator/test_describe.py: uploading one here would start the service's
+encoder process.)"""
 
 from __future__ import annotations
 
@@ -32,20 +34,28 @@ def api(live: Live) -> Iterator[Client]:
     with live.client() as client:
         client.create_user("painter")
         client.add_documents("painter", [{"key": "pet", "text": "My dog Biscuit naps in the sun all day."}])
-        client.add_subject("painter", "biscuit", name="Biscuit", class_noun="dog", images=[noise_png(1, 40)])
         yield client
+
+
+@pytest.fixture(scope="module")
+def image(api: Client) -> str:
+    """One of the painter's image outputs (a generation job on the tiny model)."""
+    job = api.wait(api.generate("painter", "image", "my dog asleep in the sun", options={"steps": 1}).key)
+    assert job.status == "succeeded", job.error
+    return str(job.result["artifacts"][0])
 
 
 def _descriptions(api: Client, user: str = "painter") -> list[str]:
     return [a.key for a in api.artifacts(user, kind="output") if (a.meta or {}).get("task") == "describe"]
 
 
-def test_a_subject_photo_is_described_and_stored_with_its_lineage(api: Client) -> None:
-    described = api.describe("painter", subject="biscuit", seed=2, max_new_tokens=8)
+def test_a_generated_image_is_described_and_stored_with_its_lineage(api: Client, image: str) -> None:
+    described = api.describe("painter", artifact=image, seed=2, max_new_tokens=8)
     assert isinstance(described, Description) and described.text and described.caption
-    assert {"subject:biscuit", "document:pet"} <= set(described.derived_from) and described.method == "rag_prompt"
+    assert described.image.source == "artifact" and described.image.media_type == "image/png"
+    assert {f"artifact:{image}", "document:pet"} <= set(described.derived_from) and described.method == "rag_prompt"
     stored = api.artifact(described.key)
-    assert stored.kind == "output" and ("subject", "biscuit") in stored.derived_from
+    assert stored.kind == "output" and ("artifact", image) in stored.derived_from
     assert api.artifact_content(described.key)[0].decode() == described.text
     assert [a.object_key for a in api.audit(user="painter", action="describe")] == [described.key]
 
@@ -67,6 +77,8 @@ def test_bad_requests_answer_their_codes_and_store_nothing(live: Live, api: Clie
     before = _descriptions(api)
     with pytest.raises(NotFoundError, match="unknown user 'nobody'"):
         api.describe("nobody", subject="biscuit")
+    with pytest.raises(NotFoundError, match="unknown subject 'biscuit' of user 'painter'"):
+        api.describe("painter", subject="biscuit")
     with pytest.raises(NotFoundError, match="unknown artifact 'missing' of user 'painter'"):
         api.describe("painter", artifact="missing")
     with pytest.raises(UnsupportedMediaError, match="is text/plain; charset=utf-8, not an image"):
@@ -79,7 +91,7 @@ def test_bad_requests_answer_their_codes_and_store_nothing(live: Live, api: Clie
         api.describe("painter")
     with pytest.raises(InvalidInputError, match="name exactly one image"):
         api.describe("painter", subject="biscuit", artifact=text)
-    response = httpx.post(f"{live.url}/v1/users/painter/descriptions", data={"subject": "biscuit", "seed": "-1"},
+    response = httpx.post(f"{live.url}/v1/users/painter/descriptions", data={"artifact": text, "seed": "-1"},
                           headers={"Authorization": f"Bearer {live.key}"})
     assert response.status_code == 422 and response.json()["code"] == "invalid_input"
     assert _descriptions(api) == before
