@@ -123,6 +123,7 @@ def test_media_bench_times_video_and_3d_against_their_pipelines() -> None:
     _positive(result, "video_s_per_output", "video_direct_s", "video_overhead_ratio", "shape_s_per_output",
               "shape_direct_s", "shape_overhead_ratio", "shape_faces", "shape_preview_bytes")
     assert -1.0 <= result["video_temporal_consistency"] <= 1.0
+    assert result["video_temporal_consistency_kind"] == "mechanical check"  # the tiny CLIP measured it
 
 
 def test_every_bench_command_calls_a_runner_that_takes_its_options() -> None:

@@ -22,8 +22,10 @@ def test_quick_bestof_bench_reports_the_gain() -> None:
     pytest.importorskip("diffusers")
     result = bench.run(quick=True, modalities=["image", "3d"])
     assert result["best_of"] == 8 and result["users"] == 2 and "random weights" in result["note"]
+    assert result["note"].startswith("mechanical check")  # from the models' weights, not the profile's name
     for modality in ("image", "3d"):
         row = result["modalities"][modality]
+        assert row["score_kind"] == "mechanical check" and {r["kind"] for r in row["rows"]} == {"mechanical check"}
         assert row["scored_requests"] == 2 and row["space"] == "image"
         assert row["kept_mean"] >= row["candidates_mean"] and row["kept_mean"] >= row["single_mean"]
         assert row["gain"] == pytest.approx(row["kept_mean"] - row["single_mean"], abs=2e-4)

@@ -151,3 +151,24 @@ def test_from_artifact_puts_the_plan_first(tmp_path: Path) -> None:
     assert list(output.meta) == ["method", "prompt", "vertices"] and output.preview == str(tmp_path / "preview")
     page = write_report(tmp_path / "r", ReportData("t", ReportUser("u"), [ReportPair(output)])).read_text()
     assert 'download>3D model (GLB)</a>' in page and "a &lt;dog&gt;" in page and ".png" in page
+
+
+def test_scores_from_random_weights_are_labelled_mechanical_checks(tmp_path: Path) -> None:
+    """The tiny CLIP's "clip_i 0.990" beside noise images reads as a mechanical check, never a
+    quality figure; a score from trained weights is shown plain, and the page notes which is which."""
+    from unipgen.demo_generation import summary_line
+    from unipgen.tiny import MEASURE, MECHANICAL
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "noise.png")
+    tiny = ReportOutput("image", "tiny", "image/png", tmp_path / "noise.png",
+                        {"clip_i": 0.99, "clip_t": 0.5, "score_kinds": {"clip_i": MECHANICAL, "clip_t": MECHANICAL}})
+    real = ReportOutput("speech", "kokoro", "image/png", tmp_path / "noise.png",
+                        {"speaker_similarity": 0.61, "score_kinds": {"speaker_similarity": MEASURE}})
+    page = write_report(tmp_path / "r", ReportData("t", ReportUser("u"), [ReportPair(tiny, real)])).read_text()
+    assert "0.990 (mechanical check: random weights)</span>" in page and "<td>0.990</td>" not in page
+    assert "<td>0.610</td>" in page and "score_kinds" not in page  # the kinds label the scores, not a row
+    assert 'were computed with random-weight models' in page
+    assert summary_line(tiny).startswith("clip i 0.990 (mechanical check: random weights): ")
+    assert summary_line(real).startswith("speaker similarity 0.610: ")
+    plain = write_report(tmp_path / "p", ReportData("t", ReportUser("u"), [ReportPair(real)])).read_text()
+    assert "mechanical check" not in plain and "random-weight" not in plain

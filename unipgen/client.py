@@ -29,6 +29,7 @@ from pydantic import BaseModel, TypeAdapter
 from unipgen.errors import UnipgenError, error_from
 from unipgen.schema import api as s
 from unipgen.schema.context import Recommendations, UserContext
+from unipgen.schema.describe import Description
 from unipgen.schema.jobs import JobRecord
 from unipgen.schema.memory import DocumentIn, EventIn, EventRecord, FeedbackIn, FitRecord, ForgetReport, UserSummary
 from unipgen.schema.messages import ChatReply, MessageIn
@@ -234,6 +235,16 @@ class _Routes:
 
     def subjects(self, user: str) -> list[s.SubjectPublic]:
         return self._send(_Call("GET", f"/v1/users/{_seg(user)}/subjects", parse=_as(list[s.SubjectPublic])))
+
+    def describe(self, user: str, *, artifact: str | None = None, subject: str | None = None,
+                 file: FileLike | None = None, question: str | None = None, seed: int = 0,
+                 max_new_tokens: int = 60) -> Description:
+        """Describe one of the user's images (exactly one of `artifact`, `subject`, `file`): a
+        caption, or the answer to `question`, in the user's style; stored as an output."""
+        data = _params(artifact=artifact, subject=subject, question=question) | {
+            "seed": str(seed), "max_new_tokens": str(max_new_tokens)}
+        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/descriptions", data=data,
+                                files=None if file is None else [_file("file", file)], parse=_as(Description)))
 
     # -- jobs ------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from unipgen.demo_report import ReportOutput, ReportPair
 from unipgen.schema.generation import GenerationOptions
+from unipgen.tiny import score_kind, shown_score
 
 #: The persona the demo generates for: a face, a voice and a dog (each file with its license).
 PERSONA_SAMPLE = Path(__file__).with_name("data") / "persona-sample"
@@ -58,7 +59,7 @@ def generate_pairs(generator: Any, tenant: str, user: str, say: Callable[[str], 
         theirs = generator.generate(tenant, GUEST, request.modality, request.instruction, GenerationOptions(**options))
         personal = _output(generator, tenant, mine, f"for user {user}", request)
         baseline = _output(generator, tenant, theirs, f"for {GUEST!r}, a user with no memory", request)
-        say(f"     {request.modality} ({mine[0].plan.method}, with {request.what}): {_summary(personal)}")
+        say(f"     {request.modality} ({mine[0].plan.method}, with {request.what}): {summary_line(personal)}")
         if mine[0].plan.recommended:
             texts = generator.model.store.catalog.item_texts(tenant, mine[0].plan.recommended)
             say(f"       recommended in the prompt (not rated by them): "
@@ -76,13 +77,17 @@ def _output(generator: Any, tenant: str, made: list, title: str, request: DemoRe
     preview = made[1] if len(made) > 1 and main.plan.modality == "3d" else None
     if request.references:
         frames = preview.path if preview is not None else main.path
-        shown |= clip_scores(generator.model.encoders.image, frames, main.media_type, request)
+        encoder = generator.model.encoders.image
+        scores = clip_scores(encoder, frames, main.media_type, request)
+        kinds = dict.fromkeys(scores, score_kind(encoder))  # the tiny CLIP's: mechanical checks
+        shown |= scores | {"score_kinds": {**shown.get("score_kinds", {}), **kinds}}
     return ReportOutput.from_artifact(main.plan.modality, title, main, shown, preview=preview)
 
 
 def clip_scores(encoder: Any, path: str, media_type: str, request: DemoRequest) -> dict[str, float]:
     """CLIP-I (to the persona's reference photos: subject fidelity) and CLIP-T (to the request:
-    text alignment) of an image, a 3D preview, or a video's frames, with the profile's encoder."""
+    text alignment) of an image, a 3D preview, or a video's frames, with the profile's encoder
+    (what they are, a measure or a mechanical check, is `unipgen.tiny.score_kind(encoder)`)."""
     from unipgen.eval.image_metrics import clip_i, clip_t
     from unipgen.eval.media_metrics import read_frames
 
@@ -94,15 +99,17 @@ def clip_scores(encoder: Any, path: str, media_type: str, request: DemoRequest) 
 
 #: Meta shown in the report (the rest, such as seeds and sizes, is in the store).
 _SHOWN = ("model", "num_frames", "fps", "temporal_consistency", "seconds", "melody", "voice", "speaker_similarity",
-          "rtf", "vertices", "faces", "format", "subject")
+          "rtf", "vertices", "faces", "format", "subject", "score_kinds")
 
 
-def _summary(output: ReportOutput) -> str:
+def summary_line(output: ReportOutput) -> str:
+    """The console line of one output: its scores (labelled by kind) and its file, or its text."""
     meta = output.meta
     if output.media_type.startswith("text/"):
         assert output.path is not None  # the demo's store is local: every output has a file
         return " ".join(Path(output.path).read_text(encoding="utf-8", errors="replace").split())[:300]
-    scores = ("clip_i", "temporal_consistency", "speaker_similarity")
-    figures = [f"{key.replace('_', ' ')} {meta[key]:.2f}" for key in scores if isinstance(meta.get(key), float)]
+    scores, kinds = ("clip_i", "temporal_consistency", "speaker_similarity"), meta.get("score_kinds", {})
+    figures = [f"{key.replace('_', ' ')} {shown_score(meta[key], kinds.get(key))}" for key in scores
+               if isinstance(meta.get(key), float)]
     figures += [f"{meta['vertices']} vertices"] if "vertices" in meta else []
     return (f"{', '.join(figures)}: " if figures else "") + str(output.path)

@@ -10,6 +10,10 @@ The data is a small typed model built by the caller (`unipgen demo`):
 * `ReportPair`: per modality the personalized `ReportOutput` beside the non-personalized one;
 * `ReportOutput`: one file (or text) with its media type and meta (method, prompt, metrics).
 
+A metric whose meta names its kind (`meta["score_kinds"]`, `unipgen.tiny.score_kind`) as a
+mechanical check (computed with random-weight models) is shown with that label, never as a bare
+quality figure.
+
 Each output is shown by media type: image/* as <img> (GIF animates), video/* as <video controls>,
 audio/* as <audio controls>, text/* inline in <pre>, model/* (GLB, PLY) as its preview image and a
 link to the file. Images browsers cannot show (PGM faces, TIFF...) are converted to PNG on copy.
@@ -31,6 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 from unipgen.errors import InvalidInputError
+from unipgen.tiny import MECHANICAL, MECHANICAL_NOTE, shown_score
 
 #: File suffix per media type: store blobs have no suffix, and browsers sniff by it for file://.
 SUFFIXES = {
@@ -241,7 +246,9 @@ class _Page:
     def output(self, output: ReportOutput | None, heading: str) -> str:
         if output is None:
             return f'<div class="out none"><h4>{_e(heading)}</h4><p class="muted">no baseline</p></div>'
-        rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_format(v))}</td></tr>" for k, v in output.meta.items())
+        kinds = output.meta.get("score_kinds") or {}
+        rows = "".join(f"<tr><th>{_e(k)}</th><td>{_meta_value(v, kinds.get(k))}</td></tr>"
+                       for k, v in output.meta.items() if k != "score_kinds")
         return (f'<div class="out"><h4>{_e(heading)} <span class="muted">{_e(output.title)}</span></h4>'
                 f'{self.media(output)}<table class="meta">{rows}</table></div>')
 
@@ -280,7 +287,7 @@ class _Page:
     def render(self, data: ReportData) -> str:
         anchors = _anchors([p.personalized.modality for p in data.pairs])
         nav = " ".join(f'<a href="#{_e(a)}">{_e(p.personalized.modality)}</a>' for p, a in zip(data.pairs, anchors))
-        notes = "".join(f"<li>{_e(n)}</li>" for n in data.notes)
+        notes = "".join(f"<li>{_e(n)}</li>" for n in (*_mechanical_note(data.pairs), *data.notes))
         log = (f"<details><summary>Console log</summary><pre>{_e(chr(10).join(data.log))}</pre></details>"
                if data.log else "")
         body = (f'<header><h1>{_e(data.title)}</h1><p class="muted">{_e(data.subtitle)}</p>'
@@ -290,6 +297,21 @@ class _Page:
         return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
                 f'<meta name="viewport" content="width=device-width, initial-scale=1">'
                 f"<title>{_e(data.title)}</title><style>{_CSS}</style></head><body>{body}</body></html>\n")
+
+
+def _mechanical_note(pairs: Sequence[ReportPair]) -> list[str]:
+    """The page's note on mechanical checks, when any output shows one."""
+    outputs = [o for pair in pairs for o in (pair.personalized, pair.baseline) if o is not None]
+    if not any(MECHANICAL in (o.meta.get("score_kinds") or {}).values() for o in outputs):
+        return []
+    return [f"Scores marked \"{MECHANICAL}\" were {MECHANICAL_NOTE}: they are not quality figures."]
+
+
+def _meta_value(value: Any, kind: str | None) -> str:
+    """A meta table cell: the value, and for a score computed with random weights its label."""
+    if kind != MECHANICAL or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return _e(_format(value))
+    return f'<span class="mechanical" title="{_e(MECHANICAL_NOTE)}">{_e(shown_score(value, kind))}</span>'
 
 
 def _chips(label: str, words: Sequence[str], css: str) -> str:
@@ -373,6 +395,7 @@ table.meta{border-collapse:collapse;font-size:13px;margin-top:8px}
 .meta td{padding:2px 0;word-break:break-word}
 pre.text{font:inherit}
 details{margin-top:24px}summary{cursor:pointer;font-weight:600}
+.mechanical{color:var(--muted);font-style:italic}
 """
 
 __all__ = ["ReportData", "ReportOutput", "ReportPair", "ReportSubject", "ReportUser", "media_type_of",

@@ -10,6 +10,12 @@ backend's frame encoder) use it and neither may import the other.
 
 Every tiny model lives in its own folder under `tiny_cache_dir`, built once per seed on first use
 by `build_atomically`, so that concurrent builders (test workers, Ray workers) never see half.
+
+What a number computed with such a model is, is said here once (issue 19): a component (an
+encoder, a backend, a metric's model) whose reference is `TINY_RANDOM` has `random_weights` set,
+and a score it computes is a `MECHANICAL` check, never a quality figure (`score_kind`). Reports
+and outputs' meta carry the kind beside the score (`meta["score_kinds"]`) and show it with
+`shown_score`.
 """
 
 from __future__ import annotations
@@ -17,9 +23,45 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
+
+#: The model reference of every tiny random-weight model (CLIP, CLAP, LM, SD, BLIP...).
+TINY_RANDOM = "tiny-random"
+#: What a score is: a figure measured by trained models, or a mechanical check (random weights).
+ScoreKind = Literal["measure", "mechanical check"]
+MEASURE: ScoreKind = "measure"
+MECHANICAL: ScoreKind = "mechanical check"
+#: What a mechanical check is, in the words every report uses.
+MECHANICAL_NOTE = ("computed with random-weight models: it checks that the code path runs, and says nothing "
+                   "about quality")
 
 # Words the tiny tokenizer learns from: prompts and nouns of the kind unipgen sees.
 _CORPUS = ["a", "photo", "of", "a", "dog", "cat", "backpack", "vase", "clock", "toy", "sneaker", "candle", "bowl", "bear", "plushie", "robot", "duck", "teapot", "in", "the", "jungle", "snow", "beach", "city", "street", "on", "top", "of", "a", "wooden", "floor", "with", "a", "blue", "house", "in", "the", "background", "red", "green", "blue", "yellow", "purple", "shiny", "wet", "cube", "a", "cartoon", "painting", "watercolor", "sketch", "style", "of", "van", "gogh", "action", "adventure", "animation", "children", "comedy", "crime", "documentary", "drama", "fantasy", "horror", "musical", "mystery", "romance", "sci-fi", "thriller", "war", "western", "noir", "portrait", "landscape", "sunset", "mountain", "river", "forest"]
+
+
+def is_random(ref: object) -> bool:
+    """Whether a model reference names a tiny random-weight model built from a config."""
+    return ref == TINY_RANDOM
+
+
+def has_random_weights(component: object) -> bool:
+    """Whether a model component (encoder, backend, metric model) runs on random weights: its
+    `random_weights` attribute, set from its reference; a component without one has trained
+    weights (dlib, Resemblyzer, Kokoro and the packaged MiniLM have no random variant)."""
+    return bool(getattr(component, "random_weights", False))
+
+
+def score_kind(*components: object) -> ScoreKind:
+    """The kind of a score that `components` computed (or produced the outputs of): a mechanical
+    check when any of them has random weights."""
+    return MECHANICAL if any(has_random_weights(c) for c in components) else MEASURE
+
+
+def shown_score(value: object, kind: str | None) -> str:
+    """A score as reports show it: 3 decimals, and "(mechanical check: random weights)" after a
+    mechanical one, so that it never reads as a quality figure."""
+    text = f"{value:.3f}" if isinstance(value, float) else str(value)
+    return f"{text} ({MECHANICAL}: random weights)" if kind == MECHANICAL else text
 
 
 def tiny_cache_dir(name: str) -> Path:
@@ -73,7 +115,7 @@ def build_tiny_tokenizer(max_length: int = 77):  # noqa: ANN201
                                    eos_token="<eos>", unk_token="<unk>", model_max_length=max_length)
 
 
-TINY_CLIP = "tiny-random"
+TINY_CLIP = TINY_RANDOM
 _VERSION = "1"
 
 
@@ -102,7 +144,7 @@ def build_tiny_clip(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
-TINY_CLAP = "tiny-random"
+TINY_CLAP = TINY_RANDOM
 _CLAP_VERSION = "1"
 
 

@@ -39,8 +39,8 @@ from unipgen.demo import PERSONA_SAMPLE
 
 FACE = PERSONA_SAMPLE / "faces" / "s1-1.pgm"
 ADMIN = r"^/v1/tenants"
-#: Each accepted request runs a model (a queued job, a chat turn; tiny models): fewer examples.
-JOBS = r"^/v1/users/\{user\}/(generations|trainings|chat)$"
+#: Each accepted request runs a model (a queued job, a chat turn, a description; tiny models): fewer examples.
+JOBS = r"^/v1/users/\{user\}/(generations|trainings|chat|descriptions)$"
 
 SPEC = create_app().openapi()
 schema = schemathesis.openapi.from_dict(SPEC)

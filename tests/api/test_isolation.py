@@ -33,6 +33,7 @@ FORMS = {
     ("POST", "/v1/users/{user}/faces"): ({"key": "f9", "consent": "true"}, [("file", ("f.pgm", FACE.read_bytes(), "image/x-portable-anymap"))]),
     ("POST", "/v1/users/{user}/voices"): ({"key": "v9", "consent": "true"}, [("file", ("v.flac", VOICE.read_bytes(), "audio/flac"))]),
     ("POST", "/v1/users/{user}/subjects"): ({"key": "s9", "name": "Rex", "class_noun": "dog"}, [("files", ("d.jpg", DOG.read_bytes(), "image/jpeg"))]),
+    ("POST", "/v1/users/{user}/descriptions"): ({"question": "what is it?"}, [("file", ("d.jpg", DOG.read_bytes(), "image/jpeg"))]),
 }
 
 

@@ -80,6 +80,10 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     index = tmp_path / "report" / "index.html"
     page = index.read_text()
     assert page.count("Not personalized") >= 7 and "speaker_similarity" in page
+    # the tiny CLIP's scores beside noise images read as mechanical checks, never as quality figures
+    assert re.search(r"<th>clip_i</th><td><span class=\"mechanical\"[^>]*>[-0-9.]+ \(mechanical check: random weights\)",
+                     page) and "computed with random-weight models" in page
+    assert "clip i " in done.stdout and "(mechanical check: random weights)" in done.stdout
     assets = [tmp_path / "report" / link for link in re.findall(r'(?:src|href)="(assets/[^"]+)"', page)]
     assert assets and all(path.is_file() for path in assets)
     if CHROMIUM and CHROMEDRIVER:  # the real demo page in a browser: every image, player and link works

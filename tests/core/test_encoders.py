@@ -20,7 +20,7 @@ def test_profiles_name_an_encoder_per_role() -> None:
     for name in profile_names():
         profile = load_profile(name)
         assert set(profile.encoders) == {"text", "image", "face", "voice", "clap"}
-        assert set(profile.backends) == {"text", "image", "video", "audio", "speech", "3d"}
+        assert set(profile.backends) == {"text", "image", "video", "audio", "speech", "3d", "caption"}
         for spec in profile.encoders.values():
             assert encoder_class(spec.type)  # every type resolves to a class
     with pytest.raises(NotFoundError, match="unknown model profile 'xl'"):

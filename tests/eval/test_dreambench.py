@@ -137,6 +137,10 @@ def test_report_files_link_a_real_plot(quick: dict[str, Any]) -> None:
     with Image.open(files["plot"]) as plot:
         assert plot.format == "PNG" and plot.width > 300 and len(plot.getcolors(1 << 20) or []) > 10
     assert (files["html"].parent / "samples" / "pup-lora.png").is_file() and "samples/pup-lora.png" in page
+    # the tiny models' figures are labelled mechanical checks, from the models' weights
+    assert quick["score_kinds"] == {"dino_i": "mechanical check", "clip_i": "mechanical check",
+                                    "clip_t": "mechanical check"}
+    assert "CLIP-I (mechanical check)" in page and "mean nothing about the methods" in page
 
 
 def test_bad_folders_are_named(tmp_path: Path) -> None:

@@ -72,6 +72,8 @@ def test_quick_run_on_a_jsonl_label_task(labelled_file: Path, tmp_path: Path) ->
     assert result["answers"][0]["subject"] == "astronauts on a comet"
     assert {"nonpersonal", "rag", "lora"} <= result["answers"][0].keys()
     assert (tmp_path / "lamp.md").is_file() and (tmp_path / "lamp-metrics.png").is_file()
+    assert result["score_kind"] == "mechanical check"  # the tiny random LM answered
+    assert "Every figure here is a mechanical check" in (tmp_path / "lamp.md").read_text()
 
 
 def test_jsonl_prompts_and_rag(labelled_file: Path) -> None:

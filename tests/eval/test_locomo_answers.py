@@ -35,4 +35,6 @@ def test_the_harness_answers_through_the_product(tmp_path: Path, encoder: Any) -
     assert answers["profile"] == "tiny" and answers["questions"] == 2
     assert all(0.0 <= row["f1"] <= 1.0 and row["gold"] for row in answers["examples"])
     assert 0.0 <= answers["f1"]["all"] <= 1.0
-    assert "Answers (LoCoMo token F1)" in (tmp_path / "report" / "locomo.md").read_text()
+    report = (tmp_path / "report" / "locomo.md").read_text()
+    assert "Answers (LoCoMo token F1)" in report
+    assert answers["score_kind"] == "mechanical check" and "These F1 are a mechanical check" in report  # tiny LM

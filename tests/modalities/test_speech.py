@@ -94,6 +94,8 @@ def test_prompt_only_speaks_with_the_default_voice_and_repeats_itself(backend) -
     [[first], [again]] = backend.generate([_request(short, voice=voice), _request(short, seed=3)], None)
     assert first.data == again.data  # deterministic; the seed changes nothing
     assert first.meta["voice"] == "default" and first.meta["speaker_similarity"] is not None
+    assert first.meta["score_kinds"] == {"speaker_similarity": "measure"}  # Kokoro and Resemblyzer: trained weights
+    assert "score_kinds" not in again.meta  # no voice to compare with, no score
     assert first.data == encode_audio(backend.synthesize(short, backend.voices["jf_alpha"]), 24_000)
 
 

@@ -103,6 +103,7 @@ def test_mp4_decodes_with_its_frames_rate_size_and_meta(backend: AnimateDiffVide
         "model": "tiny-random", "method": "prompt_only", "prompt": PROMPT, "seed": 0, "fps": 8, "num_frames": 8,
         "seconds": 1.0, "width": SIZE, "height": SIZE, "format": "mp4"}
     assert isinstance(meta["temporal_consistency"], float) and -1.0 <= meta["temporal_consistency"] <= 1.0
+    assert meta["score_kinds"] == {"temporal_consistency": "mechanical check"}  # the tiny CLIP's: not a quality figure
     assert one(backend, request(seed=1)) != fresh
 
 
@@ -123,6 +124,7 @@ def test_gif_option_and_frame_rate() -> None:
     image = Image.open(io.BytesIO(output.data))
     assert (image.n_frames, image.size, image.info["duration"], image.info["loop"]) == (4, (SIZE, SIZE), 100, 0)
     assert (output.meta["fps"], output.meta["seconds"], output.meta["temporal_consistency"]) == (10, 0.4, None)
+    assert "score_kinds" not in output.meta  # no score, no kind
     assert gif.generate([request()], fetch)[0][0].data == output.data
 
 

@@ -27,6 +27,7 @@ from unipgen.schema.generation import GenerationOptions
 from unipgen.schema.jobs import GenerateSpec
 from unipgen.schema.profiles import ComponentSpec, load_profile
 from unipgen.settings import Settings
+from unipgen.tiny import MEASURE, MECHANICAL
 
 pytest.importorskip("diffusers")
 
@@ -92,6 +93,9 @@ def test_best_of_three_keeps_the_candidate_scored_highest(executor: InlineExecut
     scores = {s["seed"]: s["score"] for s in first["scores"]}
     assert all(isinstance(value, float) and -1 <= value <= 1 for value in scores.values()), scores
     assert first["distinct"] == 3  # three seeds, three different outputs
+    # what the scores are: the tiny CLIP and CLAP's a mechanical check, MiniLM's and Resemblyzer's a measure
+    kinds = {_blob(model, made.key)[1]["score_kinds"]["best_of"] for made in ranked}
+    assert kinds == {MECHANICAL if space in ("image", "clap") else MEASURE}
     # ranked best first; every output of a candidate (a 3D mesh and its preview) shares its place
     places = [(m["rank"], m["seed"], m["score"]) for m in metas[::per_candidate]]
     assert [rank for rank, _, _ in places] == [1, 2, 3]

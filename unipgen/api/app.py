@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from unipgen import __version__
 from unipgen.api import errors
 from unipgen.api.limits import BodyLimit
-from unipgen.api.routes import admin, artifacts, chat, jobs, media, simulator, users
+from unipgen.api.routes import admin, artifacts, chat, describe, jobs, media, simulator, users
 from unipgen.api.service import Service
 from unipgen.schema.api import ErrorBody, Health
 from unipgen.settings import Settings
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, *, profile: str = "tiny", run_j
                   responses=_ERRORS)
     errors.install(app)
     app.add_middleware(BodyLimit)  # request body budgets per kind of route (api/limits.py)
-    for module in (admin, users, media, jobs, chat, simulator, artifacts):
+    for module in (admin, users, media, jobs, chat, describe, simulator, artifacts):
         app.include_router(module.router)
 
     @app.get("/v1/health", response_model=Health, tags=["service"])

@@ -4,7 +4,7 @@ given up. Each kind of route has its own budget (a setting):
 
 - bulk routes (`/v1/events/bulk`, `/v1/items`, `/v1/users/{user}/documents`): lists of rows,
   `UNIPGEN_MAX_BULK_REQUEST_BYTES`;
-- uploads (faces, voices, a catalog item's image: one file; subjects: up to 20):
+- uploads (faces, voices, a catalog item's image, a photo to describe: one file; subjects: up to 20):
   `UNIPGEN_MAX_BLOB_BYTES` per file plus the form's overhead;
 - every other route: `UNIPGEN_MAX_REQUEST_BYTES`.
 
@@ -32,7 +32,7 @@ Send = Callable[[Message], Awaitable[None]]
 #: Paths of the bulk routes (lists of rows).
 _BULK = re.compile(r"^/v1/(events/bulk|items|users/[^/]+/documents)/?$")
 #: Upload routes and how many files each takes at most.
-_UPLOADS = {re.compile(r"^/v1/users/[^/]+/(faces|voices)/?$"): 1, re.compile(r"^/v1/items/[^/]+/?$"): 1,
+_UPLOADS = {re.compile(r"^/v1/users/[^/]+/(faces|voices|descriptions)/?$"): 1, re.compile(r"^/v1/items/[^/]+/?$"): 1,
             re.compile(r"^/v1/users/[^/]+/subjects/?$"): MAX_SUBJECT_PHOTOS}
 #: Room for a multipart form's boundaries, headers and text fields beside its files.
 FORM_OVERHEAD = 64 * 1024

@@ -1,6 +1,6 @@
 """What the service holds while it runs: the store, the user model, the executor and its job
-runner, the rate limits (`api/ratelimit.py`), the encoder pool of uploads. Built in the app's
-lifespan, closed when it stops."""
+runner, the rate limits (`api/ratelimit.py`), the encoder pool of uploads, the chat and the
+describer. Built in the app's lifespan, closed when it stops."""
 
 from __future__ import annotations
 
@@ -63,13 +63,14 @@ class Service:
     runner: JobRunner | None = None
     pool: Any = None  # the EncoderPool of uploads (None: encoded in this process)
     chat: Any = None  # the Chat of `/chat` turns (its text model loads on the first turn)
+    describer: Any = None  # the Describer of `/descriptions` (shares the chat's text model; loads on first use)
 
     @classmethod
     def start(cls, settings: Settings, *, profile: Any = "tiny", run_jobs: bool = True) -> Service:
         from unipgen.core.encoderpool import EncoderPool, apply_input_limits
         from unipgen.core.usermodel import UserModel
         from unipgen.memory import MemoryStore
-        from unipgen.orchestrator import Chat, make_executor
+        from unipgen.orchestrator import Chat, Describer, make_executor
         from unipgen.schema.profiles import load_profile
 
         limiter, auth_throttle = make_limits(settings)  # first: a Redis that is not there stops the start at once
@@ -79,7 +80,9 @@ class Service:
                 if settings.encoder_workers else None)
         model = UserModel(store, limited, cache_dir=settings.home / "cache", pool=pool)
         executor = make_executor(model, settings)
-        service = cls(settings, store, model, executor, limiter, auth_throttle, pool=pool, chat=Chat(model))
+        chat = Chat(model)
+        service = cls(settings, store, model, executor, limiter, auth_throttle, pool=pool, chat=chat,
+                      describer=Describer(model, chat=chat))
         if run_jobs:
             service.runner = JobRunner(executor)
             service.runner.start()

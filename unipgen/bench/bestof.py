@@ -13,8 +13,9 @@ request's own seed) is what a plain request gives, so per (user, prompt):
 
 The score is the user model's own (`unipgen.core.scoring`), so the gain says how well the choice
 works by that yardstick, not whether people prefer the outputs. On the ``tiny`` profile every
-generator and the CLIP/CLAP encoders have random weights: the figures are mechanical (they show
-the selection runs and how far apart random candidates score), not evidence of better outputs.
+generator and the CLIP/CLAP encoders have random weights: each modality's `score_kind` (and the
+result's `note`) then says the figures are a mechanical check (they show the selection runs and
+how far apart random candidates score), not evidence of better outputs.
 
     unipgen bench bestof [--quick] [--profile tiny]
 """
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from unipgen.eval.environment import machine, shared_data_dir, shown_data_path
+from unipgen.tiny import MEASURE, MECHANICAL, score_kind
 
 N = 8
 #: modality → prompts (the first `prompts` of each are used).
@@ -42,9 +44,10 @@ PROMPTS = {
 }
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "movielens-sample"
 PERSONA_VOICES = Path(__file__).resolve().parents[1] / "data" / "persona-sample" / "voice"
-TINY_NOTE = ("tiny profile: every generator and the CLIP/CLAP encoders have random weights, so these scores are "
-             "mechanical: they show that the selection runs and how far apart random candidates score, not that "
-             "the kept outputs are better")
+MECHANICAL_NOTE = (f"{MECHANICAL}: the generator or the scoring encoder has random weights, so these scores show "
+                   "that the selection runs and how far apart random candidates score, not that the kept outputs "
+                   "are better")
+MEASURE_NOTE = "scores by the profile's encoders (the user model's own yardstick, not people's judgement)"
 
 
 def run(quick: bool = False, profile: str = "tiny", users: int | None = None, prompts: int | None = None,
@@ -71,9 +74,9 @@ def run(quick: bool = False, profile: str = "tiny", users: int | None = None, pr
         wanted = modalities or [m for m in PROMPTS if m in model.profile.backends]
         per_modality = {modality: _modality(generator, modality, people, PROMPTS[modality][:prompts], best_of, seed,
                                             resamples) for modality in wanted}
+    mechanical = any(entry.get("score_kind") == MECHANICAL for entry in per_modality.values())
     return {"best_of": best_of, "profile": profile, "users": len(people), "prompts_per_modality": prompts,
-            "note": TINY_NOTE if profile == "tiny" else "scores by the profile's encoders (the user model's own "
-                                                         "yardstick, not people's judgement)",
+            "note": MECHANICAL_NOTE if mechanical else MEASURE_NOTE,
             "modalities": per_modality, "voices": voices,
             "settings": {"seed": seed, "resamples": resamples, "quick": quick},
             "machine": machine("torch", "transformers", "diffusers")}
@@ -99,9 +102,13 @@ def _modality(generator: Any, modality: str, users: list[str], prompts: list[str
     for user in users:
         for prompt in prompts:
             [kept, *_] = generator.generate("ml", user, modality, prompt, options)
-            rows.append(_row(generator.model.store.artifacts.artifact("ml", kept.key).meta["best_of"], user, prompt))
+            meta = generator.model.store.artifacts.artifact("ml", kept.key).meta
+            rows.append(_row(meta["best_of"], user, prompt) | {"kind": meta.get("score_kinds", {}).get("best_of")})
+    # A gain is a mechanical check when the scores are (random encoder) or the candidates are noise (random generator).
+    kinds = {row["kind"] for row in rows if row["kind"]}
+    kind = score_kind(generator.backend(modality)) if kinds <= {MEASURE} else MECHANICAL
     return _summary(rows, resamples, seed) | {"seconds_per_request": round((time.perf_counter() - started) / len(rows), 2),
-                                              "rows": rows}
+                                              "score_kind": kind, "rows": rows}
 
 
 def _row(meta: dict[str, Any], user: str, prompt: str) -> dict[str, Any]:

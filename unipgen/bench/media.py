@@ -73,7 +73,8 @@ def bench_video(runs: int, size: int = 64, frames: int = 8) -> dict[str, Any]:
     return {"video_frames": frames, "video_size": size, "video_steps": backend.steps,
             "video_s_per_output": round(ours_s, 4), "video_direct_s": round(base_s, 4),
             "video_overhead_s": round(ours_s - base_s, 4), "video_overhead_ratio": round(ratio, 3),
-            "video_temporal_consistency": pairs[0][0].meta["temporal_consistency"]}
+            "video_temporal_consistency": pairs[0][0].meta["temporal_consistency"],
+            "video_temporal_consistency_kind": pairs[0][0].meta["score_kinds"]["temporal_consistency"]}
 
 
 def bench_shape(runs: int) -> dict[str, Any]:

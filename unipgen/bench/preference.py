@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from unipgen.tiny import score_kind
+
 TRAIN = [
     "Suggest a film for a rainy evening.", "What should I cook for dinner tonight?", "Recommend a book for a holiday.",
     "How can I relax after work?", "Describe a good weekend trip.", "What is a nice gift for a friend?",
@@ -76,6 +78,7 @@ def run(quick: bool = False, steps: int | None = None) -> dict[str, Any]:
                     "dpo_loss_last": trained.losses[-1], "dpo_margin_before": meta.get("margin_before"),
                     "dpo_margin_after": meta.get("margin_after"), "dpo_accuracy_after": meta.get("accuracy_after")}
         results |= _held_out(generator, held_out, GenerationOptions(seed=11, max_new_tokens=max_new_tokens))
+        results["score_kind"] = score_kind(generator.backend("text"))  # the tiny LM's: a mechanical check
     return results
 
 

@@ -16,14 +16,16 @@ compared, by cosine, with a target built from the user's context:
 Where there is nothing to compare with (no preference, no keywords, no voice, no CLAP encoder),
 the `Target` says so in words and has no vector: nothing is scored rather than a score invented.
 A score is a cosine in [-1, 1]: it orders the candidates of one request, and says nothing across
-modalities or users.
+modalities or users. Its `Target.kind` says what it is (`unipgen.tiny.score_kind` of the encoder
+that computes it): a mechanical check when that encoder has random weights (the tiny CLIP and
+CLAP of the tiny and offline profiles), never a quality figure.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,7 @@ import numpy as np
 from unipgen.errors import InvalidInputError, UnipgenError
 from unipgen.schema.context import Modality, Preferences, UserContext
 from unipgen.schema.generation import GeneratedOutput
+from unipgen.tiny import MEASURE, ScoreKind, score_kind
 
 #: Frames of a video that are embedded (evenly spaced, first and last included) and averaged.
 VIDEO_FRAMES = 8
@@ -49,6 +52,7 @@ class Target:
     space: str
     against: str
     vector: tuple[float, ...] | None = None
+    kind: ScoreKind = MEASURE  # a mechanical check when the space's encoder has random weights
 
     @property
     def scorable(self) -> bool:
@@ -64,7 +68,13 @@ class Score:
 
 
 def target(encoders: Any, context: UserContext, short_term_weight: float = 0.5) -> Target:
-    """The target of `context`'s outputs; `encoders` is the profile's (`UserModel.encoders`)."""
+    """The target of `context`'s outputs; `encoders` is the profile's (`UserModel.encoders`). A
+    scorable target's `kind` is that of the encoder its scores come from."""
+    found = _target(encoders, context, short_term_weight)
+    return replace(found, kind=score_kind(getattr(encoders, found.space))) if found.scorable else found
+
+
+def _target(encoders: Any, context: UserContext, short_term_weight: float) -> Target:
     space = SPACES[context.modality]
     if space == "voice":
         return _voice_target(context)

@@ -16,7 +16,9 @@ Scores (`unipgen.eval.image_metrics`), each a mean cosine in [-1, 1]:
   "a dog in the jungle" (text alignment).
 Personalization should raise DINO-I and CLIP-I over the baseline; CLIP-T is what it may cost.
 "Real images" scores distinct pairs of a subject's own photos: the ceiling for subject fidelity.
-The tiny profile's random models give meaningless numbers: it checks the harness, not a method.
+Each figure's kind (`result["score_kinds"]`, `unipgen.tiny.score_kind` of the generator and the
+scoring encoder) is a mechanical check when either has random weights (the tiny profile's): it
+checks the harness, not a method, and the report says so beside the figures.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import numpy as np
 
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.eval.environment import machine, shared_data_dir, shown_data_path
+from unipgen.tiny import MECHANICAL, MECHANICAL_NOTE, score_kind
 
 #: CLI method name → (plan method the router must choose, training method or None).
 METHODS = {"ip-adapter": ("ip_adapter", None), "lora": ("lora", "lora"),
@@ -65,6 +68,8 @@ QUICK: Defaults = {"subjects": 2, "prompts": 2, "images_per_prompt": 1, "methods
 FULL: Defaults = {"subjects": None, "prompts": 25, "images_per_prompt": 4, "methods": ("ip-adapter",),
                   "train_steps": 200}
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: The figures' names in the report.
+HEADERS = {"dino_i": "DINO-I", "clip_i": "CLIP-I", "clip_t": "CLIP-T"}
 _PROMPT_LINE = re.compile(r"""^\s*(['"])(.*)\1\s*\.format\(""")
 
 
@@ -321,7 +326,10 @@ def _evaluate(stack: ExitStack, home: Path, directory: Path, classes: dict[str, 
     subjects_info = [{"subject": s, "class_noun": classes[s], "kind": "live" if classes[s] in LIVE_CLASSES else "object",
                       "references": len(refs[s])} for s in chosen]
     _save_samples(out_dir, samples)
-    return {"subjects": subjects_info, "results": results,
+    image_backend = generator.backend("image")
+    kinds = {"dino_i": score_kind(dino, image_backend), "clip_i": score_kind(clip, image_backend),
+             "clip_t": score_kind(clip, image_backend)}
+    return {"subjects": subjects_info, "results": results, "score_kinds": kinds,
             "real_images": {"per_subject": real, "mean": _means(real)}, "dino_ref": dino_ref}
 
 
@@ -378,22 +386,26 @@ def write_dreambench_report(out_dir: Path, result: dict[str, Any]) -> dict[str, 
         f"{settings['images_per_prompt']} image(s) each, profile {settings['profile']!r}, methods "
         f"{', '.join(settings['methods'])}; DINO {settings['dino']}, CLIP: {settings['clip']}; seed "
         f"{settings['seed']}; {result['seconds']} s on {machine_info['cpu']} ({machine_info['cores']} cores).")]
-    if settings["profile"] == "tiny":
-        blocks.append(Paragraph("The tiny profile's models have random weights: these numbers check the harness "
+    kinds = result.get("score_kinds", {})
+    mechanical = [name for name, kind in kinds.items() if kind == MECHANICAL]
+    if mechanical:
+        blocks.append(Paragraph(f"{', '.join(HEADERS[m] for m in mechanical)}: {MECHANICAL} — {MECHANICAL_NOTE} "
+                                "(the generator or the scoring encoder has random weights). They check the harness "
                                 "and mean nothing about the methods."))
+    head = {key: f"{label} ({MECHANICAL})" if kinds.get(key) == MECHANICAL else label for key, label in HEADERS.items()}
     blocks += [
         Paragraph("DINO-I and CLIP-I: mean cosine between generated images and the subject's real photos (subject "
                   "fidelity; personalization should raise them over the baseline). CLIP-T: mean cosine between "
                   "each image and its prompt with the class noun in place of the subject token (text alignment, "
                   "the trade-off). Baseline: the class prompt alone (plan prompt_only)."),
         Heading("Means over subjects"),
-        Table(["method", "plan", "DINO-I", "CLIP-I", "CLIP-T", "Δ DINO-I", "Δ CLIP-I", "Δ CLIP-T", "train s",
-               "generate s"], means),
+        Table(["method", "plan", head["dino_i"], head["clip_i"], head["clip_t"], "Δ DINO-I", "Δ CLIP-I", "Δ CLIP-T",
+               "train s", "generate s"], means),
         Heading("Published (DreamBooth, Table 1)"),
         Table(["method", "DINO-I", "CLIP-I", "CLIP-T"], published),
         Image(plot.name, "Subject fidelity vs text alignment (one point per subject and method; stars: published)"),
         Heading("Per subject"),
-        Table(["subject", "class", "method", "DINO-I", "CLIP-I", "CLIP-T", "images"], per_subject),
+        Table(["subject", "class", "method", head["dino_i"], head["clip_i"], head["clip_t"], "images"], per_subject),
         Heading("Samples (first image; the first column is a real photo)"),
     ]
     for s in result["subjects"]:

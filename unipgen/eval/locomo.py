@@ -32,6 +32,7 @@ from unipgen.errors import InvalidInputError
 from unipgen.eval.environment import machine, shared_data_dir, shown_data_path
 from unipgen.eval.locomo_answers import answer_all, f1_table
 from unipgen.memory.locomo import CATEGORIES, Conversation, Question, as_messages, load_locomo
+from unipgen.tiny import MEASURE, MECHANICAL, ScoreKind, score_kind
 
 METHODS = ("product", "session-aware", "bm25", "dense")
 #: The tenant the product path stores conversations in.
@@ -84,7 +85,7 @@ def run_locomo(data: Path | str | None = None, *, out: Path | str | None = None,
                            "questions": questions, "weights": asdict(weights or FusionWeights())},
               "questions": len(recalls), "recall": recall_table(recalls),
               "timing": timing(per_conversation, query_ms, context_ms), "conversations": per_conversation,
-              "answers": {"profile": profile, "questions": len(answered),
+              "answers": {"profile": profile, "questions": len(answered), "score_kind": product.answer_kind,
                           "f1": f1_table(answered, SCORED_CATEGORIES), "examples": answered[:10]} if answers else None,
               "targets": TARGETS, "machine": machine("numpy", "torch", "bm25s"),
               "seconds": round(time.perf_counter() - started, 2)}
@@ -151,6 +152,7 @@ class ProductPath:
 
         self.store = MemoryStore.open(Settings(home=home))
         self.store.users.create_tenant(TENANT)
+        self.answer_kind: ScoreKind = MEASURE  # of the answers' F1, once a question is answered
         self.model = UserModel(self.store, profile, config=ContextConfig(evidence_k=max(KS), include_vectors=False),
                                cache_dir=home / "cache")
         self.model.encoders.use("text", encoder)
@@ -176,7 +178,9 @@ class ProductPath:
         """`questions` answered by the profile's text model through the generation path, scored."""
         from unipgen.orchestrator import InlineGenerator
 
-        return answer_all(InlineGenerator(self.model), TENANT, user, questions)
+        generator = InlineGenerator(self.model)
+        self.answer_kind = score_kind(generator.backend("text"))  # a random LM's F1 is a mechanical check
+        return answer_all(generator, TENANT, user, questions)
 
     def __enter__(self) -> ProductPath:
         return self
@@ -289,6 +293,8 @@ def write_locomo_report(out_dir: Path, result: dict[str, Any]) -> dict[str, str]
         answers = result["answers"]
         blocks[-2:-2] = [Heading("Answers (LoCoMo token F1)"), Paragraph(
             f"{answers['questions']} questions answered by the {answers['profile']!r} profile's text model through "
-            "the generation path (the retrieved turns in its prompt); reported, no target."),
+            "the generation path (the retrieved turns in its prompt); reported, no target."
+            + (f" These F1 are a {MECHANICAL}: the text model has random weights." if
+               answers.get("score_kind") == MECHANICAL else "")),
             Table(headers[1:], [[answers["f1"][key] for key in (*map(str, SCORED_CATEGORIES), "all")]])]
     return write_report(out_dir, "locomo", "LoCoMo evidence recall", blocks, result).as_dict()

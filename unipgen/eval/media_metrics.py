@@ -30,12 +30,13 @@ from unipgen.eval.image_metrics import (
     to_pil,
     unit_rows,
 )
+from unipgen.tiny import TINY_RANDOM
 
 if TYPE_CHECKING:
     import trimesh
 
 #: The tiny random CLAP and CLIP refs (tests only). `CLAP_REF`: the LAION CLAP of the CLAP score.
-TINY = "tiny-random"
+TINY = TINY_RANDOM
 
 # ---------------------------------------------------------------- video
 

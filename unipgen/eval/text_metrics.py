@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from unipgen.errors import InvalidInputError
+from unipgen.tiny import TINY_RANDOM
 
 References = Sequence[str] | Sequence[Sequence[str]]
 
-TINY_BERT = "tiny-random"
+TINY_BERT = TINY_RANDOM
 _TINY_VERSION = "1"
 
 

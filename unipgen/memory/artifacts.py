@@ -82,25 +82,32 @@ class Artifacts:
             return [ArtifactRecord(a.key, a.kind, a.media_type, a.blob_sha, a.meta, sources.get(a.id, []))
                     for a in artifacts]
 
-    def artifact(self, tenant: str, key: str) -> ArtifactRecord:
-        """One artifact of the tenant by key, with what it was derived from."""
+    def artifact(self, tenant: str, key: str, user: str | None = None) -> ArtifactRecord:
+        """One artifact of the tenant by key (of `user`'s, if given), with what it was derived from."""
         with self.db.session() as session:
-            found = session.scalar(select(Artifact).where(Artifact.tenant_id == tenant_id_of(session, tenant),
-                                                          Artifact.key == key))
-            if found is None:
-                raise NotFoundError(f"unknown artifact {key!r} in tenant {tenant!r}")
+            found = _find(session, tenant, key, user)
             return ArtifactRecord(found.key, found.kind, found.media_type, found.blob_sha, found.meta,
                                   artifact_sources(session, [found.id]).get(found.id, []))
 
-    def artifact_blob(self, tenant: str, key: str) -> tuple[bytes, str]:
-        """The bytes and media type of an artifact."""
+    def artifact_blob(self, tenant: str, key: str, user: str | None = None) -> tuple[bytes, str]:
+        """The bytes and media type of an artifact (one of `user`'s, if given)."""
         with self.db.session() as session:
-            artifact = session.scalar(
-                select(Artifact).where(Artifact.tenant_id == tenant_id_of(session, tenant), Artifact.key == key)
-            )
-            if artifact is None or artifact.blob_sha is None:
-                raise NotFoundError(f"unknown artifact {key!r} (or it has no file)")
+            artifact = _find(session, tenant, key, user)
+            if artifact.blob_sha is None:
+                raise NotFoundError(f"artifact {key!r} has no file")
             return self.db.blobs.get(artifact.blob_sha), artifact.media_type
+
+
+def _find(session: Any, tenant: str, key: str, user: str | None) -> Artifact:
+    """The artifact `key` of the tenant, or of `user` when given (else a `NotFoundError` naming it)."""
+    query = select(Artifact).where(Artifact.tenant_id == tenant_id_of(session, tenant), Artifact.key == key)
+    if user is not None:
+        query = query.where(Artifact.user_id == user_id_of(session, tenant, user))
+    found: Artifact | None = session.scalar(query)
+    if found is None:
+        owner = f"of user {user!r}" if user is not None else f"in tenant {tenant!r}"
+        raise NotFoundError(f"unknown artifact {key!r} {owner}")
+    return found
 
 
 def artifact_sources(session: Any, artifact_ids: list[int]) -> dict[int, list[tuple[str, str]]]:

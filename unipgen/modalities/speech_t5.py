@@ -29,7 +29,7 @@ from unipgen.errors import InvalidInputError, MissingDependencyError
 from unipgen.modalities.audio import AUDIO_FORMATS, decode_clip, encode_audio
 from unipgen.modalities.seeding import seed_global
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
-from unipgen.tiny import build_atomically, cached_tiny_model
+from unipgen.tiny import build_atomically, cached_tiny_model, is_random
 
 if TYPE_CHECKING:
     import torch
@@ -119,6 +119,7 @@ class SpeechT5Backend:
         if audio_format not in AUDIO_FORMATS:
             raise InvalidInputError(f"audio_format {audio_format!r} is not one of {sorted(AUDIO_FORMATS)}")
         self.ref = ref
+        self.random_weights = is_random(ref)
         self.vocoder_ref = vocoder
         self.speaker_encoder = speaker_encoder
         self.device = device

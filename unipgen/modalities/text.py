@@ -35,6 +35,7 @@ from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.modalities.seeding import row_seed
 from unipgen.modalities.text_tiny import TINY_LM, build_tiny_lm, tiny_lm_dir
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
+from unipgen.tiny import is_random
 
 if TYPE_CHECKING:
     import torch
@@ -203,6 +204,7 @@ class TransformersTextBackend:
                  max_context: int = 2048, max_batch: int = 16, max_adapters: int = 8, temperature: float = 0.8,
                  top_p: float = 0.95, adapter_cache: str | None = None) -> None:
         self.ref = ref
+        self.random_weights = is_random(ref)
         self.device = device
         self.dtype = dtype
         self.gguf_file = gguf_file

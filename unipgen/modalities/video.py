@@ -36,6 +36,7 @@ from unipgen.modalities.image_tiny import TINY_SD
 from unipgen.modalities.personalization import DiffusionJob, PersonalizedDiffusion
 from unipgen.modalities.seeding import output_generator
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
+from unipgen.tiny import is_random, score_kind
 
 if TYPE_CHECKING:
     import numpy as np
@@ -148,6 +149,8 @@ class AnimateDiffVideoBackend(PersonalizedDiffusion):
                         "fps": self.fps, "seconds": round(len(frames) / self.fps, 3), "format": self.video_format,
                         "adapters": list(request.plan.adapters), "subject": request.plan.subject,
                         "temporal_consistency": consistency, **job.conditioning_meta(request)}
+                if self._encoder is not None:  # what the score is: a measure, or a mechanical check
+                    meta["score_kinds"] = {"temporal_consistency": score_kind(self._encoder)}
                 data = encode_mp4(frames, self.fps) if self.video_format == "mp4" else encode_gif(frames, self.fps)
                 produced.append(GeneratedOutput(data=data, media_type=FORMATS[self.video_format], meta=meta))
             outputs.append(produced)
@@ -162,6 +165,7 @@ class FrameEncoder:
 
     def __init__(self, ref: str = TINY_FRAME_ENCODER, device: str = "cpu") -> None:
         self.ref = ref
+        self.random_weights = is_random(ref)  # temporal_consistency is then a mechanical check
         self.device = device
         self._model: Any = None
         self._processor: Any = None

@@ -7,7 +7,8 @@ below load on first use, so importing this package pulls in no model library (no
 
 Modules: `jobs` (the run every executor shares), `generation` (a generation's prepare and
 outputs), `training`, `best_of`, `inline` and `ray_executor` (where the work runs), `executors`
-(the choice by name), `ray_cluster`, `chat` (a chat turn).
+(the choice by name), `ray_cluster`, `chat` (a chat turn), `describe` (an image described in a
+user's style).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ _EXPORTS = {
     # A persona-grounded chat turn, streamed (interactive: not a queued job).
     "Chat": "chat",
     "ChatTurn": "chat",
+    # An image described (caption, or the answer to a question) in a user's style (interactive).
+    "Describer": "describe",
     # A job's run step by step, for executors and benchmarks.
     "QueueExecutor": "jobs",
     "Lease": "jobs",
@@ -45,7 +48,7 @@ _EXPORTS = {
     "prepare_generation": "generation",
 }
 
-__all__ = ["EXECUTORS", "Chat", "ChatTurn", "Executor", "GeneratedArtifact", "InlineExecutor", "InlineGenerator", "JobCancelled", "Lease",
+__all__ = ["EXECUTORS", "Chat", "ChatTurn", "Describer", "Executor", "GeneratedArtifact", "InlineExecutor", "InlineGenerator", "JobCancelled", "Lease",
            "PreparedGeneration", "QueueExecutor", "RayExecutor", "TrainedArtifact", "finish", "finish_many",
            "make_executor", "prepare", "prepare_generation", "prepare_many", "record_failure", "run_claimed", "train"]
 
@@ -65,6 +68,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from unipgen.orchestrator.chat import Chat, ChatTurn
+    from unipgen.orchestrator.describe import Describer
     from unipgen.orchestrator.executors import EXECUTORS, make_executor
     from unipgen.orchestrator.generation import (
         GeneratedArtifact,

@@ -14,7 +14,8 @@ Every path that stores outputs goes through here, once: `plan` when a generation
 (`inline.output_artifacts`, used by the inline generator and by every executor's `finish`).
 
 Each kept output's meta gets ``best_of``: N, its rank, its score, the space and what it was
-scored against, and every candidate's seed and score. When there is nothing to score against
+scored against, and every candidate's seed and score; and ``score_kinds["best_of"]``: what those
+scores are (a mechanical check when the encoder that computed them has random weights). When there is nothing to score against
 (no preference, no voice, no CLAP encoder in the profile), "best" generates the request as
 with ``best_of = 1`` and the meta says why; "all" generates every candidate, in seed order.
 """
@@ -80,7 +81,7 @@ def select(model: UserModel, request: GenerationRequest, candidates: Candidates,
     ranked = _ranked(scores)
     keep = ranked if request.options.best_of_keep == "all" else ranked[: request.options.num_outputs]
     summary = _summary(request.options, goal, candidates.requests, scores, produced)
-    return [_with_meta(output, {**summary, **_place(rank, index, candidates.requests, scores)})
+    return [_with_meta(output, {**summary, **_place(rank, index, candidates.requests, scores)}, goal.kind)
             for rank, index in enumerate(keep, start=1) for output in produced[index]]
 
 
@@ -109,8 +110,11 @@ def _unscored(options: GenerationOptions, goal: Target) -> dict[str, Any]:
             "note": "nothing to score against: generated as with best_of = 1"}
 
 
-def _with_meta(output: GeneratedOutput, best_of: dict[str, Any]) -> GeneratedOutput:
-    return output.model_copy(update={"meta": {**output.meta, "best_of": best_of}})
+def _with_meta(output: GeneratedOutput, best_of: dict[str, Any], kind: str | None = None) -> GeneratedOutput:
+    meta = {**output.meta, "best_of": best_of}
+    if kind is not None:  # scores were computed: say what they are, beside the output's other scores
+        meta["score_kinds"] = {**output.meta.get("score_kinds", {}), "best_of": kind}
+    return output.model_copy(update={"meta": meta})
 
 
 __all__ = ["Candidates", "needs_preferences", "plan", "select"]

@@ -65,7 +65,9 @@ class Chat:
                  max_new_tokens: int = 128) -> None:
         self.model = model
         self._backend = backend
-        self._lock = threading.Lock()
+        #: One turn at a time on the text model (adapters are swapped per call); `Describer`s
+        #: that share this chat's model take it too.
+        self.lock = threading.Lock()
         self.history_turns = history_turns
         self.options = parse_rows([{"max_new_tokens": max_new_tokens}], GenerationOptions, "chat options")[0]
 
@@ -100,7 +102,7 @@ class Chat:
                              method=request.plan.method, evidence=[e.key for e in request.context.evidence],
                              derived_from=[f"{kind}:{key}" for kind, key in dict.fromkeys(sources)])
 
-        return ChatTurn(said.key, self.backend.stream(request, self.model.store.blobs.get), finish, self._lock)
+        return ChatTurn(said.key, self.backend.stream(request, self.model.store.blobs.get), finish, self.lock)
 
 
 def conversation_prompt(history: list[MessageIn], prompt: str, max_chars: int = 600) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 
 from unipgen.core.encoders.base import l2_normalize, require
 from unipgen.errors import InvalidInputError, UnsupportedMediaError
-from unipgen.tiny import TINY_CLAP, tiny_clap_dir
+from unipgen.tiny import TINY_CLAP, is_random, tiny_clap_dir
 
 CLAP_REF = "laion/clap-htsat-unfused"
 
@@ -35,6 +35,7 @@ class ClapEncoder:
 
     def __init__(self, ref: str = CLAP_REF, device: str = "cpu") -> None:
         self.ref, self.device = ref, device
+        self.random_weights = is_random(ref)
         self._parts: tuple[Any, Any, Any] | None = None
 
     def _load(self) -> tuple[Any, Any, Any]:

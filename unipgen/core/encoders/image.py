@@ -15,7 +15,7 @@ import numpy as np
 
 from unipgen.core.encoders.base import l2_normalize, reduce_image, require
 from unipgen.errors import InvalidInputError, UnsupportedMediaError
-from unipgen.tiny import TINY_CLIP, tiny_clip_dir
+from unipgen.tiny import TINY_CLIP, is_random, tiny_clip_dir
 
 
 class ClipEncoder:
@@ -26,6 +26,7 @@ class ClipEncoder:
 
     def __init__(self, ref: str = TINY_CLIP, device: str = "cpu", max_side: int = 1024) -> None:
         self.ref = ref
+        self.random_weights = is_random(ref)  # its scores are then mechanical checks (`unipgen.tiny`)
         self.device = device
         self.max_side = max_side  # image bytes are decoded reduced to this (CLIP sees 224 pixels)
         self._parts: tuple[Any, Any, Any] | None = None
