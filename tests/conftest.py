@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh store per test on SQLite and, when configured, on real PostgreSQL."""
+"""Shared fixtures: a fresh store per test on SQLite (blobs in a folder) and, when configured, on real
+PostgreSQL with blobs on an S3 server (moto, on loopback)."""
 
 from __future__ import annotations
 
@@ -61,13 +62,15 @@ def s3() -> Iterator[S3Server]:
         yield server
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgres+s3", marks=[pytest.mark.postgres, pytest.mark.scale])])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    """Settings of a fresh data dir; the database is SQLite in it, or a fresh PostgreSQL database."""
-    database_url = None
-    if request.param == "postgres":
+    """Settings of a fresh data dir: the embedded default (SQLite and blobs in it), or the scale
+    configuration (a fresh PostgreSQL database, blobs under a fresh prefix on the S3 server)."""
+    database_url = blob_url = None
+    if request.param == "postgres+s3":
         database_url = request.getfixturevalue("postgres_database")
-    return Settings(home=tmp_path / "home", database_url=database_url, max_blob_bytes=200_000)
+        blob_url = request.getfixturevalue("s3").blob_url()
+    return Settings(home=tmp_path / "home", database_url=database_url, blob_url=blob_url, max_blob_bytes=200_000)
 
 
 @pytest.fixture

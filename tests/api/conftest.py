@@ -1,5 +1,6 @@
-"""A live service for the API tests: uvicorn on a loopback port in a thread, over SQLite or a
-fresh PostgreSQL database, with one tenant (`acme`, key in `.key`) ready, and the tiny profile."""
+"""A live service for the API tests: uvicorn on a loopback port in a thread, over SQLite (blobs in
+its folder) or a fresh PostgreSQL database with blobs on the S3 server, with one tenant (`acme`,
+key in `.key`) ready, and the tiny profile."""
 
 from __future__ import annotations
 
@@ -78,11 +79,14 @@ def _database(backend: str, request: pytest.FixtureRequest) -> Iterator[str | No
         yield url
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres+s3",
+                                                                marks=[pytest.mark.postgres, pytest.mark.scale])])
 def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     home: Path = tmp_path_factory.mktemp("service")
+    blob_url = request.getfixturevalue("s3").blob_url() if request.param == "postgres+s3" else None
     with _database(request.param, request) as database_url:
-        settings = Settings(home=home, database_url=database_url, admin_key=ADMIN_KEY, max_blob_bytes=300_000,
+        settings = Settings(home=home, database_url=database_url, blob_url=blob_url, admin_key=ADMIN_KEY,
+                            max_blob_bytes=300_000,
                             max_audio_seconds=30.0, rate_limit_per_minute=100_000,
                             auth_failures_per_minute=100_000)  # the fuzz sends many keyless requests
         with live_service(settings) as (url, app):

@@ -133,7 +133,7 @@ def _run_job(ctx: typer.Context, store: MemoryStore, profile: str, executor: str
 def _artifact_file(store: MemoryStore, tenant: str, key: str) -> dict[str, Any]:
     record = store.artifacts.artifact(tenant, key)
     return {"key": key, "media_type": record.media_type, "blob_sha": record.blob_sha,
-            "path": store.blobs.local_path(record.blob_sha) if record.blob_sha else None}
+            "path": store.blobs.location(record.blob_sha) if record.blob_sha else None}  # a file, or an s3:// URL
 
 
 def train(
