@@ -14,11 +14,15 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from unipgen.demo_generation import PERSONA_SAMPLE
 from unipgen.errors import UnipgenError
+
+if TYPE_CHECKING:
+    from unipgen.settings import Settings
 
 DATA = Path(__file__).with_name("data")
 MOVIELENS_SAMPLE = DATA / "movielens-sample"
@@ -46,7 +50,7 @@ def run_demo(home: Path | None, tenant: str = "demo", report_dir: Path = Path("d
         typer.echo(line)
         lines.append(line)
 
-    with MemoryStore.open(Settings(home=root / "store")) as store:
+    with MemoryStore.open(sandbox_settings(root / "store")) as store:
         report = load_movielens(store, tenant, MOVIELENS_SAMPLE)
         say(f"1. loaded the MovieLens sample into {root / 'store'}: {report.items_added} movies, "
             f"{report.users_added} users, {report.events_added} ratings, {report.documents_added} tags")
@@ -80,6 +84,15 @@ def run_demo(home: Path | None, tenant: str = "demo", report_dir: Path = Path("d
         say(f"   users left: {len(store.users.list_users(tenant))}, blob files left: {len(list(store.blobs.list()))}")
     if not same or residue:
         raise typer.Exit(1)
+
+
+def sandbox_settings(folder: Path) -> Settings:
+    """A store wholly inside `folder` (SQLite, blobs, indexes), whatever UNIPGEN_DATABASE_URL,
+    UNIPGEN_BLOB_URL or UNIPGEN_INDEX_DIR say: the demo loads, forgets and deletes its own data,
+    never a deployment's, and reads its outputs as local files."""
+    from unipgen.settings import Settings
+
+    return Settings(home=folder, database_url=None, blob_url=None, index_dir=None)
 
 
 def refit_after_forget(model, tenant: str, residue: list[str], say) -> list[str]:  # noqa: ANN001
@@ -215,9 +228,8 @@ def show_user(store, tenant: str, user: str, say) -> None:  # noqa: ANN001
 
 def reimport_is_identical(archive: Path, root: Path, tenant: str) -> bool:
     from unipgen.memory import MemoryStore
-    from unipgen.settings import Settings
 
-    with MemoryStore.open(Settings(home=root / "copy")) as copy:
+    with MemoryStore.open(sandbox_settings(root / "copy")) as copy:
         _, user = copy.privacy.import_user(archive)
         again = archive.with_name(f"{archive.stem}-again.zip")
         copy.privacy.export_user(tenant, user, again)

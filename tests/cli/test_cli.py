@@ -91,6 +91,19 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         assert len(state["media"]) >= 5  # their voice, and per pair: video, music and speech players
 
 
+def test_the_demo_keeps_its_store_in_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployment's database, bucket and index folder in the environment are not the demo's:
+    it loads, forgets and deletes data, and reads its outputs as local files."""
+    from unipgen.demo import sandbox_settings
+
+    monkeypatch.setenv("UNIPGEN_DATABASE_URL", "postgresql+psycopg://unipgen@db.internal/prod")
+    monkeypatch.setenv("UNIPGEN_BLOB_URL", "s3://prod-bucket/blobs")
+    monkeypatch.setenv("UNIPGEN_INDEX_DIR", str(tmp_path / "prod-indexes"))
+    settings = sandbox_settings(tmp_path / "demo")
+    assert settings.database_url is None and settings.index_dir is None
+    assert settings.resolved_blob_url() == (tmp_path / "demo" / "blobs").as_posix()
+
+
 def test_help_does_not_import_heavy_modules() -> None:
     code = "import sys, unipgen.cli; print(sorted(m for m in ('torch','faiss','numpy','sqlalchemy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
