@@ -14,7 +14,9 @@ Everything installs from PyPI and nothing is downloaded at run time:
 Plans: ``prompt_only`` speaks `plan.prompt` with the default voice; ``speaker_embedding`` speaks
 it with the style vector `voice_match.match_style` finds for the user's voice embedding
 (`context.conditioning.voice_embedding`, the mean unit Resemblyzer vector of their recordings),
-searched once per embedding and kept in an LRU cache. Kokoro has no sampling, so the seed acts on
+searched once per embedding and kept in an LRU cache. The search scores the bundled voices first;
+their probe vectors do not depend on the user, so the process keeps them and a search after the
+first synthesizes only the user's own candidates (the blend and the steps). Kokoro has no sampling, so the seed acts on
 the voice instead: seed 0 speaks with the matched voice as searched, any other seed with that
 voice moved by one random step drawn from the seed (`seed_step` times the bundled voices'
 per-dimension spread, the size of the search's first step), and output i > 0 of a request uses
@@ -211,7 +213,8 @@ class KokoroSpeechBackend:
                                      "seconds": round(seconds, 3), "rtf": round(took / max(seconds, 1e-9), 3)})
 
     def matched(self, embedding: np.ndarray) -> SearchResult:
-        """The searched voice for a unit speaker embedding, from the LRU cache after the first time."""
+        """The searched voice for a speaker embedding (made unit, as `generate` does: one search
+        per voice, however scaled), from the LRU cache after the first time."""
         self.setup()
         target = _unit_embedding(embedding)  # as `generate` makes it: one key per voice, however given
         key = target.tobytes()
