@@ -137,7 +137,29 @@ def test_a_matched_voice_sounds_more_like_a_real_speaker(backend) -> None:
     [[again], [moved]] = backend.generate([_request(TEXT, "speaker_embedding", voice),
                                            _request(TEXT, "speaker_embedding", voice, seed=5)], None)
     assert again.data == matched.data and len(backend._matched) == 1  # searched once, then cached
+    assert backend.matched(2 * np.asarray(voice)) is backend.matched(np.asarray(voice, np.float64))  # any scale
+    assert len(backend._matched) == 1
     assert moved.data != matched.data and moved.meta["voice"] == "matched, moved by seed 5"
+
+
+def test_a_bundled_voice_is_synthesized_once_per_process_for_every_search(backend) -> None:
+    """The bundled voices' probe vectors do not depend on the user: every backend of the process
+    shares them; a user's own candidates (blend, steps) are scored afresh."""
+    from unipgen.modalities.speech import KokoroSpeechBackend
+
+    short = "Hello there."
+    tokens, kumo = backend.tokens(short), backend.voices["jm_kumo"]
+    first = backend.probe_vector(tokens, kumo)
+    other = KokoroSpeechBackend(probe_text=short)  # another backend of the process, the same model
+    other.setup()
+    assert other.probe_vector(tokens, other.voices["jm_kumo"]) is first  # kept, not synthesized again
+    assert np.array_equal(first, backend.speaker_embedding(backend.synthesize(short, kumo)))  # what it would make
+    faster = KokoroSpeechBackend(probe_text=short, speed=1.3)
+    faster.setup()
+    assert not np.array_equal(faster.probe_vector(tokens, faster.voices["jm_kumo"]), first)  # speed: in the key
+    moved = kumo + 0.01  # a user's candidate: scored each time it is tried
+    scored, again = backend.probe_vector(tokens, moved), backend.probe_vector(tokens, moved)
+    assert scored is not again and np.array_equal(scored, again) and not np.array_equal(scored, first)
 
 
 def test_a_seed_moves_the_matched_voice_by_one_seeded_step(backend) -> None:

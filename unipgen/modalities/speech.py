@@ -14,7 +14,9 @@ Everything installs from PyPI and nothing is downloaded at run time:
 Plans: ``prompt_only`` speaks `plan.prompt` with the default voice; ``speaker_embedding`` speaks
 it with the style vector `voice_match.match_style` finds for the user's voice embedding
 (`context.conditioning.voice_embedding`, the mean unit Resemblyzer vector of their recordings),
-searched once per embedding and kept in an LRU cache. Kokoro has no sampling, so the seed acts on
+searched once per embedding and kept in an LRU cache. The search scores the bundled voices first;
+their probe vectors do not depend on the user, so the process keeps them and a search after the
+first synthesizes only the user's own candidates (the blend and the steps). Kokoro has no sampling, so the seed acts on
 the voice instead: seed 0 speaks with the matched voice as searched, any other seed with that
 voice moved by one random step drawn from the seed (`seed_step` times the bundled voices'
 per-dimension spread, the size of the search's first step), and output i > 0 of a request uses
@@ -29,7 +31,9 @@ with the same inputs (tokens, style, speed), with `voices` naming an ``.npz`` of
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -56,6 +60,11 @@ ENCODER_RATE = 16_000
 PROBE_TEXT = "She sells bright yellow jars of fresh honey by the quiet river, every Thursday morning."
 #: Kokoro's longest input (tokens between the two boundary tokens); longer sentences are split.
 MAX_TOKENS = 510
+#: Probe vectors of bundled voices (see `KokoroSpeechBackend.probe_vector`), shared by every
+#: backend of the process (1 KB each; the least recently used dropped beyond the size).
+_VOICE_PROBES: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
+_VOICE_PROBES_SIZE = 256
+_VOICE_PROBES_LOCK = threading.Lock()
 
 # eSpeak's IPA (with "^" joining diphthongs) -> the phoneme set Kokoro v1.0 was trained on
 # (misaki's: one letter per diphthong, "ɹ" for r, no length marks in US English). Longest first.
@@ -102,6 +111,8 @@ class KokoroSpeechBackend:
         self._phonemizer: Any = None
         self._encoder: Any = None
         self._matched: OrderedDict[bytes, SearchResult] = OrderedDict()
+        self._model_key: tuple[str, int, int] = ("", 0, 0)  # the ONNX file: path, size, mtime (set up)
+        self._voice_digests: set[str] = set()  # SHA-256 of each bundled pack's bytes
         self._lock = threading.Lock()  # eSpeak and the cache are shared state
 
     # ---- loading -------------------------------------------------------------------------------
@@ -133,6 +144,9 @@ class KokoroSpeechBackend:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         self.session = onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+        stat = os.stat(model)
+        self._model_key = (os.path.realpath(model), stat.st_size, stat.st_mtime_ns)
+        self._voice_digests = {hashlib.sha256(pack.tobytes()).hexdigest() for pack in self.voices.values()}
 
     # ---- generation ----------------------------------------------------------------------------
 
@@ -202,23 +216,45 @@ class KokoroSpeechBackend:
                                      **kinds})
 
     def matched(self, embedding: np.ndarray) -> SearchResult:
-        """The searched voice for a unit speaker embedding, from the LRU cache after the first time."""
+        """The searched voice for a speaker embedding (made unit, as `generate` does: one search
+        per voice, however scaled), from the LRU cache after the first time."""
         self.setup()
-        key = np.asarray(embedding, np.float32).tobytes()
+        target = _unit_embedding(embedding)  # as `generate` makes it: one key per voice, however given
+        key = target.tobytes()
         with self._lock:
             if key in self._matched:
                 self._matched.move_to_end(key)
                 return self._matched[key]
-        target = np.asarray(embedding, np.float32)
         tokens = self.tokens(self.probe_text)
         result = match_style(self.voices, self.default_voice,
-                             lambda pack: float(self.speaker_embedding(self._infer(tokens, pack)) @ target),
+                             lambda pack: float(self.probe_vector(tokens, pack) @ target),
                              budget=self.search_budget, seed=self.search_seed)
         with self._lock:
             self._matched[key] = result
             while len(self._matched) > self.cache_size:
                 self._matched.popitem(last=False)
         return result
+
+    def probe_vector(self, tokens: list[list[int]], pack: np.ndarray) -> np.ndarray:
+        """The unit speaker vector of `tokens` (the probe) spoken with `pack`. A bundled voice's
+        does not depend on the user, so it is kept (process-wide, keyed by everything that makes
+        it) and each search after the first synthesizes only its blend and steps."""
+        digest = hashlib.sha256(np.asarray(pack, np.float32).tobytes()).hexdigest()
+        if digest not in self._voice_digests:
+            return self.speaker_embedding(self._infer(tokens, pack))
+        key = (*self._model_key, self.speed, self.threads, tuple(map(tuple, tokens)), digest)
+        with _VOICE_PROBES_LOCK:
+            vector = _VOICE_PROBES.get(key)
+            if vector is not None:
+                _VOICE_PROBES.move_to_end(key)
+        if vector is None:
+            vector = self.speaker_embedding(self._infer(tokens, pack))
+            vector.setflags(write=False)
+            with _VOICE_PROBES_LOCK:
+                _VOICE_PROBES[key] = vector
+                while len(_VOICE_PROBES) > _VOICE_PROBES_SIZE:
+                    _VOICE_PROBES.popitem(last=False)
+        return vector
 
     # ---- synthesis and scoring -----------------------------------------------------------------
 
