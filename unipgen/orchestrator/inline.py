@@ -13,9 +13,10 @@ from unipgen.modalities import load_backend
 from unipgen.modalities.base import Backend
 from unipgen.orchestrator.generation import GeneratedArtifact, PreparedGeneration
 from unipgen.orchestrator.jobs import Lease, Produced, QueueExecutor, Work
+from unipgen.orchestrator.post import PreparedPost, run_post
 from unipgen.orchestrator.training import run_training
 from unipgen.schema.context import Modality, PersonalizationPlan
-from unipgen.schema.generation import GenerationOptions
+from unipgen.schema.generation import GeneratedOutput, GenerationOptions
 from unipgen.schema.jobs import GenerateSpec
 
 
@@ -51,9 +52,15 @@ class InlineExecutor(QueueExecutor):
         if isinstance(work, FitInputs):
             return run_fit(work)
         if isinstance(work, PreparedGeneration):
-            backend = self.backend(work.request.context.modality)
-            return backend.generate(work.requests, self.model.store.blobs.get)
+            return self.generated(work)
+        if isinstance(work, PreparedPost):
+            return run_post(self.model, work, self.generated, self.caption)
         return run_training(work, should_stop=lease, progress=self.progress)
+
+
+    def generated(self, work: PreparedGeneration) -> list[list[GeneratedOutput]]:
+        """The outputs of `work`'s requests (one list per request) by its modality's backend."""
+        return self.backend(work.request.context.modality).generate(work.requests, self.model.store.blobs.get)
 
 
 class InlineGenerator:
