@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from unipgen.schema.context import Modality
+from unipgen.schema.context import MODALITIES, Modality
 from unipgen.schema.generation import GenerationOptions
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -33,6 +33,9 @@ def requested_modalities(value: object) -> object:
         return value
     if not value:
         raise ValueError("no modality asked")
+    unknown = [m for m in value if m not in MODALITIES]
+    if unknown:
+        raise ValueError(f"unknown modality {unknown[0]!r} in {list(value)}; expected some of {', '.join(MODALITIES)}")
     twice = sorted({str(m) for m in value if list(value).count(m) > 1})
     if twice:
         raise ValueError(f"modality {', '.join(map(repr, twice))} asked more than once")
