@@ -70,7 +70,7 @@ def emit(payload: Any, as_json: bool, text: str) -> None:
     typer.echo(json.dumps(payload, default=str, indent=None if as_json else 2) if as_json else text)
 
 
-def check_modalities(modalities: str, instruction: str) -> Modality | list[Modality]:
+def check_modalities(modalities: str, instruction: str) -> Modality | tuple[Modality, ...]:
     """`check_request` for one modality or several, comma-separated ("text,image": a post);
     refuses an unknown or repeated one, naming it."""
     from unipgen.errors import InvalidInputError
@@ -80,7 +80,7 @@ def check_modalities(modalities: str, instruction: str) -> Modality | list[Modal
     twice = sorted({m for m in checked if checked.count(m) > 1})
     if twice:
         raise InvalidInputError(f"modality {', '.join(map(repr, twice))} asked more than once in {modalities!r}")
-    return checked[0] if len(checked) == 1 else checked
+    return checked[0] if len(checked) == 1 else tuple(checked)
 
 
 def check_request(modality: str, instruction: str) -> Modality:
