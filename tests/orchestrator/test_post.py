@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -131,3 +132,19 @@ def test_one_modality_is_the_request_it_always_was() -> None:
     post = GenerateSpec(modality="text, image", instruction=ASKED)
     assert post.modality == ("text", "image") and post.is_post
     assert GenerateSpec.model_validate(post.model_dump(mode="json")) == post  # a stored post spec reads back
+
+
+def test_the_demo_shows_a_post_made_by_the_inline_generator(executor: InlineExecutor, tmp_path: Path) -> None:
+    from unipgen.demo_generation import generate_post
+    from unipgen.demo_report import ReportData, ReportUser, write_report
+    from unipgen.orchestrator import InlineGenerator
+
+    said: list[str] = []
+    post = generate_post(InlineGenerator(executor.model, executor), T, "2", said.append)
+    group = executor.model.store.artifacts.artifact(T, post.group)
+    assert group.kind == GROUP_KIND and len(group.derived_from) == len(post.outputs) == 2
+    assert [o.modality for o in post.outputs] == ["image", "text"] and post.score_kind == MECHANICAL
+    assert post.caption and post.caption in post.outputs[1].meta["prompt"]
+    assert said and post.group in said[0] and "mechanical check" in said[0]
+    page = write_report(tmp_path / "report", ReportData("t", ReportUser("2"), posts=[post])).read_text()
+    assert post.group in page and "mechanical check" in page
