@@ -172,3 +172,19 @@ def test_scores_from_random_weights_are_labelled_mechanical_checks(tmp_path: Pat
     assert summary_line(real).startswith("speaker similarity 0.610: ")
     plain = write_report(tmp_path / "p", ReportData("t", ReportUser("u"), [ReportPair(real)])).read_text()
     assert "mechanical check" not in plain and "random-weight" not in plain
+
+
+def test_a_multi_modal_post_is_shown_as_one_group_with_its_labelled_consistency(tmp_path: Path) -> None:
+    from unipgen.demo_report import ReportPost
+    from unipgen.tiny import MECHANICAL
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "noise.png")
+    post = ReportPost("post-abc", "my film night <tonight>",
+                      [ReportOutput("image", "image", "image/png", tmp_path / "noise.png", {"group": "post-abc"}),
+                       ReportOutput("text", "text", "text/plain", data=b"A <cosy> night in.", meta={"group": "post-abc"})],
+                      caption="a dark <room>", consistency=0.0812, score_kind=MECHANICAL)
+    page = write_report(tmp_path / "r", ReportData("t", ReportUser("u"), posts=[post])).read_text()
+    assert "One request, several modalities" in page and 'id="post-abc"' in page
+    assert "my film night &lt;tonight&gt;" in page and "a dark &lt;room&gt;" in page and "A &lt;cosy&gt; night" in page
+    assert "0.081 (mechanical check: random weights)" in page and "random-weight models" in page
+    assert "several modalities" not in write_report(tmp_path / "p", ReportData("t", ReportUser("u"))).read_text()

@@ -248,9 +248,10 @@ class _Routes:
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def generate(self, user: str, modality: str, instruction: str, *, options: dict[str, Any] | None = None,
-                 job_id: str | None = None) -> JobRecord:
-        """Queue a generation (202); follow it with `job`, `wait` or `job_events`."""
+    def generate(self, user: str, modality: str | list[str], instruction: str, *,
+                 options: dict[str, Any] | None = None, job_id: str | None = None) -> JobRecord:
+        """Queue a generation (202); follow it with `job`, `wait` or `job_events`. Several
+        modalities (a list, or "text,image") make one multi-modal post: one job, one group."""
         body = {"modality": modality, "instruction": instruction, "options": options or {}, "job_id": job_id}
         return self._send(_Call("POST", f"/v1/users/{_seg(user)}/generations", json=body, parse=_as(JobRecord)))
 

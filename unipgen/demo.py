@@ -68,8 +68,11 @@ def run_demo(home: Path | None, tenant: str = "demo", report_dir: Path = Path("d
 
         generator = InlineGenerator(model)  # loads each model once for the steps below
         pairs = show_generation(generator, tenant, DEMO_USER, say)
+        from unipgen.demo_generation import generate_post
+
+        posts = [generate_post(generator, tenant, DEMO_USER, say)]  # one request, text about its image
         show_feedback_loop(generator, tenant, DEMO_USER, say)
-        index = write_demo_report(report_dir, store, tenant, context, pairs, lines)  # before forget: it copies
+        index = write_demo_report(report_dir, store, tenant, context, pairs, lines, posts)  # before forget: it copies
         say(f"   report: {index.resolve()}")
         archive = root / f"user-{DEMO_USER}.zip"
         counts = store.privacy.export_user(tenant, DEMO_USER, archive)
@@ -193,7 +196,8 @@ def show_context(model, tenant: str, user: str, say):  # noqa: ANN001, ANN201
     return context
 
 
-def write_demo_report(directory: Path, store, tenant: str, context, pairs: list, lines: list[str]) -> Path:  # noqa: ANN001
+def write_demo_report(directory: Path, store, tenant: str, context, pairs: list, lines: list[str],  # noqa: ANN001
+                      posts: list | None = None) -> Path:
     """demo-report/index.html: the user's memory, and per modality their output beside the guest's."""
     from unipgen.demo_report import ReportData, ReportSubject, ReportUser, write_report
 
@@ -214,7 +218,7 @@ def write_demo_report(directory: Path, store, tenant: str, context, pairs: list,
              "Not personalized = the same request for 'guest', a user with no memory."]
     return write_report(directory, ReportData(f"unipgen demo: user {context.user}", user, pairs,
                                               subtitle="one output per modality, personalized and not",
-                                              notes=notes, log=lines))
+                                              notes=notes, log=lines, posts=posts or []))
 
 
 def show_user(store, tenant: str, user: str, say) -> None:  # noqa: ANN001

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unipgen.demo_report import ReportOutput, ReportPair
+from unipgen.demo_report import ReportOutput, ReportPair, ReportPost
 from unipgen.schema.generation import GenerationOptions
 from unipgen.tiny import score_kind, shown_score
 
@@ -66,6 +66,23 @@ def generate_pairs(generator: Any, tenant: str, user: str, say: Callable[[str], 
                 f"{'; '.join(texts[k] for k in mine[0].plan.recommended[:3])}")
         pairs.append(ReportPair(personal, baseline, request=request.instruction))
     return pairs
+
+
+#: The demo's multi-modal post: one request, text written about the image made with it.
+POST_REQUEST = ("text", "image"), "a photo of my dog on the beach for tonight's post"
+
+
+def generate_post(generator: Any, tenant: str, user: str, say: Callable[[str], None]) -> ReportPost:
+    """The demo's post for `user` (one job, one group; `InlineGenerator.post`); prints one line."""
+    modalities, instruction = POST_REQUEST
+    result, members = generator.post(tenant, user, modalities, instruction, GenerationOptions(max_new_tokens=60))
+    kind = result["score_kinds"].get("consistency")
+    outputs = [ReportOutput.from_artifact(m.plan.modality, m.plan.modality, m,
+                                          {"caption": result["caption"]} if m.plan.modality == "text" else {})
+               for m in members]
+    say(f"     post {result['group']} ({', '.join(modalities)}): text from the caption {result['caption']!r}, "
+        f"consistency {shown_score(result['consistency'], kind)}")
+    return ReportPost(result["group"], instruction, outputs, result["caption"], result["consistency"], kind)
 
 
 def _output(generator: Any, tenant: str, made: list, title: str, request: DemoRequest) -> ReportOutput:

@@ -90,6 +90,19 @@ class ReportPair:
 
 
 @dataclass(frozen=True)
+class ReportPost:
+    """A multi-modal post: one request's outputs, stored as one group (`unipgen.orchestrator.post`),
+    with the caption its text was written from and its consistency score (and that score's kind)."""
+
+    group: str
+    request: str
+    outputs: Sequence[ReportOutput]
+    caption: str | None = None
+    consistency: float | None = None
+    score_kind: str | None = None
+
+
+@dataclass(frozen=True)
 class ReportSubject:
     """A personal subject (a pet, an object) with its reference photos."""
 
@@ -120,6 +133,7 @@ class ReportData:
     user: ReportUser
     pairs: Sequence[ReportPair] = ()
     subtitle: str = ""
+    posts: Sequence[ReportPost] = ()
     notes: Sequence[str] = ()
     log: Sequence[str] = ()
 
@@ -261,6 +275,14 @@ class _Page:
                 f'{self.output(pair.personalized, "Personalized")}'
                 f'{self.output(pair.baseline, "Not personalized")}</div></section>')
 
+    def post(self, post: ReportPost) -> str:
+        score = _meta_value(post.consistency, post.score_kind) if post.consistency is not None else "not scored"
+        caption = f"<p>text written from the image's caption: “{_e(post.caption)}”</p>" if post.caption else ""
+        outputs = "".join(self.output(o, o.modality) for o in post.outputs)
+        return (f'<section class="pair" id="{_e(post.group)}"><h3><span class="badge">post</span> '
+                f'<span class="muted">group {_e(post.group)}</span></h3><p class="request">“{_e(post.request)}”</p>'
+                f'{caption}<p>text-image consistency (CLIP): {score}</p><div class="cols">{outputs}</div></section>')
+
     def user(self, user: ReportUser) -> str:
         face = self._img(self.image(user.face, "face"), "face photo", "face") if user.face is not None else ""
         rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_format(v))}</td></tr>" for k, v in user.profile.items())
@@ -287,22 +309,25 @@ class _Page:
     def render(self, data: ReportData) -> str:
         anchors = _anchors([p.personalized.modality for p in data.pairs])
         nav = " ".join(f'<a href="#{_e(a)}">{_e(p.personalized.modality)}</a>' for p, a in zip(data.pairs, anchors))
-        notes = "".join(f"<li>{_e(n)}</li>" for n in (*_mechanical_note(data.pairs), *data.notes))
+        mechanical = _mechanical_note(data.pairs, [p.score_kind for p in data.posts])
+        notes = "".join(f"<li>{_e(n)}</li>" for n in (*mechanical, *data.notes))
+        posts = "".join(map(self.post, data.posts))
         log = (f"<details><summary>Console log</summary><pre>{_e(chr(10).join(data.log))}</pre></details>"
                if data.log else "")
         body = (f'<header><h1>{_e(data.title)}</h1><p class="muted">{_e(data.subtitle)}</p>'
                 f'<nav>{nav}</nav></header><main>{self.user(data.user)}'
                 f'<section><h2>Outputs</h2>{"".join(map(self.pair, data.pairs, anchors))}</section>'
+                f'{f"<section><h2>One request, several modalities</h2>{posts}</section>" if posts else ""}'
                 f'{f"<section><h2>Notes</h2><ul>{notes}</ul></section>" if notes else ""}{log}</main>')
         return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
                 f'<meta name="viewport" content="width=device-width, initial-scale=1">'
                 f"<title>{_e(data.title)}</title><style>{_CSS}</style></head><body>{body}</body></html>\n")
 
 
-def _mechanical_note(pairs: Sequence[ReportPair]) -> list[str]:
-    """The page's note on mechanical checks, when any output shows one."""
+def _mechanical_note(pairs: Sequence[ReportPair], kinds: Sequence[str | None] = ()) -> list[str]:
+    """The page's note on mechanical checks, when any output (or other score: `kinds`) shows one."""
     outputs = [o for pair in pairs for o in (pair.personalized, pair.baseline) if o is not None]
-    if not any(MECHANICAL in (o.meta.get("score_kinds") or {}).values() for o in outputs):
+    if MECHANICAL not in kinds and not any(MECHANICAL in (o.meta.get("score_kinds") or {}).values() for o in outputs):
         return []
     return [f"Scores marked \"{MECHANICAL}\" were {MECHANICAL_NOTE}: they are not quality figures."]
 

@@ -2,7 +2,8 @@
 an uploaded photo described in the user's style and stored with their lineage; bad requests
 answer their codes and store nothing; forget removes the descriptions. (A subject's photo is
 described in tests/orchestrator/test_describe.py: uploading one here would start the service's
-encoder process.)"""
+encoder process.) A multi-modal post, whose text is written from its image's caption, goes
+through the same service here."""
 
 from __future__ import annotations
 
@@ -95,6 +96,29 @@ def test_bad_requests_answer_their_codes_and_store_nothing(live: Live, api: Clie
                           headers={"Authorization": f"Bearer {live.key}"})
     assert response.status_code == 422 and response.json()["code"] == "invalid_input"
     assert _descriptions(api) == before
+
+
+def test_a_multi_modal_post_through_the_sdk_is_one_job_and_one_group(api: Client) -> None:
+    """`generate` with several modalities: one job; the text written from the image's caption;
+    the members and the group's manifest through the artifacts routes. Bad lists are 422s that
+    queue nothing."""
+    job = api.wait(api.generate("painter", ["text", "image"], "my dog asleep in the sun",
+                                options={"steps": 1, "max_new_tokens": 8, "seed": 2}).key)
+    assert job.status == "succeeded", job.error
+    assert job.spec["modality"] == ["text", "image"] and job.result["caption"]
+    group = api.artifact(job.result["group"])
+    assert group.kind == "group" and group.meta["score_kinds"] == {"consistency": "mechanical check"}
+    members = {key: api.artifact(key) for key in job.result["artifacts"]}
+    assert sorted(group.derived_from) == sorted(("artifact", key) for key in members)
+    assert {m.meta["group"] for m in members.values()} == {group.key}
+    text = next(m for m in members.values() if m.meta["modality"] == "text")
+    image = next(m for m in members.values() if m.meta["modality"] == "image")
+    assert ("artifact", image.key) in text.derived_from and job.result["caption"] in text.meta["prompt"]
+    jobs = len(api.jobs(user="painter"))
+    for bad, says in [("text,text", "asked more than once"), (["image", "painting"], "painting")]:
+        with pytest.raises(InvalidInputError, match=says):
+            api.generate("painter", bad, "my dog")
+    assert len(api.jobs(user="painter")) == jobs
 
 
 def test_forgetting_the_user_removes_their_descriptions(api: Client) -> None:

@@ -150,6 +150,26 @@ def test_generate_music_and_3d_from_the_command_line(tmp_path: Path) -> None:
     assert humming.returncode == 2 and "no voice recording 'humming'" in as_json(humming)["error"]["message"]
 
 
+def test_a_multi_modal_post_from_the_command_line(tmp_path: Path) -> None:
+    pytest.importorskip("diffusers")
+    run(tmp_path, "ingest", "movielens", str(SAMPLE), "--users", "2")
+    post = as_json(run(tmp_path, "generate", "2", "-m", "text,image", "-i", "my film night", "--seed", "3", "--json"))
+    assert post["status"] == "succeeded" and post["modalities"] == ["text", "image"]
+    assert post["group"].startswith("post-") and post["plan"]["modality"] == "image"
+    assert set(post["plans"]) == {"text", "image"} and post["caption"]
+    assert post["score_kinds"] == {"consistency": "mechanical check"} and isinstance(post["consistency"], float)
+    shapes = {a["modality"]: a["media_type"] for a in post["artifacts"]}
+    assert shapes == {"image": "image/png", "text": "text/plain; charset=utf-8"}
+    assert all(Path(a["path"]).is_file() for a in post["artifacts"])
+    jobs = as_json(run(tmp_path, "jobs", "list", "--json"))["jobs"]
+    for bad, says in [("text,text", "'text' asked more than once"), ("text,painting", "unknown modality 'painting'")]:
+        refused = run(tmp_path, "generate", "2", "-m", bad, "-i", "my film night", "--json", ok=False)
+        assert refused.returncode == 2 and says in as_json(refused)["error"]["message"]
+    refused = run(tmp_path, "generate", "2", "-m", "text,image", "-i", "x", "--best-of", "2", "--json", ok=False)
+    assert refused.returncode == 2 and "best_of applies to one modality" in as_json(refused)["error"]["message"]
+    assert as_json(run(tmp_path, "jobs", "list", "--json"))["jobs"] == jobs  # nothing was queued
+
+
 def test_best_of_options_that_do_not_go_together_are_refused(tmp_path: Path) -> None:
     refused = run(tmp_path, "generate", "2", "-i", "a film", "-n", "16", "--best-of", "4", "--json", ok=False)
     assert refused.returncode == 2

@@ -108,6 +108,19 @@ def test_ray_and_inline_give_the_same_bytes(executor: RayExecutor, model: UserMo
         assert blob_shas(model, on_ray) == blob_shas(model, here)
 
 
+def test_a_multi_modal_post_on_ray_is_the_post_inline_makes(executor: RayExecutor, model: UserModel) -> None:
+    """Each part on its model actor, the caption in the driver: the same bytes, caption and group shape."""
+    spec = GenerateSpec(modality="text,image", instruction="my film night", options=GenerationOptions(seed=4, steps=1))
+    on_ray = executor.wait("ml", executor.submit("ml", "2", spec).key)
+    inline = InlineExecutor(model)
+    here = inline.wait("ml", inline.submit("ml", "2", spec).key)
+    assert on_ray.status == here.status == "succeeded", on_ray.error
+    assert blob_shas(model, on_ray) == blob_shas(model, here)
+    assert on_ray.result["caption"] == here.result["caption"] and on_ray.result["plans"] == here.result["plans"]
+    group = model.store.artifacts.artifact("ml", on_ray.result["group"])
+    assert sorted(group.derived_from) == sorted(("artifact", key) for key in on_ray.result["artifacts"])
+
+
 def test_a_fit_runs_on_ray_as_the_inline_executor_runs_it(executor: RayExecutor, model: UserModel) -> None:
     from unipgen.schema.jobs import FitSpec
 

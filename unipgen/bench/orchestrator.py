@@ -220,7 +220,7 @@ class _Setup:
         else:
             spec = GenerateSpec(modality="text", instruction=INSTRUCTIONS[0],
                                 options=GenerationOptions(seed=3, max_new_tokens=TEXT_TOKENS))
-        request = prepare_generation(self.model, TENANT, user, spec.modality, spec.instruction, spec.options).request
+        request = prepare_generation(self.model, TENANT, user, spec.modalities[0], spec.instruction, spec.options).request
         raw = self.raw_actor()
 
         def ours() -> str | None:
@@ -282,7 +282,7 @@ class _Setup:
             batches = self.actor_info("text")["batches"][before:]
             return elapsed, [self.blob(done[key]) for key in keys], batches
 
-        requests = [prepare_generation(self.model, TENANT, user, spec.modality, spec.instruction, spec.options).request
+        requests = [prepare_generation(self.model, TENANT, user, spec.modalities[0], spec.instruction, spec.options).request
                     for user, spec in plan]
         assert {r.plan.method for r in requests} == {"lora"}, "the router should pick each user's adapter"
 
@@ -346,7 +346,7 @@ class _Setup:
         user = self.users[0]
         spec = GenerateSpec(modality="text", instruction=INSTRUCTIONS[1],
                             options=GenerationOptions(seed=5, max_new_tokens=8))
-        request = prepare_generation(self.model, TENANT, user, spec.modality, spec.instruction, spec.options).request
+        request = prepare_generation(self.model, TENANT, user, spec.modalities[0], spec.instruction, spec.options).request
         backend = executor.backend("text")
         fetch = self.store.blobs.get
 
@@ -359,7 +359,7 @@ class _Setup:
         ours_s, base_s, ratio, pairs = paired_medians(ours, base, runs, warmup=2)
         elapsed, _ = timed(lambda: [self.run_job(executor, user, spec) for _ in range(jobs)])
         prepare_s = statistics.median(
-            timed(lambda: prepare_generation(self.model, TENANT, user, spec.modality, spec.instruction,
+            timed(lambda: prepare_generation(self.model, TENANT, user, spec.modalities[0], spec.instruction,
                                               spec.options))[0] for _ in range(runs))
         return {"inline_jobs_per_s": round(jobs / elapsed, 1), "inline_overhead_ratio": round(ratio, 3),
                 "inline_job_ms": ms(ours_s), "inline_direct_call_ms": ms(base_s),

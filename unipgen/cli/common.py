@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 MODALITY_ALIASES = {"music": "audio"}  # the CLI says music; the schema's modality is audio
 MODALITY_NAMES = ("text", "image", "video", "music (= audio)", "speech", "3d")
 MODALITY_HELP = "text, image, video, music (or audio), speech or 3d."
+POST_HELP = MODALITY_HELP[:-1] + "; several, comma-separated (text,image), make one post."
 
 Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -67,6 +68,19 @@ def make_runner(ctx: typer.Context, model: UserModel, name: str | None, progress
 
 def emit(payload: Any, as_json: bool, text: str) -> None:
     typer.echo(json.dumps(payload, default=str, indent=None if as_json else 2) if as_json else text)
+
+
+def check_modalities(modalities: str, instruction: str) -> Modality | tuple[Modality, ...]:
+    """`check_request` for one modality or several, comma-separated ("text,image": a post);
+    refuses an unknown or repeated one, naming it."""
+    from unipgen.errors import InvalidInputError
+
+    names = [name.strip() for name in modalities.split(",")]
+    checked = [check_request(name, instruction) for name in names]
+    twice = sorted({m for m in checked if checked.count(m) > 1})
+    if twice:
+        raise InvalidInputError(f"modality {', '.join(map(repr, twice))} asked more than once in {modalities!r}")
+    return checked[0] if len(checked) == 1 else tuple(checked)
 
 
 def check_request(modality: str, instruction: str) -> Modality:

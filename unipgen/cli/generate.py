@@ -11,12 +11,14 @@ import typer
 
 from unipgen.cli.common import (
     MODALITY_HELP,
+    POST_HELP,
     Executor,
     JobId,
     Json,
     Tenant,
     Wait,
     cache_dir,
+    check_modalities,
     check_request,
     emit,
     make_runner,
@@ -72,7 +74,7 @@ def _context_text(payload: dict[str, Any]) -> str:
 def generate(
     ctx: typer.Context,
     user: str,
-    modality: Annotated[str, typer.Option("--modality", "-m", help=MODALITY_HELP)] = "text",
+    modality: Annotated[str, typer.Option("--modality", "-m", help=POST_HELP)] = "text",
     instruction: Annotated[str, typer.Option("--instruction", "-i", help="What to generate.")] = "",
     profile: Annotated[str, typer.Option(help="Model profile: tiny, cpu, gpu, offline or a .toml path.")] = "tiny",
     seed: Annotated[int, typer.Option(help="Same seed, same output.")] = 0,
@@ -94,18 +96,23 @@ def generate(
     from unipgen.schema.generation import GenerationOptions
     from unipgen.schema.jobs import GenerateSpec
 
-    modality = check_request(modality, instruction)
+    modalities = check_modalities(modality, instruction)
     try:
         options = GenerationOptions(seed=seed, num_outputs=num_outputs, melody=melody, best_of=best_of,
                                     best_of_keep="all" if keep_all else "best")
-    except ValidationError as exc:  # options that do not go together (too many candidates)
+        spec = GenerateSpec(modality=modalities, instruction=instruction, options=options)
+    except ValidationError as exc:  # options that do not go together (too many candidates, best-of in a post)
         raise InvalidInputError("; ".join(error["msg"] for error in exc.errors())) from None
-    spec = GenerateSpec(modality=modality, instruction=instruction, options=options)
     with open_store(ctx) as store:
         job = _run_job(ctx, store, profile, executor, tenant, user, spec, job_id, wait)
         artifacts = [_artifact_file(store, tenant, key) for key in (job.result or {}).get("artifacts", [])]
+    result = job.result or {}
     payload = {"tenant": tenant, "user": user, "job": job.key, "status": job.status,
-               "plan": (job.result or {}).get("plan"), "artifacts": artifacts}
+               "plan": result.get("plan"), "artifacts": artifacts}
+    if spec.is_post:  # one group: its id, each modality's plan, the caption and the consistency score
+        payload |= {"group": result.get("group"), "modalities": list(spec.modalities), "plans": result.get("plans"),
+                    "caption": result.get("caption"), "consistency": result.get("consistency"),
+                    "score_kinds": result.get("score_kinds")}
     text = "\n".join(f"{a['key']} ({a['media_type']}): {a['path']}" for a in artifacts) or f"job {job.key}: {job.status}"
     emit(payload, as_json, text)
 
@@ -132,7 +139,8 @@ def _run_job(ctx: typer.Context, store: MemoryStore, profile: str, executor: str
 
 def _artifact_file(store: MemoryStore, tenant: str, key: str) -> dict[str, Any]:
     record = store.artifacts.artifact(tenant, key)
-    return {"key": key, "media_type": record.media_type, "blob_sha": record.blob_sha,
+    return {"key": key, "media_type": record.media_type, "modality": (record.meta or {}).get("modality"),
+            "blob_sha": record.blob_sha,
             "path": store.blobs.location(record.blob_sha) if record.blob_sha else None}  # a file, or an s3:// URL
 
 

@@ -6,6 +6,9 @@ exactly as a worker's are (`unipgen.orchestrator.jobs.run_claimed`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from unipgen.core.behavior_space import FitInputs, run_fit
 from unipgen.core.usermodel import UserModel
 from unipgen.errors import NotFoundError, error_from
@@ -13,9 +16,10 @@ from unipgen.modalities import load_backend
 from unipgen.modalities.base import Backend
 from unipgen.orchestrator.generation import GeneratedArtifact, PreparedGeneration
 from unipgen.orchestrator.jobs import Lease, Produced, QueueExecutor, Work
+from unipgen.orchestrator.post import PreparedPost, run_post
 from unipgen.orchestrator.training import run_training
 from unipgen.schema.context import Modality, PersonalizationPlan
-from unipgen.schema.generation import GenerationOptions
+from unipgen.schema.generation import GeneratedOutput, GenerationOptions
 from unipgen.schema.jobs import GenerateSpec
 
 
@@ -51,9 +55,15 @@ class InlineExecutor(QueueExecutor):
         if isinstance(work, FitInputs):
             return run_fit(work)
         if isinstance(work, PreparedGeneration):
-            backend = self.backend(work.request.context.modality)
-            return backend.generate(work.requests, self.model.store.blobs.get)
+            return self.generated(work)
+        if isinstance(work, PreparedPost):
+            return run_post(self.model, work, self.generated, self.caption)
         return run_training(work, should_stop=lease, progress=self.progress)
+
+
+    def generated(self, work: PreparedGeneration) -> list[list[GeneratedOutput]]:
+        """The outputs of `work`'s requests (one list per request) by its modality's backend."""
+        return self.backend(work.request.context.modality).generate(work.requests, self.model.store.blobs.get)
 
 
 class InlineGenerator:
@@ -73,12 +83,28 @@ class InlineGenerator:
         the job's error (a crash too, as an ``internal`` `UnipgenError`), without retries."""
         self.backend(modality)  # an unknown modality fails before any work
         spec = GenerateSpec(modality=modality, instruction=instruction, options=options or GenerationOptions())
+        result = self._run(tenant, user, spec)
+        plan = PersonalizationPlan.model_validate(result["plan"])
+        return [self._stored(tenant, key, plan) for key in result["artifacts"]]
+
+    def post(self, tenant: str, user: str, modalities: Sequence[Modality], instruction: str,
+             options: GenerationOptions | None = None) -> tuple[dict[str, Any], list[GeneratedArtifact]]:
+        """A multi-modal post (`unipgen.orchestrator.post`) as one job run here: its result (group,
+        plans, caption, consistency) and its members, each with its modality's plan."""
+        for modality in modalities:
+            self.backend(modality)
+        spec = GenerateSpec(modality=tuple(modalities), instruction=instruction, options=options or GenerationOptions())
+        result = self._run(tenant, user, spec)
+        plans = {m: PersonalizationPlan.model_validate(plan) for m, plan in result["plans"].items()}
+        members = [self.model.store.artifacts.artifact(tenant, key) for key in result["artifacts"]]
+        return result, [self._stored(tenant, m.key, plans[(m.meta or {})["modality"]]) for m in members]
+
+    def _run(self, tenant: str, user: str, spec: GenerateSpec) -> dict[str, Any]:
         job = self.executor.wait(tenant, self.executor.submit(tenant, user, spec, max_attempts=1).key)
         if job.status != "succeeded":
             raise error_from(job.error or {"code": "conflict", "message": f"job {job.key} ended {job.status}"})
         assert job.result is not None  # a succeeded job has its result
-        plan = PersonalizationPlan.model_validate(job.result["plan"])
-        return [self._stored(tenant, key, plan) for key in job.result["artifacts"]]
+        return job.result
 
     def _stored(self, tenant: str, key: str, plan: PersonalizationPlan) -> GeneratedArtifact:
         record = self.model.store.artifacts.artifact(tenant, key)

@@ -31,6 +31,7 @@ from unipgen.errors import ConflictError, InvalidInputError, NotFoundError, Unip
 from unipgen.memory.fits import FitOutput
 from unipgen.memory.jobs import OutputArtifact
 from unipgen.orchestrator.best_of import needs_preferences
+from unipgen.orchestrator.describe import Describer
 from unipgen.orchestrator.generation import (
     PreparedGeneration,
     embed_pending,
@@ -38,6 +39,7 @@ from unipgen.orchestrator.generation import (
     prepare_generation,
     prepared_from,
 )
+from unipgen.orchestrator.post import PostOutputs, PreparedPost, post_artifacts, post_result, prepare_post
 from unipgen.orchestrator.training import (
     TrainedAdapter,
     TrainingInputs,
@@ -51,9 +53,9 @@ log = logging.getLogger("unipgen.orchestrator")
 
 _SPEC: TypeAdapter[GenerateSpec | TrainSpec | FitSpec] = TypeAdapter(JobSpec)
 #: What a job's work is, once its inputs are read: a generation, a training, a fit.
-Work = PreparedGeneration | TrainingInputs | FitInputs
-#: What the work made: a generation's outputs (one list per request), an adapter, a fit.
-Produced = list[list[GeneratedOutput]] | TrainedAdapter | FitOutput
+Work = PreparedGeneration | PreparedPost | TrainingInputs | FitInputs
+#: What the work made: a generation's outputs (one list per request), a post's, an adapter, a fit.
+Produced = list[list[GeneratedOutput]] | PostOutputs | TrainedAdapter | FitOutput
 _T = TypeVar("_T")
 
 
@@ -158,8 +160,10 @@ def prepare(model: UserModel, job: JobRecord) -> Work:
         config = fit_config_for(model.store, job.tenant, spec.config)
         model.embed_catalog(job.tenant)
         return fit_inputs(model.store, job.tenant, config)
+    if isinstance(spec, GenerateSpec) and spec.is_post:
+        return prepare_post(model, job.tenant, _user_of(job), spec)
     if isinstance(spec, GenerateSpec):
-        return prepare_generation(model, job.tenant, _user_of(job), spec.modality, spec.instruction, spec.options)
+        return prepare_generation(model, job.tenant, _user_of(job), spec.modalities[0], spec.instruction, spec.options)
     return prepare_training(model, job.tenant, _user_of(job), spec.method, subject=spec.subject, steps=spec.steps,
                             seed=spec.seed)
 
@@ -184,8 +188,8 @@ def prepare_many(model: UserModel, jobs: list[JobRecord]) -> list[Work | Excepti
         except Exception as exc:  # noqa: BLE001  (a bad stored spec fails its own job only)
             prepared[index] = exc
             continue
-        if isinstance(spec, GenerateSpec):
-            group = (job.tenant, needs_preferences(spec.modality, spec.options))
+        if isinstance(spec, GenerateSpec) and not spec.is_post:
+            group = (job.tenant, needs_preferences(spec.modalities[0], spec.options))
             by_tenant.setdefault(group, []).append((index, spec))
         else:
             prepared[index] = _attempt(partial(prepare, model, job))
@@ -195,7 +199,8 @@ def prepare_many(model: UserModel, jobs: list[JobRecord]) -> list[Work | Excepti
             for index, _ in wanted:  # one user's documents, say: each job on its own, failing alone
                 prepared[index] = _attempt(partial(prepare, model, jobs[index]))
             continue
-        contexts = model.contexts(tenant, [(_user_of(jobs[i]), spec.modality, spec.instruction) for i, spec in wanted],
+        contexts = model.contexts(tenant, [(_user_of(jobs[i]), spec.modalities[0], spec.instruction)
+                                            for i, spec in wanted],
                                   for_generation=True, preferences=preferences)
         for (index, spec), context in zip(wanted, contexts, strict=True):
             prepared[index] = context if isinstance(context, Exception) else \
@@ -241,6 +246,10 @@ def _end_of(model: UserModel, work: Work,
     """The job's result record and what to store (artifacts, or a fit) for what its work produced."""
     if isinstance(produced, FitOutput):
         return {"space": produced.space, "stats": produced.stats, "config": produced.config}, [produced]
+    if isinstance(work, PreparedPost):
+        assert isinstance(produced, PostOutputs)
+        outputs = post_artifacts(model, work, produced)
+        return post_result(work, produced, outputs), outputs
     if isinstance(work, PreparedGeneration):
         outputs = output_artifacts(model, work, produced)  # type: ignore[arg-type]
         return {"artifacts": [o.key for o in outputs], "plan": work.request.plan.model_dump(mode="json")}, outputs
@@ -332,6 +341,14 @@ class QueueExecutor:
         self.heartbeat_s = min(heartbeat_s, lease_s / 3)  # a few beats per lease: one late beat loses nothing
         self.backoff_s = backoff_s
         self.checkpoint_every = checkpoint_every
+        self._describer: Describer | None = None
+
+    def caption(self, image: bytes) -> str:
+        """`image`'s caption by the profile's image-to-text backend, loaded in this process on
+        first use (a post's text is written from its image's caption)."""
+        if self._describer is None:
+            self._describer = Describer(self.model)
+        return self._describer.read(image)[0]
 
     def submit(self, tenant: str, user: str | None, spec: GenerateSpec | TrainSpec | FitSpec, *,
                key: str | None = None, max_attempts: int = 3) -> JobRecord:

@@ -57,13 +57,14 @@ from unipgen.orchestrator.jobs import (
     record_failure,
     run_claimed,
 )
+from unipgen.orchestrator.post import PreparedPost, run_post
 from unipgen.orchestrator.ray_cluster import RayCluster, connect
 from unipgen.orchestrator.training import TrainedAdapter, TrainingInputs, modality_of
 from unipgen.schema.jobs import GenerateSpec, JobRecord
 from unipgen.schema.profiles import ComponentSpec
 
 #: Work that runs on its own (a Ray task), not batched with generations on a model actor.
-_ALONE = (TrainingInputs, FitInputs)
+_ALONE = (TrainingInputs, FitInputs, PreparedPost)
 #: The Ray namespace of the model actors, whatever namespace a driver joined in.
 ACTOR_NAMESPACE = "unipgen"
 
@@ -298,6 +299,9 @@ class RayExecutor(QueueExecutor):
 
         if isinstance(work, PreparedGeneration):
             return self._receive(self._send(work, lease), work, lease)
+        if isinstance(work, PreparedPost):  # each part on its model actor; the caption in this process
+            return run_post(self.model, work, lambda part: self._receive(self._send(part, lease), part, lease),
+                            self.caption)
         if isinstance(work, FitInputs):  # numpy and scipy on one CPU of the cluster
             ref = ray.remote(run_fit).options(num_cpus=1, max_retries=0).remote(work)
             return self._await(ref, lease, force_cancel=True)
@@ -446,7 +450,8 @@ class RayExecutor(QueueExecutor):
             try:
                 spec = parse_spec(job)
                 if isinstance(spec, GenerateSpec):
-                    self.actor(spec.modality)
+                    for modality in spec.modalities:
+                        self.actor(modality)
             except Exception:  # noqa: BLE001  (the job's own run records it)
                 continue
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from unipgen.schema.context import Modality
 from unipgen.schema.generation import GenerationOptions
-from unipgen.schema.jobs import TrainingMethod
+from unipgen.schema.jobs import ModalityRequest, TrainingMethod
 from unipgen.schema.memory import DocumentIn, EventIn, ItemIn
 from unipgen.schema.messages import MessageIn
 from unipgen.schema.rules import PublicId, check_json
@@ -167,7 +167,8 @@ class GenerationCreate(_In):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"modality": "text", "instruction": "Recommend me a film for tonight", "options": {"max_new_tokens": 64, "seed": 7}, "job_id": "evening-recommendation-42"}]})
 
-    modality: Modality
+    modality: ModalityRequest = Field(description=(
+        "One modality, or several (a list, or comma-separated: \"text,image\") for a multi-modal post."))
     instruction: str = Field(min_length=1, max_length=10_000)
     options: GenerationOptions = Field(default_factory=GenerationOptions)
     job_id: PublicId | None = None

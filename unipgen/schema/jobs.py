@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from unipgen.schema.context import Modality
+from unipgen.schema.context import MODALITIES, Modality
 from unipgen.schema.generation import GenerationOptions
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -23,13 +23,53 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def requested_modalities(value: object) -> object:
+    """One modality stays a string; several (a list, or a comma-separated string such as
+    ``"text,image"``) become a tuple, each named once. A list of one is that one's string, so
+    a single-modality request is stored exactly as before."""
+    if isinstance(value, str) and "," in value:
+        value = [part.strip() for part in value.split(",")]
+    if not isinstance(value, list | tuple):
+        return value
+    if not value:
+        raise ValueError("no modality asked")
+    unknown = [m for m in value if m not in MODALITIES]
+    if unknown:
+        raise ValueError(f"unknown modality {unknown[0]!r} in {list(value)}; expected some of {', '.join(MODALITIES)}")
+    twice = sorted({str(m) for m in value if list(value).count(m) > 1})
+    if twice:
+        raise ValueError(f"modality {', '.join(map(repr, twice))} asked more than once")
+    return value[0] if len(value) == 1 else tuple(value)
+
+
+#: What a generation asks for: one modality, or several (a multi-modal post, one group).
+ModalityRequest = Annotated[Modality | tuple[Modality, ...], BeforeValidator(requested_modalities)]
+
+
 class GenerateSpec(_Frozen):
-    """Generate personalized outputs of `modality` for the job's user."""
+    """Generate personalized outputs of `modality` for the job's user; several modalities make
+    one post (one plan, one seed, outputs stored as one group: docs/generation.md)."""
 
     kind: Literal["generate"] = "generate"
-    modality: Modality
+    modality: ModalityRequest
     instruction: str = Field(min_length=1)
     options: GenerationOptions = Field(default_factory=GenerationOptions)
+
+    @property
+    def modalities(self) -> tuple[Modality, ...]:
+        """Every modality asked, in the order asked."""
+        return self.modality if isinstance(self.modality, tuple) else (self.modality,)
+
+    @property
+    def is_post(self) -> bool:
+        """Whether several modalities were asked (a multi-modal post)."""
+        return isinstance(self.modality, tuple)
+
+    @model_validator(mode="after")
+    def _post_options(self) -> GenerateSpec:
+        if self.is_post and self.options.best_of > 1:
+            raise ValueError("best_of applies to one modality at a time, not to a multi-modal post")
+        return self
 
 
 class TrainSpec(_Frozen):

@@ -27,7 +27,7 @@ SSE_POLL_S = 0.25
 def create_generation(user: str, body: GenerationCreate, svc: ServiceDep, who: CallerDep) -> JobRecord:
     """Queue a personalized generation; poll `GET /v1/jobs/{key}` or follow its events."""
     spec = GenerateSpec(modality=body.modality, instruction=body.instruction, options=body.options)
-    return _queue(svc, who, user, spec, body.job_id, "generate", {"modality": body.modality})
+    return _queue(svc, who, user, spec, body.job_id, "generate", {"modality": spec.modality})
 
 
 @router.post("/users/{user}/trainings", status_code=status.HTTP_202_ACCEPTED, response_model=JobRecord)
