@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from unipgen.bench.scale_services import free_port, wait_for_port
+
+__all__ = ["free_port", "private_redis", "shared_redis_url", "unique_prefix"]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -27,10 +29,6 @@ def unique_prefix(name: str = "test") -> str:
     return f"unipgen-test:{name}:{uuid.uuid4().hex[:12]}"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -44,15 +42,7 @@ def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {port}") from None
-                time.sleep(0.05)
+        wait_for_port(process, port, "redis-server", timeout_s=10)
         yield f"redis://127.0.0.1:{port}/0", process
     finally:
         if process.poll() is None:

@@ -35,10 +35,25 @@ class S3Server:
         return f"s3://{self.bucket}/{prefix or uuid.uuid4().hex}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_for_port(process: subprocess.Popen[bytes], port: int, what: str, timeout_s: float = 30.0) -> None:
+    """Return once `process` accepts connections on 127.0.0.1:`port`; raise if it exits or
+    `timeout_s` passes first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start on port {port}") from None
+            time.sleep(0.05)
 
 
 @contextmanager
@@ -48,22 +63,14 @@ def s3_server(bucket: str = "unipgen-test") -> Iterator[S3Server]:
         import moto.server  # noqa: F401  (run below as its own process)
     except ImportError as exc:
         raise MissingDependencyError("a local S3 server needs moto: pip install 'moto[server]'") from exc
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1"}
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto's S3 server did not start on port {port}") from None
-                time.sleep(0.1)
+        wait_for_port(process, port, "moto's S3 server")
         _make_bucket(endpoint, bucket, env)
         yield S3Server(endpoint=endpoint, bucket=bucket, env=env)
     finally:
