@@ -1,4 +1,4 @@
-"""Talk to a running service with the SDK: a user, their ratings, a generation job, forget.
+"""Talk to a running service with the SDK: a user, their ratings, a generation job, a rating, forget.
 
 Start the service and make a key first (see docs/service.md):
 
@@ -22,4 +22,7 @@ with Client(url, api_key=key) as api:
     done = api.wait(job.key)  # the service runs the job; or follow api.job_events(job.key)
     text, media_type = api.artifact_content(done.result["artifacts"][0])
     print(done.status, done.result["plan"]["method"], media_type)
+    rating = api.wait(api.generate("alice", "text", "How would I rate Toy Story (1995)?",
+                                   options={"scale": [1, 5]}).key)  # scored: one of 1-5, never free text
+    print(api.artifact(rating.result["artifacts"][0]).meta["label"]["sources"])  # model, prior, neighbours
     print(api.forget_user("alice").residue)  # [] when nothing is left

@@ -61,7 +61,9 @@ def test_service_quickstart_runs_against_unipgen_serve(tmp_path: Path) -> None:
                               capture_output=True, text=True, check=True, env=env, timeout=300)
         status, method, media_type = done.stdout.splitlines()[0].split(" ", 2)
         assert status == "succeeded" and method == "rag_prompt" and media_type.startswith("text/plain")
-        assert done.stdout.splitlines()[1] == "[]"
+        sources = done.stdout.splitlines()[1]  # the rating's shares: model, prior, neighbours
+        assert all(f"'{name}'" in sources for name in ("model", "prior", "neighbours"))
+        assert done.stdout.splitlines()[2] == "[]"
     finally:
         server.terminate()
         server.wait(30)

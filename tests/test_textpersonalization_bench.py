@@ -21,7 +21,7 @@ from unipgen.eval import lamp_tasks
 from unipgen.memory.lamp import load_lamp, profile_text
 
 LAMP2_MINI = Path(__file__).resolve().parent / "data" / "lamp2-mini"
-METHODS = ("nonpersonal", "rag", "lora")
+METHODS = ("nonpersonal", "rag", "lora", "usermodel", "rag_usermodel", "lora_usermodel")
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +95,9 @@ def test_quick_run_end_to_end(bench: ModuleType, tags_dir: Path) -> None:
     assert result["acc_majority"] == 0.25  # profiles tie 4-4, the first seen (sci-fi) wins: right once
     assert result["acc_user_majority"] == 0.75  # user 1: sci-fi (1 of 2), user 2: funny (2 of 2)
     assert result["settings"]["ref"] == "tiny-random" and len(result["answers"]) == 4
-    assert result["acc_by_user"]["2"] == {"questions": 2, "profile": 4, "user_majority": 1.0, "majority": 0.0,
-                                          **{m: result["acc_by_user"]["2"][m] for m in METHODS}}
+    assert result["scores_by_user"]["2"] == {"questions": 2, "profile": 4, "user_majority": 1.0, "majority": 0.0,
+                                             **{m: result["scores_by_user"]["2"][m] for m in METHODS}}
+    assert all(result[f"unmapped_{m}"] == 0.0 for m in METHODS)  # scored: every answer is a label
     gain, low, high = result["acc_gain_ci95"]["lora_vs_user_majority"]
     assert low <= gain <= high and gain == pytest.approx(result["acc_lora"] - result["acc_user_majority"], abs=1e-3)
 

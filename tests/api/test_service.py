@@ -120,6 +120,20 @@ def test_context_and_a_generation_job(api: Client) -> None:
     assert ("generate", "gen-1") in [(a.action, a.object_key) for a in api.audit(action="generate")]
 
 
+def test_a_rating_request_is_scored_with_the_users_ratings(api: Client) -> None:
+    job = api.generate("alice", "text", "How would I rate Heat (1995)?", options={"scale": [1, 5]},
+                       job_id="rate-1")
+    done = api.wait(job.key)
+    [key] = done.result["artifacts"]
+    artifact = api.artifact(key)
+    label = artifact.meta["label"]
+    assert api.artifact_content(key)[0].decode() == label["answer"] and label["answer"] in "12345"
+    assert label["history"] == 1 and label["mode"] == "mixed" and ("item", "m1") in artifact.derived_from
+    assert set(label["sources"]) == {"model", "prior", "neighbours"}
+    with pytest.raises(InvalidInputError, match="give labels or scale, not both"):
+        api.generate("alice", "text", "Which?", options={"labels": ["a", "b"], "scale": [1, 5]})
+
+
 def test_training_job_and_cancel(api: Client) -> None:
     queued = api.train("alice", "text-lora", steps=1, job_id="train-1")
     assert queued.kind == "train"

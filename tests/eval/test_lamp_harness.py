@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SAMPLE
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.eval import lamp
 from unipgen.eval.environment import shared_data_dir
+from unipgen.eval.lamp_data import movielens_ratings_jsonl, whole_stars
 from unipgen.memory.lamp import load_user_jsonl
 
-METHODS = ("nonpersonal", "rag", "lora")
+METHODS = lamp.METHODS
+SCORED = ("nonpersonal", "rag", "lora", "usermodel", "rag_usermodel", "lora_usermodel")
 
 
 def _jsonl(path: Path, rows: list[object]) -> Path:
@@ -48,15 +51,21 @@ def test_quick_run_on_shared_movielens(tmp_path: Path) -> None:
         pytest.skip(f"shared MovieLens absent ({shared_data_dir()}/movielens-latest-small; set UNIPGEN_SHARED_DATA)")
     result = lamp.run_lamp(quick=True, out=tmp_path / "report")
     assert (result["profile"], result["kind"], result["settings"]["ref"]) == ("tiny", "classification", "tiny-random")
-    assert result["data"] == "../shared/data/movielens-latest-small" and result["methods"] == list(METHODS)
+    assert result["data"] == "../shared/data/movielens-latest-small" and result["methods"] == list(SCORED)
     assert result["n_users"] == 3 and result["n_questions"] == 6 and len(result["labels"]) == 15
     for method in (*METHODS, "majority", "user_majority"):
         assert 0.0 <= result[f"acc_{method}"] <= 1.0 and 0.0 <= result[f"f1_macro_{method}"] <= 1.0
+    for method in SCORED:  # scored: every answer is a label
+        assert result[f"unmapped_{method}"] == 0.0 and all(a[method] in result["labels"] for a in result["answers"])
+    assert set(result["sources"]) == set(SCORED) and result["sources"]["usermodel"]["model"] == 0.0
+    how = result["answers"][0]["rag_usermodel_how"]
+    assert sum(how["sources"].values()) == pytest.approx(1.0, abs=1e-3) and how["fitted_on"] == 3
     report = result["report"]
     assert Path(report["plot"]).read_bytes()[:4] == b"\x89PNG"
     assert json.loads(Path(report["json"]).read_text())["acc_lora"] == result["acc_lora"]
     markdown = Path(report["markdown"]).read_text()
     assert "| user_majority |" in markdown and "lamp-metrics.png" in Path(report["html"]).read_text()
+    assert "Where the scored answers came from" in markdown and "intervals: over questions, over users" in markdown
 
 
 def test_quick_run_on_a_jsonl_label_task(labelled_file: Path, tmp_path: Path) -> None:
@@ -67,10 +76,14 @@ def test_quick_run_on_a_jsonl_label_task(labelled_file: Path, tmp_path: Path) ->
     assert result["acc_user_majority"] == 1.0  # ana: space (2 of 3), bo: drama (3 of 4)
     assert result["acc_majority"] == 0.5  # drama 4, space 3 overall: right for bo only
     assert result["f1_macro_majority"] == pytest.approx((2 / 3 + 0) / 2, abs=1e-4)  # drama: tp 1, fp 1; space: tp 0
-    assert set(result["acc_gain_ci95"]) == {f"{m}_vs_{b}" for m in ("rag", "lora") for b in ("nonpersonal",
-                                                                                            "user_majority")}
+    assert set(result["acc_gain_ci95"]) == {f"{m}_vs_{b}" for m in SCORED for b in ("nonpersonal", "majority",
+                                                                                    "user_majority") if m != b}
+    assert set(result["acc_gain_ci95_users"]) == set(result["acc_gain_ci95"])
+    for gain, low, high in result["acc_gain_ci95"].values():
+        assert low <= gain <= high
+    assert result["acc_usermodel"] == 1.0  # each user's prior and neighbours name their habit
     assert result["answers"][0]["subject"] == "astronauts on a comet"
-    assert {"nonpersonal", "rag", "lora"} <= result["answers"][0].keys()
+    assert set(SCORED) <= result["answers"][0].keys()
     assert (tmp_path / "lamp.md").is_file() and (tmp_path / "lamp-metrics.png").is_file()
     assert result["score_kind"] == "mechanical check"  # the tiny random LM answered
     assert "Every figure here is a mechanical check" in (tmp_path / "lamp.md").read_text()
@@ -101,8 +114,9 @@ def test_generation_jsonl_is_scored_by_rouge_and_bleu(tmp_path: Path) -> None:
     # u1 identical; u2: [the, park] vs [dogs, rule, the, park]: P 1, R 1/2 -> F 2/3 (also the LCS)
     assert scores["rouge1"] == pytest.approx((1 + 2 / 3) / 2) and scores["rougeL"] == pytest.approx((1 + 2 / 3) / 2)
     assert 0.0 < scores["bleu"] <= 100.0
-    result = lamp.run_lamp(path, quick=True, methods=("rag",))
-    assert {"rouge1_rag", "rougeL_rag", "bleu_rag", "seconds_rag"} <= result.keys()
+    result = lamp.run_lamp(path, quick=True, methods=("rag", "usermodel"))
+    assert {"rouge1_rag", "rougeL_rag", "bleu_rag", "seconds_rag"} <= result.keys() and result["methods"] == ["rag"]
+    assert result["methods_skipped"] == {"usermodel": "scored methods apply to label and rating tasks"}
     assert "rouge1_nonpersonal" not in result and "acc_gain_ci95" not in result and "majority" not in str(result)
 
 
@@ -115,6 +129,34 @@ def test_rating_jsonl_mae_by_hand(tmp_path: Path) -> None:
     assert scores["mae"] == pytest.approx(8.5 / 4)
     assert scores["rmse"] == pytest.approx(math.sqrt((1 + 0 + 12.25 + 16) / 4))
     assert scores["unparsed"] == 0.25
+
+
+def test_a_rating_task_from_movielens_is_scored_beside_the_users_mean(tmp_path: Path) -> None:
+    """The LaMP-3-style file built from the shipped MovieLens sample (8 users), answered by score."""
+    path = movielens_ratings_jsonl(SAMPLE, tmp_path / "ratings.jsonl", every=2, history=12)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["user"] for r in rows] == ["2", "4", "6", "8"] and all(len(r["history"]) == 12 for r in rows)
+    assert {h["score"] for r in rows for h in r["history"]} <= {1, 2, 3, 4, 5}
+    result = lamp.run_lamp(path, quick=True, methods=("nonpersonal", "usermodel", "rag_usermodel"),
+                           max_questions=4)
+    assert result["kind"] == "rating" and result["baselines"] == ["majority", "user_majority", "user_mean"]
+    for method in ("nonpersonal", "usermodel", "rag_usermodel"):
+        assert result[f"unparsed_{method}"] == 0.0 and 0.0 <= result[f"mae_{method}"] <= 4.0
+        assert all(a[method] in "12345" for a in result["answers"])
+    assert set(result["mae_gain_ci95"]) == {f"{m}_vs_{b}" for m in ("nonpersonal", "usermodel", "rag_usermodel")
+                                            for b in ("nonpersonal", "majority", "user_majority", "user_mean")
+                                            if m != b}
+    means = [int(sum(h["score"] for h in r["history"]) / 12 + 0.5) for r in rows]  # rounded half up
+    errors = [abs(m - r["target"]["score"]) for m, r in zip(means, rows, strict=True)]
+    assert result["mae_user_mean"] == pytest.approx(sum(errors) / 4, abs=1e-4)
+    gain, low, high = result["mae_gain_ci95"]["usermodel_vs_user_majority"]
+    assert gain == pytest.approx(result["mae_user_majority"] - result["mae_usermodel"], abs=1e-3) and low <= high
+
+
+def test_movielens_ratings_round_half_stars_up() -> None:
+    assert [whole_stars(r) for r in (0.5, 1.0, 1.5, 3.5, 4.5, 5.0)] == [1, 1, 2, 4, 5, 5]
+    with pytest.raises(InvalidInputError, match="no user has an id divisible by 1000"):
+        movielens_ratings_jsonl(SAMPLE, Path("unused.jsonl"), every=1000)
 
 
 # -- bad input -----------------------------------------------------------------------------------

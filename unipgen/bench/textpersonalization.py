@@ -1,10 +1,11 @@
 """`unipgen bench textpersonalization`: does a user's history make a real LM answer like that user?
 
 The protocol is `unipgen.eval.lamp` (which `unipgen eval lamp-style` runs with a report): a
-LaMP-2-style tagging task on MovieLens tags by default, or a LaMP-layout task, answered
-``nonpersonal`` / ``rag`` / ``lora`` with SmolLM2-135M-Instruct (profile "offline"), plus the
-``majority`` and ``user_majority`` baselines. ``quick`` uses the tiny random LM and a handful of
-questions (a harness check: its answers mean nothing).
+LaMP-2-style tagging task on MovieLens tags by default, or a LaMP-layout task, answered by score
+``nonpersonal`` / ``rag`` / ``lora``, and each mixed with the user's own answers (``usermodel``,
+``rag_usermodel``, ``lora_usermodel``), with SmolLM2-135M-Instruct (profile "offline"), beside
+the ``majority`` and ``user_majority`` baselines. ``quick`` uses the tiny random LM and a
+handful of questions (a harness check: its answers mean nothing).
 """
 
 from __future__ import annotations

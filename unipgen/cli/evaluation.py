@@ -79,13 +79,20 @@ def eval_lamp_style(
     data: Annotated[Path | None, typer.Option("--data", help="A LaMP task folder, a JSONL of users, or a MovieLens "
                                                              "folder (tags as a LaMP-2-style task; the default).")] = None,
     profile: Annotated[str | None, typer.Option(help="Its text backend answers; default offline (tiny with --quick).")] = None,
-    method: Annotated[list[str] | None, typer.Option(help="nonpersonal, rag or lora (repeatable; default all).")] = None,
+    method: Annotated[list[str] | None, typer.Option(help=(
+        "nonpersonal, rag, lora, usermodel, rag_usermodel or lora_usermodel (repeatable; default all; generation "
+        "tasks run the first three)."))] = None,
+    rag_k: Annotated[int | None, typer.Option(min=0, max=32, help="Retrieved examples in a rag prompt (default 4).")]
+    = None,
+    rag_format: Annotated[str | None, typer.Option(help="How examples are written: pairs (default) or lamp.")] = None,
     quick: EvalQuick = False, out: EvalOut = None, as_json: Json = False,
 ) -> None:
-    """Personalized text: answers without history, with retrieved history (RAG), with a per-user LoRA."""
+    """Personalized text: answers without history, with retrieved examples (RAG), with a per-user LoRA, and
+    each mixed with the user's own answers (label and rating tasks are scored, never parsed)."""
     from unipgen.eval.lamp import METHODS, run_lamp
 
-    _run_harness(run_lamp, as_json, data=data, profile=profile, methods=method or METHODS, quick=quick, out=out)
+    _run_harness(run_lamp, as_json, data=data, profile=profile, methods=method or METHODS, quick=quick, out=out,
+                 rag_k=rag_k, rag_format=rag_format)
 
 
 @eval_app.command("locomo")

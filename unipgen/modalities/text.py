@@ -348,8 +348,64 @@ class TransformersTextBackend:
         return results
 
     def generate(self, requests: Sequence[GenerationRequest], fetch: BlobFetcher) -> list[list[GeneratedOutput]]:
-        """One list of `num_outputs` texts per request, in order; the same bytes for the same seed."""
+        """One list of `num_outputs` texts per request, in order; the same bytes for the same seed.
+
+        A request with `labels` or a `scale` gets one output, its likeliest answer, scored (`score`).
+        """
         self.setup()
+        scored = [i for i, request in enumerate(requests) if request.options.scored]
+        if scored:
+            sampled = [i for i in range(len(requests)) if i not in set(scored)]
+            done = dict(zip(scored, self.score([requests[i] for i in scored], fetch), strict=True))
+            done |= dict(zip(sampled, self._sample([requests[i] for i in sampled], fetch), strict=True))
+            return [done[i] for i in range(len(requests))]
+        return self._sample(requests, fetch)
+
+    def score(self, requests: Sequence[GenerationRequest], fetch: BlobFetcher) -> list[list[GeneratedOutput]]:
+        """For each labels / scale request, its likeliest allowed answer, with every answer's
+        log-likelihood in `meta["answer_logprobs"]` (`text_scoring`: the prompt once, the answers
+        in one batch over its cache; adapters as in generation)."""
+        from unipgen.modalities import text_scoring
+
+        self.setup()
+        rows, paths = self._rows(requests, fetch)
+        end = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else sorted(self._eos_ids())[:1]
+        outputs: list[list[GeneratedOutput]] = []
+        for start in range(0, len(rows), self.max_batch):
+            chunk = rows[start: start + self.max_batch]
+            self._ensure_adapters(chunk, paths)
+            tokenized = [self._tokenized(requests[row.request], row, end) for row in chunk]
+            names = [row.adapter for row in chunk] if self._has_adapters() else None
+            scores = text_scoring.answer_logprobs(self.model, tokenized, names, self.tokenizer.pad_token_id,
+                                                  self.device)
+            outputs += [[self._scored_output(requests[row.request], row, values)] for row, values in
+                        zip(chunk, scores, strict=True)]
+        return outputs
+
+    def _tokenized(self, request: GenerationRequest, row: _Row, end: list[int]) -> Any:
+        from unipgen.modalities import text_scoring
+
+        answers = request.options.answers()
+        text, templated = prompt_text(self.tokenizer, row.text)
+        longest = max(len(self.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers) + len(end)
+        return text_scoring.tokenize(self.tokenizer, text, templated, answers, end, self.max_context - longest - 1)
+
+    def _has_adapters(self) -> bool:
+        from peft import PeftModel
+
+        return isinstance(self.model, PeftModel)
+
+    def _scored_output(self, request: GenerationRequest, row: _Row, logprobs: list[float]) -> GeneratedOutput:
+        from unipgen.modalities.text_scoring import best
+
+        answers = request.options.answers()
+        meta = {"model": self.ref, "method": request.plan.method, "prompt": request.plan.prompt,
+                "seed": request.options.seed, "index": 0, "adapters": list(row.adapter_keys), "scored": True,
+                "answers": answers, "answer_logprobs": [round(v, 4) for v in logprobs]}
+        return GeneratedOutput(data=answers[best(logprobs)].encode("utf-8"), media_type=MEDIA_TYPE, meta=meta)
+
+    def _sample(self, requests: Sequence[GenerationRequest], fetch: BlobFetcher) -> list[list[GeneratedOutput]]:
+        """Generation proper: `num_outputs` sampled (or greedy) texts per request."""
         rows, paths = self._rows(requests, fetch)
         outputs: list[list[GeneratedOutput]] = [[] for _ in requests]
         for start in range(0, len(rows), self.max_batch):

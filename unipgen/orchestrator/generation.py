@@ -3,8 +3,9 @@ vectors → context → plan → backend requests) and outputs → artifacts wit
 
 Every output is made through here, by a job (`unipgen.orchestrator.jobs.run_claimed`), whoever
 runs it: the inline executor (the CLI, `unipgen worker`, the service, `InlineGenerator`) or Ray.
-The backend sees only the request (or its best-of-N candidates, `best_of`) and a blob fetcher;
-choosing among candidates and recording that each output was derived from every memory item the
+The backend sees only the request (or its best-of-N candidates, `best_of`, or a labels / scale
+request's scoring prompts, `labels`) and a blob fetcher; choosing among candidates (or mixing the
+scored answers with the user's own) and recording that each output was derived from every memory item the
 context used (and the adapters loaded) happens here, so forgetting any of them removes the output
 too. The job's end stores the artifacts, in the transaction that marks it succeeded.
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from unipgen.core.usermodel import UserModel
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.memory.jobs import OutputArtifact
-from unipgen.orchestrator import best_of
+from unipgen.orchestrator import best_of, labels
 from unipgen.schema.context import Modality, PersonalizationPlan, UserContext
 from unipgen.schema.generation import GeneratedOutput, GenerationOptions, GenerationRequest
 
@@ -45,12 +46,13 @@ class PreparedGeneration:
     request: GenerationRequest
     sources: list[tuple[str, str]]
     candidates: best_of.Candidates
+    scoring: labels.Scoring | None = None  # a labels / scale request's scoring
 
     @property
     def requests(self) -> list[GenerationRequest]:
         """What the executor's work sends to the backend, in one call; its outputs, one list per
         request, are what `output_artifacts` takes."""
-        return self.candidates.requests
+        return self.scoring.requests if self.scoring is not None else self.candidates.requests
 
 
 def prepare_generation(model: UserModel, tenant: str, user: str, modality: Modality, instruction: str,
@@ -76,6 +78,10 @@ def prepared_from(model: UserModel, context: UserContext, options: GenerationOpt
     context, provenance = _with_melody(context, options.melody)
     plan = model.plan(context)
     request = GenerationRequest(context=context, plan=plan, options=options)
+    if options.scored:
+        scoring = labels.plan(model, request)
+        sources = list(dict.fromkeys([*_sources(provenance, plan), *scoring.sources]))
+        return PreparedGeneration(scoring.requests[0], sources, best_of.Candidates([request]), scoring)
     return PreparedGeneration(request, _sources(provenance, plan), best_of.plan(model, request))
 
 
@@ -100,7 +106,10 @@ def output_artifacts(model: UserModel, prepared: PreparedGeneration,
     outputs per request): the outputs kept (best-of-N chooses here), each derived from what the
     request used."""
     plan = prepared.request.plan
-    outputs = best_of.select(model, prepared.request, prepared.candidates, produced)
+    if prepared.scoring is not None:
+        outputs = labels.select(prepared.scoring, produced)
+    else:
+        outputs = best_of.select(model, prepared.request, prepared.candidates, produced)
     return [OutputArtifact(key=f"out-{uuid.uuid4().hex[:16]}", kind="output", media_type=output.media_type,
                            data=output.data, derived_from=prepared.sources,
                            meta={**output.meta, "modality": plan.modality, "profile": model.profile.name})

@@ -165,7 +165,8 @@ class GenerationCreate(_In):
     """A generation to run as a job; `job_id` makes the request idempotent (same id, same job)."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"modality": "text", "instruction": "Recommend me a film for tonight", "options": {"max_new_tokens": 64, "seed": 7}, "job_id": "evening-recommendation-42"}]})
+        {"modality": "text", "instruction": "Recommend me a film for tonight", "options": {"max_new_tokens": 64, "seed": 7}, "job_id": "evening-recommendation-42"},
+        {"modality": "text", "instruction": "How would I rate Heat (1995)?", "options": {"scale": [1, 5]}}]})
 
     modality: ModalityRequest = Field(description=(
         "One modality, or several (a list, or comma-separated: \"text,image\") for a multi-modal post."))

@@ -21,6 +21,10 @@ BlobFetcher = Callable[[str], bytes]
 
 #: The most candidates one request may generate (`best_of` x `num_outputs`).
 MAX_CANDIDATES = 32
+#: The most answers a scored request may rank (`labels`, or the values of `scale`).
+MAX_ANSWERS = 64
+#: The longest label (characters).
+MAX_LABEL_CHARS = 100
 
 
 class GenerationOptions(BaseModel):
@@ -47,12 +51,60 @@ class GenerationOptions(BaseModel):
         "With best_of > 1: 'best' keeps the num_outputs highest-scoring candidates; 'all' keeps every "
         "candidate, best first. Each kept output's meta['best_of'] has its score, rank and the others' scores."))
 
+    labels: tuple[str, ...] | None = Field(default=None, description=(
+        "Text: the answer is one of these labels (2 to 64, distinct), ranked by the model's likelihood and the "
+        "user's own labels instead of sampled (docs/generation.md, 'Answers that are labels')."))
+    scale: tuple[int, int] | None = Field(default=None, description=(
+        "Text: the answer is a whole-number rating from scale[0] to scale[1] (e.g. [1, 5]), scored as labels are "
+        "and chosen to minimise the expected absolute error."))
+
     @model_validator(mode="after")
     def _bounded_candidates(self) -> GenerationOptions:
         if self.best_of * self.num_outputs > MAX_CANDIDATES:
             raise ValueError(f"best_of x num_outputs is {self.best_of} x {self.num_outputs} = "
                              f"{self.best_of * self.num_outputs} candidates; at most {MAX_CANDIDATES}")
         return self
+
+    @model_validator(mode="after")
+    def _one_answer_set(self) -> GenerationOptions:
+        if self.labels is not None and self.scale is not None:
+            raise ValueError("give labels or scale, not both")
+        if self.labels is not None:
+            _check_labels(self.labels)
+        if self.scale is not None:
+            low, high = self.scale
+            if not low < high or high - low + 1 > MAX_ANSWERS:
+                raise ValueError(f"scale must be [low, high] with low < high and at most {MAX_ANSWERS} values, "
+                                 f"got {list(self.scale)}")
+        if self.scored and (self.num_outputs > 1 or self.best_of > 1):
+            raise ValueError("a labels or scale request has one answer: num_outputs and best_of must be 1")
+        return self
+
+    @property
+    def scored(self) -> bool:
+        """Whether the answer is chosen among `answers()` by score rather than sampled."""
+        return self.labels is not None or self.scale is not None
+
+    def answers(self) -> list[str]:
+        """The allowed answers of a scored request, in order (a scale's values as text); [] otherwise."""
+        if self.scale is not None:
+            return [str(value) for value in range(self.scale[0], self.scale[1] + 1)]
+        return list(self.labels or ())
+
+
+def _check_labels(labels: tuple[str, ...]) -> None:
+    """Labels: 2 to MAX_ANSWERS of them, none blank or too long, distinct whatever their case and spacing."""
+    if not 2 <= len(labels) <= MAX_ANSWERS:
+        raise ValueError(f"labels needs 2 to {MAX_ANSWERS} labels, got {len(labels)}")
+    seen: dict[str, str] = {}
+    for label in labels:
+        key = " ".join(label.lower().split())
+        if not key or len(label) > MAX_LABEL_CHARS or label != label.strip():
+            raise ValueError(f"label {label!r} must be 1 to {MAX_LABEL_CHARS} characters, not blank, "
+                             "with no space at either end")
+        if key in seen:
+            raise ValueError(f"labels {seen[key]!r} and {label!r} are the same label")
+        seen[key] = label
 
 
 class GenerationRequest(BaseModel):
