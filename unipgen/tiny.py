@@ -91,7 +91,11 @@ def build_atomically(directory: Path, build: Callable[[Path], object]) -> Path:
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
-    build(scratch)
+    try:
+        build(scratch)
+    except BaseException:  # a failed build leaves nothing behind
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     try:
         os.rename(scratch, directory)
     except OSError:  # another process won the race

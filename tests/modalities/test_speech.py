@@ -162,6 +162,38 @@ def test_a_bundled_voice_is_synthesized_once_per_process_for_every_search(backen
     assert scored is not again and np.array_equal(scored, again) and not np.array_equal(scored, first)
 
 
+def test_a_bundled_voices_probe_vector_is_kept_on_disk_for_the_next_process(backend, tmp_path, monkeypatch) -> None:
+    """A new process (a worker, `unipgen demo`) reads the file instead of synthesizing; a file
+    that is not 256 finite numbers is computed again, bit for bit what this process made."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from unipgen.modalities import speech_probes
+
+    cache = tmp_path / "unipgen-kokoro-probes"
+    monkeypatch.setattr(speech_probes, "probe_cache_dir", lambda: cache)
+    text = "Hello there, my friend."  # a probe no other test speaks: in no cache yet
+    tokens = backend.tokens(text)
+    kumo = backend.probe_vector(tokens, backend.voices["jm_kumo"])
+    [kept] = cache.iterdir()
+    assert np.array_equal(np.load(kept), kumo)
+    nezumi = backend.probe_vector(tokens, backend.voices["jf_nezumi"])
+    [broken] = set(cache.iterdir()) - {kept}
+    planted = np.eye(256, dtype=np.float32)[0]  # not what the voice gives: a read shows as this
+    np.save(kept, planted)
+    broken.write_bytes(b"not a vector")
+    code = ("import json, sys; from unipgen.modalities.speech import KokoroSpeechBackend; "
+            "b = KokoroSpeechBackend(); b.setup(); t = b.tokens(sys.argv[1]); "
+            "print(json.dumps([b.probe_vector(t, b.voices[v]).tolist() for v in ('jm_kumo', 'jf_nezumi')]))")
+    done = subprocess.run([sys.executable, "-c", code, text], capture_output=True, text=True, check=True,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})
+    read, made = (np.array(v, np.float32) for v in json.loads(done.stdout.splitlines()[-1]))
+    assert np.array_equal(read, planted) and np.array_equal(made, nezumi)
+    assert np.array_equal(np.load(broken), nezumi)  # written again
+
+
 def test_a_seed_moves_the_matched_voice_by_one_seeded_step(backend) -> None:
     """Seed 0 speaks with the match, another seed with a voice near it (what best-of-N chooses
     among), the same for the same seed; outputs of one request differ too."""

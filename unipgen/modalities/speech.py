@@ -15,8 +15,9 @@ Plans: ``prompt_only`` speaks `plan.prompt` with the default voice; ``speaker_em
 it with the style vector `voice_match.match_style` finds for the user's voice embedding
 (`context.conditioning.voice_embedding`, the mean unit Resemblyzer vector of their recordings),
 searched once per embedding and kept in an LRU cache. The search scores the bundled voices first;
-their probe vectors do not depend on the user, so the process keeps them and a search after the
-first synthesizes only the user's own candidates (the blend and the steps). Kokoro has no sampling, so the seed acts on
+their probe vectors do not depend on the user, so they are kept (in memory and on disk:
+`speech_probes`) and a search synthesizes only the user's own candidates (the blend and the
+steps). Kokoro has no sampling, so the seed acts on
 the voice instead: seed 0 speaks with the matched voice as searched, any other seed with that
 voice moved by one random step drawn from the seed (`seed_step` times the bundled voices'
 per-dimension spread, the size of the search's first step), and output i > 0 of a request uses
@@ -47,6 +48,7 @@ import numpy as np
 from unipgen.errors import InvalidInputError
 from unipgen.modalities.audio import AUDIO_FORMATS, encode_audio
 from unipgen.modalities.seeding import row_seed
+from unipgen.modalities.speech_probes import cached_probe
 from unipgen.modalities.voice_match import SearchResult, match_style, voice_spread, voice_step
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
 from unipgen.tiny import score_kind
@@ -60,11 +62,6 @@ ENCODER_RATE = 16_000
 PROBE_TEXT = "She sells bright yellow jars of fresh honey by the quiet river, every Thursday morning."
 #: Kokoro's longest input (tokens between the two boundary tokens); longer sentences are split.
 MAX_TOKENS = 510
-#: Probe vectors of bundled voices (see `KokoroSpeechBackend.probe_vector`), shared by every
-#: backend of the process (1 KB each; the least recently used dropped beyond the size).
-_VOICE_PROBES: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
-_VOICE_PROBES_SIZE = 256
-_VOICE_PROBES_LOCK = threading.Lock()
 
 # eSpeak's IPA (with "^" joining diphthongs) -> the phoneme set Kokoro v1.0 was trained on
 # (misaki's: one letter per diphthong, "ɹ" for r, no length marks in US English). Longest first.
@@ -237,24 +234,13 @@ class KokoroSpeechBackend:
 
     def probe_vector(self, tokens: list[list[int]], pack: np.ndarray) -> np.ndarray:
         """The unit speaker vector of `tokens` (the probe) spoken with `pack`. A bundled voice's
-        does not depend on the user, so it is kept (process-wide, keyed by everything that makes
-        it) and each search after the first synthesizes only its blend and steps."""
+        does not depend on the user: it is kept in memory and on disk (`speech_probes`), so a
+        search synthesizes only the user's own candidates (the blend and the steps)."""
         digest = hashlib.sha256(np.asarray(pack, np.float32).tobytes()).hexdigest()
         if digest not in self._voice_digests:
             return self.speaker_embedding(self._infer(tokens, pack))
         key = (*self._model_key, self.speed, self.threads, tuple(map(tuple, tokens)), digest)
-        with _VOICE_PROBES_LOCK:
-            vector = _VOICE_PROBES.get(key)
-            if vector is not None:
-                _VOICE_PROBES.move_to_end(key)
-        if vector is None:
-            vector = self.speaker_embedding(self._infer(tokens, pack))
-            vector.setflags(write=False)
-            with _VOICE_PROBES_LOCK:
-                _VOICE_PROBES[key] = vector
-                while len(_VOICE_PROBES) > _VOICE_PROBES_SIZE:
-                    _VOICE_PROBES.popitem(last=False)
-        return vector
+        return cached_probe(key, lambda: self.speaker_embedding(self._infer(tokens, pack)))
 
     # ---- synthesis and scoring -----------------------------------------------------------------
 

