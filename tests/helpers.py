@@ -27,6 +27,19 @@ def png_bytes(color: str = "red", size: tuple[int, int] = (8, 8)) -> bytes:
     return buffer.getvalue()
 
 
+def photo_png(seed: int, size: tuple[int, int] = (96, 72)) -> bytes:
+    """A smooth random photo-like PNG (width x height) of three seeded waves, one per channel."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:size[1], 0:size[0]] / max(size)
+    channels = [np.sin(xs * rng.uniform(2, 9) + ys * rng.uniform(2, 9) + rng.uniform(0, 6)) for _ in range(3)]
+    array = ((np.stack(channels, axis=-1) + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def wav_bytes(seconds: float = 0.5, rate: int = 16_000, freq: float = 220.0) -> bytes:
     import soundfile
 

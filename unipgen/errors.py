@@ -88,6 +88,14 @@ class RateLimitedError(UnipgenError):
 
 
 
+class ConsentRequiredError(UnipgenError):
+    """The user has not given the consent this needs: an adapter trained on their faces or
+    subjects needs their consent to training, apart from the consent to storing the photos
+    (HTTP 403). Nothing was trained or stored."""
+
+    code = "consent_required"
+
+
 class EncoderFailedError(UnipgenError):
     """An encoder's process died on an upload (a native crash in a decoder or a model): the
     request is refused (HTTP 503), the file is not stored, and the next request gets a fresh

@@ -30,6 +30,7 @@ def alice(populated: MemoryStore) -> MemoryStore:
     s.content.add_face("acme", "alice", "f1", png_bytes("green"), consent=True, embedding=unit(rng.normal(size=4)))
     s.content.add_voice("acme", "alice", "v1", wav_bytes(), consent=True)
     s.content.add_subject("acme", "alice", "rex", name="Rex", class_noun="dog", images=[png_bytes("red"), png_bytes("blue")])
+    s.users.set_training_consent("acme", "alice", True)  # the adapter learned from her subject
     s.artifacts.add_artifact("acme", "lora", kind="adapter", media_type="application/octet-stream", data=b"w", user="alice",
                    derived_from=[("subject", "rex"), ("user", "alice"), ("item", "m1")])
     return s

@@ -33,6 +33,7 @@ def rich(populated: MemoryStore) -> MemoryStore:
     s.content.add_face("acme", "bob", "f1", shared, consent=True, embedding=unit(rng.normal(size=8)))
     s.content.add_voice("acme", "alice", "v1", wav_bytes(), consent=True, embedding=unit(rng.normal(size=8)))
     s.content.add_subject("acme", "alice", "rex", name="Rex", class_noun="dog", images=[png_bytes("red")])
+    s.users.set_training_consent("acme", "alice", True)  # the adapter learned from her subject
     s.artifacts.add_artifact("acme", "adapter", kind="adapter", media_type="application/octet-stream", data=b"lora",
                    user="alice", derived_from=[("subject", "rex")])
     s.artifacts.add_artifact("acme", "alice-out", kind="output", media_type="image/png", data=png_bytes("blue"),

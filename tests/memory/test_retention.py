@@ -40,6 +40,7 @@ def aged(populated: MemoryStore) -> MemoryStore:
     s.content.add_face("acme", "alice", "new", png_bytes("blue"), consent=True, embedding=unit(rng.normal(size=8)))
     s.artifacts.add_artifact("acme", "portrait", kind="output", media_type="image/png", data=png_bytes("white"),
                    user="alice", derived_from=[("face", "old")])
+    s.users.set_training_consent("acme", "alice", True)  # an adapter learned from her face
     s.artifacts.add_artifact("acme", "lora", kind="adapter", media_type="application/octet-stream", data=b"lora",
                    user="alice", derived_from=[("face", "old")])
     s.artifacts.add_artifact("acme", "old-out", kind="output", media_type="text/plain", data=b"hello", user="alice")

@@ -64,6 +64,7 @@ def fill(store: MemoryStore) -> None:
     store.content.add_face("acme", "bob", "f1", png_bytes("green"), consent=True, embedding=unit(rng.normal(size=4)))
     store.content.add_voice("acme", "alice", "v1", wav_bytes(), consent=True)
     store.content.add_subject("acme", "alice", "rex", name="Rex", class_noun="dog", images=[png_bytes("red")])
+    store.users.set_training_consent("acme", "alice", True)  # the adapter learned from her subject
     store.artifacts.add_artifact("acme", "lora", kind="adapter", media_type="application/octet-stream",
                                  data=b"weights", user="alice", derived_from=[("subject", "rex")])
     store.artifacts.add_artifact("acme", "bob-out", kind="output", media_type="text/plain", data=b"bob only",

@@ -20,6 +20,7 @@ log = logging.getLogger("unipgen.api")
 #: HTTP status of each error class; the most specific class listed wins.
 STATUS: list[tuple[type[errors.UnipgenError], int]] = [
     (errors.UnauthorizedError, 401),
+    (errors.ConsentRequiredError, 403),
     (errors.NotFoundError, 404),
     (errors.ConflictError, 409),
     (errors.PayloadTooLargeError, 413),

@@ -297,6 +297,9 @@ def _evaluate(stack: ExitStack, home: Path, directory: Path, classes: dict[str, 
             entry: dict[str, Any] = {}
             if training:
                 begun = time.perf_counter()
+                # DreamBench's photos are published for this protocol: the harness gives the consent
+                # to training that a real user gives for their own subject (docs/memory.md).
+                store.users.set_training_consent(tenant, subject, True, actor="dreambench-harness")
                 trained = train(model, tenant, subject, training, subject=subject, steps=settings["train_steps"],
                                 seed=seed)
                 entry["train_seconds"] = round(time.perf_counter() - begun, 2)

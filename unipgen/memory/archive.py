@@ -140,7 +140,8 @@ def _manifest(session: Session, tenant: str, user_id: int) -> dict[str, Any]:
     subjects = session.scalars(select(Subject).where(Subject.user_id == user_id).order_by(Subject.key)).all()
     manifest: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "tenant": tenant,
-        "user": {"key": user.key, "created_at": _iso(user.created_at)},
+        "user": {"key": user.key, "created_at": _iso(user.created_at),
+                 "training_consent_at": _iso(user.training_consent_at)},
         "profile": [
             {"name": p.name, "value": p.value, "value_type": p.value_type,
              "valid_from": _iso(p.valid_from), "valid_to": _iso(p.valid_to)}
@@ -242,7 +243,8 @@ def _blob_index(session: Session, manifest: dict[str, Any]) -> dict[str, dict[st
 
 def _restore(indexes: IndexManager, w: Transaction, tenant_id: int, m: dict[str, Any]) -> None:
     s = w.session
-    user = User(tenant_id=tenant_id, key=m["user"]["key"], created_at=_dt(m["user"]["created_at"]))
+    user = User(tenant_id=tenant_id, key=m["user"]["key"], created_at=_dt(m["user"]["created_at"]),
+                training_consent_at=_dt(m["user"].get("training_consent_at")))  # absent from older exports: none
     s.add(user)
     s.flush()
     s.add_all(ProfileAttribute(user_id=user.id, name=p["name"], value=p["value"], value_type=p["value_type"],

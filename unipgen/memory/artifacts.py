@@ -9,11 +9,17 @@ from typing import Any
 
 from sqlalchemy import select
 
-from unipgen.errors import ConflictError, NotFoundError
-from unipgen.memory.lookups import OWNER_MODELS, check_key, resolve_all, tenant_id_of, user_id_of
+from unipgen.errors import ConflictError, ConsentRequiredError, NotFoundError
+from unipgen.memory.audit import audit_entry
+from unipgen.memory.lookups import OWNER_MODELS, check_key, resolve, resolve_all, tenant_id_of, user_id_of
 from unipgen.memory.media import check_size
-from unipgen.memory.models import Artifact, Lineage
+from unipgen.memory.models import Artifact, Lineage, User
 from unipgen.memory.transaction import Database, Transaction
+
+#: The artifact kind of a photo's protected copy (`unipgen.orchestrator.protection`).
+PROTECTED = "protected"
+#: The kinds of a user's data an adapter may not learn from without their consent to training.
+CONSENTED_SOURCES = ("face", "subject")
 
 
 @dataclass(frozen=True)
@@ -36,20 +42,24 @@ class Artifacts:
     def add_artifact(
         self, tenant: str, key: str, *, kind: str, media_type: str,
         data: bytes | None = None, user: str | None = None,
-        derived_from: Sequence[tuple[str, str]] = (), meta: dict[str, Any] | None = None,
+        derived_from: Sequence[tuple[str, str]] = (), meta: dict[str, Any] | None = None, actor: str = "unipgen",
     ) -> None:
         """Record something unipgen derived (an output, an adapter) and what it was derived from.
 
         `derived_from` lists (kind, key) pairs: kinds of `OWNER_MODELS`, or ``("user", key)``
         for data derived from the user's whole history. User-owned kinds resolve in `user`.
+        An adapter (kind ``adapter``) is a training: it is refused (`ConsentRequiredError`) when
+        it learned from the user's faces or subjects without their consent to training, and it
+        is recorded in the audit log (action ``trained_adapter``, by `actor`) in the same transaction.
         """
         with self.db.write() as w:
             self.insert(w, tenant, key, kind=kind, media_type=media_type, data=data, user=user,
-                        derived_from=derived_from, meta=meta)
+                        derived_from=derived_from, meta=meta, actor=actor)
 
     def insert(
         self, w: Transaction, tenant: str, key: str, *, kind: str, media_type: str,
         data: bytes | None, user: str | None, derived_from: Sequence[tuple[str, str]], meta: dict[str, Any] | None,
+        actor: str = "unipgen",
     ) -> None:
         """`add_artifact` inside an open transaction (a job stores its outputs and its end together)."""
         check_key(key, "artifact")
@@ -60,6 +70,9 @@ class Artifacts:
         if w.session.scalar(select(Artifact.id).where(Artifact.tenant_id == tenant_id, Artifact.key == key)):
             raise ConflictError(f"artifact {key!r} already exists in {tenant!r}")
         sources = resolve_all(w.session, tenant, tenant_id, user_id, derived_from)
+        if kind == "adapter":
+            _check_training(w.session, user, user_id, key, derived_from)
+            w.session.add(_training_entry(tenant_id, actor, user, key, derived_from, meta or {}))
         blob_sha = w.put_blob(data, media_type) if data is not None else None
         artifact = Artifact(tenant_id=tenant_id, user_id=user_id, key=key, kind=kind,
                             media_type=media_type, blob_sha=blob_sha, meta=meta)
@@ -97,6 +110,19 @@ class Artifacts:
                 raise NotFoundError(f"artifact {key!r} has no file")
             return self.db.blobs.get(artifact.blob_sha), artifact.media_type
 
+    def protected_copies(self, tenant: str, user: str, kind: str, key: str) -> dict[int, ArtifactRecord]:
+        """The newest protected copy (an artifact of kind ``protected``) of each photo of `user`'s
+        face or subject (`kind`) `key`, by the photo's position; empty when it was never protected."""
+        with self.db.session() as session:
+            tenant_id = tenant_id_of(session, tenant)
+            _, source_id = resolve(session, tenant, tenant_id, user_id_of(session, tenant, user), kind, key)
+            rows = session.scalars(
+                select(Artifact).join(Lineage, (Lineage.derived_kind == "artifact") & (Lineage.derived_id == Artifact.id))
+                .where(Artifact.kind == PROTECTED, Lineage.source_kind == kind, Lineage.source_id == source_id)
+                .order_by(Artifact.created_at, Artifact.id)).all()
+            return {int((a.meta or {}).get("position", 0)): ArtifactRecord(
+                a.key, a.kind, a.media_type, a.blob_sha, a.meta, [(kind, key)]) for a in rows}
+
 
 def _find(session: Any, tenant: str, key: str, user: str | None) -> Artifact:
     """The artifact `key` of the tenant, or of `user` when given (else a `NotFoundError` naming it)."""
@@ -108,6 +134,33 @@ def _find(session: Any, tenant: str, key: str, user: str | None) -> Artifact:
         owner = f"of user {user!r}" if user is not None else f"in tenant {tenant!r}"
         raise NotFoundError(f"unknown artifact {key!r} {owner}")
     return found
+
+
+def _check_training(session: Any, user: str | None, user_id: int | None, key: str,
+                    derived_from: Sequence[tuple[str, str]]) -> None:
+    """Refuse an adapter learned from the user's faces or subjects without their consent to training."""
+    kinds = sorted({kind for kind, _ in derived_from if kind in CONSENTED_SOURCES})
+    if not kinds or user_id is None:
+        return
+    if session.scalar(select(User.training_consent_at).where(User.id == user_id)) is None:
+        raise ConsentRequiredError(
+            f"user {user!r} has not consented to training: adapter {key!r} learned from their "
+            f"{' and '.join(k + 's' for k in kinds)}; record the user's consent to training first "
+            "(`unipgen users consent USER --training`, PUT /v1/users/{user}/training-consent)")
+
+
+def _training_entry(tenant_id: int, actor: str, user: str | None, key: str, derived_from: Sequence[tuple[str, str]],
+                    meta: dict[str, Any]) -> Any:
+    """The audit entry of a training: the adapter, how it was trained, what it learned from (the
+    faces and subjects by key, other sources counted), ids only."""
+    counts: dict[str, int] = {}
+    for kind, _ in derived_from:
+        counts[kind] = counts.get(kind, 0) + 1
+    detail = {"method": meta.get("method"), "modality": meta.get("modality"), "job": meta.get("job"),
+              "sources": counts,
+              "consented": sorted(f"{kind}:{source}" for kind, source in derived_from if kind in CONSENTED_SOURCES)}
+    return audit_entry(tenant_id, actor, "trained_adapter", user=user, object_kind="artifact", object_key=key,
+                       detail={name: value for name, value in detail.items() if value})
 
 
 def artifact_sources(session: Any, artifact_ids: list[int]) -> dict[int, list[tuple[str, str]]]:

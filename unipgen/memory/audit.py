@@ -46,17 +46,10 @@ class Audit:
         """Append an entry: `actor` (an API key prefix, ``admin``) did `action` (``face.read``)
         on `user`'s `object_kind` `object_key`. The user need not exist (a refused read is
         worth recording too)."""
-        _check_name(actor, "audit actor")
-        _check_name(action, "audit action")
-        if len(action) > 64 or (object_kind is not None and len(object_kind) > 32):
-            raise InvalidInputError("audit action is limited to 64 characters and object kind to 32")
-        for value, what in ((user, "user"), (object_kind, "object kind"), (object_key, "object")):
-            if value is not None:
-                _check_name(value, what)
+        entry = audit_entry(0, actor, action, user=user, object_kind=object_kind, object_key=object_key, detail=detail)
         with self.db.write() as w:
-            w.session.add(AuditEntry(tenant_id=tenant_id_of(w.session, tenant), ts=utcnow(), actor=actor,
-                                     action=action, user_key=user, object_kind=object_kind,
-                                     object_key=object_key, detail=detail))
+            entry.tenant_id = tenant_id_of(w.session, tenant)
+            w.session.add(entry)
 
     def audit_log(self, tenant: str, *, user: str | None = None, action: str | None = None,
                   limit: int = 100) -> list[AuditRecord]:
@@ -75,6 +68,22 @@ class Audit:
                     for r in rows]
 
 
+def audit_entry(tenant_id: int, actor: str, action: str, *, user: str | None = None,
+                object_kind: str | None = None, object_key: str | None = None,
+                detail: dict[str, Any] | None = None) -> AuditEntry:
+    """A checked entry, for a part that records one in its own transaction (a training's
+    adapter, a change of consent): the record and the change commit together or not at all."""
+    _check_name(actor, "audit actor")
+    _check_name(action, "audit action")
+    if len(action) > 64 or (object_kind is not None and len(object_kind) > 32):
+        raise InvalidInputError("audit action is limited to 64 characters and object kind to 32")
+    for value, what in ((user, "user"), (object_kind, "object kind"), (object_key, "object")):
+        if value is not None:
+            _check_name(value, what)
+    return AuditEntry(tenant_id=tenant_id, ts=utcnow(), actor=actor, action=action, user_key=user,
+                      object_kind=object_kind, object_key=object_key, detail=detail)
+
+
 def _check_name(value: str, what: str) -> None:
     # Looser than the public id rule on purpose: an entry names what was done, and forgetting
     # a row stored before the rule (an id with a '/') must still be recorded.
@@ -82,4 +91,4 @@ def _check_name(value: str, what: str) -> None:
         raise InvalidInputError(f"{what} must be a non-empty string of at most 255 characters")
 
 
-__all__ = ["Audit", "AuditRecord"]
+__all__ = ["Audit", "AuditRecord", "audit_entry"]

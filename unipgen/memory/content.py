@@ -242,6 +242,20 @@ class Content:
             raise NotFoundError(f"unknown {kind} {key!r} of user {user!r}")
         return self.db.blobs.get(found[0]), found[1]
 
+    def subject_photo(self, tenant: str, user: str, key: str, position: int) -> tuple[bytes, str]:
+        """The bytes and media type of a subject's reference photo at `position` (from 0)."""
+        with self.db.session() as session:
+            user_id = user_id_of(session, tenant, user)
+            subject_id = session.scalar(select(Subject.id).where(Subject.user_id == user_id, Subject.key == key))
+            if subject_id is None:
+                raise NotFoundError(f"unknown subject {key!r} of user {user!r}")
+            found = session.execute(select(SubjectImage.blob_sha, Blob.media_type)
+                                    .join(Blob, Blob.sha256 == SubjectImage.blob_sha)
+                                    .where(SubjectImage.subject_id == subject_id, SubjectImage.position == position)).first()
+        if found is None:
+            raise NotFoundError(f"subject {key!r} of user {user!r} has no photo {position}")
+        return self.db.blobs.get(found[0]), found[1]
+
     # -- embeddings and search -------------------------------------------------------------------
 
     def add_embeddings(

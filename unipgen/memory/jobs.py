@@ -208,7 +208,8 @@ class Jobs:
                 self.fits.save(w, job.tenant_id, out)
                 continue
             self.artifacts.insert(w, tenant, out.key, kind=out.kind, media_type=out.media_type, data=out.data,
-                                  user=user, derived_from=out.derived_from, meta={**(out.meta or {}), "job": key})
+                                  user=user, derived_from=out.derived_from, meta={**(out.meta or {}), "job": key},
+                                  actor=f"worker:{worker}"[:255])
         _end(job, "succeeded", progress=1.0)
         job.result = result
         return _record(w.session, job, tenant, user)

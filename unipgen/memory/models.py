@@ -90,9 +90,14 @@ class Tenant(Base):
 
 
 class User(TenantKeyed, Base):
+    """A user of a tenant. `training_consent_at`: when they consented to adapters being trained on
+    their faces and subjects (None: no consent; storing biometric data is a consent of its own,
+    per upload)."""
+
     __tablename__ = "users"
     __table_args__ = (UniqueConstraint("tenant_id", "key"),)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    training_consent_at: Mapped[datetime | None]
 
 
 class Blob(Base):

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from unipgen.errors import ConflictError, InvalidInputError
+from unipgen.memory.audit import audit_entry
 from unipgen.memory.lookups import check_key, insert_missing_users, tenant_id_of, user_id_of
 from unipgen.memory.models import (
     Artifact,
@@ -24,7 +25,7 @@ from unipgen.memory.models import (
     utcnow,
 )
 from unipgen.memory.transaction import Database
-from unipgen.schema.memory import UserSummary
+from unipgen.schema.memory import TrainingConsent, UserSummary
 from unipgen.schema.rules import check_json_value
 
 _VALUE_TYPES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
@@ -85,6 +86,32 @@ class Users:
     def list_tenants(self) -> list[str]:
         with self.db.session() as session:
             return list(session.scalars(select(Tenant.key).order_by(Tenant.key)))
+
+    # -- consent to training ----------------------------------------------------------------
+
+    def training_consent(self, tenant: str, user: str) -> TrainingConsent:
+        """Whether `user` consents to adapters trained on their faces and subjects, and since when."""
+        with self.db.session() as session:
+            since = session.scalar(select(User.training_consent_at).where(User.id == user_id_of(session, tenant, user)))
+        return TrainingConsent(user=user, granted=since is not None, since=since)
+
+    def set_training_consent(self, tenant: str, user: str, granted: bool, *, actor: str = "unipgen") -> TrainingConsent:
+        """Record that `user` gives (`granted`) or withdraws their consent to training, with an
+        audit entry by `actor` in the same transaction. Giving it again keeps the first time.
+        Withdrawing stops new trainings; adapters trained before stay until their sources or
+        they are forgotten."""
+        if not isinstance(granted, bool):
+            raise InvalidInputError(f"training consent must be true or false, not {granted!r}")
+        with self.db.write() as w:
+            row = w.session.get_one(User, user_id_of(w.session, tenant, user))
+            if granted and row.training_consent_at is None:
+                row.training_consent_at = utcnow()
+            elif not granted:
+                row.training_consent_at = None
+            w.session.add(audit_entry(row.tenant_id, actor, "training_consent." + ("grant" if granted else "withdraw"),
+                                      user=user))
+            since = row.training_consent_at
+        return TrainingConsent(user=user, granted=since is not None, since=since)
 
     # -- profile -----------------------------------------------------------------------------
 
@@ -156,6 +183,7 @@ class Users:
         return UserSummary(
             tenant=tenant, user=user, created_at=row.created_at, profile=profile, counts=counts,
             first_event_at=first, last_event_at=last, top_items=list(top_items),
+            training_consent_at=row.training_consent_at,
         )
 
 

@@ -136,6 +136,18 @@ class UserSummary(BaseModel):
     first_event_at: datetime | None = None
     last_event_at: datetime | None = None
     top_items: list[str] = Field(default_factory=list, description="Most interacted-with item texts.")
+    training_consent_at: datetime | None = Field(
+        default=None, description="When the user consented to adapters trained on their faces and subjects "
+                                  "(None: no consent).")
+
+
+class TrainingConsent(BaseModel):
+    """Whether a user consents to adapters being trained on their faces and subjects, and since
+    when. Apart from the consent to storing biometric data, which each face or voice upload gives."""
+
+    user: str
+    granted: bool
+    since: datetime | None = None
 
 
 class FitRecord(BaseModel):
