@@ -130,6 +130,23 @@ class Settings(BaseSettings):
                     "the models); beyond, the process is killed and the request answers 503 `encoder_failed`.",
     )
 
+    # -- protection of photos (Anti-DreamBooth / ASPL, docs/generation.md) ------------------------
+    protect_epsilon: float = Field(
+        default=4.0, gt=0, le=32, description="Most a protected photo's pixel may change, per channel, in 8-bit levels "
+                                              "(4: PSNR of 36 dB or more against the original).",
+    )
+    protect_step_size: float = Field(
+        default=1.0, gt=0, le=32, description="Step of the perturbation search, in 8-bit levels.",
+    )
+    protect_rounds: int = Field(
+        default=10, ge=1, le=1000, description="ASPL rounds (surrogate on clean photos, perturbation steps, surrogate "
+                                               "on protected photos); the paper runs 50.",
+    )
+    protect_pgd_steps: int = Field(default=6, ge=1, le=100, description="Perturbation steps per ASPL round.")
+    protect_surrogate_steps: int = Field(
+        default=3, ge=0, le=100, description="Surrogate fine-tuning steps per phase of an ASPL round.",
+    )
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'unipgen.db').as_posix()}"
 

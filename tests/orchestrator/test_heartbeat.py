@@ -144,6 +144,7 @@ def _training_spec(store: Any, method: str) -> TrainSpec:
         from tests.helpers import png_bytes
 
         store.content.add_subject("ml", "1", "rex", name="Rex", class_noun="dog", images=[png_bytes("red"), png_bytes("blue")])
+        store.users.set_training_consent("ml", "1", True)
         return TrainSpec(method="lora", subject="rex", steps=6, seed=1)
     store.content.add_documents("ml", "1", [{"key": "postcard", "text": "dear friend i love dusty desert towns"},
                                     {"key": "evening", "text": "quiet evenings with coffee and books"}])

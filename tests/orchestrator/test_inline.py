@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import movielens_model
 from unipgen.core.usermodel import UserModel
 from unipgen.demo import PERSONA_SAMPLE
-from unipgen.errors import NotFoundError
+from unipgen.errors import ConsentRequiredError, NotFoundError
 from unipgen.memory import MemoryStore
 from unipgen.orchestrator import InlineGenerator
 from unipgen.schema.generation import GenerationOptions
@@ -101,11 +101,17 @@ def test_subject_lora_is_trained_routed_and_used(tmp_path: Path) -> None:
         model = UserModel(store, "tiny", cache_dir=tmp_path / "cache")
         photos = [(PERSONA_SAMPLE / "subject" / f"dog-0{i}.jpg").read_bytes() for i in range(2)]
         model.add_subject("t", "ann", "rex", name="Rex", class_noun="dog", images=photos)
+        with pytest.raises(ConsentRequiredError, match="'ann' has not consented to training: lora would learn"):
+            train(model, "t", "ann", "lora", steps=3)  # storing the photos is no consent to training on them
+        store.users.set_training_consent("t", "ann", True)
         trained = train(model, "t", "ann", "lora", steps=3)
         [made] = InlineGenerator(model).generate("t", "ann", "image", "Rex on a sofa")
         assert made.plan.method == "lora" and made.plan.adapters == [trained.key]
         assert "sks dog" in made.plan.prompt
         ti = train(model, "t", "ann", "textual-inversion", subject="rex", steps=2)
         assert next(a for a in store.artifacts.artifacts("t", "ann") if a.key == ti.key).meta["token"] == "<rex>"
+        trainings = store.audit.audit_log("t", user="ann", action="trained_adapter")
+        assert [(e.object_key, e.detail["consented"]) for e in trainings] == [(ti.key, ["subject:rex"]),
+                                                                              (trained.key, ["subject:rex"])]
         assert store.privacy.forget_item("t", "subject", "rex", user="ann").residue == []
         assert store.artifacts.artifacts("t", "ann") == []

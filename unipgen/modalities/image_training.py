@@ -68,12 +68,12 @@ def load_pipeline(ref: str) -> Any:
     return pipe
 
 
-def _default_resolution(pipe: Any) -> int:
+def default_resolution(pipe: Any) -> int:
     """The UNet's native image size in pixels (latent size × VAE downscale)."""
     return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
 
 
-def _pixels(data: bytes, resolution: int) -> torch.Tensor:
+def pixels(data: bytes, resolution: int) -> torch.Tensor:
     """One image as a (3, res, res) tensor in [-1, 1]: shortest side resized, then centre-cropped."""
     import numpy as np
     import torch
@@ -92,22 +92,22 @@ def _pixels(data: bytes, resolution: int) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
-def _latents(pipe: Any, images: Sequence[bytes], resolution: int, seed: int) -> torch.Tensor:
+def encode_latents(pipe: Any, images: Sequence[bytes], resolution: int, seed: int) -> torch.Tensor:
     """Scaled VAE latents of `images`, sampled once with a seeded generator (the VAE is frozen)."""
     import torch
 
-    batch = torch.stack([_pixels(data, resolution) for data in images])
+    batch = torch.stack([pixels(data, resolution) for data in images]).to(pipe.vae.device)
     with torch.no_grad():
         dist = pipe.vae.encode(batch).latent_dist
         return dist.sample(generator=torch.Generator().manual_seed(seed)) * pipe.vae.config.scaling_factor
 
 
-def _embed(pipe: Any, prompt: str, count: int) -> torch.Tensor:
+def embed_prompt(pipe: Any, prompt: str, count: int) -> torch.Tensor:
     """Text-encoder hidden states of `prompt`, repeated `count` times (no grad: encoder frozen)."""
     import torch
 
     with torch.no_grad():
-        return pipe.text_encoder(_token_ids(pipe, prompt))[0].repeat(count, 1, 1)
+        return pipe.text_encoder(_token_ids(pipe, prompt).to(pipe.text_encoder.device))[0].repeat(count, 1, 1)
 
 
 def _token_ids(pipe: Any, prompt: str) -> torch.Tensor:
@@ -117,20 +117,21 @@ def _token_ids(pipe: Any, prompt: str) -> torch.Tensor:
                      return_tensors="pt").input_ids
 
 
-def _noise_scheduler(pipe: Any) -> Any:
+def noise_scheduler(pipe: Any) -> Any:
     """A DDPM scheduler with the pipeline's noise schedule: training adds noise, it never samples."""
     from diffusers import DDPMScheduler
 
     return DDPMScheduler.from_config(pipe.scheduler.config)
 
 
-def _denoise_loss(pipe: Any, scheduler: Any, latents: torch.Tensor, states: torch.Tensor,
-                  generator: torch.Generator) -> torch.Tensor:
+def denoise_loss(pipe: Any, scheduler: Any, latents: torch.Tensor, states: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
     """Per-sample MSE of the UNet's prediction (noise or velocity) on noised `latents`."""
     import torch
 
-    noise = torch.randn(latents.shape, generator=generator)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator)
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device)  # drawn on the CPU: same on any device
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],),
+                              generator=generator).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(latents, noise, timesteps)
@@ -162,7 +163,7 @@ def train_dreambooth_lora(ref: str, images: Sequence[bytes], class_noun: str, *,
     if not images:
         raise InvalidInputError("train_dreambooth_lora needs at least one reference image")
     pipe = pipeline if pipeline is not None else load_pipeline(ref)
-    resolution = resolution or _default_resolution(pipe)
+    resolution = resolution or default_resolution(pipe)
     instance_prompt, class_prompt = f"a photo of {token} {class_noun}", f"a photo of {class_noun}"
     digest = fingerprint(kind="dreambooth-lora", ref=ref, images=digests(images), class_noun=class_noun,
                                rank=rank, lr=learning_rate, seed=seed, resolution=resolution, token=token,
@@ -170,10 +171,10 @@ def train_dreambooth_lora(ref: str, images: Sequence[bytes], class_noun: str, *,
                                class_images=digests(class_images or []), class_steps=class_image_steps)
     classes: list[bytes] = []
     if prior_preservation:
-        classes = list(class_images) if class_images else _class_images(
+        classes = list(class_images) if class_images else draw_class_images(
             pipe, class_prompt, num_class_images, resolution, seed, class_image_steps, checkpoint_dir)
     torch.manual_seed(seed)  # the LoRA's initial weights
-    pipe.unet.add_adapter(_lora_config(rank), adapter_name=_ADAPTER_NAME)
+    pipe.unet.add_adapter(lora_config(rank), adapter_name=_ADAPTER_NAME)
     try:
         return _fit_lora(pipe, images, classes, instance_prompt, class_prompt, steps=steps,
                          learning_rate=learning_rate, seed=seed, resolution=resolution, prior_weight=prior_weight,
@@ -187,15 +188,15 @@ def train_dreambooth_lora(ref: str, images: Sequence[bytes], class_noun: str, *,
         pipe.unet.delete_adapters(_ADAPTER_NAME)  # leave a caller's pipeline as it was
 
 
-def _lora_config(rank: int) -> LoraConfig:
+def lora_config(rank: int) -> LoraConfig:
     """The LoRA of diffusers' DreamBooth script: attention projections, Gaussian-initialised A."""
     from peft import LoraConfig
 
     return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=_LORA_TARGETS)
 
 
-def _class_images(pipe: Any, prompt: str, count: int, resolution: int, seed: int, steps: int,
-                  checkpoint_dir: Path | None) -> list[bytes]:
+def draw_class_images(pipe: Any, prompt: str, count: int, resolution: int, seed: int, steps: int = 20,
+                      checkpoint_dir: Path | None = None) -> list[bytes]:
     """`count` PNGs of the plain class drawn by the base pipeline (reused from a checkpoint folder)."""
     import base64
 
@@ -237,17 +238,17 @@ def _fit_lora(pipe: Any, images: Sequence[bytes], classes: list[bytes], instance
     unet = pipe.unet
     params = _lora_parameters(unet)
     optimizer = torch.optim.AdamW(params, lr=learning_rate)
-    latents = _latents(pipe, images, resolution, seed)
-    states = _embed(pipe, instance_prompt, len(images))
+    latents = encode_latents(pipe, images, resolution, seed)
+    states = embed_prompt(pipe, instance_prompt, len(images))
     if classes:
-        latents = torch.cat([latents, _latents(pipe, classes, resolution, seed + 1)])
-        states = torch.cat([states, _embed(pipe, class_prompt, len(classes))])
-    scheduler = _noise_scheduler(pipe)
+        latents = torch.cat([latents, encode_latents(pipe, classes, resolution, seed + 1)])
+        states = torch.cat([states, embed_prompt(pipe, class_prompt, len(classes))])
+    scheduler = noise_scheduler(pipe)
     start, losses = resume_lora(unet, _ADAPTER_NAME, optimizer, loop.checkpoint_dir, fingerprint)
     count = len(images)
 
     def step_fn(step: int) -> float:  # each step's noise depends on (seed, step) only: resumes draw the same
-        per_sample = _denoise_loss(pipe, scheduler, latents, states, output_generator(seed, step))
+        per_sample = denoise_loss(pipe, scheduler, latents, states, output_generator(seed, step))
         loss = per_sample[:count].mean()
         if classes:  # the prior term: keep drawing the plain class as the base model did
             loss = loss + prior_weight * per_sample[count:].mean()
@@ -299,7 +300,7 @@ def train_textual_inversion(ref: str, images: Sequence[bytes], *, token: str = "
     if not images:
         raise InvalidInputError("train_textual_inversion needs at least one reference image")
     pipe = pipeline if pipeline is not None else load_pipeline(ref)
-    resolution = resolution or _default_resolution(pipe)
+    resolution = resolution or default_resolution(pipe)
     digest = fingerprint(kind="textual-inversion", ref=ref, images=digests(images), token=token,
                                initializer=initializer, lr=learning_rate, seed=seed, resolution=resolution)
     token_id = _add_token(pipe, token, initializer)
@@ -343,9 +344,9 @@ def _fit_token(pipe: Any, images: Sequence[bytes], token: str, token_id: int, *,
     keep = torch.ones(table.shape[0], dtype=torch.bool)
     keep[token_id] = False
     optimizer = torch.optim.AdamW([table], lr=learning_rate, weight_decay=0.0)
-    latents = _latents(pipe, images, resolution, seed)
+    latents = encode_latents(pipe, images, resolution, seed)
     ids = _token_ids(pipe, prompt).repeat(len(images), 1)
-    scheduler = _noise_scheduler(pipe)
+    scheduler = noise_scheduler(pipe)
     start = 0
     losses: list[float] = []
     checkpoint = load_checkpoint(loop.checkpoint_dir, fingerprint)
@@ -356,7 +357,7 @@ def _fit_token(pipe: Any, images: Sequence[bytes], token: str, token_id: int, *,
 
     def step_fn(step: int) -> float:
         states = encoder(ids)[0]
-        loss = _denoise_loss(pipe, scheduler, latents, states, output_generator(seed, step)).mean()
+        loss = denoise_loss(pipe, scheduler, latents, states, output_generator(seed, step)).mean()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -377,4 +378,5 @@ def _fit_token(pipe: Any, images: Sequence[bytes], token: str, token_id: int, *,
                                meta={**meta, "steps_done": done, "resumed_from": start})
 
 
-__all__ = ["TrainedImageAdapter", "load_pipeline", "train_dreambooth_lora", "train_textual_inversion"]
+__all__ = ["TrainedImageAdapter", "default_resolution", "denoise_loss", "draw_class_images", "embed_prompt", "encode_latents", "load_pipeline",
+           "lora_config", "noise_scheduler", "pixels", "train_dreambooth_lora", "train_textual_inversion"]

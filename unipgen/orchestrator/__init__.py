@@ -1,4 +1,5 @@
-"""Jobs and the executors that run them: generation, training and fits, in this process or on Ray.
+"""Jobs and the executors that run them: generation, training, fits and the protection of photos,
+in this process or on Ray.
 
 Callers pick an executor by name (`make_executor`, configuration) and submit jobs to it; library
 code generates or trains with one call (`InlineGenerator`, `train`). Every output is made by a
@@ -6,7 +7,7 @@ job's run (`run_claimed`: prepare → the executor's work → finish), whoever r
 below load on first use, so importing this package pulls in no model library (nor Ray).
 
 Modules: `jobs` (the run every executor shares), `generation` (a generation's prepare and
-outputs), `training`, `best_of`, `inline` and `ray_executor` (where the work runs), `executors`
+outputs), `training`, `protection` (photos protected from fine-tuning), `best_of`, `inline` and `ray_executor` (where the work runs), `executors`
 (the choice by name), `ray_cluster`, `chat` (a chat turn), `describe` (an image described in a
 user's style).
 """
@@ -29,6 +30,9 @@ _EXPORTS = {
     "GeneratedArtifact": "generation",
     "train": "training",
     "TrainedArtifact": "training",
+    # Protected copies of a user's photos (Anti-DreamBooth): a job's spec, what a download serves.
+    "protect_spec": "protection",
+    "shared_photo": "protection",
     # A persona-grounded chat turn, streamed (interactive: not a queued job).
     "Chat": "chat",
     "ChatTurn": "chat",
@@ -50,7 +54,8 @@ _EXPORTS = {
 
 __all__ = ["EXECUTORS", "Chat", "ChatTurn", "Describer", "Executor", "GeneratedArtifact", "InlineExecutor", "InlineGenerator", "JobCancelled", "Lease",
            "PreparedGeneration", "QueueExecutor", "RayExecutor", "TrainedArtifact", "finish", "finish_many",
-           "make_executor", "prepare", "prepare_generation", "prepare_many", "record_failure", "run_claimed", "train"]
+           "make_executor", "prepare", "prepare_generation", "prepare_many", "protect_spec", "record_failure",
+           "run_claimed", "shared_photo", "train"]
 
 
 def __getattr__(name: str) -> Any:
@@ -88,5 +93,6 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         record_failure,
         run_claimed,
     )
+    from unipgen.orchestrator.protection import protect_spec, shared_photo
     from unipgen.orchestrator.ray_executor import RayExecutor
     from unipgen.orchestrator.training import TrainedArtifact, train

@@ -17,6 +17,7 @@ from unipgen.modalities.base import Backend
 from unipgen.orchestrator.generation import GeneratedArtifact, PreparedGeneration
 from unipgen.orchestrator.jobs import Lease, Produced, QueueExecutor, Work
 from unipgen.orchestrator.post import PreparedPost, run_post
+from unipgen.orchestrator.protection import ProtectionInputs, run_protection
 from unipgen.orchestrator.training import run_training
 from unipgen.schema.context import Modality, PersonalizationPlan
 from unipgen.schema.generation import GeneratedOutput, GenerationOptions
@@ -58,8 +59,9 @@ class InlineExecutor(QueueExecutor):
             return self.generated(work)
         if isinstance(work, PreparedPost):
             return run_post(self.model, work, self.generated, self.caption)
+        if isinstance(work, ProtectionInputs):
+            return run_protection(work, should_stop=lease)
         return run_training(work, should_stop=lease, progress=self.progress)
-
 
     def generated(self, work: PreparedGeneration) -> list[list[GeneratedOutput]]:
         """The outputs of `work`'s requests (one list per request) by its modality's backend."""

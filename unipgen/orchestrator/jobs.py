@@ -40,6 +40,12 @@ from unipgen.orchestrator.generation import (
     prepared_from,
 )
 from unipgen.orchestrator.post import PostOutputs, PreparedPost, post_artifacts, post_result, prepare_post
+from unipgen.orchestrator.protection import (
+    ProtectedPhotos,
+    ProtectionInputs,
+    prepare_protection,
+    protected_outputs,
+)
 from unipgen.orchestrator.training import (
     TrainedAdapter,
     TrainingInputs,
@@ -47,15 +53,15 @@ from unipgen.orchestrator.training import (
     prepare_training,
 )
 from unipgen.schema.generation import GeneratedOutput
-from unipgen.schema.jobs import FitSpec, GenerateSpec, JobRecord, JobSpec, TrainSpec
+from unipgen.schema.jobs import AnyJobSpec, FitSpec, GenerateSpec, JobRecord, JobSpec, ProtectSpec
 
 log = logging.getLogger("unipgen.orchestrator")
 
-_SPEC: TypeAdapter[GenerateSpec | TrainSpec | FitSpec] = TypeAdapter(JobSpec)
-#: What a job's work is, once its inputs are read: a generation, a training, a fit.
-Work = PreparedGeneration | PreparedPost | TrainingInputs | FitInputs
-#: What the work made: a generation's outputs (one list per request), a post's, an adapter, a fit.
-Produced = list[list[GeneratedOutput]] | PostOutputs | TrainedAdapter | FitOutput
+_SPEC: TypeAdapter[AnyJobSpec] = TypeAdapter(JobSpec)
+#: What a job's work is, once its inputs are read: a generation, a post, a training, a fit, a protection.
+Work = PreparedGeneration | PreparedPost | TrainingInputs | FitInputs | ProtectionInputs
+#: What the work made: a generation's outputs (one list per request), a post's, an adapter, a fit, protected photos.
+Produced = list[list[GeneratedOutput]] | PostOutputs | TrainedAdapter | FitOutput | ProtectedPhotos
 _T = TypeVar("_T")
 
 
@@ -65,7 +71,7 @@ class Executor(Protocol):
     name: str
     worker: str  # the id its job claims carry (`JobRecord.worker`)
 
-    def submit(self, tenant: str, user: str | None, spec: GenerateSpec | TrainSpec | FitSpec, *,
+    def submit(self, tenant: str, user: str | None, spec: AnyJobSpec, *,
                key: str | None = None, max_attempts: int = 3) -> JobRecord: ...
 
     def wait(self, tenant: str, key: str, timeout: float | None = None) -> JobRecord: ...
@@ -147,7 +153,7 @@ class Lease:
                 log.warning("heartbeat of job %s failed", self.job.key, exc_info=True)
 
 
-def parse_spec(job: JobRecord) -> GenerateSpec | TrainSpec | FitSpec:
+def parse_spec(job: JobRecord) -> AnyJobSpec:
     return _SPEC.validate_python(job.spec)
 
 
@@ -164,13 +170,15 @@ def prepare(model: UserModel, job: JobRecord) -> Work:
         return prepare_post(model, job.tenant, _user_of(job), spec)
     if isinstance(spec, GenerateSpec):
         return prepare_generation(model, job.tenant, _user_of(job), spec.modalities[0], spec.instruction, spec.options)
+    if isinstance(spec, ProtectSpec):
+        return prepare_protection(model, job.tenant, _user_of(job), spec)
     return prepare_training(model, job.tenant, _user_of(job), spec.method, subject=spec.subject, steps=spec.steps,
                             seed=spec.seed)
 
 
 def _user_of(job: JobRecord) -> str:
-    """The user of a generate or train job: always one (`submit` checks it; only a fit is the
-    tenant's)."""
+    """The user of a generate, train or protect job: always one (`submit` checks it; only a fit
+    is the tenant's)."""
     assert job.user is not None
     return job.user
 
@@ -253,6 +261,10 @@ def _end_of(model: UserModel, work: Work,
     if isinstance(work, PreparedGeneration):
         outputs = output_artifacts(model, work, produced)  # type: ignore[arg-type]
         return {"artifacts": [o.key for o in outputs], "plan": work.request.plan.model_dump(mode="json")}, outputs
+    if isinstance(produced, ProtectedPhotos):
+        outputs = protected_outputs(produced)
+        return {"artifacts": [o.key for o in outputs], "protects": ":".join(produced.target),
+                "psnr": [meta["psnr"] for meta in produced.metas], "losses": produced.losses}, outputs
     assert isinstance(produced, TrainedAdapter)
     outputs = [OutputArtifact(produced.new_key(), "adapter", produced.media_type, produced.data,
                               produced.derived_from, produced.meta)]
@@ -310,7 +322,7 @@ def run_claimed(model: UserModel, job: JobRecord, worker: str, lease_s: float,
             work = prepared if prepared is not None else prepare(model, job)
             if isinstance(work, TrainingInputs):
                 work = with_checkpoints(work, store.jobs.job_scratch(job.tenant, job.key), checkpoint_every)
-            lease.total_steps = work.steps if isinstance(work, TrainingInputs) else 1
+            lease.total_steps = work.steps if isinstance(work, (TrainingInputs, ProtectionInputs)) else 1
             produced = work_fn(work, lease)
         with lock:  # asked to stop while the work ran: finish_job drops what it made
             return finish(model, job, worker, work, produced)
@@ -350,11 +362,11 @@ class QueueExecutor:
             self._describer = Describer(self.model)
         return self._describer.read(image)[0]
 
-    def submit(self, tenant: str, user: str | None, spec: GenerateSpec | TrainSpec | FitSpec, *,
+    def submit(self, tenant: str, user: str | None, spec: AnyJobSpec, *,
                key: str | None = None, max_attempts: int = 3) -> JobRecord:
-        """Queue a job: a user's (generate, train), or the tenant's (fit: `user` None)."""
+        """Queue a job: a user's (generate, train, protect), or the tenant's (fit: `user` None)."""
         if (user is None) != isinstance(spec, FitSpec):
-            raise InvalidInputError("a fit job is the tenant's (no user); generate and train jobs need a user")
+            raise InvalidInputError("a fit job is the tenant's (no user); generate, train and protect jobs need a user")
         return self.model.store.jobs.submit_job(tenant, user, spec.model_dump(mode="json"), key=key,
                                            max_attempts=max_attempts)
 

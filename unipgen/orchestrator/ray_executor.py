@@ -58,13 +58,14 @@ from unipgen.orchestrator.jobs import (
     run_claimed,
 )
 from unipgen.orchestrator.post import PreparedPost, run_post
+from unipgen.orchestrator.protection import ProtectionInputs, run_protection_task
 from unipgen.orchestrator.ray_cluster import RayCluster, connect
 from unipgen.orchestrator.training import TrainedAdapter, TrainingInputs, modality_of
 from unipgen.schema.jobs import GenerateSpec, JobRecord
 from unipgen.schema.profiles import ComponentSpec
 
 #: Work that runs on its own (a Ray task), not batched with generations on a model actor.
-_ALONE = (TrainingInputs, FitInputs, PreparedPost)
+_ALONE = (TrainingInputs, FitInputs, PreparedPost, ProtectionInputs)
 #: The Ray namespace of the model actors, whatever namespace a driver joined in.
 ACTOR_NAMESPACE = "unipgen"
 
@@ -305,6 +306,11 @@ class RayExecutor(QueueExecutor):
         if isinstance(work, FitInputs):  # numpy and scipy on one CPU of the cluster
             ref = ray.remote(run_fit).options(num_cpus=1, max_retries=0).remote(work)
             return self._await(ref, lease, force_cancel=True)
+        if isinstance(work, ProtectionInputs):  # where the image model runs, like an image training
+            placement = self._placement("image")[1]
+            task = ray.remote(run_protection_task).options(num_cpus=0, num_gpus=placement.get("num_gpus", 0), max_retries=0,
+                                                resources=placement.get("resources", {})).remote(work)
+            return self._await(task, lease, force_cancel=True)
         else:
             placement = self._placement(modality_of(work.method))[1]  # where the modality's model runs
             board = self._board()

@@ -7,6 +7,11 @@
 - ``dpo``: a LoRA of the profile's LM fitted by DPO to the user's feedback on text outputs
   (pairwise choices, and thumbs-up × thumbs-down outputs of the same prompt).
 
+The two methods that learn from a subject's photos need the user's consent to training
+(`store.users.set_training_consent`), apart from their consent to storing photos: without it
+they fail with ``consent_required`` before anything is read, and the store refuses such an
+adapter too (`memory.artifacts`). Every adapter stored is a ``trained_adapter`` audit entry.
+
 Training runs in three steps so that the middle one can run on any worker: `prepare_training`
 reads what the method learns from out of the store (plain data), `run_training` fits the
 adapter without touching the store, and the caller stores the result (`train` here, or a job's
@@ -24,10 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from unipgen.core.usermodel import UserModel
-from unipgen.errors import InvalidInputError, NotFoundError
+from unipgen.errors import ConsentRequiredError, InvalidInputError, NotFoundError
 from unipgen.schema.jobs import TRAINING_METHODS
 
 if TYPE_CHECKING:
+    from unipgen.memory import MemoryStore
     from unipgen.memory.content import SubjectRecord
     from unipgen.modalities.text_preference import PreferencePair, TrainedPreferenceAdapter
     from unipgen.modalities.text_training import TrainedTextAdapter
@@ -35,6 +41,19 @@ if TYPE_CHECKING:
 METHODS = TRAINING_METHODS
 #: The methods that adapt the profile's text model; the others adapt its image model.
 TEXT_METHODS = ("text-lora", "dpo")
+#: The methods that learn from a subject's photos: they need the user's consent to training.
+PHOTO_METHODS = ("lora", "textual-inversion")
+
+
+def require_training_consent(store: MemoryStore, tenant: str, user: str, method: str,
+                             what: str = "their subject's photos") -> None:
+    """Refuse (`ConsentRequiredError`) a method that learns from the user's photos when they have
+    not consented to training; checked before anything is read or loaded."""
+    if method in PHOTO_METHODS and not store.users.training_consent(tenant, user).granted:
+        raise ConsentRequiredError(
+            f"user {user!r} has not consented to training: {method} would learn from {what}; record the "
+            "user's consent to training first (`unipgen users consent USER --training`, "
+            "PUT /v1/users/{user}/training-consent)")
 
 
 def modality_of(method: str) -> str:
@@ -138,6 +157,7 @@ def prepare_training(model: UserModel, tenant: str, user: str, method: str, *, s
         pairs, used = preference_pairs(model, tenant, user)
         return TrainingInputs(**common, pairs=pairs, derived_from=[("artifact", k) for k in used])
     record = _pick_subject(model, tenant, user, subject)
+    require_training_consent(model.store, tenant, user, method, f"their subject {record.key!r}")
     return TrainingInputs(**common, images=[model.store.blobs.get(sha) for sha in record.image_shas],
                           subject=record.key, class_noun=record.class_noun, derived_from=[("subject", record.key)])
 

@@ -94,7 +94,41 @@ class FitSpec(_Frozen):
     reason: str | None = Field(default=None, max_length=500)
 
 
-JobSpec = Annotated[GenerateSpec | TrainSpec | FitSpec, Field(discriminator="kind")]
+class ProtectSpec(_Frozen):
+    """Protect the photos of one of the job's user's subjects (or one face photo) against
+    fine-tuning: an Anti-DreamBooth perturbation found by ASPL against the profile's image model,
+    stored as new images beside the originals (`unipgen.orchestrator.protection`).
+
+    The budget: `epsilon` and `step_size` in 8-bit levels, `rounds` of ASPL, each with
+    `pgd_steps` perturbation steps and `surrogate_steps` surrogate fine-tuning steps. Callers
+    fill them from the settings (`UNIPGEN_PROTECT_*`); the defaults here are the same."""
+
+    kind: Literal["protect"] = "protect"
+    subject: str | None = None
+    face: str | None = None
+    epsilon: float = Field(default=4.0, gt=0, le=32)
+    step_size: float = Field(default=1.0, gt=0, le=32)
+    rounds: int = Field(default=10, ge=1, le=1000)
+    pgd_steps: int = Field(default=6, ge=1, le=100)
+    surrogate_steps: int = Field(default=3, ge=0, le=100)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ProtectSpec:
+        if (self.subject is None) == (self.face is None):
+            raise ValueError("name exactly one of subject or face to protect")
+        if self.step_size > self.epsilon:
+            raise ValueError(f"step_size ({self.step_size}) must not exceed epsilon ({self.epsilon})")
+        return self
+
+    @property
+    def target(self) -> tuple[str, str]:
+        """(kind, key) of what is protected: ("subject", key) or ("face", key)."""
+        return ("subject", self.subject) if self.subject is not None else ("face", self.face or "")
+
+
+AnyJobSpec = GenerateSpec | TrainSpec | FitSpec | ProtectSpec
+JobSpec = Annotated[AnyJobSpec, Field(discriminator="kind")]
 
 
 class JobRecord(BaseModel):
