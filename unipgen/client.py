@@ -31,7 +31,16 @@ from unipgen.schema import api as s
 from unipgen.schema.context import Recommendations, UserContext
 from unipgen.schema.describe import Description
 from unipgen.schema.jobs import JobRecord
-from unipgen.schema.memory import DocumentIn, EventIn, EventRecord, FeedbackIn, FitRecord, ForgetReport, UserSummary
+from unipgen.schema.memory import (
+    DocumentIn,
+    EventIn,
+    EventRecord,
+    FeedbackIn,
+    FitRecord,
+    ForgetReport,
+    TrainingConsent,
+    UserSummary,
+)
 from unipgen.schema.messages import ChatReply, MessageIn
 from unipgen.schema.simulator import PairwiseJudgement
 
@@ -206,16 +215,19 @@ class _Routes:
 
     # -- uploads ---------------------------------------------------------------------------
 
-    def add_face(self, user: str, key: str, image: FileLike, *, consent: bool) -> s.MediaPublic:
-        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/faces", data={"key": key, "consent": str(consent).lower()},
-                                files=[_file("file", image)], parse=_as(s.MediaPublic)))
+    def add_face(self, user: str, key: str, image: FileLike, *, consent: bool, protect: bool = False) -> s.FacePublic:
+        """Upload a face photo (`consent`: to storing it); `protect` also queues its protection from fine-tuning."""
+        data = {"key": key, "consent": str(consent).lower(), "protect": str(protect).lower()}
+        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/faces", data=data, files=[_file("file", image)],
+                                parse=_as(s.FacePublic)))
 
     def faces(self, user: str) -> list[s.MediaPublic]:
         return self._send(_Call("GET", f"/v1/users/{_seg(user)}/faces", parse=_as(list[s.MediaPublic])))
 
-    def face(self, user: str, key: str) -> tuple[bytes, str]:
-        """The photo's bytes and media type (the read is audited)."""
-        return self._send(_Call("GET", f"/v1/users/{_seg(user)}/faces/{_seg(key)}", parse=_bytes))
+    def face(self, user: str, key: str, *, variant: str = "shared") -> tuple[bytes, str]:
+        """The photo's bytes and type (audited): its protected copy if any; `variant="original"`: as uploaded."""
+        return self._send(_Call("GET", f"/v1/users/{_seg(user)}/faces/{_seg(key)}", params={"variant": variant},
+                                parse=_bytes))
 
     def add_voice(self, user: str, key: str, audio: FileLike, *, consent: bool) -> s.MediaPublic:
         return self._send(_Call("POST", f"/v1/users/{_seg(user)}/voices", data={"key": key, "consent": str(consent).lower()},
@@ -228,9 +240,10 @@ class _Routes:
         return self._send(_Call("GET", f"/v1/users/{_seg(user)}/voices/{_seg(key)}", parse=_bytes))
 
     def add_subject(self, user: str, key: str, *, name: str, class_noun: str,
-                    images: Sequence[FileLike]) -> s.SubjectPublic:
-        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/subjects",
-                                data={"key": key, "name": name, "class_noun": class_noun},
+                    images: Sequence[FileLike], protect: bool = False) -> s.SubjectPublic:
+        """Upload a subject with its photos; `protect` queues their protection from fine-tuning."""
+        data = {"key": key, "name": name, "class_noun": class_noun, "protect": str(protect).lower()}
+        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/subjects", data=data,
                                 files=[_file("files", image) for image in images], parse=_as(s.SubjectPublic)))
 
     def subjects(self, user: str) -> list[s.SubjectPublic]:
@@ -245,6 +258,25 @@ class _Routes:
             "seed": str(seed), "max_new_tokens": str(max_new_tokens)}
         return self._send(_Call("POST", f"/v1/users/{_seg(user)}/descriptions", data=data,
                                 files=None if file is None else [_file("file", file)], parse=_as(Description)))
+
+    def subject_photo(self, user: str, key: str, position: int = 0, *, variant: str = "shared") -> tuple[bytes, str]:
+        """A subject's photo (from 0): its protected copy when it has one (`variant="original"`: as uploaded)."""
+        return self._send(_Call("GET", f"/v1/users/{_seg(user)}/subjects/{_seg(key)}/photos/{_seg(position)}",
+                                params={"variant": variant}, parse=_bytes))
+
+    def protect(self, user: str, *, subject: str | None = None, face: str | None = None, seed: int = 0,
+                job_id: str | None = None) -> JobRecord:
+        """Queue the protection of a subject's photos (or a face photo) from fine-tuning (202)."""
+        body = {"subject": subject, "face": face, "seed": seed, "job_id": job_id}
+        return self._send(_Call("POST", f"/v1/users/{_seg(user)}/protections", json=body, parse=_as(JobRecord)))
+
+    def training_consent(self, user: str) -> TrainingConsent:
+        return self._send(_Call("GET", f"/v1/users/{_seg(user)}/training-consent", parse=_as(TrainingConsent)))
+
+    def set_training_consent(self, user: str, granted: bool) -> TrainingConsent:
+        """Record (or withdraw) the user's consent to adapters trained on their faces and subjects."""
+        return self._send(_Call("PUT", f"/v1/users/{_seg(user)}/training-consent", json={"granted": granted},
+                                parse=_as(TrainingConsent)))
 
     # -- jobs ------------------------------------------------------------------------------
 

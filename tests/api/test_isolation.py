@@ -28,6 +28,8 @@ JSON_BODIES = {
     ("POST", "/v1/users/{user}/recommendations"): {"k": 3},
     ("POST", "/v1/users/{user}/generations"): {"modality": "text", "instruction": "hello"},
     ("POST", "/v1/users/{user}/trainings"): {"method": "text-lora", "steps": 1},
+    ("POST", "/v1/users/{user}/protections"): {"subject": "rex"},
+    ("PUT", "/v1/users/{user}/training-consent"): {"granted": True},
 }
 FORMS = {
     ("POST", "/v1/users/{user}/faces"): ({"key": "f9", "consent": "true"}, [("file", ("f.pgm", FACE.read_bytes(), "image/x-portable-anymap"))]),
@@ -80,7 +82,8 @@ def _fill(path: str, ids: dict[str, str]) -> str:
         return path.replace("{key}", ids["job"])
     if "/artifacts/" in path:
         return path.replace("{key}", ids["artifact"])
-    special = {"/faces/{key}": "/faces/me", "/voices/{key}": "/voices/hi", "/{kind}/{key}": "/faces/me"}
+    special = {"/faces/{key}": "/faces/me", "/voices/{key}": "/voices/hi", "/{kind}/{key}": "/faces/me",
+               "/subjects/{key}/photos/{position}": "/subjects/rex/photos/0"}
     for pattern, value in special.items():
         path = path.replace(pattern, value)
     return re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
@@ -106,6 +109,7 @@ def test_every_id_route_hides_other_tenants_data(live: Live, tenant_a: dict[str,
         assert [f.key for f in a.faces("alice")] == ["me"] and [v.key for v in a.voices("alice")] == ["hi"]
         assert [s.key for s in a.subjects("alice")] == ["rex"] and a.job("job-a").status == "succeeded"
         assert a.artifact(tenant_a["artifact"]).kind == "output" and a.profile("alice") == {}
+        assert a.training_consent("alice").granted is False and a.artifacts("alice", kind="protected") == []
     with live.client(tenant_b_key) as b:
         assert b.list_users() == ["alice-b"] and b.jobs() == []
 

@@ -92,6 +92,16 @@ class Service:
         if self.runner is not None:
             self.runner.wake()
 
+    def queue(self, tenant: str, actor: str, user: str | None, spec: Any, key: str | None, action: str,
+              detail: dict[str, Any] | None = None) -> Any:
+        """Submit `spec` as a job of `user` (None: the tenant's), audit it as `action` by `actor`,
+        wake the workers; returns the job's record."""
+        job = self.executor.submit(tenant, user, spec, key=key)
+        self.store.audit.record_audit(tenant, actor, action, user=user, object_kind="job", object_key=job.key,
+                                      detail=detail)
+        self.queued()
+        return job
+
     def close(self) -> None:
         if self.runner is not None:
             self.runner.stop()

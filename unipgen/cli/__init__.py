@@ -1,7 +1,7 @@
 """The `unipgen` command line. With `--json`, a command prints exactly one JSON object.
 
 One module per command group: `data` (ingest, check, purge, demo), `users` (users, events),
-`generate` (context, generate, train, feedback, worker, jobs), `chat`, `describe`, `recommend` (fit, recommend),
+`generate` (context, generate, train, protect, feedback, worker, jobs), `chat`, `describe`, `recommend` (fit, recommend),
 `simulate` (the user simulator), `service` (serve, keys), `evaluation` (eval) and `bench`;
 `common` holds what they share. This module puts
 them together in the order `unipgen --help` lists them. Heavy modules (the store, numpy, faiss)
@@ -32,7 +32,7 @@ def _app() -> typer.Typer:
     app = typer.Typer(help="unipgen: unified personalized generation.", no_args_is_help=True)
     app.callback()(_root)
     for command in (data.check, generate.context, recommend.recommend, recommend.fit, generate.generate,
-                    generate.train, chat.chat, describe.describe, generate.worker, generate.feedback, simulate.simulate, service.serve,
+                    generate.train, generate.protect, chat.chat, describe.describe, generate.worker, generate.feedback, simulate.simulate, service.serve,
                     data.purge, data.demo):
         app.command()(command)
     for group, name in ((data.ingest_app, "ingest"), (users.users_app, "users"), (bench_app, "bench"),

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from unipgen.memory import MemoryStore
     from unipgen.orchestrator import Executor as JobExecutor
     from unipgen.schema.context import Modality
+    from unipgen.schema.jobs import AnyJobSpec, JobRecord
     from unipgen.settings import Settings
 
 MODALITY_ALIASES = {"music": "audio"}  # the CLI says music; the schema's modality is audio
@@ -106,3 +107,34 @@ def user_model(ctx: typer.Context, store: MemoryStore, profile: str, tenant: str
     if missing := model.embed_catalog(tenant) + model.embed_documents(tenant, user):
         typer.echo(f"embedded {missing} catalog items and documents", err=True)
     return model
+
+
+def run_job(ctx: typer.Context, store: MemoryStore, profile: str, executor: str | None, tenant: str, user: str,
+            spec: AnyJobSpec, job_id: str | None, wait: bool, progress: bool = False) -> JobRecord:
+    """Submit a job (idempotent by `job_id`) and, with `wait`, run it; a failed job raises its error."""
+    from unipgen.core.usermodel import UserModel
+    from unipgen.errors import error_from
+
+    store.users.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
+    if not wait:
+        return store.jobs.submit_job(tenant, user, spec.model_dump(mode="json"), key=job_id)
+    model = UserModel(store, profile, cache_dir=cache_dir(ctx))  # the job embeds what its context reads
+    runner = make_runner(ctx, model, executor, progress)
+    try:
+        job = runner.wait(tenant, runner.submit(tenant, user, spec, key=job_id).key)
+    finally:
+        runner.shutdown()
+    if job.status == "failed":
+        raise error_from(job.error or {})
+    return job
+
+
+def artifact_file(store: MemoryStore, tenant: str, key: str) -> dict[str, Any]:
+    """An artifact's key, media type, modality, blob and where it lies (a file, or an s3:// URL),
+    with its scored answer when it is a label."""
+    record = store.artifacts.artifact(tenant, key)
+    found = {"key": key, "media_type": record.media_type, "modality": (record.meta or {}).get("modality"),
+             "blob_sha": record.blob_sha,
+             "path": store.blobs.location(record.blob_sha) if record.blob_sha else None}  # a file, or an s3:// URL
+    label = (record.meta or {}).get("label")
+    return found | ({"label": label} if label else {})

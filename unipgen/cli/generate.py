@@ -1,5 +1,5 @@
-"""Generation and its jobs: build a context (`context`), generate and train as jobs (`generate`,
-`train`), record feedback (`feedback`), run queued jobs (`worker`) and inspect or cancel them
+"""Generation and its jobs: build a context (`context`), generate, train and protect photos as
+jobs (`generate`, `train`, `protect`), record feedback (`feedback`), run queued jobs (`worker`) and inspect or cancel them
 (`jobs`)."""
 
 from __future__ import annotations
@@ -17,18 +17,20 @@ from unipgen.cli.common import (
     Json,
     Tenant,
     Wait,
+    artifact_file,
     cache_dir,
     check_modalities,
     check_request,
     emit,
     make_runner,
     open_store,
+    run_job,
+    settings,
     user_model,
 )
 
 if TYPE_CHECKING:
-    from unipgen.memory import MemoryStore
-    from unipgen.schema.jobs import GenerateSpec, JobRecord, TrainingMethod, TrainSpec
+    from unipgen.schema.jobs import TrainingMethod
 
 jobs_app = typer.Typer(help="Inspect and cancel generation and training jobs.", no_args_is_help=True)
 
@@ -112,8 +114,8 @@ def generate(
     except ValidationError as exc:  # options that do not go together (too many candidates, best-of in a post)
         raise InvalidInputError("; ".join(error["msg"] for error in exc.errors())) from None
     with open_store(ctx) as store:
-        job = _run_job(ctx, store, profile, executor, tenant, user, spec, job_id, wait)
-        artifacts = [_artifact_file(store, tenant, key) for key in (job.result or {}).get("artifacts", [])]
+        job = run_job(ctx, store, profile, executor, tenant, user, spec, job_id, wait)
+        artifacts = [artifact_file(store, tenant, key) for key in (job.result or {}).get("artifacts", [])]
     result = job.result or {}
     payload = {"tenant": tenant, "user": user, "job": job.key, "status": job.status,
                "plan": result.get("plan"), "artifacts": artifacts}
@@ -132,35 +134,6 @@ def _artifact_line(artifact: dict[str, Any]) -> str:
         shares = ", ".join(f"{name} {share:.2f}" for name, share in label["sources"].items())
         line += f"\n  answer: {label['answer']} (from {shares})"
     return line
-
-
-def _run_job(ctx: typer.Context, store: MemoryStore, profile: str, executor: str | None, tenant: str, user: str,
-             spec: GenerateSpec | TrainSpec, job_id: str | None, wait: bool, progress: bool = False) -> JobRecord:
-    """Submit a job (idempotent by `job_id`) and, with `wait`, run it; a failed job raises its error."""
-    from unipgen.core.usermodel import UserModel
-    from unipgen.errors import error_from
-
-    store.users.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
-    if not wait:
-        return store.jobs.submit_job(tenant, user, spec.model_dump(mode="json"), key=job_id)
-    model = UserModel(store, profile, cache_dir=cache_dir(ctx))  # the job embeds what its context reads
-    runner = make_runner(ctx, model, executor, progress)
-    try:
-        job = runner.wait(tenant, runner.submit(tenant, user, spec, key=job_id).key)
-    finally:
-        runner.shutdown()
-    if job.status == "failed":
-        raise error_from(job.error or {})
-    return job
-
-
-def _artifact_file(store: MemoryStore, tenant: str, key: str) -> dict[str, Any]:
-    record = store.artifacts.artifact(tenant, key)
-    found = {"key": key, "media_type": record.media_type, "modality": (record.meta or {}).get("modality"),
-             "blob_sha": record.blob_sha,
-             "path": store.blobs.location(record.blob_sha) if record.blob_sha else None}  # a file, or an s3:// URL
-    label = (record.meta or {}).get("label")
-    return found | ({"label": label} if label else {})
 
 
 def train(
@@ -183,13 +156,49 @@ def train(
         raise InvalidInputError(f"unknown training method {method!r}; one of {list(TRAINING_METHODS)}")
     spec = TrainSpec(method=cast("TrainingMethod", method), subject=subject, steps=steps, seed=seed)  # checked above
     with open_store(ctx) as store:
-        job = _run_job(ctx, store, profile, executor, tenant, user, spec, job_id, wait, progress=not as_json)
+        from unipgen.orchestrator.training import require_training_consent
+
+        require_training_consent(store, tenant, user, method)  # also when only queued (--no-wait)
+        job = run_job(ctx, store, profile, executor, tenant, user, spec, job_id, wait, progress=not as_json)
     result = job.result or {}
     losses = result.get("losses", [])
     payload = {"tenant": tenant, "user": user, "job": job.key, "status": job.status,
                "artifact": (result.get("artifacts") or [None])[0], "method": method, "losses": losses}
     summary = f"{losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps" if losses else job.status
     emit(payload, as_json, f"trained {method} {payload['artifact']}: loss {summary}")
+
+
+def protect(
+    ctx: typer.Context,
+    user: str,
+    subject: Annotated[str | None, typer.Option(help="The subject whose photos to protect.")] = None,
+    face: Annotated[str | None, typer.Option(help="Or: the face photo to protect.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    profile: Annotated[str, typer.Option(help="Model profile whose image model the photos are protected against.")]
+    = "tiny",
+    executor: Executor = None, job_id: JobId = None, wait: Wait = True,
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    """Protect USER's photos of a subject (or a face photo) from fine-tuning (Anti-DreamBooth, ASPL)
+    as a job: the protected copies are stored beside the originals, and downloads serve them.
+    The budget is the settings' (UNIPGEN_PROTECT_EPSILON, _ROUNDS...)."""
+    from pydantic import ValidationError
+
+    from unipgen.errors import InvalidInputError
+    from unipgen.orchestrator.protection import protect_spec
+
+    try:
+        spec = protect_spec(settings(ctx), subject=subject, face=face, seed=seed)
+    except ValidationError as exc:
+        raise InvalidInputError("; ".join(error["msg"] for error in exc.errors())) from None
+    with open_store(ctx) as store:
+        job = run_job(ctx, store, profile, executor, tenant, user, spec, job_id, wait)
+        copies = [artifact_file(store, tenant, key) for key in (job.result or {}).get("artifacts", [])]
+    result = job.result or {}
+    payload = {"tenant": tenant, "user": user, "job": job.key, "status": job.status, "protects": result.get("protects"),
+               "psnr": result.get("psnr", []), "artifacts": copies}
+    text = "\n".join(f"{c['key']} (PSNR {p:.1f} dB): {c['path']}" for c, p in zip(copies, payload["psnr"]))
+    emit(payload, as_json, text or f"job {job.key}: {job.status}")
 
 
 def _job_payload(job: Any) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""Users and their events: list, show, export, import and forget users; list and delete events."""
+"""Users and their events: list, show, export, import and forget users; upload their subjects and
+face photos (optionally protected from fine-tuning); record their consent to training; list and
+delete events."""
 
 from __future__ import annotations
 
@@ -8,9 +10,14 @@ from typing import Annotated, Any
 
 import typer
 
-from unipgen.cli.common import Json, Tenant, emit, open_store
+from unipgen.cli.common import Executor, Json, Tenant, cache_dir, emit, open_store, run_job, settings
 
-users_app = typer.Typer(help="Inspect, export, import and forget users.", no_args_is_help=True)
+users_app = typer.Typer(help="Inspect, export, import and forget users; upload their photos; record consent.",
+                        no_args_is_help=True)
+Protect = Annotated[bool, typer.Option("--protect", help="Protect the photos from fine-tuning (Anti-DreamBooth) "
+                                                         "as a job, run now; downloads serve the protected copies.")]
+Profile = Annotated[str, typer.Option(help="Model profile: its encoders embed the photos, its image model is the "
+                                           "one they are protected against.")]
 events_app = typer.Typer(help="List and delete a user's behavior events.", no_args_is_help=True)
 
 
@@ -36,6 +43,86 @@ def _summary_text(s: dict[str, Any]) -> str:
     lines += [f"  profile {k} = {v!r}" for k, v in s["profile"].items()]
     lines += ["  top items:"] + [f"    - {t}" for t in s["top_items"]] if s["top_items"] else []
     return "\n".join(lines)
+
+
+@users_app.command("consent")
+def users_consent(
+    ctx: typer.Context, user: str,
+    training: Annotated[bool | None, typer.Option("--training/--no-training", help=(
+        "Record USER's consent to adapters trained on their faces and subjects, or withdraw it; "
+        "without either, show it."))] = None,
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    """Show or set USER's consent to training (apart from the consent to storing face photos)."""
+    with open_store(ctx) as store:
+        found = (store.users.training_consent(tenant, user) if training is None
+                 else store.users.set_training_consent(tenant, user, training, actor="cli"))
+    since = f" since {found.since.isoformat()}" if found.since else ""
+    emit(found.model_dump(mode="json"), as_json, f"user {user!r}: training consent {'given' if found.granted else 'not given'}{since}")
+
+
+@users_app.command("add-subject")
+def users_add_subject(
+    ctx: typer.Context, user: str, key: str,
+    photos: Annotated[list[Path], typer.Argument(help="Reference photos of the subject, in order.")],
+    name: Annotated[str, typer.Option(help="What the user calls it (default: KEY).")] = "",
+    class_noun: Annotated[str, typer.Option("--class-noun", help="What it is: dog, backpack...")] = "object",
+    protect: Protect = False, profile: Profile = "tiny", executor: Executor = None,
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    """Store a personal subject of USER (a pet, a bag) with its photos and their image embedding."""
+    images = [path.read_bytes() for path in photos]
+    with open_store(ctx) as store:
+        model = _model(ctx, store, profile, tenant, user)
+        model.add_subject(tenant, user, key, name=name or key, class_noun=class_noun, images=images)
+        job = _protected(ctx, store, profile, executor, tenant, user, "subject", key) if protect else None
+    payload = {"tenant": tenant, "user": user, "subject": key, "images": len(images), "protection": job}
+    emit(payload, as_json, f"stored subject {key!r} with {len(images)} photos" + _protection_text(job))
+
+
+@users_app.command("add-face")
+def users_add_face(
+    ctx: typer.Context, user: str, key: str, photo: Path,
+    consent: Annotated[bool, typer.Option("--consent", help="USER consents to storing this biometric photo.")] = False,
+    protect: Protect = False, profile: Profile = "tiny", executor: Executor = None,
+    tenant: Tenant = "default", as_json: Json = False,
+) -> None:
+    """Store a face photo of USER (biometric: needs --consent) with its identity embedding."""
+    with open_store(ctx) as store:
+        model = _model(ctx, store, profile, tenant, user)
+        model.add_face(tenant, user, key, photo.read_bytes(), consent=consent)
+        job = _protected(ctx, store, profile, executor, tenant, user, "face", key) if protect else None
+    payload = {"tenant": tenant, "user": user, "face": key, "protection": job}
+    emit(payload, as_json, f"stored face {key!r}" + _protection_text(job))
+
+
+def _model(ctx: typer.Context, store: Any, profile: str, tenant: str, user: str) -> Any:
+    from unipgen.core.usermodel import UserModel
+
+    store.users.user_summary(tenant, user)  # unknown tenant or user: fail before loading models
+    return UserModel(store, profile, cache_dir=cache_dir(ctx))
+
+
+def _protected(ctx: typer.Context, store: Any, profile: str, executor: str | None, tenant: str, user: str,
+               kind: str, key: str) -> dict[str, Any]:
+    """Protect what was just stored; if that fails, the upload is undone and the error raised."""
+    from unipgen.orchestrator.protection import protect_spec_of
+
+    try:
+        job = run_job(ctx, store, profile, executor, tenant, user, protect_spec_of(settings(ctx), kind, key), None,
+                      True)
+    except BaseException:
+        store.privacy.forget_item(tenant, kind, key, user=user)
+        raise
+    result = job.result or {}
+    return {"job": job.key, "status": job.status, "artifacts": result.get("artifacts", []), "psnr": result.get("psnr", [])}
+
+
+def _protection_text(job: dict[str, Any] | None) -> str:
+    if job is None:
+        return ""
+    psnr = ", ".join(f"{value:.1f}" for value in job["psnr"])
+    return f"; protected by job {job['job']} ({len(job['artifacts'])} copies, PSNR {psnr} dB)"
 
 
 @users_app.command("export")

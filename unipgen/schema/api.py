@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from unipgen.schema.context import Modality
 from unipgen.schema.generation import GenerationOptions
@@ -226,6 +226,8 @@ class SubjectPublic(BaseModel):
     name: str
     class_noun: str
     images: int
+    protection_job: str | None = Field(default=None, description="Uploaded with protect=true: the job that "
+                                                                  "protects its photos from fine-tuning.")
 
 
 class MediaPublic(BaseModel):
@@ -233,6 +235,40 @@ class MediaPublic(BaseModel):
 
     key: str
     media_type: str
+
+
+class FacePublic(MediaPublic):
+    """An uploaded face photo."""
+
+    protection_job: str | None = Field(default=None, description="Uploaded with protect=true: the job that "
+                                                                  "protects it from fine-tuning.")
+
+
+class ProtectionCreate(_In):
+    """Protect one subject's photos, or one face photo, from fine-tuning, as a job. The budget
+    (epsilon, rounds...) is the service's settings (`UNIPGEN_PROTECT_*`)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"subject": "rex"}]})
+
+    subject: PublicId | None = None
+    face: PublicId | None = None
+    seed: int = 0
+    job_id: PublicId | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ProtectionCreate:
+        if (self.subject is None) == (self.face is None):
+            raise ValueError("name exactly one of subject or face to protect")
+        return self
+
+
+class TrainingConsentUpdate(_In):
+    """The user gives (true) or withdraws (false) their consent to adapters trained on their
+    faces and subjects."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"granted": True}]})
+
+    granted: bool
 
 
 class AuditPublic(BaseModel):
@@ -253,6 +289,7 @@ class Health(BaseModel):
 
 __all__ = [
     "ApiKeyCreate", "ApiKeyCreated", "ApiKeyPublic", "ArtifactPublic", "AuditPublic", "ContextRequest", "Count",
-    "DocumentsCreate", "ErrorBody", "EventsCreate", "GenerationCreate", "Health", "ItemsCreate", "MediaPublic",
-    "ProfileValue", "SubjectPublic", "TenantCreate", "TenantPublic", "TrainingCreate", "UserCreate", "UserPublic",
+    "DocumentsCreate", "ErrorBody", "EventsCreate", "FacePublic", "GenerationCreate", "Health", "ItemsCreate", "MediaPublic",
+    "ProfileValue", "ProtectionCreate", "SubjectPublic", "TenantCreate", "TenantPublic", "TrainingConsentUpdate",
+    "TrainingCreate", "UserCreate", "UserPublic",
 ]

@@ -1,21 +1,21 @@
-"""Generations, training and fits as jobs: create (202, idempotent by `job_id`), poll, cancel,
-and follow progress as server-sent events; the tenant's fits of its behavior space."""
+"""Generations, training, protections of photos and fits as jobs: create (202, idempotent by
+`job_id`), poll, cancel, and follow progress as server-sent events; the tenant's fits of its
+behavior space."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from unipgen.api.deps import Caller, CallerDep, ServiceDep
-from unipgen.api.service import Service
+from unipgen.api.deps import CallerDep, ServiceDep
 from unipgen.errors import NotFoundError
-from unipgen.schema.api import FitCreate, GenerationCreate, TrainingCreate
+from unipgen.schema.api import ErrorBody, FitCreate, GenerationCreate, ProtectionCreate, TrainingCreate
 from unipgen.schema.jobs import FitSpec, GenerateSpec, JobRecord, JobStatus, TrainSpec
 from unipgen.schema.memory import FitRecord
 
@@ -27,14 +27,31 @@ SSE_POLL_S = 0.25
 def create_generation(user: str, body: GenerationCreate, svc: ServiceDep, who: CallerDep) -> JobRecord:
     """Queue a personalized generation; poll `GET /v1/jobs/{key}` or follow its events."""
     spec = GenerateSpec(modality=body.modality, instruction=body.instruction, options=body.options)
-    return _queue(svc, who, user, spec, body.job_id, "generate", {"modality": spec.modality})
+    return svc.queue(who.tenant, who.actor, user, spec, body.job_id, "generate", {"modality": spec.modality})
 
 
-@router.post("/users/{user}/trainings", status_code=status.HTTP_202_ACCEPTED, response_model=JobRecord)
+@router.post("/users/{user}/trainings", status_code=status.HTTP_202_ACCEPTED, response_model=JobRecord,
+             responses={403: {"model": ErrorBody, "description": "`consent_required`: the user has not consented "
+                                                                 "to training on their photos."}})
 def create_training(user: str, body: TrainingCreate, svc: ServiceDep, who: CallerDep) -> JobRecord:
-    """Queue the training of a personal adapter (LoRA, textual inversion, DPO...)."""
+    """Queue the training of a personal adapter (LoRA, textual inversion, DPO...). A method that
+    learns from a subject's photos needs the user's consent to training (403 `consent_required`),
+    checked again when the job runs."""
+    from unipgen.orchestrator.training import require_training_consent
+
+    require_training_consent(svc.store, who.tenant, user, body.method)
     spec = TrainSpec(method=body.method, subject=body.subject, steps=body.steps, seed=body.seed)
-    return _queue(svc, who, user, spec, body.job_id, "train", {"method": body.method})
+    return svc.queue(who.tenant, who.actor, user, spec, body.job_id, "train", {"method": body.method})
+
+
+@router.post("/users/{user}/protections", status_code=status.HTTP_202_ACCEPTED, response_model=JobRecord)
+def create_protection(user: str, body: ProtectionCreate, svc: ServiceDep, who: CallerDep) -> JobRecord:
+    """Protect a subject's photos (or a face photo) from fine-tuning (Anti-DreamBooth): the job
+    stores protected copies, which the photo downloads then serve."""
+    from unipgen.orchestrator.protection import protect_spec
+
+    spec = protect_spec(svc.settings, subject=body.subject, face=body.face, seed=body.seed)
+    return svc.queue(who.tenant, who.actor, user, spec, body.job_id, "protect", {"target": ":".join(spec.target)})
 
 
 @router.post("/fits", status_code=status.HTTP_202_ACCEPTED, response_model=JobRecord)
@@ -44,17 +61,7 @@ def create_fit(body: FitCreate, svc: ServiceDep, who: CallerDep) -> JobRecord:
 
     fit_config_for(svc.store, who.tenant, body.config)  # a bad setting is refused now (422), not when it runs
     spec = FitSpec(config=body.config, reason="on demand (POST /v1/fits)")
-    return _queue(svc, who, None, spec, body.job_id, "fit")
-
-
-def _queue(svc: Service, who: Caller, user: str | None, spec: GenerateSpec | TrainSpec | FitSpec,
-           key: str | None, action: str, detail: dict[str, Any] | None = None) -> JobRecord:
-    """Submit `spec` as a job of `user` (None: the tenant's), audit it as `action`, wake the workers."""
-    job = svc.executor.submit(who.tenant, user, spec, key=key)
-    svc.store.audit.record_audit(who.tenant, who.actor, action, user=user, object_kind="job", object_key=job.key,
-                                 detail=detail)
-    svc.queued()
-    return job
+    return svc.queue(who.tenant, who.actor, None, spec, body.job_id, "fit")
 
 
 @router.get("/fits", response_model=list[FitRecord])
