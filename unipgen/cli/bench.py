@@ -107,6 +107,16 @@ BENCHMARKS = {
                        "Recommend p50/p99 over a 100k-item catalog beside numpy brute force; fit and refit time and\n"
                        "    peak memory at 100k users x 50k items x 10M events.",
                        (_quick("20k items and a 10k x 5k x 200k fit (a smoke run)."),)),
+    "protect": Bench(
+        "unipgen.bench.protect:run",
+        "Photos protected from fine-tuning (ASPL): a DreamBooth-LoRA's loss on the clean photos when trained on "
+        "clean, noised or protected ones; PSNR.",
+        (_data("DreamBench-layout folder; default ../shared/data/dreambench."),
+         Option("profile", Annotated[str, typer.Option(
+             help="Model profile whose image model is protected against and attacks: tiny, cpu, gpu or a .toml.")],
+                "tiny"),
+         Option("subjects", Annotated[int | None, typer.Option(help="How many subjects (default 4).")], None),
+         _quick("1 subject, 2 photos, 1 round, a 2-step attack (a harness check)."))),
     "textpersonalization": Bench(
         "unipgen.bench.textpersonalization:run",
         "LaMP-style tagging with SmolLM2: no history vs retrieved history (RAG) vs a per-user LoRA.",

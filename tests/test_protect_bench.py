@@ -1,0 +1,67 @@
+"""`unipgen bench protect` end to end on a synthetic DreamBench-layout folder (quick: the harness,
+not the figures; docs/benchmarks.md has those): every key the docs quote, the PSNR the budget
+promises, the control's noise, and the command's JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("diffusers")
+
+from tests.helpers import photo_png  # noqa: E402
+
+CLASSES = """Classes
+
+subject_name,class
+rex,dog
+
+Prompts
+
+Object Prompts
+
+prompt_list = [
+'a {0} {1} in the jungle'.format(unique_token, class_token),
+]
+
+Live Subject Prompts
+
+prompt_list = [
+'a {0} {1} in the snow'.format(unique_token, class_token),
+]
+"""
+
+
+@pytest.fixture(scope="module")
+def dreambench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("dreambench")
+    (root / "prompts_and_classes.txt").write_text(CLASSES)
+    (root / "rex").mkdir()
+    for n in range(3):
+        (root / "rex" / f"0{n}.png").write_bytes(photo_png(30 + n, (80, 64)))
+    return root
+
+
+def test_the_harness_reports_losses_gaps_and_psnr(dreambench: Path) -> None:
+    from typer.testing import CliRunner
+
+    from unipgen.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "protect", "--quick", "--data", str(dreambench), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    [(name, row)] = report["subjects"].items()
+    assert (name, row["class"], row["photos"], report["draws"]) == ("rex", "dog", 2, 2)
+    assert report["budget"]["rounds"] == 1 and report["attack"]["steps"] == 2 and report["model"] == "tiny-random"
+    assert 20 * math.log10(255 / 4) <= row["psnr"]["min"] <= row["psnr"]["mean"] and row["max_change"] <= 4
+    # Every channel of the control moves by 4 (less where clipped at 0 or 255): more than the protection.
+    assert 20 * math.log10(255 / 4) <= row["control_psnr"] < row["psnr"]["mean"]
+    assert set(row["loss"]) == {"base", "clean", "control", "protected"} and len(row["aspl_losses"]) == 1
+    assert row["gap"] == pytest.approx(row["loss"]["protected"] - row["loss"]["clean"], abs=2e-6)
+    summary = report["summary"]
+    assert summary["subjects"] == 1 and summary["min_psnr"] == row["psnr"]["min"]
+    assert summary["passed"] == (row["gap"] > 0 and row["psnr"]["min"] >= 35.0)
+    assert {"cpu", "torch", "diffusers", "torch_threads"} <= report["machine"].keys()
