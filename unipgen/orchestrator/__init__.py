@@ -7,9 +7,9 @@ job's run (`run_claimed`: prepare → the executor's work → finish), whoever r
 below load on first use, so importing this package pulls in no model library (nor Ray).
 
 Modules: `jobs` (the run every executor shares), `generation` (a generation's prepare and
-outputs), `training`, `protection` (photos protected from fine-tuning), `best_of`, `inline` and `ray_executor` (where the work runs), `executors`
-(the choice by name), `ray_cluster`, `chat` (a chat turn), `describe` (an image described in a
-user's style).
+outputs), `training`, `protection` (photos protected from fine-tuning), `best_of`, `inline` and
+`ray_executor` (where the work runs), `executors` (the choice by name), `ray_cluster`, `chat` (a
+chat turn), `describe` (an image described in a user's style).
 """
 
 from __future__ import annotations
