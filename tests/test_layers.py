@@ -17,10 +17,10 @@ ALLOWED = {
     "eval": SHARED | {"memory", "core", "modalities", "orchestrator"},
     "api": SHARED | {"memory", "core", "orchestrator"},
     # Benchmarks measure everything below, the service and its SDK included; only the CLI imports them.
-    "bench": SHARED | {"memory", "core", "modalities", "orchestrator", "eval", "api", "client"},
+    "bench": SHARED | {"memory", "core", "modalities", "orchestrator", "eval", "api", "client", "client_events"},
 }
 #: Single-module layers: the SDK needs only the shared types (a client installs without the models).
-MODULES = {"client": {"errors", "schema"}}
+MODULES = {"client": {"errors", "schema", "client_events"}, "client_events": {"errors", "schema"}}
 
 
 def _unipgen_imports(path: Path) -> set[str]:

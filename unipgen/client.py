@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, TypeAdapter
 
+from unipgen.client_events import EventReader, chat_event
 from unipgen.errors import UnipgenError, error_from
 from unipgen.schema import api as s
 from unipgen.schema.context import Recommendations, UserContext
@@ -41,7 +42,7 @@ from unipgen.schema.memory import (
     TrainingConsent,
     UserSummary,
 )
-from unipgen.schema.messages import ChatReply, MessageIn
+from unipgen.schema.messages import MessageIn
 from unipgen.schema.simulator import PairwiseJudgement
 
 #: A file to upload: a path, raw bytes, or (filename, bytes, media type).
@@ -392,7 +393,7 @@ class Client(_Routes):
         `ChatReply`); an error after the stream started raises it like any call."""
         body = {"text": text, "session": session, "seed": seed}
         for event, data in self._events("POST", f"/v1/users/{_seg(user)}/chat", body):
-            yield _chat_event(event, data)
+            yield chat_event(event, data)
 
     def _events(self, method: str, path: str, body: Any = None) -> Iterator[tuple[str, Any]]:
         """A route's server-sent events as (event, JSON data); an error status raises first."""
@@ -400,7 +401,7 @@ class Client(_Routes):
             if response.status_code >= 400:
                 response.read()
                 _raise_for(response)
-            reader = _SSE()
+            reader = EventReader()
             for line in response.iter_lines():
                 if (done := reader.feed(line)) is not None:
                     yield done
@@ -448,14 +449,14 @@ class AsyncClient(_Routes):
         """`Client.chat`, as an async iterator."""
         body = {"text": text, "session": session, "seed": seed}
         async for event, data in self._events("POST", f"/v1/users/{_seg(user)}/chat", body):
-            yield _chat_event(event, data)
+            yield chat_event(event, data)
 
     async def _events(self, method: str, path: str, body: Any = None) -> AsyncIterator[tuple[str, Any]]:
         async with self._http.stream(method, path, json=body, timeout=None) as response:
             if response.status_code >= 400:
                 await response.aread()
                 _raise_for(response)
-            reader = _SSE()
+            reader = EventReader()
             async for line in response.aiter_lines():
                 if (done := reader.feed(line)) is not None:
                     yield done
@@ -468,33 +469,6 @@ class AsyncClient(_Routes):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-class _SSE:
-    """Reads server-sent events line by line: `feed` returns an (event, JSON data) when one ends."""
-
-    def __init__(self) -> None:
-        self.event: str = "message"
-        self.data: list[str] = []
-
-    def feed(self, line: str) -> tuple[str, Any] | None:
-        if line.startswith("event:"):
-            self.event = line[6:].strip()
-        elif line.startswith("data:"):
-            self.data.append(line[5:].strip())
-        elif not line and self.data:
-            done = self.event, json.loads("\n".join(self.data))
-            self.event, self.data = "message", []
-            return done
-        return None
-
-
-def _chat_event(event: str, data: dict[str, Any]) -> tuple[str, Any]:
-    if event == "error":
-        raise error_from(data)
-    if event == "end":
-        return event, ChatReply.model_validate(data)
-    return event, data["text"]
 
 
 __all__ = ["AsyncClient", "Client"]
