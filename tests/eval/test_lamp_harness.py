@@ -129,6 +129,9 @@ def test_rating_jsonl_mae_by_hand(tmp_path: Path) -> None:
     assert scores["mae"] == pytest.approx(8.5 / 4)
     assert scores["rmse"] == pytest.approx(math.sqrt((1 + 0 + 12.25 + 16) / 4))
     assert scores["unparsed"] == 0.25
+    by_user = lamp.scores_by_user(task, {"x": ["5", "2", "1", "5"]})  # MAE per user: 0, 0, 3.5, 4
+    assert [row["x"] for row in by_user.values()] == [0.0, 0.0, 3.5, 4.0]
+    assert all(math.copysign(1.0, row["x"]) == 1.0 for row in by_user.values())  # never -0.0
 
 
 def test_a_rating_task_from_movielens_is_scored_beside_the_users_mean(tmp_path: Path) -> None:

@@ -190,7 +190,9 @@ def scores_by_user(task: Task, answers: dict[str, list[str]]) -> dict[str, dict[
         mine = [i for i, q in enumerate(task.questions) if q.user == user]
         if mine:
             rows[user] = {"questions": len(mine), "profile": len(task.profiles[user])} | {
-                method: round(sign * sum(flags[i] for i in mine) / len(mine), 3) for method, flags in values.items()}
+                # + 0.0: an exact rating's MAE is 0.0, not the -0.0 that negating its goodness gives
+                method: round(sign * sum(flags[i] for i in mine) / len(mine), 3) + 0.0
+                for method, flags in values.items()}
     return rows
 
 
