@@ -37,6 +37,7 @@ from unipgen.modalities.image_training import (
     embed_prompt,
     load_pipeline,
     lora_config,
+    lora_parameters,
     noise_scheduler,
 )
 from unipgen.modalities.seeding import output_generator
@@ -143,7 +144,7 @@ class _Search:
         self.deltas = [torch.zeros((3, resolution, resolution), device=device) for _ in self.originals]
         self.scheduler = noise_scheduler(pipe)
         self.states = embed_prompt(pipe, prompt, len(originals))
-        self.params = _lora_parameters(pipe.unet)
+        self.params = lora_parameters(pipe.unet, _ADAPTER)
         self.optimizer = torch.optim.AdamW(self.params, lr=budget.learning_rate)
         with torch.no_grad():
             self.clean = self.encode(self.originals, 0)
@@ -228,14 +229,6 @@ class _Search:
             for param in self.params:
                 param.requires_grad_(True)
         return value
-
-
-def _lora_parameters(unet: Any) -> list[torch.nn.Parameter]:
-    unet.requires_grad_(False)
-    params = [param for name, param in unet.named_parameters() if "lora_" in name and _ADAPTER in name]
-    for param in params:
-        param.requires_grad_(True)
-    return params
 
 
 def _prepare(image: torch.Tensor, resolution: int) -> torch.Tensor:

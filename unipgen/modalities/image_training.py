@@ -220,10 +220,10 @@ def draw_class_images(pipe: Any, prompt: str, count: int, resolution: int, seed:
     return pngs
 
 
-def _lora_parameters(unet: Any) -> list[torch.nn.Parameter]:
-    """The trainable LoRA parameters (everything else in the UNet stays frozen)."""
+def lora_parameters(unet: Any, adapter: str = _ADAPTER_NAME) -> list[torch.nn.Parameter]:
+    """The trainable parameters of the UNet's LoRA `adapter` (everything else stays frozen)."""
     unet.requires_grad_(False)
-    params = [param for name, param in unet.named_parameters() if "lora_" in name and _ADAPTER_NAME in name]
+    params = [param for name, param in unet.named_parameters() if "lora_" in name and adapter in name]
     for param in params:
         param.requires_grad_(True)
     return params
@@ -236,7 +236,7 @@ def _fit_lora(pipe: Any, images: Sequence[bytes], classes: list[bytes], instance
     import torch
 
     unet = pipe.unet
-    params = _lora_parameters(unet)
+    params = lora_parameters(unet)
     optimizer = torch.optim.AdamW(params, lr=learning_rate)
     latents = encode_latents(pipe, images, resolution, seed)
     states = embed_prompt(pipe, instance_prompt, len(images))
@@ -379,4 +379,4 @@ def _fit_token(pipe: Any, images: Sequence[bytes], token: str, token_id: int, *,
 
 
 __all__ = ["TrainedImageAdapter", "default_resolution", "denoise_loss", "draw_class_images", "embed_prompt", "encode_latents", "load_pipeline",
-           "lora_config", "noise_scheduler", "pixels", "train_dreambooth_lora", "train_textual_inversion"]
+           "lora_config", "lora_parameters", "noise_scheduler", "pixels", "train_dreambooth_lora", "train_textual_inversion"]
