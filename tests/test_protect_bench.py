@@ -1,6 +1,7 @@
 """`unipgen bench protect` end to end on a synthetic DreamBench-layout folder (quick: the harness,
 not the figures; docs/benchmarks.md has those): every key the docs quote, the PSNR the budget
-promises, the control's noise, and the command's JSON."""
+promises, the control's noise, the tiny model pre-trained on the subject not evaluated, and the
+command's JSON."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ CLASSES = """Classes
 
 subject_name,class
 rex,dog
+bag,backpack
 
 Prompts
 
@@ -40,8 +42,10 @@ def dreambench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("dreambench")
     (root / "prompts_and_classes.txt").write_text(CLASSES)
     (root / "rex").mkdir()
+    (root / "bag").mkdir()
     for n in range(3):
         (root / "rex" / f"0{n}.png").write_bytes(photo_png(30 + n, (80, 64)))
+        (root / "bag" / f"0{n}.png").write_bytes(photo_png(40 + n, (64, 72)))
     return root
 
 
@@ -54,13 +58,20 @@ def test_the_harness_reports_losses_gaps_and_psnr(dreambench: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     [(name, row)] = report["subjects"].items()
-    assert (name, row["class"], row["photos"], report["draws"]) == ("rex", "dog", 2, 2)
-    assert report["budget"]["rounds"] == 1 and report["attack"]["steps"] == 2 and report["model"] == "tiny-random"
+    # The first subject (objects first) is evaluated; the model is pre-trained on the other one's photos.
+    assert (name, row["class"], row["photos"], report["draws"]) == ("bag", "backpack", 2, 2)
+    assert report["budget"]["rounds"] == 1 and report["attack"]["steps"] == 2 and report["model"] == "tiny-pretrained"
+    assert report["pretraining"]["subjects"] == ["rex"] and report["pretraining"]["photos"] == 3
+    assert report["budget"]["learning_rate"] == report["attack"]["learning_rate"]  # the surrogate learns as the attacker
     assert 20 * math.log10(255 / 4) <= row["psnr"]["min"] <= row["psnr"]["mean"] and row["max_change"] <= 4
     # Every channel of the control moves by 4 (less where clipped at 0 or 255): more than the protection.
     assert 20 * math.log10(255 / 4) <= row["control_psnr"] < row["psnr"]["mean"]
     assert set(row["loss"]) == {"base", "clean", "control", "protected"} and len(row["aspl_losses"]) == 1
     assert row["gap"] == pytest.approx(row["loss"]["protected"] - row["loss"]["clean"], abs=2e-6)
+    assert set(row["loss_low_t"]) == set(row["loss"])  # None where no draw fell below LOW_T
+    low = row["loss_low_t"]
+    assert row["gap_low_t"] is None if low["clean"] is None else \
+        row["gap_low_t"] == pytest.approx(low["protected"] - low["clean"], abs=2e-6)
     summary = report["summary"]
     assert summary["subjects"] == 1 and summary["min_psnr"] == row["psnr"]["min"]
     assert summary["passed"] == (row["gap"] > 0 and row["psnr"]["min"] >= 35.0)

@@ -116,7 +116,7 @@ BENCHMARKS = {
              help="Model profile whose image model is protected against and attacks: tiny, cpu, gpu or a .toml.")],
                 "tiny"),
          Option("subjects", Annotated[int | None, typer.Option(help="How many subjects (default 4).")], None),
-         _quick("1 subject, 2 photos, 1 round, a 2-step attack (a harness check)."))),
+         _quick("1 subject, 2 photos, 1 round, a 2-step attack and pre-training (a harness check)."))),
     "textpersonalization": Bench(
         "unipgen.bench.textpersonalization:run",
         "LaMP-style tagging with SmolLM2: no history vs retrieved history (RAG) vs a per-user LoRA.",
