@@ -199,6 +199,32 @@ def test_training_on_ray_reports_progress_and_stops_when_cancelled(executor: Ray
     assert not [a for a in model.store.artifacts.artifacts("ml", "2") if (a.meta or {}).get("job") == job.key]
 
 
+def test_a_protection_on_ray_stores_the_copies_inline_makes(cluster: Any, tmp_path: Path) -> None:
+    """A protect job runs as a Ray task (the tiny profile: no GPU share to wait for) and stores
+    the same protected bytes, with the same lineage, as the inline executor."""
+    from tests.helpers import photo_png
+    from unipgen.schema.jobs import ProtectSpec
+
+    quick = ProtectSpec(subject="rex", rounds=1, pgd_steps=1, surrogate_steps=0, step_size=4.0)
+    with MemoryStore.open(Settings(home=tmp_path / "store")) as store:
+        store.users.create_tenant("t")
+        for user in ("ann", "bob"):
+            store.users.create_user("t", user)
+            store.content.add_subject("t", user, "rex", name="Rex", class_noun="dog", images=[photo_png(11, (64, 48))])
+        model = UserModel(store, "tiny", cache_dir=tmp_path / "cache")
+        runner = RayExecutor(model, cluster=cluster, lease_s=30, backoff_s=0.0, poll_s=0.2)
+        try:
+            on_ray = runner.wait("t", runner.submit("t", "ann", quick).key)
+        finally:
+            runner.shutdown()
+        here = InlineExecutor(model).wait("t", InlineExecutor(model).submit("t", "bob", quick).key)
+        assert on_ray.status == here.status == "succeeded", (on_ray.error, here.error)
+        [ray_copy], [inline_copy] = ([store.artifacts.artifact("t", key) for key in job.result["artifacts"]]
+                                     for job in (on_ray, here))
+        assert ray_copy.blob_sha == inline_copy.blob_sha
+        assert ray_copy.kind == inline_copy.kind == "protected" and ray_copy.derived_from == [("subject", "rex")]
+
+
 # -- which addresses the cluster's processes listen on (from /proc, no extra packages) ------------
 
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
