@@ -212,11 +212,10 @@ def test_a_protection_on_ray_stores_the_copies_inline_makes(cluster: Any, tmp_pa
             store.users.create_user("t", user)
             store.content.add_subject("t", user, "rex", name="Rex", class_noun="dog", images=[photo_png(11, (64, 48))])
         model = UserModel(store, "tiny", cache_dir=tmp_path / "cache")
+        # Not shut down: this module's cluster was started here, so `shutdown` would stop it
+        # under the other tests; the `cluster` fixture stops it, and all on it, at the end.
         runner = RayExecutor(model, cluster=cluster, lease_s=30, backoff_s=0.0, poll_s=0.2)
-        try:
-            on_ray = runner.wait("t", runner.submit("t", "ann", quick).key)
-        finally:
-            runner.shutdown()
+        on_ray = runner.wait("t", runner.submit("t", "ann", quick).key)
         here = InlineExecutor(model).wait("t", InlineExecutor(model).submit("t", "bob", quick).key)
         assert on_ray.status == here.status == "succeeded", (on_ray.error, here.error)
         [ray_copy], [inline_copy] = ([store.artifacts.artifact("t", key) for key in job.result["artifacts"]]
