@@ -127,6 +127,18 @@ def ray_cluster() -> Iterator[LoopbackCluster]:
         yield cluster
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`): each module's
+    tests go to one worker, so its module fixtures (tiny models, stores) are built once, and the
+    modules on the session's Ray cluster all go to the same worker, so one cluster starts."""
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    on_ray = {module(item) for item in items if "ray_cluster" in getattr(item, "fixturenames", ())}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("ray-cluster" if module(item) in on_ray else module(item)))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """With UNIPGEN_NO_SKIPS=1 (CI sets it), a skipped test fails the run: every check the suite
     promises must run where CI runs (.ci/run installs what the skipping tests need)."""

@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     protect_surrogate_steps: int = Field(
         default=3, ge=0, le=100, description="Surrogate fine-tuning steps per phase of an ASPL round.",
     )
+    protect_method: Literal["misalign", "aspl"] = Field(
+        default="misalign", description="The perturbation search: `misalign` turns a fine-tune's gradient on the "
+                                        "protected photos against the real ones (the one `bench protect` shows to "
+                                        "work on the tiny model); `aspl`, the paper's, raises the surrogate's loss.",
+    )
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'unipgen.db').as_posix()}"

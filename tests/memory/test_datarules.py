@@ -150,6 +150,7 @@ def test_no_match_deletes_nothing_and_no_filter_deletes_all(history: MemoryStore
 
 @pytest.mark.parametrize(("options", "error", "message"), [
     ({"ids": [10**9]}, NotFoundError, "unknown event 1000000000"),
+    ({"ids": [1, 2**64]}, NotFoundError, f"unknown event {2**64}"),  # beyond SQL's integers (found by fuzzing)
     ({"type": "poke"}, InvalidInputError, "unknown event type 'poke'"),
     ({"item": "nope"}, NotFoundError, "unknown item 'nope'"),
     ({"since": datetime(2020, 1, 1)}, InvalidInputError, "aware datetimes"),

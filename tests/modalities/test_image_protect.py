@@ -1,4 +1,4 @@
-"""Anti-DreamBooth protection (ASPL) on the tiny random Stable Diffusion: the protected photos keep
+"""Anti-DreamBooth protection (misalign, ASPL) on the tiny random Stable Diffusion: the protected photos keep
 their size, stay within the budget (so above the PSNR it promises) and use it, are the same for
 the same seed, and leave the pipeline as it was."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from unipgen.modalities.image import TINY_SD
 from unipgen.modalities.image_protect import ProtectionBudget, protect_images, psnr
 from unipgen.modalities.image_training import load_pipeline
 
-SMALL = ProtectionBudget(rounds=2, pgd_steps=2, surrogate_steps=1, step_size=2.0)
+SMALL = ProtectionBudget(rounds=2, pgd_steps=2, surrogate_steps=1, step_size=2.0)  # misalign, the default
 
 
 def pixels(data: bytes) -> Any:
@@ -105,3 +106,58 @@ def test_psnr() -> None:
     image = np.full((4, 4, 3), 100, dtype=np.uint8)
     assert psnr(image, image) == math.inf
     assert psnr(image, image + 4) == pytest.approx(20 * math.log10(255 / 4))
+
+
+def _gradient_cosine(pipe: Any, photos: list[bytes], against: list[bytes], draws: int = 8) -> float:
+    """Cosine of a fresh surrogate LoRA's DreamBooth gradient on `photos` and on `against`, over
+    the same fixed draws of noise and timestep (the LoRA seeded as `protect_images` seeds it)."""
+    from unipgen.modalities.image_training import (
+        default_resolution,
+        denoise_loss,
+        embed_prompt,
+        encode_latents,
+        lora_config,
+        lora_parameters,
+        noise_scheduler,
+    )
+    from unipgen.modalities.seeding import output_generator
+
+    torch.manual_seed(0)
+    pipe.unet.add_adapter(lora_config(4), adapter_name="probe")
+    try:
+        params, scheduler = lora_parameters(pipe.unet, "probe"), noise_scheduler(pipe)
+        states = embed_prompt(pipe, "a photo of sks dog", len(photos) * draws)
+        grads = []
+        for images in (photos, against):
+            latents = encode_latents(pipe, images, default_resolution(pipe), 0).repeat(draws, 1, 1, 1)
+            loss = denoise_loss(pipe, scheduler, latents, states, output_generator(5, 0)).mean()
+            grads.append(torch.cat([part.flatten() for part in torch.autograd.grad(loss, params)]))
+        return float(torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0))
+    finally:
+        pipe.unet.delete_adapters("probe")
+        pipe.unet.requires_grad_(False)
+
+
+def test_misalign_turns_the_fine_tuning_gradient_away_from_the_real_photos(pipe: Any) -> None:
+    """`misalign` searches for the change that makes a fine-tune on the protected photos move
+    against what it would learn from the real ones: the surrogate's gradient on them points further
+    from its gradient on the originals than after ASPL's change or random noise of the same size."""
+    budget = ProtectionBudget(rounds=2, pgd_steps=4, surrogate_steps=0, method="misalign")
+    misaligned = protect_images(TINY_SD, PHOTOS, "dog", budget=budget, seed=0, pipeline=pipe)
+    assert misaligned.meta["budget"]["method"] == "misalign" and all(-1 <= value <= 1 for value in misaligned.losses)
+    assert all(0 < copy.max_change <= 4 for copy in misaligned.images)
+    rng = np.random.default_rng(0)
+    noisy = []
+    for photo in PHOTOS:
+        from PIL import Image
+
+        image = pixels(photo) + rng.choice([-4, 4], size=pixels(photo).shape)
+        buffer = io.BytesIO()
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(buffer, format="PNG")
+        noisy.append(buffer.getvalue())
+    aspl = protect_images(TINY_SD, PHOTOS, "dog", budget=replace(budget, method="aspl"), seed=0, pipeline=pipe)
+    cosine = _gradient_cosine(pipe, [copy.data for copy in misaligned.images], PHOTOS)
+    assert cosine < _gradient_cosine(pipe, noisy, PHOTOS)
+    assert cosine < _gradient_cosine(pipe, [copy.data for copy in aspl.images], PHOTOS)
+    with pytest.raises(InvalidInputError, match="protection method must be one of aspl, misalign"):
+        protect_images(TINY_SD, PHOTOS, "dog", budget=ProtectionBudget(method="glaze"), pipeline=pipe)

@@ -46,7 +46,7 @@ def test_protected_copies_are_stored_served_and_forgotten_with_their_originals(e
     copies = [store.artifacts.artifact("t", key) for key in job.result["artifacts"]]
     for position, copy in enumerate(copies):
         assert (copy.kind, copy.media_type, copy.derived_from) == ("protected", "image/png", [("subject", "rex")])
-        assert copy.meta["position"] == position and copy.meta["method"] == "aspl" and copy.meta["job"] == job.key
+        assert copy.meta["position"] == position and copy.meta["method"] == "misalign" and copy.meta["job"] == job.key
         assert copy.meta["original_sha"] == hashlib.sha256(PHOTOS[position]).hexdigest()
         assert 20 * math.log10(255 / 4) <= copy.meta["psnr"] < math.inf
         data, media_type, served = shared_photo(store, "t", "ann", "subject", "rex", position)
@@ -78,8 +78,11 @@ def test_bad_protections_and_training_without_consent_fail_and_store_nothing(exe
             ProtectSpec(**both)
     with pytest.raises(ValidationError, match="step_size"):
         ProtectSpec(subject="rex", epsilon=2, step_size=3)
-    spec = protect_spec(Settings(protect_epsilon=2.0, protect_rounds=3), subject="rex")
-    assert (spec.epsilon, spec.rounds, spec.step_size, spec.target) == (2.0, 3, 1.0, ("subject", "rex"))
+    with pytest.raises(ValidationError, match="'misalign' or 'aspl'"):
+        ProtectSpec(subject="rex", method="glaze")
+    spec = protect_spec(Settings(protect_epsilon=2.0, protect_rounds=3, protect_method="aspl"), subject="rex")
+    assert (spec.epsilon, spec.rounds, spec.step_size, spec.target, spec.method) == (2.0, 3, 1.0, ("subject", "rex"),
+                                                                                     "aspl")
     refused = executor.wait("t", executor.submit("t", "ann", TrainSpec(method="lora", subject="rex", steps=1)).key)
     assert refused.status == "failed" and refused.error["code"] == "consent_required"
     assert "'ann' has not consented to training" in refused.error["message"]

@@ -82,7 +82,8 @@ def run(data_dir: str | Path | None = None, profile: str = "tiny", quick: bool =
     settings = Settings()  # the budget a protection job uses, its surrogate learning like the attacker
     budget = ProtectionBudget(epsilon=settings.protect_epsilon, step_size=settings.protect_step_size,
                               rounds=1 if quick else settings.protect_rounds, pgd_steps=settings.protect_pgd_steps,
-                              surrogate_steps=settings.protect_surrogate_steps, learning_rate=lr)
+                              surrogate_steps=settings.protect_surrogate_steps, learning_rate=lr,
+                              method=settings.protect_method)
     model: dict[str, Any] = {"ref": ref, "pretrained": None}
     if tiny and pretrain:
         present = pick_subjects(root, classes, None)  # held out: the default 4 (the same model for any --subjects)

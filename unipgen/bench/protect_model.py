@@ -30,21 +30,16 @@ _BATCH = 8
 def pretrained_tiny_sd(photos: list[tuple[bytes, str]], steps: tuple[int, int] = PRETRAIN_STEPS,
                        seed: int = 0) -> Path:
     """The folder of the tiny SD pre-trained on `photos` ((image, class noun) pairs)."""
-    from unipgen.modalities.checkpoints import fingerprint
+    from unipgen.modalities.checkpoints import digests, fingerprint
     from unipgen.tiny import build_atomically, tiny_cache_dir
 
-    key = fingerprint(version=_VERSION, photos=sorted(_digest(data) + noun for data, noun in photos), steps=steps,
+    shas = digests(data for data, _ in photos)
+    key = fingerprint(version=_VERSION, photos=sorted(sha + noun for sha, (_, noun) in zip(shas, photos)), steps=steps,
                       seed=seed)
     directory = tiny_cache_dir(f"sd-pretrained-{key[:16]}")
     if not (directory / "model_index.json").is_file():
         build_atomically(directory, lambda scratch: _build(scratch, photos, steps, seed))
     return directory
-
-
-def _digest(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 def _build(directory: Path, photos: list[tuple[bytes, str]], steps: tuple[int, int], seed: int) -> None:

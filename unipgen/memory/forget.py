@@ -355,7 +355,8 @@ def _event_filter(
     """The where clause on behavior_events selecting the user's events that `delete_events` names."""
     where = [BehaviorEvent.user_id == user_id]
     if ids is not None:
-        found = set(session.scalars(select(BehaviorEvent.id).where(BehaviorEvent.id.in_(ids), *where)))
+        storable = [event_id for event_id in ids if -2**63 <= event_id < 2**63]  # beyond: no such row (nor SQL int)
+        found = set(session.scalars(select(BehaviorEvent.id).where(BehaviorEvent.id.in_(storable), *where)))
         missing = sorted(set(ids) - found)
         if missing:
             raise NotFoundError(f"unknown event {missing[0]} of this user")

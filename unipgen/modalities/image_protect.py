@@ -1,4 +1,4 @@
-"""Protecting photos from fine-tuning: an Anti-DreamBooth perturbation by ASPL.
+"""Protecting photos from fine-tuning: an Anti-DreamBooth-style perturbation (misalign or ASPL).
 
 Anti-DreamBooth (Van Le et al., ICCV 2023) adds a small, bounded perturbation to a person's
 photos before they are published, chosen so that a DreamBooth model fine-tuned on them learns
@@ -11,6 +11,15 @@ the subject badly. ASPL (Alternating Surrogate and Perturbation Learning) finds 
    DreamBooth loss on the perturbed photos, kept within ±epsilon of the original pixels,
 3. the surrogate itself is fine-tuned for a few steps on the perturbed photos (it follows what
    an attacker training on the published photos would do).
+
+`misalign` (the default) keeps ASPL's surrogate, trained on the perturbed photos as an attacker
+would, but aims the perturbation at what the attacker's fine-tune *learns*: each step lowers the
+cosine between the surrogate's DreamBooth gradient on the perturbed photos and its gradient on the
+clean ones (a second derivative through the UNet), so that the steps a fine-tune takes on the
+published photos do not take it toward the real ones (gradient matching, as in data-poisoning
+attacks, aimed against the clean gradient). ASPL raises the loss on the perturbed photos, which
+on the tiny model moved a LoRA's fit of the real photos either way (`unipgen bench protect`:
+docs/benchmarks.md has both).
 
 Here the surrogate is a DreamBooth-LoRA of the profile's UNet (the attack unipgen's own trainer
 makes, `image_training.train_dreambooth_lora`), not the paper's full fine-tune of UNet and text
@@ -46,6 +55,8 @@ if TYPE_CHECKING:
     import torch
 
 _ADAPTER = "aspl-surrogate"
+#: The perturbation searches `ProtectionBudget.method` names.
+METHODS = ("aspl", "misalign")
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ class ProtectionBudget:
     warmup_steps: int = 0         # surrogate fine-tuning on the clean photos before the rounds [0; FSMG: a full run]
     learning_rate: float = 1e-4   # the surrogate LoRA's (unipgen's DreamBooth-LoRA default; the paper's full fine-tune 5e-7)
     rank: int = 4                 # the surrogate LoRA's rank
+    method: str = "misalign"      # or "aspl" [the paper's]: see the module docstring
 
     def check(self) -> None:
         """Refuse a budget that cannot run or would not protect."""
@@ -75,6 +87,8 @@ class ProtectionBudget:
                 or self.rank < 1:
             raise InvalidInputError("protection rounds, pgd_steps and draws must be at least 1, surrogate_steps at "
                                     "least 0")
+        if self.method not in METHODS:
+            raise InvalidInputError(f"protection method must be one of {', '.join(METHODS)}, not {self.method!r}")
         if self.learning_rate <= 0:
             raise InvalidInputError(f"protection learning_rate must be positive, not {self.learning_rate}")
 
@@ -91,7 +105,7 @@ class ProtectedImage:
 @dataclass(frozen=True)
 class ProtectionResult:
     images: list[ProtectedImage]
-    losses: list[float]  # per round: the clean-trained surrogate's DreamBooth loss on the protected photos
+    losses: list[float]  # per round: misalign's gradient cosine, or ASPL's loss on the protected photos (the last step's)
     rounds_done: int
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -126,7 +140,7 @@ def protect_images(ref: str, images: Sequence[bytes], class_noun: str, *,
         pipe.unet.requires_grad_(False)
         pipe.unet.eval()
     protected = [_png(original, search.spread(delta, original)) for original, delta in zip(originals, search.deltas)]
-    meta = {"method": "aspl", "base": ref, "prompt": search.prompt, "resolution": resolution, "seed": seed,
+    meta = {"method": budget.method, "base": ref, "prompt": search.prompt, "resolution": resolution, "seed": seed,
             "budget": asdict(budget), "rounds_done": rounds_done}
     return ProtectionResult(protected, search.losses, rounds_done, meta)
 
@@ -159,6 +173,10 @@ class _Search:
         for done in range(self.budget.rounds):
             if should_stop is not None and should_stop():
                 return done
+            if self.budget.method == "misalign":
+                self.losses.append(self.misalign())
+                self.fit(self.encode(self.perturbed(), 0).detach(), self.optimizer)
+                continue
             before = [param.detach().clone() for param in self.params]
             self.fit(self.clean, torch.optim.AdamW(self.params, lr=self.budget.learning_rate))  # the surrogate copy
             self.losses.append(self.attack())
@@ -229,6 +247,40 @@ class _Search:
             for param in self.params:
                 param.requires_grad_(True)
         return value
+
+
+    def misalign(self) -> float:
+        """`pgd_steps` signed-gradient steps that turn the surrogate's training gradient on the
+        perturbed photos against its gradient on the clean ones (their cosine, returned, falls):
+        a fine-tune that follows them moves away from the real photos. The clean gradient is
+        averaged over `draws` x 4 draws; each step draws one, the same for both latents' noise."""
+        import torch
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        epsilon, step = self.budget.epsilon / 255.0, self.budget.step_size / 255.0
+        target = torch.autograd.grad(self.loss(self.clean, 4 * self.budget.draws), self.params)
+        target_norm = torch.sqrt(_dot(target, target))
+        value = 0.0
+        for _ in range(self.budget.pgd_steps):
+            for delta in self.deltas:
+                delta.requires_grad_(True)
+            with sdpa_kernel(SDPBackend.MATH):  # the only attention kernel with a second derivative on every device
+                grads = torch.autograd.grad(self.loss(self.encode(self.perturbed(), 0), self.budget.draws),
+                                            self.params, create_graph=True)
+                cosine = _dot(grads, target) / (torch.sqrt(_dot(grads, grads)) * target_norm + 1e-12)
+                moves = torch.autograd.grad(cosine, self.deltas)
+            value = float(cosine.detach())
+            with torch.no_grad():
+                self.deltas = [(delta - step * move.sign()).clamp(-epsilon, epsilon).detach()
+                               for delta, move in zip(self.deltas, moves)]
+        return value
+
+
+def _dot(first: Sequence[torch.Tensor], second: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The dot product of two gradients given as lists of parameter tensors."""
+    import torch
+
+    return sum(((one * other).sum() for one, other in zip(first, second)), torch.zeros(()))
 
 
 def _prepare(image: torch.Tensor, resolution: int) -> torch.Tensor:

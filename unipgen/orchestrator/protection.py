@@ -1,6 +1,6 @@
 """Protect a user's photos from fine-tuning, as a job: the photos of a subject (or a face photo)
-get an Anti-DreamBooth perturbation (ASPL, `unipgen.modalities.image_protect`) against the
-profile's image model, and the protected copies are stored as artifacts of kind ``protected``
+get an Anti-DreamBooth-style perturbation (misalign or ASPL, `unipgen.modalities.image_protect`)
+against the profile's image model, and the protected copies are stored as artifacts of kind ``protected``
 with lineage to what they protect. The originals stay as they are.
 
 What is *shared* is what leaves the store through the download routes: a face or subject photo
@@ -70,7 +70,8 @@ def protect_spec(settings: Settings, *, subject: str | None = None, face: str | 
     """A protection job's spec with the budget of `settings` (`UNIPGEN_PROTECT_*`)."""
     return ProtectSpec(subject=subject, face=face, seed=seed, epsilon=settings.protect_epsilon,
                        step_size=settings.protect_step_size, rounds=settings.protect_rounds,
-                       pgd_steps=settings.protect_pgd_steps, surrogate_steps=settings.protect_surrogate_steps)
+                       pgd_steps=settings.protect_pgd_steps, surrogate_steps=settings.protect_surrogate_steps,
+                       method=settings.protect_method)
 
 
 def protect_spec_of(settings: Settings, kind: str, key: str) -> ProtectSpec:
@@ -106,7 +107,7 @@ def run_protection(inputs: ProtectionInputs, *, should_stop: Callable[[], bool] 
 
     spec = inputs.spec
     budget = ProtectionBudget(epsilon=spec.epsilon, step_size=spec.step_size, rounds=spec.rounds,
-                              pgd_steps=spec.pgd_steps, surrogate_steps=spec.surrogate_steps)
+                              pgd_steps=spec.pgd_steps, surrogate_steps=spec.surrogate_steps, method=spec.method)
     result = protect_images(inputs.ref, inputs.images, inputs.class_noun, budget=budget, seed=spec.seed,
                             device=inputs.device, should_stop=should_stop)
     kind, key = inputs.target

@@ -96,10 +96,11 @@ class FitSpec(_Frozen):
 
 class ProtectSpec(_Frozen):
     """Protect the photos of one of the job's user's subjects (or one face photo) against
-    fine-tuning: an Anti-DreamBooth perturbation found by ASPL against the profile's image model,
-    stored as new images beside the originals (`unipgen.orchestrator.protection`).
+    fine-tuning: an Anti-DreamBooth-style perturbation found against the profile's image model
+    (`method`: `misalign` or the paper's `aspl`), stored as new images beside the originals
+    (`unipgen.orchestrator.protection`).
 
-    The budget: `epsilon` and `step_size` in 8-bit levels, `rounds` of ASPL, each with
+    The budget: `epsilon` and `step_size` in 8-bit levels, `rounds` of the search, each with
     `pgd_steps` perturbation steps and `surrogate_steps` surrogate fine-tuning steps. Callers
     fill them from the settings (`UNIPGEN_PROTECT_*`); the defaults here are the same."""
 
@@ -111,6 +112,7 @@ class ProtectSpec(_Frozen):
     rounds: int = Field(default=10, ge=1, le=1000)
     pgd_steps: int = Field(default=6, ge=1, le=100)
     surrogate_steps: int = Field(default=3, ge=0, le=100)
+    method: Literal["misalign", "aspl"] = "misalign"
     seed: int = 0
 
     @model_validator(mode="after")
