@@ -66,7 +66,7 @@ def test_the_harness_reports_losses_gaps_and_psnr(dreambench: Path) -> None:
     assert 20 * math.log10(255 / 4) <= row["psnr"]["min"] <= row["psnr"]["mean"] and row["max_change"] <= 4
     # Every channel of the control moves by 4 (less where clipped at 0 or 255): more than the protection.
     assert 20 * math.log10(255 / 4) <= row["control_psnr"] < row["psnr"]["mean"]
-    assert set(row["loss"]) == {"base", "clean", "control", "protected"} and len(row["aspl_losses"]) == 1
+    assert set(row["loss"]) == {"base", "clean", "control", "protected"} and len(row["search_values"]) == 1
     assert row["gap"] == pytest.approx(row["loss"]["protected"] - row["loss"]["clean"], abs=2e-6)
     assert set(row["loss_low_t"]) == set(row["loss"])  # None where no draw fell below LOW_T
     low = row["loss_low_t"]
@@ -76,3 +76,20 @@ def test_the_harness_reports_losses_gaps_and_psnr(dreambench: Path) -> None:
     assert summary["subjects"] == 1 and summary["min_psnr"] == row["psnr"]["min"]
     assert summary["passed"] == (row["gap"] > 0 and row["psnr"]["min"] >= 35.0)
     assert {"cpu", "torch", "diffusers", "torch_threads"} <= report["machine"].keys()
+
+
+def test_the_same_harness_runs_on_a_model_folder_as_on_real_weights(dreambench: Path, tmp_path: Path) -> None:
+    """A profile whose image model is a folder on disk (as SD 1.5 would be on the cpu or gpu
+    profile) takes the real-weights path: no pre-training, the model as it is, the real
+    DreamBooth-LoRA's learning rate for the attacker and the surrogate alike."""
+    from unipgen.bench.protect import REAL_ATTACK, run
+    from unipgen.modalities.image_tiny import tiny_sd_dir
+
+    profile = (Path(__file__).resolve().parent.parent / "unipgen" / "profiles" / "tiny.toml").read_text()
+    profile = profile.replace('type = "diffusers-sd"\nref = "tiny-random"', f'type = "diffusers-sd"\nref = "{tiny_sd_dir()}"')
+    assert str(tiny_sd_dir()) in profile
+    (tmp_path / "folder.toml").write_text(profile.replace('name = "tiny"', 'name = "folder"'))
+    report = run(dreambench, profile=str(tmp_path / "folder.toml"), quick=True)
+    assert report["model"] == str(tiny_sd_dir()) and report["pretraining"] is None
+    assert report["attack"]["learning_rate"] == report["budget"]["learning_rate"] == REAL_ATTACK[1]
+    assert report["budget"]["method"] == "misalign" and report["summary"]["subjects"] == 1

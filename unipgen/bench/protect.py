@@ -1,10 +1,10 @@
-"""`unipgen bench protect`: does protecting a subject's photos (Anti-DreamBooth, ASPL) keep a
-DreamBooth-LoRA trained on them from learning the subject?
+"""`unipgen bench protect`: does protecting a subject's photos (Anti-DreamBooth-style: misalign
+or ASPL) keep a DreamBooth-LoRA trained on them from learning the subject?
 
 For each DreamBench subject (its first `photos` photos), on the profile's image model:
 
 1. the photos are protected with the settings' budget (`UNIPGEN_PROTECT_*`, as a protection job
-   does), and their PSNR against the originals is measured;
+   does, `UNIPGEN_PROTECT_METHOD` choosing the search), and their PSNR against the originals is measured;
 2. a *control* gets random noise of the same epsilon: a random sign per channel on the model's
    pixel grid, spread over the photo (so it survives the trainer's resize, as the protection
    does) — a larger change than the protection's (lower PSNR), to tell the protection's effect
@@ -142,7 +142,7 @@ class _Bench:
                 "psnr": {"min": round(min(psnrs), 2), "mean": round(float(np.mean(psnrs)), 2)},
                 "max_change": max(p.max_change for p in protected.images),
                 "control_psnr": round(float(np.mean([c[1] for c in control])), 2),
-                "aspl_losses": [round(value, 4) for value in protected.losses],
+                "search_values": [round(value, 4) for value in protected.losses],  # per round: cosine (misalign) or loss (ASPL)
                 "loss": {arm: round(value, 6) for arm, value in loss.items()},
                 "loss_low_t": {arm: None if value is None else round(value, 6) for arm, value in low.items()},
                 "gap_low_t": _difference(low["protected"], low["clean"]),
