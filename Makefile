@@ -29,12 +29,12 @@ lint: setup
 	$(VENV)/bin/ruff check unipgen tests tools examples
 	$(VENV)/bin/mypy
 
-# Two pytest-xdist workers, one a core (tests/conftest.py keeps a module's tests, and every test
+# Two pytest-xdist workers, one a core (tests/conftest.py schedules them by module, and every test
 # on the session's Ray cluster, on one worker); PYTEST_WORKERS=0 runs the suite in this process.
 PYTEST_WORKERS ?= 2
 
 test: setup lint
-	$(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS)
 
 bench: setup
 	$(VENV)/bin/unipgen bench memory --json

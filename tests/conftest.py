@@ -11,6 +11,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -127,16 +128,36 @@ def ray_cluster() -> Iterator[LoopbackCluster]:
         yield cluster
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`): each module's
-    tests go to one worker, so its module fixtures (tiny models, stores) are built once, and the
-    modules on the session's Ray cluster all go to the same worker, so one cluster starts."""
-    def module(item: pytest.Item) -> str:
-        return item.nodeid.split("::")[0]
+#: The test modules that use the session's Ray cluster (`ray_cluster`): under pytest-xdist they
+#: all run on one worker, so that one cluster starts (checked at collection).
+RAY_MODULES = ("tests/orchestrator/test_ray.py", "tests/orchestrator/test_ray_cluster.py",
+               "tests/api/test_scale_processes.py")
 
-    on_ray = {module(item) for item in items if "ray_cluster" in getattr(item, "fixturenames", ())}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group("ray-cluster" if module(item) in on_ray else module(item)))
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unlisted = sorted({item.nodeid.split("::")[0] for item in items
+                       if "ray_cluster" in getattr(item, "fixturenames", ())} - set(RAY_MODULES))
+    if unlisted:
+        raise pytest.UsageError(f"{unlisted} use ray_cluster: add them to RAY_MODULES in tests/conftest.py")
+
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # pytest-xdist is a dev extra; without it the suite runs in one process
+    pass
+else:
+    class _ModuleScheduling(LoadScopeScheduling):
+        """Each test module's tests on one worker (its module fixtures, tiny models and stores,
+        are built once), and the modules on the Ray cluster together."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            return "ray-cluster" if module in RAY_MODULES else module
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling:
+        """`make test` runs the suite on two pytest-xdist workers, scheduled by module."""
+        return _ModuleScheduling(config, log)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
