@@ -102,3 +102,33 @@ def test_a_retryable_failure_keeps_the_checkpoints(populated: MemoryStore) -> No
     populated.jobs.claim_job("w", 30, key="again")
     populated.jobs.fail_job("acme", "again", "w", {"code": "internal", "message": "x"}, retryable=True, backoff_s=0)
     assert scratch.exists() and populated.jobs.job("acme", "again").status == "queued"
+
+
+def test_a_scratch_folder_is_removed_while_a_job_writes_checkpoints_into_it(tmp_path: Path) -> None:
+    """A training step may write a checkpoint into a job's scratch folder while forget removes
+    it (an entry added mid-removal made the last rmdir fail, and the folder stayed): the folder is
+    renamed away first, so the writer's next checkpoint is refused and it stops, and nothing is left."""
+    import threading
+
+    pytest.importorskip("torch")
+    from unipgen.memory.jobs import remove_tree
+    from unipgen.modalities.checkpoints import Checkpoint, save_checkpoint
+
+    checkpoint = Checkpoint(step=1, weights={}, optimizer={}, losses=[], rng=None, fingerprint="f")
+    for attempt in range(20):
+        scratch = tmp_path / f"job-{attempt}"
+        scratch.mkdir()
+        saved: list[bool] = []
+
+        def train(folder: Path = scratch, saved: list[bool] = saved) -> None:  # checkpointing as fast as it can
+            while not saved or saved[-1]:
+                saved.append(save_checkpoint(folder / "digest", checkpoint))
+
+        writer = threading.Thread(target=train, daemon=True)
+        writer.start()
+        while not saved:
+            pass
+        remove_tree(scratch)
+        writer.join(timeout=10)
+        assert not writer.is_alive() and saved[-1] is False
+        assert list(tmp_path.iterdir()) == []

@@ -11,7 +11,9 @@ died never stores its outputs twice.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -282,8 +284,23 @@ def scratch_path(root: Path, tenant: str, key: str) -> Path:
     return root / hashlib.sha256(f"{tenant}\0{key}".encode()).hexdigest()[:32]
 
 
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+def remove_tree(path: Path, attempts: int = 5) -> None:
+    """Remove the folder `path` and everything in it, also while a running job writes a
+    checkpoint into it. The folder is first renamed away: the job only writes inside an existing
+    folder (`save_checkpoint`), so from then on its writes fail and it stops; one write already
+    under way may still land in the renamed folder, so its removal is tried again."""
+    doomed = path.with_name(f".{path.name}.removing-{uuid.uuid4().hex[:12]}")
+    try:
+        os.rename(path, doomed)
+    except FileNotFoundError:
+        return
+    except OSError:  # cannot rename (permissions, another file system): remove it where it is
+        doomed = path
+    for _ in range(attempts):
+        shutil.rmtree(doomed, ignore_errors=True)
+        if not doomed.exists():
+            return
+        time.sleep(0.05)
 
 
 def _requeue_expired(session: Session, now: Any) -> int:

@@ -67,8 +67,10 @@ def save_checkpoint(directory: Path, checkpoint: Checkpoint) -> bool:
         scratch = directory / (CHECKPOINT_FILE + ".tmp")
         torch.save(checkpoint.__dict__, scratch)
         os.replace(scratch, directory / CHECKPOINT_FILE)
-    except FileNotFoundError:  # the parent went away, before or while writing
-        return False
+    except (OSError, RuntimeError):  # torch.save says RuntimeError when the folder is gone
+        if directory.parent.is_dir():
+            raise
+        return False  # the parent went away, before or while writing (a mkdir then even says it exists)
     return True
 
 
