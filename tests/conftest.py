@@ -134,8 +134,12 @@ RAY_MODULES = ("tests/orchestrator/test_ray.py", "tests/orchestrator/test_ray_cl
                "tests/api/test_scale_processes.py")
 
 
+def _module(nodeid: str) -> str:
+    return nodeid.split("::")[0]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    unlisted = sorted({item.nodeid.split("::")[0] for item in items
+    unlisted = sorted({_module(item.nodeid) for item in items
                        if "ray_cluster" in getattr(item, "fixturenames", ())} - set(RAY_MODULES))
     if unlisted:
         raise pytest.UsageError(f"{unlisted} use ray_cluster: add them to RAY_MODULES in tests/conftest.py")
@@ -151,8 +155,7 @@ else:
         are built once), and the modules on the Ray cluster together."""
 
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::")[0]
-            return "ray-cluster" if module in RAY_MODULES else module
+            return "ray-cluster" if _module(nodeid) in RAY_MODULES else _module(nodeid)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling:

@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: The searches that protect photos from fine-tuning (`unipgen.modalities.image_protect`).
+ProtectMethod = Literal["misalign", "aspl"]
+
 
 class Settings(BaseSettings):
     """Where unipgen keeps its data, and the limits it enforces on input.
@@ -146,7 +149,7 @@ class Settings(BaseSettings):
     protect_surrogate_steps: int = Field(
         default=3, ge=0, le=100, description="Surrogate fine-tuning steps per phase of an ASPL round.",
     )
-    protect_method: Literal["misalign", "aspl"] = Field(
+    protect_method: ProtectMethod = Field(
         default="misalign", description="The perturbation search: `misalign` turns a fine-tune's gradient on the "
                                         "protected photos against the real ones (the one `bench protect` shows to "
                                         "work on the tiny model); `aspl`, the paper's, raises the surrogate's loss.",

@@ -37,7 +37,7 @@ import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from unipgen.errors import InvalidInputError, UnsupportedMediaError
 from unipgen.modalities.image_training import (
@@ -50,13 +50,14 @@ from unipgen.modalities.image_training import (
     noise_scheduler,
 )
 from unipgen.modalities.seeding import output_generator
+from unipgen.settings import ProtectMethod
 
 if TYPE_CHECKING:
     import torch
 
 _ADAPTER = "aspl-surrogate"
 #: The perturbation searches `ProtectionBudget.method` names.
-METHODS = ("aspl", "misalign")
+METHODS = get_args(ProtectMethod)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class ProtectionBudget:
             raise InvalidInputError("protection rounds, pgd_steps and draws must be at least 1, surrogate_steps at "
                                     "least 0")
         if self.method not in METHODS:
-            raise InvalidInputError(f"protection method must be one of {', '.join(METHODS)}, not {self.method!r}")
+            raise InvalidInputError(f"protection method must be one of {', '.join(sorted(METHODS))}, not {self.method!r}")
         if self.learning_rate <= 0:
             raise InvalidInputError(f"protection learning_rate must be positive, not {self.learning_rate}")
 
@@ -230,7 +231,6 @@ class _Search:
         """`pgd_steps` signed-gradient steps that raise the surrogate's loss; returns the last loss."""
         import torch
 
-        epsilon, step = self.budget.epsilon / 255.0, self.budget.step_size / 255.0
         self.pipe.unet.requires_grad_(False)
         value = 0.0
         try:
@@ -240,24 +240,21 @@ class _Search:
                 loss = self.loss(self.encode(self.perturbed(), 1_000_000 + index), self.budget.draws)
                 grads = torch.autograd.grad(loss, self.deltas)
                 value = float(loss.detach())
-                with torch.no_grad():
-                    self.deltas = [(delta + step * grad.sign()).clamp(-epsilon, epsilon).detach()
-                                   for delta, grad in zip(self.deltas, grads)]
+                self.step(grads, 1.0)
         finally:
             for param in self.params:
                 param.requires_grad_(True)
         return value
 
-
     def misalign(self) -> float:
         """`pgd_steps` signed-gradient steps that turn the surrogate's training gradient on the
         perturbed photos against its gradient on the clean ones (their cosine, returned, falls):
         a fine-tune that follows them moves away from the real photos. The clean gradient is
-        averaged over `draws` x 4 draws; each step draws one, the same for both latents' noise."""
+        taken once a round, over 4 x `draws` draws of noise and timestep; each step draws
+        `draws`. Both sets of latents take the VAE's same sampling noise (draw 0)."""
         import torch
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        epsilon, step = self.budget.epsilon / 255.0, self.budget.step_size / 255.0
         target = torch.autograd.grad(self.loss(self.clean, 4 * self.budget.draws), self.params)
         target_norm = torch.sqrt(_dot(target, target))
         value = 0.0
@@ -270,10 +267,18 @@ class _Search:
                 cosine = _dot(grads, target) / (torch.sqrt(_dot(grads, grads)) * target_norm + 1e-12)
                 moves = torch.autograd.grad(cosine, self.deltas)
             value = float(cosine.detach())
-            with torch.no_grad():
-                self.deltas = [(delta - step * move.sign()).clamp(-epsilon, epsilon).detach()
-                               for delta, move in zip(self.deltas, moves)]
+            self.step(moves, -1.0)
         return value
+
+    def step(self, grads: Sequence[torch.Tensor], direction: float) -> None:
+        """One signed-gradient step of `step_size` up (`direction` 1) or down (-1) the objective
+        whose gradients are `grads`, each perturbation kept within ±epsilon."""
+        import torch
+
+        epsilon, step = self.budget.epsilon / 255.0, self.budget.step_size / 255.0
+        with torch.no_grad():
+            self.deltas = [(delta + direction * step * grad.sign()).clamp(-epsilon, epsilon).detach()
+                           for delta, grad in zip(self.deltas, grads)]
 
 
 def _dot(first: Sequence[torch.Tensor], second: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from unipgen.schema.context import MODALITIES, Modality
 from unipgen.schema.generation import GenerationOptions
+from unipgen.settings import ProtectMethod
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 #: Ways to train a personal adapter: a LoRA of the text model on the user's documents, a
@@ -112,7 +113,7 @@ class ProtectSpec(_Frozen):
     rounds: int = Field(default=10, ge=1, le=1000)
     pgd_steps: int = Field(default=6, ge=1, le=100)
     surrogate_steps: int = Field(default=3, ge=0, le=100)
-    method: Literal["misalign", "aspl"] = "misalign"
+    method: ProtectMethod = "misalign"
     seed: int = 0
 
     @model_validator(mode="after")
