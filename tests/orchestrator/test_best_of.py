@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from tests.helpers import png_bytes
 from unipgen.core import scoring
-from unipgen.core.usermodel import Encoders, UserModel
+from unipgen.core.encoders import Encoders
+from unipgen.core.usermodel import UserModel
 from unipgen.demo import PERSONA_SAMPLE
 from unipgen.memory import MemoryStore
 from unipgen.orchestrator import InlineExecutor, InlineGenerator, prepare_generation

@@ -4,6 +4,9 @@
   included) vs a naive loop that looks up user and item and adds one ORM object per event;
   on SQLite, and on PostgreSQL when UNIPGEN_BENCH_POSTGRES_URL (or UNIPGEN_TEST_POSTGRES_URL) is set;
 - per-user top-10 search and global ANN search: see `unipgen.bench.vectors`;
+- vector writes: `Content.add_embeddings` of a freshly loaded catalog (what the first generation
+  after `unipgen ingest` does), ids looked up per batch, vs one lookup per vector; on SQLite and
+  PostgreSQL;
 - forget: a user with 10k events and 50 blobs, vs deleting the same rows one ORM object at a time.
 """
 
@@ -25,6 +28,8 @@ from unipgen.bench.stages import run_stages
 from unipgen.eval.environment import machine
 from unipgen.memory import MemoryStore
 from unipgen.memory.db import temporary_database
+from unipgen.memory.embeddings import put_embeddings
+from unipgen.memory.lookups import resolve, tenant_id_of
 from unipgen.memory.models import BehaviorEvent, Item, User
 from unipgen.schema import EventIn
 from unipgen.settings import Settings
@@ -37,6 +42,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     stages = [
         ("ingest, SQLite", lambda: _suffixed(bench_ingest(None, n_events, n_naive), "sqlite")),
         ("ingest, PostgreSQL", lambda: _postgres_ingest(pg_url, n_events, n_naive) if pg_url else {}),
+        ("vector writes, SQLite", lambda: _suffixed(bench_vector_writes(None, 5_000 if quick else 20_000), "sqlite")),
+        ("vector writes, PostgreSQL", lambda: _postgres_vector_writes(pg_url, 5_000 if quick else 20_000) if pg_url else {}),
         ("per-user search (index)", lambda: vectors.bench_user_search(n_users=200 if quick else 1000)),
         ("per-user search (store)", lambda: bench_store_search(n_users=20 if quick else 200)),
         ("global ANN search", lambda: vectors.bench_ann(n=100_000 if quick else 1_000_000)),
@@ -50,6 +57,11 @@ def run(quick: bool = False) -> dict[str, Any]:
 def _postgres_ingest(admin_url: str, n_events: int, n_naive: int) -> dict[str, Any]:
     with temporary_database(admin_url, "unipgen_bench") as url:
         return _suffixed(bench_ingest(url, n_events, n_naive), "postgres")
+
+
+def _postgres_vector_writes(admin_url: str, n: int) -> dict[str, Any]:
+    with temporary_database(admin_url, "unipgen_bench") as url:
+        return _suffixed(bench_vector_writes(url, n), "postgres")
 
 
 def _suffixed(values: dict[str, Any], suffix: str) -> dict[str, Any]:
@@ -98,6 +110,36 @@ def bench_ingest(database_url: str | None, n_events: int, n_naive: int) -> dict[
     bulk_rate, naive_rate = n_events / bulk_s, n_naive / naive_s
     return {"ingest_events_per_s": round(bulk_rate), "naive_events_per_s": round(naive_rate),
             "ingest_speedup_vs_naive": round(bulk_rate / naive_rate, 1), "ingest_events": n_events}
+
+
+# -- vector writes ---------------------------------------------------------------------------------
+
+
+def naive_add_embeddings(store: MemoryStore, tenant: str, vectors: list[tuple[str, np.ndarray]]) -> None:
+    """The baseline (the store's way before 2026-12-06): one id lookup per catalog item's vector,
+    then the same writes as `Content.add_embeddings`."""
+    with store.db.write() as w:
+        tenant_id = tenant_id_of(w.session, tenant)
+        rows = [(resolve(w.session, tenant, tenant_id, None, "item", key)[1], None, vector) for key, vector in vectors]
+        put_embeddings(w, store.content.indexes, tenant_id, "text", rows, "item")
+
+
+def bench_vector_writes(database_url: str | None, n: int, dim: int = 384) -> dict[str, Any]:
+    """Seconds to store text vectors of `n` freshly loaded catalog items, batched vs the baseline;
+    each in its own store and tenant (a fresh catalog, as after `unipgen ingest`)."""
+    vectors = np.random.default_rng(0).normal(size=(n, dim)).astype(np.float32)
+    pairs = [(f"i{i}", vectors[i]) for i in range(n)]
+    seconds = {}
+    for name, write in (("batched", lambda s, t: s.content.add_embeddings(t, "text", "item", pairs)),
+                        ("per_vector", lambda s, t: naive_add_embeddings(s, t, pairs))):
+        with tempfile.TemporaryDirectory() as home, \
+                MemoryStore.open(Settings(home=Path(home), database_url=database_url)) as store:
+            _catalog(store, name, users=1, items=n)  # a tenant each: PostgreSQL's database is shared
+            start = time.perf_counter()
+            write(store, name)
+            seconds[name] = time.perf_counter() - start
+    return {"vector_writes_s": round(seconds["batched"], 3), "vector_writes_per_vector_s": round(seconds["per_vector"], 3),
+            "vector_writes_speedup": round(seconds["per_vector"] / seconds["batched"], 2), "vector_writes_n": n}
 
 
 # -- per-user search through the store ------------------------------------------------------------

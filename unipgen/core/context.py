@@ -21,6 +21,7 @@ import numpy as np
 
 from unipgen.core.behavior_space import BEHAVIOR_SPACE
 from unipgen.core.conversation import ConversationCache, date_text, stored_turns
+from unipgen.core.encoders import Encoders
 from unipgen.core.intent import asks_for_recommendation
 from unipgen.core.preference import PreferenceConfig, build, drift, preference_vectors
 from unipgen.core.recommend import Recommender
@@ -68,7 +69,7 @@ class ContextConfig:
 class ContextBuilder:
     """Turns what the store holds about a user into a `UserContext` (no LLM call involved)."""
 
-    def __init__(self, store: MemoryStore, encoders: Any, config: ContextConfig | None = None,
+    def __init__(self, store: MemoryStore, encoders: Encoders, config: ContextConfig | None = None,
                  cache_dir: Path | None = None) -> None:
         self.store = store
         self.encoders = encoders

@@ -25,9 +25,8 @@ from unipgen.core.behavior_space import (
 )
 from unipgen.core.context import ContextBuilder, ContextConfig
 from unipgen.core.encoderpool import EncoderPool
-from unipgen.core.encoders import load_encoder
+from unipgen.core.encoders import Encoders
 from unipgen.core.router import route
-from unipgen.errors import NotFoundError
 from unipgen.memory import MemoryStore
 from unipgen.memory.content import require_consent
 from unipgen.memory.media import check_document_length, image_header, sniff_audio
@@ -36,28 +35,6 @@ from unipgen.schema.context import Modality, PersonalizationPlan, Recommendation
 from unipgen.schema.memory import DocumentIn, FitRecord, ItemIn
 from unipgen.schema.messages import MESSAGE_KIND, MessageIn, indexed_text, message_of
 from unipgen.schema.profiles import ModelProfile, load_profile
-
-
-class Encoders:
-    """The encoders of one profile by role (`text`, `image`, `face`, `voice`), built on first use."""
-
-    def __init__(self, profile: ModelProfile) -> None:
-        self.profile = profile
-        self._loaded: dict[str, Any] = {}
-
-    def __getattr__(self, role: str) -> Any:
-        if role.startswith("_"):
-            raise AttributeError(role)
-        if role not in self._loaded:
-            if role not in self.profile.encoders:
-                raise NotFoundError(f"profile {self.profile.name!r} has no {role!r} encoder")
-            self._loaded[role] = load_encoder(self.profile.encoders[role])
-        return self._loaded[role]
-
-    def use(self, role: str, encoder: Any) -> None:
-        """Encode `role` with `encoder` instead of the profile's (a harness's own, or one
-        already loaded elsewhere)."""
-        self._loaded[role] = encoder
 
 
 class UserModel:

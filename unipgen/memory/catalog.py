@@ -54,6 +54,7 @@ class Catalog:
             rows = [self._item_row(w, tenant_id, i, decoded) for i in new]
             for start in range(0, len(rows), _CHUNK):
                 w.session.execute(insert(Item), rows[start : start + _CHUNK])
+            w.analyze_after_commit("items", len(rows))
             if vectors is not None and new:
                 self._put_item_vectors(w, tenant_id, parsed, existing, vectors)
             return len(new)

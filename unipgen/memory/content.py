@@ -19,8 +19,8 @@ from unipgen.memory.lookups import (
     OWNER_MODELS,
     add_lineage,
     check_key,
-    owner_user,
-    resolve,
+    owner_users,
+    resolve_all,
     tenant_id_of,
     tenant_of,
     user_id_of,
@@ -270,10 +270,10 @@ class Content:
         with self.db.write() as w:
             tenant_id = tenant_id_of(w.session, tenant)
             user_id = user_id_of(w.session, tenant, user) if user is not None else None
-            rows = []
-            for key, vector in vectors:
-                _, owner_id = resolve(w.session, tenant, tenant_id, user_id, kind, key)
-                rows.append((owner_id, owner_user(w.session, kind, owner_id), vector))
+            owner_ids = [row_id for _, row_id in resolve_all(w.session, tenant, tenant_id, user_id,
+                                                               [(kind, key) for key, _ in vectors])]
+            owners = owner_users(w.session, kind, owner_ids)
+            rows = [(owner_id, owners[owner_id], vector) for owner_id, (_, vector) in zip(owner_ids, vectors, strict=True)]
             put_embeddings(w, self.indexes, tenant_id, space, rows, kind, metric=metric)
 
     def search(self, tenant: str, space: str, query: np.ndarray, k: int = 10, *, user: str | None = None) -> list[Hit]:

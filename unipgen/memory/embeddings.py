@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import BindParameter, Connection, Engine, bindparam, delete, select, update
+from sqlalchemy import BindParameter, Connection, Engine, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from unipgen.errors import InvalidInputError, NotFoundError
@@ -49,12 +49,14 @@ def put_embeddings(
     )), dtype=np.int64)
     if len(removed):
         w.session.execute(delete(Embedding).where(Embedding.id.in_(removed.tolist())))
-    objects = [Embedding(tenant_id=tenant_id, space=space, user_id=u, owner_kind=kind,
-                         owner_id=o, vector=matrix[i].tobytes()) for i, (o, u, _) in enumerate(rows)]
-    w.session.add_all(objects)
+    values = [{"tenant_id": tenant_id, "space": space, "user_id": u, "owner_kind": kind, "owner_id": o,
+               "vector": matrix[i].tobytes()} for i, (o, u, _) in enumerate(rows)]
+    # One multi-row INSERT per batch with the new ids in the rows' order (not one per vector).
+    inserted = w.session.scalars(insert(Embedding).returning(Embedding.id, sort_by_parameter_order=True), values)
+    ids = np.array(list(inserted), dtype=np.int64)
+    w.analyze_after_commit("embeddings", len(values))
     space_row.generation = before + 1
     w.session.flush()
-    ids = np.array([e.id for e in objects], dtype=np.int64)
     users = np.array([-1 if u is None else u for _, u, _ in rows], dtype=np.int64)
     w.after_commit.append(lambda: indexes.apply(
         tenant_id, space, before, before + 1, added=(ids, users, matrix), removed=removed))

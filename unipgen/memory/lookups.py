@@ -33,6 +33,8 @@ OWNER_MODELS: dict[str, tuple[Any, bool]] = {
     "subject": (Subject, True),
     "voice": (VoiceSample, True),
 }
+#: Keys per IN list: stays under SQLite's bound-parameter limit (999 before SQLite 3.32).
+_CHUNK = 900
 
 
 def check_key(key: str, what: str) -> None:
@@ -91,12 +93,21 @@ def tenant_of(session: Session, user_id: int) -> int:
     return session.execute(select(User.tenant_id).where(User.id == user_id)).scalar_one()
 
 
-def owner_user(session: Session, kind: str, owner_id: int) -> int | None:
-    """The user a memory item belongs to (None for catalog items)."""
+def owner_users(session: Session, kind: str, owner_ids: Sequence[int]) -> dict[int, int | None]:
+    """The user each memory item of `kind` belongs to, by row id (None for catalog items; a
+    user's own vector belongs to the user). One query per 900 ids, not one per item."""
     if kind == "item":
-        return None
+        return dict.fromkeys(owner_ids)
+    if kind == "user":
+        return {row_id: row_id for row_id in owner_ids}
     model = OWNER_MODELS[kind][0]
-    return session.scalar(select(model.user_id).where(model.id == owner_id))
+    found: dict[int, int | None] = {}
+    ordered = sorted(set(owner_ids))
+    for start in range(0, len(ordered), _CHUNK):
+        chunk = ordered[start : start + _CHUNK]
+        found.update({row_id: user_id for row_id, user_id in session.execute(
+            select(model.id, model.user_id).where(model.id.in_(chunk)))})
+    return found
 
 
 def existing_keys(session: Session, model: Any, tenant_id: int, keys: Sequence[str]) -> set[str]:
@@ -110,8 +121,8 @@ def ids_by_key(
     """Row ids of `keys` in the tenant; with `what` set, an unknown key is a `NotFoundError`."""
     found: dict[str, int] = {}
     ordered = sorted(keys)
-    for start in range(0, len(ordered), 900):  # stays under SQLite's bound-parameter limit
-        chunk = ordered[start : start + 900]
+    for start in range(0, len(ordered), _CHUNK):
+        chunk = ordered[start : start + _CHUNK]
         found.update(
             session.execute(
                 select(model.key, model.id).where(model.tenant_id == tenant_id, model.key.in_(chunk))
@@ -160,7 +171,12 @@ def resolve_all(
         if per_user and user_id is None:
             raise InvalidInputError(f"{kind} {min(keys)!r} belongs to a user: name the user")
         scope = model.user_id == user_id if per_user else model.tenant_id == tenant_id
-        ids: dict[str, int] = dict(session.execute(select(model.key, model.id).where(scope, model.key.in_(keys))).all())
+        ids: dict[str, int] = {}
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), _CHUNK):
+            chunk = ordered[start : start + _CHUNK]
+            ids.update({key: row_id for key, row_id in session.execute(
+                select(model.key, model.id).where(scope, model.key.in_(chunk)))})
         missing = sorted(keys - ids.keys())
         if missing:
             raise NotFoundError(f"unknown {kind} {missing[0]!r}")

@@ -31,6 +31,10 @@ def rowcount(result: Result[*tuple[Any, ...]]) -> int:
     return cast("CursorResult[*tuple[Any, ...]]", result).rowcount
 
 
+#: Rows written to one table in one write from which PostgreSQL's statistics are refreshed.
+BULK_ROWS = 1000
+
+
 class Transaction:
     """One open write: its session, the blob files it created (removed again on failure) and
     what to run after it commits."""
@@ -40,6 +44,19 @@ class Transaction:
         self._blobs = blobs
         self.new_blobs: list[str] = []
         self.after_commit: list[Callable[[], None]] = []
+        self._analyzed: set[str] = set()
+
+    def analyze_after_commit(self, table: str, rows: int) -> None:
+        """Refresh PostgreSQL's planner statistics of `table` once this write commits, if it wrote
+        `rows` >= `BULK_ROWS` there. Right after a bulk load the planner still takes the table
+        for nearly empty (autovacuum analyzes it up to a minute later) and compares every row
+        with every key of an IN list: embedding 20k freshly loaded items took 28 s of such
+        lookups, 0.8 s once analyzed. SQLite needs nothing (its planner uses the indexes)."""
+        engine = self.session.get_bind()
+        if rows < BULK_ROWS or engine.dialect.name != "postgresql" or table in self._analyzed:
+            return
+        self._analyzed.add(table)
+        self.after_commit.append(lambda: _analyze(engine, table))
 
     def put_blob(self, data: bytes, media_type: str) -> str:
         """Store `data` as a blob (file and row) in this transaction; returns its sha256."""
@@ -52,6 +69,11 @@ class Transaction:
         self.session.execute(_insert_new_blob(self.session.get_bind().dialect.name,
                                               {"sha256": sha, "size": len(data), "media_type": media_type}))
         return sha
+
+
+def _analyze(engine: Any, table: str) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"ANALYZE {table}")  # a table name of ours, never input
 
 
 def _insert_new_blob(dialect: str, row: dict[str, Any]) -> Any:

@@ -1,7 +1,8 @@
 """Encoders: one registry from a type name to the class that implements it, resolved lazily.
 
 A profile (`unipgen.schema.profiles`) says which type and model fill each role (text, image,
-face, voice, clap); `load_encoder` builds it. Plugins add types with `register_encoder`.
+face, voice, clap); `load_encoder` builds one, `Encoders` holds a profile's by role (the user
+model's and the context builder's). Plugins add types with `register_encoder`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from unipgen.core.encoders.base import Encoder, NoFaceFoundError, l2_normalize
 from unipgen.errors import MissingDependencyError, NotFoundError
-from unipgen.schema.profiles import ComponentSpec
+from unipgen.schema.profiles import ComponentSpec, ModelProfile
 
 #: type name → "module:Class". Modules are imported on first use only.
 ENCODERS: dict[str, str] = {
@@ -45,9 +46,32 @@ def load_encoder(spec: ComponentSpec) -> Any:
     return cls(**kwargs)
 
 
+class Encoders:
+    """The encoders of one profile by role (`text`, `image`, `face`, `voice`), built on first use."""
+
+    def __init__(self, profile: ModelProfile) -> None:
+        self.profile = profile
+        self._loaded: dict[str, Any] = {}
+
+    def __getattr__(self, role: str) -> Any:
+        if role.startswith("_"):
+            raise AttributeError(role)
+        if role not in self._loaded:
+            if role not in self.profile.encoders:
+                raise NotFoundError(f"profile {self.profile.name!r} has no {role!r} encoder")
+            self._loaded[role] = load_encoder(self.profile.encoders[role])
+        return self._loaded[role]
+
+    def use(self, role: str, encoder: Any) -> None:
+        """Encode `role` with `encoder` instead of the profile's (a harness's own, or one
+        already loaded elsewhere)."""
+        self._loaded[role] = encoder
+
+
 __all__ = [
     "ENCODERS",
     "Encoder",
+    "Encoders",
     "MissingDependencyError",
     "NoFaceFoundError",
     "encoder_class",
