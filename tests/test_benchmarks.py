@@ -22,6 +22,12 @@ def test_ingest_and_forget_stages() -> None:
     assert forget["forget_deleted"]["blobs"] == 5 and forget["forget_deleted"]["events"] == 100
 
 
+def test_vector_writes_stage() -> None:
+    writes = memory_bench.bench_vector_writes(None, 50, dim=8)
+    assert writes["vector_writes_n"] == 50  # seconds round to 0.001: at this size only their presence is checked
+    assert writes["vector_writes_speedup"] > 0 and writes["vector_writes_per_vector_s"] >= 0
+
+
 def test_search_stages() -> None:
     store = memory_bench.bench_store_search(n_users=2, per_user=50, dim=16, queries=50)
     assert store["store_user_search_p99_ms"] >= store["store_user_search_p50_ms"] > 0
