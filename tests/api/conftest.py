@@ -79,6 +79,12 @@ def _database(backend: str, request: pytest.FixtureRequest) -> Iterator[str | No
         yield url
 
 
+@pytest.fixture(scope="module")
+def live_profile() -> str:
+    """The model profile `live` serves; a test module overrides it to serve another."""
+    return "tiny"
+
+
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres+s3",
                                                                 marks=[pytest.mark.postgres, pytest.mark.scale])])
 def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
@@ -89,7 +95,7 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
                             max_blob_bytes=300_000,
                             max_audio_seconds=30.0, rate_limit_per_minute=100_000,
                             auth_failures_per_minute=100_000)  # the fuzz sends many keyless requests
-        with live_service(settings) as (url, app):
+        with live_service(settings, profile=request.getfixturevalue("live_profile")) as (url, app):
             admin = Client(url, api_key=ADMIN_KEY)
             admin.create_tenant("acme")
             key = admin.create_api_key("acme", "tests").key

@@ -50,6 +50,22 @@ SEEDED: dict[str, Any] = {}
 
 
 @pytest.fixture(scope="module")
+def live_profile(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny profile with a tiny random BERT as its text encoder: the fuzz checks the API's
+    contract, and its largest bodies (10,000 catalog items, the schema's maximum) are embedded on
+    the way in, ~35 s each by the packaged MiniLM on one thread, ~3 s by this one."""
+    from unipgen.eval.text_metrics import tiny_bert_dir
+    from unipgen.schema.profiles import PROFILES_DIR
+
+    tiny = (PROFILES_DIR / "tiny.toml").read_text()
+    minilm = 'ref = "sentence-transformers/all-MiniLM-L6-v2"'
+    assert tiny.count(minilm) == 1
+    path = tmp_path_factory.mktemp("profile") / "tiny-text.toml"
+    path.write_text(tiny.replace(minilm, f"ref = {str(tiny_bert_dir())!r}"))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
 def seeded(live: Live) -> None:
     """The tenant's users `alice` (items, events, a profile attribute, a document, a face, a
     finished job and its artifact) and `bob`."""
@@ -153,7 +169,7 @@ FUZZ = settings(max_examples=20, deadline=None, derandomize=True, database=None,
 
 
 def _fuzz(case: Any, live: Live) -> None:
-    # 180 s: the largest bodies (10,000 catalog items to embed) take tens of seconds on 2 shared cores.
+    # 180 s: generous for the largest bodies (10,000 catalog items to embed) on 2 shared cores.
     case.call_and_validate(base_url=live.url, checks=_checks(case), timeout=180)
 
 
