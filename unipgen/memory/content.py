@@ -267,6 +267,7 @@ class Content:
         The first vectors written to a space fix its dimension and metric (``ip``: inner
         product, callers L2-normalise for cosine; ``l2``: squared distance).
         """
+        vectors = list(vectors)  # read twice below
         with self.db.write() as w:
             tenant_id = tenant_id_of(w.session, tenant)
             user_id = user_id_of(w.session, tenant, user) if user is not None else None

@@ -9,6 +9,7 @@ in a write leaves nothing written, blob files included.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
@@ -23,6 +24,8 @@ from unipgen.memory.models import Blob
 
 if TYPE_CHECKING:
     from sqlalchemy import CursorResult, Result
+
+log = logging.getLogger("unipgen.memory")
 
 
 def rowcount(result: Result[*tuple[Any, ...]]) -> int:
@@ -72,8 +75,12 @@ class Transaction:
 
 
 def _analyze(engine: Any, table: str) -> None:
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"ANALYZE {table}")  # a table name of ours, never input
+    """Best effort: the write has committed, and fresh statistics only make later reads faster."""
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"ANALYZE {table}")  # a table name of ours, never input
+    except Exception:  # noqa: BLE001  (autovacuum analyzes it later)
+        log.warning("ANALYZE %s after a bulk write failed", table, exc_info=True)
 
 
 def _insert_new_blob(dialect: str, row: dict[str, Any]) -> Any:
