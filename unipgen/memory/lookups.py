@@ -3,7 +3,7 @@ is unknown, for every part of the store."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Insert, select
@@ -101,12 +101,18 @@ def owner_users(session: Session, kind: str, owner_ids: Sequence[int]) -> dict[i
     if kind == "user":
         return {row_id: row_id for row_id in owner_ids}
     model = OWNER_MODELS[kind][0]
-    found: dict[int, int | None] = {}
-    ordered = sorted(set(owner_ids))
+    return _pairs_in(session, model.id, model.user_id, owner_ids)
+
+
+def _pairs_in(session: Session, key_column: Any, value_column: Any, keys: Iterable[Any],
+              *where: Any) -> dict[Any, Any]:
+    """{key: value} of the rows (matching `where`) whose `key_column` is one of `keys`, asked
+    `_CHUNK` keys per query."""
+    found: dict[Any, Any] = {}
+    ordered = sorted(set(keys))
     for start in range(0, len(ordered), _CHUNK):
-        chunk = ordered[start : start + _CHUNK]
-        found.update({row_id: user_id for row_id, user_id in session.execute(
-            select(model.id, model.user_id).where(model.id.in_(chunk)))})
+        query = select(key_column, value_column).where(*where, key_column.in_(ordered[start : start + _CHUNK]))
+        found.update({key: value for key, value in session.execute(query)})
     return found
 
 
@@ -119,15 +125,7 @@ def ids_by_key(
     session: Session, model: Any, tenant_id: int, keys: set[str], what: str | None, tenant: str | None
 ) -> dict[str, int]:
     """Row ids of `keys` in the tenant; with `what` set, an unknown key is a `NotFoundError`."""
-    found: dict[str, int] = {}
-    ordered = sorted(keys)
-    for start in range(0, len(ordered), _CHUNK):
-        chunk = ordered[start : start + _CHUNK]
-        found.update(
-            session.execute(
-                select(model.key, model.id).where(model.tenant_id == tenant_id, model.key.in_(chunk))
-            ).all()
-        )
+    found: dict[str, int] = _pairs_in(session, model.key, model.id, keys, model.tenant_id == tenant_id)
     if what is not None and len(found) != len(keys):
         missing = sorted(keys - found.keys())
         raise NotFoundError(
@@ -171,12 +169,7 @@ def resolve_all(
         if per_user and user_id is None:
             raise InvalidInputError(f"{kind} {min(keys)!r} belongs to a user: name the user")
         scope = model.user_id == user_id if per_user else model.tenant_id == tenant_id
-        ids: dict[str, int] = {}
-        ordered = sorted(keys)
-        for start in range(0, len(ordered), _CHUNK):
-            chunk = ordered[start : start + _CHUNK]
-            ids.update({key: row_id for key, row_id in session.execute(
-                select(model.key, model.id).where(scope, model.key.in_(chunk)))})
+        ids: dict[str, int] = _pairs_in(session, model.key, model.id, keys, scope)
         missing = sorted(keys - ids.keys())
         if missing:
             raise NotFoundError(f"unknown {kind} {missing[0]!r}")
